@@ -1,0 +1,21 @@
+"""`rhythm`: the command line. Each group of commands lives in its own small module."""
+
+from __future__ import annotations
+
+import typer
+
+from rhythm.stack.client_cli import register as register_client_commands
+from rhythm.stack.kafka_cli import app as kafka_app
+
+app = typer.Typer(
+    name="rhythm",
+    help="Rhythm: enterprise activity stream.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(kafka_app, name="kafka")
+register_client_commands(app)
+
+
+def main() -> None:
+    app()

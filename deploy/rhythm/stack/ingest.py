@@ -1,0 +1,136 @@
+"""Publish a JSON Lines file through the client: every valid line delivered, every invalid
+line reported by number (and written to a rejects file with the reason)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from rhythm.producers import Client, ClientSettings
+from rhythm.schemas import ContractError
+
+_PROGRESS_EVERY = 2_000  # lines between progress updates: keeps the bar off the hot path
+
+
+@dataclass
+class IngestReport:
+    lines: int = 0
+    valid: int = 0
+    invalid_lines: list[int] = field(default_factory=list)
+    delivered: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def invalid(self) -> int:
+        return len(self.invalid_lines)
+
+    @property
+    def undelivered(self) -> int:
+        return self.valid - self.delivered
+
+    def exit_code(self) -> int:
+        if self.undelivered:
+            return 2
+        return 1 if self.invalid else 0
+
+    def summary(self) -> str:
+        rate = self.valid / self.seconds if self.seconds > 0 else 0.0
+        failed = ", ".join(f"{r}={n}" for r, n in sorted(self.failed.items())) or "none"
+        return (
+            f"{self.lines} lines: {self.valid} valid, {self.invalid} invalid; "
+            f"{self.delivered} delivered, {self.undelivered} undelivered (failed: {failed}); "
+            f"{self.seconds:.1f}s, {rate:,.0f} events/s"
+        )
+
+
+def ingest_lines(
+    source: Iterable[bytes],
+    *,
+    settings: ClientSettings,
+    rejects_out: TextIO,
+    total_bytes: int | None = None,
+    show_progress: bool = True,
+    flush_timeout: float = 120.0,
+) -> IngestReport:
+    report = IngestReport()
+    # Never drop here: a full queue waits for room as long as we would wait for delivery.
+    settings = settings.model_copy(
+        update={"full_queue_policy": "block", "block_timeout_s": flush_timeout}
+    )
+    client = Client(settings, on_error=lambda _rec, reason: report.failed.update([reason]))
+    progress = _Progress(total_bytes, enabled=show_progress)
+    started = time.monotonic()
+    read = 0
+    try:
+        for number, raw in enumerate(source, 1):
+            read += len(raw)
+            if not raw.strip():
+                continue
+            report.lines += 1
+            try:
+                obj: Any = json.loads(raw)
+                if not isinstance(obj, dict):
+                    raise ContractError("line: must be a JSON object")
+                client.send(obj)
+                report.valid += 1
+            except ValueError as exc:  # ContractError, bad JSON and bad UTF-8 are ValueErrors
+                report.invalid_lines.append(number)
+                rejects_out.write(_reject(number, raw, exc))
+            if number % _PROGRESS_EVERY == 0:
+                progress.update(read, report, time.monotonic() - started)
+        client.flush(flush_timeout)
+    finally:
+        client.close(0)  # gives up (and counts) anything still undelivered
+        report.delivered = client.stats.delivered
+        report.seconds = time.monotonic() - started
+        progress.finish(read, report)
+    return report
+
+
+def _reject(number: int, raw: bytes, exc: Exception) -> str:
+    entry = {"line": number, "error": str(exc), "raw": raw.decode("utf-8", "replace").rstrip()}
+    return json.dumps(entry, ensure_ascii=False) + "\n"
+
+
+class _Progress:
+    """A rich progress bar on a terminal; a line every few seconds otherwise (CI logs)."""
+
+    def __init__(self, total_bytes: int | None, *, enabled: bool) -> None:
+        self._enabled = enabled
+        self._bar: Any = None
+        self._last_line = 0.0
+        if enabled and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("ingest"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TextColumn("{task.fields[lines]:,} lines {task.fields[rate]:,.0f}/s"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+            )
+            self._task = self._bar.add_task("ingest", total=total_bytes, lines=0, rate=0.0)
+            self._bar.start()
+
+    def update(self, read: int, report: IngestReport, elapsed: float) -> None:
+        if not self._enabled:
+            return
+        rate = report.lines / elapsed if elapsed > 0 else 0.0
+        if self._bar is not None:
+            self._bar.update(self._task, completed=read, lines=report.lines, rate=rate)
+        elif elapsed - self._last_line >= 5.0:
+            self._last_line = elapsed
+            print(f"ingest: {report.lines:,} lines, {rate:,.0f}/s", file=sys.stderr, flush=True)
+
+    def finish(self, read: int, report: IngestReport) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=read, lines=report.lines)
+            self._bar.stop()
