@@ -29,16 +29,15 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from functools import partial
 from types import TracebackType
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from rhythm.producers.config import ClientSettings
-from rhythm.producers.metrics import COLLECTOR, DELIVERY_LATENCY, ClientStats
+from rhythm.producers.metrics import COLLECTOR, ClientStats
 from rhythm.producers.prepare import EntityLike, prepare_event
-from rhythm.schemas import Event, encode_event
+from rhythm.schemas import Event, decode_event, encode_event
 
 log = logging.getLogger("rhythm.producers")
 
@@ -50,11 +49,13 @@ _REASONS = {
     KafkaError._PURGE_QUEUE: "purged",
     KafkaError._PURGE_INFLIGHT: "purged",
     KafkaError.MSG_SIZE_TOO_LARGE: "too_large",
-    KafkaError._MSG_SIZE_TOO_LARGE: "too_large",
     KafkaError.TOPIC_AUTHORIZATION_FAILED: "unauthorized",
     KafkaError.UNKNOWN_TOPIC_OR_PART: "unknown_topic",
     KafkaError._UNKNOWN_TOPIC: "unknown_topic",
 }
+
+
+_ERROR_LOG_INTERVAL_S = 30
 
 
 class ClientClosedError(RuntimeError):
@@ -82,6 +83,8 @@ class Client:
         self._stop = threading.Event()
         self._closed = False
         self._failures_logged = 0
+        self._errors_logged_at: dict[int, float] = {}
+        self._delivery_cb = self._on_delivery
         _LIVE.add(self)
         COLLECTOR.add(self)
 
@@ -187,7 +190,10 @@ class Client:
     def _produce(self, record: dict[str, Any], key: str) -> None:
         payload = encode_event(record)
         producer = self._producer or self._open()
-        report = partial(self._on_delivery, record)
+        # One bound method for every message: a per-message closure would keep a dict per
+        # queued event alive, and the cyclic GC rescans all of them over and over. A failed
+        # event is rebuilt from its payload instead (failures are rare).
+        report = self._delivery_cb
         self.stats.tracked += 1
         try:
             producer.produce(self._topic, payload, key, on_delivery=report)
@@ -220,14 +226,15 @@ class Client:
                 ).start()
             return self._producer
 
-    def _on_delivery(self, record: dict[str, Any], err: KafkaError | None, msg: Message) -> None:
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
             self.stats.delivered += 1
             latency = msg.latency()
             if latency is not None:
-                DELIVERY_LATENCY.observe(latency)
+                self.stats.observe_latency(latency)
             return
         reason = _REASONS.get(err.code(), "kafka_error")
+        record: dict[str, Any] = dict(decode_event(msg.value()))
         self.stats.failed[reason] += 1
         if self._failures_logged < 10 or self._failures_logged % 1000 == 0:
             log.warning("event %s not delivered: %s (%s)", record.get("event_id"), reason, err)
@@ -244,7 +251,12 @@ class Client:
 
     def _on_client_error(self, err: KafkaError) -> None:
         # Connection trouble is retried by librdkafka; events fail only at delivery timeout.
-        log.warning("kafka: %s", err)
+        # While a broker is down this fires many times a second: say it once per interval.
+        now = time.monotonic()
+        code = err.code()
+        if now - self._errors_logged_at.get(code, -1e9) >= _ERROR_LOG_INTERVAL_S:
+            self._errors_logged_at[code] = now
+            log.warning("kafka: %s (repeats are muted for %ds)", err, _ERROR_LOG_INTERVAL_S)
 
     def _abandon_after_fork(self) -> None:
         """In a forked child: forget the parent's producer without touching it."""

@@ -105,6 +105,8 @@ class ClientSettings(BaseSettings):
                 "batch.size": self.batch_size,
                 "compression.codec": self.compression,
                 "delivery.timeout.ms": self.delivery_timeout_ms,
+                # A broker restart is not news worth a log line per connection.
+                "log.connection.close": False,
             }
         )
         conf.update(self.extra)

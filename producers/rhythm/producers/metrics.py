@@ -9,21 +9,23 @@ Labels are bounded: `reason` comes from a fixed set, never from an event.
 
 from __future__ import annotations
 
+import bisect
 import weakref
 from collections import Counter as Tally
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from prometheus_client import REGISTRY, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import REGISTRY
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
-DELIVERY_LATENCY = Histogram(
-    "rhythm_client_delivery_latency_seconds",
-    "Time from produce() to the broker's acknowledgement, as librdkafka measured it.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0),
-)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
 
 
 @dataclass
@@ -34,6 +36,13 @@ class ClientStats:
     delivered: int = 0
     failed: Tally[str] = field(default_factory=Tally)
     dropped: Tally[str] = field(default_factory=Tally)
+    # Delivery latency as a histogram kept in plain ints (the last slot is +Inf).
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    latency_sum: float = 0.0
+
+    def observe_latency(self, seconds: float) -> None:
+        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
 
 
 class _HasStats(Protocol):
@@ -79,7 +88,25 @@ class _ClientCollector(Collector):
             for reason, count in sorted(totals.items()):
                 family.add_metric([reason], count)
         depth.add_metric([], sum(c.queue_depth() for c in clients))
-        yield from (tracked, delivered, failed, dropped, depth)
+        yield from (tracked, delivered, failed, dropped, depth, _latency(clients))
+
+
+def _latency(clients: list[_HasStats]) -> HistogramMetricFamily:
+    counts = [0] * (len(LATENCY_BUCKETS) + 1)
+    total = 0.0
+    for c in clients:
+        counts = [a + b for a, b in zip(counts, c.stats.latency_counts, strict=True)]
+        total += c.stats.latency_sum
+    cumulative, buckets = 0, []
+    for bound, count in zip([*map(str, LATENCY_BUCKETS), "+Inf"], counts, strict=True):
+        cumulative += count
+        buckets.append((bound, float(cumulative)))
+    family = HistogramMetricFamily(
+        "rhythm_client_delivery_latency_seconds",
+        "Time from produce() to the broker's acknowledgement, as librdkafka measured it.",
+    )
+    family.add_metric([], buckets, total)
+    return family
 
 
 COLLECTOR = _ClientCollector()

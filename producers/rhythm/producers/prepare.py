@@ -9,9 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import uuid_utils
-from pydantic import ValidationError
 
-from rhythm.schemas import ContractError, Entity, Event, format_validation_error
+from rhythm.schemas import ContractError, Entity, Event, validate_record
 
 EntityLike = Mapping[str, str] | tuple[str, str] | Entity
 
@@ -24,18 +23,18 @@ def prepare_event(event: Mapping[str, Any] | Event) -> tuple[dict[str, Any], str
     Assigns a UUIDv7 `event_id` when the event has none. Raises ContractError.
     """
     if isinstance(event, Event):
-        model = event
+        if event.event_id is None:
+            event = event.model_copy(update={"event_id": str(uuid_utils.uuid7())})
+        record: dict[str, Any] = dict(event.to_record())
     else:
-        data = dict(event)
+        data = event
         for role in _ENTITY_ROLES:
             value = data.get(role)
             if isinstance(value, tuple):
-                data[role] = _entity_from_pair(role, value)
-        try:
-            model = Event.model_validate(data)
-        except ValidationError as exc:
-            raise ContractError(format_validation_error(exc)) from None
-    record = model.to_record(event_id=model.event_id or str(uuid_utils.uuid7()))
+                data = {**data, role: _entity_from_pair(role, value)}
+        record = validate_record(data)
+        if record["event_id"] is None:
+            record["event_id"] = str(uuid_utils.uuid7())
     return record, partition_key(record)
 
 

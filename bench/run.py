@@ -1,0 +1,135 @@
+"""`make bench`: benchmarks side by side in one run, written to BENCHMARKS.md as ratios.
+
+Each section writes bench/results/<section>.md; BENCHMARKS.md is the machine's facts plus
+every section's latest result, so re-running one section keeps the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from rhythm.stack.kafka import LocalKafka, LocalKafkaSettings
+from rhythm.stack.ports import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def machine_facts() -> str:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"- CPU: {cpu}, {os.cpu_count()} cores; memory {mem_gib:.0f} GiB\n"
+        f"- Python {platform.python_version()}, {platform.system()} {platform.release()}\n"
+    )
+
+
+def _create_topic(bootstrap: str, name: str, partitions: int = 4) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
+
+
+def client_section(bootstrap: str, events: int, rounds: int) -> str:
+    modes = ["raw", "rhythm", "naive"]
+    results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    for r in range(rounds):
+        for mode in modes:  # interleaved, so drift on the machine hits every mode alike
+            topic = f"bench-client-{mode}-{r}-{int(time.time())}"
+            _create_topic(bootstrap, topic)
+            out = subprocess.run(
+                [sys.executable, "-m", "bench.client_bench", "--mode", mode,
+                 "--events", str(events), "--bootstrap", bootstrap, "--topic", topic],
+                cwd=ROOT, capture_output=True, text=True, timeout=900,
+            )
+            if out.returncode != 0:
+                raise SystemExit(f"bench: {mode} failed:\n{out.stderr[-3000:]}")
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"  round {r + 1} {mode}: {result}", file=sys.stderr, flush=True)
+            results[mode].append(result)
+
+    def med(mode: str, key: str) -> float:
+        return statistics.median(x[key] for x in results[mode])
+
+    rows = []
+    for mode, label in (
+        ("raw", "confluent-kafka `produce()` of pre-serialised bytes"),
+        ("rhythm", "Rhythm `Client.send()` (validate + Avro + produce)"),
+        ("naive", "naive `json.dumps()` + `produce()`"),
+    ):
+        rows.append(
+            f"| {label} | {med(mode, 'caller_cpu_us_per_event'):.1f} | "
+            f"{med(mode, 'all_threads_cpu_us_per_event'):.1f} | "
+            f"{med(mode, 'events_per_s'):,.0f} | "
+            f"{med(mode, 'events_per_s') / med('raw', 'events_per_s'):.2f} |"
+        )
+    delivered_ok = all(x["delivered"] == x["events"] for v in results.values() for x in v)
+    cpu = med("rhythm", "all_threads_cpu_us_per_event")
+    return (
+        "## Client library\n\n"
+        f"`python -m bench.run --only client` — {events:,} typical events per run (actor, "
+        "object, target, channel, context, 2 tags, 2 properties), each mode in a fresh process "
+        f"against the same local broker, {rounds} interleaved rounds, medians shown. "
+        "Events/s is to the last delivery acknowledgement (`flush()`).\n\n"
+        "| producer | caller CPU µs/event | all-threads CPU µs/event | events/s | × raw |\n"
+        "| --- | ---: | ---: | ---: | ---: |\n"
+        + "\n".join(rows)
+        + "\n\n"
+        f"Every event delivered in every run: {'yes' if delivered_ok else 'NO'}. "
+        f"Goal: ≤ 15 µs CPU per event in all threads: {'met' if cpu <= 15 else 'not met'} "
+        f"({cpu:.1f} µs).\n"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", action="append", choices=["client"], default=None)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    sections = args.only or ["client"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rhythm-bench-") as home:
+        kafka = LocalKafka(
+            LocalKafkaSettings(home=Path(home), port=free_port(), controller_port=free_port())
+        )
+        bootstrap = kafka.up()
+        try:
+            for section in sections:
+                print(f"bench: {section}", file=sys.stderr, flush=True)
+                if section == "client":
+                    text = client_section(bootstrap, args.events, args.rounds)
+                (RESULTS / f"{section}.md").write_text(text)
+        finally:
+            kafka.down()
+    parts = [p.read_text() for p in sorted(RESULTS.glob("*.md"))]
+    (ROOT / "BENCHMARKS.md").write_text(
+        "# Benchmarks\n\n"
+        f"Run with `make bench` on {time.strftime('%Y-%m-%d', time.gmtime())}.\n\n"
+        + machine_facts()
+        + "\n"
+        + "\n".join(parts)
+    )
+    print((ROOT / "BENCHMARKS.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Stage 1, pure: one event becomes updates for every entity it touches, plus its thread.
+
+The events topic is keyed by actor, but signals are per (tenant, role, entity): the object,
+target and tags of an event live on other keys. So stage 1 re-keys each event's updates by
+entity (and by context for the `unanswered` rule) and sends them, batched per destination
+partition, to the internal updates topic; stage 2 owns each key's state.
+
+Keys are strings joined by the unit separator (\\x1f), which the contract does not allow in
+tenants, roles or types (ids may contain anything but stay last). Destination partitions use
+a stable hash (CRC-32), never Python's per-process `hash()`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+SEP = "\x1f"
+ROLES = ("actor", "object", "target")
+TAG_ROLE = "tag"
+CONTEXT_PREFIX = "ctx"
+
+
+@dataclass(frozen=True, slots=True)
+class EntityKey:
+    tenant: str
+    role: str
+    entity_type: str
+    entity_id: str
+
+    def encode(self) -> str:
+        return SEP.join((self.tenant, self.role, self.entity_type, self.entity_id))
+
+    @classmethod
+    def decode(cls, key: str) -> EntityKey:
+        tenant, role, entity_type, entity_id = key.split(SEP, 3)
+        return cls(tenant, role, entity_type, entity_id)
+
+
+def context_key(tenant: str, context_id: str) -> str:
+    return SEP.join((CONTEXT_PREFIX, tenant, context_id))
+
+
+def split_context_key(key: str) -> tuple[str, str]:
+    _, tenant, context_id = key.split(SEP, 2)
+    return tenant, context_id
+
+
+def is_context_key(key: str) -> bool:
+    return key.startswith(CONTEXT_PREFIX + SEP)
+
+
+def partition_for(key: str, partitions: int) -> int:
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % partitions
+
+
+def entity_keys(record: Mapping[str, Any]) -> list[str]:
+    """Every (tenant, role, entity) the event counts for, tags as entities of type `tag`."""
+    tenant = record["tenant"]
+    keys = [SEP.join((tenant, "actor", record["actor_type"], record["actor_id"]))]
+    for role in ("object", "target"):
+        entity_type = record.get(f"{role}_type")
+        if entity_type is not None:
+            keys.append(SEP.join((tenant, role, entity_type, record[f"{role}_id"])))
+    for tag in dict.fromkeys(record.get("tags") or ()):  # a tag given twice counts once
+        keys.append(SEP.join((tenant, TAG_ROLE, "tag", tag)))
+    return keys
+
+
+# An update as it travels to stage 2: plain lists, cheap to encode.
+# entity:  [key, ts_ms, weight, src_partition, src_offset]
+# context: [key, ts_ms, actor_type, actor_id, channel, src_partition, src_offset]
+EntityUpdate = list[Any]
+ContextUpdate = list[Any]
+
+
+def explode(
+    record: Mapping[str, Any], ts: int, src_partition: int, src_offset: int
+) -> tuple[list[EntityUpdate], ContextUpdate | None]:
+    weight = float(record.get("weight", 1.0))
+    updates = [[key, ts, weight, src_partition, src_offset] for key in entity_keys(record)]
+    context: ContextUpdate | None = None
+    context_id = record.get("context_id")
+    if context_id is not None:
+        context = [
+            context_key(record["tenant"], context_id),
+            ts,
+            record["actor_type"],
+            record["actor_id"],
+            record.get("channel") or "",
+            src_partition,
+            src_offset,
+        ]
+    return updates, context

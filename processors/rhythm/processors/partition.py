@@ -1,0 +1,257 @@
+"""Stage 2, one partition of the updates topic: entity signals, silence and unanswered alerts.
+
+No I/O here: the Faust agent feeds `apply()` one batch message at a time, sends what it
+returns, and saves the keys in `take_dirty()`. After a restart, `restore()` takes back the
+saved keys; everything else (the due-time heap, the learned reply stats) is rebuilt from them.
+
+Exactly once per key: every entity and context remembers the last source offset it applied
+from each source partition, so updates re-sent after a stage 1 restart are skipped, and each
+key's state is saved in one write, so a crash between two keys' writes never splits a key.
+
+The watermark of this partition is the minimum over all source partitions of the newest
+event time each has reported (stage 1 stamps it on every batch, and on idle ticks).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rhythm.processors.codec import (
+    decode_context,
+    decode_entity,
+    dumps,
+    encode_context,
+    encode_entity,
+    loads,
+)
+from rhythm.processors.explode import EntityKey, is_context_key, split_context_key
+from rhythm.processors.signals.conversation import (
+    ContextState,
+    Conversations,
+    ReplyConfig,
+    UnansweredAlert,
+)
+from rhythm.processors.signals.entity import (
+    LATE,
+    TOO_LATE,
+    AdvanceResult,
+    EntityAlert,
+    EntityState,
+    SignalConfig,
+    add_event,
+    advance,
+    next_due_ms,
+)
+
+NO_WATERMARK = -(2**62)
+
+
+@dataclass
+class Output:
+    signals: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    late: int = 0
+    too_late: int = 0
+    duplicates: int = 0
+
+
+@dataclass
+class _Entity:
+    state: EntityState
+    applied: dict[int, int]
+
+
+class PartitionProcessor:
+    def __init__(
+        self,
+        partition: int,
+        source_partitions: int,
+        signal_cfg: SignalConfig,
+        reply_cfg: ReplyConfig,
+    ) -> None:
+        self.partition = partition
+        self.source_partitions = source_partitions
+        self.signal_cfg = signal_cfg
+        self.entities: dict[str, _Entity] = {}
+        self.conversations = Conversations(reply_cfg)
+        self.source_watermarks: dict[int, int] = {}
+        self.watermark = NO_WATERMARK
+        self._due: list[tuple[int, str]] = []  # (due, key); stale entries are skipped
+        self._due_of: dict[str, int] = {}
+        self._dirty: set[str] = set()
+
+    # -- input -----------------------------------------------------------------------------
+
+    def restore(self, items: Iterable[tuple[str, bytes]]) -> None:
+        contexts: dict[str, ContextState] = {}
+        for key, value in items:
+            if key == WATERMARKS_KEY:
+                marks = decode_watermarks(value)
+                self.source_watermarks.update(marks)
+            elif is_context_key(key):
+                contexts[key] = decode_context(value)
+            else:
+                state, applied = decode_entity(value)
+                self.entities[key] = _Entity(state, applied)
+                self._schedule(key, state)
+        self.conversations.restore(contexts)
+        self.watermark = self._min_watermark()
+
+    def apply(self, message: dict[str, Any]) -> Output:
+        """One batch from stage 1: {"p": source partition, "wm": its watermark,
+        "u": entity updates, "c": context updates} (see explode.py for the update shapes)."""
+        out = Output()
+        alerts = AdvanceResult()
+        cfg = self.signal_cfg
+        for key, ts, weight, src_partition, src_offset in message.get("u", ()):
+            entity = self.entities.get(key)
+            if entity is None:
+                entity = self.entities[key] = _Entity(EntityState(), {})
+            if src_offset <= entity.applied.get(src_partition, -1):
+                out.duplicates += 1
+                continue
+            entity.applied[src_partition] = src_offset
+            outcome = add_event(entity.state, ts, weight, self.watermark, cfg, alerts)
+            if outcome == LATE:
+                out.late += 1
+            elif outcome == TOO_LATE:
+                out.too_late += 1
+            self._dirty.add(key)
+            self._schedule(key, entity.state)
+            if alerts.alerts:
+                out.alerts.extend(_entity_alert(key, a) for a in alerts.alerts)
+                alerts.alerts.clear()
+        for key, ts, actor_type, actor_id, channel, src_partition, src_offset in message.get(
+            "c", ()
+        ):
+            tenant, context_id = split_context_key(key)
+            if not self.conversations.add(
+                key, tenant, context_id, ts, (actor_type, actor_id), channel,
+                src_partition, src_offset,
+            ):  # fmt: skip
+                out.duplicates += 1
+        watermark = message.get("wm")
+        if watermark is not None:
+            source = int(message["p"])
+            if watermark > self.source_watermarks.get(source, NO_WATERMARK):
+                self.source_watermarks[source] = int(watermark)
+                self._dirty.add(WATERMARKS_KEY)
+            self._advance(self._min_watermark(), out)
+        return out
+
+    # -- output ----------------------------------------------------------------------------
+
+    def take_dirty(self) -> list[tuple[str, bytes]]:
+        """The keys changed since the last call, encoded for the table."""
+        items: list[tuple[str, bytes]] = []
+        for key in self._dirty:
+            if key == WATERMARKS_KEY:
+                items.append((key, encode_watermarks(self.source_watermarks)))
+            else:
+                entity = self.entities[key]
+                items.append((key, encode_entity(entity.state, entity.applied)))
+        for key in self.conversations.dirty:
+            items.append((key, encode_context(self.conversations.contexts[key])))
+        self._dirty.clear()
+        self.conversations.dirty.clear()
+        return items
+
+    def open_windows(self) -> int:
+        return sum(len(e.state.windows) for e in self.entities.values())
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _min_watermark(self) -> int:
+        if len(self.source_watermarks) < self.source_partitions:
+            return NO_WATERMARK  # a source partition has said nothing yet: hold everything
+        return min(self.source_watermarks.values())
+
+    def _advance(self, watermark: int, out: Output) -> None:
+        if watermark <= self.watermark:
+            return
+        self.watermark = watermark
+        cfg = self.signal_cfg
+        ready: set[str] = set()
+        while self._due and self._due[0][0] <= watermark:
+            due, key = heapq.heappop(self._due)
+            if self._due_of.get(key) == due:
+                del self._due_of[key]
+                ready.add(key)
+        for key in sorted(ready):  # sorted: the same output order on every run
+            entity = self.entities[key]
+            result = advance(entity.state, watermark, cfg)
+            self._dirty.add(key)
+            self._schedule(key, entity.state)
+            if result.signals or result.alerts:
+                ek = EntityKey.decode(key)
+                out.signals.extend(_signal(ek, s) for s in result.signals)
+                out.alerts.extend(_entity_alert(key, a) for a in result.alerts)
+        out.alerts.extend(_unanswered(a) for a in self.conversations.advance(watermark))
+
+    def _schedule(self, key: str, state: EntityState) -> None:
+        due = next_due_ms(state, self.signal_cfg)
+        if due is None:
+            self._due_of.pop(key, None)
+        elif self._due_of.get(key) != due:
+            self._due_of[key] = due
+            heapq.heappush(self._due, (due, key))
+
+
+WATERMARKS_KEY = "\x00watermarks"
+
+
+def encode_watermarks(marks: dict[int, int]) -> bytes:
+    return dumps([[k, v] for k, v in sorted(marks.items())])
+
+
+def decode_watermarks(data: bytes) -> dict[int, int]:
+    return {int(k): int(v) for k, v in loads(data)}
+
+
+def _signal(ek: EntityKey, measures: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "tenant": ek.tenant,
+        "role": ek.role,
+        "entity_type": ek.entity_type,
+        "entity_id": ek.entity_id,
+        **measures,
+    }
+
+
+def _entity_alert(key: str, alert: EntityAlert) -> dict[str, Any]:
+    ek = EntityKey.decode(key)
+    return {
+        "kind": alert.kind,
+        "tenant": ek.tenant,
+        "role": ek.role,
+        "entity_type": ek.entity_type,
+        "entity_id": ek.entity_id,
+        "context_id": None,
+        "fired_at": alert.fired_at_ms,
+        "last_event_at": alert.last_event_at_ms,
+        "expected_within_s": alert.expected_within_ms / 1000,
+        "details": {"history_gaps": alert.history_gaps},
+    }
+
+
+def _unanswered(alert: UnansweredAlert) -> dict[str, Any]:
+    return {
+        "kind": "unanswered",
+        "tenant": alert.tenant,
+        "role": "actor",
+        "entity_type": alert.sender[0],
+        "entity_id": alert.sender[1],
+        "context_id": alert.context_id,
+        "fired_at": alert.fired_at_ms,
+        "last_event_at": alert.last_event_at_ms,
+        "expected_within_s": alert.expected_within_ms / 1000,
+        "details": {
+            "channel": alert.channel,
+            "reply_rate": round(alert.reply_rate, 4),
+            "samples": alert.samples,
+            "awaiting": [f"{t}:{i}" for t, i in alert.others],
+        },
+    }

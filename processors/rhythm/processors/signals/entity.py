@@ -1,0 +1,277 @@
+"""Per-entity signals in event time: tumbling windows, gaps, and the silence rule.
+
+Pure functions over plain data; the processor owns I/O and state storage.
+
+Event time, as one entity sees it (W is the watermark, L the allowed lateness):
+- An event is *final* once W - L has passed it: no on-time event can arrive before it any more.
+  Gaps are computed over final events in event-time order, so out-of-order arrival within L
+  gives exactly the gaps of the sorted sequence. Each gap is counted in the window(s) of the
+  later event; the entity's first event ever has none.
+- Count and weight are order-independent and are added to the event's windows on arrival.
+- A window [start, end) closes, and is emitted once with version 1, when W >= end + L.
+- A *late* event (its time already < W - L on arrival) is never dropped silently:
+  * newer than the entity's last final event: it simply extends the final sequence, gap and
+    all (exact);
+  * older: it counts toward frequency and amplitude of its windows but not toward gaps (that
+    would need the entity's whole history), and is counted in the window's `late_count`;
+  * if its window was already emitted, the window is emitted again with version + 1 (the
+    store keeps the highest version); windows are kept for `late_retention_ms` after closing
+    for that. Later than that, the event is reported too late (counted by the processor; the
+    raw event is still stored by the sink).
+Silence: once an entity has `silence_min_history` gaps, its normal gap is the
+`silence_quantile` of its gap history (a log-histogram), and it is silent when more than
+`silence_factor` times that (at least `silence_min_ms`) has passed since its last event. The
+check runs in event time over final events only, so replaying history fast gives the same
+alerts as living through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rhythm.processors.signals.histogram import LogHistogram
+
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class SignalConfig:
+    window_sizes_ms: tuple[int, ...] = (HOUR_MS, DAY_MS)
+    lateness_ms: int = 300_000
+    late_retention_ms: int = DAY_MS
+    silence_min_history: int = 5
+    silence_quantile: float = 0.95
+    silence_factor: float = 2.0
+    silence_min_ms: int = 60_000
+
+
+@dataclass(slots=True)
+class Window:
+    size_ms: int
+    start_ms: int
+    event_count: int = 0
+    weight_sum: float = 0.0
+    weight_max: float = float("-inf")
+    gap_count: int = 0
+    gap_min_ms: int = 0
+    gap_max_ms: int = 0
+    gap_sum_ms: int = 0
+    first_ms: int = 0
+    last_ms: int = 0
+    silence_before_ms: int | None = None
+    late_count: int = 0
+    version: int = 0  # how many times emitted
+    dirty: bool = True  # changed since last emitted
+
+    @property
+    def end_ms(self) -> int:
+        return self.start_ms + self.size_ms
+
+    def add_event(self, ts: int, weight: float) -> None:
+        if self.event_count == 0 or ts < self.first_ms:
+            self.first_ms = ts
+        if self.event_count == 0 or ts > self.last_ms:
+            self.last_ms = ts
+        self.event_count += 1
+        self.weight_sum += weight
+        self.weight_max = max(self.weight_max, weight)
+        self.dirty = True
+
+    def add_gap(self, ts: int, gap_ms: int) -> None:
+        if self.gap_count == 0:
+            self.gap_min_ms = self.gap_max_ms = gap_ms
+        else:
+            self.gap_min_ms = min(self.gap_min_ms, gap_ms)
+            self.gap_max_ms = max(self.gap_max_ms, gap_ms)
+        self.gap_count += 1
+        self.gap_sum_ms += gap_ms
+        if ts == self.first_ms:
+            self.silence_before_ms = gap_ms
+        self.dirty = True
+
+    def to_signal(self) -> dict[str, Any]:
+        """The signal's measures (the caller adds tenant, role and entity)."""
+        gaps = self.gap_count > 0
+        return {
+            "window_start": self.start_ms,
+            "window_seconds": self.size_ms // 1000,
+            "event_count": self.event_count,
+            "weight_sum": self.weight_sum,
+            "weight_max": self.weight_max,
+            "gap_count": self.gap_count,
+            "gap_min_s": self.gap_min_ms / 1000 if gaps else None,
+            "gap_max_s": self.gap_max_ms / 1000 if gaps else None,
+            "gap_mean_s": self.gap_sum_ms / self.gap_count / 1000 if gaps else None,
+            "first_event_at": self.first_ms,
+            "last_event_at": self.last_ms,
+            "silence_before_s": (
+                self.silence_before_ms / 1000 if self.silence_before_ms is not None else None
+            ),
+            "late_count": self.late_count,
+            "version": self.version,
+        }
+
+
+@dataclass(slots=True)
+class EntityState:
+    pending: list[int] = field(default_factory=list)  # on-time event times, not yet final
+    last_ms: int | None = None  # newest final event
+    windows: dict[tuple[int, int], Window] = field(default_factory=dict)
+    gaps: LogHistogram = field(default_factory=LogHistogram)
+    silent_since_ms: int | None = None  # last event time of an alerted silence episode
+
+
+@dataclass(slots=True)
+class EntityAlert:
+    kind: str  # "silence" | "resumed"
+    fired_at_ms: int
+    last_event_at_ms: int
+    expected_within_ms: int
+    history_gaps: int
+
+
+@dataclass(slots=True)
+class AdvanceResult:
+    signals: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[EntityAlert] = field(default_factory=list)
+
+
+ADDED, LATE, TOO_LATE = "added", "late", "too_late"
+
+
+def window_start(ts: int, size_ms: int) -> int:
+    return ts - ts % size_ms
+
+
+def add_event(
+    state: EntityState,
+    ts: int,
+    weight: float,
+    watermark_ms: int,
+    cfg: SignalConfig,
+    out: AdvanceResult,
+) -> str:
+    """Take one event. Returns ADDED (on time), LATE (late but counted) or TOO_LATE.
+
+    A late event can end a silence episode at once: its alerts go to `out`.
+    """
+    final_before = watermark_ms - cfg.lateness_ms
+    if ts >= final_before:
+        state.pending.append(ts)
+        for size in cfg.window_sizes_ms:
+            _window(state, size, ts).add_event(ts, weight)
+        return ADDED
+    counted = False
+    for size in cfg.window_sizes_ms:
+        start = window_start(ts, size)
+        if start + size + cfg.lateness_ms + cfg.late_retention_ms <= watermark_ms:
+            continue  # closed and past retention: this window can no longer be corrected
+        window = _window(state, size, ts)
+        window.add_event(ts, weight)
+        window.late_count += 1
+        counted = True
+    if not counted:
+        return TOO_LATE
+    if state.last_ms is None or ts > state.last_ms:
+        # Newer than every final event: it extends the final sequence exactly.
+        _finalize(state, ts, cfg, out)
+    return LATE
+
+
+def advance(state: EntityState, watermark_ms: int, cfg: SignalConfig) -> AdvanceResult:
+    """Finalize events, emit closed (or corrected) windows and silence alerts up to W."""
+    out = AdvanceResult()
+    final_before = watermark_ms - cfg.lateness_ms
+    if state.pending:
+        state.pending.sort()
+        cut = 0
+        while cut < len(state.pending) and state.pending[cut] < final_before:
+            _finalize(state, state.pending[cut], cfg, out)
+            cut += 1
+        del state.pending[:cut]
+    _check_silence(state, final_before, cfg, out)
+    for key in sorted(state.windows):
+        window = state.windows[key]
+        if window.end_ms + cfg.lateness_ms > watermark_ms:
+            continue
+        if window.dirty:
+            window.version += 1
+            window.dirty = False
+            out.signals.append(window.to_signal())
+        if window.end_ms + cfg.lateness_ms + cfg.late_retention_ms <= watermark_ms:
+            del state.windows[key]
+    return out
+
+
+def silence_threshold_ms(state: EntityState, cfg: SignalConfig) -> int | None:
+    """How long a pause is normal for this entity; None until it has enough history."""
+    if state.gaps.total < cfg.silence_min_history:
+        return None
+    typical = state.gaps.quantile_ms(cfg.silence_quantile) or 0
+    return max(int(typical * cfg.silence_factor), cfg.silence_min_ms)
+
+
+def next_due_ms(state: EntityState, cfg: SignalConfig) -> int | None:
+    """The smallest watermark at which `advance` would have something to do."""
+    candidates: list[int] = []
+    if state.pending:
+        candidates.append(min(state.pending) + cfg.lateness_ms + 1)
+    for window in state.windows.values():
+        close = window.end_ms + cfg.lateness_ms
+        candidates.append(close if window.dirty else close + cfg.late_retention_ms)
+    threshold = silence_threshold_ms(state, cfg)
+    if threshold is not None and state.last_ms is not None and state.silent_since_ms is None:
+        candidates.append(state.last_ms + threshold + cfg.lateness_ms)
+    return min(candidates) if candidates else None
+
+
+def _window(state: EntityState, size: int, ts: int) -> Window:
+    start = window_start(ts, size)
+    window = state.windows.get((size, start))
+    if window is None:
+        window = state.windows[(size, start)] = Window(size_ms=size, start_ms=start)
+    return window
+
+
+def _finalize(state: EntityState, ts: int, cfg: SignalConfig, out: AdvanceResult) -> None:
+    last = state.last_ms
+    if last is not None:
+        gap = ts - last
+        threshold = silence_threshold_ms(state, cfg)
+        if threshold is not None and gap > threshold and state.silent_since_ms is None:
+            # The pause exceeded the norm before this event ended it: the episode happened,
+            # whether or not the watermark saw its deadline pass live.
+            out.alerts.append(
+                EntityAlert("silence", last + threshold, last, threshold, state.gaps.total)
+            )
+            state.silent_since_ms = last
+        if state.silent_since_ms is not None:
+            out.alerts.append(
+                EntityAlert("resumed", ts, last, threshold or 0, state.gaps.total)
+            )
+            state.silent_since_ms = None
+        for size in cfg.window_sizes_ms:
+            window = state.windows.get((size, window_start(ts, size)))
+            if window is not None:
+                window.add_gap(ts, gap)
+        state.gaps.add(gap)
+    state.last_ms = ts if last is None else max(last, ts)
+
+
+def _check_silence(
+    state: EntityState, final_before: int, cfg: SignalConfig, out: AdvanceResult
+) -> None:
+    if state.silent_since_ms is not None or state.last_ms is None:
+        return
+    threshold = silence_threshold_ms(state, cfg)
+    if threshold is None:
+        return
+    due = state.last_ms + threshold
+    # Silent at `due` only if every event before `due` is final (due < W - L) and none came.
+    if due < final_before and not (state.pending and state.pending[0] <= due):
+        out.alerts.append(
+            EntityAlert("silence", due, state.last_ms, threshold, state.gaps.total)
+        )
+        state.silent_since_ms = state.last_ms

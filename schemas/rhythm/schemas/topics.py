@@ -1,0 +1,42 @@
+"""Kafka topics and how they are created. Replication and min.insync.replicas are the broker
+manager's business (they depend on the cluster size), so they are not set here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+EVENTS_TOPIC = "rhythm.events"
+SIGNALS_TOPIC = "rhythm.signals"
+ALERTS_TOPIC = "rhythm.alerts"
+DEAD_LETTERS_TOPIC = "rhythm.dead_letters"
+
+_DAY_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def _retention(days: int) -> dict[str, str]:
+    return {"cleanup.policy": "delete", "retention.ms": str(days * _DAY_MS)}
+
+
+DEFAULT_TOPICS: list[TopicSpec] = [
+    # Events are keyed by tenant/context, so partitions bound the processors' parallelism.
+    # A week of raw events lets processors be rebuilt or replayed after an outage; ClickHouse
+    # keeps the long-term copy. Message time is the producer's (CreateTime), as sent.
+    TopicSpec(
+        EVENTS_TOPIC,
+        4,
+        {**_retention(7), "message.timestamp.type": "CreateTime", "max.message.bytes": "1048576"},
+    ),
+    # Signals are derived and can be recomputed from events: the same week.
+    TopicSpec(SIGNALS_TOPIC, 4, _retention(7)),
+    # Alerts are few and people look back at them: a month.
+    TopicSpec(ALERTS_TOPIC, 2, _retention(30)),
+    # Dead letters wait for a human to look: a month; one partition keeps them in order.
+    TopicSpec(DEAD_LETTERS_TOPIC, 1, _retention(30)),
+]

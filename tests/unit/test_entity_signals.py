@@ -1,0 +1,200 @@
+"""Signal math on plain data: windows, gaps, lateness, silence."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from rhythm.processors.signals.entity import (
+    ADDED,
+    LATE,
+    TOO_LATE,
+    AdvanceResult,
+    EntityState,
+    SignalConfig,
+    add_event,
+    advance,
+    next_due_ms,
+    silence_threshold_ms,
+)
+
+MIN = 60_000
+HOUR = 3_600_000
+CFG = SignalConfig(window_sizes_ms=(HOUR,), lateness_ms=5 * MIN, late_retention_ms=HOUR)
+
+
+def reference(events: list[tuple[int, float]], size: int) -> dict[int, dict[str, Any]]:
+    """Signals computed the plain way: sort, then bucket. Written apart from the processor."""
+    events = sorted(events)
+    out: dict[int, dict[str, Any]] = defaultdict(
+        lambda: {"event_count": 0, "weight_sum": 0.0, "weight_max": float("-inf"), "gaps": []}
+    )
+    previous = None
+    for ts, weight in events:
+        w = out[ts // size * size]
+        w["event_count"] += 1
+        w["weight_sum"] += weight
+        w["weight_max"] = max(w["weight_max"], weight)
+        if previous is not None:
+            w["gaps"].append(ts - previous)
+        previous = ts
+    return out
+
+
+def run(
+    arrivals: list[tuple[int, float]], watermark_lag: int, cfg: SignalConfig = CFG
+) -> tuple[EntityState, list[dict[str, Any]], AdvanceResult]:
+    """Feed events in arrival order with a watermark trailing the newest time by `lag`,
+    then let the watermark run past everything."""
+    state = EntityState()
+    emitted: list[dict[str, Any]] = []
+    alerts = AdvanceResult()
+    watermark = 0
+    for ts, weight in arrivals:
+        watermark = max(watermark, ts - watermark_lag)
+        add_event(state, ts, weight, watermark, cfg, alerts)
+        result = advance(state, watermark, cfg)
+        emitted.extend(result.signals)
+        alerts.alerts.extend(result.alerts)
+    final = advance(state, 10**15, cfg)
+    emitted.extend(final.signals)
+    alerts.alerts.extend(final.alerts)
+    return state, emitted, alerts
+
+
+def test_out_of_order_within_lateness_equals_sorted_reference() -> None:
+    rng = random.Random(1)
+    times = sorted(rng.randrange(0, 10 * HOUR) for _ in range(500))
+    events = [(t, round(rng.random() * 10, 3)) for t in times]
+    # shuffle locally: each event moved by at most 4 minutes of event time
+    arrivals = sorted(events, key=lambda e: e[0] + rng.randrange(0, 4 * MIN))
+    _, emitted, _ = run(arrivals, watermark_lag=0)
+    expected = reference(events, HOUR)
+    assert {s["window_start"] for s in emitted} == set(expected)
+    for signal in emitted:
+        ref = expected[signal["window_start"]]
+        assert signal["version"] == 1
+        assert signal["event_count"] == ref["event_count"]
+        assert signal["weight_sum"] == pytest.approx(ref["weight_sum"])
+        assert signal["weight_max"] == ref["weight_max"]
+        assert signal["gap_count"] == len(ref["gaps"])
+        if ref["gaps"]:
+            assert signal["gap_min_s"] == min(ref["gaps"]) / 1000
+            assert signal["gap_max_s"] == max(ref["gaps"]) / 1000
+            assert signal["gap_mean_s"] == pytest.approx(sum(ref["gaps"]) / len(ref["gaps"]) / 1000)
+
+
+def test_each_window_is_emitted_once_when_the_watermark_passes_end_plus_lateness() -> None:
+    state = EntityState()
+    out = AdvanceResult()
+    add_event(state, 10 * MIN, 1.0, 10 * MIN, CFG, out)
+    assert advance(state, HOUR + 5 * MIN - 1, CFG).signals == []
+    first = advance(state, HOUR + 5 * MIN, CFG).signals
+    assert [s["window_start"] for s in first] == [0]
+    assert advance(state, 2 * HOUR, CFG).signals == []
+
+
+def test_gaps_across_window_borders_count_in_the_later_events_window() -> None:
+    _, emitted, _ = run([(55 * MIN, 1.0), (65 * MIN, 1.0)], watermark_lag=0)
+    by_start = {s["window_start"]: s for s in emitted}
+    assert by_start[0]["gap_count"] == 0 and by_start[0]["gap_min_s"] is None
+    assert by_start[HOUR]["gap_count"] == 1
+    assert by_start[HOUR]["gap_min_s"] == 600.0
+    assert by_start[HOUR]["silence_before_s"] == 600.0
+
+
+def test_first_event_ever_has_no_gap() -> None:
+    _, emitted, _ = run([(MIN, 2.0)], watermark_lag=0)
+    assert emitted[0]["gap_count"] == 0
+    assert emitted[0]["gap_mean_s"] is None
+
+
+def test_late_event_in_an_emitted_window_emits_a_corrected_version() -> None:
+    state = EntityState()
+    out = AdvanceResult()
+    add_event(state, 10 * MIN, 1.0, 10 * MIN, CFG, out)
+    add_event(state, 20 * MIN, 1.0, 20 * MIN, CFG, out)
+    first = advance(state, HOUR + 10 * MIN, CFG).signals
+    assert [(s["event_count"], s["version"]) for s in first] == [(2, 1)]
+    # older than the last final event: counted, flagged late, no gap
+    assert add_event(state, 15 * MIN, 3.0, HOUR + 10 * MIN, CFG, out) == LATE
+    again = advance(state, HOUR + 10 * MIN, CFG).signals
+    assert [(s["event_count"], s["weight_max"], s["late_count"], s["version"]) for s in again] == [
+        (3, 3.0, 1, 2)
+    ]
+    assert again[0]["gap_count"] == 1
+
+
+def test_late_event_newer_than_the_last_final_one_extends_the_gaps_exactly() -> None:
+    state = EntityState()
+    out = AdvanceResult()
+    add_event(state, 10 * MIN, 1.0, 10 * MIN, CFG, out)
+    advance(state, 30 * MIN, CFG)
+    assert add_event(state, 20 * MIN, 1.0, 30 * MIN, CFG, out) == LATE
+    signals = advance(state, 2 * HOUR, CFG).signals
+    assert signals[0]["gap_count"] == 1 and signals[0]["gap_min_s"] == 600.0
+
+
+def test_too_late_events_are_reported_not_counted() -> None:
+    state = EntityState()
+    out = AdvanceResult()
+    add_event(state, 10 * MIN, 1.0, 10 * MIN, CFG, out)
+    advance(state, 3 * HOUR, CFG)  # window [0, 1h) closed and past its retention
+    assert add_event(state, 11 * MIN, 1.0, 3 * HOUR, CFG, out) == TOO_LATE
+    assert advance(state, 4 * HOUR, CFG).signals == []
+
+
+def test_on_time_events_are_added() -> None:
+    state = EntityState()
+    assert add_event(state, 10 * MIN, 1.0, 12 * MIN, CFG, AdvanceResult()) == ADDED
+
+
+def steady(n: int, every: int, start: int = 0) -> list[tuple[int, float]]:
+    return [(start + i * every, 1.0) for i in range(n)]
+
+
+def test_silence_needs_history_and_fires_once_then_resumes() -> None:
+    events = steady(10, 10 * MIN)  # a gap of 10 min, ten times
+    state, _, out = run(events, watermark_lag=0)
+    # after the stream ends the watermark runs far ahead: one silence alert, no resume yet
+    assert [a.kind for a in out.alerts] == ["silence"]
+    alert = out.alerts[0]
+    threshold = silence_threshold_ms(state, CFG)
+    assert threshold is not None
+    assert alert.last_event_at_ms == 90 * MIN
+    assert alert.fired_at_ms == 90 * MIN + threshold
+    assert 20 * MIN <= threshold <= 2 * 2 * 15 * MIN  # 2 x (10 min's bucket bound)
+
+
+def test_replayed_history_gives_the_same_alerts_as_live() -> None:
+    events = steady(10, 10 * MIN) + steady(5, 10 * MIN, start=20 * HOUR)
+    _, _, live = run(events, watermark_lag=0)
+    # replay: every event arrives before the watermark moves at all
+    state = EntityState()
+    out = AdvanceResult()
+    for ts, w in events:
+        add_event(state, ts, w, 0, CFG, out)
+    out.alerts.extend(advance(state, 10**15, CFG).alerts)
+    assert [(a.kind, a.fired_at_ms) for a in out.alerts] == [
+        (a.kind, a.fired_at_ms) for a in live.alerts
+    ]
+    assert [a.kind for a in live.alerts] == ["silence", "resumed", "silence"]
+
+
+def test_no_silence_alert_without_enough_history() -> None:
+    _, _, out = run(steady(4, 10 * MIN), watermark_lag=0)
+    assert out.alerts == []
+
+
+def test_next_due_is_when_advance_has_work() -> None:
+    state = EntityState()
+    add_event(state, 10 * MIN, 1.0, 10 * MIN, CFG, AdvanceResult())
+    due = next_due_ms(state, CFG)
+    assert due == 10 * MIN + 5 * MIN + 1
+    assert advance(state, due - 1, CFG).signals == []
+    assert state.pending == [10 * MIN]
+    advance(state, due, CFG)
+    assert state.pending == []
