@@ -34,9 +34,7 @@ def make_events(n: int, seed: int = 7) -> list[dict[str, Any]]:
     return [
         {
             "tenant": "acme",
-            "occurred_at": time.strftime(
-                "%Y-%m-%dT%H:%M:%S", time.gmtime((base + i * 997) / 1000)
-            )
+            "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime((base + i * 997) / 1000))
             + f".{i % 1000:03d}Z",
             "actor": {"type": "user", "id": f"u-{rng.randrange(5000)}"},
             "verb": rng.choice(_VERBS),

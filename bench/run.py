@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rhythm.stack.kafka import LocalKafka, LocalKafkaSettings
 from rhythm.stack.ports import free_port
@@ -56,9 +56,23 @@ def client_section(bootstrap: str, events: int, rounds: int) -> str:
             topic = f"bench-client-{mode}-{r}-{int(time.time())}"
             _create_topic(bootstrap, topic)
             out = subprocess.run(
-                [sys.executable, "-m", "bench.client_bench", "--mode", mode,
-                 "--events", str(events), "--bootstrap", bootstrap, "--topic", topic],
-                cwd=ROOT, capture_output=True, text=True, timeout=900,
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.client_bench",
+                    "--mode",
+                    mode,
+                    "--events",
+                    str(events),
+                    "--bootstrap",
+                    bootstrap,
+                    "--topic",
+                    topic,
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=900,
             )
             if out.returncode != 0:
                 raise SystemExit(f"bench: {mode} failed:\n{out.stderr[-3000:]}")
@@ -67,7 +81,7 @@ def client_section(bootstrap: str, events: int, rounds: int) -> str:
             results[mode].append(result)
 
     def med(mode: str, key: str) -> float:
-        return statistics.median(x[key] for x in results[mode])
+        return float(statistics.median(x[key] for x in results[mode]))
 
     rows = []
     for mode, label in (
@@ -90,9 +104,7 @@ def client_section(bootstrap: str, events: int, rounds: int) -> str:
         f"against the same local broker, {rounds} interleaved rounds, medians shown. "
         "Events/s is to the last delivery acknowledgement (`flush()`).\n\n"
         "| producer | caller CPU µs/event | all-threads CPU µs/event | events/s | × raw |\n"
-        "| --- | ---: | ---: | ---: | ---: |\n"
-        + "\n".join(rows)
-        + "\n\n"
+        "| --- | ---: | ---: | ---: | ---: |\n" + "\n".join(rows) + "\n\n"
         f"Every event delivered in every run: {'yes' if delivered_ok else 'NO'}. "
         f"Goal: ≤ 15 µs CPU per event in all threads: {'met' if cpu <= 15 else 'not met'} "
         f"({cpu:.1f} µs).\n"

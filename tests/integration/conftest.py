@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
@@ -43,7 +42,9 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0)
 def _at_end(consumer: Consumer, tps: list[TopicPartition], messages: list[Message]) -> bool:
     last: dict[int, int] = {}
     for m in messages:
-        last[m.partition()] = max(last.get(m.partition(), -1), m.offset())
+        partition, offset = m.partition(), m.offset()
+        assert partition is not None and offset is not None
+        last[partition] = max(last.get(partition, -1), offset)
     for tp in tps:
         _low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), 5)
         if high > 0 and last.get(tp.partition, -1) < high - 1:
@@ -56,5 +57,8 @@ def read() -> ReadTopic:
     return read_topic
 
 
-def values(messages: list[Message]) -> list[Any]:
-    return [m.value() for m in messages]
+def payload(message: Message) -> bytes:
+    """A message's value, which the tests' topics always have."""
+    value = message.value()
+    assert value is not None
+    return value

@@ -20,7 +20,7 @@ from rhythm.producers import Client, ClientSettings, KafkaSettings
 from rhythm.schemas import CURRENT_SCHEMA_ID, decode_event
 from rhythm.stack.kafka import LocalKafka, LocalKafkaSettings
 
-from .conftest import read_topic
+from .conftest import payload, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,7 @@ def test_events_round_trip_in_the_avro_wire_format(kafka_broker: Any, topic: str
     messages = read_topic(kafka_broker.bootstrap, topic, len(sent))
     assert len(messages) == len(sent)
     for msg in messages:
-        raw = msg.value()
+        raw = payload(msg)
         magic, schema_id = struct.unpack(">bI", raw[:5])
         assert (magic, schema_id) == (0, CURRENT_SCHEMA_ID)
         record = decode_event(raw)
@@ -82,14 +82,12 @@ def test_one_actors_events_keep_their_order(kafka_broker: Any, topic: str) -> No
     actors = [f"u-{n}" for n in range(6)]
     with Client(_settings(kafka_broker.bootstrap, topic)) as client:
         for seq in range(3000):
-            client.track(
-                "acme", ("user", actors[seq % 6]), "viewed", properties={"seq": seq}
-            )
+            client.track("acme", ("user", actors[seq % 6]), "viewed", properties={"seq": seq})
         assert client.flush(30) == 0
     messages = read_topic(kafka_broker.bootstrap, topic, 3000)
     by_actor: dict[str, list[int]] = defaultdict(list)
     for msg in sorted(messages, key=lambda m: (m.partition(), m.offset())):
-        record = decode_event(msg.value())
+        record = decode_event(payload(msg))
         by_actor[record["actor_id"]].append(int(record["properties"]["seq"]))
     assert set(by_actor) == set(actors)
     for seqs in by_actor.values():
@@ -119,7 +117,7 @@ def test_a_child_that_exits_without_flush_delivers_everything(
     )
     subprocess.run([sys.executable, str(script)], env=env, check=True, timeout=120)
     messages = read_topic(kafka_broker.bootstrap, topic, 10_000)
-    ids = {decode_event(m.value())["event_id"] for m in messages}
+    ids = {decode_event(payload(m))["event_id"] for m in messages}
     assert len(messages) == 10_000
     assert len(ids) == 10_000
 
@@ -146,7 +144,7 @@ def test_events_tracked_while_the_broker_is_down_arrive_when_it_comes_up(
         assert failures == []
         assert client.stats.delivered == 500
         messages = read_topic(bootstrap, "rhythm.events", 500)
-        assert sorted(decode_event(m.value())["event_id"] for m in messages) == sorted(ids)
+        assert sorted(decode_event(payload(m))["event_id"] for m in messages) == sorted(ids)
     finally:
         broker.down()
 
@@ -154,7 +152,9 @@ def test_events_tracked_while_the_broker_is_down_arrive_when_it_comes_up(
 def test_full_queue_drop_policy_counts_and_reports_every_drop() -> None:
     reported: list[tuple[str, str]] = []
     client = Client(
-        _settings(f"127.0.0.1:{_unused_port()}", "t", queue_max_messages=10, full_queue_policy="drop"),
+        _settings(
+            f"127.0.0.1:{_unused_port()}", "t", queue_max_messages=10, full_queue_policy="drop"
+        ),
         on_error=lambda event, reason: reported.append((event["event_id"], reason)),
     )
     ids = [client.track("acme", ("user", "u-1"), "clicked") for _ in range(50)]
@@ -172,9 +172,7 @@ def test_full_queue_drop_policy_counts_and_reports_every_drop() -> None:
 
 def test_full_queue_block_policy_waits_for_room(kafka_broker: Any, topic: str) -> None:
     client = Client(
-        _settings(
-            kafka_broker.bootstrap, topic, queue_max_messages=5, full_queue_policy="block"
-        )
+        _settings(kafka_broker.bootstrap, topic, queue_max_messages=5, full_queue_policy="block")
     )
     for i in range(2000):
         client.track("acme", ("user", f"u-{i % 3}"), "clicked")
@@ -251,6 +249,6 @@ def test_fork_safety(kafka_broker: Any, topic: str) -> None:
     assert client.flush(30) == 0
     client.close()
     messages = read_topic(kafka_broker.bootstrap, topic, 750)
-    actors = Counter(decode_event(m.value())["actor_id"].split("-")[0] for m in messages)
+    actors = Counter(decode_event(payload(m))["actor_id"].split("-")[0] for m in messages)
     assert actors == Counter({"parent": 200, "child": 500, "bare": 50})
     assert client.stats.delivered == 200

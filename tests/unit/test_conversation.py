@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any
 
@@ -10,8 +11,6 @@ from rhythm.processors.signals.conversation import (
     ReplyConfig,
     UnansweredAlert,
 )
-
-import itertools
 
 OFFSETS = itertools.count()
 MIN = 60_000
@@ -29,7 +28,16 @@ def history(conv: Conversations, threads: int, start: int = 0, answered: bool = 
         key = f"hist-{start}-{i}"
         conv.add(key, "acme", key, t, ("customer", f"c-{i}"), "email", 0, next(OFFSETS))
         if answered:
-            conv.add(key, "acme", key, t + rng.randrange(10 * MIN, 30 * MIN), AGENT, "email", 0, next(OFFSETS))
+            conv.add(
+                key,
+                "acme",
+                key,
+                t + rng.randrange(10 * MIN, 30 * MIN),
+                AGENT,
+                "email",
+                0,
+                next(OFFSETS),
+            )
         t += HOUR
     return t
 
@@ -112,7 +120,16 @@ def test_replay_equals_live() -> None:
             key = f"k{i}"
             conv.add(key, "acme", key, t, ("customer", f"c{i}"), "chat", 0, next(OFFSETS))
             if i % 7 != 3:
-                conv.add(key, "acme", key, t + rng.randrange(MIN, 20 * MIN), AGENT, "chat", 0, next(OFFSETS))
+                conv.add(
+                    key,
+                    "acme",
+                    key,
+                    t + rng.randrange(MIN, 20 * MIN),
+                    AGENT,
+                    "chat",
+                    0,
+                    next(OFFSETS),
+                )
             t += 30 * MIN
             if step:
                 out += [(a.context_id, a.fired_at_ms) for a in conv.advance(t - 40 * MIN)]

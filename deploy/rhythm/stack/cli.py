@@ -19,3 +19,7 @@ register_client_commands(app)
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -19,7 +19,9 @@ def register(app: typer.Typer) -> None:
 
 
 def ingest(
-    file: Annotated[Path, typer.Argument(help="JSON Lines file of canonical events ('-' = stdin).")],
+    file: Annotated[
+        Path, typer.Argument(help="JSON Lines file of canonical events ('-' = stdin).")
+    ],
     rejects: Annotated[
         Path | None,
         typer.Option(help="Where invalid lines go (default: FILE.rejects.jsonl)."),

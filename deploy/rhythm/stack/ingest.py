@@ -74,9 +74,7 @@ def ingest_lines(
                 continue
             report.lines += 1
             try:
-                obj: Any = json.loads(raw)
-                if not isinstance(obj, dict):
-                    raise ContractError("line: must be a JSON object")
+                obj: Any = _parse(raw)
                 client.send(obj)
                 report.valid += 1
             except ValueError as exc:  # ContractError, bad JSON and bad UTF-8 are ValueErrors
@@ -91,6 +89,18 @@ def ingest_lines(
         report.seconds = time.monotonic() - started
         progress.finish(read, report)
     return report
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"line: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"line: not valid UTF-8 (byte {exc.start})") from None
+    if not isinstance(obj, dict):
+        raise ContractError(f"line: must be a JSON object (got {type(obj).__name__})")
+    return obj
 
 
 def _reject(number: int, raw: bytes, exc: Exception) -> str:

@@ -86,7 +86,13 @@ def encode_context(ctx: ContextState) -> bytes:
             "w": (
                 None
                 if wait is None
-                else [list(wait.sender), wait.channel, wait.since_ms, wait.threshold_ms, wait.alerted]
+                else [
+                    list(wait.sender),
+                    wait.channel,
+                    wait.since_ms,
+                    wait.threshold_ms,
+                    wait.alerted,
+                ]
             ),
             "y": [list(p) for p in ctx.parties],
             "f": [[list(c.pos), c.channel, c.sender_type, c.delay_ms] for c in ctx.finished],

@@ -1,8 +1,8 @@
 """rhythm.producers: the client library product services use to emit interaction events.
 
-    from rhythm.producers import Client
-    client = Client()
-    client.track(tenant="acme", actor=("user", "u-42"), verb="replied", object=("message", "m-1"))
+from rhythm.producers import Client
+client = Client()
+client.track(tenant="acme", actor=("user", "u-42"), verb="replied", object=("message", "m-1"))
 """
 
 from rhythm.producers.client import Client, ClientClosedError, ErrorCallback

@@ -96,7 +96,7 @@ class Client:
         actor: EntityLike,
         verb: str,
         *,
-        object: EntityLike | None = None,  # noqa: A002 - the Activity Streams name
+        object: EntityLike | None = None,
         target: EntityLike | None = None,
         channel: str | None = None,
         context_id: str | None = None,
@@ -234,7 +234,7 @@ class Client:
                 self.stats.observe_latency(latency)
             return
         reason = _REASONS.get(err.code(), "kafka_error")
-        record: dict[str, Any] = dict(decode_event(msg.value()))
+        record: dict[str, Any] = dict(decode_event(msg.value() or b""))
         self.stats.failed[reason] += 1
         if self._failures_logged < 10 or self._failures_logged % 1000 == 0:
             log.warning("event %s not delivered: %s (%s)", record.get("event_id"), reason, err)

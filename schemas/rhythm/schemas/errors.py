@@ -108,7 +108,10 @@ def _rule(error: ErrorDetails) -> tuple[str, bool]:
     if kind in _SIMPLE_RULES:
         return _SIMPLE_RULES[kind]
     if kind == "too_long":  # a whole list or map: show its size, not its content
-        return f"must have at most {ctx['max_length']} items (got {ctx['actual_length']})", False
+        size = ctx.get("actual_length")
+        if size is None:  # pydantic leaves it out for dicts
+            size = len(error["input"])
+        return f"must have at most {ctx['max_length']} items (got {size})", False
     if kind == "json_invalid":
         return f"invalid JSON ({ctx.get('error', 'unparseable')})", False
     return _rule_from_context(kind, ctx, error["msg"]), True

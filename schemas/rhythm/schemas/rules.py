@@ -85,7 +85,7 @@ def _uuid_other_forms(value: Any) -> str:
         return str(value)
     if isinstance(value, str):
         return str(uuid.UUID(value))  # ValueError -> the union's custom error
-    raise TypeError("not a UUID")
+    raise ValueError("not a UUID")
 
 
 def _event_id_schema(_source: Any, _handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:

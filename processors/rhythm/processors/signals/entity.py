@@ -248,9 +248,7 @@ def _finalize(state: EntityState, ts: int, cfg: SignalConfig, out: AdvanceResult
             )
             state.silent_since_ms = last
         if state.silent_since_ms is not None:
-            out.alerts.append(
-                EntityAlert("resumed", ts, last, threshold or 0, state.gaps.total)
-            )
+            out.alerts.append(EntityAlert("resumed", ts, last, threshold or 0, state.gaps.total))
             state.silent_since_ms = None
         for size in cfg.window_sizes_ms:
             window = state.windows.get((size, window_start(ts, size)))
@@ -271,7 +269,5 @@ def _check_silence(
     due = state.last_ms + threshold
     # Silent at `due` only if every event before `due` is final (due < W - L) and none came.
     if due < final_before and not (state.pending and state.pending[0] <= due):
-        out.alerts.append(
-            EntityAlert("silence", due, state.last_ms, threshold, state.gaps.total)
-        )
+        out.alerts.append(EntityAlert("silence", due, state.last_ms, threshold, state.gaps.total))
         state.silent_since_ms = state.last_ms

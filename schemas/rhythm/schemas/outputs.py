@@ -1,0 +1,76 @@
+"""What the processors publish: one signal per entity window, and alerts.
+
+Both travel as JSON objects (UTF-8, no framing) on `rhythm.signals` and `rhythm.alerts`; the
+sink validates them with these models before writing. Times are epoch milliseconds (UTC).
+
+A signal's identity is (tenant, role, entity_type, entity_id, window_seconds, window_start);
+a window can be re-emitted with a higher `version` (a late event corrected it), so consumers
+keep the highest version. An alert's identity is `alert_id`, a stable hash of what it is
+about and when it fired: re-sent duplicates carry the same id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["actor", "object", "target", "tag"]
+AlertKind = Literal["silence", "resumed", "unanswered"]
+
+
+class Signal(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: str
+    role: Role
+    entity_type: str
+    entity_id: str
+    window_start: int = Field(description="epoch ms, aligned to window_seconds")
+    window_seconds: int = Field(gt=0)
+    event_count: int = Field(ge=0)
+    weight_sum: float
+    weight_max: float
+    gap_count: int = Field(ge=0)
+    gap_min_s: float | None
+    gap_max_s: float | None
+    gap_mean_s: float | None
+    first_event_at: int
+    last_event_at: int
+    silence_before_s: float | None = Field(
+        description="the gap before the window's first event: how long the entity was quiet"
+    )
+    late_count: int = Field(ge=0, description="late events this version includes")
+    version: int = Field(ge=1)
+
+
+class Alert(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alert_id: str
+    kind: AlertKind
+    tenant: str
+    role: Role
+    entity_type: str
+    entity_id: str
+    context_id: str | None
+    fired_at: int = Field(description="event time the alert fired at, epoch ms")
+    last_event_at: int
+    expected_within_s: float
+    details: dict[str, Any]
+
+
+def signal_key(s: dict[str, Any]) -> str:
+    return "\x1f".join(
+        (s["tenant"], s["role"], s["entity_type"], s["entity_id"],
+         str(s["window_seconds"]), str(s["window_start"]))
+    )  # fmt: skip
+
+
+def alert_id(a: dict[str, Any]) -> str:
+    parts = (
+        a["kind"], a["tenant"], a["role"], a["entity_type"], a["entity_id"],
+        a.get("context_id") or "", str(a["fired_at"]),
+    )  # fmt: skip
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
