@@ -449,3 +449,10 @@ def test_json_big_int_property_is_rejected_not_made_float() -> None:
     line = json.dumps(event(properties={"n": 2**64}))
     with pytest.raises(ContractError, match=r"properties\.n: .*integer within int64"):
         event_from_json_line(line)
+
+
+def test_json_schema_can_be_generated() -> None:
+    schema = Event.model_json_schema()
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == {"tenant", "occurred_at", "actor", "verb"}
+    assert schema["properties"]["tenant"]["pattern"] == "^[a-z0-9][a-z0-9_-]{0,63}$"

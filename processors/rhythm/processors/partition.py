@@ -82,13 +82,14 @@ class PartitionProcessor:
         self._due: list[tuple[int, str]] = []  # (due, key); stale entries are skipped
         self._due_of: dict[str, int] = {}
         self._dirty: set[str] = set()
+        self._watermarks_key = f"{WATERMARKS_PREFIX}{partition}"
 
     # -- input -----------------------------------------------------------------------------
 
     def restore(self, items: Iterable[tuple[str, bytes]]) -> None:
         contexts: dict[str, ContextState] = {}
         for key, value in items:
-            if key == WATERMARKS_KEY:
+            if key.startswith(WATERMARKS_PREFIX):
                 marks = decode_watermarks(value)
                 self.source_watermarks.update(marks)
             elif is_context_key(key):
@@ -138,7 +139,7 @@ class PartitionProcessor:
             source = int(message["p"])
             if watermark > self.source_watermarks.get(source, NO_WATERMARK):
                 self.source_watermarks[source] = int(watermark)
-                self._dirty.add(WATERMARKS_KEY)
+                self._dirty.add(self._watermarks_key)
             self._advance(self._min_watermark(), out)
         return out
 
@@ -148,7 +149,7 @@ class PartitionProcessor:
         """The keys changed since the last call, encoded for the table."""
         items: list[tuple[str, bytes]] = []
         for key in self._dirty:
-            if key == WATERMARKS_KEY:
+            if key == self._watermarks_key:
                 items.append((key, encode_watermarks(self.source_watermarks)))
             else:
                 entity = self.entities[key]
@@ -200,7 +201,7 @@ class PartitionProcessor:
             heapq.heappush(self._due, (due, key))
 
 
-WATERMARKS_KEY = "\x00watermarks"
+WATERMARKS_PREFIX = "\x00wm\x1f"  # + partition number: one record per partition
 
 
 def encode_watermarks(marks: dict[int, int]) -> bytes:

@@ -7,16 +7,16 @@ Two ways in, one set of rules (`rules.py`):
   it straight into the wire record. tests/unit/test_model_avro_agree.py proves both agree.
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, NotRequired
+from typing import Annotated, Any, NotRequired, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic import with_config as _with_config
 
 # pydantic needs typing_extensions' TypedDict before Python 3.12 (a pydantic dependency).
+# No `from __future__ import annotations` here: TypedDict's __required_keys__ needs the
+# NotRequired[...] annotations evaluated.
 from typing_extensions import TypedDict
 
 from rhythm.schemas import rules
@@ -27,6 +27,28 @@ from rhythm.schemas.errors import ContractError
 UtcTimestamp = Annotated[rules.Timestamp, AfterValidator(rules.to_utc_millis)]
 
 _FORBID = ConfigDict(extra="forbid")
+
+
+class WireRecord(TypedDict):
+    """The flat Avro record of the current schema (avro/event-v1.avsc); times in epoch ms."""
+
+    event_id: str
+    tenant: str
+    occurred_at: int
+    sent_at: int | None
+    actor_type: str
+    actor_id: str
+    verb: str
+    object_type: str | None
+    object_id: str | None
+    target_type: str | None
+    target_id: str | None
+    channel: str | None
+    context_id: str | None
+    in_reply_to: str | None
+    tags: list[str]
+    weight: float
+    properties: dict[str, str | int | float | bool]
 
 
 class Entity(BaseModel):
@@ -86,7 +108,7 @@ class Event(BaseModel):
         }
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> Event:
+    def from_record(cls, record: Mapping[str, Any]) -> Self:
         """The event a wire record holds, validated (records may come from other producers)."""
         data = {
             "event_id": record.get("event_id"),
@@ -182,28 +204,6 @@ class EventDict(TypedDict):
     tags: NotRequired[rules.Tags]
     weight: NotRequired[rules.Weight]
     properties: NotRequired[rules.Properties]
-
-
-class WireRecord(TypedDict):
-    """The flat Avro record of the current schema (avro/event-v1.avsc); times in epoch ms."""
-
-    event_id: str
-    tenant: str
-    occurred_at: int
-    sent_at: int | None
-    actor_type: str
-    actor_id: str
-    verb: str
-    object_type: str | None
-    object_id: str | None
-    target_type: str | None
-    target_id: str | None
-    channel: str | None
-    context_id: str | None
-    in_reply_to: str | None
-    tags: list[str]
-    weight: float
-    properties: dict[str, str | int | float | bool]
 
 
 EVENT_DICT_ADAPTER: TypeAdapter[EventDict] = TypeAdapter(EventDict)

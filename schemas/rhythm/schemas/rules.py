@@ -15,7 +15,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import Field, GetCoreSchemaHandler, GetPydanticSchema, StringConstraints
+from pydantic import (
+    Field,
+    GetCoreSchemaHandler,
+    GetPydanticSchema,
+    StringConstraints,
+    WithJsonSchema,
+)
 from pydantic_core import PydanticCustomError, core_schema
 
 # -- bounds ---------------------------------------------------------------------------------
@@ -59,7 +65,7 @@ PROPERTY_VALUE_RULE = (
 
 
 # -- simple constrained strings --------------------------------------------------------------
-# strict=True everywhere: no silent coercion of bytes, numbers or enums into strings.
+# strict=True everywhere: no silent coercion of bytes or numbers into strings.
 Tenant = Annotated[str, StringConstraints(strict=True, pattern=TENANT_PATTERN)]
 Verb = Annotated[str, StringConstraints(strict=True, pattern=VERB_PATTERN)]
 Channel = Annotated[str, StringConstraints(strict=True, pattern=CHANNEL_PATTERN)]
@@ -100,7 +106,12 @@ def _event_id_schema(_source: Any, _handler: GetCoreSchemaHandler) -> core_schem
     )
 
 
-EventId = Annotated[str, GetPydanticSchema(_event_id_schema)]
+# WithJsonSchema: pydantic cannot derive a JSON Schema from these custom core schemas.
+EventId = Annotated[
+    str,
+    GetPydanticSchema(_event_id_schema),
+    WithJsonSchema({"type": "string", "format": "uuid"}),
+]
 
 
 # -- timestamps --------------------------------------------------------------------------------
@@ -135,7 +146,11 @@ def _timestamp_schema(_source: Any, _handler: GetCoreSchemaHandler) -> core_sche
 
 # Any aware datetime in range, as given (offset and microseconds kept): `validate_record`
 # only needs its epoch milliseconds, which do not depend on the offset.
-Timestamp = Annotated[datetime, GetPydanticSchema(_timestamp_schema)]
+Timestamp = Annotated[
+    datetime,
+    GetPydanticSchema(_timestamp_schema),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": RFC3339_PATTERN}),
+]
 
 
 def to_utc_millis(value: datetime) -> datetime:
@@ -198,5 +213,18 @@ def _property_value_schema(_source: Any, _handler: GetCoreSchemaHandler) -> core
     )
 
 
-PropertyValue = Annotated[str | bool | int | float, GetPydanticSchema(_property_value_schema)]
+PropertyValue = Annotated[
+    str | bool | int | float,
+    GetPydanticSchema(_property_value_schema),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "maxLength": MAX_PROPERTY_STRING_LEN},
+                {"type": "boolean"},
+                {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX},
+                {"type": "number"},
+            ]
+        }
+    ),
+]
 Properties = Annotated[dict[PropertyKey, PropertyValue], Field(max_length=MAX_PROPERTIES)]

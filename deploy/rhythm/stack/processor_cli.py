@@ -1,0 +1,28 @@
+"""`rhythm processors`: run a processor worker in the foreground."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("processors")(processors)
+
+
+def processors(
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Local state directory.")] = None,
+) -> None:
+    """Run one Faust worker computing signals and alerts (settings: RHYTHM_PROCESSOR_*)."""
+    from rhythm.processors.settings import ProcessorSettings
+    from rhythm.processors.worker import run
+    from rhythm.producers.config import KafkaSettings
+
+    overrides: dict[str, object] = {}
+    if bootstrap is not None:
+        overrides["kafka"] = KafkaSettings(bootstrap_servers=bootstrap)
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    run(ProcessorSettings(**overrides))  # type: ignore[arg-type]

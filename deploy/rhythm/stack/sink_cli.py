@@ -1,0 +1,188 @@
+"""`rhythm sink`, `rhythm migrate`, `rhythm sync`, `rhythm query`: the ClickHouse sink and
+the analyst's store from a shell. Settings come from `RHYTHM_SINK_*` / `RHYTHM_KAFKA_*`; the
+options here override them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+
+from rhythm.producers.config import KafkaSettings
+
+DsnOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Store: chdb://PATH or http(s)://[user@]host[:port]. Default $RHYTHM_SINK_DSN, "
+        "else chdb://<repo or cwd>/.rhythm/clickhouse.",
+        show_default=False,
+    ),
+]
+BootstrapOption = Annotated[
+    str | None, typer.Option(help="Kafka bootstrap servers (default $RHYTHM_KAFKA_*).")
+]
+GroupOption = Annotated[
+    str | None, typer.Option(help="The sink's consumer group (default rhythm-sink).")
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sink")(sink)
+    app.command("migrate")(migrate_command)
+    app.command("sync")(sync)
+    app.command("query")(query)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _settings(**overrides: Any) -> Any:
+    from rhythm.sinks.settings import SinkSettings
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    bootstrap = given.pop("bootstrap", None)
+    if bootstrap is not None:
+        given["kafka"] = KafkaSettings(bootstrap_servers=bootstrap)
+    try:
+        return SinkSettings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        _fail(f"invalid settings (options or RHYTHM_SINK_* variables): {problems}")
+
+
+def _logging(verbose: bool) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.DEBUG if verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+
+
+def sink(
+    dsn: DsnOption = None,
+    bootstrap: BootstrapOption = None,
+    group_id: GroupOption = None,
+    http_port: Annotated[
+        int | None, typer.Option(help="Query endpoint port (default 8123; 0 = none).")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Prometheus port (default 9464; 0 = none).")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Run the sink in the foreground: events, signals and alerts into ClickHouse.
+
+    Applies the migrations first. With the embedded store it serves ClickHouse's HTTP
+    interface (for clickhouse-connect, curl, `rhythm query`). SIGTERM or Ctrl-C: the batches
+    in hand are written and committed, then it exits. Prints one JSON line when ready.
+    """
+    from rhythm.sinks.service import run_sink
+
+    _logging(verbose)
+    settings = _settings(
+        dsn=dsn,
+        bootstrap=bootstrap,
+        group_id=group_id,
+        http_port=http_port,
+        metrics_port=metrics_port,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logging.getLogger("rhythm.sinks").info("signal %d: finishing the current batches", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def ready(info: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps({"ready": True, **info}) + "\n")
+        sys.stdout.flush()
+
+    try:
+        run_sink(settings, stop, on_ready=ready)
+    except Exception as exc:
+        logging.getLogger("rhythm.sinks").debug("sink failed", exc_info=True)
+        _fail(f"the sink stopped: {exc}")
+
+
+def migrate_command(
+    dsn: DsnOption = None,
+    retention_days: Annotated[
+        int | None, typer.Option(help="TTL in days (default $RHYTHM_SINK_RETENTION_DAYS, 365).")
+    ] = None,
+) -> None:
+    """Create or upgrade the rhythm database (idempotent). Goes through the running sink's
+    endpoint when it owns the embedded store."""
+    from rhythm.sinks.migrations import MigrationError, migrate
+    from rhythm.sinks.store import StoreBusyError, connect
+
+    settings = _settings(dsn=dsn, retention_days=retention_days)
+    try:
+        client, where = connect(settings)
+    except StoreBusyError as exc:
+        _fail(str(exc))
+    try:
+        report = migrate(client, settings.database, settings.retention_days)
+    except MigrationError as exc:
+        _fail(str(exc))
+    finally:
+        client.close()
+    typer.echo(f"{where}: {report.summary()}")
+
+
+def sync(
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 60.0,
+    bootstrap: BootstrapOption = None,
+    group_id: GroupOption = None,
+) -> None:
+    """Wait until everything published so far (events, signals, alerts) is in ClickHouse.
+    Exit 1 on timeout, naming what is missing."""
+    from rhythm.sinks.sync import wait_for_sink
+
+    settings = _settings(bootstrap=bootstrap, group_id=group_id)
+    report = wait_for_sink(settings.kafka, settings.topics, timeout, group_id=settings.group_id)
+    if not report:
+        _fail(report.describe())
+    typer.echo(report.describe())
+
+
+def query(
+    sql: Annotated[str, typer.Argument(help="The SQL to run ('-' = read it from stdin).")],
+    dsn: DsnOption = None,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", "-f", help="ClickHouse output format (unless the SQL has one)."),
+    ] = "PrettyCompactMonoBlock",
+) -> None:
+    """Run SQL on the store and print the result. When a running sink owns the embedded
+    store, the query goes through its endpoint."""
+    from rhythm.sinks.endpoint_sql import output_format
+    from rhythm.sinks.store import StoreBusyError, connect
+
+    text = sys.stdin.read() if sql == "-" else sql
+    settings = _settings(dsn=dsn)
+    try:
+        client, _where = connect(settings)
+    except StoreBusyError as exc:
+        _fail(str(exc))
+    try:
+        own_format = output_format(text, "") != ""
+        data = client.raw_query(text, fmt=None if own_format else fmt)
+    except Exception as exc:
+        _fail(str(exc).strip())
+    finally:
+        client.close()
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()

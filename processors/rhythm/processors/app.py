@@ -1,0 +1,263 @@
+"""The Faust application: two agents, two tables, one timer. All logic lives in the pure
+modules (stage1.py, partition.py); this file is the I/O around them.
+
+Per batch, in this order (see ARCHITECTURE.md, "exactly once per key"):
+1. run the pure step for each source partition in the batch;
+2. send its messages and wait until Kafka acknowledged them;
+3. only then write the table keys it changed (each key one write, to the changelog partition
+   of the partition it belongs to).
+A crash between 2 and 3 re-sends on restart (harmless: same keys, same versions, and stage 2
+skips by offset); a crash before 2 loses nothing (nothing was saved as done).
+Faust's `on_window_close` is not used: it closes windows on wall-clock time (see DEVELOPERS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections import defaultdict
+from collections.abc import Awaitable, Iterable
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+from faust.types import TP, EventT
+
+from rhythm.processors.codec import dumps, loads
+from rhythm.processors.explode import SEP, partition_for
+from rhythm.processors.metrics import ProcessorMetrics
+from rhythm.processors.partition import WATERMARKS_PREFIX, PartitionProcessor
+from rhythm.processors.settings import ProcessorSettings
+from rhythm.processors.stage1 import SourcePartition, Stage1Config, Stage1Output
+from rhythm.schemas.outputs import alert_id, signal_key
+
+log = logging.getLogger("rhythm.processors")
+
+
+def _broker_urls(settings: ProcessorSettings) -> list[str]:
+    return [f"kafka://{h.strip()}" for h in settings.kafka.bootstrap_servers.split(",")]
+
+
+def _credentials(settings: ProcessorSettings) -> Any:
+    k = settings.kafka
+    if k.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL") and k.sasl_username:
+        ssl_context = None
+        if k.security_protocol == "SASL_SSL":
+            import ssl
+
+            ssl_context = ssl.create_default_context(cafile=k.ssl_ca_location)
+        return faust.SASLCredentials(
+            username=k.sasl_username,
+            password=k.sasl_password.get_secret_value() if k.sasl_password else None,
+            mechanism=k.sasl_mechanism or "PLAIN",
+            ssl_context=ssl_context,
+        )
+    if k.security_protocol == "SSL":
+        import ssl
+
+        context = ssl.create_default_context(cafile=k.ssl_ca_location)
+        if k.ssl_certificate_location:
+            context.load_cert_chain(
+                k.ssl_certificate_location,
+                k.ssl_key_location,
+                k.ssl_key_password.get_secret_value() if k.ssl_key_password else None,
+            )
+        return faust.SSLCredentials(context)
+    return None
+
+
+class Processors:
+    """Builds the Faust app for one worker and holds the per-partition state objects."""
+
+    def __init__(self, settings: ProcessorSettings, events_partitions: int) -> None:
+        self.settings = settings
+        self.events_partitions = events_partitions
+        self.metrics = ProcessorMetrics()
+        self.stage1_cfg = Stage1Config(
+            updates_partitions=settings.updates_partitions,
+            dedup_horizon_ms=int((settings.lateness_s + settings.late_retention_s) * 1000),
+            max_future_ms=int(settings.max_future_s * 1000),
+            idle_after_s=settings.idle_after_s,
+        )
+        self.sources: dict[int, SourcePartition] = {}
+        self.partitions: dict[int, PartitionProcessor] = {}
+        app = self.app = faust.App(
+            settings.app_id,
+            broker=_broker_urls(settings),
+            broker_credentials=_credentials(settings),
+            store="rocksdb://",
+            datadir=str(settings.data_dir),
+            topic_replication_factor=1,
+            topic_partitions=settings.updates_partitions,
+            consumer_auto_offset_reset="earliest",
+            web_enabled=settings.web_port > 0,
+            web_port=settings.web_port or 6066,
+            web_bind="127.0.0.1",
+            producer_acks=-1,
+            broker_session_timeout=settings.session_timeout_s,
+            broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+            stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+        )
+        self.events = app.topic(settings.events_topic, schema=_raw())
+        self.updates = app.topic(
+            settings.updates_topic,
+            partitions=settings.updates_partitions,
+            internal=True,
+            schema=_raw(),
+        )
+        self.signals = app.topic(settings.signals_topic, schema=_raw())
+        self.alerts = app.topic(settings.alerts_topic, schema=_raw())
+        self.dead_letters = app.topic(settings.dead_letters_topic, schema=_raw())
+        self.stage1_table = app.Table("stage1", partitions=events_partitions, schema=_raw())
+        self.state_table = app.Table(
+            "state", partitions=settings.updates_partitions, schema=_raw()
+        )
+        app.agent(self.events, name="explode", concurrency=1)(self._stage1)
+        app.agent(self.updates, name="signals", concurrency=1)(self._stage2)
+        app.timer(settings.tick_s)(self._tick)
+        app.on_partitions_revoked.connect(self._on_revoked)
+
+    # -- stage 1 ---------------------------------------------------------------------------
+
+    async def _stage1(self, stream: faust.StreamT[bytes]) -> None:
+        s = self.settings
+        async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
+            for partition, group in _by_partition(events).items():
+                source = self._source(partition)
+                batch = [(e.message.offset, e.message.value) for e in group]
+                now = time.time()
+                out = source.process(batch, int(now * 1000), now)
+                await self._emit_stage1(partition, out, group[-1])
+                self.metrics.stage1(partition, out, source.watermark, now)
+
+    async def _emit_stage1(
+        self, partition: int, out: Stage1Output, event: EventT | None
+    ) -> None:
+        pending: list[Awaitable[Any]] = []
+        for k, message in out.messages.items():
+            pending.append(await self.updates.send(value=dumps(message), partition=k))
+        for dead in out.dead_letters:
+            pending.append(await self.dead_letters.send(key=dead.reason.encode(), value=_dead_letter(self.settings.events_topic, dead)))  # noqa: E501
+        await asyncio.gather(*pending)
+        if out.writes and event is not None:
+            _current_event.set(weakref.ref(event))  # writes go to this partition's changelog
+            for key, value in out.writes:
+                if value is None:
+                    self.stage1_table.pop(key, None)
+                else:
+                    self.stage1_table[key] = value
+
+    def _source(self, partition: int) -> SourcePartition:
+        source = self.sources.get(partition)
+        if source is None:
+            source = self.sources[partition] = SourcePartition(partition, self.stage1_cfg)
+            prefix = (f"wm{SEP}{partition}", f"seen{SEP}{partition}{SEP}")
+            source.restore(
+                [(k, v) for k, v in _items(self.stage1_table) if k == prefix[0] or k.startswith(prefix[1])]  # noqa: E501
+            )
+        return source
+
+    async def _tick(self) -> None:
+        if not self.app.tables.recovery.completed.is_set():
+            return
+        now = time.time()
+        mine = [tp for tp in self.app.consumer.assignment() if tp.topic == self.settings.events_topic]
+        if not mine:
+            return
+        ends = await self.app.consumer.highwaters(*mine)
+        for tp in mine:
+            source = self._source(tp.partition)
+            out = source.tick(ends.get(tp, 0), int(now * 1000), now)
+            if out is not None:
+                pending = [await self.updates.send(value=dumps(m), partition=k) for k, m in out.messages.items()]  # noqa: E501
+                await asyncio.gather(*pending)
+
+    # -- stage 2 ---------------------------------------------------------------------------
+
+    async def _stage2(self, stream: faust.StreamT[bytes]) -> None:
+        s = self.settings
+        async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
+            for partition, group in _by_partition(events).items():
+                proc = self._partition(partition)
+                signals: list[dict[str, Any]] = []
+                alerts: list[dict[str, Any]] = []
+                for event in group:
+                    out = proc.apply(loads(event.message.value or b"{}"))
+                    signals.extend(out.signals)
+                    alerts.extend(out.alerts)
+                    self.metrics.stage2(partition, out)
+                pending: list[Awaitable[Any]] = []
+                for signal in signals:
+                    pending.append(await self.signals.send(key=signal_key(signal).encode(), value=dumps(signal)))  # noqa: E501
+                for alert in alerts:
+                    alert["alert_id"] = alert_id(alert)
+                    pending.append(await self.alerts.send(key=alert["alert_id"].encode(), value=dumps(alert)))  # noqa: E501
+                await asyncio.gather(*pending)
+                _current_event.set(weakref.ref(group[-1]))
+                for key, value in proc.take_dirty():
+                    self.state_table[key] = value
+                self.metrics.partition_state(partition, proc)
+
+    def _partition(self, partition: int) -> PartitionProcessor:
+        proc = self.partitions.get(partition)
+        if proc is None:
+            s = self.settings
+            proc = self.partitions[partition] = PartitionProcessor(
+                partition, self.events_partitions, s.signal_config(), s.reply_config()
+            )
+            proc.restore(
+                (k, v)
+                for k, v in _items(self.state_table)
+                if _state_partition(k, s.updates_partitions) == partition
+            )
+        return proc
+
+    async def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
+        # Another worker owns these now; if they come back, state is re-read from the table.
+        for tp in revoked:
+            if tp.topic == self.settings.events_topic:
+                self.sources.pop(tp.partition, None)
+            elif tp.topic == self.settings.updates_topic:
+                self.partitions.pop(tp.partition, None)
+
+
+def _raw() -> faust.Schema:
+    """Bytes in, bytes out: the pure modules own every encoding. A new Schema each time: a
+    Table adopts and changes the Schema it is given, so sharing one with a topic made that
+    topic decode its keys as JSON (found the hard way; faust-streaming 0.15.3)."""
+    return faust.Schema(
+        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+
+def _by_partition(events: Iterable[EventT]) -> dict[int, list[EventT]]:
+    groups: dict[int, list[EventT]] = defaultdict(list)
+    for event in events:
+        groups[event.message.partition].append(event)
+    return groups
+
+
+def _items(table: Any) -> Iterable[tuple[str, bytes]]:
+    for key, value in table.items():
+        yield (key.decode("utf-8", "surrogatepass") if isinstance(key, bytes) else key), value
+
+
+def _state_partition(key: str, partitions: int) -> int:
+    if key.startswith(WATERMARKS_PREFIX):
+        return int(key[len(WATERMARKS_PREFIX) :])
+    return partition_for(key, partitions)
+
+
+def _dead_letter(topic: str, dead: Any) -> bytes:
+    return dumps(
+        {
+            "reason": dead.reason,
+            "detail": dead.detail,
+            "topic": topic,
+            "partition": dead.partition,
+            "offset": dead.offset,
+            "value_hex": dead.value[:4096].hex(),
+        }
+    )

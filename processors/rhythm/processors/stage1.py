@@ -1,0 +1,178 @@
+"""Stage 1, one partition of the events topic: decode, deduplicate, watermark, re-key.
+
+No I/O: the Faust agent hands `process()` the partition's messages in offset order and sends
+what comes back. State that must survive a restart is returned as table writes:
+- the watermark (newest event time seen) and the next offset to process, one key per
+  partition;
+- the event ids seen with their offsets, one immutable record per batch
+  (`seen/<partition>/<first offset>`), so a batch's ids are written once and never rewritten,
+  and dropped once the watermark has moved past the time a duplicate could still change a
+  signal (lateness + late retention).
+The caller writes these only after stage 2 has acknowledged the batch's messages. A message
+re-read after a crash (the same offset) is therefore forwarded again, never taken for a
+duplicate of itself; stage 2 skips what it already applied, by offset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from rhythm.processors.codec import dumps, loads
+from rhythm.processors.explode import SEP, explode, partition_for
+from rhythm.schemas import WireError, decode_event
+
+NO_WATERMARK = -(2**62)
+
+
+@dataclass(frozen=True, slots=True)
+class Stage1Config:
+    updates_partitions: int
+    dedup_horizon_ms: int  # lateness + late retention: older duplicates cannot matter
+    max_future_ms: int = 3_600_000  # events further ahead of the wall clock are refused
+    idle_after_s: float = 10.0  # a partition this quiet lets its watermark follow the clock
+
+
+@dataclass
+class DeadLetter:
+    reason: str
+    partition: int
+    offset: int
+    value: bytes
+    detail: str
+
+
+@dataclass
+class Stage1Output:
+    # destination partition -> batch message for stage 2
+    messages: dict[int, dict[str, Any]] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    writes: list[tuple[str, bytes | None]] = field(default_factory=list)  # None = delete
+    events: int = 0
+    duplicates: int = 0
+
+
+def watermark_key(partition: int) -> str:
+    return f"wm{SEP}{partition}"
+
+
+def seen_key(partition: int, first_offset: int) -> str:
+    return f"seen{SEP}{partition}{SEP}{first_offset:020d}"
+
+
+def _id_hash(event_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
+
+
+class SourcePartition:
+    def __init__(self, partition: int, cfg: Stage1Config) -> None:
+        self.partition = partition
+        self.cfg = cfg
+        self.watermark = NO_WATERMARK
+        self.next_offset = 0  # the offset after the last one processed
+        self._seen: dict[int, int] = {}  # id hash -> offset of the first message with it
+        self._records: list[tuple[str, int, list[list[int]]]] = []  # (key, newest, [h, offset])
+        self.last_activity = 0.0  # wall clock seconds of the last message
+
+    def restore(self, items: list[tuple[str, bytes]]) -> None:
+        for key, value in sorted(items):
+            if key == watermark_key(self.partition):
+                self.watermark, self.next_offset = (int(x) for x in loads(value))
+            else:
+                newest, pairs = loads(value)
+                self._records.append((key, int(newest), pairs))
+                self._seen.update((h, o) for h, o in pairs)
+
+    def process(
+        self, messages: list[tuple[int, bytes | None]], wall_ms: int, wall_s: float
+    ) -> Stage1Output:
+        """`messages`: (offset, value) in offset order."""
+        out = Stage1Output()
+        self.last_activity = wall_s
+        new_hashes: list[list[int]] = []
+        newest = NO_WATERMARK
+        updates: dict[int, list[Any]] = defaultdict(list)
+        contexts: dict[int, list[Any]] = defaultdict(list)
+        for offset, value in messages:
+            try:
+                record = decode_event(value or b"")
+            except WireError as exc:
+                out.dead_letters.append(
+                    DeadLetter(exc.reason, self.partition, offset, value or b"", str(exc))
+                )
+                continue
+            ts = int(record["occurred_at"])
+            if ts > wall_ms + self.cfg.max_future_ms:
+                out.dead_letters.append(
+                    DeadLetter(
+                        "future_timestamp", self.partition, offset, value or b"",
+                        f"occurred_at {ts} is more than {self.cfg.max_future_ms} ms ahead",
+                    )
+                )  # fmt: skip
+                continue
+            h = _id_hash(record["event_id"])
+            first = self._seen.get(h)
+            if first is not None and first != offset:
+                out.duplicates += 1
+                continue
+            if first is None:
+                self._seen[h] = offset
+                new_hashes.append([h, offset])
+            out.events += 1
+            newest = max(newest, ts)
+            entity_updates, context_update = explode(record, ts, self.partition, offset)
+            for update in entity_updates:
+                updates[partition_for(update[0], self.cfg.updates_partitions)].append(update)
+            if context_update is not None:
+                k = partition_for(context_update[0], self.cfg.updates_partitions)
+                contexts[k].append(context_update)
+        if new_hashes:
+            key = seen_key(self.partition, messages[0][0])
+            self._records.append((key, newest, new_hashes))
+            out.writes.append((key, dumps([newest, new_hashes])))
+        self.watermark = max(self.watermark, newest)
+        if messages:
+            self.next_offset = messages[-1][0] + 1
+            out.writes.append(
+                (watermark_key(self.partition), dumps([self.watermark, self.next_offset]))
+            )
+        self._expire(out)
+        # Every destination hears this partition's watermark, with or without updates for it.
+        for k in range(self.cfg.updates_partitions):
+            message: dict[str, Any] = {"p": self.partition, "wm": self._reported()}
+            if updates.get(k):
+                message["u"] = updates[k]
+            if contexts.get(k):
+                message["c"] = contexts[k]
+            out.messages[k] = message
+        return out
+
+    def tick(self, end_offset: int, wall_ms: int, wall_s: float) -> Stage1Output | None:
+        """Called periodically with the partition's end offset. A partition with nothing left
+        to read that has been quiet for `idle_after_s` reports a watermark that follows the
+        clock, so quiet partitions never hold windows open. One with input waiting (a restart
+        with lag) never does: its events decide its watermark."""
+        if end_offset > self.next_offset or wall_s - self.last_activity < self.cfg.idle_after_s:
+            return None
+        out = Stage1Output()
+        mark = max(self.watermark, wall_ms - int(self.cfg.idle_after_s * 1000))
+        for k in range(self.cfg.updates_partitions):
+            out.messages[k] = {"p": self.partition, "wm": mark}
+        return out
+
+    def _reported(self) -> int | None:
+        return None if self.watermark == NO_WATERMARK else self.watermark
+
+    def _expire(self, out: Stage1Output) -> None:
+        horizon = self.watermark - self.cfg.dedup_horizon_ms
+        keep: list[tuple[str, int, list[list[int]]]] = []
+        for key, newest, pairs in self._records:
+            if newest < horizon:
+                for h, _ in pairs:
+                    self._seen.pop(h, None)
+                out.writes.append((key, None))
+            else:
+                keep.append((key, newest, pairs))
+        self._records = keep

@@ -1,0 +1,68 @@
+"""The dead-letter topic: each poison message as it came (key and value untouched), with
+where it came from and why in its headers. Delivery is confirmed before the batch's offsets
+are committed; a batch retried after a crash may publish a dead letter twice (the headers
+name the source position, and the dead_letters table is deduplicated on it)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from rhythm.producers.config import KafkaSettings
+from rhythm.sinks.transform import DeadLetter
+
+__all__ = ["DeadLetterTopic", "DeliveryFailedError"]
+
+
+class DeliveryFailedError(RuntimeError):
+    pass
+
+
+def headers(dead: DeadLetter) -> list[tuple[str, str | bytes | None]]:
+    m = dead.message
+    return [
+        ("rhythm.reason", dead.reason.encode()),
+        ("rhythm.detail", dead.detail[:1000].encode("utf-8", "replace")),
+        ("rhythm.source.topic", m.topic.encode()),
+        ("rhythm.source.partition", str(m.partition).encode()),
+        ("rhythm.source.offset", str(m.offset).encode()),
+        ("rhythm.source.timestamp", str(m.timestamp_ms).encode()),
+    ]
+
+
+class DeadLetterTopic:
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        self.topic = topic
+        conf: dict[str, Any] = kafka.to_librdkafka()
+        conf.update({"enable.idempotence": True, "acks": "all", "linger.ms": 5})
+        self._producer = Producer(conf)
+        self._lock = threading.Lock()
+
+    def publish(self, dead: Sequence[DeadLetter], timeout: float = 30.0) -> None:
+        """Publish and wait for every delivery; raises DeliveryFailedError if any failed."""
+        errors: list[str] = []
+
+        def report(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        with self._lock:
+            for item in dead:
+                self._producer.produce(
+                    self.topic,
+                    value=item.message.value,
+                    key=item.message.key,
+                    headers=headers(item),
+                    on_delivery=report,
+                )
+            left = self._producer.flush(timeout)
+        if left or errors:
+            raise DeliveryFailedError(
+                f"{len(errors)} dead letters failed, {left} undelivered: {errors[:3]}"
+            )
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._producer.flush(timeout)

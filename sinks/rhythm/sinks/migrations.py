@@ -1,0 +1,205 @@
+"""Versioned schema migrations, applied by `rhythm migrate` and by the sink at start.
+
+Each migration is a list of statements built from the definitions; every statement is
+idempotent on its own (IF NOT EXISTS, OR REPLACE), so a run that died halfway is simply run
+again. `<db>.schema_migrations` records each version with a checksum of its statements; a
+recorded version whose statements changed since is an error (add a new migration instead).
+
+Retention is not part of the migrations (it is a setting that may change): after them,
+each table's TTL is brought to `retention_days` if it differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from rhythm.sinks.ddl import create_database, create_table, create_view, ttl_expression
+from rhythm.sinks.schema import (
+    ALERTS,
+    DATA_TABLES,
+    DEAD_LETTERS,
+    ENTITY_EVENTS,
+    EVENTS,
+    SCHEMA_MIGRATIONS,
+    SIGNALS,
+    Table,
+)
+from rhythm.sinks.views import (
+    ACTIVITY_FEED,
+    ENTITY_EVENTS_MV,
+    ENTITY_TIMELINE,
+    OPEN_ALERTS,
+    TOP_MOVERS,
+)
+
+__all__ = [
+    "MIGRATIONS",
+    "Migration",
+    "MigrationError",
+    "MigrationReport",
+    "SqlClient",
+    "migrate",
+]
+
+log = logging.getLogger(__name__)
+
+
+class SqlClient(Protocol):
+    """What migrations need from a ClickHouse client (clickhouse-connect's fits)."""
+
+    def command(self, cmd: str) -> object: ...
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    build: Callable[[str, int], list[str]]  # (database, retention_days) -> statements
+
+    def statements(self, database: str, retention_days: int) -> list[str]:
+        return self.build(database, retention_days)
+
+    def checksum(self) -> str:
+        # Over a canonical rendering: the database name and the retention do not change what
+        # a migration is.
+        text = "\n;\n".join(self.build("rhythm", 0))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _tables(db: str, days: int) -> list[str]:
+    tables = (EVENTS, ENTITY_EVENTS, SIGNALS, ALERTS, DEAD_LETTERS)
+    return [
+        create_database(db),
+        *(create_table(t, db, days) for t in tables),
+        create_view(ENTITY_EVENTS_MV, db),
+    ]
+
+
+def _views(db: str, _days: int) -> list[str]:
+    return [create_view(v, db) for v in (ENTITY_TIMELINE, ACTIVITY_FEED, TOP_MOVERS, OPEN_ALERTS)]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "tables", _tables),
+    Migration(2, "analyst views", _views),
+)
+
+
+@dataclass
+class MigrationReport:
+    applied: list[int] = field(default_factory=list)
+    already: list[int] = field(default_factory=list)
+    retention_changed: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        done = ", ".join(map(str, self.applied)) or "none"
+        text = f"migrations applied: {done}; already applied: {len(self.already)}"
+        if self.retention_changed:
+            text += f"; retention changed on {', '.join(self.retention_changed)}"
+        return text
+
+
+def _rows(client: SqlClient, sql: str) -> list[list[str]]:
+    """Rows of a small TabSeparated result through `command()`, which every client has."""
+    result = client.command(sql)
+    if isinstance(result, str):
+        return [line.split("\t") for line in result.splitlines() if line] if result else []
+    if isinstance(result, int):
+        return [[str(result)]]
+    if isinstance(result, Sequence) and not isinstance(result, bytes):
+        return [[str(x) for x in result]]
+    return []
+
+
+def applied_versions(client: SqlClient, database: str) -> dict[int, str]:
+    # One row per version as "version:checksum" so `command()` returns a single column.
+    rows = _rows(
+        client,
+        f"SELECT arrayStringConcat(groupArray(concat(toString(version), ':', checksum)), ',') "
+        f"FROM (SELECT version, argMax(checksum, applied_at) AS checksum "
+        f"FROM {database}.schema_migrations GROUP BY version)",
+    )
+    text = rows[0][0] if rows and rows[0] else ""
+    out: dict[int, str] = {}
+    for item in filter(None, text.split(",")):
+        version, _, checksum = item.partition(":")
+        out[int(version)] = checksum
+    return out
+
+
+def migrate(
+    client: SqlClient,
+    database: str = "rhythm",
+    retention_days: int = 0,
+    migrations: Sequence[Migration] = MIGRATIONS,
+) -> MigrationReport:
+    """Apply what has not run yet, in order; then bring the TTLs to `retention_days`."""
+    report = MigrationReport()
+    client.command(create_database(database))
+    client.command(create_table(SCHEMA_MIGRATIONS, database))
+    done = applied_versions(client, database)
+    for migration in sorted(migrations, key=lambda m: m.version):
+        checksum = migration.checksum()
+        if migration.version in done:
+            if done[migration.version] != checksum:
+                raise MigrationError(
+                    f"migration {migration.version} ({migration.name}) changed after it was "
+                    f"applied (checksum {done[migration.version]} in the store, {checksum} "
+                    "in the code): add a new migration instead of editing an applied one"
+                )
+            report.already.append(migration.version)
+            continue
+        log.info("applying migration %d (%s)", migration.version, migration.name)
+        for statement in migration.statements(database, retention_days):
+            client.command(statement)
+        client.command(
+            f"INSERT INTO {database}.schema_migrations (version, name, checksum) "
+            f"VALUES ({migration.version}, '{_escape(migration.name)}', '{checksum}')"
+        )
+        report.applied.append(migration.version)
+    report.retention_changed = apply_retention(client, database, retention_days)
+    return report
+
+
+_TTL_DAYS = re.compile(r"\bTTL\s+\w+\s*\+\s*toIntervalDay\((\d+)\)")
+
+
+def current_retention(client: SqlClient, database: str, table: Table) -> int:
+    """Days of the table's TTL (0 when none)."""
+    rows = _rows(
+        client,
+        f"SELECT engine_full FROM system.tables "
+        f"WHERE database = '{_escape(database)}' AND name = '{table.name}'",
+    )
+    engine_full = "\t".join(rows[0]) if rows else ""
+    match = _TTL_DAYS.search(engine_full)
+    return int(match.group(1)) if match else 0
+
+
+def apply_retention(client: SqlClient, database: str, retention_days: int) -> list[str]:
+    changed = []
+    for table in DATA_TABLES:
+        if table.ttl_column is None:
+            continue
+        if current_retention(client, database, table) == retention_days:
+            continue
+        expression = ttl_expression(table, retention_days)
+        if expression is None:
+            client.command(f"ALTER TABLE {database}.{table.name} REMOVE TTL")
+        else:
+            client.command(f"ALTER TABLE {database}.{table.name} MODIFY TTL {expression}")
+        changed.append(table.name)
+    return changed
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "\\'")

@@ -1,0 +1,138 @@
+"""The sink process: migrate, serve queries and metrics, consume and write until stopped.
+
+stop = threading.Event()
+run_sink(SinkSettings(), stop)   # returns after stop.set(): current batches written,
+                                 # offsets committed, group left, store closed
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, TopicCollection
+from confluent_kafka.admin import AdminClient
+from prometheus_client import start_http_server
+
+from rhythm.sinks.batcher import Batcher
+from rhythm.sinks.consumer import ConsumerLoop, KafkaCommitter, consumer_config
+from rhythm.sinks.dead_letters import DeadLetterTopic
+from rhythm.sinks.endpoint import QueryEndpoint
+from rhythm.sinks.endpoint_engine import EmbeddedEngine
+from rhythm.sinks.metrics import SinkMetrics
+from rhythm.sinks.migrations import migrate
+from rhythm.sinks.settings import SinkSettings
+from rhythm.sinks.store import EndpointState, Store, open_client, remove_state, write_state
+from rhythm.sinks.writer import Done, Writer
+
+__all__ = ["engine_connection_string", "run_sink", "topic_ids"]
+
+log = logging.getLogger(__name__)
+
+
+def engine_connection_string(path: str) -> str:
+    """chdb compares engine paths literally; clickhouse-connect opens the real path, so the
+    endpoint's handles must name the engine the same way."""
+    return path if path.startswith(":memory:") else os.path.realpath(path)
+
+
+def topic_ids(settings: SinkSettings) -> Callable[[list[str]], dict[str, str]]:
+    def lookup(topics: list[str]) -> dict[str, str]:
+        admin = AdminClient(settings.kafka.to_librdkafka())
+        found: dict[str, str] = {}
+        for name, future in admin.describe_topics(TopicCollection(topics)).items():
+            try:
+                found[name] = str(future.result(timeout=10).topic_id)
+            except Exception as exc:  # not there yet: the token falls back to the name
+                log.warning("no topic id for %s (%s)", name, exc)
+        return found
+
+    return lookup
+
+
+def run_sink(
+    settings: SinkSettings,
+    stop: threading.Event,
+    *,
+    on_ready: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    dsn = settings.store_dsn()
+    log.info("sink: store %s, group %s, topics %s", dsn.redacted(), settings.group_id,
+             ", ".join(settings.topics))  # fmt: skip
+    client = open_client(dsn, settings)
+    cleanup: list[Callable[[], None]] = [client.close]
+    try:
+        report = migrate(client, settings.database, settings.retention_days)
+        log.info("sink: %s", report.summary())
+        metrics = SinkMetrics()
+        ready: dict[str, Any] = {"pid": os.getpid(), "store": dsn.redacted()}
+        if settings.metrics_port:
+            server, _thread = start_http_server(
+                settings.metrics_port, settings.metrics_host, registry=metrics.registry
+            )
+            cleanup.append(server.server_close)
+            cleanup.append(server.shutdown)
+            ready["metrics"] = f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+
+        lookup = topic_ids(settings)
+        batcher = Batcher(
+            settings.batch_max_rows,
+            settings.batch_max_bytes,
+            settings.batch_max_seconds,
+            topic_ids=lookup(settings.topics),
+        )
+        consumer = Consumer(consumer_config(settings))
+        dead_topic = DeadLetterTopic(settings.kafka, settings.dead_letter_topic)
+        cleanup.append(dead_topic.close)
+        store = Store(client, settings.database)
+
+        def writer_factory(on_done: Callable[[Done], None]) -> Writer:
+            return Writer(
+                store,
+                KafkaCommitter(consumer),
+                dead_topic,
+                metrics,
+                on_done,
+                backoff_min_s=settings.retry_backoff_min_s,
+                backoff_max_s=settings.retry_backoff_max_s,
+                dead_letter_max_bytes=settings.dead_letter_max_bytes,
+            )
+
+        loop = ConsumerLoop(settings, consumer, batcher, writer_factory, metrics, lookup)
+
+        if dsn.embedded and settings.http_port:
+            engine = EmbeddedEngine(engine_connection_string(dsn.path))
+            cleanup.append(engine.close)
+            endpoint = QueryEndpoint(
+                engine,
+                settings.http_host,
+                settings.http_port,
+                password=settings.http_password,
+                max_concurrent_queries=settings.http_max_concurrent_queries,
+                status=lambda: loop.status_snapshot,
+            )
+            endpoint.start()
+            cleanup.append(endpoint.stop)
+            ready["endpoint"] = f"http://{endpoint.host}:{endpoint.port}"
+            state_file = settings.endpoint_state_file()
+            if state_file is not None:
+                pid = os.getpid()
+                write_state(
+                    state_file,
+                    EndpointState(pid, endpoint.host, endpoint.port, dsn.redacted()),
+                )
+                cleanup.append(lambda: remove_state(state_file, pid))
+        log.info("sink ready: %s", ready)
+        if on_ready is not None:
+            on_ready(ready)
+        loop.run(stop)
+        log.info("sink stopped: %d batches written", loop.batches_written)
+    finally:
+        for action in reversed(cleanup):
+            try:
+                action()
+            except Exception:
+                log.exception("sink: error while shutting down")

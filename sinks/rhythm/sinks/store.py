@@ -1,0 +1,161 @@
+"""Reaching the store: a clickhouse-connect client for the DSN (embedded chdb or a server),
+the columnar insert with its deduplication token, and how other processes find the running
+sink's endpoint when it owns the embedded store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from rhythm.sinks.schema import Table
+from rhythm.sinks.settings import Dsn, SinkSettings
+from rhythm.sinks.transform import Row
+
+__all__ = [
+    "EndpointState",
+    "Store",
+    "StoreBusyError",
+    "connect",
+    "insert_settings",
+    "open_client",
+    "read_live_state",
+    "remove_state",
+    "write_state",
+]
+
+log = logging.getLogger(__name__)
+
+
+class StoreBusyError(RuntimeError):
+    """The embedded store is open in another process and no endpoint was found."""
+
+
+def open_client(dsn: Dsn, settings: SinkSettings) -> Client:
+    if dsn.embedded:
+        return clickhouse_connect.get_client(dsn=f"chdb://{dsn.path}")
+    password = dsn.password.get_secret_value() if dsn.password is not None else ""
+    return clickhouse_connect.get_client(
+        host=dsn.host,
+        port=dsn.port,
+        username=dsn.username or "default",
+        password=password,
+        secure=dsn.kind == "https",
+        verify=settings.clickhouse_secure_verify,
+        ca_cert=settings.clickhouse_ca_cert,
+        settings=dict(dsn.settings),
+        # The writer needs no session state, and a session pins requests to one server
+        # behind a load balancer.
+        autogenerate_session_id=False,
+    )
+
+
+def insert_settings(token: str) -> dict[str, Any]:
+    return {
+        "insert_deduplicate": 1,
+        "insert_deduplication_token": token,
+        # entity_events (filled by a materialized view) deduplicates the retried block too,
+        # also if the first attempt failed between the source table and the view.
+        "deduplicate_blocks_in_dependent_materialized_views": 1,
+    }
+
+
+class Store:
+    """The writer's side of the store: columnar inserts into the sink's tables."""
+
+    def __init__(self, client: Client, database: str) -> None:
+        self.client = client
+        self.database = database
+
+    def insert(self, table: Table, rows: Sequence[Row], token: str) -> int:
+        """Insert `rows` (tuples in the table's column order); returns the rows sent.
+        The column types are given, so there is no DESCRIBE round trip per insert."""
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        self.client.insert(
+            f"{self.database}.{table.name}",
+            columns,
+            column_names=table.column_names,
+            column_type_names=table.column_types,
+            column_oriented=True,
+            settings=insert_settings(token),
+        )
+        return len(rows)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    pid: int
+    host: str
+    port: int
+    dsn: str
+
+
+def write_state(path: Path, state: EndpointState) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(state)))
+    tmp.replace(path)
+
+
+def remove_state(path: Path, pid: int) -> None:
+    state = _read_state(path)
+    if state is not None and state.pid == pid:
+        path.unlink(missing_ok=True)
+
+
+def _read_state(path: Path) -> EndpointState | None:
+    try:
+        return EndpointState(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def read_live_state(path: Path | None) -> EndpointState | None:
+    """The endpoint of the sink that owns the store, if that sink is still running."""
+    if path is None:
+        return None
+    state = _read_state(path)
+    if state is None:
+        return None
+    try:
+        os.kill(state.pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return state
+
+
+def connect(settings: SinkSettings) -> tuple[Client, str]:
+    """A client for commands run beside the sink (`rhythm query`, `rhythm migrate`): the
+    running sink's endpoint when it owns the embedded store, else the store itself. Returns
+    the client and a description of where it goes (no secrets)."""
+    dsn = settings.store_dsn()
+    if not dsn.embedded:
+        return open_client(dsn, settings), dsn.redacted()
+    state = read_live_state(settings.endpoint_state_file())
+    if state is not None:
+        password = settings.http_password
+        client = clickhouse_connect.get_client(
+            host=state.host,
+            port=state.port,
+            password=password.get_secret_value() if password is not None else "",
+        )
+        return client, f"the running sink's endpoint http://{state.host}:{state.port}"
+    try:
+        return open_client(dsn, settings), dsn.redacted()
+    except Exception as exc:
+        raise StoreBusyError(
+            f"cannot open {dsn.redacted()}: {exc}\nIs a sink running on it without its query "
+            "endpoint (RHYTHM_SINK_HTTP_PORT=0)? Only one process can open the embedded "
+            "store; start the sink with an endpoint and this command goes through it."
+        ) from exc

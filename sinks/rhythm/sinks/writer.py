@@ -1,0 +1,261 @@
+"""The writer: one thread that writes sealed batches in order, each until ClickHouse has it.
+
+Per batch: commit the intent (see batcher.py), insert the rows with the batch's token,
+insert and publish its dead letters, then commit the offset after it. Any failure is
+retried with exponential backoff (jittered) for as long as it takes: the transform only
+emits rows that fit the columns, so a refusal means the store is unavailable or its schema
+drifted - for an operator to fix, not a reason to drop data. Meanwhile the consumer keeps
+polling with its partitions paused (the buffer is full), so the group membership holds and
+memory stays bounded.
+
+Batches are written one at a time, in the order sealed. That keeps the intent protocol
+simple (at most one batch between intent and commit) and costs little: an insert is one
+round trip for up to `batch_max_rows` rows, while the consumer fills the next batches.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from rhythm.sinks.batcher import Batch, TopicPartition
+from rhythm.sinks.dead_letters import DeadLetterTopic
+from rhythm.sinks.metrics import SinkMetrics
+from rhythm.sinks.schema import DEAD_LETTERS
+from rhythm.sinks.store import Store
+from rhythm.sinks.transform import TRANSFORMS, dead_letter_row
+
+__all__ = ["Committer", "Done", "Writer", "error_reason"]
+
+log = logging.getLogger(__name__)
+
+#: the event-time column of each table, for the freshness histogram
+_EVENT_TIME = {"events": "occurred_at", "signals": "last_event_at", "alerts": "fired_at"}
+_ERROR_NAME = re.compile(r"\(([A-Z][A-Z0-9_]{2,})\)")
+
+
+class Committer(Protocol):
+    def commit_intent(self, batch: Batch) -> None: ...
+    def commit_done(self, batch: Batch) -> None: ...
+
+
+@dataclass(frozen=True)
+class Done:
+    batch: Batch
+    written: bool  # False: abandoned (partition revoked, or shutdown deadline passed)
+
+
+class _AbandonedError(Exception):
+    pass
+
+
+def error_reason(exc: BaseException) -> str:
+    """A bounded label for a failure: ClickHouse's error name, else the exception type."""
+    name = getattr(exc, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    match = _ERROR_NAME.search(str(exc))
+    return match.group(1) if match else type(exc).__name__
+
+
+class Writer:
+    def __init__(
+        self,
+        store: Store,
+        committer: Committer,
+        dead_topic: DeadLetterTopic | None,
+        metrics: SinkMetrics,
+        on_done: Callable[[Done], None],
+        *,
+        backoff_min_s: float = 0.1,
+        backoff_max_s: float = 10.0,
+        dead_letter_max_bytes: int = 65536,
+    ) -> None:
+        self.store = store
+        self.committer = committer
+        self.dead_topic = dead_topic
+        self.metrics = metrics
+        self.on_done = on_done
+        self.backoff_min_s = backoff_min_s
+        self.backoff_max_s = backoff_max_s
+        self.dead_letter_max_bytes = dead_letter_max_bytes
+        self._cond = threading.Condition()
+        self._queue: collections.deque[Batch] = collections.deque()
+        self._current: Batch | None = None
+        self._abandoned: set[TopicPartition] = set()
+        self._stopping = False
+        self._deadline: float | None = None  # monotonic; after it, give up retrying
+        #: held around every commit, and by abandon(): no commit for a revoked partition
+        self.commit_lock = threading.Lock()
+        self.last_error: str | None = None
+        self.retrying = False
+        self._thread = threading.Thread(target=self._run, name="rhythm-sink-writer", daemon=True)
+
+    # -- control (consumer thread) ------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, batch: Batch) -> None:
+        with self._cond:
+            self._abandoned.discard(batch.tp)
+            self._queue.append(batch)
+            self._cond.notify_all()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._queue) + (self._current is not None)
+
+    def abandon(self, tps: set[TopicPartition], wait_s: float) -> None:
+        """Partitions revoked: drop their queued batches; give the one being written up to
+        `wait_s` to finish, then abandon it too (its intent stays committed, so the new
+        owner rebuilds it with the same token)."""
+        deadline = time.monotonic() + wait_s
+        with self._cond:
+            dropped = [b for b in self._queue if b.tp in tps]
+            self._queue = collections.deque(b for b in self._queue if b.tp not in tps)
+            while self._current is not None and self._current.tp in tps:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            with self.commit_lock:
+                self._abandoned |= tps
+            self._cond.notify_all()
+        for batch in dropped:
+            self.on_done(Done(batch, written=False))
+
+    def drain(self, timeout: float) -> bool:
+        """Write everything queued, retrying until `timeout`; True if all was written."""
+        with self._cond:
+            self._deadline = time.monotonic() + timeout
+            self._cond.notify_all()
+            while self._queue or self._current is not None:
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.5))
+            return True
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._deadline = time.monotonic()
+            self._cond.notify_all()
+        self._thread.join(timeout=30)
+
+    # -- the thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch = self._current = self._queue.popleft()
+            written = False
+            try:
+                self._write(batch)
+                written = True
+            except _AbandonedError:
+                log.info("batch %s abandoned", batch.token())
+            except Exception:  # a bug: never lose the thread silently
+                log.exception("writing batch %s failed", batch.token())
+            with self._cond:
+                self._current = None
+                self._cond.notify_all()
+            self.on_done(Done(batch, written))
+
+    def _write(self, batch: Batch) -> None:
+        self._attempt(batch, "kafka_commit", lambda: self._commit(batch, intent=True))
+        table, _ = TRANSFORMS[batch.kind]
+        if batch.rows:
+            self._attempt(batch, table.name, lambda: self._insert(batch))
+        if batch.dead:
+            rows = [dead_letter_row(d, self.dead_letter_max_bytes) for d in batch.dead]
+            self._attempt(
+                batch,
+                DEAD_LETTERS.name,
+                lambda: self.store.insert(DEAD_LETTERS, rows, batch.dead_token()),
+            )
+            dead_topic = self.dead_topic
+            if dead_topic is not None:
+                self._attempt(batch, "dead_letter_topic", lambda: dead_topic.publish(batch.dead))
+            for dead in batch.dead:
+                self.metrics.dead_letters.labels(batch.kind, dead.reason).inc()
+        try:
+            self._commit(batch, intent=False)
+        except _AbandonedError:
+            raise
+        except Exception as exc:  # the next batch's intent, or a restart, covers it
+            log.warning("commit after %s failed: %s", batch.token(), exc)
+        self.metrics.batches.labels(batch.kind).inc()
+        self.metrics.batch_rows.labels(batch.kind).observe(batch.messages)
+
+    def _insert(self, batch: Batch) -> None:
+        table, _ = TRANSFORMS[batch.kind]
+        started = time.monotonic()
+        self.store.insert(table, batch.rows, batch.token())
+        self.metrics.insert_seconds.labels(table.name).observe(time.monotonic() - started)
+        self.metrics.rows_written.labels(table.name).inc(len(batch.rows))
+        column = table.column_names.index(_EVENT_TIME[batch.kind])
+        now_ms = time.time() * 1000
+        self.metrics.freshness.observe_many(
+            (max(0.0, (now_ms - row[column]) / 1000) for row in batch.rows), table.name
+        )
+
+    def _commit(self, batch: Batch, *, intent: bool) -> None:
+        with self.commit_lock:
+            if batch.tp in self._abandoned:
+                raise _AbandonedError
+            if intent:
+                self.committer.commit_intent(batch)
+            else:
+                self.committer.commit_done(batch)
+
+    def _attempt(self, batch: Batch, what: str, action: Callable[[], object]) -> None:
+        attempt = 0
+        while True:
+            try:
+                action()
+            except _AbandonedError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                reason = error_reason(exc)
+                self.metrics.retries.labels(what, reason).inc()
+                self.last_error = f"{what}: {reason}: {str(exc)[:300]}"
+                self.retrying = True
+                if attempt == 1 or attempt % 10 == 0:
+                    log.warning(
+                        "%s for batch %s failed (attempt %d), retrying: %s",
+                        what, batch.token(), attempt, str(exc)[:500],
+                    )  # fmt: skip
+                delay = min(self.backoff_max_s, self.backoff_min_s * 2 ** (attempt - 1))
+                self._sleep(batch, delay * random.uniform(0.8, 1.2))
+                continue
+            if attempt:
+                log.info("%s for batch %s succeeded after %d retries", what, batch.token(), attempt)
+                self.retrying = False
+            return
+
+    def _sleep(self, batch: Batch, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        with self._cond:
+            while True:
+                if batch.tp in self._abandoned:
+                    raise _AbandonedError
+                now = time.monotonic()
+                if self._deadline is not None and now >= self._deadline:
+                    raise _AbandonedError
+                if now >= until:
+                    return
+                self._cond.wait(until - now)
