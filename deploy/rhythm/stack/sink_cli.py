@@ -123,8 +123,10 @@ def migrate_command(
         int | None, typer.Option(help="TTL in days (default $RHYTHM_SINK_RETENTION_DAYS, 365).")
     ] = None,
 ) -> None:
-    """Create or upgrade the rhythm database (idempotent). Goes through the running sink's
-    endpoint when it owns the embedded store."""
+    """Create or upgrade the rhythm database (idempotent).
+
+    Goes through the running sink's endpoint when it owns the embedded store.
+    """
     from rhythm.sinks.migrations import MigrationError, migrate
     from rhythm.sinks.store import StoreBusyError, connect
 
@@ -147,8 +149,11 @@ def sync(
     bootstrap: BootstrapOption = None,
     group_id: GroupOption = None,
 ) -> None:
-    """Wait until everything published so far (events, signals, alerts) is in ClickHouse.
-    Exit 1 on timeout, naming what is missing."""
+    """Wait until everything published so far is in ClickHouse.
+
+    Everything published to the events, signals and alerts topics before the call. Exit 1
+    on timeout, naming what is missing.
+    """
     from rhythm.sinks.sync import wait_for_sink
 
     settings = _settings(bootstrap=bootstrap, group_id=group_id)
@@ -166,8 +171,10 @@ def query(
         typer.Option("--format", "-f", help="ClickHouse output format (unless the SQL has one)."),
     ] = "PrettyCompactMonoBlock",
 ) -> None:
-    """Run SQL on the store and print the result. When a running sink owns the embedded
-    store, the query goes through its endpoint."""
+    """Run SQL on the store and print the result.
+
+    When a running sink owns the embedded store, the query goes through its endpoint.
+    """
     from rhythm.sinks.endpoint_sql import output_format
     from rhythm.sinks.store import StoreBusyError, connect
 

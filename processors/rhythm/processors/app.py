@@ -110,18 +110,21 @@ class Processors:
         self.signals = app.topic(settings.signals_topic, schema=_raw())
         self.alerts = app.topic(settings.alerts_topic, schema=_raw())
         self.dead_letters = app.topic(settings.dead_letters_topic, schema=_raw())
-        self.stage1_table = app.Table("stage1", partitions=events_partitions, schema=_raw())
+        # Tables take their codecs from key_type/value_type (bytes -> "raw"), not a Schema.
+        self.stage1_table = app.Table(
+            "stage1", partitions=events_partitions, key_type=bytes, value_type=bytes
+        )
         self.state_table = app.Table(
-            "state", partitions=settings.updates_partitions, schema=_raw()
+            "state", partitions=settings.updates_partitions, key_type=bytes, value_type=bytes
         )
         app.agent(self.events, name="explode", concurrency=1)(self._stage1)
         app.agent(self.updates, name="signals", concurrency=1)(self._stage2)
         app.timer(settings.tick_s)(self._tick)
-        app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
 
     # -- stage 1 ---------------------------------------------------------------------------
 
-    async def _stage1(self, stream: faust.StreamT[bytes]) -> None:
+    async def _stage1(self, stream: Any) -> None:  # faust's stubs lack take_events
         s = self.settings
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             for partition, group in _by_partition(events).items():
@@ -133,13 +136,17 @@ class Processors:
                 self.metrics.stage1(partition, out, source.watermark, now)
 
     async def _emit_stage1(
-        self, partition: int, out: Stage1Output, event: EventT | None
+        self, partition: int, out: Stage1Output, event: EventT[bytes] | None
     ) -> None:
         pending: list[Awaitable[Any]] = []
         for k, message in out.messages.items():
             pending.append(await self.updates.send(value=dumps(message), partition=k))
         for dead in out.dead_letters:
-            pending.append(await self.dead_letters.send(key=dead.reason.encode(), value=_dead_letter(self.settings.events_topic, dead)))  # noqa: E501
+            pending.append(
+                await self.dead_letters.send(
+                    key=dead.reason.encode(), value=_dead_letter(self.settings.events_topic, dead)
+                )
+            )
         await asyncio.gather(*pending)
         if out.writes and event is not None:
             _current_event.set(weakref.ref(event))  # writes go to this partition's changelog
@@ -155,15 +162,21 @@ class Processors:
             source = self.sources[partition] = SourcePartition(partition, self.stage1_cfg)
             prefix = (f"wm{SEP}{partition}", f"seen{SEP}{partition}{SEP}")
             source.restore(
-                [(k, v) for k, v in _items(self.stage1_table) if k == prefix[0] or k.startswith(prefix[1])]  # noqa: E501
+                [
+                    (k, v)
+                    for k, v in _items(self.stage1_table)
+                    if k == prefix[0] or k.startswith(prefix[1])
+                ]
             )
         return source
 
     async def _tick(self) -> None:
-        if not self.app.tables.recovery.completed.is_set():
+        if not self.app.tables.recovery.completed.is_set():  # type: ignore[attr-defined]
             return
         now = time.time()
-        mine = [tp for tp in self.app.consumer.assignment() if tp.topic == self.settings.events_topic]
+        mine = [
+            tp for tp in self.app.consumer.assignment() if tp.topic == self.settings.events_topic
+        ]
         if not mine:
             return
         ends = await self.app.consumer.highwaters(*mine)
@@ -171,12 +184,15 @@ class Processors:
             source = self._source(tp.partition)
             out = source.tick(ends.get(tp, 0), int(now * 1000), now)
             if out is not None:
-                pending = [await self.updates.send(value=dumps(m), partition=k) for k, m in out.messages.items()]  # noqa: E501
+                pending = [
+                    await self.updates.send(value=dumps(m), partition=k)
+                    for k, m in out.messages.items()
+                ]
                 await asyncio.gather(*pending)
 
     # -- stage 2 ---------------------------------------------------------------------------
 
-    async def _stage2(self, stream: faust.StreamT[bytes]) -> None:
+    async def _stage2(self, stream: Any) -> None:
         s = self.settings
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             for partition, group in _by_partition(events).items():
@@ -190,10 +206,16 @@ class Processors:
                     self.metrics.stage2(partition, out)
                 pending: list[Awaitable[Any]] = []
                 for signal in signals:
-                    pending.append(await self.signals.send(key=signal_key(signal).encode(), value=dumps(signal)))  # noqa: E501
+                    pending.append(
+                        await self.signals.send(
+                            key=signal_key(signal).encode(), value=dumps(signal)
+                        )
+                    )
                 for alert in alerts:
                     alert["alert_id"] = alert_id(alert)
-                    pending.append(await self.alerts.send(key=alert["alert_id"].encode(), value=dumps(alert)))  # noqa: E501
+                    pending.append(
+                        await self.alerts.send(key=alert["alert_id"].encode(), value=dumps(alert))
+                    )
                 await asyncio.gather(*pending)
                 _current_event.set(weakref.ref(group[-1]))
                 for key, value in proc.take_dirty():
@@ -223,17 +245,16 @@ class Processors:
                 self.partitions.pop(tp.partition, None)
 
 
-def _raw() -> faust.Schema:
-    """Bytes in, bytes out: the pure modules own every encoding. A new Schema each time: a
-    Table adopts and changes the Schema it is given, so sharing one with a topic made that
-    topic decode its keys as JSON (found the hard way; faust-streaming 0.15.3)."""
+def _raw() -> Any:
+    """Bytes in, bytes out: the pure modules own every encoding. A new Schema per topic: one
+    shared with a Table made the topic decode its keys as JSON (faust-streaming 0.15.3)."""
     return faust.Schema(
         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
 
 
-def _by_partition(events: Iterable[EventT]) -> dict[int, list[EventT]]:
-    groups: dict[int, list[EventT]] = defaultdict(list)
+def _by_partition(events: Iterable[EventT[bytes]]) -> dict[int, list[EventT[bytes]]]:
+    groups: dict[int, list[EventT[bytes]]] = defaultdict(list)
     for event in events:
         groups[event.message.partition].append(event)
     return groups

@@ -53,6 +53,15 @@ def is_context_key(key: str) -> bool:
 
 
 def partition_for(key: str, partitions: int) -> int:
+    """The stage 2 partition that owns `key`.
+
+    Entities spread by their own key. Threads go by tenant: the `unanswered` rule learns
+    reply norms per (tenant, channel, sender type) across all of a tenant's threads, so they
+    must all be in one place; learning from a hash sample would make the norms (and the
+    alerts) depend on the partition count.
+    """
+    if is_context_key(key):
+        key = split_context_key(key)[0]
     return zlib.crc32(key.encode("utf-8", "surrogatepass")) % partitions
 
 

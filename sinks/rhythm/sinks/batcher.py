@@ -3,13 +3,13 @@
 A batch is written with `insert_deduplication_token` = its topic (and topic id), partition
 and offset range. For a retry to be dropped by ClickHouse, the retried batch must be exactly
 the same batch - also after a crash, when it is rebuilt from Kafka by a new process whose
-time-based cuts would fall elsewhere. So before a batch is inserted, the writer commits its
-*intent* to Kafka: the batch's first offset, with `rhythm-sink/1 end=<last offset>` as the
-commit metadata (the committed offset does not move past anything unwritten). A sink that
-starts and finds such an intent rebuilds that batch exactly - same first and last offset,
-whatever the size and time limits say - so its token is the same and ClickHouse drops
-whatever part of it was already written. After the insert, the offset after the batch is
-committed with empty metadata.
+time-based cuts would fall elsewhere. So before a batch goes to the writer, its *intent* is
+committed to Kafka: the committed offset stays at the first unwritten batch's first offset,
+and the commit metadata lists where each unwritten batch of that partition ends
+(`rhythm-sink/1 ends=120,245`). A sink that starts and finds such an intent rebuilds those
+batches exactly - same first and last offsets, whatever the size and time limits say - so
+their tokens are the same and ClickHouse drops whatever part of them was already written.
+When a batch is written, the offset moves past it and the list loses its first entry.
 
 The token carries the topic's id (Kafka's UUID for it) besides its name: a topic deleted and
 created again restarts at offset 0, and its first batches must not be taken for duplicates
@@ -18,29 +18,37 @@ of the old topic's.
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rhythm.sinks.transform import DeadLetter, Kind, Message, Outcome, Row
 
 __all__ = ["INTENT_PREFIX", "Batch", "Batcher", "intent_metadata", "parse_intent"]
 
-INTENT_PREFIX = "rhythm-sink/1 end="
+INTENT_PREFIX = "rhythm-sink/1 ends="
+#: Kafka keeps at most offset.metadata.max.bytes (4096 by default) of metadata.
+MAX_INTENTS = 100
 
 TopicPartition = tuple[str, int]
 
 
-def intent_metadata(end: int) -> str:
-    return f"{INTENT_PREFIX}{end}"
+def intent_metadata(ends: Sequence[int]) -> str:
+    """Commit metadata naming the last offset of each unwritten batch ("" if none)."""
+    if not ends:
+        return ""
+    return INTENT_PREFIX + ",".join(map(str, ends))
 
 
-def parse_intent(metadata: str | None) -> int | None:
-    """The last offset of the batch that was being written, from commit metadata."""
+def parse_intent(metadata: str | None) -> list[int]:
+    """The last offsets of the batches that were being written, from commit metadata."""
     if not metadata or not metadata.startswith(INTENT_PREFIX):
-        return None
+        return []
     try:
-        return int(metadata[len(INTENT_PREFIX) :])
+        ends = [int(x) for x in metadata[len(INTENT_PREFIX) :].split(",")]
     except ValueError:
-        return None
+        return []
+    return ends if ends == sorted(set(ends)) else []
 
 
 @dataclass
@@ -89,33 +97,33 @@ class Batcher:
         self.max_seconds = max_seconds
         self.topic_ids = topic_ids if topic_ids is not None else {}
         self._open: dict[TopicPartition, Batch] = {}
-        self._pending: dict[TopicPartition, tuple[int, int]] = {}
+        #: batches to rebuild exactly: (first offset of the next one, where each ends)
+        self._pending: dict[TopicPartition, tuple[int, collections.deque[int]]] = {}
         self.messages = 0
         self.nbytes = 0
 
-    def expect(self, topic: str, partition: int, start: int, end: int) -> None:
-        """The last run was writing [start..end] of this partition: rebuild exactly that."""
-        self._pending[(topic, partition)] = (start, end)
+    def expect(self, topic: str, partition: int, start: int, ends: Sequence[int]) -> None:
+        """The last run was writing batches from `start` ending at `ends`: rebuild them."""
+        if ends:
+            self._pending[(topic, partition)] = (start, collections.deque(ends))
 
     def add(self, kind: Kind, message: Message, outcome: Outcome, now: float) -> list[Batch]:
         """Add one message; returns the batches this completes (usually none)."""
         tp = (message.topic, message.partition)
         sealed: list[Batch] = []
         pending = self._pending.get(tp)
-        if pending is not None and message.offset > pending[1]:
-            # The rest of the pending batch is gone from the log (retention): close it short.
-            del self._pending[tp]
-            pending = None
+        while pending is not None and message.offset > pending[1][0]:
+            # The end of a batch to rebuild is gone from the log (retention): close it short.
             if tp in self._open:
                 sealed.append(self._seal(tp))
+            pending = self._advance(tp, pending[1][0])
         batch = self._open.get(tp)
         if batch is None:
-            start = pending[0] if pending is not None else message.offset
             batch = Batch(
                 kind=kind,
                 topic=message.topic,
                 partition=message.partition,
-                start=start,
+                start=pending[0] if pending is not None else message.offset,
                 end=message.offset,
                 topic_id=self.topic_ids.get(message.topic, ""),
                 opened_at=now,
@@ -131,12 +139,22 @@ class Batcher:
         self.messages += 1
         self.nbytes += message.size
         if pending is not None:
-            if message.offset >= pending[1]:
-                del self._pending[tp]
+            if message.offset == pending[1][0]:
                 sealed.append(self._seal(tp))
+                self._advance(tp, message.offset)
         elif batch.messages >= self.max_rows or batch.nbytes >= self.max_bytes:
             sealed.append(self._seal(tp))
         return sealed
+
+    def _advance(self, tp: TopicPartition, end: int) -> tuple[int, collections.deque[int]] | None:
+        """The rebuilt batch ending at `end` is done: the next one starts after it."""
+        _start, ends = self._pending[tp]
+        ends.popleft()
+        if not ends:
+            del self._pending[tp]
+            return None
+        self._pending[tp] = (end + 1, ends)
+        return self._pending[tp]
 
     def due(self, now: float) -> list[Batch]:
         """Batches open for `max_seconds` (a rebuilt batch waits for its last offset)."""
@@ -152,8 +170,12 @@ class Batcher:
         if not self._open:
             return None
         tp = max(self._open, key=lambda k: self._open[k].messages)
-        self._pending.pop(tp, None)
-        return self._seal(tp)
+        batch = self._seal(tp)
+        pending = self._pending.get(tp)
+        if pending is not None:
+            # Cut short: the rest of this rebuilt batch starts a batch of its own.
+            self._pending[tp] = (batch.end + 1, pending[1])
+        return batch
 
     def seal_all(self) -> list[Batch]:
         return [self._seal(tp) for tp in list(self._open)]

@@ -1,22 +1,26 @@
-"""The consumer loop: poll, transform, batch, hand sealed batches to the writer, and keep
-memory bounded with pause/resume.
+"""The consumer loop: poll, transform, batch, commit intents, hand batches to the writer,
+commit what it wrote, and keep memory bounded with pause/resume.
 
-One thread owns the Kafka consumer's polling (the writer thread only commits, which
-librdkafka allows from any thread). Memory: every message counts from the moment it is
-polled until its batch is written ("held"). Each poll asks for at most the room left -
-by count, and by bytes assuming messages as large as `max_message_bytes` - so the held
-messages never exceed `buffer_max_rows` / `buffer_max_bytes`. With no room, every partition
-is paused (librdkafka then drops what it prefetched for them and stops fetching) and the
-loop keeps polling, which keeps the group membership alive while the writer retries.
+This thread alone calls the Kafka consumer (confluent-kafka blocks a second thread's calls
+while one polls). Per partition it keeps the batches sealed but not yet written, in offset
+order; a batch goes to the writer only once an intent listing it is committed (batcher.py),
+and when the writer reports it written, the committed offset moves past it.
 
-Rebalances: a revoked partition's open batch is dropped and its queued batches are taken
-back from the writer; the batch being written gets a few seconds to finish. On assignment,
-a partition whose committed offset carries an intent (batcher.py) is told to rebuild exactly
-that batch first.
+Memory: every message counts from the moment it is polled until its batch is written
+("held"). Each poll asks for at most the room left - by count, and by bytes assuming
+messages as large as `max_message_bytes` - so what is held never exceeds `buffer_max_rows`
+/ `buffer_max_bytes`. With no room, every partition is paused (librdkafka drops what it
+prefetched for them and stops fetching) and the loop keeps polling, which keeps the group
+membership alive while the writer retries; it resumes once a quarter of the buffer is free.
+
+Rebalances: a revoked partition's open and unsubmitted batches are dropped, its queued
+batches taken back from the writer, and the batch being written gets a few seconds to
+finish. On assignment, a committed intent tells the batcher which batches to rebuild.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -27,13 +31,13 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
-from rhythm.sinks.batcher import Batch, Batcher, intent_metadata, parse_intent
+from rhythm.sinks.batcher import MAX_INTENTS, Batch, Batcher, intent_metadata, parse_intent
 from rhythm.sinks.metrics import SinkMetrics
 from rhythm.sinks.settings import SinkSettings
 from rhythm.sinks.transform import TRANSFORMS, Kind, Message
-from rhythm.sinks.writer import Done, Writer
+from rhythm.sinks.writer import Done, Writer, error_reason
 
-__all__ = ["ConsumerLoop", "KafkaCommitter", "consumer_config"]
+__all__ = ["ConsumerLoop", "consumer_config"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,7 @@ def consumer_config(settings: SinkSettings) -> dict[str, Any]:
     conf.update(
         {
             "group.id": settings.group_id,
-            # Offsets are committed by the writer, only after ClickHouse has the rows.
+            # Offsets are committed only after ClickHouse has the rows.
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
@@ -62,26 +66,6 @@ def consumer_config(settings: SinkSettings) -> dict[str, Any]:
     return conf
 
 
-class KafkaCommitter:
-    """Commits for the writer: the intent before an insert (synchronous: it must be durable
-    before anything is written), the offset after it (asynchronous: if it is lost, the
-    intent makes the retry a duplicate that ClickHouse drops)."""
-
-    def __init__(self, consumer: Consumer) -> None:
-        self.consumer = consumer
-
-    def commit_intent(self, batch: Batch) -> None:
-        tp = TopicPartition(batch.topic, batch.partition, batch.start, intent_metadata(batch.end))
-        result = self.consumer.commit(offsets=[tp], asynchronous=False)
-        for item in result or []:
-            if item.error is not None:
-                raise KafkaException(item.error)
-
-    def commit_done(self, batch: Batch) -> None:
-        tp = TopicPartition(batch.topic, batch.partition, batch.end + 1, "")
-        self.consumer.commit(offsets=[tp], asynchronous=True)
-
-
 class ConsumerLoop:
     def __init__(
         self,
@@ -91,11 +75,13 @@ class ConsumerLoop:
         writer_factory: Callable[[Callable[[Done], None]], Writer],
         metrics: SinkMetrics,
         topic_ids: Callable[[list[str]], dict[str, str]] | None = None,
+        poll_timeout_s: float = 0.05,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
         self.batcher = batcher
         self.metrics = metrics
+        self.poll_timeout_s = poll_timeout_s
         self.kinds: dict[str, Kind] = {
             settings.events_topic: "events",
             settings.signals_topic: "signals",
@@ -109,13 +95,20 @@ class ConsumerLoop:
         self.held_messages_max = 0
         self.assigned: set[TP] = set()
         self.paused: set[TP] = set()
-        self.written_offsets: dict[TP, int] = {}  # next offset to write, per partition
-        self._intent_open: set[TP] = set()  # a batch was abandoned: its intent must stay
+        #: per partition, in offset order: sealed, not yet written (intent committed or not)
+        self._unwritten: dict[TP, collections.deque[Batch]] = {}
+        #: how many of each partition's unwritten batches the committed intent covers
+        self._intended: dict[TP, int] = {}
+        self.written_offsets: dict[TP, int] = {}  # the committed offset, per partition
+        self._intent_retry_at = 0.0
+        self._intent_failures = 0
         self._lag: dict[TP, int] = {}
         self._next_lag_check = 0.0
         self._full = False
+        self._logged: dict[str, float] = {}
         self.batches_written = 0
         self.status_snapshot: dict[str, Any] = {}
+        self._publish_status()
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -139,32 +132,30 @@ class ConsumerLoop:
         room_rows = s.buffer_max_rows - self.held_messages
         room_bytes = s.buffer_max_bytes - self.held_bytes
         wanted = min(s.poll_max_messages, room_rows, room_bytes // s.max_message_bytes)
-        if (
-            self._full
-            and room_rows >= s.buffer_max_rows // 4
-            and room_bytes >= s.buffer_max_bytes // 4
-        ):
-            self._full = False  # resume only with room for a good while (pausing drops the
-            # prefetched messages, so flapping at the limit would fetch them again and again)
+        if self._full and room_rows >= s.buffer_max_rows // 4:
+            # Resume only with room for a good while: pausing drops what librdkafka
+            # prefetched, so flapping at the limit would fetch it again and again.
+            self._full = room_bytes < s.buffer_max_bytes // 4
         if wanted <= 0 or self._full:
             self._full = True
-            # Write out the biggest open batch if nothing is on its way to the writer (no
-            # room would ever free up otherwise), and stop fetching.
-            if self.writer.pending() == 0:
+            # Nothing on its way to the writer: write out the biggest open batch, or no
+            # room would ever free up.
+            if not any(self._unwritten.values()):
                 batch = self.batcher.seal_largest()
                 if batch is not None:
-                    self.writer.submit(batch)
+                    self._sealed(batch)
             self._set_paused(set(self.assigned))
-            messages = self.consumer.consume(1, 0.1)
+            messages = self.consumer.consume(1, self.poll_timeout_s)
         else:
             self._set_paused(set())
-            messages = self.consumer.consume(wanted, 0.1)
+            messages = self.consumer.consume(wanted, self.poll_timeout_s)
         now = time.monotonic()
         skip: set[TP] = set()
         for message in messages:
             self._handle(message, now, skip)
         for batch in self.batcher.due(now):
-            self.writer.submit(batch)
+            self._sealed(batch)
+        self._commit_intents(now)
         if now >= self._next_lag_check:
             self._next_lag_check = now + 2.0
             self._update_lag()
@@ -173,8 +164,11 @@ class ConsumerLoop:
     def _handle(self, km: KafkaMessage, now: float, skip: set[TP]) -> None:
         error = km.error()
         if error is not None:
-            if error.code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer error: %s", error)
+            text = str(error)
+            # e.g. a topic not created yet: said once a minute, not at every poll
+            if error.code() != KafkaError._PARTITION_EOF and now >= self._logged.get(text, 0):
+                self._logged[text] = now + 60
+                log.warning("consumer: %s", text)
             return
         topic, partition, offset = km.topic(), km.partition(), km.offset()
         if topic is None or partition is None or offset is None:
@@ -213,23 +207,83 @@ class ConsumerLoop:
         self.held_bytes += size
         self.held_messages_max = max(self.held_messages_max, self.held_messages)
         for batch in self.batcher.add(kind, message, outcome, now):
-            self.writer.submit(batch)
+            self._sealed(batch)
+
+    # -- intents and commits ------------------------------------------------------------
+
+    def _sealed(self, batch: Batch) -> None:
+        self._unwritten.setdefault(batch.tp, collections.deque()).append(batch)
+
+    def _commit_intents(self, now: float) -> None:
+        """One synchronous commit naming every partition's new batches; then they go to
+        the writer. (The intent must be durable before anything of a batch is written.)"""
+        if now < self._intent_retry_at:
+            return
+        offsets, ready = [], []
+        for tp, batches in self._unwritten.items():
+            intended = self._intended.get(tp, 0)
+            covered = min(len(batches), MAX_INTENTS)
+            if covered <= intended:
+                continue
+            ends = [b.end for b in list(batches)[:covered]]
+            offsets.append(TopicPartition(tp[0], tp[1], batches[0].start, intent_metadata(ends)))
+            ready.append((tp, intended, covered))
+        if not offsets:
+            return
+        try:
+            self._commit(offsets)
+        except KafkaException as exc:
+            self._intent_failures += 1
+            self.metrics.retries.labels("kafka_commit", error_reason(exc)).inc()
+            delay = min(
+                self.settings.retry_backoff_max_s,
+                self.settings.retry_backoff_min_s * 2 ** (self._intent_failures - 1),
+            )
+            self._intent_retry_at = now + delay
+            log.warning("committing intents failed (retrying in %.1f s): %s", delay, exc)
+            return
+        self._intent_failures = 0
+        for tp, intended, covered in ready:
+            self._intended[tp] = covered
+            for batch in list(self._unwritten[tp])[intended:covered]:
+                self.writer.submit(batch)
+
+    def _commit(self, offsets: list[TopicPartition]) -> None:
+        result = self.consumer.commit(offsets=offsets, asynchronous=False)
+        for item in result or []:
+            if item.error is not None:
+                raise KafkaException(item.error)
 
     def _collect_done(self) -> None:
+        done_offsets: list[TopicPartition] = []
         while True:
             try:
                 done = self._done.get_nowait()
             except queue.Empty:
-                return
+                break
             batch = done.batch
             self.held_messages -= batch.messages
             self.held_bytes -= batch.nbytes
-            if done.written:
-                self.batches_written += 1
-                self.written_offsets[batch.tp] = batch.end + 1
-                self._intent_open.discard(batch.tp)
-            elif batch.tp in self.assigned:
-                self._intent_open.add(batch.tp)
+            batches = self._unwritten.get(batch.tp)
+            if not done.written or not batches or batches[0] is not batch:
+                continue  # abandoned (revoked, or shutdown): its intent stays committed
+            batches.popleft()
+            self._intended[batch.tp] = max(0, self._intended.get(batch.tp, 0) - 1)
+            self.batches_written += 1
+            self.written_offsets[batch.tp] = batch.end + 1
+            # The offset after it; the intent still names the batches behind it.
+            ends = [b.end for b in list(batches)[: self._intended[batch.tp]]]
+            done_offsets = [o for o in done_offsets if (o.topic, o.partition) != batch.tp]
+            done_offsets.append(
+                TopicPartition(batch.topic, batch.partition, batch.end + 1, intent_metadata(ends))
+            )
+        if done_offsets:
+            try:
+                # Asynchronous: if it is lost, the intent makes the batch's retry a
+                # duplicate that ClickHouse drops.
+                self.consumer.commit(offsets=done_offsets, asynchronous=True)
+            except KafkaException as exc:
+                log.warning("commit failed (the next one covers it): %s", exc)
 
     def _set_paused(self, wanted: set[TP]) -> None:
         wanted &= self.assigned
@@ -256,15 +310,14 @@ class ConsumerLoop:
                         "written twice (ReplacingMergeTree folds them)", exc)  # fmt: skip
             committed = []
         for tp in committed:
-            end = parse_intent(tp.metadata)
-            if tp.offset >= 0:
-                self.written_offsets[(tp.topic, tp.partition)] = tp.offset
-            if end is not None and tp.offset >= 0:
-                log.info(
-                    "%s[%d]: rebuilding the batch %d..%d the last run was writing",
-                    tp.topic, tp.partition, tp.offset, end,
-                )  # fmt: skip
-                self.batcher.expect(tp.topic, tp.partition, tp.offset, end)
+            if tp.offset < 0:
+                continue
+            self.written_offsets[(tp.topic, tp.partition)] = tp.offset
+            ends = parse_intent(tp.metadata)
+            if ends:
+                log.info("%s[%d]: rebuilding %d batch(es) from %d the last run was writing",
+                         tp.topic, tp.partition, len(ends), tp.offset)  # fmt: skip
+                self.batcher.expect(tp.topic, tp.partition, tp.offset, ends)
         self.assigned |= {(p.topic, p.partition) for p in partitions}
         log.info("assigned %s", sorted(f"{p.topic}[{p.partition}]" for p in partitions))
 
@@ -274,24 +327,37 @@ class ConsumerLoop:
             messages, nbytes = self.batcher.drop(topic, partition)
             self.held_messages -= messages
             self.held_bytes -= nbytes
+        # Written batches get their commit (the generation is still ours in this callback).
         self.writer.abandon(tps, wait_s=min(10.0, self.settings.shutdown_timeout_s))
         self._collect_done()
+        for tp in tps:
+            for batch in self._unwritten.pop(tp, ()):
+                if self._intended.get(tp, 0) <= 0:  # never reached the writer
+                    self.held_messages -= batch.messages
+                    self.held_bytes -= batch.nbytes
+                self._intended[tp] = self._intended.get(tp, 0) - 1
+            self._intended.pop(tp, None)
+            self.written_offsets.pop(tp, None)
+            if self._lag.pop(tp, None) is not None:
+                self.metrics.lag.remove(tp[0], str(tp[1]))
         self.assigned -= tps
         self.paused -= tps
-        for topic, partition in tps:
-            self.written_offsets.pop((topic, partition), None)
-            self._intent_open.discard((topic, partition))
-            if self._lag.pop((topic, partition), None) is not None:
-                self.metrics.lag.remove(topic, str(partition))
         log.info("revoked %s", sorted(f"{t}[{p}]" for t, p in tps))
 
     # -- shutdown, lag, status ----------------------------------------------------------
 
     def _shutdown(self) -> None:
         """Write what is held (for up to shutdown_timeout_s), commit, leave the group."""
+        self._set_paused(set(self.assigned))  # polls from here on only serve callbacks
         for batch in self.batcher.seal_all():
-            self.writer.submit(batch)
-        if not self.writer.drain(self.settings.shutdown_timeout_s):
+            self._sealed(batch)
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        while time.monotonic() < deadline and any(self._unwritten.values()):
+            self._commit_intents(time.monotonic())
+            self.writer.wait_idle(min(0.2, max(0.0, deadline - time.monotonic())))
+            self._collect_done()
+            self.consumer.poll(0)
+        if any(self._unwritten.values()):
             log.warning(
                 "stopping with batches unwritten after %.0f s (%s); their intents are "
                 "committed, so the next run rebuilds them",
@@ -301,17 +367,21 @@ class ConsumerLoop:
         self.writer.stop()
         self._collect_done()
         final = [
-            TopicPartition(t, p, offset, "")
+            TopicPartition(t, p, offset, intent_metadata(self._intended_ends((t, p))))
             for (t, p), offset in self.written_offsets.items()
-            if (t, p) in self.assigned and (t, p) not in self._intent_open
+            if (t, p) in self.assigned
         ]
         if final:
             try:
-                self.consumer.commit(offsets=final, asynchronous=False)
+                self._commit(final)
             except KafkaException as exc:
                 log.warning("final commit failed: %s", exc)
         self._publish_status()
         self.consumer.close()
+
+    def _intended_ends(self, tp: TP) -> list[int]:
+        batches = list(self._unwritten.get(tp, ()))
+        return [b.end for b in batches[: self._intended.get(tp, 0)]]
 
     def _update_lag(self) -> None:
         for tp in list(self.assigned):
@@ -344,7 +414,7 @@ class ConsumerLoop:
             "assigned_partitions": len(self.assigned),
             "paused_partitions": len(self.paused),
             "open_batches": self.batcher.open_batches(),
-            "writer_pending": self.writer.pending(),
+            "unwritten_batches": sum(len(b) for b in self._unwritten.values()),
             "batches_written": self.batches_written,
             "retrying": self.writer.retrying,
             "last_error": self.writer.last_error,

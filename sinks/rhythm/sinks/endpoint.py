@@ -179,7 +179,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if url.path not in ("", "/"):
                 self._drain_body()
-                raise EngineError(404, f"Code: 404. There is no handle {url.path}. Use / or /ping.")
+                text = f"There is no handle {url.path}. Use / or /ping.\n"
+                self._send_plain(404, text.encode())
+                return
             request = self._request(url.query)
             query_id = request.params.get("query_id") or str(uuid.uuid4())
             self._authorize(request.params)
@@ -466,7 +468,10 @@ class QueryEndpoint:
 
     def start(self) -> None:
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="rhythm-sink-endpoint", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},  # how long stop() waits for the loop to notice
+            name="rhythm-sink-endpoint",
+            daemon=True,
         )
         self._thread.start()
         log.info("ClickHouse HTTP endpoint on http://%s:%d", self.host, self.port)

@@ -13,17 +13,18 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, TopicCollection
 from confluent_kafka.admin import AdminClient
 from prometheus_client import start_http_server
 
 from rhythm.sinks.batcher import Batcher
-from rhythm.sinks.consumer import ConsumerLoop, KafkaCommitter, consumer_config
+from rhythm.sinks.consumer import ConsumerLoop, consumer_config
 from rhythm.sinks.dead_letters import DeadLetterTopic
 from rhythm.sinks.endpoint import QueryEndpoint
 from rhythm.sinks.endpoint_engine import EmbeddedEngine
 from rhythm.sinks.metrics import SinkMetrics
-from rhythm.sinks.migrations import migrate
+from rhythm.sinks.migrations import MigrationError, migrate
 from rhythm.sinks.settings import SinkSettings
 from rhythm.sinks.store import EndpointState, Store, open_client, remove_state, write_state
 from rhythm.sinks.writer import Done, Writer
@@ -53,6 +54,34 @@ def topic_ids(settings: SinkSettings) -> Callable[[list[str]], dict[str, str]]:
     return lookup
 
 
+def _open_and_migrate(settings: SinkSettings, stop: threading.Event) -> Client | None:
+    """The store, migrated. A server may still be starting: retry with backoff until it
+    answers (or until stopped). The embedded store fails at once: if another process has it
+    open, waiting will not help."""
+    dsn = settings.store_dsn()
+    delay = settings.retry_backoff_min_s
+    while True:
+        try:
+            client = open_client(dsn, settings)
+            try:
+                report = migrate(client, settings.database, settings.retention_days)
+            except BaseException:
+                client.close()
+                raise
+        except MigrationError:
+            raise
+        except Exception as exc:
+            if dsn.embedded:
+                raise
+            log.warning("store %s not ready (retrying in %.1f s): %s", dsn.redacted(), delay, exc)
+            if stop.wait(delay):
+                return None
+            delay = min(settings.retry_backoff_max_s, delay * 2)
+            continue
+        log.info("sink: %s", report.summary())
+        return client
+
+
 def run_sink(
     settings: SinkSettings,
     stop: threading.Event,
@@ -62,11 +91,11 @@ def run_sink(
     dsn = settings.store_dsn()
     log.info("sink: store %s, group %s, topics %s", dsn.redacted(), settings.group_id,
              ", ".join(settings.topics))  # fmt: skip
-    client = open_client(dsn, settings)
+    client = _open_and_migrate(settings, stop)
+    if client is None:
+        return
     cleanup: list[Callable[[], None]] = [client.close]
     try:
-        report = migrate(client, settings.database, settings.retention_days)
-        log.info("sink: %s", report.summary())
         metrics = SinkMetrics()
         ready: dict[str, Any] = {"pid": os.getpid(), "store": dsn.redacted()}
         if settings.metrics_port:
@@ -92,7 +121,6 @@ def run_sink(
         def writer_factory(on_done: Callable[[Done], None]) -> Writer:
             return Writer(
                 store,
-                KafkaCommitter(consumer),
                 dead_topic,
                 metrics,
                 on_done,

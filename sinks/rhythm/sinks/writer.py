@@ -1,16 +1,19 @@
 """The writer: one thread that writes sealed batches in order, each until ClickHouse has it.
 
-Per batch: commit the intent (see batcher.py), insert the rows with the batch's token,
-insert and publish its dead letters, then commit the offset after it. Any failure is
+Per batch (its intent already committed, see batcher.py): insert the rows with the batch's
+token, insert its dead letters with a token of their own and publish them to the
+dead-letter topic, then report it done (the consumer thread commits). Any failure is
 retried with exponential backoff (jittered) for as long as it takes: the transform only
 emits rows that fit the columns, so a refusal means the store is unavailable or its schema
 drifted - for an operator to fix, not a reason to drop data. Meanwhile the consumer keeps
 polling with its partitions paused (the buffer is full), so the group membership holds and
 memory stays bounded.
 
-Batches are written one at a time, in the order sealed. That keeps the intent protocol
-simple (at most one batch between intent and commit) and costs little: an insert is one
-round trip for up to `batch_max_rows` rows, while the consumer fills the next batches.
+Batches are written one at a time, in the order sealed (so per partition in offset order):
+an insert is one round trip for up to `batch_max_rows` rows while the consumer fills the
+next batches, and the engine (embedded or server) parallelises the insert itself.
+The writer never touches the Kafka consumer: confluent-kafka blocks any call on a consumer
+from a second thread while the first one polls.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from rhythm.sinks.batcher import Batch, TopicPartition
 from rhythm.sinks.dead_letters import DeadLetterTopic
@@ -32,18 +34,13 @@ from rhythm.sinks.schema import DEAD_LETTERS
 from rhythm.sinks.store import Store
 from rhythm.sinks.transform import TRANSFORMS, dead_letter_row
 
-__all__ = ["Committer", "Done", "Writer", "error_reason"]
+__all__ = ["Done", "Writer", "error_reason"]
 
 log = logging.getLogger(__name__)
 
 #: the event-time column of each table, for the freshness histogram
 _EVENT_TIME = {"events": "occurred_at", "signals": "last_event_at", "alerts": "fired_at"}
 _ERROR_NAME = re.compile(r"\(([A-Z][A-Z0-9_]{2,})\)")
-
-
-class Committer(Protocol):
-    def commit_intent(self, batch: Batch) -> None: ...
-    def commit_done(self, batch: Batch) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -69,7 +66,6 @@ class Writer:
     def __init__(
         self,
         store: Store,
-        committer: Committer,
         dead_topic: DeadLetterTopic | None,
         metrics: SinkMetrics,
         on_done: Callable[[Done], None],
@@ -79,7 +75,6 @@ class Writer:
         dead_letter_max_bytes: int = 65536,
     ) -> None:
         self.store = store
-        self.committer = committer
         self.dead_topic = dead_topic
         self.metrics = metrics
         self.on_done = on_done
@@ -91,9 +86,7 @@ class Writer:
         self._current: Batch | None = None
         self._abandoned: set[TopicPartition] = set()
         self._stopping = False
-        self._deadline: float | None = None  # monotonic; after it, give up retrying
-        #: held around every commit, and by abandon(): no commit for a revoked partition
-        self.commit_lock = threading.Lock()
+        self._deadline: float | None = None  # set by stop(): no more retries after it
         self.last_error: str | None = None
         self.retrying = False
         self._thread = threading.Thread(target=self._run, name="rhythm-sink-writer", daemon=True)
@@ -115,8 +108,8 @@ class Writer:
 
     def abandon(self, tps: set[TopicPartition], wait_s: float) -> None:
         """Partitions revoked: drop their queued batches; give the one being written up to
-        `wait_s` to finish, then abandon it too (its intent stays committed, so the new
-        owner rebuilds it with the same token)."""
+        `wait_s` to finish, then abandon it too (its intent is committed, so the new owner
+        rebuilds it with the same token, and whichever insert comes second is dropped)."""
         deadline = time.monotonic() + wait_s
         with self._cond:
             dropped = [b for b in self._queue if b.tp in tps]
@@ -126,25 +119,24 @@ class Writer:
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            with self.commit_lock:
-                self._abandoned |= tps
+            self._abandoned |= tps
             self._cond.notify_all()
         for batch in dropped:
             self.on_done(Done(batch, written=False))
 
-    def drain(self, timeout: float) -> bool:
-        """Write everything queued, retrying until `timeout`; True if all was written."""
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until everything submitted is done; False if `timeout` passed first."""
+        deadline = time.monotonic() + timeout
         with self._cond:
-            self._deadline = time.monotonic() + timeout
-            self._cond.notify_all()
             while self._queue or self._current is not None:
-                left = self._deadline - time.monotonic()
+                left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self._cond.wait(min(left, 0.5))
             return True
 
     def stop(self) -> None:
+        """Stop retrying: what is queued gets one more attempt each, then the thread ends."""
         with self._cond:
             self._stopping = True
             self._deadline = time.monotonic()
@@ -175,7 +167,6 @@ class Writer:
             self.on_done(Done(batch, written))
 
     def _write(self, batch: Batch) -> None:
-        self._attempt(batch, "kafka_commit", lambda: self._commit(batch, intent=True))
         table, _ = TRANSFORMS[batch.kind]
         if batch.rows:
             self._attempt(batch, table.name, lambda: self._insert(batch))
@@ -191,12 +182,6 @@ class Writer:
                 self._attempt(batch, "dead_letter_topic", lambda: dead_topic.publish(batch.dead))
             for dead in batch.dead:
                 self.metrics.dead_letters.labels(batch.kind, dead.reason).inc()
-        try:
-            self._commit(batch, intent=False)
-        except _AbandonedError:
-            raise
-        except Exception as exc:  # the next batch's intent, or a restart, covers it
-            log.warning("commit after %s failed: %s", batch.token(), exc)
         self.metrics.batches.labels(batch.kind).inc()
         self.metrics.batch_rows.labels(batch.kind).observe(batch.messages)
 
@@ -211,15 +196,6 @@ class Writer:
         self.metrics.freshness.observe_many(
             (max(0.0, (now_ms - row[column]) / 1000) for row in batch.rows), table.name
         )
-
-    def _commit(self, batch: Batch, *, intent: bool) -> None:
-        with self.commit_lock:
-            if batch.tp in self._abandoned:
-                raise _AbandonedError
-            if intent:
-                self.committer.commit_intent(batch)
-            else:
-                self.committer.commit_done(batch)
 
     def _attempt(self, batch: Batch, what: str, action: Callable[[], object]) -> None:
         attempt = 0

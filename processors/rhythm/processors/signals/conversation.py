@@ -13,8 +13,8 @@ Pure logic over plain data, for one partition of contexts (threads). The rule:
 - Everything runs in event time, in time order across the partition's contexts, over final
   events only (W - L): replaying history at any speed gives the same alerts as living it,
   and a lagging pipeline (a watermark that has not moved) never alerts.
-Stats are learned per partition of contexts (a hash sample of the tenant's threads), so the
-result does not depend on how many workers share the partitions.
+All threads of a tenant are in one partition (see explode.partition_for), so the stats are
+learned from all of the tenant's threads, whatever the partition or worker count.
 
 Crash safety: the caller saves contexts one key at a time, so after a crash some contexts may
 be saved further along than others. Each context therefore keeps its own contributions to

@@ -25,7 +25,7 @@ def bucket_of(duration_ms: int) -> int:
 
 def bucket_upper_ms(index: int) -> int:
     """Upper bound of a bucket: quantiles answer with it, so a threshold is never too low."""
-    return math.ceil(BASE_MS * RATIO ** (index + 1))
+    return round(BASE_MS * RATIO ** (index + 1))
 
 
 @dataclass(slots=True)

@@ -1,0 +1,245 @@
+"""The processors on the real broker: generated workload in, signals and alerts out, checked
+against an independent computation; then the same with the worker SIGKILLed twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from rhythm.producers import Client, ClientSettings, KafkaSettings
+
+from .conftest import payload, read_topic
+from .workload import DAY, HOUR, Workload, generate, reference_signals
+
+pytestmark = pytest.mark.integration
+
+LATENESS_MS = 300_000
+WINDOWS_MS = (HOUR, DAY)
+
+
+@dataclass
+class Pipeline:
+    bootstrap: str
+    name: str
+    home: Path
+
+    @property
+    def topics(self) -> dict[str, str]:
+        return {
+            "events": f"{self.name}.events",
+            "signals": f"{self.name}.signals",
+            "alerts": f"{self.name}.alerts",
+            "updates": f"{self.name}.updates",
+            "dead": f"{self.name}.dead",
+        }
+
+    def create_topics(self) -> None:
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        specs = [
+            NewTopic(self.topics["events"], 4, 1),
+            NewTopic(self.topics["signals"], 4, 1),
+            NewTopic(self.topics["alerts"], 2, 1),
+            NewTopic(self.topics["dead"], 1, 1),
+        ]
+        for future in admin.create_topics(specs).values():
+            future.result(30)
+
+    def env(self) -> dict[str, str]:
+        t = self.topics
+        return dict(
+            os.environ,
+            RHYTHM_KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
+            RHYTHM_PROCESSOR_APP_ID=self.name,
+            RHYTHM_PROCESSOR_DATA_DIR=str(self.home / "state"),
+            RHYTHM_PROCESSOR_EVENTS_TOPIC=t["events"],
+            RHYTHM_PROCESSOR_UPDATES_TOPIC=t["updates"],
+            RHYTHM_PROCESSOR_SIGNALS_TOPIC=t["signals"],
+            RHYTHM_PROCESSOR_ALERTS_TOPIC=t["alerts"],
+            RHYTHM_PROCESSOR_DEAD_LETTERS_TOPIC=t["dead"],
+            RHYTHM_PROCESSOR_WEB_PORT="0",
+            RHYTHM_PROCESSOR_SESSION_TIMEOUT_S="6",
+            RHYTHM_PROCESSOR_TICK_S="0.5",
+            RHYTHM_PROCESSOR_IDLE_AFTER_S="3",
+            RHYTHM_PROCESSOR_REPLY_HORIZON_S=str(6 * 3600),
+            RHYTHM_PROCESSOR_LOG_LEVEL="warn",
+        )
+
+    def start(self) -> subprocess.Popen[bytes]:
+        log = (self.home / "processor.log").open("ab")
+        return subprocess.Popen(
+            [sys.executable, "-m", "rhythm.stack.cli", "processors"],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def send(self, events: list[dict[str, Any]]) -> None:
+        settings = ClientSettings(
+            kafka=KafkaSettings(bootstrap_servers=self.bootstrap), topic=self.topics["events"]
+        )
+        with Client(settings) as client:
+            for event in events:
+                client.send(event)
+            assert client.flush(60) == 0
+
+    def latest_signals(self, expected: int = 0, timeout: float = 5.0) -> dict[tuple[Any, ...], Any]:
+        """The highest version of every signal emitted so far."""
+        out: dict[tuple[Any, ...], Any] = {}
+        for m in read_topic(self.bootstrap, self.topics["signals"], expected, timeout=timeout):
+            s = json.loads(payload(m))
+            key = (
+                s["role"],
+                s["entity_type"],
+                s["entity_id"],
+                s["window_seconds"],
+                s["window_start"],
+            )
+            if key not in out or out[key]["version"] < s["version"]:
+                out[key] = s
+        return out
+
+    def alerts(self) -> set[tuple[str, str, str, str, str | None, int]]:
+        messages = read_topic(self.bootstrap, self.topics["alerts"], 0, timeout=5)
+        alerts = [json.loads(payload(m)) for m in messages]
+        return {
+            (a["kind"], a["role"], a["entity_type"], a["entity_id"], a["context_id"], a["fired_at"])
+            for a in alerts
+        }
+
+
+def expected_closed(
+    reference: dict[tuple[str, str, str, int, int], Any], before_ms: int
+) -> set[tuple[str, str, str, int, int]]:
+    return {k for k in reference if k[4] + k[3] * 1000 + LATENESS_MS <= before_ms}
+
+
+def wait_for_windows(
+    pipeline: Pipeline, keys: set[tuple[Any, ...]], timeout: float = 240
+) -> dict[tuple[Any, ...], Any]:
+    deadline = time.monotonic() + timeout
+    seen: dict[tuple[Any, ...], Any] = {}
+    while time.monotonic() < deadline:
+        seen = pipeline.latest_signals(len(keys), timeout=5)
+        if keys <= set(seen):
+            return seen
+    missing = sorted(keys - set(seen))[:5]
+    raise AssertionError(f"{len(keys - set(seen))} windows never emitted, e.g. {missing}")
+
+
+def check_signals(got: dict[tuple[Any, ...], Any], reference: dict[tuple[Any, ...], Any]) -> None:
+    for key, s in got.items():
+        assert key in reference, f"a signal for a window with no events: {key}"
+        ref = reference[key]
+        gaps = ref["gaps"]
+        assert s["event_count"] == ref["event_count"], key
+        assert s["weight_sum"] == pytest.approx(ref["weight_sum"], rel=1e-9), key
+        assert s["weight_max"] == ref["weight_max"], key
+        assert s["gap_count"] == len(gaps), key
+        if gaps:
+            assert s["gap_min_s"] == min(gaps) / 1000, key
+            assert s["gap_max_s"] == max(gaps) / 1000, key
+            assert s["gap_mean_s"] == pytest.approx(sum(gaps) / len(gaps) / 1000), key
+        else:
+            assert s["gap_min_s"] is None and s["gap_mean_s"] is None, key
+
+
+def check_alerts(alerts: set[tuple[str, str, str, str, str | None, int]], w: Workload) -> None:
+    actors = {(a[2], a[3]) for a in alerts if a[0] == "silence" and a[1] == "actor"}
+    assert {i for t, i in actors if t == "account"} == w.silent_accounts
+    assert {i for t, i in actors if t == "user"} & w.steady_entities == set()
+    waiting = {a[4] for a in alerts if a[0] == "unanswered"}
+    assert w.unanswered_threads <= waiting
+    assert waiting & w.answered_threads == set()
+    assert waiting & w.chat_threads == set()
+
+
+@pytest.fixture
+def pipeline(kafka_broker: Any, tmp_path: Path) -> Iterator[Pipeline]:
+    p = Pipeline(kafka_broker.bootstrap, f"proc-{uuid.uuid4().hex[:8]}", tmp_path)
+    p.create_topics()
+    yield p
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def test_signals_and_alerts_equal_an_independent_computation(pipeline: Pipeline) -> None:
+    now = int(time.time() * 1000)
+    w = generate(now)
+    reference = reference_signals(w.events, WINDOWS_MS)
+    proc = pipeline.start()
+    try:
+        pipeline.send(w.arrivals)
+        got = wait_for_windows(pipeline, expected_closed(reference, now - 60_000))
+    finally:
+        _stop(proc)
+    check_signals(got, reference)
+    check_alerts(pipeline.alerts(), w)
+
+
+def test_a_worker_killed_twice_gives_the_same_results(kafka_broker: Any, tmp_path: Path) -> None:
+    now = int(time.time() * 1000)
+    w = generate(now, seed=23)
+    reference = reference_signals(w.events, WINDOWS_MS)
+    closed = expected_closed(reference, now - 60_000)
+
+    calm = Pipeline(kafka_broker.bootstrap, f"calm-{uuid.uuid4().hex[:8]}", tmp_path / "calm")
+    calm.home.mkdir()
+    calm.create_topics()
+    proc = calm.start()
+    try:
+        calm.send(w.arrivals)
+        calm_signals = wait_for_windows(calm, closed)
+    finally:
+        _stop(proc)
+    calm_alerts = calm.alerts()
+
+    hurt = Pipeline(kafka_broker.bootstrap, f"hurt-{uuid.uuid4().hex[:8]}", tmp_path / "hurt")
+    hurt.home.mkdir()
+    hurt.create_topics()
+    third = len(w.arrivals) // 3
+    chunks = [w.arrivals[:third], w.arrivals[third : 2 * third], w.arrivals[2 * third :]]
+    proc = hurt.start()
+    try:
+        for chunk in chunks[:2]:
+            before = len(hurt.latest_signals())
+            hurt.send(chunk)
+            deadline = time.monotonic() + 120
+            while len(hurt.latest_signals()) <= before and time.monotonic() < deadline:
+                pass  # read_topic polls the broker: this waits for the worker to get going
+            os.killpg(proc.pid, signal.SIGKILL)  # mid-stream: the rest of the chunk is in flight
+            proc.wait(10)
+            proc = hurt.start()
+        hurt.send(chunks[2])
+        hurt_signals = wait_for_windows(hurt, closed)
+    finally:
+        _stop(proc)
+
+    check_signals(hurt_signals, reference)
+    for key in closed:
+        hurt_s, calm_s = dict(hurt_signals[key]), dict(calm_signals[key])
+        # Float sums may differ in the last bit with the order events were added in.
+        assert hurt_s.pop("weight_sum") == pytest.approx(calm_s.pop("weight_sum"), rel=1e-12)
+        assert hurt_s == calm_s, key
+    check_alerts(calm_alerts, w)
+    assert hurt.alerts() == calm_alerts
