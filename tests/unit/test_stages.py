@@ -1,0 +1,154 @@
+"""Stage 1 and stage 2 on plain data: dedup, dead letters, idle partitions, watermarks, replay."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from rhythm.processors.codec import loads
+from rhythm.processors.explode import EntityKey, entity_keys, partition_for
+from rhythm.processors.partition import PartitionProcessor
+from rhythm.processors.signals.conversation import ReplyConfig
+from rhythm.processors.signals.entity import SignalConfig
+from rhythm.processors.stage1 import SourcePartition, Stage1Config
+from rhythm.producers import prepare_event
+from rhythm.schemas import encode_event
+
+MIN = 60_000
+HOUR = 60 * MIN
+NOW = 1_800_000_000_000
+CFG = Stage1Config(updates_partitions=2, dedup_horizon_ms=2 * HOUR, idle_after_s=10)
+SIG = SignalConfig(window_sizes_ms=(HOUR,), lateness_ms=5 * MIN, late_retention_ms=HOUR)
+
+
+def wire(ts: int, actor: str = "u-1", event_id: str | None = None, **extra: Any) -> bytes:
+    from datetime import UTC, datetime
+
+    stamp = datetime.fromtimestamp(ts / 1000, UTC).isoformat().replace("+00:00", "Z")
+    event = {"tenant": "acme", "occurred_at": stamp, "actor": ("user", actor), "verb": "viewed"}
+    if event_id:
+        event["event_id"] = event_id
+    record, _ = prepare_event({**event, **extra})
+    return encode_event(record)
+
+
+def test_entity_keys_cover_every_role_and_each_tag_once() -> None:
+    record = {
+        "tenant": "acme", "actor_type": "user", "actor_id": "u-1", "object_type": "doc",
+        "object_id": "d/1", "target_type": None, "tags": ["a", "b", "a"],
+    }  # fmt: skip
+    keys = [EntityKey.decode(k) for k in entity_keys(record)]
+    assert [(k.role, k.entity_type, k.entity_id) for k in keys] == [
+        ("actor", "user", "u-1"),
+        ("object", "doc", "d/1"),
+        ("tag", "tag", "a"),
+        ("tag", "tag", "b"),
+    ]
+
+
+def test_same_event_id_counts_once_but_a_replayed_offset_is_forwarded_again() -> None:
+    source = SourcePartition(0, CFG)
+    eid = "0191e2b4-0000-7000-8000-000000000001"
+    out = source.process([(0, wire(NOW, event_id=eid)), (1, wire(NOW, event_id=eid))], NOW, 0.0)
+    assert (out.events, out.duplicates) == (1, 1)
+    # after a crash the same message (same offset) is read again: it must go out again
+    restored = SourcePartition(0, CFG)
+    restored.restore([(k, v) for k, v in out.writes if v is not None])
+    again = restored.process([(0, wire(NOW, event_id=eid))], NOW, 0.0)
+    assert (again.events, again.duplicates) == (1, 0)
+    assert restored.next_offset == 1
+
+
+def test_garbage_and_far_future_events_become_dead_letters_with_a_reason() -> None:
+    source = SourcePartition(0, CFG)
+    out = source.process(
+        [
+            (0, b"\x00\x00\x00\x00\x01garbage"),
+            (1, b"{\"json\": true}"),
+            (2, wire(NOW + 2 * HOUR)),
+            (3, wire(NOW)),
+        ],
+        NOW,
+        0.0,
+    )
+    assert [(d.offset, d.reason) for d in out.dead_letters] == [
+        (0, "bad_avro"), (1, "bad_magic"), (2, "future_timestamp"),
+    ]  # fmt: skip
+    assert out.events == 1
+
+
+def test_every_destination_hears_the_watermark() -> None:
+    source = SourcePartition(3, CFG)
+    out = source.process([(0, wire(NOW))], NOW, 0.0)
+    assert set(out.messages) == {0, 1}
+    assert all(m["p"] == 3 and m["wm"] == NOW for m in out.messages.values())
+    assert sum(len(m.get("u", [])) for m in out.messages.values()) == 1
+
+
+def test_an_idle_partition_follows_the_clock_only_with_nothing_left_to_read() -> None:
+    source = SourcePartition(0, CFG)
+    source.process([(0, wire(NOW - HOUR))], NOW, 100.0)
+    assert source.tick(end_offset=1, wall_ms=NOW, wall_s=105.0) is None  # not quiet long enough
+    assert source.tick(end_offset=5, wall_ms=NOW, wall_s=200.0) is None  # input waiting (lag)
+    out = source.tick(end_offset=1, wall_ms=NOW, wall_s=200.0)
+    assert out is not None
+    assert {m["wm"] for m in out.messages.values()} == {NOW - 10_000}
+
+
+def test_dedup_memory_is_dropped_past_the_horizon() -> None:
+    source = SourcePartition(0, CFG)
+    eid = "0191e2b4-0000-7000-8000-000000000002"
+    source.process([(0, wire(NOW, event_id=eid))], NOW, 0.0)
+    out = source.process([(1, wire(NOW + 3 * HOUR))], NOW + 3 * HOUR, 0.0)
+    assert any(v is None for _, v in out.writes)  # the old record is deleted
+
+
+def stage2(messages: list[dict[str, Any]], proc: PartitionProcessor) -> list[dict[str, Any]]:
+    signals: list[dict[str, Any]] = []
+    for m in messages:
+        signals.extend(proc.apply(copy.deepcopy(m)).signals)
+    return signals
+
+
+def test_stage2_waits_for_every_source_partition_and_takes_the_minimum() -> None:
+    proc = PartitionProcessor(0, 2, SIG, ReplyConfig())
+    key = "acme\x1factor\x1fuser\x1fu-1"
+    assert stage2([{"p": 0, "wm": 3 * HOUR, "u": [[key, 10 * MIN, 1.0, 0, 0]]}], proc) == []
+    # partition 1 has said nothing: nothing may close, however far partition 0 is
+    assert proc.watermark < 0
+    assert stage2([{"p": 1, "wm": HOUR}], proc) == []  # min = 1 h < end + lateness
+    closed = stage2([{"p": 1, "wm": HOUR + 5 * MIN}], proc)
+    assert [(s["entity_id"], s["window_start"], s["event_count"]) for s in closed] == [
+        ("u-1", 0, 1)
+    ]
+
+
+def test_stage2_skips_updates_it_already_applied_and_restores_to_the_same_state() -> None:
+    proc = PartitionProcessor(0, 1, SIG, ReplyConfig())
+    key = "acme\x1factor\x1fuser\x1fu-1"
+    first = {"p": 0, "wm": 10 * MIN, "u": [[key, 10 * MIN, 1.0, 0, 7]]}
+    stage2([first], proc)
+    saved = proc.take_dirty()
+    restored = PartitionProcessor(0, 1, SIG, ReplyConfig())
+    restored.restore(saved)
+    out = restored.apply(copy.deepcopy(first))  # the same update re-sent after a crash
+    assert out.duplicates == 1
+    closed = stage2([{"p": 0, "wm": 2 * HOUR}], restored)
+    assert [s["event_count"] for s in closed] == [1]
+
+
+def test_threads_of_a_tenant_share_a_partition() -> None:
+    keys = [f"ctx\x1facme\x1fthread-{i}" for i in range(50)]
+    assert len({partition_for(k, 8) for k in keys}) == 1
+    entities = [f"acme\x1factor\x1fuser\x1fu-{i}" for i in range(50)]
+    assert len({partition_for(k, 8) for k in entities}) > 1
+
+
+def test_watermarks_survive_a_restart() -> None:
+    proc = PartitionProcessor(1, 2, SIG, ReplyConfig())
+    stage2([{"p": 0, "wm": 5 * HOUR}, {"p": 1, "wm": 4 * HOUR}], proc)
+    saved = dict(proc.take_dirty())
+    assert loads(saved["\x00wm\x1f1"]) == [[0, 5 * HOUR], [1, 4 * HOUR]]
+    restored = PartitionProcessor(1, 2, SIG, ReplyConfig())
+    restored.restore(saved.items())
+    assert restored.watermark == 4 * HOUR
