@@ -146,16 +146,18 @@ class PartitionProcessor:
     # -- output ----------------------------------------------------------------------------
 
     def take_dirty(self) -> list[tuple[str, bytes]]:
-        """The keys changed since the last call, encoded for the table."""
+        """The keys changed since the last call, encoded for the table, the watermarks last:
+        the changelog keeps their order, so a restored watermark is never ahead of the keys
+        it was computed with (a replayed update is then late only if it was late before)."""
         items: list[tuple[str, bytes]] = []
         for key in self._dirty:
-            if key == self._watermarks_key:
-                items.append((key, encode_watermarks(self.source_watermarks)))
-            else:
+            if key != self._watermarks_key:
                 entity = self.entities[key]
                 items.append((key, encode_entity(entity.state, entity.applied)))
         for key in self.conversations.dirty:
             items.append((key, encode_context(self.conversations.contexts[key])))
+        if self._watermarks_key in self._dirty:
+            items.append((self._watermarks_key, encode_watermarks(self.source_watermarks)))
         self._dirty.clear()
         self.conversations.dirty.clear()
         return items

@@ -56,6 +56,7 @@ _REASONS = {
 
 
 _ERROR_LOG_INTERVAL_S = 30
+_PURGE_REPORT_TIMEOUT_S = 5.0
 
 
 class ClientClosedError(RuntimeError):
@@ -164,8 +165,8 @@ class Client:
         if remaining:
             # Purged events get a delivery report with _PURGE_QUEUE: counted and sent to on_error.
             producer.purge()
-            producer.flush(0)
-            producer.poll(0)
+            # The purged events' delivery reports are queued now; serve them all (on_error).
+            producer.flush(_PURGE_REPORT_TIMEOUT_S)
             log.warning("closed with %d undelivered event(s) after %.1fs", remaining, timeout)
         self._stop.set()
         return remaining

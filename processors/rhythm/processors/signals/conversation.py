@@ -18,8 +18,8 @@ learned from all of the tenant's threads, whatever the partition or worker count
 
 Crash safety: the caller saves contexts one key at a time, so after a crash some contexts may
 be saved further along than others. Each context therefore keeps its own contributions to
-the stats, stamped with their agenda position; `restore` re-adds those the replay has not yet
-reached at their position instead of at once, so every decision after a restart sees exactly
+the stats, stamped with their agenda position; `restore` re-learns each one only when the
+agenda reaches its position, never at once, so every decision after a restart sees exactly
 the stats the uninterrupted run saw. Agenda positions are (time, priority, context key, source
 partition, source offset): deterministic, unlike arrival order.
 """
@@ -166,14 +166,13 @@ class Conversations:
                 entry = (m.ts, _EVENT, key, m.src_partition, m.src_offset, _ITEM)
                 heapq.heappush(self._agenda, entry)
             self._schedule(key, ctx)
-        frontier = self._agenda[0][:5] if self._agenda else None
+        # Every contribution is learned again when the agenda reaches its position, never
+        # before: replayed messages of contexts saved behind the others then see exactly the
+        # stats the uninterrupted run saw at their place in event time.
         for ctx in contexts.values():
             for c in ctx.finished:
-                if frontier is None or c.pos < frontier:
-                    self._learn(ctx.tenant, c)
-                else:  # saved ahead of the replay: learn it when the replay gets there
-                    self._deferred[c.pos] = c
-                    heapq.heappush(self._agenda, (*c.pos, _DEFERRED))
+                self._deferred[c.pos] = c
+                heapq.heappush(self._agenda, (*c.pos, _DEFERRED))
 
     def advance(self, watermark_ms: int) -> list[UnansweredAlert]:
         final_before = watermark_ms - self.cfg.lateness_ms
