@@ -69,6 +69,7 @@ class Pipeline:
             RHYTHM_PROCESSOR_ALERTS_TOPIC=t["alerts"],
             RHYTHM_PROCESSOR_DEAD_LETTERS_TOPIC=t["dead"],
             RHYTHM_PROCESSOR_WEB_PORT="0",
+            RHYTHM_PROCESSOR_METRICS_PORT="0",
             RHYTHM_PROCESSOR_SESSION_TIMEOUT_S="6",
             RHYTHM_PROCESSOR_TICK_S="0.5",
             RHYTHM_PROCESSOR_IDLE_AFTER_S="3",

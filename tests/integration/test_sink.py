@@ -90,7 +90,7 @@ def test_events_land_once_and_analysts_query_while_the_sink_runs(
         assert migrate.returncode == 0, migrate.stderr
         assert "endpoint" in migrate.stdout and "applied: none" in migrate.stdout
         synced = subprocess.run(
-            [*RHYTHM, "sync", "--timeout", "30"], env=env, capture_output=True, text=True,
+            [*RHYTHM, "sync", "--sink-only", "--timeout", "30"], env=env, capture_output=True, text=True,
             timeout=60,
         )  # fmt: skip
         assert synced.returncode == 0, synced.stderr
@@ -115,7 +115,7 @@ def test_sync_fails_with_what_is_missing_when_the_sink_is_not_running(
             client.send(event(i))
         assert client.flush(30) == 0
     synced = subprocess.run(
-        [*RHYTHM, "sync", "--timeout", "2"], env=sink.env, capture_output=True, text=True,
+        [*RHYTHM, "sync", "--sink-only", "--timeout", "2"], env=sink.env, capture_output=True, text=True,
         timeout=60,
     )  # fmt: skip
     assert synced.returncode == 1

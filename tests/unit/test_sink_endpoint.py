@@ -259,7 +259,7 @@ def test_a_server_dsn_store_is_migrated_and_written_over_http(
     writer, endpoint = served
     writer.command("DROP DATABASE rhythm SYNC")
     settings = SinkSettings(
-        data_dir=tmp_path, dsn=f"http://127.0.0.1:{endpoint.port}", retention_days=7
+        data_dir=tmp_path, dsn=f"http://127.0.0.1:{endpoint.port}", retention_days=3650
     )
     client = _open_and_migrate(settings, threading.Event())
     assert client is not None

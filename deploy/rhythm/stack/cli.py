@@ -7,6 +7,8 @@ import typer
 from rhythm.stack.client_cli import register as register_client_commands
 from rhythm.stack.kafka_cli import app as kafka_app
 from rhythm.stack.processor_cli import register as register_processor_commands
+from rhythm.stack.sink_cli import register as register_sink_commands
+from rhythm.stack.stack_cli import register as register_stack_commands
 
 app = typer.Typer(
     name="rhythm",
@@ -17,7 +19,8 @@ app = typer.Typer(
 app.add_typer(kafka_app, name="kafka")
 register_client_commands(app)
 register_processor_commands(app)
-__import__("rhythm.stack.sink_cli", fromlist=["register"]).register(app)  # sink (issue 4)
+register_sink_commands(app)
+register_stack_commands(app)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -148,16 +149,41 @@ def sync(
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 60.0,
     bootstrap: BootstrapOption = None,
     group_id: GroupOption = None,
+    sink_only: Annotated[
+        bool, typer.Option(help="Wait for the sink only, not for the processors.")
+    ] = False,
+    watermark_at_least: Annotated[
+        float | None,
+        typer.Option(
+            help="First wait until the processors' watermark reaches this epoch time "
+            "(seconds; negative = that many seconds before now)."
+        ),
+    ] = None,
 ) -> None:
     """Wait until everything published so far is in ClickHouse.
 
-    Everything published to the events, signals and alerts topics before the call. Exit 1
-    on timeout, naming what is missing.
+    Every event published before the call has been through the processors (every window the
+    watermark has closed is emitted) and the sink has written the events, signals and alerts
+    topics. Exit 1 on timeout, naming what is missing. Tests and backfills use this instead
+    of sleeping.
     """
     from rhythm.sinks.sync import wait_for_sink
+    from rhythm.stack.sync import wait_for_pipeline
 
     settings = _settings(bootstrap=bootstrap, group_id=group_id)
-    report = wait_for_sink(settings.kafka, settings.topics, timeout, group_id=settings.group_id)
+    if sink_only:
+        report = wait_for_sink(settings.kafka, settings.topics, timeout, group_id=settings.group_id)
+    else:
+        mark = watermark_at_least
+        if mark is not None and mark < 0:
+            mark = time.time() + mark
+        report = wait_for_pipeline(
+            settings.kafka,
+            timeout,
+            sink_topics=tuple(settings.topics),
+            sink_group=settings.group_id,
+            watermark_at_least=mark,
+        )
     if not report:
         _fail(report.describe())
     typer.echo(report.describe())

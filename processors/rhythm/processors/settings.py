@@ -50,7 +50,9 @@ class ProcessorSettings(BaseSettings):
     session_timeout_s: float = Field(
         30, gt=0, description="A worker silent this long loses its partitions to the others."
     )
-    web_port: int = Field(6066, ge=0, description="Faust's web server; 0 = off.")
+    web_port: int = Field(0, ge=0, description="Faust's own web server; 0 = off.")
+    metrics_host: str = Field("127.0.0.1", description="Where /metrics binds.")
+    metrics_port: int = Field(9465, ge=0, description="Prometheus /metrics; 0 = off.")
     log_level: str = "warn"
 
     def signal_config(self) -> SignalConfig:

@@ -26,6 +26,10 @@ def run(settings: ProcessorSettings | None = None) -> None:
 
     settings = settings or ProcessorSettings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     processors = Processors(settings, events_partitions(settings))
     worker = faust.Worker(processors.app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

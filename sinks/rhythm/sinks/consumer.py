@@ -271,12 +271,9 @@ class ConsumerLoop:
             self._intended[batch.tp] = max(0, self._intended.get(batch.tp, 0) - 1)
             self.batches_written += 1
             self.written_offsets[batch.tp] = batch.end + 1
-            # The offset after it; the intent still names the batches behind it.
-            ends = [b.end for b in list(batches)[: self._intended[batch.tp]]]
+            # Past it; the intent still names the batches behind it.
             done_offsets = [o for o in done_offsets if (o.topic, o.partition) != batch.tp]
-            done_offsets.append(
-                TopicPartition(batch.topic, batch.partition, batch.end + 1, intent_metadata(ends))
-            )
+            done_offsets.append(self._position(batch.tp, batch.end + 1))
         if done_offsets:
             try:
                 # Asynchronous: if it is lost, the intent makes the batch's retry a
@@ -367,9 +364,9 @@ class ConsumerLoop:
         self.writer.stop()
         self._collect_done()
         final = [
-            TopicPartition(t, p, offset, intent_metadata(self._intended_ends((t, p))))
-            for (t, p), offset in self.written_offsets.items()
-            if (t, p) in self.assigned
+            self._position(tp, offset)
+            for tp, offset in self.written_offsets.items()
+            if tp in self.assigned
         ]
         if final:
             try:
@@ -379,9 +376,13 @@ class ConsumerLoop:
         self._publish_status()
         self.consumer.close()
 
-    def _intended_ends(self, tp: TP) -> list[int]:
-        batches = list(self._unwritten.get(tp, ()))
-        return [b.end for b in batches[: self._intended.get(tp, 0)]]
+    def _position(self, tp: TP, written: int) -> TopicPartition:
+        """What to commit for a partition: with batches under intent, the first one's start
+        (not `written`: offsets may have gaps, and a rebuilt batch must start where the
+        original did) and their ends; else the offset after what was written."""
+        intended = list(self._unwritten.get(tp, ()))[: self._intended.get(tp, 0)]
+        offset = intended[0].start if intended else written
+        return TopicPartition(tp[0], tp[1], offset, intent_metadata([b.end for b in intended]))
 
     def _update_lag(self) -> None:
         for tp in list(self.assigned):

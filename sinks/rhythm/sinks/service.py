@@ -63,23 +63,28 @@ def _open_and_migrate(settings: SinkSettings, stop: threading.Event) -> Client |
     while True:
         try:
             client = open_client(dsn, settings)
-            try:
-                report = migrate(client, settings.database, settings.retention_days)
-            except BaseException:
-                client.close()
-                raise
-        except MigrationError:
-            raise
         except Exception as exc:
             if dsn.embedded:
-                raise
-            log.warning("store %s not ready (retrying in %.1f s): %s", dsn.redacted(), delay, exc)
-            if stop.wait(delay):
-                return None
-            delay = min(settings.retry_backoff_max_s, delay * 2)
-            continue
-        log.info("sink: %s", report.summary())
-        return client
+                raise RuntimeError(
+                    f"cannot open the embedded store {dsn.redacted()}: {exc} - only one process "
+                    "can open it: is another sink (or `rhythm query`) using it?"
+                ) from exc
+            failure: Exception = exc
+        else:
+            try:
+                report = migrate(client, settings.database, settings.retention_days)
+            except Exception as exc:
+                client.close()
+                if dsn.embedded or isinstance(exc, MigrationError):
+                    raise
+                failure = exc
+            else:
+                log.info("sink: %s", report.summary())
+                return client
+        log.warning("store %s not ready (retrying in %.1f s): %s", dsn.redacted(), delay, failure)
+        if stop.wait(delay):
+            return None
+        delay = min(settings.retry_backoff_max_s, delay * 2)
 
 
 def run_sink(

@@ -1,0 +1,252 @@
+"""`rhythm up|down|status`: the local stack in the background, logs in one place.
+
+Parts, in start order: Kafka (rhythm.stack.kafka), the processor worker, the sink (which owns
+the embedded ClickHouse and serves its HTTP endpoint). Each runs as its own process group with
+its log in `<home>/logs/<part>.log`; `<home>/stack.json` remembers their pids, so `up` is
+idempotent and `down` stops exactly what `up` started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rhythm.sinks.settings import default_data_dir
+from rhythm.stack.kafka import LocalKafka, LocalKafkaSettings
+from rhythm.stack.ports import port_open, wait_for_port
+
+PROCESSOR_GROUP = "rhythm-processors"
+SINK_GROUP = "rhythm-sink"
+
+
+class StackSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RHYTHM_STACK_", extra="ignore")
+
+    home: Path = Field(
+        default_factory=default_data_dir,
+        description="Logs, pids and every part's data (<repo>/.rhythm in a checkout).",
+    )
+    sink_http_port: int = Field(8123, description="The embedded store's ClickHouse HTTP port.")
+    processor_metrics_port: int = 9465
+    sink_metrics_port: int = 9464
+    start_timeout_s: float = 90.0
+
+
+@dataclass
+class Part:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    ready_port: int | None  # the part is up when this port opens
+
+
+class Stack:
+    def __init__(self, settings: StackSettings | None = None) -> None:
+        self.settings = settings or StackSettings()
+        self.home = self.settings.home.resolve()
+        self.logs = self.home / "logs"
+        self.state_file = self.home / "stack.json"
+        self.kafka = LocalKafka(LocalKafkaSettings(home=self.home / "kafka"))
+
+    # -- up / down -------------------------------------------------------------------------
+
+    def up(self) -> dict[str, Any]:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        bootstrap = self.kafka.up()
+        state = self._state()
+        for part in self._parts(bootstrap):
+            pid = state.get(part.name, {}).get("pid")
+            if pid and _alive(pid):
+                continue
+            log = (self.logs / f"{part.name}.log").open("ab")
+            proc = subprocess.Popen(
+                part.argv,
+                env=part.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=Path.cwd(),
+            )
+            state[part.name] = {"pid": proc.pid, "log": str(self.logs / f"{part.name}.log")}
+            self._save(state)
+            if part.ready_port is not None:
+                self._wait_ready(part, proc)
+        return self.status()
+
+    def down(self, timeout: float = 30.0) -> None:
+        state = self._state()
+        for name in ("sink", "processors"):  # the sink last in, first out: it commits on TERM
+            pid = state.get(name, {}).get("pid")
+            if pid and _alive(pid):
+                _stop_group(pid, timeout)
+            state.pop(name, None)
+            self._save(state)
+        self.kafka.down()
+
+    # -- status ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        state = self._state()
+        kafka = self.kafka.status()
+        parts: dict[str, Any] = {"kafka": {"running": kafka.get("running", False), **kafka}}
+        for name in ("processors", "sink"):
+            pid = state.get(name, {}).get("pid")
+            parts[name] = {"running": bool(pid and _alive(pid)), "pid": pid}
+            parts[name]["log"] = state.get(name, {}).get("log")
+        if parts["kafka"]["running"]:
+            bootstrap = self.kafka.bootstrap
+            parts["processors"]["lag"] = consumer_lag(
+                bootstrap, PROCESSOR_GROUP, ["rhythm.events", "rhythm.updates"]
+            )
+            parts["sink"]["lag"] = consumer_lag(
+                bootstrap, SINK_GROUP, ["rhythm.events", "rhythm.signals", "rhythm.alerts"]
+            )
+        watermark = scrape_min(
+            self.settings.processor_metrics_port, "rhythm_processor_stage2_watermark_seconds"
+        )
+        parts["processors"]["watermark"] = watermark
+        parts["sink"]["http"] = (
+            f"http://127.0.0.1:{self.settings.sink_http_port}"
+            if port_open("127.0.0.1", self.settings.sink_http_port)
+            else None
+        )
+        return parts
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _parts(self, bootstrap: str) -> list[Part]:
+        s = self.settings
+        env = dict(os.environ, RHYTHM_KAFKA_BOOTSTRAP_SERVERS=bootstrap, PYTHONUNBUFFERED="1")
+        cli = [sys.executable, "-m", "rhythm.stack.cli"]
+        return [
+            Part(
+                "processors",
+                [*cli, "processors"],
+                dict(
+                    env,
+                    RHYTHM_PROCESSOR_DATA_DIR=str(self.home / "processors"),
+                    RHYTHM_PROCESSOR_METRICS_PORT=str(s.processor_metrics_port),
+                ),
+                s.processor_metrics_port or None,
+            ),
+            Part(
+                "sink",
+                [*cli, "sink"],
+                dict(
+                    env,
+                    RHYTHM_SINK_DATA_DIR=str(self.home),
+                    RHYTHM_SINK_HTTP_PORT=str(s.sink_http_port),
+                    RHYTHM_SINK_METRICS_PORT=str(s.sink_metrics_port),
+                ),
+                s.sink_http_port or None,
+            ),
+        ]
+
+    def _wait_ready(self, part: Part, proc: subprocess.Popen[bytes]) -> None:
+        assert part.ready_port is not None
+        deadline = time.monotonic() + self.settings.start_timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = _tail(self.logs / f"{part.name}.log")
+                raise RuntimeError(f"{part.name} exited with {proc.returncode}:\n{tail}")
+            if wait_for_port("127.0.0.1", part.ready_port, timeout=1.0):
+                return
+        raise RuntimeError(
+            f"{part.name} not ready after {self.settings.start_timeout_s:.0f}s; "
+            f"see {self.logs / (part.name + '.log')}"
+        )
+
+    def _state(self) -> dict[str, Any]:
+        try:
+            loaded: dict[str, Any] = json.loads(self.state_file.read_text())
+            return loaded
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, state: dict[str, Any]) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_file)
+
+
+def consumer_lag(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:
+    """Messages each topic still holds for `group` (end offset minus committed offset)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    lag: dict[str, int] = {}
+    try:
+        for topic in topics:
+            meta = consumer.list_topics(topic, timeout=5).topics.get(topic)
+            if meta is None or meta.error is not None:
+                continue
+            tps = [TopicPartition(topic, p) for p in meta.partitions]
+            committed = consumer.committed(tps, timeout=5)
+            total = 0
+            for tp in committed:
+                _, high = consumer.get_watermark_offsets(tp, timeout=5)
+                total += high - max(tp.offset, 0)
+            lag[topic] = total
+    finally:
+        consumer.close()
+    return lag
+
+
+def scrape_min(port: int, metric: str) -> float | None:
+    """The smallest value of `metric` on a local /metrics endpoint (None if unavailable)."""
+    if not port:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(metric + "{") or line.startswith(metric + " ")
+    ]
+    return min(values) if values else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def _stop_group(pid: int, timeout: float) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except OSError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
