@@ -90,8 +90,8 @@ def test_events_land_once_and_analysts_query_while_the_sink_runs(
         assert migrate.returncode == 0, migrate.stderr
         assert "endpoint" in migrate.stdout and "applied: none" in migrate.stdout
         synced = subprocess.run(
-            [*RHYTHM, "sync", "--sink-only", "--timeout", "30"], env=env, capture_output=True, text=True,
-            timeout=60,
+            [*RHYTHM, "sync", "--sink-only", "--timeout", "30"],
+            env=env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert synced.returncode == 0, synced.stderr
         assert sink.stop() == 0
@@ -115,8 +115,8 @@ def test_sync_fails_with_what_is_missing_when_the_sink_is_not_running(
             client.send(event(i))
         assert client.flush(30) == 0
     synced = subprocess.run(
-        [*RHYTHM, "sync", "--sink-only", "--timeout", "2"], env=sink.env, capture_output=True, text=True,
-        timeout=60,
+        [*RHYTHM, "sync", "--sink-only", "--timeout", "2"],
+        env=sink.env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert synced.returncode == 1
     assert "10 messages not written" in synced.stderr
