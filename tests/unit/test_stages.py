@@ -64,7 +64,7 @@ def test_garbage_and_far_future_events_become_dead_letters_with_a_reason() -> No
     out = source.process(
         [
             (0, b"\x00\x00\x00\x00\x01garbage"),
-            (1, b"{\"json\": true}"),
+            (1, b'{"json": true}'),
             (2, wire(NOW + 2 * HOUR)),
             (3, wire(NOW)),
         ],
