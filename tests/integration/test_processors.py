@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rhythm.producers import Client, ClientSettings, KafkaSettings
@@ -112,6 +113,17 @@ class Pipeline:
                 out[key] = s
         return out
 
+    def emitted(self) -> int:
+        """Signal messages so far (end offsets: cheap enough to poll in a tight loop)."""
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.name})
+        try:
+            return sum(
+                consumer.get_watermark_offsets(TopicPartition(self.topics["signals"], p), 5)[1]
+                for p in range(4)
+            )
+        finally:
+            consumer.close()
+
     def alerts(self) -> set[tuple[str, str, str, str, str | None, int]]:
         messages = read_topic(self.bootstrap, self.topics["alerts"], 0, timeout=5)
         alerts = [json.loads(payload(m)) for m in messages]
@@ -200,7 +212,7 @@ def test_signals_and_alerts_equal_an_independent_computation(pipeline: Pipeline)
 
 def test_a_worker_killed_twice_gives_the_same_results(kafka_broker: Any, tmp_path: Path) -> None:
     now = int(time.time() * 1000)
-    w = generate(now, seed=23)
+    w = generate(now, seed=23, users=40)
     reference = reference_signals(w.events, WINDOWS_MS)
     closed = expected_closed(reference, now - 60_000)
 
@@ -218,24 +230,26 @@ def test_a_worker_killed_twice_gives_the_same_results(kafka_broker: Any, tmp_pat
     hurt = Pipeline(kafka_broker.bootstrap, f"hurt-{uuid.uuid4().hex[:8]}", tmp_path / "hurt")
     hurt.home.mkdir()
     hurt.create_topics()
-    third = len(w.arrivals) // 3
-    chunks = [w.arrivals[:third], w.arrivals[third : 2 * third], w.arrivals[2 * third :]]
+    # Everything is published first, so the worker always has input waiting: a pause between
+    # sends longer than the idle rule would (rightly) make the rest late, which is not what
+    # this test is about. The kills come while the worker is working through it.
+    hurt.send(w.arrivals)
     proc = hurt.start()
+    seen_at_kills: list[int] = []
     try:
-        for chunk in chunks[:2]:
-            before = len(hurt.latest_signals())
-            hurt.send(chunk)
+        for share in (0.1, 0.4):
             deadline = time.monotonic() + 120
-            while len(hurt.latest_signals()) <= before and time.monotonic() < deadline:
-                pass  # read_topic polls the broker: this waits for the worker to get going
-            os.killpg(proc.pid, signal.SIGKILL)  # mid-stream: the rest of the chunk is in flight
+            while hurt.emitted() < share * len(closed):
+                assert time.monotonic() < deadline, "the worker made no progress"
+            os.killpg(proc.pid, signal.SIGKILL)
+            seen_at_kills.append(hurt.emitted())
             proc.wait(10)
             proc = hurt.start()
-        hurt.send(chunks[2])
         hurt_signals = wait_for_windows(hurt, closed)
     finally:
         _stop(proc)
 
+    assert seen_at_kills[0] < len(closed)  # the first kill really came mid-stream
     check_signals(hurt_signals, reference)
     for key in closed:
         hurt_s, calm_s = dict(hurt_signals[key]), dict(calm_signals[key])

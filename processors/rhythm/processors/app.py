@@ -89,7 +89,7 @@ class Processors:
             broker_credentials=_credentials(settings),
             store="rocksdb://",
             datadir=str(settings.data_dir),
-            topic_replication_factor=1,
+            topic_replication_factor=settings.replication_factor,
             topic_partitions=settings.updates_partitions,
             consumer_auto_offset_reset="earliest",
             web_enabled=settings.web_port > 0,
@@ -127,7 +127,10 @@ class Processors:
     async def _stage1(self, stream: Any) -> None:  # faust's stubs lack take_events
         s = self.settings
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
+            await self._wait_ready()
             for partition, group in _by_partition(events).items():
+                if not self._owns(s.events_topic, partition):
+                    continue  # revoked meanwhile: its new owner reads it from the commit
                 source = self._source(partition)
                 batch = [(e.message.offset, e.message.value) for e in group]
                 now = time.time()
@@ -170,8 +173,23 @@ class Processors:
             )
         return source
 
+    def _ready(self) -> bool:
+        """Tables hold every assigned partition's state: not during a rebalance or the
+        recovery after it (state restored then would be partial, and lost when saved)."""
+        app: Any = self.app
+        return (
+            not app.rebalancing and not app.in_recovery and app.tables.recovery.completed.is_set()
+        )
+
+    async def _wait_ready(self) -> None:
+        while not self._ready():
+            await asyncio.sleep(0.05)
+
+    def _owns(self, topic: str, partition: int) -> bool:
+        return TP(topic, partition) in self.app.consumer.assignment()
+
     async def _tick(self) -> None:
-        if not self.app.tables.recovery.completed.is_set():  # type: ignore[attr-defined]
+        if not self._ready():
             return
         now = time.time()
         mine = [
@@ -179,10 +197,18 @@ class Processors:
         ]
         if not mine:
             return
-        ends = await self.app.consumer.highwaters(*mine)
+        # The end offsets the fetcher last saw (no broker round trip); where it has seen none
+        # yet (just assigned, paused), ask the broker.
+        known = {tp: self.app.consumer.highwater(tp) for tp in mine}
+        unknown = [tp for tp, end in known.items() if end is None]
+        if unknown:
+            known.update(await self.app.consumer.highwaters(*unknown))
         for tp in mine:
+            end = known.get(tp)
+            if end is None:
+                continue
             source = self._source(tp.partition)
-            out = source.tick(ends.get(tp, 0), int(now * 1000), now)
+            out = source.tick(end, int(now * 1000), now)
             if out is not None:
                 pending = [
                     await self.updates.send(value=dumps(m), partition=k)
@@ -195,7 +221,10 @@ class Processors:
     async def _stage2(self, stream: Any) -> None:
         s = self.settings
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
+            await self._wait_ready()
             for partition, group in _by_partition(events).items():
+                if not self._owns(s.updates_topic, partition):
+                    continue
                 proc = self._partition(partition)
                 signals: list[dict[str, Any]] = []
                 alerts: list[dict[str, Any]] = []

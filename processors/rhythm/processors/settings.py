@@ -27,6 +27,10 @@ class ProcessorSettings(BaseSettings):
     alerts_topic: str = ALERTS_TOPIC
     dead_letters_topic: str = DEAD_LETTERS_TOPIC
     updates_partitions: int = Field(4, ge=1, description="Partitions of the internal topic.")
+    updates_retention_s: float = Field(
+        7 * 86400, gt=0, description="How long the internal topic keeps what it carries."
+    )
+    replication_factor: int = Field(1, ge=1, description="For the topics the workers create.")
     window_seconds: tuple[int, ...] = Field((3600, 86400), description="Tumbling windows.")
     lateness_s: float = Field(300, ge=0, description="Allowed lateness behind the watermark.")
     late_retention_s: float = Field(

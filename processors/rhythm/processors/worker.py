@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rhythm.processors.settings import ProcessorSettings
 
@@ -19,6 +19,26 @@ def events_partitions(settings: ProcessorSettings, timeout: float = 30.0) -> int
     return len(info.partitions)
 
 
+def ensure_updates_topic(settings: ProcessorSettings, timeout: float = 30.0) -> None:
+    """Create the internal updates topic before Faust starts: Faust creates internal topics
+    too, but a consumer that subscribes first ignores the missing topic for good."""
+    admin = AdminClient(settings.kafka.to_librdkafka())
+    name = settings.updates_topic
+    if name in admin.list_topics(timeout=timeout).topics:
+        return
+    topic = NewTopic(
+        name,
+        settings.updates_partitions,
+        settings.replication_factor,
+        config={"retention.ms": str(int(settings.updates_retention_s * 1000))},
+    )
+    try:
+        admin.create_topics([topic])[name].result(timeout)
+    except Exception as exc:  # created meanwhile by another worker: fine
+        if "TOPIC_ALREADY_EXISTS" not in str(exc):
+            raise
+
+
 def run(settings: ProcessorSettings | None = None) -> None:
     import faust
 
@@ -30,6 +50,8 @@ def run(settings: ProcessorSettings | None = None) -> None:
         from prometheus_client import start_http_server
 
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
-    processors = Processors(settings, events_partitions(settings))
+    partitions = events_partitions(settings)
+    ensure_updates_topic(settings)
+    processors = Processors(settings, partitions)
     worker = faust.Worker(processors.app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

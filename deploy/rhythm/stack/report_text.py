@@ -1,0 +1,119 @@
+"""The report on a terminal: rich tables, built from a `Report` without any I/O of its own."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from rhythm.stack import report_format as fmt
+from rhythm.stack.report import Report
+
+MAX_ROWS = 15
+
+
+def renderables(report: Report) -> list[RenderableType]:
+    out: list[RenderableType] = [Text(fmt.headline(report), style="bold")]
+    multi = len(report.scopes) > 1
+    out += [_silences(report, multi), _waiting(report, multi)]
+    out += [_movers(report, multi, "pace"), _movers(report, multi, "amplitude")]
+    out.append(_pipeline(report))
+    if report.check is not None:
+        lines = fmt.check_lines(report.check)
+        style = "green" if report.check.exact else "yellow"
+        out.append(Group(Text(lines[0], style=f"bold {style}"), *(Text(x) for x in lines[1:])))
+    return out
+
+
+def render_text(report: Report, console: Console) -> None:
+    for item in renderables(report):
+        console.print(item)
+        console.print()
+
+
+def _table(title: str, caption: str | None = None) -> Table:
+    return Table(title=title, title_justify="left", title_style="bold", caption=caption,
+                 caption_justify="left", header_style="bold", show_lines=False)  # fmt: skip
+
+
+def _more(shown: int, total: int) -> str | None:
+    return f"… and {total - shown} more (see the HTML report)" if total > shown else None
+
+
+def _silences(report: Report, multi: bool) -> RenderableType:
+    quiet = report.quiet_entities
+    shown = quiet[:MAX_ROWS]
+    captions = [c for c in (_more(len(shown), len(quiet)), fmt.idle_note(report)) if c]
+    table = _table(
+        "Gone quiet against their own rhythm (open silence alerts)",
+        "\n".join(captions) or None,
+    )
+    if multi:
+        table.add_column("tenant")
+    for name in ("entity", "role", "last seen", "silent for", "usual gap", "alert after"):
+        table.add_column(name, justify="right" if name not in ("entity", "role") else "left")
+    for s in shown:
+        cells = [
+            fmt.entity(s.entity_type, s.entity_id),
+            s.role,
+            fmt.when(s.last_event_at),
+            fmt.duration(s.silent_for_s(report.as_of)),
+            fmt.duration(s.mean_gap_s),
+            fmt.duration(s.expected_within_s),
+        ]
+        table.add_row(*([s.tenant] if multi else []), *cells)
+    if not shown:
+        table.add_row(*([""] if multi else []), "none", "", "", "", "", "")
+    return table
+
+
+def _waiting(report: Report, multi: bool) -> RenderableType:
+    shown = report.waiting[:MAX_ROWS]
+    table = _table(
+        "Waiting for a reply (open unanswered alerts)", _more(len(shown), len(report.waiting))
+    )
+    if multi:
+        table.add_column("tenant")
+    for name in ("thread", "channel", "sender", "since", "waiting for", "usual reply within",
+                 "reply rate"):  # fmt: skip
+        table.add_column(name, justify="right" if name in ("waiting for", "reply rate") else "left")
+    for w in shown:
+        rate = f"{fmt.rate(w.reply_rate)} of {w.samples:,}" if w.samples else fmt.rate(w.reply_rate)
+        cells = [
+            w.context_id,
+            w.channel,
+            fmt.entity(w.sender_type, w.sender_id),
+            fmt.when(w.since),
+            fmt.duration(w.waiting_for_s(report.as_of)),
+            fmt.duration(w.expected_within_s),
+            rate,
+        ]
+        table.add_row(*([w.tenant] if multi else []), *cells)
+    if not shown:
+        table.add_row(*([""] if multi else []), "none", *[""] * 6)
+    return table
+
+
+def _movers(report: Report, multi: bool, by: str) -> RenderableType:
+    movers = report.pace_movers if by == "pace" else report.amplitude_movers
+    table = _table(f"Biggest movers in {by}: {fmt.movers_caption(report)}")
+    if multi:
+        table.add_column("tenant")
+    for name in ("entity", "role", "events", "usual", "pace z", "amount", "usual amount",
+                 "amplitude z"):  # fmt: skip
+        table.add_column(name, justify="left" if name in ("entity", "role") else "right")
+    for m in movers:
+        table.add_row(*([m.tenant] if multi else []), *fmt.mover_cells(m))
+    if not movers:
+        table.add_row(*([""] if multi else []), "none", *[""] * 7)
+    return table
+
+
+def _pipeline(report: Report) -> RenderableType:
+    table = _table("The pipeline itself")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("what is measured", style="dim")
+    for measure, value, what in fmt.pipeline_rows(report.pipeline):
+        table.add_row(measure, value, what)
+    return table

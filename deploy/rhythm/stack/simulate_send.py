@@ -1,0 +1,149 @@
+"""`rhythm simulate`, the sending part: a generated `Simulation` through the client library,
+as fast as the client allows, with progress on the terminal and a manifest on disk."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rhythm.producers import Client, ClientSettings
+from rhythm.stack.simulate import Simulation
+from rhythm.stack.simulate_model import iso
+
+_PROGRESS_EVERY = 2_000  # events between progress updates: keeps the bar off the hot path
+
+
+@dataclass
+class Delivery:
+    sent: int = 0
+    delivered: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def events_per_s(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def undelivered(self) -> int:
+        return self.sent - self.delivered
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "delivered": self.delivered,
+            "failed": dict(self.failed),
+            "seconds": round(self.seconds, 3),
+            "events_per_s": round(self.events_per_s, 1),
+        }
+
+
+def summary(sim: Simulation, delivery: Delivery | None) -> str:
+    m = sim.manifest()
+    planted = m["planted"]
+    head = (
+        f"{m['counts']['events']:,} events over {m['days']} days ending {m['end']} "
+        f"(+{m['counts']['duplicates']:,} re-sent duplicates); planted: "
+        f"{len(planted['silent_accounts'])} silent accounts, "
+        f"{len(planted['unanswered_threads'])} unanswered threads, {len(planted['movers'])} movers"
+    )
+    if delivery is None:
+        return head + "; not sent (dry run)"
+    failed = ", ".join(f"{r}={n}" for r, n in sorted(delivery.failed.items())) or "none"
+    return (
+        f"{head}; sent {delivery.sent:,}, delivered {delivery.delivered:,} "
+        f"(failed: {failed}) in {delivery.seconds:.1f}s, {delivery.events_per_s:,.0f} events/s"
+    )
+
+
+def send(
+    sim: Simulation,
+    settings: ClientSettings,
+    *,
+    show_progress: bool = True,
+    flush_timeout: float = 120.0,
+) -> Delivery:
+    delivery = Delivery()
+    # Never drop: a full queue waits for room as long as we would wait for delivery.
+    settings = settings.model_copy(
+        update={"full_queue_policy": "block", "block_timeout_s": flush_timeout}
+    )
+    client = Client(settings, on_error=lambda _record, reason: delivery.failed.update([reason]))
+    progress = _Progress(len(sim.arrivals), enabled=show_progress)
+    tenant = sim.config.tenant
+    events = sim.events
+    started = time.monotonic()
+    try:
+        for n, index in enumerate(sim.arrivals, 1):
+            event = events[index]
+            client.send(event.to_json(tenant))
+            if n % _PROGRESS_EVERY == 0:
+                progress.update(n, event.ts, time.monotonic() - started)
+        delivery.sent = len(sim.arrivals)
+        client.flush(flush_timeout)
+    finally:
+        client.close(0)  # gives up (and counts) whatever is still undelivered
+        delivery.delivered = client.stats.delivered
+        delivery.seconds = time.monotonic() - started
+        progress.finish(delivery.sent)
+    return delivery
+
+
+def write_manifest(path: Path, sim: Simulation, delivery: Delivery | None, **extra: Any) -> None:
+    data = sim.manifest()
+    data.update(extra)
+    data["delivery"] = delivery.as_dict() if delivery is not None else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+class _Progress:
+    """A rich progress bar on a terminal; a line every few seconds otherwise (CI logs)."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self._enabled = enabled
+        self._bar: Any = None
+        self._last_line = 0.0
+        self._total = total
+        if enabled and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("simulate"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TextColumn("{task.completed:,} events {task.fields[rate]:,.0f}/s"),
+                TextColumn("event time {task.fields[at]}"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+            )
+            self._task = self._bar.add_task("simulate", total=total, rate=0.0, at="")
+            self._bar.start()
+
+    def update(self, sent: int, event_ms: int, elapsed: float) -> None:
+        if not self._enabled:
+            return
+        rate = sent / elapsed if elapsed > 0 else 0.0
+        at = iso(event_ms)[:16].replace("T", " ")
+        if self._bar is not None:
+            self._bar.update(self._task, completed=sent, rate=rate, at=at)
+        elif elapsed - self._last_line >= 5.0:
+            self._last_line = elapsed
+            print(
+                f"simulate: {sent:,}/{self._total:,} events, {rate:,.0f}/s, event time {at}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def finish(self, sent: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=sent)
+            self._bar.stop()
