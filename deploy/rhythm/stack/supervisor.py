@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -193,7 +193,10 @@ def consumer_lag(bootstrap: str, group: str, topics: list[str]) -> dict[str, int
             if meta is None or meta.error is not None:
                 continue
             tps = [TopicPartition(topic, p) for p in meta.partitions]
-            committed = consumer.committed(tps, timeout=5)
+            try:
+                committed = consumer.committed(tps, timeout=5)
+            except KafkaException:  # e.g. the group coordinator still loading: unknown now
+                continue
             total = 0
             for tp in committed:
                 _, high = consumer.get_watermark_offsets(tp, timeout=5)

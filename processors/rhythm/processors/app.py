@@ -174,12 +174,11 @@ class Processors:
         return source
 
     def _ready(self) -> bool:
-        """Tables hold every assigned partition's state: not during a rebalance or the
-        recovery after it (state restored then would be partial, and lost when saved)."""
+        """Tables hold every assigned partition's state: not during the recovery after a
+        rebalance (state restored then would be partial, and lost when saved). Not keyed on
+        `app.rebalancing`: seen staying set after a rebalance, which stalled the agents."""
         app: Any = self.app
-        return (
-            not app.rebalancing and not app.in_recovery and app.tables.recovery.completed.is_set()
-        )
+        return not app.in_recovery and bool(app.tables.recovery.completed.is_set())
 
     async def _wait_ready(self) -> None:
         while not self._ready():
