@@ -8,7 +8,8 @@ Per batch, in this order (see ARCHITECTURE.md, "exactly once per key"):
    of the partition it belongs to).
 A crash between 2 and 3 re-sends on restart (harmless: same keys, same versions, and stage 2
 skips by offset); a crash before 2 loses nothing (nothing was saved as done).
-Faust's `on_window_close` is not used: it closes windows on wall-clock time (see DEVELOPERS).
+Faust's `on_window_close` is not used: it closes windows on wall-clock time, drops windows
+when a worker owns several partitions and never closes windows restored from the changelog.
 """
 
 from __future__ import annotations
