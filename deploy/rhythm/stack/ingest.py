@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from rhythm.producers import Client, ClientSettings
 from rhythm.schemas import ContractError
+from rhythm.stack.publishing import given_up, publishing_client
 
 _PROGRESS_EVERY = 2_000  # lines between progress updates: keeps the bar off the hot path
 
@@ -59,33 +60,30 @@ def ingest_lines(
     flush_timeout: float = 120.0,
 ) -> IngestReport:
     report = IngestReport()
-    # Never drop here: a full queue waits for room as long as we would wait for delivery.
-    settings = settings.model_copy(
-        update={"full_queue_policy": "block", "block_timeout_s": flush_timeout}
-    )
-    client = Client(settings, on_error=lambda _rec, reason: report.failed.update([reason]))
     progress = _Progress(total_bytes, enabled=show_progress)
     started = time.monotonic()
     read = 0
+    client: Client | None = None
     try:
-        for number, raw in enumerate(source, 1):
-            read += len(raw)
-            if not raw.strip():
-                continue
-            report.lines += 1
-            try:
-                obj: Any = _parse(raw)
-                client.send(obj)
-                report.valid += 1
-            except ValueError as exc:  # ContractError, bad JSON and bad UTF-8 are ValueErrors
-                report.invalid_lines.append(number)
-                rejects_out.write(_reject(number, raw, exc))
-            if number % _PROGRESS_EVERY == 0:
-                progress.update(read, report, time.monotonic() - started)
-        client.flush(flush_timeout)
+        with publishing_client(settings, flush_timeout) as client:
+            for number, raw in enumerate(source, 1):
+                read += len(raw)
+                if not raw.strip():
+                    continue
+                report.lines += 1
+                try:
+                    obj: Any = _parse(raw)
+                    client.send(obj)
+                    report.valid += 1
+                except ValueError as exc:  # ContractError, bad JSON and bad UTF-8 alike
+                    report.invalid_lines.append(number)
+                    rejects_out.write(_reject(number, raw, exc))
+                if number % _PROGRESS_EVERY == 0:
+                    progress.update(read, report, time.monotonic() - started)
     finally:
-        client.close(0)  # gives up (and counts) anything still undelivered
-        report.delivered = client.stats.delivered
+        if client is not None:
+            report.delivered = client.stats.delivered
+            report.failed = given_up(client)
         report.seconds = time.monotonic() - started
         progress.finish(read, report)
     return report

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rhythm.producers import Client, ClientSettings
+from rhythm.stack.publishing import given_up, publishing_client
 from rhythm.stack.simulate import Simulation
 from rhythm.stack.simulate_model import iso
 
@@ -69,26 +70,23 @@ def send(
     flush_timeout: float = 120.0,
 ) -> Delivery:
     delivery = Delivery()
-    # Never drop: a full queue waits for room as long as we would wait for delivery.
-    settings = settings.model_copy(
-        update={"full_queue_policy": "block", "block_timeout_s": flush_timeout}
-    )
-    client = Client(settings, on_error=lambda _record, reason: delivery.failed.update([reason]))
     progress = _Progress(len(sim.arrivals), enabled=show_progress)
     tenant = sim.config.tenant
     events = sim.events
     started = time.monotonic()
+    client: Client | None = None
     try:
-        for n, index in enumerate(sim.arrivals, 1):
-            event = events[index]
-            client.send(event.to_json(tenant))
-            if n % _PROGRESS_EVERY == 0:
-                progress.update(n, event.ts, time.monotonic() - started)
-        delivery.sent = len(sim.arrivals)
-        client.flush(flush_timeout)
+        with publishing_client(settings, flush_timeout) as client:
+            for n, index in enumerate(sim.arrivals, 1):
+                event = events[index]
+                client.send(event.to_json(tenant))
+                if n % _PROGRESS_EVERY == 0:
+                    progress.update(n, event.ts, time.monotonic() - started)
+            delivery.sent = len(sim.arrivals)
     finally:
-        client.close(0)  # gives up (and counts) whatever is still undelivered
-        delivery.delivered = client.stats.delivered
+        if client is not None:
+            delivery.delivered = client.stats.delivered
+            delivery.failed = given_up(client)
         delivery.seconds = time.monotonic() - started
         progress.finish(delivery.sent)
     return delivery
