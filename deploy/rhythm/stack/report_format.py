@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from rhythm.stack.report import Check, Mover, Pipeline, Quantiles, Report
+from rhythm.stack.report import Check, Mover, Pipeline, Quantiles, Report, Silence
 
 
 def duration(seconds: float | None) -> str:
@@ -190,6 +190,17 @@ def movers_caption(report: Report) -> str:
         f"the newest closed {duration(report.movers_window_s)} window ({start}) against each "
         "entity's own earlier windows"
     )
+
+
+def silence_cells(s: Silence, as_of: datetime) -> list[str]:
+    return [
+        entity(s.entity_type, s.entity_id),
+        s.role,
+        when(s.last_event_at),
+        duration(s.silent_for_s(as_of)),
+        duration(s.mean_gap_s),
+        duration(s.expected_within_s),
+    ]
 
 
 def mover_cells(m: Mover) -> list[str]:

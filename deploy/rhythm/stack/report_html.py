@@ -103,12 +103,7 @@ def _silences(report: Report, charts: bool) -> list[str]:
     rows = [
         [
             *([s.tenant] if multi else []),
-            fmt.entity(s.entity_type, s.entity_id),
-            s.role,
-            fmt.when(s.last_event_at),
-            fmt.duration(s.silent_for_s(report.as_of)),
-            fmt.duration(s.mean_gap_s),
-            fmt.duration(s.expected_within_s),
+            *fmt.silence_cells(s, report.as_of),
             f"{s.history_gaps:,}",
         ]
         for s in quiet[:MAX_ROWS]

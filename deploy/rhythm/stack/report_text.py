@@ -53,15 +53,7 @@ def _silences(report: Report, multi: bool) -> RenderableType:
     for name in ("entity", "role", "last seen", "silent for", "usual gap", "alert after"):
         table.add_column(name, justify="right" if name not in ("entity", "role") else "left")
     for s in shown:
-        cells = [
-            fmt.entity(s.entity_type, s.entity_id),
-            s.role,
-            fmt.when(s.last_event_at),
-            fmt.duration(s.silent_for_s(report.as_of)),
-            fmt.duration(s.mean_gap_s),
-            fmt.duration(s.expected_within_s),
-        ]
-        table.add_row(*([s.tenant] if multi else []), *cells)
+        table.add_row(*([s.tenant] if multi else []), *fmt.silence_cells(s, report.as_of))
     if not shown:
         table.add_row(*([""] if multi else []), "none", "", "", "", "", "")
     return table
