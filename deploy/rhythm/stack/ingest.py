@@ -4,7 +4,6 @@ line reported by number (and written to a rejects file with the reason)."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -13,6 +12,7 @@ from typing import Any, TextIO
 
 from rhythm.producers import Client, ClientSettings
 from rhythm.schemas import ContractError
+from rhythm.stack.progress import Progress
 from rhythm.stack.publishing import given_up, publishing_client
 
 _PROGRESS_EVERY = 2_000  # lines between progress updates: keeps the bar off the hot path
@@ -60,7 +60,7 @@ def ingest_lines(
     flush_timeout: float = 120.0,
 ) -> IngestReport:
     report = IngestReport()
-    progress = _Progress(total_bytes, enabled=show_progress)
+    progress = Progress("ingest", total_bytes, enabled=show_progress)
     started = time.monotonic()
     read = 0
     client: Client | None = None
@@ -79,13 +79,15 @@ def ingest_lines(
                     report.invalid_lines.append(number)
                     rejects_out.write(_reject(number, raw, exc))
                 if number % _PROGRESS_EVERY == 0:
-                    progress.update(read, report, time.monotonic() - started)
+                    elapsed = time.monotonic() - started
+                    rate = report.lines / elapsed if elapsed > 0 else 0.0
+                    progress.update(read, f"{report.lines:,} lines {rate:,.0f}/s", elapsed)
     finally:
         if client is not None:
             report.delivered = client.stats.delivered
             report.failed = given_up(client)
         report.seconds = time.monotonic() - started
-        progress.finish(read, report)
+        progress.finish(read)
     return report
 
 
@@ -104,41 +106,3 @@ def _parse(raw: bytes) -> dict[str, Any]:
 def _reject(number: int, raw: bytes, exc: Exception) -> str:
     entry = {"line": number, "error": str(exc), "raw": raw.decode("utf-8", "replace").rstrip()}
     return json.dumps(entry, ensure_ascii=False) + "\n"
-
-
-class _Progress:
-    """A rich progress bar on a terminal; a line every few seconds otherwise (CI logs)."""
-
-    def __init__(self, total_bytes: int | None, *, enabled: bool) -> None:
-        self._enabled = enabled
-        self._bar: Any = None
-        self._last_line = 0.0
-        if enabled and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(
-                TextColumn("ingest"),
-                BarColumn(),
-                TextColumn("{task.percentage:>3.0f}%"),
-                TextColumn("{task.fields[lines]:,} lines {task.fields[rate]:,.0f}/s"),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-            )
-            self._task = self._bar.add_task("ingest", total=total_bytes, lines=0, rate=0.0)
-            self._bar.start()
-
-    def update(self, read: int, report: IngestReport, elapsed: float) -> None:
-        if not self._enabled:
-            return
-        rate = report.lines / elapsed if elapsed > 0 else 0.0
-        if self._bar is not None:
-            self._bar.update(self._task, completed=read, lines=report.lines, rate=rate)
-        elif elapsed - self._last_line >= 5.0:
-            self._last_line = elapsed
-            print(f"ingest: {report.lines:,} lines, {rate:,.0f}/s", file=sys.stderr, flush=True)
-
-    def finish(self, read: int, report: IngestReport) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, completed=read, lines=report.lines)
-            self._bar.stop()

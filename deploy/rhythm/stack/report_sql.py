@@ -1,10 +1,11 @@
 """Every query of `rhythm report`, in one place. `$db` stands for the database; `{name:Type}`
 are ClickHouse query parameters (bound by the server, never pasted into the text).
 
-They read the tables (`events`, `signals` FINAL, `alerts` FINAL) rather than the analysts'
-views: the report needs a few columns the views do not carry (the waiting message's details,
-the entity's usual gap), and the tables are the stable contract. Where a view answers the
-same question (`open_alerts`, `top_movers`) the rules are the same.
+Most read the tables (`events`, `signals` FINAL, `alerts` FINAL) rather than the analysts'
+views: the report needs a few columns the views do not carry (the entity's usual gap, the
+baseline behind a mover), and the tables are the stable contract. Open unanswered messages
+come from the `open_alerts` view itself; where another view answers a similar question
+(`top_movers`) the rules are the same.
 
 `received_at` is the Kafka message timestamp: the producer's clock when the message was
 handed to Kafka (the topics use CreateTime). The store records no insert time, so what the
@@ -75,30 +76,13 @@ LEFT JOIN gaps AS g
 ORDER BY o.last_event_at, o.entity_type, o.entity_id
 """
 
-# Unanswered alerts whose thread has had no event from another party since the waiting
-# message (a reply after the alert closes it, as in the open_alerts view).
+# Unanswered alerts still open: the sink's open_alerts view owns the rule (no later event
+# from another party in the thread), so the report and SQL users agree by construction.
 OPEN_UNANSWERED = f"""
-WITH waiting AS (
-    SELECT alert_id, tenant, entity_type, entity_id, context_id, fired_at, last_event_at,
-           expected_within_s, details
-    FROM $db.alerts FINAL
-    WHERE kind = 'unanswered' AND {_TENANT}
-),
-answered AS (
-    SELECT w.alert_id AS alert_id
-    FROM waiting AS w
-    INNER JOIN (
-        SELECT tenant, context_id, actor_type, actor_id, occurred_at
-        FROM $db.events
-        WHERE (tenant, context_id) IN (SELECT tenant, context_id FROM waiting)
-    ) AS e ON e.tenant = w.tenant AND e.context_id = w.context_id
-    WHERE e.occurred_at > w.last_event_at
-      AND NOT (e.actor_type = w.entity_type AND e.actor_id = w.entity_id)
-)
 SELECT tenant, context_id, entity_type, entity_id, fired_at, last_event_at,
        expected_within_s, details
-FROM waiting
-WHERE alert_id NOT IN (SELECT alert_id FROM answered)
+FROM $db.open_alerts
+WHERE kind = 'unanswered' AND {_TENANT}
 ORDER BY last_event_at, context_id
 """
 

@@ -4,7 +4,6 @@ as fast as the client allows, with progress on the terminal and a manifest on di
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rhythm.producers import Client, ClientSettings
+from rhythm.stack.progress import Progress
 from rhythm.stack.publishing import given_up, publishing_client
 from rhythm.stack.simulate import Simulation
 from rhythm.stack.simulate_model import iso
@@ -70,7 +70,8 @@ def send(
     flush_timeout: float = 120.0,
 ) -> Delivery:
     delivery = Delivery()
-    progress = _Progress(len(sim.arrivals), enabled=show_progress)
+    total = len(sim.arrivals)
+    progress = Progress("simulate", total, enabled=show_progress)
     tenant = sim.config.tenant
     events = sim.events
     started = time.monotonic()
@@ -81,7 +82,11 @@ def send(
                 event = events[index]
                 client.send(event.to_json(tenant))
                 if n % _PROGRESS_EVERY == 0:
-                    progress.update(n, event.ts, time.monotonic() - started)
+                    elapsed = time.monotonic() - started
+                    rate = n / elapsed if elapsed > 0 else 0.0
+                    at = iso(event.ts)[:16].replace("T", " ")
+                    detail = f"{n:,}/{total:,} events, {rate:,.0f}/s, event time {at}"
+                    progress.update(n, detail, elapsed)
             delivery.sent = len(sim.arrivals)
     finally:
         if client is not None:
@@ -100,48 +105,3 @@ def write_manifest(path: Path, sim: Simulation, delivery: Delivery | None, **ext
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
-
-
-class _Progress:
-    """A rich progress bar on a terminal; a line every few seconds otherwise (CI logs)."""
-
-    def __init__(self, total: int, *, enabled: bool) -> None:
-        self._enabled = enabled
-        self._bar: Any = None
-        self._last_line = 0.0
-        self._total = total
-        if enabled and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(
-                TextColumn("simulate"),
-                BarColumn(),
-                TextColumn("{task.percentage:>3.0f}%"),
-                TextColumn("{task.completed:,} events {task.fields[rate]:,.0f}/s"),
-                TextColumn("event time {task.fields[at]}"),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-            )
-            self._task = self._bar.add_task("simulate", total=total, rate=0.0, at="")
-            self._bar.start()
-
-    def update(self, sent: int, event_ms: int, elapsed: float) -> None:
-        if not self._enabled:
-            return
-        rate = sent / elapsed if elapsed > 0 else 0.0
-        at = iso(event_ms)[:16].replace("T", " ")
-        if self._bar is not None:
-            self._bar.update(self._task, completed=sent, rate=rate, at=at)
-        elif elapsed - self._last_line >= 5.0:
-            self._last_line = elapsed
-            print(
-                f"simulate: {sent:,}/{self._total:,} events, {rate:,.0f}/s, event time {at}",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    def finish(self, sent: int) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, completed=sent)
-            self._bar.stop()
