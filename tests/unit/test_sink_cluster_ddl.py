@@ -1,11 +1,21 @@
 """The cluster form of the DDL (`rhythm migrate --cluster`): every statement of both forms
 through ClickHouse's own parser (`formatQuery` in the embedded engine; no cluster runs here),
-and both forms rendered from one definition (the same columns, keys and clauses)."""
+both forms rendered from one definition (the same columns, keys and clauses), and the
+cluster form run for real on a one-shard cluster inside the embedded engine (a config with
+`remote_servers`, macros and ClickHouse's in-process test Keeper): replicated tables,
+Distributed inserts with deduplication, and every view giving what the single-node form gives.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import clickhouse_connect
 import pytest
@@ -33,7 +43,7 @@ from rhythm.sinks.schema import (
     Table,
 )
 from rhythm.sinks.settings import SinkSettings
-from rhythm.sinks.store import insert_settings
+from rhythm.sinks.store import Store, insert_settings
 from rhythm.sinks.views import ENTITY_EVENTS_MV, VIEWS
 from rhythm.stack.cli import app
 
@@ -226,3 +236,205 @@ def test_rhythm_migrate_print_emits_the_cluster_form(monkeypatch: pytest.MonkeyP
     assert len(re.findall(r"ENGINE = Distributed\(", result.output)) == len(DATA_TABLES)
     single = CliRunner().invoke(app, ["migrate", "--print"])
     assert single.exit_code == 0 and "ON CLUSTER" not in single.output
+
+
+# -- the cluster form, run on a one-shard cluster in the embedded engine --------------------
+
+ONE_SHARD = """<clickhouse>
+    <tcp_port>9000</tcp_port>
+    <remote_servers>
+        <{cluster}>
+            <shard><replica><host>localhost</host><port>9000</port></replica></shard>
+        </{cluster}>
+    </remote_servers>
+    <zookeeper><implementation>testkeeper</implementation></zookeeper>
+    <macros><shard>1</shard><replica>r1</replica></macros>
+</clickhouse>
+"""
+
+
+#: Closing the engine (also by garbage collection) with replicated tables on the test Keeper
+#: hangs in chdb: the process running `run_on_one_shard` keeps it open and exits with os._exit.
+_KEPT_OPEN: list[Client] = []
+
+
+class OnTheOneNode:
+    """The embedded engine has no distributed-DDL worker, so it refuses ON CLUSTER; on a
+    one-node cluster ON CLUSTER runs the statement on that node, which is what this does.
+    With `writable`, the Replicated engines also become their plain selves (and the
+    deduplication window its non-replicated name): the embedded engine creates replicated
+    tables on its test Keeper but never activates them for writing (they stay read-only).
+    Everything else in the statements runs as written."""
+
+    def __init__(self, client: Client, writable: bool = False) -> None:
+        self.client = client
+        self.writable = writable
+        self.sent: list[str] = []
+
+    def command(self, cmd: str) -> object:
+        self.sent.append(cmd)
+        sql = cmd.replace(f" ON CLUSTER {CLUSTER}", "")
+        if self.writable:
+            sql = re.sub(r"Replicated(\w+)\('[^']*', '[^']*'(?:, )?", r"\1(", sql)
+            sql = sql.replace(
+                "replicated_deduplication_window", "non_replicated_deduplication_window"
+            )
+        return self.client.command(sql)
+
+
+def run_on_one_shard(work: Path) -> dict[str, Any]:
+    """In a process of its own (the engine's config is per process): the cluster form's
+    statements as written; then its data path beside a single-node database, with the same
+    rows written to both and every view compared."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_sink_store import (  # type: ignore[import-not-found]
+        HOUR_MS,
+        T0,
+        alert_row,
+        event_row,
+        signal_row,
+    )
+
+    from rhythm.sinks.schema import ALERTS
+
+    config = work / "config.xml"
+    config.write_text(ONE_SHARD.format(cluster=CLUSTER))
+    client = clickhouse_connect.get_client(
+        dsn=f"chdb://{work / 'clickhouse'}", chdb_options={"config-file": str(config)}
+    )
+    _KEPT_OPEN.append(client)  # never closed: see __main__
+    out: dict[str, Any] = {}
+    # 1. Every CREATE as written: Replicated tables on the test Keeper, macros expanded.
+    as_written = OnTheOneNode(client)
+    for sql in script(DB, 30, CLUSTER):
+        if not sql.startswith("INSERT"):  # bookkeeping rows need a writable replica
+            as_written.command(sql)
+    out["engines"] = {
+        name: engine
+        for name, engine in client.query(
+            f"SELECT name, engine FROM system.tables WHERE database = '{DB}'"
+        ).result_rows
+    }
+    out["replicas"] = {
+        name: [path, replica]
+        for name, path, replica in client.query(
+            "SELECT table, zookeeper_path, replica_name FROM system.replicas "
+            f"WHERE database = '{DB}'"
+        ).result_rows
+    }
+
+    # 2. The data path: migrate() itself, inserts through the Distributed tables.
+    node = OnTheOneNode(client, writable=True)
+    report = migrate(node, "clustered", 30, cluster=CLUSTER)
+    assert report.applied == [1, 2], report.summary()
+    # --print shows exactly the DDL and bookkeeping that migrate sent, in order.
+    sent = iter(node.sent)
+    assert all(any(sql == s for s in sent) for sql in script("clustered", 30, CLUSTER))
+    assert migrate(node, "clustered", 30, cluster=CLUSTER).already == [1, 2]
+    out["retention_changed"] = migrate(node, "clustered", 7, cluster=CLUSTER).retention_changed
+    # Back to keeping everything: the rows below are weeks old, and an expired row may be
+    # dropped at any merge, which is not what is compared here.
+    out["retention_removed"] = migrate(node, "clustered", 0, cluster=CLUSTER).retention_changed
+    out["distributed"] = {
+        name: engine
+        for name, engine in client.query(
+            "SELECT name, engine_full FROM system.tables WHERE database = 'clustered' "
+            "AND engine = 'Distributed'"
+        ).result_rows
+    }
+    migrate(client, "single", 0)
+
+    t = T0 + 10 * HOUR_MS
+    events = [
+        event_row(0, actor_id="u-1", target_id="a-1"),
+        event_row(1, actor_id="u-2", target_id="a-1", occurred_at=T0 + 61_000),
+        event_row(2, actor_id="u-1", target_id="a-2", occurred_at=T0 + 90_000),
+        event_row(3, actor_id="u-1", target_type=None, target_id=None, object_type="user",
+                  object_id="u-1", occurred_at=T0 + 150_000),
+        event_row(4, actor_type="agent", actor_id="x", context_id="thread-1", occurred_at=t),
+        event_row(5, actor_type="customer", actor_id="c-2", context_id="thread-2",
+                  occurred_at=t),
+    ]  # fmt: skip
+    signals = [signal_row(e, h, 10 if e != "surging" or h < 5 else 60)
+               for h in range(6) for e in ("steady", "surging")]  # fmt: skip
+    signals.append(signal_row("surging", 5, 61, version=2))
+    alerts = [
+        alert_row("s1", "silence", ("user", "back"), t),
+        alert_row("r1", "resumed", ("user", "back"), t + 1000),
+        alert_row("s2", "silence", ("user", "quiet"), t),
+        alert_row("u1", "unanswered", ("customer", "c-1"), t, "thread-1"),
+        alert_row("u2", "unanswered", ("customer", "c-2"), t, "thread-2"),
+    ]
+    for database, distributed in (("clustered", True), ("single", False)):
+        store = Store(client, database, distributed=distributed)
+        store.insert(EVENTS, events, "e1")
+        store.insert(EVENTS, events, "e1")  # a retry: dropped by the token
+        store.insert(EVENTS, events[:2], "e2")  # a re-sent copy: folded by FINAL
+        store.insert(SIGNALS, signals, "s1")
+        store.insert(ALERTS, alerts, "a1")
+    views = {
+        "timeline": "SELECT event_id, arraySort(roles), gap_s FROM {db}.entity_timeline("
+        "tenant='acme', entity_type='user', entity_id='u-1')",
+        "feed": "SELECT line, role FROM {db}.activity_feed(tenant='acme', "
+        "entity_type='account', entity_id='a-1')",
+        "movers": "SELECT entity_id, current_count, baseline_count, round(pace_z, 6) "
+        "FROM {db}.top_movers(window_seconds=3600, baseline_windows=5)",
+        "open_alerts": "SELECT alert_id, kind FROM {db}.open_alerts ORDER BY alert_id",
+        "counts": "SELECT (SELECT count() FROM {db}.events), "
+        "(SELECT count() FROM {db}.events FINAL), (SELECT count() FROM {db}.entity_events), "
+        "(SELECT count() FROM {db}.signals FINAL)",
+    }
+    for name, sql in views.items():
+        cluster_rows = client.query(sql.format(db="clustered")).result_rows
+        single_rows = client.query(sql.format(db="single")).result_rows
+        assert cluster_rows == single_rows, (name, cluster_rows, single_rows)
+        out[name] = [[str(v) for v in row] for row in cluster_rows]
+    return out
+
+
+def test_the_cluster_form_runs_on_a_one_shard_cluster(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, __file__, str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = json.loads(result.stdout.splitlines()[-1])
+    tables = sorted(t.name for t in DATA_TABLES)
+    assert sorted(out["retention_changed"]) == tables == sorted(out["retention_removed"])
+    for table in DATA_TABLES:
+        # As written: the Replicated engine with the macros expanded, the Distributed table.
+        assert out["engines"][local_name(table)] == "Replicated" + table.engine.kind
+        assert out["engines"][table.name] == "Distributed"
+        assert out["replicas"][local_name(table)] == [
+            f"/clickhouse/tables/1/{DB}/{local_name(table)}",
+            "r1",
+        ]
+        shard = sharding_key(table)
+        assert out["distributed"][table.name] == (
+            f"Distributed('{CLUSTER}', 'clustered', '{local_name(table)}'"
+            + (f", {shard})" if shard else ")")
+        )
+    assert out["engines"]["entity_events_mv"] == "MaterializedView"
+    assert out["replicas"]["schema_migrations"] == [
+        f"/clickhouse/tables/all/{DB}/schema_migrations",
+        "1-r1",
+    ]
+    # Through the Distributed tables: 6 events + 2 re-sent (the retry with the same token was
+    # dropped), FINAL folds the copies, one signal per window; the same as on a single node
+    # (compared in the child, view by view), and not empty.
+    (counts,) = out["counts"]
+    assert counts[:2] == ["8", "6"] and counts[3] == "12"
+    assert [r[0] for r in out["movers"]] == ["surging", "steady"]
+    assert out["open_alerts"] == [["s2", "silence"], ["u2", "unanswered"]]
+    assert len(out["timeline"]) == 3 and len(out["feed"]) == 4
+
+
+if __name__ == "__main__":
+    try:
+        print(json.dumps(run_on_one_shard(Path(sys.argv[1]))), flush=True)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
+    os._exit(0)
