@@ -123,21 +123,44 @@ def migrate_command(
     retention_days: Annotated[
         int | None, typer.Option(help="TTL in days (default $RHYTHM_SINK_RETENTION_DAYS, 365).")
     ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="The replicated form ON CLUSTER this cluster (default $RHYTHM_SINK_CLUSTER).",
+            show_default=False,
+        ),
+    ] = None,
+    print_only: Annotated[
+        bool,
+        typer.Option(
+            "--print", help="Print every statement for an empty store; connect to nothing."
+        ),
+    ] = False,
 ) -> None:
     """Create or upgrade the rhythm database (idempotent).
 
-    Goes through the running sink's endpoint when it owns the embedded store.
+    Goes through the running sink's endpoint when it owns the embedded store. With
+    --cluster: replicated local tables and Distributed tables ON CLUSTER (a server DSN).
     """
-    from rhythm.sinks.migrations import MigrationError, migrate
+    from rhythm.sinks.migrations import MigrationError, migrate, script
     from rhythm.sinks.store import StoreBusyError, connect
 
-    settings = _settings(dsn=dsn, retention_days=retention_days)
+    if print_only:
+        # Nothing is connected to: a placeholder server DSN, so that a chdb:// default does
+        # not stand in the way of rendering the cluster form.
+        settings = _settings(dsn="http://localhost", retention_days=retention_days, cluster=cluster)
+        statements = script(settings.database, settings.retention_days, settings.cluster)
+        typer.echo(";\n\n".join(statements) + ";")
+        return
+    settings = _settings(dsn=dsn, retention_days=retention_days, cluster=cluster)
     try:
         client, where = connect(settings)
     except StoreBusyError as exc:
         _fail(str(exc))
     try:
-        report = migrate(client, settings.database, settings.retention_days)
+        report = migrate(
+            client, settings.database, settings.retention_days, cluster=settings.cluster
+        )
     except MigrationError as exc:
         _fail(str(exc))
     finally:

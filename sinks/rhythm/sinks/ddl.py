@@ -1,11 +1,14 @@
 """Single-node DDL rendered from the definitions in `schema.py` and `views.py`.
 
-Pure functions of (definition, database, retention): the same objects can be rendered for a
-cluster later (ON CLUSTER, Replicated engines, Distributed tables) by another renderer.
+Pure functions of (definition, database, retention). `ddl_cluster.py` renders the same
+objects for a cluster (ON CLUSTER, Replicated engines, Distributed tables) through the
+keyword arguments of `create_table` and `create_view`, so both forms share every column,
+key and clause that the definition gives.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from string import Template
 
 from rhythm.sinks.schema import Column, Engine, Table
@@ -15,6 +18,7 @@ __all__ = [
     "create_database",
     "create_table",
     "create_view",
+    "on_cluster",
     "quote",
     "ttl_expression",
 ]
@@ -25,8 +29,13 @@ def quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def create_database(database: str) -> str:
-    return f"CREATE DATABASE IF NOT EXISTS {database}"
+def on_cluster(cluster: str | None) -> str:
+    """The ` ON CLUSTER name` clause, or nothing on a single node."""
+    return f" ON CLUSTER {cluster}" if cluster else ""
+
+
+def create_database(database: str, *, cluster: str | None = None) -> str:
+    return f"CREATE DATABASE IF NOT EXISTS {database}{on_cluster(cluster)}"
 
 
 def _column(column: Column) -> str:
@@ -51,37 +60,63 @@ def ttl_expression(table: Table, retention_days: int) -> str | None:
     return f"{table.ttl_column} + INTERVAL {retention_days} DAY"
 
 
-def create_table(table: Table, database: str, retention_days: int = 0) -> str:
+def create_table(
+    table: Table,
+    database: str,
+    retention_days: int = 0,
+    *,
+    name: str | None = None,
+    cluster: str | None = None,
+    engine: str | None = None,
+    settings: Mapping[str, str] | None = None,
+) -> str:
+    """CREATE TABLE for the definition. The keywords are the cluster form's: another `name`
+    (the local table), ON CLUSTER, another `engine` clause and `settings`."""
     lines = [_column(c) for c in table.columns]
     lines += [
         f"INDEX {i.name} {i.expr} TYPE {i.type} GRANULARITY {i.granularity}" for i in table.indexes
     ]
     body = ",\n    ".join(lines)
-    sql = [f"CREATE TABLE IF NOT EXISTS {database}.{table.name}\n(\n    {body}\n)"]
-    sql.append(f"ENGINE = {_engine(table.engine)}")
+    target = f"{database}.{name or table.name}{on_cluster(cluster)}"
+    sql = [f"CREATE TABLE IF NOT EXISTS {target}\n(\n    {body}\n)"]
+    sql.append(f"ENGINE = {engine or _engine(table.engine)}")
     if table.partition_by:
         sql.append(f"PARTITION BY {table.partition_by}")
     sql.append(f"ORDER BY ({', '.join(table.order_by)})")
     ttl = ttl_expression(table, retention_days)
     if ttl:
         sql.append(f"TTL {ttl}")
-    if table.settings:
-        sql.append("SETTINGS " + ", ".join(f"{k} = {v}" for k, v in table.settings.items()))
+    settings = table.settings if settings is None else settings
+    if settings:
+        sql.append("SETTINGS " + ", ".join(f"{k} = {v}" for k, v in settings.items()))
     if table.comment:
         sql.append(f"COMMENT {quote(table.comment)}")
     return "\n".join(sql)
 
 
-def create_view(view: View, database: str) -> str:
-    select = Template(view.select.strip()).substitute(db=database)
+def create_view(
+    view: View,
+    database: str,
+    *,
+    cluster: str | None = None,
+    tables: Mapping[str, str] | None = None,
+) -> str:
+    """CREATE VIEW for the definition. On a cluster (`cluster`), `tables` maps a table's name
+    to the one a materialized view reads and writes (the local tables), and the joins and IN
+    marked `${global}` become GLOBAL."""
+    names = tables or {}
+    source = names.get(view.source or "", view.source or "")
+    select = Template(view.select.strip()).substitute(
+        db=database, source=f"{database}.{source}", **{"global": "GLOBAL " if cluster else ""}
+    )
     if view.to_table is not None:
         # IF NOT EXISTS: replacing a materialized view drops what it would write meanwhile;
         # a change to one is a new migration that drops and recreates it on purpose.
         head = (
-            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.{view.name} "
-            f"TO {database}.{view.to_table}"
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.{view.name}{on_cluster(cluster)} "
+            f"TO {database}.{names.get(view.to_table, view.to_table)}"
         )
     else:
-        head = f"CREATE OR REPLACE VIEW {database}.{view.name}"
+        head = f"CREATE OR REPLACE VIEW {database}.{view.name}{on_cluster(cluster)}"
     comment = f"\nCOMMENT {quote(view.comment)}" if view.comment else ""
     return f"{head}\nAS\n{select}{comment}"

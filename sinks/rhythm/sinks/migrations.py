@@ -7,6 +7,10 @@ recorded version whose statements changed since is an error (add a new migration
 
 Retention is not part of the migrations (it is a setting that may change): after them,
 each table's TTL is brought to `retention_days` if it differs.
+
+A migration builds its statements for a `Target`: a database on a single node, or on a
+cluster (`Target(database, cluster=NAME)`, rendered by `ddl_cluster.py` from the same
+definitions). Each form has its own checksum, over a canonical rendering of that form.
 """
 
 from __future__ import annotations
@@ -18,7 +22,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from rhythm.sinks.ddl import create_database, create_table, create_view, ttl_expression
+from rhythm.sinks.ddl import (
+    create_database,
+    create_table,
+    create_view,
+    on_cluster,
+    ttl_expression,
+)
+from rhythm.sinks.ddl_cluster import (
+    cluster_bookkeeping_table,
+    cluster_tables,
+    cluster_view,
+    local_name,
+)
 from rhythm.sinks.schema import (
     ALERTS,
     DATA_TABLES,
@@ -35,6 +51,7 @@ from rhythm.sinks.views import (
     ENTITY_TIMELINE,
     OPEN_ALERTS,
     TOP_MOVERS,
+    View,
 )
 
 __all__ = [
@@ -43,7 +60,9 @@ __all__ = [
     "MigrationError",
     "MigrationReport",
     "SqlClient",
+    "Target",
     "migrate",
+    "script",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,32 +79,72 @@ class MigrationError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Target:
+    """Where the DDL goes: a database on one node, or on every node of `cluster`."""
+
+    database: str
+    cluster: str | None = None
+
+    def __str__(self) -> str:  # what a migration's statements name
+        return self.database
+
+    def create_database(self) -> str:
+        return create_database(self.database, cluster=self.cluster)
+
+    def create_tables(self, table: Table, retention_days: int) -> list[str]:
+        if self.cluster is None:
+            return [create_table(table, self.database, retention_days)]
+        return cluster_tables(table, self.database, self.cluster, retention_days)
+
+    def create_view(self, view: View) -> str:
+        if self.cluster is None:
+            return create_view(view, self.database)
+        return cluster_view(view, self.database, self.cluster)
+
+    def create_bookkeeping(self) -> str:
+        if self.cluster is None:
+            return create_table(SCHEMA_MIGRATIONS, self.database)
+        return cluster_bookkeeping_table(self.database, self.cluster)
+
+    def storage_table(self, table: Table) -> str:
+        """The table holding the rows (and the TTL): the local one on a cluster."""
+        return table.name if self.cluster is None else local_name(table)
+
+    def alter_table(self, table: Table) -> str:
+        return f"ALTER TABLE {self.database}.{self.storage_table(table)}{on_cluster(self.cluster)}"
+
+
+@dataclass(frozen=True)
 class Migration:
     version: int
     name: str
-    build: Callable[[str, int], list[str]]  # (database, retention_days) -> statements
+    build: Callable[[Target, int], list[str]]  # (target, retention_days) -> statements
 
-    def statements(self, database: str, retention_days: int) -> list[str]:
-        return self.build(database, retention_days)
+    def statements(
+        self, database: str, retention_days: int, cluster: str | None = None
+    ) -> list[str]:
+        return self.build(Target(database, cluster), retention_days)
 
-    def checksum(self) -> str:
-        # Over a canonical rendering: the database name and the retention do not change what
-        # a migration is.
-        text = "\n;\n".join(self.build("rhythm", 0))
+    def checksum(self, cluster: bool = False) -> str:
+        # Over a canonical rendering of the form: the database and cluster names and the
+        # retention do not change what a migration is.
+        text = "\n;\n".join(self.build(Target("rhythm", "cluster" if cluster else None), 0))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _tables(db: str, days: int) -> list[str]:
+def _tables(target: Target, days: int) -> list[str]:
     tables = (EVENTS, ENTITY_EVENTS, SIGNALS, ALERTS, DEAD_LETTERS)
     return [
-        create_database(db),
-        *(create_table(t, db, days) for t in tables),
-        create_view(ENTITY_EVENTS_MV, db),
+        target.create_database(),
+        *(sql for t in tables for sql in target.create_tables(t, days)),
+        target.create_view(ENTITY_EVENTS_MV),
     ]
 
 
-def _views(db: str, _days: int) -> list[str]:
-    return [create_view(v, db) for v in (ENTITY_TIMELINE, ACTIVITY_FEED, TOP_MOVERS, OPEN_ALERTS)]
+def _views(target: Target, _days: int) -> list[str]:
+    return [
+        target.create_view(v) for v in (ENTITY_TIMELINE, ACTIVITY_FEED, TOP_MOVERS, OPEN_ALERTS)
+    ]
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -136,19 +195,45 @@ def applied_versions(client: SqlClient, database: str) -> dict[int, str]:
     return out
 
 
+def _record(database: str, migration: Migration, checksum: str) -> str:
+    return (
+        f"INSERT INTO {database}.schema_migrations (version, name, checksum) "
+        f"VALUES ({migration.version}, '{_escape(migration.name)}', '{checksum}')"
+    )
+
+
+def script(
+    database: str = "rhythm",
+    retention_days: int = 0,
+    cluster: str | None = None,
+    migrations: Sequence[Migration] = MIGRATIONS,
+) -> list[str]:
+    """Every statement `migrate` runs on an empty store, bookkeeping included, in order:
+    what `rhythm migrate --print` shows (for review, or to apply by hand)."""
+    target = Target(database, cluster)
+    out = [target.create_database(), target.create_bookkeeping()]
+    for migration in sorted(migrations, key=lambda m: m.version):
+        out += migration.statements(database, retention_days, cluster)
+        out.append(_record(database, migration, migration.checksum(cluster is not None)))
+    return out
+
+
 def migrate(
     client: SqlClient,
     database: str = "rhythm",
     retention_days: int = 0,
     migrations: Sequence[Migration] = MIGRATIONS,
+    cluster: str | None = None,
 ) -> MigrationReport:
-    """Apply what has not run yet, in order; then bring the TTLs to `retention_days`."""
+    """Apply what has not run yet, in order; then bring the TTLs to `retention_days`.
+    With `cluster`, the replicated form ON CLUSTER (the client talks to any node of it)."""
     report = MigrationReport()
-    client.command(create_database(database))
-    client.command(create_table(SCHEMA_MIGRATIONS, database))
+    target = Target(database, cluster)
+    client.command(target.create_database())
+    client.command(target.create_bookkeeping())
     done = applied_versions(client, database)
     for migration in sorted(migrations, key=lambda m: m.version):
-        checksum = migration.checksum()
+        checksum = migration.checksum(cluster is not None)
         if migration.version in done:
             if done[migration.version] != checksum:
                 raise MigrationError(
@@ -159,44 +244,41 @@ def migrate(
             report.already.append(migration.version)
             continue
         log.info("applying migration %d (%s)", migration.version, migration.name)
-        for statement in migration.statements(database, retention_days):
+        for statement in migration.statements(database, retention_days, cluster):
             client.command(statement)
-        client.command(
-            f"INSERT INTO {database}.schema_migrations (version, name, checksum) "
-            f"VALUES ({migration.version}, '{_escape(migration.name)}', '{checksum}')"
-        )
+        client.command(_record(database, migration, checksum))
         report.applied.append(migration.version)
-    report.retention_changed = apply_retention(client, database, retention_days)
+    report.retention_changed = apply_retention(client, target, retention_days)
     return report
 
 
 _TTL_DAYS = re.compile(r"\bTTL\s+\w+\s*\+\s*toIntervalDay\((\d+)\)")
 
 
-def current_retention(client: SqlClient, database: str, table: Table) -> int:
+def current_retention(client: SqlClient, target: Target, table: Table) -> int:
     """Days of the table's TTL (0 when none)."""
     rows = _rows(
         client,
-        f"SELECT engine_full FROM system.tables "
-        f"WHERE database = '{_escape(database)}' AND name = '{table.name}'",
+        f"SELECT engine_full FROM system.tables WHERE database = "
+        f"'{_escape(target.database)}' AND name = '{target.storage_table(table)}'",
     )
     engine_full = "\t".join(rows[0]) if rows else ""
     match = _TTL_DAYS.search(engine_full)
     return int(match.group(1)) if match else 0
 
 
-def apply_retention(client: SqlClient, database: str, retention_days: int) -> list[str]:
+def apply_retention(client: SqlClient, target: Target, retention_days: int) -> list[str]:
     changed = []
     for table in DATA_TABLES:
         if table.ttl_column is None:
             continue
-        if current_retention(client, database, table) == retention_days:
+        if current_retention(client, target, table) == retention_days:
             continue
         expression = ttl_expression(table, retention_days)
         if expression is None:
-            client.command(f"ALTER TABLE {database}.{table.name} REMOVE TTL")
+            client.command(f"{target.alter_table(table)} REMOVE TTL")
         else:
-            client.command(f"ALTER TABLE {database}.{table.name} MODIFY TTL {expression}")
+            client.command(f"{target.alter_table(table)} MODIFY TTL {expression}")
         changed.append(table.name)
     return changed
 

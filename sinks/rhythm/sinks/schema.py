@@ -1,5 +1,5 @@
-"""The tables, defined once as data. `ddl.py` renders them for a single node; a cluster form
-(ON CLUSTER, Replicated*MergeTree, Distributed) is another renderer over the same objects.
+"""The tables, defined once as data. `ddl.py` renders them for a single node, `ddl_cluster.py`
+for a ClickHouse cluster (ON CLUSTER, Replicated*MergeTree, Distributed) from the same objects.
 
 Choices, per table (the queries they serve are the views in `views.py`):
 
@@ -28,6 +28,15 @@ dead_letters
 
 All data tables keep `non_replicated_deduplication_window` so the embedded engine (and a
 single server) honours `insert_deduplication_token`: a retried batch is dropped, not doubled.
+(The cluster form sets `replicated_deduplication_window` to the same value instead.)
+
+On a cluster, `shard_by` names the columns whose cityHash64 picks a row's shard. Rows that
+replace each other (the same sorting key) must land on the same shard, because merges and
+`FINAL` only collapse rows within one shard: so the shard key is made of columns the sorting
+key determines. signals and dead_letters: a prefix/subset of the sorting key. events: the
+actor, which every copy of an event_id shares (events are immutable). alerts: the entity,
+which `alert_id` hashes (rhythm.schemas.outputs.alert_id). entity_events has none: the
+materialized view fills it on the shard that holds the event.
 """
 
 from __future__ import annotations
@@ -93,6 +102,9 @@ class Table:
     indexes: tuple[Index, ...] = ()
     settings: Mapping[str, str] = field(default_factory=dict)
     comment: str = ""
+    #: on a cluster, cityHash64 of these columns picks the shard (empty: not inserted through
+    #: the Distributed table; see the module docstring)
+    shard_by: tuple[str, ...] = ()
 
     @property
     def column_names(self) -> list[str]:
@@ -150,6 +162,7 @@ EVENTS = Table(
     indexes=(Index("event_id_bf", "event_id", "bloom_filter(0.01)", 4),),
     settings=_DEDUP,
     comment="Raw events, one row per event_id (use FINAL, or it converges on merge).",
+    shard_by=("tenant", "actor_type", "actor_id"),
 )
 
 ENTITY_EVENTS = Table(
@@ -210,6 +223,7 @@ SIGNALS = Table(
     ttl_column="window_start",
     settings=_DEDUP,
     comment="One row per entity window; FINAL keeps the highest version.",
+    shard_by=("tenant", "role", "entity_type", "entity_id"),
 )
 
 ALERTS = Table(
@@ -234,6 +248,7 @@ ALERTS = Table(
     ttl_column="fired_at",
     settings=_DEDUP,
     comment="Alerts, one row per alert_id.",
+    shard_by=("tenant", "role", "entity_type", "entity_id"),
 )
 
 DEAD_LETTERS = Table(
@@ -256,6 +271,7 @@ DEAD_LETTERS = Table(
     ttl_column="received_at",
     settings=_DEDUP,
     comment="Messages the sink could not write, and why.",
+    shard_by=("topic", "kafka_partition", "kafka_offset"),
 )
 
 SCHEMA_MIGRATIONS = Table(

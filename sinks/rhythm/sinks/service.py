@@ -72,7 +72,9 @@ def _open_and_migrate(settings: SinkSettings, stop: threading.Event) -> Client |
             failure: Exception = exc
         else:
             try:
-                report = migrate(client, settings.database, settings.retention_days)
+                report = migrate(
+                    client, settings.database, settings.retention_days, cluster=settings.cluster
+                )
             except Exception as exc:
                 client.close()
                 if dsn.embedded or isinstance(exc, MigrationError):
@@ -121,7 +123,7 @@ def run_sink(
         consumer = Consumer(consumer_config(settings))
         dead_topic = DeadLetterTopic(settings.kafka, settings.dead_letter_topic)
         cleanup.append(dead_topic.close)
-        store = Store(client, settings.database)
+        store = Store(client, settings.database, distributed=settings.cluster is not None)
 
         def writer_factory(on_done: Callable[[Done], None]) -> Writer:
             return Writer(

@@ -118,6 +118,13 @@ class SinkSettings(BaseSettings):
     retention_days: int = Field(
         365, ge=0, description="TTL of events, signals, alerts, dead letters; 0 = forever."
     )
+    cluster: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="A ClickHouse cluster (remote_servers) to migrate ON CLUSTER: replicated "
+        "local tables, Distributed tables in front (see ddl_cluster.py); inserts go through "
+        "the Distributed tables synchronously. Needs an http(s) DSN.",
+    )
 
     # -- the query endpoint (embedded store only) -------------------------------------------
     http_host: str = Field("127.0.0.1", description="Where the ClickHouse HTTP endpoint binds.")
@@ -185,7 +192,9 @@ class SinkSettings(BaseSettings):
             raise ValueError("buffer_max_bytes must be >= batch_max_bytes + max_message_bytes")
         if self.retry_backoff_max_s < self.retry_backoff_min_s:
             raise ValueError("retry_backoff_max_s must be >= retry_backoff_min_s")
-        parse_dsn(self.resolved_dsn_text())
+        dsn = parse_dsn(self.resolved_dsn_text())
+        if self.cluster is not None and dsn.embedded:
+            raise ValueError("cluster needs a ClickHouse server DSN (http(s)://), not chdb://")
         return self
 
     # -- derived ----------------------------------------------------------------------------

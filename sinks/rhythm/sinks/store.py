@@ -57,22 +57,31 @@ def open_client(dsn: Dsn, settings: SinkSettings) -> Client:
     )
 
 
-def insert_settings(token: str) -> dict[str, Any]:
-    return {
+def insert_settings(token: str, distributed: bool = False) -> dict[str, Any]:
+    settings: dict[str, Any] = {
         "insert_deduplicate": 1,
         "insert_deduplication_token": token,
         # entity_events (filled by a materialized view) deduplicates the retried block too,
         # also if the first attempt failed between the source table and the view.
         "deduplicate_blocks_in_dependent_materialized_views": 1,
     }
+    if distributed:
+        # Into a Distributed table: return only once every shard has its part, so the offsets
+        # are committed after the rows are on the shards (not in a node's send queue). A retry
+        # splits the same rows the same way (the sharding key is deterministic) and each
+        # shard drops the part it already has by the token.
+        settings["distributed_foreground_insert"] = 1
+    return settings
 
 
 class Store:
     """The writer's side of the store: columnar inserts into the sink's tables."""
 
-    def __init__(self, client: Client, database: str) -> None:
+    def __init__(self, client: Client, database: str, distributed: bool = False) -> None:
         self.client = client
         self.database = database
+        #: the tables are Distributed ones (a cluster, `SinkSettings.cluster`)
+        self.distributed = distributed
 
     def insert(self, table: Table, rows: Sequence[Row], token: str) -> int:
         """Insert `rows` (tuples in the table's column order); returns the rows sent.
@@ -84,7 +93,7 @@ class Store:
             column_names=table.column_names,
             column_type_names=table.column_types,
             column_oriented=True,
-            settings=insert_settings(token),
+            settings=insert_settings(token, self.distributed),
         )
         return len(rows)
 

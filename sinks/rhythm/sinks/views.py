@@ -1,8 +1,12 @@
 """The views analysts start from, defined once as data (`ddl.py` renders them).
 
-`$db` stands for the database; `{name:Type}` are ClickHouse query parameters, which make a
-view parameterized: `SELECT * FROM rhythm.entity_timeline(tenant='acme', entity_type='user',
-entity_id='u-42')`.
+`$db` stands for the database; `$source` for the table a materialized view is triggered by
+(the local table on a cluster); `${global}` is empty on a single node and `GLOBAL ` on a
+cluster, before a JOIN or IN whose right side reads a Distributed table (so it is computed
+once and shipped to the shards, not once per shard, which ClickHouse refuses by default
+with `distributed_product_mode = 'deny'`). `{name:Type}` are ClickHouse query parameters,
+which make a view parameterized: `SELECT * FROM rhythm.entity_timeline(tenant='acme',
+entity_type='user', entity_id='u-42')`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ class View:
     #: a materialized view writes into this table (in the same database)
     to_table: str | None = None
     comment: str = ""
+    #: a materialized view is triggered by inserts into this table (`$source`)
+    source: str | None = None
 
 
 # Every entity an event touches, as the processors count them (explode.py): the actor, the
@@ -39,7 +45,7 @@ SELECT
     tenant, e.2 AS entity_type, e.3 AS entity_id, e.1 AS role,
     occurred_at, event_id, verb, actor_type, actor_id, object_type, object_id,
     target_type, target_id, channel, context_id, weight, tags
-FROM $db.events
+FROM $source
 ARRAY JOIN CAST(arrayConcat(
     [('actor', toString(actor_type), actor_id)],
     if(object_type IS NULL OR object_id IS NULL, [],
@@ -50,6 +56,7 @@ ARRAY JOIN CAST(arrayConcat(
 ), 'Array(Tuple(String, String, String))') AS e
 """,
     comment="Fills entity_events on every insert into events.",
+    source="events",
 )
 
 ENTITY_TIMELINE = View(
@@ -136,7 +143,7 @@ SELECT
     (current_weight - baseline_weight)
         / greatest(baseline_weight_sd, sqrt(abs(baseline_weight)), 1) AS amplitude_z
 FROM $db.signals AS s FINAL
-INNER JOIN current AS c ON s.tenant = c.tenant
+${global}INNER JOIN current AS c ON s.tenant = c.tenant
 WHERE s.window_seconds = {window_seconds:UInt32}
   AND s.window_start >= c.current_start
       - toIntervalSecond({window_seconds:UInt32} * {baseline_windows:UInt32})
@@ -179,7 +186,7 @@ replied AS (
     INNER JOIN (
         SELECT tenant, context_id, actor_type, actor_id, occurred_at
         FROM $db.events
-        WHERE (tenant, context_id) IN (SELECT tenant, context_id FROM waiting)
+        WHERE (tenant, context_id) ${global}IN (SELECT tenant, context_id FROM waiting)
     ) AS e ON e.tenant = w.tenant AND e.context_id = w.context_id
     WHERE e.occurred_at > w.last_event_at
       AND NOT (e.actor_type = w.entity_type AND e.actor_id = w.entity_id)
