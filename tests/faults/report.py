@@ -36,7 +36,7 @@ class Report:
         if self.runs:
             lines += [
                 "| run | faults injected | events in | stored once | duplicated | lost "
-                "| signal windows equal | alerts equal |",
+                "| signal windows checked | alerts as expected |",
                 "|---|---|---:|---:|---:|---:|---:|---|",
             ]
             for r in self.runs:

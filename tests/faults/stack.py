@@ -111,7 +111,8 @@ class Stack:
             "session_timeout_ms": 6000,
         } | sink_settings
         self.buffer_max_rows = int(settings["buffer_max_rows"])
-        self.sink = SinkProcess(broker.bootstrap, self.topics, home, f"{self.name}-sink", **settings)
+        group = f"{self.name}-sink"
+        self.sink = SinkProcess(broker.bootstrap, self.topics, home, group, **settings)
         self.sink.env.update(extra_env or {})
 
     @property

@@ -32,7 +32,7 @@ from ..integration.test_processors import (
 )
 from ..integration.workload import Workload, generate, reference_signals
 from .report import REPORT, RunRow
-from .stack import Ledger, Stack, own_broker, wait_until
+from .stack import Ledger, Stack, own_broker
 
 pytestmark = pytest.mark.integration
 
@@ -181,8 +181,10 @@ def scenario(
             assert alerts_equal
     finally:
         REPORT.runs.append(
-            RunRow(name, ledger.faults, len(w.arrivals), once, duplicated, lost,
-                   len(closed & set(got)), alerts_equal)  # fmt: skip
+            RunRow(
+                name, ledger.faults, len(w.arrivals), once, duplicated, lost,
+                len(closed & set(got)), alerts_equal,
+            )  # fmt: skip
         )
 
 
