@@ -26,7 +26,9 @@ from ..integration.test_sink_support import SinkProcess, Topics
 
 def own_broker(home: Path) -> LocalKafka:
     """A broker on free ports in `home`, with no default topics: the caller stops it."""
-    broker = LocalKafka(LocalKafkaSettings(home=home, port=0, controller_port=0), owned=True)
+    # A generous start timeout: the machine running the suite may be busy (CI, other tests).
+    settings = LocalKafkaSettings(home=home, port=0, controller_port=0, start_timeout_s=240)
+    broker = LocalKafka(settings, owned=True)
     broker.up(topics=())
     return broker
 
