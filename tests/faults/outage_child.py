@@ -41,7 +41,7 @@ def main() -> None:
     settings = ClientSettings(
         kafka=KafkaSettings(bootstrap_servers=bootstrap),
         topic=topic,
-        full_queue_policy=policy,  # type: ignore[arg-type]
+        full_queue_policy=policy,
         queue_max_messages=int(queue_max),
         block_timeout_s=float(block_timeout),
         linger_ms=5,

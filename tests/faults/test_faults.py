@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -153,18 +154,23 @@ def scenario(
     now: int,
     plan: list[Fault],
     calm: dict[str, Any] | None = None,
+    secrets: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> None:
     reference = reference_signals(w.events, WINDOWS_MS)
     closed = expected_closed(reference, now - 60_000)
     ledger = Ledger()
-    stack = Stack(broker, tmp_path / "hurt", name=f"{name}-{uuid.uuid4().hex[:6]}")
+    stack = Stack(broker, tmp_path / "hurt", name=f"{name}-{uuid.uuid4().hex[:6]}", extra_env=env)
     try:
         run_with_faults(stack, w, closed, plan, ledger)
         once, duplicated, lost = stored_counts(stack, w)
         got = stack.signals()
         alerts = stack.alerts()
+        scrapes = [stack.sink.metrics(), scrape(stack.processors.metrics_port)]
     finally:
         stack.close()
+    if secrets:
+        assert_never_shown(secrets, stack, scrapes)
     alerts_equal = True
     try:
         assert (duplicated, lost) == (0, 0)
@@ -185,6 +191,27 @@ def scenario(
         row = RunRow(name, ledger.faults, len(w.arrivals), once, duplicated, lost, checked,
                      alerts_equal)  # fmt: skip
         REPORT.runs.append(row)
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return str(response.read().decode())
+
+
+def assert_never_shown(secrets: dict[str, str], stack: Stack, scrapes: list[str]) -> None:
+    """No secret in any log file of the run (processors, sink, broker) nor in /metrics."""
+    logs = [*stack.logs(), *Path(stack.broker.home).rglob("*.log")]
+    assert all(p.exists() for p in stack.logs())
+    for secret in secrets.values():
+        for path in logs:
+            assert secret.encode() not in path.read_bytes(), f"{secret!r} in {path}"
+        for text in scrapes:
+            assert secret not in text
+    REPORT.notes.append(
+        f"planted secrets ({', '.join(sorted(secrets))}) found in none of {len(logs)} log "
+        f"files ({sum(p.stat().st_size for p in logs) // 1024:,} KiB) and "
+        f"{len(scrapes)} /metrics scrapes of the quick run"
+    )
 
 
 def calm_run(broker: LocalKafka, tmp_path: Path, w: Workload, now: int) -> dict[str, Any]:
@@ -216,7 +243,18 @@ QUICK_PLAN = [
 def test_quick_faults_lose_and_double_nothing(broker: LocalKafka, tmp_path: Path) -> None:
     now = int(time.time() * 1000)
     w = generate(now, seed=31, users=30, days=2)
-    scenario(broker, tmp_path, "quick", w, now, QUICK_PLAN)
+    # Secrets the components read but that the PLAINTEXT broker and the embedded store do not
+    # use (a real SASL handshake or ClickHouse server would reject them): they must appear in
+    # no log and no metric. The sink and the processors log at INFO here.
+    secrets = {
+        "RHYTHM_KAFKA_SASL_USERNAME": "rhythm-svc",
+        "RHYTHM_KAFKA_SASL_PASSWORD": f"sasl-{uuid.uuid4().hex}",
+        "RHYTHM_KAFKA_SSL_KEY_PASSWORD": f"key-{uuid.uuid4().hex}",
+        "RHYTHM_SINK_CLICKHOUSE_PASSWORD": f"ch-{uuid.uuid4().hex}",
+    }
+    env = secrets | {"RHYTHM_PROCESSOR_LOG_LEVEL": "info"}
+    planted = {k: v for k, v in secrets.items() if "PASSWORD" in k}
+    scenario(broker, tmp_path, "quick", w, now, QUICK_PLAN, secrets=planted, env=env)
 
 
 LONG_PLAN = [
