@@ -98,3 +98,12 @@ def test_stage1_dead_letters_it_and_takes_the_next_message() -> None:
     # No NaN reaches stage 2: the only update carries the good event's weight.
     updates = [u for m in out.messages.values() for u in m.get("u", [])]
     assert updates and all("nan" not in repr(u).lower() for u in updates)
+
+
+def test_a_lone_surrogate_is_named_as_such() -> None:
+    from rhythm.schemas import ContractError, validate_record
+
+    event = {"tenant": "acme", "occurred_at": "2026-10-01T12:00:00Z", "verb": "viewed",
+             "actor": {"type": "user", "id": "u-\ud800"}}  # fmt: skip
+    with pytest.raises(ContractError, match=r"actor\.id: must be valid Unicode"):
+        validate_record(event)
