@@ -7,12 +7,13 @@ RHYTHM := $(VENV)/bin/rhythm
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-unit test-integration lint run up down bench kafka-fetch kafka-up kafka-down kafka-status clean
+.PHONY: help venv test test-unit test-integration test-faults lint run up down bench kafka-fetch kafka-up kafka-down kafka-status clean
 
 help:
 	@echo "make run     - the main job on the embedded default: simulate, process, report"
 	@echo "make up / make down - the local stack (Kafka, processors, sink) in the background"
 	@echo "make test    - lint, type-check, unit and integration tests on a real local Kafka"
+	@echo "make test-faults - the full fault and bad-input suite (tests/faults, long runs too)"
 	@echo "make bench   - benchmarks, written to BENCHMARKS.md"
 	@echo "make kafka-up / kafka-down / kafka-status - the local single-node KRaft broker"
 
@@ -40,7 +41,13 @@ test-integration: kafka-fetch
 
 # pytest exits 5 when it collected no test: that is a failure here, as any non-zero code.
 test: lint kafka-fetch
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not long"
+
+# The whole fault suite, the `long` tests included (200k events through kills, a broker
+# restart and a ClickHouse outage; the client through a broker outage): tens of minutes.
+# The table it prints also goes to .rhythm/faults-report.md (for RELIABILITY.md).
+test-faults: kafka-fetch
+	RHYTHM_FAULTS_REPORT=$(RUN_HOME)/faults-report.md $(PY) -m pytest tests/faults --timeout 5400
 
 kafka-up: kafka-fetch
 	$(RHYTHM) kafka up

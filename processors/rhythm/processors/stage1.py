@@ -23,6 +23,7 @@ from typing import Any
 from rhythm.processors.codec import dumps, loads
 from rhythm.processors.explode import SEP, explode, partition_for
 from rhythm.schemas import WireError, decode_event
+from rhythm.schemas.wire_check import record_problem
 
 NO_WATERMARK = -(2**62)
 
@@ -101,6 +102,12 @@ class SourcePartition:
             except WireError as exc:
                 out.dead_letters.append(
                     DeadLetter(exc.reason, self.partition, offset, value or b"", str(exc))
+                )
+                continue
+            problem = record_problem(record)  # another producer may break the contract
+            if problem is not None:
+                out.dead_letters.append(
+                    DeadLetter("invalid_event", self.partition, offset, value or b"", problem)
                 )
                 continue
             ts = int(record["occurred_at"])

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from rhythm.producers.config import ClientSettings
 from rhythm.producers.metrics import COLLECTOR, ClientStats
@@ -201,6 +201,9 @@ class Client:
             return
         except BufferError:
             pass
+        except KafkaException as exc:  # refused outright, e.g. a topic known not to exist
+            self._give_up(record, exc.args[0])
+            return
         if self.settings.full_queue_policy == "block":
             deadline = time.monotonic() + self.settings.block_timeout_s
             while time.monotonic() < deadline:
@@ -211,6 +214,9 @@ class Client:
                     return
                 except BufferError:
                     continue
+                except KafkaException as exc:
+                    self._give_up(record, exc.args[0])
+                    return
         self.stats.dropped["queue_full"] += 1
         self._report(record, "queue_full")
 
@@ -234,8 +240,11 @@ class Client:
             if latency is not None:
                 self.stats.observe_latency(latency)
             return
+        self._give_up(dict(decode_event(msg.value() or b"")), err)
+
+    def _give_up(self, record: dict[str, Any], err: KafkaError) -> None:
+        """A failed event: counted, logged (the first ten, then every thousandth), reported."""
         reason = _REASONS.get(err.code(), "kafka_error")
-        record: dict[str, Any] = dict(decode_event(msg.value() or b""))
         self.stats.failed[reason] += 1
         if self._failures_logged < 10 or self._failures_logged % 1000 == 0:
             log.warning("event %s not delivered: %s (%s)", record.get("event_id"), reason, err)

@@ -84,6 +84,7 @@ _SIMPLE_RULES = {
     "missing": ("required", False),
     "extra_forbidden": ("unknown field (the event contract allows no extra fields)", True),
     "string_type": ("must be a string", True),
+    "string_unicode": ("must be valid Unicode (a lone surrogate is not)", True),
     "string_too_short": ("must not be empty", True),  # every min_length is 1
     "float_type": ("must be a number (not a string or bool)", True),
     "finite_number": ("must be finite (NaN and infinity are not allowed)", True),

@@ -37,7 +37,7 @@ from rhythm.sinks.settings import SinkSettings
 from rhythm.sinks.transform import TRANSFORMS, Kind, Message
 from rhythm.sinks.writer import Done, Writer, error_reason
 
-__all__ = ["ConsumerLoop", "consumer_config"]
+__all__ = ["ConsumerLoop", "FatalConsumerError", "consumer_config"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,12 @@ def consumer_config(settings: SinkSettings) -> dict[str, Any]:
         conf["group.instance.id"] = settings.group_instance_id
     conf.update(settings.consumer_extra)
     return conf
+
+
+class FatalConsumerError(RuntimeError):
+    """librdkafka says the consumer is unusable. The sink exits (non-zero) so that its
+    supervisor starts a fresh one, which rebuilds what was in hand from the committed
+    intents; staying up would leave every partition unread for good."""
 
 
 class ConsumerLoop:
@@ -165,6 +171,8 @@ class ConsumerLoop:
         error = km.error()
         if error is not None:
             text = str(error)
+            if error.fatal():  # e.g. a static member fenced: this consumer can do no more
+                raise FatalConsumerError(text)
             # e.g. a topic not created yet: said once a minute, not at every poll
             if error.code() != KafkaError._PARTITION_EOF and now >= self._logged.get(text, 0):
                 self._logged[text] = now + 60

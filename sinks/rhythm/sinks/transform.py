@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from rhythm.schemas import WireError, decode_event
 from rhythm.schemas.outputs import Alert, Signal
+from rhythm.schemas.wire_check import record_problem
 from rhythm.sinks.schema import ALERTS, EVENTS, SIGNALS, Table
 
 __all__ = [
@@ -101,6 +102,9 @@ def transform_event(message: Message) -> Outcome:
         record: dict[str, Any] = dict(decode_event(message.value or b""))
     except WireError as exc:
         return DeadLetter(message, exc.reason, str(exc))
+    problem = record_problem(record)  # another producer may break the contract
+    if problem is not None:
+        return DeadLetter(message, "invalid_event", problem)
     try:
         event_id = str(uuid.UUID(record["event_id"]))
         if not record["tenant"] or not record["actor_type"] or not record["actor_id"]:
