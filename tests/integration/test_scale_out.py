@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaException
+from confluent_kafka import ConsumerGroupState, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rhythm.producers import Client, ClientSettings, KafkaSettings
@@ -54,6 +54,7 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKaf
             controller_port=0,
             brokers=BROKERS,
             heap="384m",
+            start_timeout_s=240,
         ),
         owned=True,
     )
@@ -211,3 +212,70 @@ def test_a_broker_killed_mid_run_loses_and_doubles_nothing(
     check_alerts(p.alerts(), w)
     alerts = [json.loads(payload(m)) for m in read_topic(bootstrap, p.topics["alerts"], 0, 5)]
     assert len({a["alert_id"] for a in alerts}) == len(p.alerts())
+
+
+def stable_members(bootstrap: str, group: str) -> int:
+    """Members of a consumer group (a Faust app's workers) once its rebalance is done; -1
+    while it is rebalancing (or cannot be described)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    except KafkaException:
+        return -1
+    if description.state != ConsumerGroupState.STABLE:
+        return -1
+    return len(description.members)
+
+
+def test_workers_joining_and_leaving_mid_run_give_the_single_worker_results(
+    kafka_cluster: LocalKafkaCluster, tmp_path: Path
+) -> None:
+    bootstrap = kafka_cluster.bootstrap
+    now = int(time.time() * 1000)
+    w = generate(now, seed=41, users=60)
+    reference = reference_signals(w.events, WINDOWS_MS)
+    closed = expected_closed(reference, now - 60_000)
+
+    # One events topic, read by two apps: a single worker, and workers that come and go.
+    calm = Scaled(bootstrap, f"one-{uuid.uuid4().hex[:8]}", tmp_path / "one")
+    calm.create_topics()
+    many = Scaled(bootstrap, f"many-{uuid.uuid4().hex[:8]}", tmp_path / "many", calm.events_topic)
+    many.create_topics()
+    calm.send(w.arrivals)  # all in first: input is always waiting (see test_processors)
+
+    procs = [calm.start(), many.start(0), many.start(1)]
+    try:
+        wait_until(
+            lambda: stable_members(bootstrap, many.name) == 2 and many.emitted() > 0,
+            "two workers sharing the partitions and emitting",
+            timeout=180,
+        )
+        procs.append(many.start(2))
+        wait_until(
+            lambda: stable_members(bootstrap, many.name) == 3,
+            "the third worker to join and the partitions to be shared by three",
+            timeout=180,
+        )
+        stop(procs[1])  # worker 0 leaves (SIGTERM) mid-run
+        left_at = many.emitted()
+        wait_until(
+            lambda: stable_members(bootstrap, many.name) == 2,
+            "the two remaining workers to take over",
+            timeout=180,
+        )
+        many_signals = wait_for_windows(many, closed)
+        calm_signals = wait_for_windows(calm, closed)
+    finally:
+        for proc in procs:
+            stop(proc)
+
+    assert left_at < len(closed)  # the worker left while windows were still to come
+    check_signals(many_signals, reference)
+    check_signals(calm_signals, reference)
+    for key in closed:
+        many_s, calm_s = dict(many_signals[key]), dict(calm_signals[key])
+        assert many_s.pop("weight_sum") == pytest.approx(calm_s.pop("weight_sum"), rel=1e-12)
+        assert many_s == calm_s, key
+    calm_alerts = calm.alerts()
+    check_alerts(calm_alerts, w)
+    assert many.alerts() == calm_alerts
