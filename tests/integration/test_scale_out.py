@@ -85,7 +85,7 @@ class Scaled(Pipeline):
         if self.events_topic == f"{self.name}.events":
             specs.append(NewTopic(t["events"], 4, BROKERS))
         for future in admin.create_topics(specs).values():
-            future.result(30)
+            future.result(120)
 
     def emitted(self) -> int:
         """As Pipeline.emitted, retried while partitions have no leader (a node just died)."""
@@ -156,7 +156,7 @@ def test_a_broker_killed_mid_run_loses_and_doubles_nothing(
     p.send(w.arrivals)
     probe_topic = f"{p.name}.probe"
     admin = AdminClient({"bootstrap.servers": bootstrap})  # referenced until the result
-    admin.create_topics([NewTopic(probe_topic, 4, BROKERS)])[probe_topic].result(30)
+    admin.create_topics([NewTopic(probe_topic, 4, BROKERS)])[probe_topic].result(120)
     assert topic_replicas(bootstrap, probe_topic) == {BROKERS}
     probe = [
         {**e, "event_id": str(uuid.uuid4()), "context_id": f"probe-{i}"}
@@ -219,8 +219,8 @@ def stable_members(bootstrap: str, group: str) -> int:
     while it is rebalancing (or cannot be described)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     try:
-        description = admin.describe_consumer_groups([group])[group].result(timeout=10)
-    except KafkaException:
+        description = admin.describe_consumer_groups([group])[group].result(timeout=20)
+    except (KafkaException, TimeoutError):
         return -1
     if description.state != ConsumerGroupState.STABLE:
         return -1
