@@ -7,13 +7,14 @@ RHYTHM := $(VENV)/bin/rhythm
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-unit test-integration lint run up down bench kafka-fetch kafka-up kafka-down kafka-status clean
+.PHONY: help venv test test-unit test-integration test-scale lint run up down bench kafka-fetch kafka-up kafka-down kafka-status clean
 
 help:
 	@echo "make run     - the main job on the embedded default: simulate, process, report"
 	@echo "make up / make down - the local stack (Kafka, processors, sink) in the background"
 	@echo "make test    - lint, type-check, unit and integration tests on a real local Kafka"
 	@echo "make bench   - benchmarks, written to BENCHMARKS.md"
+	@echo "make test-scale - a broker killed and workers rebalanced on a 3-node Kafka (slow)"
 	@echo "make kafka-up / kafka-down / kafka-status - the local single-node KRaft broker"
 
 $(STAMP): pyproject.toml
@@ -41,6 +42,11 @@ test-integration: kafka-fetch
 # pytest exits 5 when it collected no test: that is a failure here, as any non-zero code.
 test: lint kafka-fetch
 	$(PY) -m pytest tests
+
+# Scale-out on a real 3-node Kafka cluster (minutes: three JVMs and several workers); not in
+# `make test`, whose quick part covers the cluster's configuration (tests/unit).
+test-scale: kafka-fetch
+	RHYTHM_TEST_SCALE=1 $(PY) -m pytest -m scale tests/integration/test_scale_out.py
 
 kafka-up: kafka-fetch
 	$(RHYTHM) kafka up

@@ -37,7 +37,14 @@ from .test_processors import (
 )
 from .workload import generate, reference_signals
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.scale,
+    pytest.mark.skipif(
+        os.environ.get("RHYTHM_TEST_SCALE") != "1",
+        reason="minutes on a 3-node cluster: `make test-scale` runs it",
+    ),
+]
 
 BROKERS = 3
 
