@@ -32,7 +32,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rhythm.producers import ClientSettings, KafkaSettings
@@ -116,13 +116,16 @@ def run_workers(
                 raise SystemExit(f"{workers} worker(s) did not finish within {timeout:.0f} s")
             if procs[0].poll() is not None:
                 raise SystemExit(f"the workers exited ({procs[0].returncode}); see {work}")
-            done, total = offsets(bootstrap, app, events_topic, partitions)
-            if done > 0 and first_progress is None:
-                first_progress = time.monotonic()
-            if done >= total:
-                updates_done, updates_end = offsets(bootstrap, app, f"{app}.updates", partitions)
-                if updates_done >= updates_end:
-                    break
+            try:
+                done, total = offsets(bootstrap, app, events_topic, partitions)
+                if done > 0 and first_progress is None:
+                    first_progress = time.monotonic()
+                if done >= total:
+                    updates = offsets(bootstrap, app, f"{app}.updates", partitions)
+                    if updates[0] >= updates[1]:
+                        break
+            except KafkaException:  # the group's coordinator is loading or moving: ask again
+                pass
             time.sleep(0.5)
         finished = time.monotonic()
     finally:
