@@ -128,3 +128,23 @@ def test_each_worker_gets_its_own_state_and_ports(tmp_path: Path) -> None:
     assert [e["RHYTHM_PROCESSOR_METRICS_PORT"] for e in envs] == ["9465", "9466", "9467"]
     assert {e["RHYTHM_PROCESSOR_WEB_PORT"] for e in envs} == {"0"}
     assert {e["RHYTHM_KAFKA_BOOTSTRAP_SERVERS"] for e in envs} == {"a:1,b:2,c:3"}
+
+
+def test_cli_status_of_a_stopped_cluster_lists_its_nodes(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rhythm.stack.kafka_cli import app
+
+    cluster(tmp_path, brokers=3, port=29092, controller_port=29093)._write_layout()
+    result = CliRunner().invoke(app, ["status", "--home", str(tmp_path), "--json"])
+    assert result.exit_code == 3, result.output  # not running
+    info = json.loads(result.output)
+    assert info["brokers"] == 3 and not info["running"]
+    assert [n["bootstrap"] for n in info["nodes"]] == [
+        "127.0.0.1:29092",
+        "127.0.0.1:29094",
+        "127.0.0.1:29096",
+    ]
+    # A cluster's home refuses another size.
+    result = CliRunner().invoke(app, ["up", "--home", str(tmp_path), "--brokers", "2"])
+    assert result.exit_code == 1 and "3-node" in result.output
