@@ -109,6 +109,7 @@ def run_workers(
         )
     ]
     first_progress: float | None = None
+    updates_end = 0
     try:
         deadline = started + timeout
         while True:
@@ -121,8 +122,11 @@ def run_workers(
                 if done > 0 and first_progress is None:
                     first_progress = time.monotonic()
                 if done >= total:
-                    updates = offsets(bootstrap, app, f"{app}.updates", partitions)
-                    if updates[0] >= updates[1]:
+                    # Stage 2 is done with what stage 1 sent for the events once it has
+                    # committed the updates' end as of then (idle ticks keep adding to it).
+                    committed, end = offsets(bootstrap, app, f"{app}.updates", partitions)
+                    updates_end = updates_end or end
+                    if committed >= updates_end:
                         break
             except KafkaException:  # the group's coordinator is loading or moving: ask again
                 pass
