@@ -216,7 +216,7 @@ def main() -> None:
         f"{os.cpu_count()} cores; load average at the end {load[0]:.1f} / {load[1]:.1f} / "
         f"{load[2]:.1f}\n"
     )
-    base = runs[0]
+    base = min(runs, key=lambda r: r.workers)
     print("| workers | seconds (incl. start) | events/s | ratio | processing events/s | ratio |")
     print("|---:|---:|---:|---:|---:|---:|")
     for run in runs:
