@@ -7,7 +7,7 @@ RHYTHM := $(VENV)/bin/rhythm
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-unit test-integration test-faults lint run up down bench kafka-fetch kafka-up kafka-down kafka-status clean
+.PHONY: help venv test test-unit test-integration test-faults test-scale lint run up down bench kafka-fetch kafka-up kafka-down kafka-status clean
 
 help:
 	@echo "make run     - the main job on the embedded default: simulate, process, report"
@@ -15,6 +15,7 @@ help:
 	@echo "make test    - lint, type-check, unit and integration tests on a real local Kafka"
 	@echo "make test-faults - the full fault and bad-input suite (tests/faults, long runs too)"
 	@echo "make bench   - benchmarks, written to BENCHMARKS.md"
+	@echo "make test-scale - a broker killed and workers rebalanced on a 3-node Kafka (slow)"
 	@echo "make kafka-up / kafka-down / kafka-status - the local single-node KRaft broker"
 
 $(STAMP): pyproject.toml
@@ -48,6 +49,11 @@ test: lint kafka-fetch
 # The table it prints also goes to .rhythm/faults-report.md (for RELIABILITY.md).
 test-faults: kafka-fetch
 	RHYTHM_FAULTS_REPORT=$(RUN_HOME)/faults-report.md $(PY) -m pytest tests/faults --timeout 5400
+
+# Scale-out on a real 3-node Kafka cluster (minutes: three JVMs and several workers); not in
+# `make test`, whose quick part covers the cluster's configuration (tests/unit).
+test-scale: kafka-fetch
+	RHYTHM_TEST_SCALE=1 $(PY) -m pytest -m scale tests/integration/test_scale_out.py
 
 kafka-up: kafka-fetch
 	$(RHYTHM) kafka up

@@ -35,6 +35,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -53,9 +54,11 @@ from rhythm.stack.ports import free_ports, port_open, wait_for_port
 
 __all__ = [
     "LocalKafka",
+    "LocalKafkaCluster",
     "LocalKafkaError",
     "LocalKafkaSettings",
     "assets_dir",
+    "open_local_kafka",
     "parse_consumer_perf",
     "parse_producer_perf",
     "render_server_properties",
@@ -143,7 +146,17 @@ class LocalKafkaSettings(BaseSettings):
     controller_port: int = Field(
         default=9093, ge=0, le=65535, description="KRaft controller port; 0 picks a free one."
     )
-    node_id: int = Field(default=1, ge=0, description="node.id of the single node.")
+    node_id: int = Field(
+        default=1, ge=0, description="node.id of the single node (a cluster numbers 1..N)."
+    )
+    brokers: int = Field(
+        default=1,
+        ge=1,
+        le=9,
+        description="Nodes (each broker and controller, all voting in the KRaft quorum). With "
+        "more than one, ports are port, port+2, ... (controller_port likewise) or free ones "
+        "for 0; topics get min(3, N) replicas and min.insync.replicas min(2, N).",
+    )
     heap: str = Field(default="512m", description="JVM heap of the broker (-Xmx).")
     tool_heap: str = Field(default="512m", description="JVM heap of tools (perf, storage).")
     start_timeout_s: float = Field(
@@ -200,9 +213,11 @@ def render_server_properties(
     port: int | None = None,
     controller_port: int | None = None,
     log_dir: Path | None = None,
+    voters: str | None = None,
 ) -> str:
     """server.properties for ``settings`` (the ports and log dir may be given explicitly, e.g.
-    once automatic ports are chosen). Pure: reads only the template."""
+    once automatic ports are chosen; ``voters`` is controller.quorum.voters, by default this
+    node alone). Pure: reads only the template."""
     port = settings.port if port is None else port
     controller_port = settings.controller_port if controller_port is None else controller_port
     if port <= 0 or controller_port <= 0:
@@ -216,6 +231,9 @@ def render_server_properties(
         port=port,
         controller_port=controller_port,
         node_id=settings.node_id,
+        voters=voters or f"{settings.node_id}@{settings.host}:{controller_port}",
+        replication=min(3, settings.brokers),
+        min_isr=min(2, settings.brokers),
         # java.util.Properties treats backslashes as escapes.
         log_dir=str(log_dir).replace("\\", "\\\\"),
     )
@@ -349,15 +367,242 @@ def _cmdline(pid: int) -> list[str] | None:
 # --------------------------------------------------------------------------------------------
 
 
-class LocalKafka:
-    """One local single-node Kafka broker living in ``settings.home``."""
+class _Kafka:
+    """What a single node and a cluster offer alike: topics, an admin client, perf tools.
+    Subclasses say where the cluster is (``bootstrap``), how many replicas a topic gets, and
+    how to run a tool from the broker's jars."""
 
-    def __init__(self, settings: LocalKafkaSettings | None = None, *, owned: bool = False) -> None:
+    settings: LocalKafkaSettings
+
+    @property
+    def bootstrap(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def replication_factor(self) -> int:
+        """Replicas of the topics created here: min(3, brokers)."""
+        return min(3, self.settings.brokers)
+
+    def is_running(self) -> bool:
+        raise NotImplementedError
+
+    def run_tool(
+        self,
+        main_class: str,
+        args: list[str],
+        timeout: float = 300.0,
+        *,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        raise NotImplementedError
+
+    def _require_running(self) -> None:
+        if not self.is_running():
+            raise LocalKafkaError(
+                f"no broker is running from {self.settings.home}; start it with `rhythm kafka up`"
+            )
+
+    def producer_perf(
+        self,
+        topic: str,
+        num_records: int,
+        record_size: int,
+        throughput: int = -1,
+        props: Mapping[str, str] | None = None,
+        *,
+        timeout: float = 600.0,
+    ) -> dict[str, float]:
+        """Run ProducerPerformance against this broker; returns its final summary as numbers
+        (records, records_per_s, mb_per_s, avg_latency_ms, max_latency_ms, p50_ms, p95_ms,
+        p99_ms, p999_ms). ``props`` are producer properties (acks, linger.ms, ...); the topic
+        must exist (the broker does not auto-create topics)."""
+        self._require_running()
+        producer_props = {"bootstrap.servers": self.bootstrap, **(props or {})}
+        args = [
+            "--topic",
+            topic,
+            "--num-records",
+            str(num_records),
+            "--record-size",
+            str(record_size),
+            "--throughput",
+            str(throughput),
+            "--producer-props",
+            *(f"{k}={v}" for k, v in producer_props.items()),
+        ]
+        result = self.run_tool(PRODUCER_PERF, args, timeout=timeout)
+        return parse_producer_perf(result.stdout)
+
+    def consumer_perf(
+        self,
+        topic: str,
+        messages: int,
+        *,
+        group: str | None = None,
+        timeout_ms: int = 10_000,
+        from_latest: bool = False,
+        props: Mapping[str, str] | None = None,
+        timeout: float = 600.0,
+    ) -> dict[str, float]:
+        """Run ConsumerPerformance against this broker (a fresh group by default, reading from
+        the earliest offset); returns mb, mb_per_s, records, records_per_s, rebalance_ms,
+        fetch_ms, fetch_mb_per_s, fetch_records_per_s. It stops after ``messages`` records or
+        when no record arrived for ``timeout_ms`` (then ``records`` < ``messages``)."""
+        self._require_running()
+        group = group or f"rhythm-perf-{uuid.uuid4().hex[:12]}"
+        args = [
+            "--bootstrap-server",
+            self.bootstrap,
+            "--topic",
+            topic,
+            "--messages",
+            str(messages),
+            "--group",
+            group,
+            "--timeout",
+            str(timeout_ms),
+        ]
+        if from_latest:
+            args.append("--from-latest")
+        with tempfile.TemporaryDirectory(prefix="rhythm-perf-") as tmp:
+            if props:
+                config = Path(tmp) / "consumer.properties"
+                config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+                args += ["--consumer.config", str(config)]
+            result = self.run_tool(CONSUMER_PERF, args, timeout=timeout)
+        stats = parse_consumer_perf(result.stdout)
+        if stats.get("records", 0.0) < messages:
+            log.warning(
+                "ConsumerPerformance read %d of %d records from %s (timeout %d ms)",
+                int(stats.get("records", 0.0)),
+                messages,
+                topic,
+                timeout_ms,
+            )
+        return stats
+
+    # -- topics ---------------------------------------------------------------------------
+
+    def admin(self) -> AdminClient:
+        """A confluent_kafka AdminClient for this broker (every node of a cluster)."""
+        return AdminClient({"bootstrap.servers": self.bootstrap})
+
+    def topics(self, timeout: float = 10.0) -> dict[str, int]:
+        """{topic: partition count} of the non-internal topics."""
+        try:
+            metadata = self.admin().list_topics(timeout=timeout)
+        except KafkaException as exc:
+            raise LocalKafkaError(f"cannot list topics on {self.bootstrap}: {exc}") from exc
+        return {
+            name: len(topic.partitions)
+            for name, topic in sorted(metadata.topics.items())
+            if not name.startswith("__")
+        }
+
+    def create_topics(self, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
+        """Create the topics that do not exist yet (``replication_factor`` replicas; the
+        brokers' ``min.insync.replicas`` applies), wait until their partitions have leaders,
+        and return the names created. Existing topics are left as they are (a warning if their
+        partition count differs from the spec)."""
+        wanted = {spec.name: spec for spec in specs}
+        if not wanted:
+            return []
+        admin = self.admin()
+        deadline = time.monotonic() + timeout
+        created: list[str] = []
+        pending = dict(wanted)
+        while pending:
+            remaining = max(1.0, deadline - time.monotonic())
+            try:
+                existing = admin.list_topics(timeout=remaining).topics
+            except KafkaException as exc:
+                raise LocalKafkaError(f"cannot list topics on {self.bootstrap}: {exc}") from exc
+            for name in list(pending):
+                if name in existing:
+                    have, want = len(existing[name].partitions), pending[name].partitions
+                    if name not in created and have != want:
+                        log.warning(
+                            "topic %s exists with %d partitions (spec: %d)", name, have, want
+                        )
+                    del pending[name]
+            if not pending:
+                break
+            new = [
+                NewTopic(
+                    spec.name,
+                    num_partitions=spec.partitions,
+                    replication_factor=self.replication_factor,
+                    config=dict(spec.config),
+                )
+                for spec in pending.values()
+            ]
+            futures = admin.create_topics(
+                new, request_timeout=remaining, operation_timeout=remaining
+            )
+            retry = False
+            for name, future in futures.items():
+                try:
+                    future.result()
+                    created.append(name)
+                    del pending[name]
+                except KafkaException as exc:
+                    error = exc.args[0]
+                    if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                        del pending[name]
+                    elif error.retriable() and time.monotonic() < deadline:
+                        retry = True
+                    else:
+                        raise LocalKafkaError(
+                            f"cannot create topic {name!r}: {error.str()}"
+                        ) from exc
+            if retry:
+                time.sleep(0.2)
+        if created:
+            self._wait_for_leaders(admin, created, deadline)
+            log.info(
+                "created topics: %s",
+                ", ".join(
+                    f"{n} ({wanted[n].partitions} partition{'s' * (wanted[n].partitions != 1)})"
+                    for n in sorted(created)
+                ),
+            )
+        return sorted(created)
+
+    def _wait_for_leaders(self, admin: AdminClient, names: list[str], deadline: float) -> None:
+        while True:
+            metadata = admin.list_topics(timeout=max(1.0, deadline - time.monotonic()))
+            ready = all(
+                name in metadata.topics
+                and metadata.topics[name].error is None
+                and metadata.topics[name].partitions
+                and all(p.leader >= 0 for p in metadata.topics[name].partitions.values())
+                for name in names
+            )
+            if ready:
+                return
+            if time.monotonic() >= deadline:
+                raise LocalKafkaError(f"topics {names} have no leaders yet on {self.bootstrap}")
+            time.sleep(0.1)
+
+
+class LocalKafka(_Kafka):
+    """One local Kafka node (broker and controller) living in ``settings.home``: alone, or one
+    node of a LocalKafkaCluster."""
+
+    def __init__(
+        self,
+        settings: LocalKafkaSettings | None = None,
+        *,
+        owned: bool = False,
+        voters: str | None = None,
+    ) -> None:
         """``owned``: the broker belongs to this process (a test session); if the process dies
-        without stopping it, ``stop_orphans()`` (called by the next test session) stops it."""
+        without stopping it, ``stop_orphans()`` (called by the next test session) stops it.
+        ``voters``: controller.quorum.voters when this node is one of a cluster's."""
         self.settings = settings if settings is not None else LocalKafkaSettings()
         self.home = self.settings.home
         self.owned = owned
+        self.voters = voters
         # The process handle when this object started the broker (to reap it on stop).
         self._proc: subprocess.Popen[bytes] | None = None
         state = self._read_state()
@@ -551,85 +796,6 @@ class LocalKafka:
             )
         return result
 
-    def producer_perf(
-        self,
-        topic: str,
-        num_records: int,
-        record_size: int,
-        throughput: int = -1,
-        props: Mapping[str, str] | None = None,
-        *,
-        timeout: float = 600.0,
-    ) -> dict[str, float]:
-        """Run ProducerPerformance against this broker; returns its final summary as numbers
-        (records, records_per_s, mb_per_s, avg_latency_ms, max_latency_ms, p50_ms, p95_ms,
-        p99_ms, p999_ms). ``props`` are producer properties (acks, linger.ms, ...); the topic
-        must exist (the broker does not auto-create topics)."""
-        self._require_running()
-        producer_props = {"bootstrap.servers": self.bootstrap, **(props or {})}
-        args = [
-            "--topic",
-            topic,
-            "--num-records",
-            str(num_records),
-            "--record-size",
-            str(record_size),
-            "--throughput",
-            str(throughput),
-            "--producer-props",
-            *(f"{k}={v}" for k, v in producer_props.items()),
-        ]
-        result = self.run_tool(PRODUCER_PERF, args, timeout=timeout)
-        return parse_producer_perf(result.stdout)
-
-    def consumer_perf(
-        self,
-        topic: str,
-        messages: int,
-        *,
-        group: str | None = None,
-        timeout_ms: int = 10_000,
-        from_latest: bool = False,
-        props: Mapping[str, str] | None = None,
-        timeout: float = 600.0,
-    ) -> dict[str, float]:
-        """Run ConsumerPerformance against this broker (a fresh group by default, reading from
-        the earliest offset); returns mb, mb_per_s, records, records_per_s, rebalance_ms,
-        fetch_ms, fetch_mb_per_s, fetch_records_per_s. It stops after ``messages`` records or
-        when no record arrived for ``timeout_ms`` (then ``records`` < ``messages``)."""
-        self._require_running()
-        group = group or f"rhythm-perf-{uuid.uuid4().hex[:12]}"
-        args = [
-            "--bootstrap-server",
-            self.bootstrap,
-            "--topic",
-            topic,
-            "--messages",
-            str(messages),
-            "--group",
-            group,
-            "--timeout",
-            str(timeout_ms),
-        ]
-        if from_latest:
-            args.append("--from-latest")
-        with tempfile.TemporaryDirectory(prefix="rhythm-perf-") as tmp:
-            if props:
-                config = Path(tmp) / "consumer.properties"
-                config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-                args += ["--consumer.config", str(config)]
-            result = self.run_tool(CONSUMER_PERF, args, timeout=timeout)
-        stats = parse_consumer_perf(result.stdout)
-        if stats.get("records", 0.0) < messages:
-            log.warning(
-                "ConsumerPerformance read %d of %d records from %s (timeout %d ms)",
-                int(stats.get("records", 0.0)),
-                messages,
-                topic,
-                timeout_ms,
-            )
-        return stats
-
     # -- lifecycle ------------------------------------------------------------------------
 
     def up(self, topics: Iterable[TopicSpec] | None = None) -> str:
@@ -682,6 +848,7 @@ class LocalKafka:
                     port=port,
                     controller_port=controller_port,
                     log_dir=self.data_dir,
+                    voters=self.voters,
                 )
             )
             self._port, self._controller_port = port, controller_port
@@ -817,7 +984,10 @@ class LocalKafka:
         expected = self._formatted_cluster_id()
         admin = self.admin()  # keep a reference: the future fails if the client is collected
         try:
-            found = admin.describe_cluster(request_timeout=15).result().cluster_id
+            # A cluster's node answers once a quorum of its controllers is up: the others
+            # may be starting at the same time, so allow the start timeout, not less.
+            timeout = max(15.0, self.settings.start_timeout_s)
+            found = admin.describe_cluster(request_timeout=timeout).result().cluster_id
         except KafkaException as exc:
             found = f"(no answer: {exc})"
         if proc.poll() is None and found == expected:
@@ -906,115 +1076,7 @@ class LocalKafka:
                 info["topics_error"] = str(exc)
         return info
 
-    # -- topics ---------------------------------------------------------------------------
-
-    def admin(self) -> AdminClient:
-        """A confluent_kafka AdminClient for this broker."""
-        return AdminClient({"bootstrap.servers": self.bootstrap})
-
-    def topics(self, timeout: float = 10.0) -> dict[str, int]:
-        """{topic: partition count} of the non-internal topics."""
-        try:
-            metadata = self.admin().list_topics(timeout=timeout)
-        except KafkaException as exc:
-            raise LocalKafkaError(f"cannot list topics on {self.bootstrap}: {exc}") from exc
-        return {
-            name: len(topic.partitions)
-            for name, topic in sorted(metadata.topics.items())
-            if not name.startswith("__")
-        }
-
-    def create_topics(self, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
-        """Create the topics that do not exist yet (replication factor 1), wait until their
-        partitions have leaders, and return the names created. Existing topics are left as
-        they are (a warning if their partition count differs from the spec)."""
-        wanted = {spec.name: spec for spec in specs}
-        if not wanted:
-            return []
-        admin = self.admin()
-        deadline = time.monotonic() + timeout
-        created: list[str] = []
-        pending = dict(wanted)
-        while pending:
-            remaining = max(1.0, deadline - time.monotonic())
-            try:
-                existing = admin.list_topics(timeout=remaining).topics
-            except KafkaException as exc:
-                raise LocalKafkaError(f"cannot list topics on {self.bootstrap}: {exc}") from exc
-            for name in list(pending):
-                if name in existing:
-                    have, want = len(existing[name].partitions), pending[name].partitions
-                    if name not in created and have != want:
-                        log.warning(
-                            "topic %s exists with %d partitions (spec: %d)", name, have, want
-                        )
-                    del pending[name]
-            if not pending:
-                break
-            new = [
-                NewTopic(
-                    spec.name,
-                    num_partitions=spec.partitions,
-                    replication_factor=1,
-                    config=dict(spec.config),
-                )
-                for spec in pending.values()
-            ]
-            futures = admin.create_topics(
-                new, request_timeout=remaining, operation_timeout=remaining
-            )
-            retry = False
-            for name, future in futures.items():
-                try:
-                    future.result()
-                    created.append(name)
-                    del pending[name]
-                except KafkaException as exc:
-                    error = exc.args[0]
-                    if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                        del pending[name]
-                    elif error.retriable() and time.monotonic() < deadline:
-                        retry = True
-                    else:
-                        raise LocalKafkaError(
-                            f"cannot create topic {name!r}: {error.str()}"
-                        ) from exc
-            if retry:
-                time.sleep(0.2)
-        if created:
-            self._wait_for_leaders(admin, created, deadline)
-            log.info(
-                "created topics: %s",
-                ", ".join(
-                    f"{n} ({wanted[n].partitions} partition{'s' * (wanted[n].partitions != 1)})"
-                    for n in sorted(created)
-                ),
-            )
-        return sorted(created)
-
-    def _wait_for_leaders(self, admin: AdminClient, names: list[str], deadline: float) -> None:
-        while True:
-            metadata = admin.list_topics(timeout=max(1.0, deadline - time.monotonic()))
-            ready = all(
-                name in metadata.topics
-                and metadata.topics[name].error is None
-                and metadata.topics[name].partitions
-                and all(p.leader >= 0 for p in metadata.topics[name].partitions.values())
-                for name in names
-            )
-            if ready:
-                return
-            if time.monotonic() >= deadline:
-                raise LocalKafkaError(f"topics {names} have no leaders yet on {self.bootstrap}")
-            time.sleep(0.1)
-
     # -- process bookkeeping --------------------------------------------------------------
-
-    def _require_running(self) -> None:
-        if not self.is_running():
-            raise LocalKafkaError(
-                f"no broker is running from {self.home}; start it with `rhythm kafka up`"
-            )
 
     def _alive(self, pid: int) -> bool:
         if self._proc is not None and self._proc.pid == pid:
@@ -1098,6 +1160,259 @@ class LocalKafka:
         except OSError:
             return "(no log)"
         return _tail(text, lines) or "(empty log)"
+
+
+# --------------------------------------------------------------------------------------------
+# Several nodes
+# --------------------------------------------------------------------------------------------
+
+#: In a cluster's home: its size, cluster id and every node's ports (``rhythm kafka status``).
+CLUSTER_FILE = "cluster.json"
+
+
+class LocalKafkaCluster(_Kafka):
+    """N local Kafka nodes (``settings.brokers``), each broker and controller, all voters of
+    one KRaft quorum, formatted with one cluster id. Each node is a LocalKafka with its own
+    home, ports and log dir::
+
+        <home>/cluster.json     size, cluster id, every node's ports
+        <home>/node-<i>/        node i's home (node.id i): server.properties, data/, broker.log
+
+    With three nodes any one may be down: the quorum (2 of 3) keeps a controller, topics have 3
+    replicas and ``min.insync.replicas`` 2, so writes with acks=all go on. A node's ports stay
+    the same across restarts (they are in every node's controller.quorum.voters).
+    """
+
+    def __init__(self, settings: LocalKafkaSettings | None = None, *, owned: bool = False) -> None:
+        self.settings = settings if settings is not None else LocalKafkaSettings()
+        self.home = self.settings.home
+        self.owned = owned
+        state = self._read_state()
+        if state and int(state.get("brokers", 0)) >= 1:
+            # A cluster lives here already: its size wins over the settings'.
+            self.settings = self.settings.model_copy(update={"brokers": int(state["brokers"])})
+        self.nodes: list[LocalKafka] = self._make_nodes(state.get("nodes", []))
+
+    # -- layout -----------------------------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / CLUSTER_FILE
+
+    @property
+    def log_file(self) -> Path:
+        """The first node's log (each node has its own: node-<i>/broker.log)."""
+        return self.home / "node-1" / "broker.log"
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's ``host:port``, comma-separated (``bootstrap.servers``)."""
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    def node(self, node_id: int) -> LocalKafka:
+        """The node with ``node.id`` ``node_id`` (1..N): to kill or restart it alone."""
+        for node in self.nodes:
+            if node.settings.node_id == node_id:
+                return node
+        raise LocalKafkaError(f"no node {node_id} in the cluster at {self.home}")
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            state = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def _ports(self) -> list[tuple[int, int]]:
+        """(port, controller_port) per node: port + 2i and controller_port + 2i, free ones
+        for 0."""
+        n, s = self.settings.brokers, self.settings
+        if s.port and s.controller_port:
+            pairs = [(s.port + 2 * i, s.controller_port + 2 * i) for i in range(n)]
+        else:
+            free = iter(free_ports(2 * n, s.host))
+            pairs = [(s.port + 2 * i if s.port else next(free), next(free)) for i in range(n)]
+            if s.controller_port:
+                pairs = [(p, s.controller_port + 2 * i) for i, (p, _) in enumerate(pairs)]
+        flat = [p for pair in pairs for p in pair]
+        if len(set(flat)) != len(flat) or max(flat) > 65535:
+            raise LocalKafkaError(
+                f"the ports of {n} nodes overlap or run past 65535: {pairs}; choose port and "
+                "controller_port apart (nodes use port+2i, controller_port+2i) or 0"
+            )
+        return pairs
+
+    def _make_nodes(self, recorded: list[dict[str, Any]]) -> list[LocalKafka]:
+        """LocalKafka objects for the recorded layout, or for a new one (ports chosen now)."""
+        if recorded:
+            pairs = [(int(n["port"]), int(n["controller_port"])) for n in recorded]
+        else:
+            pairs = self._ports()
+        host = self.settings.host
+        voters = ",".join(f"{i}@{host}:{c}" for i, (_, c) in enumerate(pairs, start=1))
+        return [
+            LocalKafka(
+                self.settings.model_copy(
+                    update={
+                        "home": self.home / f"node-{i}",
+                        "node_id": i,
+                        "port": port,
+                        "controller_port": controller_port,
+                    }
+                ),
+                owned=self.owned,
+                voters=voters,
+            )
+            for i, (port, controller_port) in enumerate(pairs, start=1)
+        ]
+
+    def _write_layout(self) -> str:
+        """Record the layout and give every node home the cluster id (one for all: a node
+        formatted with another id would not join). Returns the id."""
+        state = self._read_state()
+        cluster_id = str(state.get("cluster_id") or _new_cluster_id())
+        for node in self.nodes:
+            node.home.mkdir(parents=True, exist_ok=True)
+            id_file = node.home / "cluster.id"
+            if not id_file.is_file():
+                id_file.write_text(cluster_id + "\n")
+        nodes = [
+            {"node_id": n.settings.node_id, "port": n.port, "controller_port": n.controller_port}
+            for n in self.nodes
+        ]
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(
+            json.dumps(
+                {"brokers": len(self.nodes), "cluster_id": cluster_id, "nodes": nodes}, indent=1
+            )
+            + "\n"
+        )
+        return cluster_id
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def fetch(self) -> Path:
+        return self.nodes[0].fetch()
+
+    def run_tool(
+        self,
+        main_class: str,
+        args: list[str],
+        timeout: float = 300.0,
+        *,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        return self.nodes[0].run_tool(main_class, args, timeout, check=check)
+
+    def up(self, topics: Iterable[TopicSpec] | None = None) -> str:
+        """Start every node that is not running (all at once: a node serves clients only once
+        a quorum of controllers is up) and create ``topics`` (None: DEFAULT_TOPICS; empty:
+        none). Returns the bootstrap list."""
+        with _file_lock(self.home / ".lock"):
+            fresh = not self.state_file.is_file()
+            self.fetch()
+            self._write_layout()
+            try:
+                self._start_all()
+            except LocalKafkaError:
+                if not fresh or self.settings.port or self.settings.controller_port:
+                    raise
+                # Automatic ports of a new cluster taken meanwhile: once more with others.
+                log.info("a new cluster's ports got taken meanwhile; trying others")
+                self._stop_all(10.0)
+                self.state_file.unlink(missing_ok=True)
+                self.nodes = self._make_nodes([])
+                self._write_layout()
+                self._start_all()
+        self.create_topics(DEFAULT_TOPICS if topics is None else topics)
+        return self.bootstrap
+
+    def _start_all(self) -> None:
+        errors: dict[int, BaseException] = {}
+
+        def start(node: LocalKafka) -> None:
+            try:
+                node.up(topics=())
+            except BaseException as exc:  # reported below, with the other nodes'
+                errors[node.settings.node_id] = exc
+
+        threads = [threading.Thread(target=start, args=(node,)) for node in self.nodes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise LocalKafkaError(
+                "; ".join(f"node {i}: {exc}" for i, exc in sorted(errors.items()))
+            )
+
+    def _stop_all(self, timeout: float | None) -> list[bool]:
+        results: dict[int, bool] = {}
+
+        def stop(node: LocalKafka) -> None:
+            results[node.settings.node_id] = node.down(timeout)
+
+        threads = [threading.Thread(target=stop, args=(node,)) for node in self.nodes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return [results.get(node.settings.node_id, False) for node in self.nodes]
+
+    def down(self, timeout: float | None = None) -> bool:
+        """Stop every node (all at once; SIGKILL after ``timeout``). False if none was
+        running. The data stays."""
+        return any(self._stop_all(timeout))
+
+    def kill(self) -> bool:
+        """SIGKILL every node. False if none was running."""
+        return any([node.kill() for node in self.nodes])
+
+    def restart(self) -> str:
+        self.down()
+        return self.up(topics=())
+
+    def is_running(self) -> bool:
+        """Every node is alive and accepts connections."""
+        return bool(self.nodes) and all(node.is_running() for node in self.nodes)
+
+    def status(self) -> dict[str, Any]:
+        """As LocalKafka.status, for the whole cluster (running: every node is), plus
+        ``nodes``: each node's status."""
+        nodes = []
+        for node in self.nodes:
+            one = node.status()
+            one.pop("topics", None)
+            nodes.append({"node_id": node.settings.node_id, **one})
+        running = bool(nodes) and all(n["running"] for n in nodes)
+        info: dict[str, Any] = {
+            "running": running,
+            "pid": ",".join(str(n["pid"]) for n in nodes if n["pid"]) or None,
+            "bootstrap": self.bootstrap,
+            "version": self.settings.version,
+            "home": str(self.home),
+            "log": str(self.home / "node-*" / "broker.log"),
+            "brokers": len(nodes),
+            "nodes": nodes,
+            "topics": {},
+        }
+        if any(n["running"] for n in nodes):
+            try:
+                info["topics"] = self.topics()
+            except LocalKafkaError as exc:
+                info["topics_error"] = str(exc)
+        return info
+
+
+def open_local_kafka(
+    settings: LocalKafkaSettings | None = None, *, owned: bool = False
+) -> LocalKafka | LocalKafkaCluster:
+    """The local Kafka of ``settings.home``: a cluster when ``settings.brokers`` > 1 or the
+    home already holds one (so `rhythm kafka down/status` need no --brokers), else one node."""
+    settings = settings if settings is not None else LocalKafkaSettings()
+    if settings.brokers > 1 or (settings.home / CLUSTER_FILE).is_file():
+        return LocalKafkaCluster(settings, owned=owned)
+    return LocalKafka(settings, owned=owned)
 
 
 def stop_orphans(timeout: float = 30.0) -> list[int]:

@@ -1,4 +1,4 @@
-"""`rhythm kafka ...`: the local single-node Apache Kafka broker from a shell."""
+"""`rhythm kafka ...`: the local Apache Kafka (one node, or `--brokers N`) from a shell."""
 
 from __future__ import annotations
 
@@ -15,11 +15,18 @@ from rich.console import Console
 from rich.table import Table
 
 from rhythm.schemas.topics import TopicSpec
-from rhythm.stack.kafka import LocalKafka, LocalKafkaError, LocalKafkaSettings
+from rhythm.stack.kafka import (
+    LocalKafka,
+    LocalKafkaCluster,
+    LocalKafkaError,
+    LocalKafkaSettings,
+    open_local_kafka,
+)
 
 app = typer.Typer(
     name="kafka",
-    help="The local single-node Apache Kafka broker (KRaft), assembled from Maven Central.",
+    help="The local Apache Kafka (KRaft: one node, or a cluster with --brokers N), assembled "
+    "from Maven Central.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -36,8 +43,9 @@ HomeOption = Annotated[
 ]
 
 
-def _kafka(**overrides: Any) -> LocalKafka:
-    """A LocalKafka from the environment plus the command line's explicit options."""
+def _kafka(**overrides: Any) -> LocalKafka | LocalKafkaCluster:
+    """The local Kafka (a node or the cluster living in its home) from the environment plus
+    the command line's explicit options."""
     given = {key: value for key, value in overrides.items() if value is not None}
     try:
         settings = LocalKafkaSettings(**given)
@@ -47,7 +55,7 @@ def _kafka(**overrides: Any) -> LocalKafka:
             for error in exc.errors()
         )
         _fail(f"invalid settings (options or RHYTHM_KAFKA_LOCAL_* variables): {problems}")
-    return LocalKafka(settings)
+    return open_local_kafka(settings)
 
 
 def _fail(message: str) -> NoReturn:
@@ -99,14 +107,31 @@ def up(
     ] = None,
     home: HomeOption = None,
     topics: Annotated[bool, typer.Option(help="Create the default topics (idempotent).")] = True,
+    brokers: Annotated[
+        int | None,
+        typer.Option(
+            help="Nodes (default 1). N > 1: N KRaft nodes, each broker and controller, ports "
+            "port+2i / controller-port+2i; topics get 3 replicas, min.insync.replicas 2.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Start the broker in the background (or reuse the running one) and create the topics."""
-    kafka = _kafka(port=port, controller_port=controller_port, home=home)
+    """Start the broker(s) in the background (or reuse the running ones) and create the
+    topics."""
+    kafka = _kafka(port=port, controller_port=controller_port, home=home, brokers=brokers)
+    single_here = (kafka.home / "data" / "meta.properties").is_file()
+    if (brokers is not None and brokers != kafka.settings.brokers) or (
+        isinstance(kafka, LocalKafkaCluster) and single_here
+    ):
+        _fail(
+            f"{kafka.home} holds a {1 if single_here else kafka.settings.brokers}-node Kafka; "
+            f"remove it (its data is lost) or choose another --home for {brokers} nodes"
+        )
     bootstrap = _run(lambda: kafka.up(None if topics else ()))
     info = kafka.status()
     typer.echo(
         f"Kafka {kafka.settings.version} is up at {bootstrap} "
-        f"(pid {info['pid']}, log {kafka.log_file})"
+        f"(pid {info['pid']}, log {info['log']})"
     )
 
 
@@ -167,6 +192,16 @@ def _print_status(info: dict[str, Any]) -> None:
         style = {"running": "green", "stopped": "red"}.get(value, "") if key == "state" else ""
         table.add_row(key, f"[{style}]{value}[/]" if style else value)
     console.print(table)
+    if info.get("nodes"):
+        node_table = Table(title="nodes", title_justify="left")
+        for column in ("node", "state", "pid", "address"):
+            node_table.add_column(column)
+        for node in info["nodes"]:
+            node_state = "[green]running[/]" if node["running"] else "[red]stopped[/]"
+            node_table.add_row(
+                str(node["node_id"]), node_state, str(node["pid"] or "-"), node["bootstrap"]
+            )
+        console.print(node_table)
     if topics:
         topic_table = Table(title="topics", title_justify="left")
         topic_table.add_column("name")

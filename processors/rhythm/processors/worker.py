@@ -39,6 +39,38 @@ def ensure_updates_topic(settings: ProcessorSettings, timeout: float = 30.0) -> 
             raise
 
 
+def ensure_changelog_topics(
+    settings: ProcessorSettings, events_partitions: int, timeout: float = 30.0
+) -> None:
+    """Create the tables' changelog topics (compacted, named as Faust names them) before Faust
+    starts, for the reason above: workers starting together each see the topic missing in
+    their first metadata, one creates it, and another's table then finds "0 partitions" in
+    its changelog and its agent dies (PartitionsMismatch; seen with 4 workers at once)."""
+    admin = AdminClient(settings.kafka.to_librdkafka())
+    existing = admin.list_topics(timeout=timeout).topics
+    wanted = [
+        NewTopic(
+            f"{settings.app_id}-{table}-changelog",
+            partitions,
+            settings.replication_factor,
+            config={"cleanup.policy": "compact"},
+        )
+        for table, partitions in (
+            ("stage1", events_partitions),
+            ("state", settings.updates_partitions),
+        )
+        if f"{settings.app_id}-{table}-changelog" not in existing
+    ]
+    if not wanted:
+        return
+    for future in admin.create_topics(wanted).values():
+        try:
+            future.result(timeout)
+        except Exception as exc:  # created meanwhile by another worker: fine
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+
+
 def run(settings: ProcessorSettings | None = None) -> None:
     import faust
 
@@ -52,6 +84,7 @@ def run(settings: ProcessorSettings | None = None) -> None:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
     partitions = events_partitions(settings)
     ensure_updates_topic(settings)
+    ensure_changelog_topics(settings, partitions)
     processors = Processors(settings, partitions)
     worker = faust.Worker(processors.app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

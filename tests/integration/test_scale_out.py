@@ -1,0 +1,289 @@
+"""Scale-out on a real three-node Kafka cluster (`rhythm kafka up --brokers 3`): a broker
+SIGKILLed and restarted under publishing and processing, and processor workers joining and
+leaving one consumer group mid-run. Nothing lost, nothing doubled, signals equal to an
+independent computation, alerts equal to those of a single worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import ConsumerGroupState, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from rhythm.producers import Client, ClientSettings, KafkaSettings
+from rhythm.schemas import decode_event
+from rhythm.stack.kafka import LocalKafkaCluster, LocalKafkaSettings, stop_orphans
+
+from .conftest import payload, read_topic
+from .test_processors import (
+    WINDOWS_MS,
+    Pipeline,
+    check_alerts,
+    check_signals,
+    expected_closed,
+    wait_for_windows,
+)
+from .workload import generate, reference_signals
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.scale,
+    pytest.mark.skipif(
+        os.environ.get("RHYTHM_TEST_SCALE") != "1",
+        reason="minutes on a 3-node cluster: `make test-scale` runs it",
+    ),
+]
+
+BROKERS = 3
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafkaCluster]:
+    """Three local KRaft nodes on free ports, for this module (a restarted node keeps its
+    ports: they are in every node's quorum voters)."""
+    stop_orphans()
+    cluster = LocalKafkaCluster(
+        LocalKafkaSettings(
+            home=tmp_path_factory.mktemp("kafka-cluster"),
+            port=0,
+            controller_port=0,
+            brokers=BROKERS,
+            heap="384m",
+            start_timeout_s=240,
+        ),
+        owned=True,
+    )
+    try:
+        cluster.up(())
+        yield cluster
+    finally:
+        cluster.down()
+
+
+class Scaled(Pipeline):
+    """A processor pipeline on the cluster: topics with 3 replicas, several workers (each its
+    own state directory), optionally reading the events topic of another pipeline."""
+
+    def __init__(self, bootstrap: str, name: str, home: Path, events: str | None = None) -> None:
+        super().__init__(bootstrap, name, home)
+        self.events_topic = events or f"{name}.events"
+
+    @property
+    def topics(self) -> dict[str, str]:
+        return {**super().topics, "events": self.events_topic}
+
+    def create_topics(self) -> None:
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        t = self.topics
+        specs = [NewTopic(t["signals"], 4, BROKERS), NewTopic(t["alerts"], 2, BROKERS)]
+        specs.append(NewTopic(t["dead"], 1, BROKERS))
+        if self.events_topic == f"{self.name}.events":
+            specs.append(NewTopic(t["events"], 4, BROKERS))
+        for future in admin.create_topics(specs).values():
+            future.result(120)
+
+    def emitted(self) -> int:
+        """As Pipeline.emitted, retried while partitions have no leader (a node just died)."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return super().emitted()
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def env(self, worker: int = 0) -> dict[str, str]:
+        return dict(
+            super().env(),
+            RHYTHM_PROCESSOR_DATA_DIR=str(self.home / f"worker-{worker}"),
+            RHYTHM_PROCESSOR_REPLICATION_FACTOR=str(BROKERS),
+        )
+
+    def start(self, worker: int = 0) -> subprocess.Popen[bytes]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = (self.home / f"worker-{worker}.log").open("ab")
+        return subprocess.Popen(
+            [sys.executable, "-m", "rhythm.stack.cli", "processors"],
+            env=self.env(worker),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def wait_until(condition: Any, what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def topic_replicas(bootstrap: str, topic: str) -> set[int]:
+    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    return {len(p.replicas) for p in metadata.topics[topic].partitions.values()}
+
+
+def test_a_broker_killed_mid_run_loses_and_doubles_nothing(
+    kafka_cluster: LocalKafkaCluster, tmp_path: Path
+) -> None:
+    bootstrap = kafka_cluster.bootstrap
+    assert len(bootstrap.split(",")) == BROKERS
+    now = int(time.time() * 1000)
+    w = generate(now, seed=31, users=30)
+    reference = reference_signals(w.events, WINDOWS_MS)
+    closed = expected_closed(reference, now - 60_000)
+
+    p = Scaled(bootstrap, f"bk-{uuid.uuid4().hex[:8]}", tmp_path / "bk")
+    p.create_topics()
+    # The events go in first (a stalled publisher would rightly make the rest late); the
+    # broker dies while the worker works through them and while a probe is being published.
+    p.send(w.arrivals)
+    probe_topic = f"{p.name}.probe"
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # referenced until the result
+    admin.create_topics([NewTopic(probe_topic, 4, BROKERS)])[probe_topic].result(120)
+    assert topic_replicas(bootstrap, probe_topic) == {BROKERS}
+    probe = [
+        {**e, "event_id": str(uuid.uuid4()), "context_id": f"probe-{i}"}
+        for i, e in enumerate(w.events[:3000])
+    ]
+    failures: list[str] = []
+    published = threading.Event()
+
+    def publish() -> None:
+        settings = ClientSettings(
+            kafka=KafkaSettings(bootstrap_servers=bootstrap), topic=probe_topic, linger_ms=5
+        )
+        with Client(settings, on_error=lambda _e, why: failures.append(why)) as client:
+            for i, event in enumerate(probe):
+                client.send(event)
+                if i % 100 == 99:
+                    time.sleep(0.05)  # spread over the kill and the restart
+            assert client.flush(120) == 0
+        published.set()
+
+    victim = kafka_cluster.node(2)
+    proc = p.start()
+    publisher = threading.Thread(target=publish)
+    try:
+        wait_until(lambda: p.emitted() >= 0.1 * len(closed), "the worker's first signals")
+        publisher.start()
+        assert victim.kill()
+        killed_at = p.emitted()
+        # The worker and the publisher go on with two of three nodes (min.insync.replicas 2).
+        wait_until(lambda: p.emitted() >= killed_at + 0.1 * len(closed), "progress on 2 nodes")
+        victim.up(topics=())
+        assert kafka_cluster.is_running()
+        got = wait_for_windows(p, closed)
+        publisher.join(180)
+        assert published.is_set(), "the probe publisher did not finish"
+    finally:
+        stop(proc)
+        publisher.join(5)
+    assert killed_at < len(closed)  # the kill really came mid-run
+
+    # The client (idempotent, acks=all): every probe event exactly once, none lost.
+    assert failures == []
+    messages = read_topic(bootstrap, probe_topic, len(probe), timeout=60)
+    ids = Counter(decode_event(payload(m))["event_id"] for m in messages)
+    assert len(messages) == len(probe)
+    assert set(ids) == {e["event_id"] for e in probe} and max(ids.values()) == 1
+    # The events topic holds what was sent, once (re-sends in the workload included).
+    events = read_topic(bootstrap, p.topics["events"], len(w.arrivals), timeout=60)
+    assert len(events) == len(w.arrivals)
+    # The processors: signals equal the independent computation (one latest version per
+    # window), alerts as planted, one alert id per alert (the sink's key for it).
+    check_signals(got, reference)
+    check_alerts(p.alerts(), w)
+    alerts = [json.loads(payload(m)) for m in read_topic(bootstrap, p.topics["alerts"], 0, 5)]
+    assert len({a["alert_id"] for a in alerts}) == len(p.alerts())
+
+
+def stable_members(bootstrap: str, group: str) -> int:
+    """Members of a consumer group (a Faust app's workers) once its rebalance is done; -1
+    while it is rebalancing (or cannot be described)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        description = admin.describe_consumer_groups([group])[group].result(timeout=20)
+    except (KafkaException, TimeoutError):
+        return -1
+    if description.state != ConsumerGroupState.STABLE:
+        return -1
+    return len(description.members)
+
+
+def test_workers_joining_and_leaving_mid_run_give_the_single_worker_results(
+    kafka_cluster: LocalKafkaCluster, tmp_path: Path
+) -> None:
+    bootstrap = kafka_cluster.bootstrap
+    now = int(time.time() * 1000)
+    w = generate(now, seed=41, users=60)
+    reference = reference_signals(w.events, WINDOWS_MS)
+    closed = expected_closed(reference, now - 60_000)
+
+    # One events topic, read by two apps: a single worker, and workers that come and go.
+    calm = Scaled(bootstrap, f"one-{uuid.uuid4().hex[:8]}", tmp_path / "one")
+    calm.create_topics()
+    many = Scaled(bootstrap, f"many-{uuid.uuid4().hex[:8]}", tmp_path / "many", calm.events_topic)
+    many.create_topics()
+    calm.send(w.arrivals)  # all in first: input is always waiting (see test_processors)
+
+    procs = [calm.start(), many.start(0), many.start(1)]
+    try:
+        wait_until(
+            lambda: stable_members(bootstrap, many.name) == 2 and many.emitted() > 0,
+            "two workers sharing the partitions and emitting",
+            timeout=180,
+        )
+        procs.append(many.start(2))
+        wait_until(
+            lambda: stable_members(bootstrap, many.name) == 3,
+            "the third worker to join and the partitions to be shared by three",
+            timeout=180,
+        )
+        stop(procs[1])  # worker 0 leaves (SIGTERM) mid-run
+        left_at = many.emitted()
+        wait_until(
+            lambda: stable_members(bootstrap, many.name) == 2,
+            "the two remaining workers to take over",
+            timeout=180,
+        )
+        # Generous: four workers and three brokers on a shared 2-core machine.
+        many_signals = wait_for_windows(many, closed, timeout=480)
+        calm_signals = wait_for_windows(calm, closed, timeout=480)
+    finally:
+        for proc in procs:
+            stop(proc)
+
+    assert left_at < len(closed)  # the worker left while windows were still to come
+    check_signals(many_signals, reference)
+    check_signals(calm_signals, reference)
+    for key in closed:
+        many_s, calm_s = dict(many_signals[key]), dict(calm_signals[key])
+        assert many_s.pop("weight_sum") == pytest.approx(calm_s.pop("weight_sum"), rel=1e-12)
+        assert many_s == calm_s, key
+    calm_alerts = calm.alerts()
+    check_alerts(calm_alerts, w)
+    assert many.alerts() == calm_alerts
