@@ -97,6 +97,11 @@ class Processors:
             web_port=settings.web_port or 6066,
             web_bind="127.0.0.1",
             producer_acks=-1,
+            # Each batch sends its messages, then waits for their acks: a few ms of linger
+            # makes them a few large produce requests instead of one socket write per message,
+            # and state values (a few KB per entity) fit many to a batch.
+            producer_linger=0.005,
+            producer_max_batch_size=512 * 1024,
             broker_session_timeout=settings.session_timeout_s,
             broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
             stream_buffer_maxsize=max(4096, settings.batch_max * 2),
