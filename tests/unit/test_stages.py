@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import random
 from typing import Any
 
 from rhythm.processors.codec import loads
 from rhythm.processors.explode import EntityKey, entity_keys, partition_for
 from rhythm.processors.partition import PartitionProcessor
 from rhythm.processors.signals.conversation import ReplyConfig
-from rhythm.processors.signals.entity import SignalConfig
+from rhythm.processors.signals.entity import SignalConfig, next_due_ms
 from rhythm.processors.stage1 import SourcePartition, Stage1Config
 from rhythm.producers import prepare_event
 from rhythm.schemas import encode_event
@@ -152,3 +153,25 @@ def test_watermarks_survive_a_restart() -> None:
     restored = PartitionProcessor(1, 2, SIG, ReplyConfig())
     restored.restore(saved.items())
     assert restored.watermark == 4 * HOUR
+
+
+def test_the_due_time_of_every_entity_stays_what_next_due_ms_says() -> None:
+    # apply() updates an entity's due time incrementally for on-time events (no rescan of
+    # its windows); after any mix of on-time, late and too-late updates, every entity must
+    # still be due exactly when advance() would have work for it, or windows close late.
+    rng = random.Random(5)
+    proc = PartitionProcessor(0, 1, SIG, ReplyConfig())
+    keys = [f"acme\x1factor\x1fuser\x1fu-{i}" for i in range(6)]
+    wm, offset = 0, 0
+    for _ in range(300):
+        updates = []
+        for _ in range(rng.randrange(0, 8)):
+            offset += 1
+            ts = max(0, wm + rng.randrange(-3 * HOUR, 20 * MIN))  # some late, some too late
+            updates.append([rng.choice(keys), ts, 1.0, 0, offset])
+        wm += rng.randrange(0, 15 * MIN)
+        proc.apply({"p": 0, "wm": wm, "u": updates})
+        for key, entity in proc.entities.items():
+            due = next_due_ms(entity.state, SIG)
+            assert proc._due_of.get(key) == due, key
+            assert due is None or (due, key) in proc._due

@@ -23,6 +23,7 @@ from rhythm.schemas import (
     SchemaVersion,
     WireError,
     WireReason,
+    avro_reader,
     avro_writer,
     decode_event,
     encode_event,
@@ -174,6 +175,53 @@ def test_fast_encoder_matches_fastavro_byte_for_byte() -> None:
     for _ in range(500):
         rec = _random_record(rng)
         assert avro_writer.encode_body(rec) == fastavro_body(rec), rec
+
+
+def fastavro_decode(body: bytes) -> tuple[dict[str, Any], int]:
+    buffer = io.BytesIO(body)
+    rec = schemaless_reader(buffer, WIRE.current.plain, None)
+    return cast(dict[str, Any], rec), buffer.tell()
+
+
+def fast_decode(body: bytes) -> tuple[dict[str, Any], int] | None:
+    try:
+        return avro_reader.decode_body(body, 0)
+    except Exception:
+        return None  # refused: wire.py then asks fastavro
+
+
+def test_fast_decoder_matches_fastavro() -> None:
+    assert WIRE.fast_decoder  # the current schema is read by avro_reader
+    rng = random.Random(20261122)
+    for _ in range(500):
+        body = fastavro_body(_random_record(rng))
+        got = avro_reader.decode_body(body, 0)
+        want = fastavro_decode(body)
+        # NaN != NaN: compare the records' bytes when written again
+        assert fastavro_body(got[0]) == fastavro_body(want[0]) and got[1] == want[1] == len(body)
+        assert list(got[0]) == list(want[0])
+
+
+def test_fast_decoder_refuses_or_agrees_on_corrupt_bytes() -> None:
+    # It may refuse anything (fastavro then decides), but what it accepts must be exactly
+    # what fastavro reads from the same bytes.
+    rng = random.Random(3)
+    bodies = [fastavro_body(record()), fastavro_body(record(sent_at=None, tags=[], weight=2.5))]
+    bodies += [b for b in (fastavro_body(_random_record(rng)) for _ in range(50)) if len(b) < 600]
+    accepted = 0
+    for body in bodies:
+        for i in range(len(body)):
+            for value in (0x00, 0x01, 0x02, 0x03, 0x06, 0x7F, 0x80, 0xFF):
+                corrupt = body[:i] + bytes([value]) + body[i + 1 :]
+                got = fast_decode(corrupt)
+                if got is None:
+                    continue
+                accepted += 1
+                want = fastavro_decode(corrupt)
+                assert fastavro_body(got[0]) == fastavro_body(want[0]) and got[1] == want[1]
+        for end in range(len(body)):
+            assert fast_decode(body[:end]) is None or fastavro_decode(body[:end])
+    assert accepted > 0
 
 
 def test_fast_encoder_handles_subclasses_like_fastavro() -> None:

@@ -35,6 +35,7 @@ from rhythm.processors.signals.conversation import (
     UnansweredAlert,
 )
 from rhythm.processors.signals.entity import (
+    ADDED,
     LATE,
     TOO_LATE,
     AdvanceResult,
@@ -107,6 +108,8 @@ class PartitionProcessor:
         out = Output()
         alerts = AdvanceResult()
         cfg = self.signal_cfg
+        final_after = cfg.lateness_ms + 1
+        due_of = self._due_of
         for key, ts, weight, src_partition, src_offset in message.get("u", ()):
             entity = self.entities.get(key)
             if entity is None:
@@ -116,11 +119,21 @@ class PartitionProcessor:
                 continue
             entity.applied[src_partition] = src_offset
             outcome = add_event(entity.state, ts, weight, self.watermark, cfg, alerts)
+            self._dirty.add(key)
+            if outcome == ADDED:
+                # An on-time event joins `pending` and dirties windows that close no earlier
+                # than it becomes final, so next_due_ms becomes min(old, ts + L + 1): no
+                # need to rescan the entity's windows (kept a day after closing) per event.
+                due = ts + final_after
+                old = due_of.get(key)
+                if old is None or due < old:
+                    due_of[key] = due
+                    heapq.heappush(self._due, (due, key))
+                continue
             if outcome == LATE:
                 out.late += 1
             elif outcome == TOO_LATE:
                 out.too_late += 1
-            self._dirty.add(key)
             self._schedule(key, entity.state)
             if alerts.alerts:
                 out.alerts.extend(_entity_alert(key, a) for a in alerts.alerts)

@@ -17,7 +17,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.validation import ValidationError as AvroValidationError
 from fastavro.validation import validate as avro_validate
 
-from rhythm.schemas import avro_writer
+from rhythm.schemas import avro_reader, avro_writer
 from rhythm.schemas.catalogue import SchemaCatalogue, SchemaVersion, strip_logical_types
 from rhythm.schemas.errors import ContractError, WireError
 from rhythm.schemas.event import WireRecord
@@ -47,6 +47,8 @@ class WireFormat:
         self._encode_body: Callable[[Mapping[str, Any]], bytes] = (
             avro_writer.encode_body if self.fast_encoder else self._fastavro_body
         )
+        # ...and the hand-written decoder for messages written with exactly that layout.
+        self.fast_decoder = self.fast_encoder
 
     def _fastavro_body(self, record: Mapping[str, Any]) -> bytes:
         buffer = io.BytesIO()
@@ -94,6 +96,15 @@ class WireFormat:
         if writer is None:
             known = ", ".join(str(i) for i in sorted(self.catalogue.by_id))
             raise WireError("unknown_schema_id", f"schema id {schema_id} (known: {known})")
+        if writer is self.current and self.fast_decoder:
+            try:
+                body = data if type(data) is bytes else bytes(data)
+                fast, end = avro_reader.decode_body(body, HEADER_SIZE)
+            except Exception:  # fastavro below gives the record or the exact error
+                pass
+            else:
+                if end == size:
+                    return cast(WireRecord, fast)
         buffer = io.BytesIO(data)
         buffer.seek(HEADER_SIZE)
         # Same schema: no resolution needed, and reader_schema=None is fastavro's fast path.
