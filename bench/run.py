@@ -10,16 +10,17 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from bench.harness import loadavg
 from rhythm.stack.kafka import LocalKafka, LocalKafkaSettings
 from rhythm.stack.ports import free_port
 
@@ -113,13 +114,20 @@ def client_section(bootstrap: str, events: int, rounds: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", action="append", choices=["client"], default=None)
+    parser.add_argument(
+        "--only", action="append", choices=["client", "peers", "e2e", "scale"], default=None
+    )
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    sections = args.only or ["client"]
+    sections = args.only or ["client", "peers", "e2e", "scale"]
+    began = time.monotonic()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="rhythm-bench-") as home:
+    # Logs and data of this run stay in bench/.work (git-ignored) until the next run.
+    home = os.environ.get("RHYTHM_BENCH_HOME", str(ROOT / "bench" / ".work"))
+    shutil.rmtree(home, ignore_errors=True)
+    Path(home).mkdir(parents=True)
+    if True:
         kafka = LocalKafka(
             LocalKafkaSettings(home=Path(home), port=free_port(), controller_port=free_port())
         )
@@ -129,6 +137,19 @@ def main() -> None:
                 print(f"bench: {section}", file=sys.stderr, flush=True)
                 if section == "client":
                     text = client_section(bootstrap, args.events, args.rounds)
+                elif section == "peers":
+                    from bench.peers_bench import peers_section
+
+                    text = peers_section(kafka, Path(home))
+                elif section == "e2e":
+                    from bench.e2e_bench import e2e_section
+
+                    text = e2e_section(kafka, Path(home))
+                else:
+                    from bench.scale_bench import scale_section
+
+                    text = scale_section(kafka, Path(home))
+                text += f"\n_Section run at load {loadavg()} (1-minute average, 2 shared cores)._\n"
                 (RESULTS / f"{section}.md").write_text(text)
         finally:
             kafka.down()
@@ -141,6 +162,7 @@ def main() -> None:
         + "\n".join(parts)
     )
     print((ROOT / "BENCHMARKS.md").read_text())
+    print(f"bench: took {time.monotonic() - began:.0f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":
