@@ -122,9 +122,12 @@ def main() -> None:
     args = parser.parse_args()
     sections = args.only or ["client", "peers", "e2e", "scale"]
     began = time.monotonic()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = Path(os.environ.get("RHYTHM_BENCH_RESULTS", RESULTS)).resolve()
+    # A run with its own results directory (make bench-smoke) writes its BENCHMARKS.md beside.
+    target = ROOT / "BENCHMARKS.md" if results == RESULTS else results.parent / "BENCHMARKS.md"
+    results.mkdir(parents=True, exist_ok=True)
     # Logs and data of this run stay in bench/.work (git-ignored) until the next run.
-    home = os.environ.get("RHYTHM_BENCH_HOME", str(ROOT / "bench" / ".work"))
+    home = str(Path(os.environ.get("RHYTHM_BENCH_HOME", ROOT / "bench" / ".work")).resolve())
     shutil.rmtree(home, ignore_errors=True)
     Path(home).mkdir(parents=True)
     if True:
@@ -150,18 +153,18 @@ def main() -> None:
 
                     text = scale_section(kafka, Path(home))
                 text += f"\n_Section run at load {loadavg()} (1-minute average, 2 shared cores)._\n"
-                (RESULTS / f"{section}.md").write_text(text)
+                (results / f"{section}.md").write_text(text)
         finally:
             kafka.down()
-    parts = [p.read_text() for p in sorted(RESULTS.glob("*.md"))]
-    (ROOT / "BENCHMARKS.md").write_text(
+    parts = [p.read_text() for p in sorted(results.glob("*.md"))]
+    target.write_text(
         "# Benchmarks\n\n"
         f"Run with `make bench` on {time.strftime('%Y-%m-%d', time.gmtime())}.\n\n"
         + machine_facts()
         + "\n"
         + "\n".join(parts)
     )
-    print((ROOT / "BENCHMARKS.md").read_text())
+    print(target.read_text())
     print(f"bench: took {time.monotonic() - began:.0f} s", file=sys.stderr)
 
 

@@ -45,7 +45,7 @@ def build(bootstrap: str, topic: str, group: str, data: str) -> faust.App:
     tables = [
         app.Table(f"w{size}", default=lambda: None)
         .tumbling(size, expires=timedelta(days=2))
-        .relative_to(event_time)
+        .relative_to(event_time)  # type: ignore[attr-defined]
         for size in WINDOWS_S
     ]
 
