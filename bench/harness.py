@@ -358,3 +358,12 @@ def simulate(bootstrap: str, topic: str, scale: float, manifest: Path, log: Path
 
 #: Events per unit of `rhythm simulate --scale` (measured: scale 1 ≈ 170k sent).
 EVENTS_PER_SCALE = 170_000
+
+
+#: Goals a section measured: (goal, met, measured). run.py writes them beside the section's
+#: result and puts every section's goals in one table at the top of BENCHMARKS.md.
+GOALS: list[tuple[str, bool, str]] = []
+
+
+def goal(name: str, met: bool, measured: str) -> None:
+    GOALS.append((name, met, measured))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -21,11 +22,13 @@ from pathlib import Path
 from bench.compare import compare, quix_windows, rhythm_windows
 from bench.harness import (
     ROOT,
+    GroupProgress,
     Timing,
     create_rhythm_outputs,
     create_topic,
     env_float,
     env_int,
+    goal,
     loadavg,
     messages_in,
     processor_env,
@@ -88,7 +91,12 @@ class Peers:
         env = processor_env(self.bootstrap, name, self.topic, self.home / name / "state")
         proc = start([*rhythm_cli(), "processors"], env, self.home / name / "log")
         spy: subprocess.Popen[bytes] | None = None
-        if profile_s:
+        if profile_s:  # from the first commit on: the steady state, not the imports
+            watch = GroupProgress(self.bootstrap, name)
+            deadline = time.monotonic() + 600
+            while watch.committed_and_lag(self.topic)[0] == 0 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            watch.close()
             spy = start(
                 [
                     str(PEERS_VENV / "bin" / "py-spy"),
@@ -198,12 +206,20 @@ class Peers:
 
     def kafka_consume(self) -> Timing:
         stats = self.kafka.consumer_perf(self.topic, self.total, timeout_ms=20_000)
-        seconds = self.total / stats["records_per_s"] if stats["records_per_s"] else 0.0
+        # fetch.nMsg.sec: after the group join (as the others, start-up excluded).
+        rate = stats.get("fetch_records_per_s") or stats["records_per_s"]
+        seconds = self.total / rate if rate else 0.0
         return Timing(int(stats["records"]), seconds, 0.0, loadavg())
 
 
+def _frame(frame: str) -> str:
+    """`func (path:line)` -> `func (path)`: one row per function, not per line."""
+    return re.sub(r":\d+\)$", ")", frame)
+
+
 def profile_top(raw: Path, top: int = 15) -> str:
-    """The hottest functions of a `py-spy record --format raw` file: self and total share."""
+    """The hottest functions of a `py-spy record --format raw` file: by own samples (the
+    function at the top of the stack), and Rhythm's own functions by total samples."""
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
     samples = 0
@@ -212,18 +228,22 @@ def profile_top(raw: Path, top: int = 15) -> str:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = stack.split(";")
+        frames = [_frame(f) for f in stack.split(";")]
         samples += count
         own[frames[-1]] += count
         for frame in set(frames):
             total[frame] += count
     if not samples:
         return "(no samples)\n"
-    lines = ["| self % | total % | function (file:line) |", "| ---: | ---: | --- |"]
+    lines = ["| self % | total % | function (file) |", "| ---: | ---: | --- |"]
     for frame, count in own.most_common(top):
         lines.append(
             f"| {100 * count / samples:.1f} | {100 * total[frame] / samples:.1f} | `{frame}` |"
         )
+    ours = [(f, c) for f, c in total.most_common() if "processors/" in f or "schemas/" in f]
+    lines += ["", "Rhythm's own functions by total share (self + callees):", ""]
+    lines += ["| total % | function (file) |", "| ---: | --- |"]
+    lines += [f"| {100 * c / samples:.1f} | `{f}` |" for f, c in ours[:top]]
     return f"{samples:,} samples.\n\n" + "\n".join(lines) + "\n"
 
 
@@ -297,7 +317,8 @@ def peers_section(kafka: LocalKafka, home: Path) -> str:
             profile = f"(py-spy failed: {exc})\n"
 
     def med(peer: str) -> float:
-        return float(statistics.median(t.rate for t in runs[peer]))
+        rates = [t.rate for t in runs[peer]]
+        return float(statistics.median(rates)) if rates else float("nan")
 
     def loads(peer: str) -> str:
         return " / ".join(t.load for t in runs[peer])
@@ -311,6 +332,8 @@ def peers_section(kafka: LocalKafka, home: Path) -> str:
         ("kafka", "Kafka ConsumerPerformance (raw consume)"),
         ("produce", "Kafka ProducerPerformance (raw produce)"),
     ):
+        if not runs[peer]:
+            continue
         value = med(peer)
         ratio = rhythm / value if value else 0.0
         rows_md.append(
@@ -327,6 +350,8 @@ def peers_section(kafka: LocalKafka, home: Path) -> str:
             f"{100 * rhythm / med('kafka'):.1f}%",
         ),
     ]
+    for g, ok, m in goals:
+        goal(g, ok, m)
     text = (
         "## Peers on the same input\n\n"
         f"`python -m bench.run --only peers` — the simulator's workload (`rhythm simulate --scale "
@@ -345,7 +370,7 @@ def peers_section(kafka: LocalKafka, home: Path) -> str:
         "and 86400 s windows (count, sum, max, gaps), the gap histogram and the silence and "
         "unanswered rules, and emits each window once it closes. **Quix** decodes, explodes "
         "to the same entities, repartitions by entity (`group_by`), dedups by event_id and "
-        "computes the gap in state, then two tumbling windows (3600 s, 86400 s; grace 2 days) "
+        "computes the gap in state, then two tumbling windows (3600 s, 86400 s; grace 3 days, small fetches so the partitions interleave) "
         "with Count/Sum/Max of weight and Count/Min/Max/Mean of gap, `.final()`. **Faust** "
         "decodes and, per entity and window size, reads and writes `[count, sum, max]` in a "
         "tumbling windowed table (no repartition, dedup, gaps or alerts: less work than "
