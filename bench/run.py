@@ -141,15 +141,25 @@ def main() -> None:
     parser.add_argument(
         "--only", action="append", choices=["client", "peers", "e2e", "scale"], default=None
     )
+    parser.add_argument(
+        "--assemble", action="store_true", help="Only rewrite BENCHMARKS.md from the results."
+    )
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    sections = args.only or ["client", "peers", "e2e", "scale"]
+    sections = [] if args.assemble else args.only or ["client", "peers", "e2e", "scale"]
     began = time.monotonic()
     results = Path(os.environ.get("RHYTHM_BENCH_RESULTS", RESULTS)).resolve()
     # A run with its own results directory (make bench-smoke) writes its BENCHMARKS.md beside.
     target = ROOT / "BENCHMARKS.md" if results == RESULTS else results.parent / "BENCHMARKS.md"
     results.mkdir(parents=True, exist_ok=True)
+    if sections:
+        run_sections(sections, args, results)
+    write_benchmarks(results, target)
+    print(f"bench: took {time.monotonic() - began:.0f} s", file=sys.stderr)
+
+
+def run_sections(sections: list[str], args: argparse.Namespace, results: Path) -> None:
     # Logs and data of this run stay in bench/.work (git-ignored) until the next run.
     home = str(Path(os.environ.get("RHYTHM_BENCH_HOME", ROOT / "bench" / ".work")).resolve())
     shutil.rmtree(home, ignore_errors=True)
@@ -184,6 +194,9 @@ def main() -> None:
             GOALS.clear()
     finally:
         kafka.down()
+
+
+def write_benchmarks(results: Path, target: Path) -> None:
     parts = [p.read_text() for p in sorted(results.glob("*.md"))]
     goals = [g for p in sorted(results.glob("*.goals.json")) for g in json.loads(p.read_text())]
     notes = ROOT / "bench" / "NOTES.md"
@@ -201,7 +214,6 @@ def main() -> None:
         + ("\n" + notes.read_text() if notes.exists() else "")
     )
     print(target.read_text())
-    print(f"bench: took {time.monotonic() - began:.0f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":
