@@ -144,6 +144,7 @@ class Timing:
     first_seen_s: float  # from start of the process to its first commit (start-up, rebalance)
     load: str
     samples: list[dict[str, float]] = field(default_factory=list)
+    input_s: float = 0.0  # first commit -> every input message committed (internal not drained)
 
     @property
     def rate(self) -> float:
@@ -168,6 +169,7 @@ def time_group(
     watch = GroupProgress(bootstrap, group)
     started = time.monotonic()
     first: tuple[float, int] | None = None
+    input_done: float | None = None
     last_print = 0.0
     samples: list[dict[str, float]] = []
     try:
@@ -189,11 +191,14 @@ def time_group(
             if now - last_print > 10:
                 progress(f"  {label or group}: {done:,}/{total:,} committed, load {loadavg()}")
                 last_print = now
+            if done >= total and input_done is None:
+                input_done = now
             if done >= total and internal_lag == 0 and first is not None:
                 t0, d0 = first
                 if now - t0 < 1e-3:  # all in one commit: count from the start
                     t0, d0 = started, 0
-                return Timing(total - d0, now - t0, t0 - started, loadavg(), samples)
+                input_s = (input_done or now) - t0
+                return Timing(total - d0, now - t0, t0 - started, loadavg(), samples, input_s)
             time.sleep(poll_s)
     finally:
         watch.close()

@@ -324,6 +324,10 @@ def peers_section(kafka: LocalKafka, home: Path) -> str:
         return " / ".join(t.load for t in runs[peer])
 
     rhythm = med("rhythm")
+    stage1 = [
+        (t.events / t.input_s if t.input_s > 0 else float("nan"), t.seconds - t.input_s)
+        for t in runs["rhythm"]
+    ]
     rows_md = []
     for peer, label in (
         ("rhythm", "Rhythm signal stage (stage 1 + stage 2, one worker)"),
@@ -382,6 +386,14 @@ def peers_section(kafka: LocalKafka, home: Path) -> str:
         "every role, both window sizes. Not compared: the gap fields (Quix sees arrival order, "
         "Rhythm event-time order within its lateness; the simulator's 3-minute arrival jitter "
         "makes them differ by design) and alerts (Quix computes none).\n"
+    )
+    text += (
+        "\nWhere Rhythm's time goes, from the same timing: the events topic was fully "
+        "committed (stage 1) at "
+        + " / ".join(f"{r:,.0f}" for r, _ in stage1)
+        + " events/s; stage 2 then needed "
+        + " / ".join(f"{d:.0f}" for _, d in stage1)
+        + " s more to drain the internal updates topic (each round).\n"
     )
     if check and check.examples:
         text += "\nFirst differences: " + "; ".join(check.examples) + "\n"
