@@ -173,6 +173,7 @@ def throughput(kafka: LocalKafka, home: Path, events: int) -> dict[str, Any]:
             dict(os.environ),
             home / "e2e-simulate.log",
         )
+        stack.procs.append(sim)  # stopped with the stack, first, if anything fails
         t0 = None
         while t0 is None:
             if messages_in(kafka.bootstrap, topics["events"]) > 0:
