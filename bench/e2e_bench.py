@@ -268,8 +268,17 @@ def latency(kafka: LocalKafka, home: Path) -> dict[str, Any]:
         next_send = begin
         next_poll = begin
         sent = 0
-        while time.time() - begin < live_s + 15:
+        quiet_since = None
+        while True:
             now = time.time()
+            # After the tail: poll on until no new row for 15 s (at most 120 s), so slow rows
+            # are measured, not cut off.
+            if now - begin >= live_s:
+                count = len(seen_signals) + len(seen_alerts)
+                if quiet_since is None or count != quiet_since[0]:
+                    quiet_since = (count, now)
+                if now - quiet_since[1] >= 15 or now - begin >= live_s + 120:
+                    break
             live = now - begin < live_s
             if live and now >= next_send:
                 half = now - begin > live_s / 2
