@@ -118,7 +118,7 @@ def main() -> None:
         # Small fetches interleave the source partitions finely: Quix keeps stream time per
         # partition, so a partition read far ahead of another would make the other's events
         # late (dropped) in the repartitioned windows. Rhythm aligns on the minimum instead.
-        consumer_extra_config={"max.partition.fetch.bytes": 32768, "fetch.max.bytes": 131072},
+        consumer_extra_config={"max.partition.fetch.bytes": 32768},
     )
     source = app.topic(
         args.topic,
