@@ -275,6 +275,109 @@ def peers_section(kafka: LocalKafka, home: Path) -> str:
     }
     check = None
     names = os.environ.get("RHYTHM_BENCH_PEERS", "rhythm,quix,faust,kafka").split(",")
+
+    def render(profile: str, done_rounds: int, register: bool = False) -> str:
+        def med(peer: str) -> float:
+            rates = [t.rate for t in runs[peer]]
+            return float(statistics.median(rates)) if rates else float("nan")
+
+        def loads(peer: str) -> str:
+            return " / ".join(t.load for t in runs[peer])
+
+        rhythm = med("rhythm")
+        stage1 = [
+            (t.events / t.input_s if t.input_s > 0 else float("nan"), t.seconds - t.input_s)
+            for t in runs["rhythm"]
+        ]
+        rows_md = []
+        for peer, label in (
+            ("rhythm", "Rhythm signal stage (stage 1 + stage 2, one worker)"),
+            ("quix", "Quix Streams 3.28.1 app, same signals"),
+            ("faust", "plain Faust agent, windowed tables per event"),
+            ("kafka", "Kafka ConsumerPerformance (raw consume)"),
+            ("produce", "Kafka ProducerPerformance (raw produce)"),
+        ):
+            if not runs[peer]:
+                continue
+            value = med(peer)
+            ratio = rhythm / value if value else 0.0
+            rows_md.append(
+                f"| {label} | {value:,.0f} | {ratio:.2f} | "
+                + " / ".join(f"{t.rate:,.0f}" for t in runs[peer])
+                + f" | {loads(peer)} |"
+            )
+
+        def over(peer: str) -> float:
+            value = med(peer)
+            return rhythm / value if value else float("nan")
+
+        goals = [
+            ("Rhythm ≥ 3× Quix", over("quix") >= 3, f"{over('quix'):.2f}×"),
+            ("Rhythm ≥ 10× plain Faust", over("faust") >= 10, f"{over('faust'):.2f}×"),
+            (
+                "Rhythm ≥ 25% of Kafka raw consume",
+                over("kafka") >= 0.25,
+                f"{100 * over('kafka'):.1f}%",
+            ),
+        ]
+        if register:
+            for g, ok, m in goals:
+                goal(g, ok, m)
+        text = (
+            "## Peers on the same input\n\n"
+            "`python -m bench.run --only peers` — the simulator's workload "
+            f"(`rhythm simulate --scale {scale}`: {counts['sent']:,} messages sent, {counts['duplicates']:,} of them re-sent "
+            f"duplicates, mean {mean_size} bytes, Avro in Confluent framing) in one 4-partition "
+            f"topic; each peer reads all {total:,} messages from the beginning in a fresh group, "
+            f"{done_rounds} rounds with rotating order, medians shown. Events/s is between the "
+            "peer's first commit and the commit of the last input message with its internal "
+            "(repartition) topic drained, polled from outside every 0.25 s (start-up excluded). "
+            "Load = 1-minute load average at the end of each run (2 shared cores).\n\n"
+            "| peer | events/s (median) | Rhythm ÷ peer | each round | load |\n"
+            "| --- | ---: | ---: | --- | --- |\n" + "\n".join(rows_md) + "\n\n"
+            "What each does per input event: **Rhythm** decodes, validates, re-keys to every "
+            "entity (actor, object, target, tags) and thread through the internal updates topic, then per "
+            "entity dedups by event_id, orders by event time within the lateness, updates 3600 s "
+            "and 86400 s windows (count, sum, max, gaps), the gap histogram and the silence and "
+            "unanswered rules, and emits each window once it closes. **Quix** decodes, explodes "
+            "to the same entities, repartitions by entity (`group_by`), dedups by event_id and "
+            "computes the gap in state, then two tumbling windows (3600 s, 86400 s; grace 3 days; "
+            "small fetches so the partitions interleave) "
+            "with Count/Sum/Max of weight and Count/Min/Max/Mean of gap, `.final()`. **Faust** "
+            "decodes and, per entity and window size, reads and writes `[count, sum, max]` in a "
+            "tumbling windowed table (no repartition, dedup, gaps or alerts: less work than "
+            "either). **Kafka** consumes the same topic's bytes and does nothing with them.\n\n"
+            f"Output check (round 1, bench/compare.py): {check.summary() if check else 'not run'}"
+            f"{': EQUAL' if check and check.all_equal else ': NOT EQUAL'}. "
+            "Compared: `event_count`, `weight_max` exactly and `weight_sum` (relative 1e-9) for "
+            "every role, both window sizes. Not compared: the gap fields (Quix sees arrival order, "
+            "Rhythm event-time order within its lateness; the simulator's 3-minute arrival jitter "
+            "makes them differ by design) and alerts (Quix computes none).\n"
+        )
+        text += (
+            "\nWhere Rhythm's time goes, from the same timing: the events topic was fully "
+            "committed (stage 1) at "
+            + " / ".join(f"{r:,.0f}" for r, _ in stage1)
+            + " events/s; stage 2 then needed "
+            + " / ".join(f"{d:.0f}" for _, d in stage1)
+            + " s more to drain the internal updates topic (each round).\n"
+        )
+        if check and check.examples:
+            text += "\nFirst differences: " + "; ".join(check.examples) + "\n"
+        text += (
+            "\n| goal | met | measured |\n| --- | --- | ---: |\n"
+            + "\n".join(f"| {g} | {'yes' if ok else 'no'} | {m} |" for g, ok, m in goals)
+            + "\n"
+        )
+        if profile:
+            text += (
+                "\n### Profile of the Rhythm worker\n\n"
+                f"`py-spy record --rate 50 --nonblocking --format raw` for {profile_s:.0f} s on a "
+                "worker reading the same topic (a separate pass, not one of the timed rounds); "
+                "the functions with the most samples at the top of the stack:\n\n" + profile
+            )
+        return text
+
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for peer in order:
@@ -306,6 +409,13 @@ def peers_section(kafka: LocalKafka, home: Path) -> str:
             rows = [json.loads(v) for v in read_all(bootstrap, "bench-quix-0.out")]
             check = compare(rhythm_windows(signals), quix_windows(rows))
             progress(f"  {check.summary()}")
+        # A partial result after every round, in case the run is cut short.
+        results = Path(os.environ.get("RHYTHM_BENCH_RESULTS", ROOT / "bench" / "results"))
+        partial = render("", r + 1)
+        if r + 1 < rounds:
+            partial += f"\n_Partial: {r + 1} of {rounds} rounds done when this was written._\n"
+        results.mkdir(parents=True, exist_ok=True)
+        (results / "peers.md").write_text(partial)
 
     profile = ""
     if profile_s > 0:
@@ -316,97 +426,4 @@ def peers_section(kafka: LocalKafka, home: Path) -> str:
         except Exception as exc:  # the profile is extra: say why it is missing
             profile = f"(py-spy failed: {exc})\n"
 
-    def med(peer: str) -> float:
-        rates = [t.rate for t in runs[peer]]
-        return float(statistics.median(rates)) if rates else float("nan")
-
-    def loads(peer: str) -> str:
-        return " / ".join(t.load for t in runs[peer])
-
-    rhythm = med("rhythm")
-    stage1 = [
-        (t.events / t.input_s if t.input_s > 0 else float("nan"), t.seconds - t.input_s)
-        for t in runs["rhythm"]
-    ]
-    rows_md = []
-    for peer, label in (
-        ("rhythm", "Rhythm signal stage (stage 1 + stage 2, one worker)"),
-        ("quix", "Quix Streams 3.28.1 app, same signals"),
-        ("faust", "plain Faust agent, windowed tables per event"),
-        ("kafka", "Kafka ConsumerPerformance (raw consume)"),
-        ("produce", "Kafka ProducerPerformance (raw produce)"),
-    ):
-        if not runs[peer]:
-            continue
-        value = med(peer)
-        ratio = rhythm / value if value else 0.0
-        rows_md.append(
-            f"| {label} | {value:,.0f} | {ratio:.2f} | "
-            + " / ".join(f"{t.rate:,.0f}" for t in runs[peer])
-            + f" | {loads(peer)} |"
-        )
-    goals = [
-        ("Rhythm ≥ 3× Quix", rhythm >= 3 * med("quix"), f"{rhythm / med('quix'):.2f}×"),
-        ("Rhythm ≥ 10× plain Faust", rhythm >= 10 * med("faust"), f"{rhythm / med('faust'):.2f}×"),
-        (
-            "Rhythm ≥ 25% of Kafka raw consume",
-            rhythm >= 0.25 * med("kafka"),
-            f"{100 * rhythm / med('kafka'):.1f}%",
-        ),
-    ]
-    for g, ok, m in goals:
-        goal(g, ok, m)
-    text = (
-        "## Peers on the same input\n\n"
-        f"`python -m bench.run --only peers` — the simulator's workload (`rhythm simulate --scale "
-        f"{scale}`: {counts['sent']:,} messages sent, {counts['duplicates']:,} of them re-sent "
-        f"duplicates, mean {mean_size} bytes, Avro in Confluent framing) in one 4-partition "
-        f"topic; each peer reads all {total:,} messages from the beginning in a fresh group, "
-        f"{rounds} rounds with rotating order, medians shown. Events/s is between the peer's "
-        "first commit and the commit of the last input message with its internal "
-        "(repartition) topic drained, polled from outside every 0.25 s (start-up excluded). "
-        "Load = 1-minute load average at the end of each run (2 shared cores).\n\n"
-        "| peer | events/s (median) | Rhythm ÷ peer | each round | load |\n"
-        "| --- | ---: | ---: | --- | --- |\n" + "\n".join(rows_md) + "\n\n"
-        "What each does per input event: **Rhythm** decodes, validates, re-keys to every entity "
-        "(actor, object, target, tags) and thread through the internal updates topic, then per "
-        "entity dedups by event_id, orders by event time within the lateness, updates 3600 s "
-        "and 86400 s windows (count, sum, max, gaps), the gap histogram and the silence and "
-        "unanswered rules, and emits each window once it closes. **Quix** decodes, explodes "
-        "to the same entities, repartitions by entity (`group_by`), dedups by event_id and "
-        "computes the gap in state, then two tumbling windows (3600 s, 86400 s; grace 3 days; "
-        "small fetches so the partitions interleave) "
-        "with Count/Sum/Max of weight and Count/Min/Max/Mean of gap, `.final()`. **Faust** "
-        "decodes and, per entity and window size, reads and writes `[count, sum, max]` in a "
-        "tumbling windowed table (no repartition, dedup, gaps or alerts: less work than "
-        "either). **Kafka** consumes the same topic's bytes and does nothing with them.\n\n"
-        f"Output check (round 1, bench/compare.py): {check.summary() if check else 'not run'}"
-        f"{': EQUAL' if check and check.all_equal else ': NOT EQUAL'}. "
-        "Compared: `event_count`, `weight_max` exactly and `weight_sum` (relative 1e-9) for "
-        "every role, both window sizes. Not compared: the gap fields (Quix sees arrival order, "
-        "Rhythm event-time order within its lateness; the simulator's 3-minute arrival jitter "
-        "makes them differ by design) and alerts (Quix computes none).\n"
-    )
-    text += (
-        "\nWhere Rhythm's time goes, from the same timing: the events topic was fully "
-        "committed (stage 1) at "
-        + " / ".join(f"{r:,.0f}" for r, _ in stage1)
-        + " events/s; stage 2 then needed "
-        + " / ".join(f"{d:.0f}" for _, d in stage1)
-        + " s more to drain the internal updates topic (each round).\n"
-    )
-    if check and check.examples:
-        text += "\nFirst differences: " + "; ".join(check.examples) + "\n"
-    text += (
-        "\n| goal | met | measured |\n| --- | --- | ---: |\n"
-        + "\n".join(f"| {g} | {'yes' if ok else 'no'} | {m} |" for g, ok, m in goals)
-        + "\n"
-    )
-    if profile:
-        text += (
-            "\n### Profile of the Rhythm worker\n\n"
-            f"`py-spy record --rate 50 --nonblocking --format raw` for {profile_s:.0f} s on a "
-            "worker reading the same topic (a separate pass, not one of the timed rounds); "
-            "the functions with the most samples at the top of the stack:\n\n" + profile
-        )
-    return text
+    return render(profile, rounds, register=True)
