@@ -119,19 +119,21 @@ class GroupProgress:
         self.consumer.close()
 
     def committed_and_lag(self, topic: str) -> tuple[int, int]:
-        meta = self.consumer.list_topics(topic, timeout=5).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return 0, 0
-        tps = [TopicPartition(topic, p) for p in meta.partitions]
+        """(committed messages, messages left); left is -1 when the broker could not say
+        now (a topic just created, a leader moving): never read as "done"."""
         try:
+            meta = self.consumer.list_topics(topic, timeout=5).topics.get(topic)
+            if meta is None or meta.error is not None:
+                return 0, -1
+            tps = [TopicPartition(topic, p) for p in meta.partitions]
             committed = self.consumer.committed(tps, timeout=5)
+            done = lag = 0
+            for tp in committed:
+                _, high = self.consumer.get_watermark_offsets(tp, timeout=5)
+                done += max(tp.offset, 0)
+                lag += high - max(tp.offset, 0)
         except KafkaException:
             return 0, -1
-        done = lag = 0
-        for tp in committed:
-            _, high = self.consumer.get_watermark_offsets(tp, timeout=5)
-            done += max(tp.offset, 0)
-            lag += high - max(tp.offset, 0)
         return done, lag
 
 
@@ -179,11 +181,15 @@ def time_group(
                 raise TimeoutError(f"{label or group}: not done after {timeout:.0f} s")
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"{label or group}: exited with {proc.returncode}")
-            done, _ = watch.committed_and_lag(input_topic)
+            done, input_lag = watch.committed_and_lag(input_topic)
+            if input_lag < 0:  # unknown just now: ask again
+                time.sleep(poll_s)
+                continue
             if first is None and done > 0:
                 first = (now, done)
             names = internal() if callable(internal) else list(internal)
-            internal_lag = sum(max(watch.committed_and_lag(t)[1], 0) for t in names)
+            lags = [watch.committed_and_lag(t)[1] for t in names]
+            internal_lag = -1 if any(lag < 0 for lag in lags) else sum(lags)
             if on_poll is not None:
                 extra = on_poll()
                 if extra:
