@@ -117,6 +117,9 @@ class Peers:
                 self.home / "py-spy.log",
             )
         try:
+            if spy is not None:  # a profiling pass is not timed: stop once py-spy is done
+                spy.wait(profile_s + 120)
+                return Timing(0, 0.0, 0.0, loadavg())
             timing = time_group(
                 self.bootstrap,
                 name,
@@ -128,8 +131,6 @@ class Peers:
             )
             if keep:
                 wait_quiet(self.bootstrap, f"{name}.signals")
-            if spy is not None:
-                spy.wait(profile_s + 60)
             return timing
         finally:
             stop(proc)

@@ -40,7 +40,7 @@ HOW = """## How these numbers are made
   `RHYTHM_BENCH_ROUNDS` (peer rounds, default 2), `RHYTHM_BENCH_FAUST_EVENTS` (the plain
   Faust agent's share, default 30,000), `RHYTHM_BENCH_PROFILE_S` (py-spy, default 30),
   `RHYTHM_BENCH_LIVE_S` / `RHYTHM_BENCH_LIVE_ENTITIES` (latency tail, 90 s / 200),
-  `RHYTHM_BENCH_SCALE_EVENTS` / `RHYTHM_BENCH_SCALE_ENTITIES` (100,000 / 10,000),
+  `RHYTHM_BENCH_SCALE_EVENTS` / `RHYTHM_BENCH_SCALE_ENTITIES` (50,000 / 5,000),
   `RHYTHM_BENCH_RECOVERY_ENTITIES` (1,000,000; 0 skips).
 - The Quix Streams peer and py-spy live in bench/.venv-peers (created by the bench on first
   use, git-ignored): quixstreams pins its own confluent-kafka range.

@@ -130,8 +130,8 @@ class Run:
 
 
 def throughput_runs(kafka: LocalKafka, home: Path) -> tuple[list[str], str]:
-    n = env_int("RHYTHM_BENCH_SCALE_EVENTS", 100_000)
-    base = env_int("RHYTHM_BENCH_SCALE_ENTITIES", 10_000)
+    n = env_int("RHYTHM_BENCH_SCALE_EVENTS", 50_000)
+    base = env_int("RHYTHM_BENCH_SCALE_ENTITIES", 5_000)
     rows: list[str] = []
     memory = ""
     cases = [(1, base), (2, base), (4, base), (4, base * 10)]
@@ -221,7 +221,7 @@ def recovery(kafka: LocalKafka, home: Path) -> str:
 
 
 def scale_section(kafka: LocalKafka, home: Path) -> str:
-    n = env_int("RHYTHM_BENCH_SCALE_EVENTS", 100_000)
+    n = env_int("RHYTHM_BENCH_SCALE_EVENTS", 50_000)
     rows, memory = throughput_runs(kafka, home)
     text = (
         "## Scale\n\n"
