@@ -155,7 +155,13 @@ def throughput_runs(kafka: LocalKafka, home: Path) -> tuple[list[str], str]:
             f"{t.rate / rates[(4, base)] if (4, base) in rates else float('nan'):.2f} | {t.load} |"
         )
         progress(f"  {name}: {t.rate:,.0f} events/s, load {t.load}")
-        if sample and t.samples:
+        if sample and not any(s["open_windows"] for s in t.samples):
+            memory = (
+                f"Memory ({name}): not measured in this run (no sample of "
+                "`rhythm_processor_open_windows` above 0); see the recovery line for memory "
+                "per entity in state.\n"
+            )
+        elif sample:
             peak = max(t.samples, key=lambda s: s["open_windows"])
             top_rss = max(s["rss"] for s in t.samples)
             per = (peak["rss"] - baseline) / peak["open_windows"] if peak["open_windows"] else 0
@@ -185,6 +191,8 @@ def recovery(kafka: LocalKafka, home: Path) -> str:
     publish(kafka.bootstrap, run.topic, synthetic(entities, entities, actors_only=True), entities)
     proc = run.start()
     try:
+        wait_for_port("127.0.0.1", run.metrics_port, timeout=120)
+        rss_fresh = rss_bytes(proc.pid)
         t = run.timed(entities, proc)
         progress(f"  recovery: {entities:,} entities in state at {t.rate:,.0f} events/s")
         rss_before = rss_bytes(proc.pid)
@@ -212,7 +220,9 @@ def recovery(kafka: LocalKafka, home: Path) -> str:
     return (
         f"Recovery after SIGKILL with {entities:,} entities in state (one event each, one "
         f"worker, 4 partitions; state on disk {state_mib / 2**20:,.0f} MiB, resident "
-        f"{rss_before / 2**20:,.0f} MiB before the kill): from the restart of the worker to "
+        f"{rss_before / 2**20:,.0f} MiB before the kill against {rss_fresh / 2**20:,.0f} MiB "
+        f"for the fresh worker, ≈ {(rss_before - rss_fresh) / entities:,.0f} bytes per entity "
+        "in state): from the restart of the worker to "
         f"{probes} new events processed (committed, internal topic drained) "
         f"**{recovered_s:.1f} s**; resident {rss_after / 2**20:,.0f} MiB after. Building "
         f"that state ran at {t.rate:,.0f} events/s; a fresh worker took {t.first_seen_s:.1f} s "
