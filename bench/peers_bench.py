@@ -197,10 +197,28 @@ class Peers:
             str(self.home / name / "data"),
         ]
 
-        proc = start(argv, dict(os.environ, PYTHONUNBUFFERED="1"), self.home / name / "log")
+        # Faust creates its tables' changelog topics itself, but an agent that writes before
+        # the new topic's metadata arrives crashes (PartitionsMismatch): create them first.
+        for size in (3600, 86400):
+            create_topic(
+                self.bootstrap, f"{name}-w{size}-changelog", 4, {"cleanup.policy": "compact"}
+            )
+        log = self.home / name / "log"
+        proc = start(argv, dict(os.environ, PYTHONUNBUFFERED="1"), log)
+
+        def crashed() -> None:  # a crashed Faust agent leaves its worker running
+            if log.exists() and "Crashed reason" in log.read_text(errors="replace"):
+                raise RuntimeError(f"faust {name}: the agent crashed; see {log}")
+
         try:
             return time_group(
-                self.bootstrap, name, self.topic, total, proc=proc, label=f"faust {name}"
+                self.bootstrap,
+                name,
+                self.topic,
+                total,
+                proc=proc,
+                label=f"faust {name}",
+                on_poll=crashed,
             )
         finally:
             stop(proc)
