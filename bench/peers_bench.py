@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -91,7 +92,7 @@ class Peers:
         env = processor_env(self.bootstrap, name, self.topic, self.home / name / "state")
         proc = start([*rhythm_cli(), "processors"], env, self.home / name / "log")
         spy: subprocess.Popen[bytes] | None = None
-        if profile_s:  # from the first commit on: the steady state, not the imports
+        if profile_s:  # from the first commit to the end of the pass (both stages)
             watch = GroupProgress(self.bootstrap, name)
             deadline = time.monotonic() + 600
             while watch.committed_and_lag(self.topic)[0] == 0 and time.monotonic() < deadline:
@@ -103,8 +104,6 @@ class Peers:
                     "record",
                     "--pid",
                     str(proc.pid),
-                    "--duration",
-                    str(int(profile_s)),
                     "--rate",
                     "50",
                     "--format",
@@ -117,9 +116,6 @@ class Peers:
                 self.home / "py-spy.log",
             )
         try:
-            if spy is not None:  # a profiling pass is not timed: stop once py-spy is done
-                spy.wait(profile_s + 120)
-                return Timing(0, 0.0, 0.0, loadavg())
             timing = time_group(
                 self.bootstrap,
                 name,
@@ -133,9 +129,9 @@ class Peers:
                 wait_quiet(self.bootstrap, f"{name}.signals")
             return timing
         finally:
+            if spy is not None:  # SIGINT: py-spy writes what it sampled and exits
+                stop(spy, timeout=60, sig=signal.SIGINT)
             stop(proc)
-            if spy is not None:
-                stop(spy)
 
     def quix(self, name: str, *, keep: bool = False) -> Timing:
         output = f"{name}.out"
@@ -393,8 +389,9 @@ def peers_section(kafka: LocalKafka, home: Path) -> str:
         if profile:
             text += (
                 "\n### Profile of the Rhythm worker\n\n"
-                f"`py-spy record --rate 50 --nonblocking --format raw` for {profile_s:.0f} s on a "
-                "worker reading the same topic (a separate pass, not one of the timed rounds); "
+                "`py-spy record --rate 50 --nonblocking --format raw` on a worker reading the same "
+                "topic, from its first commit until the pass is done (stage 1 and the stage 2 "
+                "drain; a separate pass, not one of the timed rounds); "
                 "the functions with the most samples at the top of the stack:\n\n" + profile
             )
         return text
@@ -440,7 +437,7 @@ def peers_section(kafka: LocalKafka, home: Path) -> str:
 
     profile = ""
     if profile_s > 0:
-        progress(f"peers: profiling a Rhythm worker with py-spy for {profile_s:.0f} s")
+        progress("peers: profiling one more Rhythm pass with py-spy")
         try:
             peers.rhythm("bench-rhythm-profile", profile_s=profile_s)
             profile = profile_top(home / "profile.txt")

@@ -38,7 +38,8 @@ HOW = """## How these numbers are made
 - Sizes come from the environment: `RHYTHM_BENCH_EVENTS` (end to end, default 1,000,000),
   `RHYTHM_BENCH_PEER_SCALE` (peers: `rhythm simulate --scale`, default 1.0 ≈ 169k messages),
   `RHYTHM_BENCH_ROUNDS` (peer rounds, default 2), `RHYTHM_BENCH_FAUST_EVENTS` (the plain
-  Faust agent's share, default 30,000), `RHYTHM_BENCH_PROFILE_S` (py-spy, default 30),
+  Faust agent's share, default 30,000), `RHYTHM_BENCH_PROFILE_S` (> 0: py-spy over one extra
+  whole pass; 0: none),
   `RHYTHM_BENCH_LIVE_S` / `RHYTHM_BENCH_LIVE_ENTITIES` (latency tail, 90 s / 200),
   `RHYTHM_BENCH_SCALE_EVENTS` / `RHYTHM_BENCH_SCALE_ENTITIES` (50,000 / 5,000),
   `RHYTHM_BENCH_RECOVERY_ENTITIES` (1,000,000; 0 skips).
