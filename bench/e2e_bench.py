@@ -342,7 +342,14 @@ def e2e_section(kafka: LocalKafka, home: Path) -> str:
     lat = latency(kafka, home)
     progress(f"e2e latency: {lat}")
     met = lat["signal_p99"] <= 2.0
-    goal("p99 window close → signal row queryable ≤ 2 s", met, f"{lat['signal_p99']:.2f} s")
+    tail_rate = lat["sent"] / lat["live_s"]
+    why = (
+        f"queueing: the tail sent {tail_rate:,.0f} events/s against {t['rate']:,.0f} events/s "
+        "end to end in this run"
+        if tail_rate > 0.5 * t["rate"]
+        else "sink batch (≤ 1 s), processor batch (≤ 0.2 s), tick; see the latency table"
+    )
+    goal("p99 window close → signal row queryable ≤ 2 s", met, f"{lat['signal_p99']:.2f} s", why)
     return (
         "## End to end\n\n"
         f"`RHYTHM_BENCH_EVENTS={events} python -m bench.run --only e2e`. One processor worker "

@@ -373,8 +373,9 @@ EVENTS_PER_SCALE = 170_000
 
 #: Goals a section measured: (goal, met, measured). run.py writes them beside the section's
 #: result and puts every section's goals in one table at the top of BENCHMARKS.md.
-GOALS: list[tuple[str, bool, str]] = []
+GOALS: list[tuple[str, bool, str, str]] = []
 
 
-def goal(name: str, met: bool, measured: str) -> None:
-    GOALS.append((name, met, measured))
+def goal(name: str, met: bool, measured: str, why: str = "") -> None:
+    """`why`: what the section's own numbers say holds it back (empty when met)."""
+    GOALS.append((name, met, measured, "" if met else why))

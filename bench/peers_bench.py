@@ -336,8 +336,15 @@ def peers_section(kafka: LocalKafka, home: Path) -> str:
             ),
         ]
         if register:
+            why = (
+                "stage 2: stage 1 had committed the input at "
+                + " / ".join(f"{r:,.0f}" for r, _ in stage1)
+                + " events/s, then the updates topic took "
+                + " / ".join(f"{d:.0f}" for _, d in stage1)
+                + " s more to drain"
+            )
             for g, ok, m in goals:
-                goal(g, ok, m)
+                goal(g, ok, m, why)
         text = (
             "## Peers on the same input\n\n"
             "`python -m bench.run --only peers` — the simulator's workload "
