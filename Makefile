@@ -55,7 +55,7 @@ kafka-status: $(STAMP)
 bench: kafka-fetch
 	$(PY) -m bench.run
 
-# The same sections on small sizes (a few minutes): checks the harness, not for the numbers.
+# The same sections on small sizes (~20 min on a busy 2-core machine): checks the harness.
 bench-smoke: kafka-fetch
 	RHYTHM_BENCH_EVENTS=20000 RHYTHM_BENCH_PEER_SCALE=0.05 RHYTHM_BENCH_ROUNDS=1 \
 	RHYTHM_BENCH_FAUST_EVENTS=3000 RHYTHM_BENCH_PROFILE_S=5 RHYTHM_BENCH_LIVE_S=20 \
