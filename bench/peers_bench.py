@@ -86,6 +86,7 @@ class Peers:
         self.topic = topic
         self.total = total
         self.python = ensure_peers_venv()
+        self.quix_late: dict[str, int] = {}
 
     def rhythm(self, name: str, *, keep: bool = False, profile_s: float = 0.0) -> Timing:
         create_rhythm_outputs(self.bootstrap, name)
@@ -177,6 +178,7 @@ class Peers:
             return timing
         finally:
             stop(proc)
+            self.quix_late[name] = quix_late(self.home / name / "log")
 
     def faust(self, name: str, total: int) -> Timing:
         argv = [
@@ -225,6 +227,13 @@ class Peers:
         rate = stats.get("fetch_records_per_s") or stats["records_per_s"]
         seconds = self.total / rate if rate else 0.0
         return Timing(int(stats["records"]), seconds, 0.0, loadavg())
+
+
+def quix_late(log: Path) -> int:
+    """The last count of late window updates the Quix peer logged it dropped (a lower bound:
+    it logs every 1000th)."""
+    found = re.findall(r"quix peer: (\d+) late window updates", log.read_text(errors="replace"))
+    return int(found[-1]) if found else 0
 
 
 def _frame(frame: str) -> str:
@@ -386,6 +395,13 @@ def peers_section(kafka: LocalKafka, home: Path) -> str:
             + " / ".join(f"{d:.0f}" for _, d in stage1)
             + " s more to drain the internal updates topic (each round).\n"
         )
+        late = peers.quix_late.get("bench-quix-0")
+        if late:
+            text += (
+                f"\nThe Quix peer dropped at least {late:,} window updates as late in round 1 "
+                "(past its grace in its per-partition stream time), which is why its counts "
+                "fall short where they differ; Rhythm counts those events.\n"
+            )
         if check and check.examples:
             text += "\nFirst differences: " + "; ".join(check.examples) + "\n"
         text += (
