@@ -201,7 +201,7 @@ def time_group(
                 input_done = now
             if done >= total and internal_lag == 0 and first is not None:
                 t0, d0 = first
-                if now - t0 < 1e-3:  # all in one commit: count from the start
+                if d0 >= total:  # all input in the first commit seen: count from the start
                     t0, d0 = started, 0
                 input_s = (input_done or now) - t0
                 return Timing(total - d0, now - t0, t0 - started, loadavg(), samples, input_s)
