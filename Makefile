@@ -7,15 +7,16 @@ RHYTHM := $(VENV)/bin/rhythm
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-unit test-integration test-faults test-scale lint run up down bench kafka-fetch kafka-up kafka-down kafka-status clean
+.PHONY: help venv test test-unit test-integration test-faults test-scale lint run up down bench bench-smoke kafka-fetch kafka-up kafka-down kafka-status clean
 
 help:
 	@echo "make run     - the main job on the embedded default: simulate, process, report"
 	@echo "make up / make down - the local stack (Kafka, processors, sink) in the background"
 	@echo "make test    - lint, type-check, unit and integration tests on a real local Kafka"
 	@echo "make test-faults - the full fault and bad-input suite (tests/faults, long runs too)"
-	@echo "make bench   - benchmarks, written to BENCHMARKS.md"
 	@echo "make test-scale - a broker killed and workers rebalanced on a 3-node Kafka (slow)"
+	@echo "make bench   - benchmarks, written to BENCHMARKS.md (RHYTHM_BENCH_* sizes: bench/README.md)"
+	@echo "make bench-smoke - the benchmarks on small sizes, not written to BENCHMARKS.md"
 	@echo "make kafka-up / kafka-down / kafka-status - the local single-node KRaft broker"
 
 $(STAMP): pyproject.toml
@@ -66,6 +67,14 @@ kafka-status: $(STAMP)
 
 bench: kafka-fetch
 	$(PY) -m bench.run
+
+# The same sections on small sizes (~20 min on a busy 2-core machine): checks the harness.
+bench-smoke: kafka-fetch
+	RHYTHM_BENCH_EVENTS=20000 RHYTHM_BENCH_PEER_SCALE=0.05 RHYTHM_BENCH_ROUNDS=1 \
+	RHYTHM_BENCH_FAUST_EVENTS=3000 RHYTHM_BENCH_PROFILE_S=5 RHYTHM_BENCH_LIVE_S=20 \
+	RHYTHM_BENCH_LIVE_ENTITIES=50 RHYTHM_BENCH_SCALE_EVENTS=5000 RHYTHM_BENCH_SCALE_ENTITIES=500 \
+	RHYTHM_BENCH_RECOVERY_ENTITIES=5000 RHYTHM_BENCH_RESULTS=bench/.work-smoke/results \
+	RHYTHM_BENCH_HOME=bench/.work-smoke/run $(PY) -m bench.run --events 2000 --rounds 1
 
 # The main job on the embedded default, from a clean slate each time: a fresh broker and
 # store, a simulated month published first (a running pipeline whose watermark already
