@@ -46,12 +46,16 @@ def run(settings: ProcessorSettings | None = None) -> None:
 
     settings = settings or ProcessorSettings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     partitions = events_partitions(settings)
     ensure_updates_topic(settings)
     processors = Processors(settings, partitions)
+    if settings.metrics_port:
+        from prometheus_client import REGISTRY
+
+        from rhythm.producers.health import HealthServer
+
+        HealthServer(
+            settings.metrics_host, settings.metrics_port, REGISTRY, processors.metrics.progress
+        ).start()
     worker = faust.Worker(processors.app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

@@ -1,0 +1,112 @@
+"""The liveness and readiness rules (health.py), on a fake clock, and the server's answers."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+from prometheus_client import CollectorRegistry
+
+from rhythm.producers.health import HealthServer, Progress
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def progress(clock: Clock, stall_after_s: float = 10) -> Progress:
+    return Progress("test", stall_after_s, clock=clock, wall=clock)
+
+
+def test_caught_up_partitions_are_live_however_long_they_stay_quiet() -> None:
+    clock = Clock()
+    p = progress(clock)
+    p.done("t", 0, 5)
+    p.end("t", 0, 5)
+    clock.now += 3600
+    assert p.verdict().live
+    assert p.verdict().waiting == 0
+
+
+def test_input_waiting_without_progress_fails_liveness_after_the_grace() -> None:
+    clock = Clock()
+    p = progress(clock)
+    p.done("t", 0, 5)
+    p.end("t", 0, 9)
+    clock.now += 9
+    assert p.verdict().live  # still within stall_after_s
+    clock.now += 2
+    v = p.verdict()
+    assert not v.live and v.waiting == 4 and "no progress" in v.reason
+    p.done("t", 0, 6)  # one more done: progress, so live again
+    assert p.verdict().live
+
+
+def test_progress_on_one_partition_does_not_hide_a_stall_on_another() -> None:
+    clock = Clock()
+    p = progress(clock)
+    for partition in (0, 1):
+        p.done("t", partition, 0)
+        p.end("t", partition, 100)
+    for _ in range(5):
+        clock.now += 5
+        p.done("t", 0, int(clock.now))
+    assert not p.verdict().live
+
+
+def test_a_loop_that_stops_turning_fails_liveness_even_with_nothing_waiting() -> None:
+    clock = Clock()
+    p = progress(clock)
+    p.beat()
+    clock.now += 11
+    assert "loop" in p.verdict().reason
+    p.beat()
+    assert p.verdict().live
+
+
+def test_revoked_partitions_no_longer_count() -> None:
+    clock = Clock()
+    p = progress(clock)
+    p.done("t", 0, 0)
+    p.end("t", 0, 10)
+    p.done("t", 1, 0)
+    p.end("t", 1, 10)
+    p.assigned({("t", 1)})
+    p.forget("t", 1)
+    clock.now += 60
+    assert p.verdict().live and p.verdict().waiting == 0
+
+
+def test_the_server_answers_200_and_503_and_exports_the_verdict() -> None:
+    clock = Clock()
+    p = progress(clock)
+    server = HealthServer("127.0.0.1", 0, CollectorRegistry(), p).start()
+    try:
+        assert _get(server.url + "/healthz")[0] == 200
+        assert _get(server.url + "/readyz")[0] == 503
+        p.set_ready(True)
+        assert _get(server.url + "/readyz")[0] == 200
+        p.done("t", 0, 1)
+        p.end("t", 0, 3)
+        clock.now += 11
+        code, body = _get(server.url + "/healthz")
+        assert code == 503 and json.loads(body)["waiting"] == 2
+        metrics = _get(server.url + "/metrics")[1].decode()
+        assert 'rhythm_health_live{component="test"} 0.0' in metrics
+        assert 'rhythm_health_input_waiting_messages{component="test"} 2.0' in metrics
+        assert _get(server.url + "/nope")[0] == 404
+    finally:
+        server.stop()
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
