@@ -119,17 +119,21 @@ class ProcessorMetrics:
         if not assigned or now < self._next_ends:
             return
         self._next_ends = now + self.check_ends_s
-        try:
-            ends = await asyncio.wait_for(consumer.highwaters(*assigned), self.check_ends_s * 2)
-        except Exception:  # no answer: the verdict keeps the last known ends
-            return
-        for tp, end in ends.items():
-            if end is None:
+        by_topic: dict[str, list[Any]] = {}
+        for tp in assigned:
+            by_topic.setdefault(tp.topic, []).append(tp)
+        for tps in by_topic.values():  # per topic: one gone (deleted) must not hide the rest
+            try:
+                ends = await asyncio.wait_for(consumer.highwaters(*tps), self.check_ends_s)
+            except Exception:  # no answer: the verdict keeps the last known ends
                 continue
-            self.progress.end(tp.topic, tp.partition, end)
-            offset = committed.get(tp)
-            if offset is not None:
-                CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - offset))
+            for tp, end in ends.items():
+                if end is None:
+                    continue
+                self.progress.end(tp.topic, tp.partition, end)
+                offset = committed.get(tp)
+                if offset is not None:
+                    CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - offset))
 
     def revoked(self, tps: Iterable[Any]) -> None:
         for tp in tps:
