@@ -51,7 +51,7 @@ def test_promtool_accepts_the_scrape_config() -> None:
 def test_every_alert_asked_for_is_there_with_a_summary_and_a_runbook() -> None:
     text = (PROM_DIR / "rules.yml").read_text()
     blocks = re.split(r"\n(?=      - (?:alert|record): )", text)
-    alerts = {}
+    alerts: dict[str, list[str]] = {}
     for block in blocks:
         match = re.match(r"\s*- alert: (\w+)", block)
         if match:
