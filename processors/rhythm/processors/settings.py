@@ -62,7 +62,7 @@ class ProcessorSettings(BaseSettings):
     stall_after_s: float = Field(
         60, gt=0, description="/healthz fails after this long without progress while input waits."
     )
-    health_tick_s: float = Field(0.5, gt=0, description="How often readiness and lag are updated.")
+    health_tick_s: float = Field(1.0, gt=0, description="How often readiness and lag are updated.")
     health_check_s: float = Field(
         5, gt=0, description="How often the end offsets are asked from the broker."
     )
