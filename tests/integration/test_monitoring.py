@@ -196,6 +196,15 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
 
             poll(events_written, 60, "Prometheus to see 300 events written by the sink")
             assert http_status(proc_url + "/healthz")[0] == 200
+            # The metrics the issue names that no panel above needs to show have data too.
+            for expr in (
+                "rhythm_processor_recovery_seconds_count",  # the start was a recovery
+                f'rhythm_processor_committed_offset{{topic="{topics.events}"}}',
+                'rhythm_sink_freshness_seconds_count{table="events"}',
+                "rhythm_client_delivery_latency_seconds_count",
+            ):
+                result = prom.query(prom_port, "/api/v1/query", query=expr)["data"]["result"]
+                assert result and all(float(r["value"][1]) > 0 for r in result), expr
             assert http_status(f"http://127.0.0.1:{sink.metrics_port}/healthz")[0] == 200
             assert http_status(f"http://127.0.0.1:{sink.metrics_port}/readyz")[0] == 200
 

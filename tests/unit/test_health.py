@@ -110,3 +110,43 @@ def _get(url: str) -> tuple[int, bytes]:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def test_client_counters_keep_the_counts_of_clients_that_are_gone() -> None:
+    """A closed client's counts stay in the totals: a counter that goes down reads as a reset
+    to Prometheus and loses what was counted since the last scrape."""
+    import gc
+
+    from rhythm.producers.metrics import ClientStats, _ClientCollector
+
+    class FakeClient:
+        def __init__(self) -> None:
+            self.stats = ClientStats()
+
+        def queue_depth(self) -> int:
+            return 1
+
+    def totals(collector: _ClientCollector) -> dict[str, float]:
+        return {
+            s.name: s.value
+            for family in collector.collect()
+            for s in family.samples
+            if s.name in ("rhythm_client_events_delivered_total", "rhythm_client_queue_depth")
+        }
+
+    collector = _ClientCollector()
+    first, second = FakeClient(), FakeClient()
+    collector.add(first)
+    collector.add(second)
+    first.stats.delivered, second.stats.delivered = 3, 4
+    assert totals(collector) == {
+        "rhythm_client_events_delivered_total": 7,
+        "rhythm_client_queue_depth": 2,
+    }
+    first.stats.delivered = 5  # counted after the last scrape, before it was closed
+    del first
+    gc.collect()
+    assert totals(collector) == {
+        "rhythm_client_events_delivered_total": 9,
+        "rhythm_client_queue_depth": 1,
+    }
