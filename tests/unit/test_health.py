@@ -19,8 +19,10 @@ class Clock:
         return self.now
 
 
-def progress(clock: Clock, stall_after_s: float = 10) -> Progress:
-    return Progress("test", stall_after_s, clock=clock, wall=clock)
+def progress(clock: Clock, stall_after_s: float = 10, ready: bool = True) -> Progress:
+    p = Progress("test", stall_after_s, clock=clock, wall=clock)
+    p.set_ready(ready)
+    return p
 
 
 def test_caught_up_partitions_are_live_however_long_they_stay_quiet() -> None:
@@ -69,6 +71,20 @@ def test_a_loop_that_stops_turning_fails_liveness_even_with_nothing_waiting() ->
     assert p.verdict().live
 
 
+def test_a_part_recovering_its_state_is_not_stalled_and_gets_a_fresh_grace_after() -> None:
+    clock = Clock()
+    p = progress(clock, ready=False)
+    p.done("t", 0, 0)
+    p.end("t", 0, 50)
+    clock.now += 300
+    assert p.verdict().live  # recovering: busy, not stalled
+    p.set_ready(True)
+    clock.now += 9
+    assert p.verdict().live
+    clock.now += 2
+    assert not p.verdict().live
+
+
 def test_revoked_partitions_no_longer_count() -> None:
     clock = Clock()
     p = progress(clock)
@@ -85,6 +101,7 @@ def test_revoked_partitions_no_longer_count() -> None:
 def test_the_server_answers_200_and_503_and_exports_the_verdict() -> None:
     clock = Clock()
     p = progress(clock)
+    p.set_ready(False)
     server = HealthServer("127.0.0.1", 0, CollectorRegistry(), p).start()
     try:
         assert _get(server.url + "/healthz")[0] == 200

@@ -12,7 +12,8 @@ stall silently (the process runs, the web server answers, nothing is consumed). 
 - some partition has input waiting (its end offset is past what the part has done) and what
   the part has done there did not move, or
 - its loop stopped beating (an event loop blocked by a call that never returns).
-A partition that is caught up is live however long it stays quiet.
+A partition that is caught up is live however long it stays quiet, and so is a part that is
+not ready yet (recovering its state is progress of another kind).
 
 `Progress` is the pure bookkeeping (thread-safe: the loop writes, the HTTP thread reads);
 `HealthServer` serves it. Both take their clock as a parameter, so the rules are unit-tested.
@@ -87,6 +88,14 @@ class Progress:
         self._beat = self._clock()
 
     def set_ready(self, ready: bool) -> None:
+        """Not ready (recovering state, starting) counts as busy, not stalled: a liveness
+        probe must not restart a part in the middle of a long recovery (a slow recovery has
+        an alert of its own). Becoming ready starts every partition's grace anew."""
+        if ready and not self._ready:
+            now = self._clock()
+            with self._lock:
+                for p in self._parts.values():
+                    p.moved_at = now
         self._ready = ready
 
     def done(self, topic: str, partition: int, next_offset: int) -> None:
@@ -135,7 +144,7 @@ class Progress:
         reason = ""
         if self._beat is not None and now - self._beat > self.stall_after_s:
             reason = f"loop has not turned for {now - self._beat:.0f}s"
-        elif waiting and stalled_for > self.stall_after_s:
+        elif self._ready and waiting and stalled_for > self.stall_after_s:
             reason = f"{waiting} messages waiting, no progress for {stalled_for:.0f}s"
         return Verdict(not reason, self._ready, reason, waiting, stalled_for)
 

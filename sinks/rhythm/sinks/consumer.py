@@ -125,6 +125,7 @@ class ConsumerLoop:
             while not stop.is_set():
                 self._step()
         finally:
+            self.metrics.progress.set_ready(False)
             self._shutdown()
 
     def _step(self) -> None:
