@@ -121,7 +121,8 @@ class Processors:
         app.agent(self.events, name="explode", concurrency=1)(self._stage1)
         app.agent(self.updates, name="signals", concurrency=1)(self._stage2)
         app.timer(settings.tick_s)(self._tick)
-        app.timer(settings.health_tick_s)(self._watch)  # /healthz, /readyz, lag, recovery
+        if settings.metrics_port:  # /healthz, /readyz, lag, recovery (served by worker.py)
+            app.timer(settings.health_tick_s)(self._watch)
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
 
     # -- stage 1 ---------------------------------------------------------------------------
@@ -219,7 +220,8 @@ class Processors:
                 await asyncio.gather(*pending)
 
     async def _watch(self) -> None:
-        await self.metrics.watch(self.app, self._ready())
+        topics = {self.settings.events_topic, self.settings.updates_topic}
+        await self.metrics.watch(self.app, self._ready(), topics)
 
     # -- stage 2 ---------------------------------------------------------------------------
 

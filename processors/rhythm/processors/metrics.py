@@ -92,10 +92,14 @@ class ProcessorMetrics:
         """An agent finished a batch of this partition up to `last_offset`."""
         self.progress.done(topic, partition, last_offset + 1)
 
-    async def watch(self, app: Any, ready: bool) -> None:
+    async def watch(self, app: Any, ready: bool, topics: set[str]) -> None:
         """On a timer in the worker's event loop: readiness, recovery time, committed
         offsets, and (every `check_ends_s`) the end offsets, asked from the broker: the
-        fetcher's own idea of them stops moving when the fetcher stalls."""
+        fetcher's own idea of them stops moving when the fetcher stalls. Only for the
+        source `topics` (not the tables' changelogs), and the consumer is not touched before
+        the worker is ready: `app.consumer` built early subscribes before Faust has created
+        the changelog topics, ignores them for good, and stage 2 then crashes with
+        PartitionsMismatch."""
         now = time.monotonic()
         self.progress.beat()
         self.progress.set_ready(ready)
@@ -103,12 +107,13 @@ class ProcessorMetrics:
             if self._recovery_from is None:
                 self._recovery_from = now
             RECOVERING.set(now - self._recovery_from)
-        elif self._recovery_from is not None:
+            return
+        if self._recovery_from is not None:
             RECOVERY.observe(now - self._recovery_from)
             self._recovery_from = None
             RECOVERING.set(0)
         consumer = app.consumer
-        assigned = set(consumer.assignment())
+        assigned = {tp for tp in consumer.assignment() if tp.topic in topics}
         self.progress.assigned({(tp.topic, tp.partition) for tp in assigned})
         committed: dict[Any, int | None] = dict(getattr(consumer, "_committed_offset", {}))
         for tp in assigned:
