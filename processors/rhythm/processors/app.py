@@ -275,7 +275,6 @@ class Processors:
 
     async def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
         # Another worker owns these now; if they come back, state is re-read from the table.
-        self.metrics.revoked(revoked)
         for tp in revoked:
             if tp.topic == self.settings.events_topic:
                 self.sources.pop(tp.partition, None)

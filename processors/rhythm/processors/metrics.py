@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -86,6 +85,7 @@ class ProcessorMetrics:
         self.progress = Progress("processors", stall_after_s)
         self.check_ends_s = check_ends_s
         self._next_ends = 0.0
+        self._labelled: set[tuple[str, int]] = set()
         self._recovery_from: float | None = time.monotonic()  # starting is a recovery
 
     def done(self, topic: str, partition: int, last_offset: int) -> None:
@@ -114,7 +114,13 @@ class ProcessorMetrics:
             RECOVERING.set(0)
         consumer = app.consumer
         assigned = {tp for tp in consumer.assignment() if tp.topic in topics}
-        self.progress.assigned({(tp.topic, tp.partition) for tp in assigned})
+        keys = {(tp.topic, tp.partition) for tp in assigned}
+        self.progress.assigned(keys)  # revoked partitions are another worker's now
+        for topic, partition in self._labelled - keys:
+            for gauge in (COMMITTED, CONSUMER_LAG):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(topic, str(partition))
+        self._labelled = keys
         committed: dict[Any, int | None] = dict(getattr(consumer, "_committed_offset", {}))
         for tp in assigned:
             offset = committed.get(tp)
@@ -139,13 +145,6 @@ class ProcessorMetrics:
                 offset = committed.get(tp)
                 if offset is not None:
                     CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - offset))
-
-    def revoked(self, tps: Iterable[Any]) -> None:
-        for tp in tps:
-            self.progress.forget(tp.topic, tp.partition)
-            for gauge in (COMMITTED, CONSUMER_LAG):
-                with contextlib.suppress(KeyError):
-                    gauge.remove(tp.topic, str(tp.partition))
 
     def stage1(self, partition: int, out: Stage1Output, watermark: int, now: float) -> None:
         label = str(partition)
