@@ -79,7 +79,9 @@ class _ClientCollector(Collector):
         # is collected its final counts move to `_retired`, so the totals never go down.
         self._stats: dict[int, ClientStats] = {}
         self._retired = _RetiredStats(ClientStats())
-        self._lock = threading.Lock()
+        # Re-entrant: a client's finalizer (`_retire`) may run from a garbage collection
+        # that starts inside `collect()`'s locked section, on the same thread.
+        self._lock = threading.RLock()
 
     def add(self, client: _HasStats) -> None:
         self._clients.add(client)
