@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 
 help:
 	@echo "make run     - the main job on the embedded default: simulate, process, report"
-	@echo "make up / make down - the local stack (Kafka, processors, sink) in the background"
+	@echo "make up / make down - the local stack (Kafka, processors, sink, Prometheus if installed) in the background"
 	@echo "make test    - lint, type-check, unit and integration tests on a real local Kafka"
 	@echo "make test-faults - the full fault and bad-input suite (tests/faults, long runs too)"
 	@echo "make test-scale - a broker killed and workers rebalanced on a 3-node Kafka (slow)"

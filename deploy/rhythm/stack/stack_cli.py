@@ -16,7 +16,8 @@ def register(app: typer.Typer) -> None:
 
 
 def up() -> None:
-    """Start Kafka, the processors and the sink (embedded ClickHouse) in the background."""
+    """Start Kafka, the processors, the sink (embedded ClickHouse) and, when installed,
+    Prometheus (port RHYTHM_STACK_PROMETHEUS_PORT, default 9090) in the background."""
     from rhythm.stack.supervisor import Stack
 
     try:
@@ -67,6 +68,8 @@ def _print(parts: dict[str, Any]) -> None:
             details = f"watermark {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(wm))}Z"
         elif name == "sink":
             details = str(part.get("http") or "")
+        elif name == "prometheus":
+            details = str(part.get("url") or "")
         table.add_row(
             name,
             "[green]running[/]" if part.get("running") else "[red]stopped[/]",

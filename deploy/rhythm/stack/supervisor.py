@@ -1,7 +1,9 @@
 """`rhythm up|down|status`: the local stack in the background, logs in one place.
 
 Parts, in start order: Kafka (rhythm.stack.kafka), the processor worker, the sink (which owns
-the embedded ClickHouse and serves its HTTP endpoint). Each runs as its own process group with
+the embedded ClickHouse and serves its HTTP endpoint), and Prometheus when the `prometheus`
+binary is installed (rhythm.stack.prometheus: scrapes the parts' actual ports, data in
+`<home>/prometheus`). Each runs as its own process group with
 its log in `<home>/logs/<part>.log`; `<home>/stack.json` remembers their pids, so `up` is
 idempotent and `down` stops exactly what `up` started.
 """
@@ -24,6 +26,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rhythm.sinks.settings import default_data_dir
+from rhythm.stack import prometheus
 from rhythm.stack.kafka import LocalKafka, LocalKafkaSettings
 from rhythm.stack.ports import port_open, wait_for_port
 
@@ -41,6 +44,9 @@ class StackSettings(BaseSettings):
     sink_http_port: int = Field(8123, description="The embedded store's ClickHouse HTTP port.")
     processor_metrics_port: int = 9465
     sink_metrics_port: int = 9464
+    prometheus_port: int = Field(
+        9090, ge=0, description="The local Prometheus (when installed); 0 = do not start it."
+    )
     start_timeout_s: float = 90.0
 
 
@@ -88,7 +94,8 @@ class Stack:
 
     def down(self, timeout: float = 30.0) -> None:
         state = self._state()
-        for name in ("sink", "processors"):  # the sink last in, first out: it commits on TERM
+        # the sink last in, first out: it commits on TERM
+        for name in ("prometheus", "sink", "processors"):
             pid = state.get(name, {}).get("pid")
             if pid and _alive(pid):
                 _stop_group(pid, timeout)
@@ -114,6 +121,15 @@ class Stack:
             parts["sink"]["lag"] = consumer_lag(
                 bootstrap, SINK_GROUP, ["rhythm.events", "rhythm.signals", "rhythm.alerts"]
             )
+        if self._prometheus_wanted() or "prometheus" in state:
+            pid = state.get("prometheus", {}).get("pid")
+            port = self.settings.prometheus_port
+            parts["prometheus"] = {
+                "running": bool(pid and _alive(pid)),
+                "pid": pid,
+                "log": state.get("prometheus", {}).get("log"),
+                "url": f"http://127.0.0.1:{port}" if port_open("127.0.0.1", port) else None,
+            }
         watermark = scrape_min(
             self.settings.processor_metrics_port, "rhythm_processor_stage2_watermark_seconds"
         )
@@ -153,7 +169,31 @@ class Stack:
                 ),
                 s.sink_http_port or None,
             ),
+            *self._prometheus_part(),
         ]
+
+    def _prometheus_wanted(self) -> bool:
+        return bool(self.settings.prometheus_port) and prometheus.binary() is not None
+
+    def _prometheus_part(self) -> list[Part]:
+        """Prometheus with a config for this stack's ports and the project's alert rules."""
+        s = self.settings
+        executable = prometheus.binary()
+        if not s.prometheus_port or executable is None:
+            return []
+        home = self.home / "prometheus"
+        ports = (s.processor_metrics_port, s.sink_metrics_port)
+        config = prometheus.write_config(
+            home,
+            prometheus.render_config(
+                processors=[f"127.0.0.1:{ports[0]}"] if ports[0] else [],
+                sinks=[f"127.0.0.1:{ports[1]}"] if ports[1] else [],
+                prometheus=f"127.0.0.1:{s.prometheus_port}",
+            ),
+            prometheus.rules_text(),
+        )
+        argv = prometheus.command(executable, config, home / "data", s.prometheus_port)
+        return [Part("prometheus", argv, dict(os.environ), s.prometheus_port)]
 
     def _wait_ready(self, part: Part, proc: subprocess.Popen[bytes]) -> None:
         assert part.ready_port is not None

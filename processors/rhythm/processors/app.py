@@ -75,7 +75,7 @@ class Processors:
     def __init__(self, settings: ProcessorSettings, events_partitions: int) -> None:
         self.settings = settings
         self.events_partitions = events_partitions
-        self.metrics = ProcessorMetrics()
+        self.metrics = ProcessorMetrics(settings.stall_after_s, settings.health_check_s)
         self.stage1_cfg = Stage1Config(
             updates_partitions=settings.updates_partitions,
             dedup_horizon_ms=int((settings.lateness_s + settings.late_retention_s) * 1000),
@@ -126,6 +126,8 @@ class Processors:
         app.agent(self.events, name="explode", concurrency=1)(self._stage1)
         app.agent(self.updates, name="signals", concurrency=1)(self._stage2)
         app.timer(settings.tick_s)(self._tick)
+        if settings.metrics_port:  # /healthz, /readyz, lag, recovery (served by worker.py)
+            app.timer(settings.health_tick_s)(self._watch)
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
 
     # -- stage 1 ---------------------------------------------------------------------------
@@ -143,6 +145,7 @@ class Processors:
                 out = source.process(batch, int(now * 1000), now)
                 await self._emit_stage1(partition, out, group[-1])
                 self.metrics.stage1(partition, out, source.watermark, now)
+                self.metrics.done(s.events_topic, partition, group[-1].message.offset)
 
     async def _emit_stage1(
         self, partition: int, out: Stage1Output, event: EventT[bytes] | None
@@ -236,6 +239,10 @@ class Processors:
                 ]
                 await asyncio.gather(*pending)
 
+    async def _watch(self) -> None:
+        topics = {self.settings.events_topic, self.settings.updates_topic}
+        await self.metrics.watch(self.app, self._ready(), topics)
+
     # -- stage 2 ---------------------------------------------------------------------------
 
     async def _stage2(self, stream: Any) -> None:
@@ -270,6 +277,7 @@ class Processors:
                 for key, value in proc.take_dirty():
                     self.state_table[key] = value
                 self.metrics.partition_state(partition, proc)
+                self.metrics.done(s.updates_topic, partition, group[-1].message.offset)
 
     def _partition(self, partition: int) -> PartitionProcessor:
         proc = self.partitions.get(partition)

@@ -3,10 +3,16 @@ reasons, never an entity, tenant or anything an event carries."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
 
 from rhythm.processors.partition import Output, PartitionProcessor
 from rhythm.processors.stage1 import Stage1Output
+from rhythm.producers.health import Progress
 
 EVENTS_IN = Counter(
     "rhythm_processor_events_total", "Events taken by stage 1 (after deduplication).", ["partition"]
@@ -44,9 +50,102 @@ STAGE2_WATERMARK = Gauge(
 OPEN_WINDOWS = Gauge(
     "rhythm_processor_open_windows", "Entity windows held in state.", ["partition"]
 )
+WINDOWS_CLOSED = Counter(
+    "rhythm_processor_windows_closed_total", "Windows closed (emitted with version 1)."
+)
+WINDOWS_CORRECTED = Counter(
+    "rhythm_processor_windows_corrected_total",
+    "Closed windows emitted again, corrected by late events (version > 1).",
+)
+COMMITTED = Gauge(
+    "rhythm_processor_committed_offset",
+    "The offset the consumer group committed (next to read), per assigned partition.",
+    ["topic", "partition"],
+)
+CONSUMER_LAG = Gauge(
+    "rhythm_processor_consumer_lag",
+    "Messages not yet committed: the partition's end offset minus the committed offset.",
+    ["topic", "partition"],
+)
+RECOVERY = Histogram(
+    "rhythm_processor_recovery_seconds",
+    "From losing readiness (start, rebalance) to tables recovered and agents running.",
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+RECOVERING = Gauge(
+    "rhythm_processor_recovery_in_progress_seconds",
+    "How long the recovery under way has lasted (0 when none is).",
+)
 
 
 class ProcessorMetrics:
+    """The agents' counters, plus the worker's progress (what /healthz and /readyz tell)."""
+
+    def __init__(self, stall_after_s: float = 60.0, check_ends_s: float = 5.0) -> None:
+        self.progress = Progress("processors", stall_after_s)
+        self.check_ends_s = check_ends_s
+        self._next_ends = 0.0
+        self._labelled: set[tuple[str, int]] = set()
+        self._recovery_from: float | None = time.monotonic()  # starting is a recovery
+
+    def done(self, topic: str, partition: int, last_offset: int) -> None:
+        """An agent finished a batch of this partition up to `last_offset`."""
+        self.progress.done(topic, partition, last_offset + 1)
+
+    async def watch(self, app: Any, ready: bool, topics: set[str]) -> None:
+        """On a timer in the worker's event loop: readiness, recovery time, committed
+        offsets, and (every `check_ends_s`) the end offsets, asked from the broker: the
+        fetcher's own idea of them stops moving when the fetcher stalls. Only for the
+        source `topics` (not the tables' changelogs), and the consumer is not touched before
+        the worker is ready: `app.consumer` built early subscribes before Faust has created
+        the changelog topics, ignores them for good, and stage 2 then crashes with
+        PartitionsMismatch."""
+        now = time.monotonic()
+        self.progress.beat()
+        self.progress.set_ready(ready)
+        if not ready:
+            if self._recovery_from is None:
+                self._recovery_from = now
+            RECOVERING.set(now - self._recovery_from)
+            return
+        if self._recovery_from is not None:
+            RECOVERY.observe(now - self._recovery_from)
+            self._recovery_from = None
+            RECOVERING.set(0)
+        consumer = app.consumer
+        assigned = {tp for tp in consumer.assignment() if tp.topic in topics}
+        keys = {(tp.topic, tp.partition) for tp in assigned}
+        self.progress.assigned(keys)  # revoked partitions are another worker's now
+        for topic, partition in self._labelled - keys:
+            for gauge in (COMMITTED, CONSUMER_LAG):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(topic, str(partition))
+        self._labelled = keys
+        committed: dict[Any, int | None] = dict(getattr(consumer, "_committed_offset", {}))
+        for tp in assigned:
+            offset = committed.get(tp)
+            if offset is not None:
+                COMMITTED.labels(tp.topic, str(tp.partition)).set(offset)
+                self.progress.done(tp.topic, tp.partition, offset)
+        if not assigned or now < self._next_ends:
+            return
+        self._next_ends = now + self.check_ends_s
+        by_topic: dict[str, list[Any]] = {}
+        for tp in assigned:
+            by_topic.setdefault(tp.topic, []).append(tp)
+        for tps in by_topic.values():  # per topic: one gone (deleted) must not hide the rest
+            try:
+                ends = await asyncio.wait_for(consumer.highwaters(*tps), self.check_ends_s)
+            except Exception:  # no answer: the verdict keeps the last known ends
+                continue
+            for tp, end in ends.items():
+                if end is None:
+                    continue
+                self.progress.end(tp.topic, tp.partition, end)
+                offset = committed.get(tp)
+                if offset is not None:
+                    CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - offset))
+
     def stage1(self, partition: int, out: Stage1Output, watermark: int, now: float) -> None:
         label = str(partition)
         EVENTS_IN.labels(label).inc(out.events)
@@ -67,6 +166,9 @@ class ProcessorMetrics:
             LATE.labels("too_late").inc(out.too_late)
         if out.signals:
             SIGNALS.inc(len(out.signals))
+            closed = sum(1 for signal in out.signals if signal.get("version") == 1)
+            WINDOWS_CLOSED.inc(closed)
+            WINDOWS_CORRECTED.inc(len(out.signals) - closed)
         for alert in out.alerts:
             ALERTS.labels(alert["kind"]).inc()
 

@@ -56,7 +56,16 @@ class ProcessorSettings(BaseSettings):
     )
     web_port: int = Field(0, ge=0, description="Faust's own web server; 0 = off.")
     metrics_host: str = Field("127.0.0.1", description="Where /metrics binds.")
-    metrics_port: int = Field(9465, ge=0, description="Prometheus /metrics; 0 = off.")
+    metrics_port: int = Field(
+        9465, ge=0, description="/metrics, /healthz, /readyz (health.py); 0 = off."
+    )
+    stall_after_s: float = Field(
+        60, gt=0, description="/healthz fails after this long without progress while input waits."
+    )
+    health_tick_s: float = Field(1.0, gt=0, description="How often readiness and lag are updated.")
+    health_check_s: float = Field(
+        5, gt=0, description="How often the end offsets are asked from the broker."
+    )
     log_level: str = "warn"
 
     def signal_config(self) -> SignalConfig:

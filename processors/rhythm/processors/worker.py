@@ -78,14 +78,18 @@ def run(settings: ProcessorSettings | None = None) -> None:
 
     settings = settings or ProcessorSettings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     partitions = events_partitions(settings)
     ensure_updates_topic(settings)
     ensure_changelog_topics(settings, partitions)
     processors = Processors(settings, partitions)
+    if settings.metrics_port:
+        from prometheus_client import REGISTRY
+
+        from rhythm.producers.health import HealthServer
+
+        HealthServer(
+            settings.metrics_host, settings.metrics_port, REGISTRY, processors.metrics.progress
+        ).start()
     worker = faust.Worker(processors.app, loglevel=settings.log_level, quiet=True)
     # Faust's startup spinner sets the root logger to DEBUG (for good): every debug call in
     # aiokafka and Faust then builds a LogRecord, ~8% of the worker's CPU in a profile.

@@ -10,6 +10,7 @@ Labels are bounded: `reason` comes from a fixed set, never from an event.
 from __future__ import annotations
 
 import bisect
+import threading
 import weakref
 from collections import Counter as Tally
 from collections.abc import Iterator
@@ -44,6 +45,16 @@ class ClientStats:
         self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.latency_sum += seconds
 
+    def absorb(self, other: ClientStats) -> None:
+        """Add a closed client's counts to these (counters must not go down)."""
+        self.tracked += other.tracked
+        self.delivered += other.delivered
+        self.failed.update(other.failed)
+        self.dropped.update(other.dropped)
+        for i, n in enumerate(other.latency_counts):
+            self.latency_counts[i] += n
+        self.latency_sum += other.latency_sum
+
 
 class _HasStats(Protocol):
     stats: ClientStats
@@ -51,12 +62,38 @@ class _HasStats(Protocol):
     def queue_depth(self) -> int: ...
 
 
+class _RetiredStats:
+    """Stands for every client that is gone: its counts stay in the totals."""
+
+    def __init__(self, stats: ClientStats) -> None:
+        self.stats = stats
+
+    def queue_depth(self) -> int:
+        return 0
+
+
 class _ClientCollector(Collector):
     def __init__(self) -> None:
         self._clients: weakref.WeakSet[_HasStats] = weakref.WeakSet()
+        # The stats object each live client had when last seen, by id(client): when a client
+        # is collected its final counts move to `_retired`, so the totals never go down.
+        self._stats: dict[int, ClientStats] = {}
+        self._retired = _RetiredStats(ClientStats())
+        # Re-entrant: a client's finalizer (`_retire`) may run from a garbage collection
+        # that starts inside `collect()`'s locked section, on the same thread.
+        self._lock = threading.RLock()
 
     def add(self, client: _HasStats) -> None:
         self._clients.add(client)
+        with self._lock:
+            self._stats[id(client)] = client.stats
+        weakref.finalize(client, self._retire, id(client))
+
+    def _retire(self, client_id: int) -> None:
+        with self._lock:
+            stats = self._stats.pop(client_id, None)
+            if stats is not None:
+                self._retired.stats.absorb(stats)
 
     def collect(self) -> Iterator[Metric]:
         tracked = CounterMetricFamily(
@@ -78,7 +115,13 @@ class _ClientCollector(Collector):
         depth = GaugeMetricFamily(
             "rhythm_client_queue_depth", "Events waiting in the send queue for delivery."
         )
-        clients = list(self._clients)
+        live = list(self._clients)
+        with self._lock:
+            for c in live:  # a client may start over with new stats (after a fork)
+                self._stats[id(c)] = c.stats
+            retired = _RetiredStats(ClientStats())
+            retired.stats.absorb(self._retired.stats)
+        clients: list[_HasStats] = [*live, retired]
         tracked.add_metric([], sum(c.stats.tracked for c in clients))
         delivered.add_metric([], sum(c.stats.delivered for c in clients))
         for family, attr in ((failed, "failed"), (dropped, "dropped")):

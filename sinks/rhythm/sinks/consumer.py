@@ -126,14 +126,17 @@ class ConsumerLoop:
             on_lost=self._on_revoke,
         )
         self.writer.start()
+        self.metrics.progress.set_ready(True)  # store migrated, subscribed: serving
         try:
             while not stop.is_set():
                 self._step()
         finally:
+            self.metrics.progress.set_ready(False)
             self._shutdown()
 
     def _step(self) -> None:
         s = self.settings
+        self.metrics.progress.beat()
         self._collect_done()
         room_rows = s.buffer_max_rows - self.held_messages
         room_bytes = s.buffer_max_bytes - self.held_bytes
@@ -393,6 +396,7 @@ class ConsumerLoop:
         return TopicPartition(tp[0], tp[1], offset, intent_metadata([b.end for b in intended]))
 
     def _update_lag(self) -> None:
+        self.metrics.progress.assigned(set(self.assigned))
         for tp in list(self.assigned):
             topic, partition = tp
             try:
@@ -406,6 +410,8 @@ class ConsumerLoop:
             if high is None or high < 0 or written is None:
                 continue
             self._lag[tp] = max(0, high - written)
+            self.metrics.progress.done(topic, partition, written)
+            self.metrics.progress.end(topic, partition, high)
             self.metrics.lag.labels(topic, str(partition)).set(self._lag[tp])
 
     def _publish_status(self) -> None:

@@ -12,6 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from rhythm.producers.health import Progress
+
 __all__ = ["BulkHistogram", "SinkMetrics"]
 
 FRESHNESS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
@@ -65,8 +67,12 @@ class BulkHistogram(Collector):
 
 
 class SinkMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, stall_after_s: float = 60.0
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        #: what /healthz and /readyz tell (written offsets vs end offsets; health.py)
+        self.progress = Progress("sink", stall_after_s)
         r = self.registry
         self.rows_written = Counter(
             "rhythm_sink_rows_written", "Rows acknowledged by ClickHouse.", ["table"], registry=r

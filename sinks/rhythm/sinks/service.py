@@ -16,8 +16,8 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, TopicCollection
 from confluent_kafka.admin import AdminClient
-from prometheus_client import start_http_server
 
+from rhythm.producers.health import HealthServer
 from rhythm.sinks.batcher import Batcher
 from rhythm.sinks.consumer import ConsumerLoop, consumer_config
 from rhythm.sinks.dead_letters import DeadLetterTopic
@@ -103,15 +103,14 @@ def run_sink(
         return
     cleanup: list[Callable[[], None]] = [client.close]
     try:
-        metrics = SinkMetrics()
+        metrics = SinkMetrics(stall_after_s=settings.stall_after_s)
         ready: dict[str, Any] = {"pid": os.getpid(), "store": dsn.redacted()}
         if settings.metrics_port:
-            server, _thread = start_http_server(
-                settings.metrics_port, settings.metrics_host, registry=metrics.registry
-            )
-            cleanup.append(server.server_close)
-            cleanup.append(server.shutdown)
-            ready["metrics"] = f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+            server = HealthServer(
+                settings.metrics_host, settings.metrics_port, metrics.registry, metrics.progress
+            ).start()
+            cleanup.append(server.stop)
+            ready["metrics"] = f"{server.url}/metrics"
 
         lookup = topic_ids(settings)
         batcher = Batcher(

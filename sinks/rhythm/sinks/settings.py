@@ -174,7 +174,12 @@ class SinkSettings(BaseSettings):
     )
 
     # -- observability ----------------------------------------------------------------------
-    metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus; 0 = off.")
+    metrics_port: int = Field(
+        9464, ge=0, le=65535, description="/metrics, /healthz, /readyz; 0 = off."
+    )
+    stall_after_s: float = Field(
+        60, gt=0, description="/healthz fails after this long without progress while input waits."
+    )
     metrics_host: str = "127.0.0.1"
 
     @field_validator("data_dir")
