@@ -32,7 +32,7 @@ HOW = """## How these numbers are made
 
 - `make bench` runs every section on a private local Kafka broker (free ports, data in
   bench/.work, git-ignored) and writes bench/results/<section>.md and this file;
-  `python -m bench.run --only peers` (or client, e2e, scale) re-runs one section and keeps
+  `python -m bench.run --only peers` (or client, e2e, scale, workers) re-runs one section and keeps
   the others' last results. `make bench-smoke` runs all of them on small sizes (about 20
   minutes here) and writes bench/.work-smoke/BENCHMARKS.md instead.
 - Sizes come from the environment: `RHYTHM_BENCH_EVENTS` (end to end, default 1,000,000),
@@ -145,7 +145,10 @@ def client_section(bootstrap: str, events: int, rounds: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "--only", action="append", choices=["client", "peers", "e2e", "scale"], default=None
+        "--only",
+        action="append",
+        choices=["client", "peers", "e2e", "scale", "workers"],
+        default=None,
     )
     parser.add_argument(
         "--assemble", action="store_true", help="Only rewrite BENCHMARKS.md from the results."
@@ -153,7 +156,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    sections = [] if args.assemble else args.only or ["client", "peers", "e2e", "scale"]
+    sections = [] if args.assemble else args.only or ["client", "peers", "e2e", "scale", "workers"]
     began = time.monotonic()
     results = Path(os.environ.get("RHYTHM_BENCH_RESULTS", RESULTS)).resolve()
     # A run with its own results directory (make bench-smoke) writes its BENCHMARKS.md beside.
@@ -190,16 +193,34 @@ def run_sections(sections: list[str], args: argparse.Namespace, results: Path) -
                 from bench.e2e_bench import e2e_section
 
                 text = e2e_section(kafka, Path(home))
-            else:
+            elif section == "scale":
                 from bench.scale_bench import scale_section
 
                 text = scale_section(kafka, Path(home))
+            else:
+                text = workers_section(bootstrap)
             text += f"\n_Section run at load {loadavg()} (1-minute average, 2 shared cores)._\n"
             (results / f"{section}.md").write_text(text)
             (results / f"{section}.goals.json").write_text(json.dumps(GOALS))
             GOALS.clear()
     finally:
         kafka.down()
+
+
+def workers_section(bootstrap: str) -> str:
+    """1, 2 and 4 processor workers over the same events (bench/scale_workers.py, which
+    docs/scaling.md quotes), on this run's broker; RHYTHM_BENCH_WORKERS_SCALE sizes it."""
+    scale = os.environ.get("RHYTHM_BENCH_WORKERS_SCALE", "0.3")
+    argv = [sys.executable, "-m", "bench.scale_workers", "--bootstrap", bootstrap]
+    argv += ["--scale", scale, "--workers", "1,2,4"]
+    table = subprocess.run(argv, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    return (
+        "## Workers\n\n"
+        f"`python -m bench.run --only workers` (`python -m bench.scale_workers --scale {scale} "
+        "--workers 1,2,4`): the same events through 1, 2 and 4 `rhythm processors` workers of "
+        "one fresh app each; on 2 cores more workers compete for the same CPU "
+        "(docs/scaling.md).\n\n" + table
+    )
 
 
 def write_benchmarks(results: Path, target: Path) -> None:
