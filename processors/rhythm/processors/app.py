@@ -27,6 +27,7 @@ from faust.streams import _current_event
 from faust.types import TP, EventT
 
 from rhythm.processors.codec import dumps, loads
+from rhythm.processors.ends import EndOffsets
 from rhythm.processors.explode import SEP, partition_for
 from rhythm.processors.metrics import ProcessorMetrics
 from rhythm.processors.partition import WATERMARKS_PREFIX, PartitionProcessor
@@ -76,6 +77,9 @@ class Processors:
         self.settings = settings
         self.events_partitions = events_partitions
         self.metrics = ProcessorMetrics(settings.stall_after_s, settings.health_check_s)
+        self._ends = EndOffsets(
+            settings.kafka, f"{settings.app_id}-health", timeout_s=settings.health_check_s
+        )
         self.stage1_cfg = Stage1Config(
             updates_partitions=settings.updates_partitions,
             dedup_horizon_ms=int((settings.lateness_s + settings.late_retention_s) * 1000),
@@ -223,9 +227,10 @@ class Processors:
         # The end offsets the fetcher last saw (no broker round trip); where it has seen none
         # yet (just assigned, paused), ask the broker.
         known = {tp: self.app.consumer.highwater(tp) for tp in mine}
-        unknown = [tp for tp, end in known.items() if end is None]
-        if unknown:
-            known.update(await self.app.consumer.highwaters(*unknown))
+        unknown = [(tp.topic, tp.partition) for tp, end in known.items() if end is None]
+        if unknown:  # our own client, not Faust's consumer thread (see ends.py)
+            for (topic, partition), asked in (await self._ends.ask(unknown)).items():
+                known[TP(topic, partition)] = asked
         for tp in mine:
             end = known.get(tp)
             if end is None:
@@ -241,7 +246,7 @@ class Processors:
 
     async def _watch(self) -> None:
         topics = {self.settings.events_topic, self.settings.updates_topic}
-        await self.metrics.watch(self.app, self._ready(), topics)
+        await self.metrics.watch(self.app, self._ready(), topics, self._ends)
 
     # -- stage 2 ---------------------------------------------------------------------------
 

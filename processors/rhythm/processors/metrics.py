@@ -3,13 +3,13 @@ reasons, never an entity, tenant or anything an event carries."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from rhythm.processors.ends import EndOffsets
 from rhythm.processors.partition import Output, PartitionProcessor
 from rhythm.processors.stage1 import Stage1Output
 from rhythm.producers.health import Progress
@@ -92,13 +92,13 @@ class ProcessorMetrics:
         """An agent finished a batch of this partition up to `last_offset`."""
         self.progress.done(topic, partition, last_offset + 1)
 
-    async def watch(self, app: Any, ready: bool, topics: set[str]) -> None:
+    async def watch(self, app: Any, ready: bool, topics: set[str], ends: EndOffsets) -> None:
         """On a timer in the worker's event loop: readiness, recovery time, committed
-        offsets, and (every `check_ends_s`) the end offsets, asked from the broker: the
-        fetcher's own idea of them stops moving when the fetcher stalls. Only for the
-        source `topics` (not the tables' changelogs), and the consumer is not touched before
-        the worker is ready: `app.consumer` built early subscribes before Faust has created
-        the changelog topics, ignores them for good, and stage 2 then crashes with
+        offsets, and (every `check_ends_s`) the end offsets, asked from the broker by `ends`
+        (its own client: see ends.py for why not Faust's consumer). Only for the source
+        `topics` (not the tables' changelogs), and the consumer is not touched before the
+        worker is ready: `app.consumer` built early subscribes before Faust has created the
+        changelog topics, ignores them for good, and stage 2 then crashes with
         PartitionsMismatch."""
         now = time.monotonic()
         self.progress.beat()
@@ -121,30 +121,21 @@ class ProcessorMetrics:
                 with contextlib.suppress(KeyError):
                     gauge.remove(topic, str(partition))
         self._labelled = keys
-        committed: dict[Any, int | None] = dict(getattr(consumer, "_committed_offset", {}))
-        for tp in assigned:
-            offset = committed.get(tp)
-            if offset is not None:
-                COMMITTED.labels(tp.topic, str(tp.partition)).set(offset)
-                self.progress.done(tp.topic, tp.partition, offset)
-        if not assigned or now < self._next_ends:
+        committed: dict[tuple[str, int], int] = {}
+        for tp, offset in dict(getattr(consumer, "_committed_offset", {})).items():
+            if offset is not None and (tp.topic, tp.partition) in keys:
+                committed[(tp.topic, tp.partition)] = int(offset)
+        for (topic, partition), offset in committed.items():
+            COMMITTED.labels(topic, str(partition)).set(offset)
+            self.progress.done(topic, partition, offset)
+        if not keys or now < self._next_ends:
             return
         self._next_ends = now + self.check_ends_s
-        by_topic: dict[str, list[Any]] = {}
-        for tp in assigned:
-            by_topic.setdefault(tp.topic, []).append(tp)
-        for tps in by_topic.values():  # per topic: one gone (deleted) must not hide the rest
-            try:
-                ends = await asyncio.wait_for(consumer.highwaters(*tps), self.check_ends_s)
-            except Exception:  # no answer: the verdict keeps the last known ends
-                continue
-            for tp, end in ends.items():
-                if end is None:
-                    continue
-                self.progress.end(tp.topic, tp.partition, end)
-                offset = committed.get(tp)
-                if offset is not None:
-                    CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - offset))
+        for (topic, partition), end in (await ends.ask(sorted(keys))).items():
+            self.progress.end(topic, partition, end)
+            offset = committed.get((topic, partition))
+            if offset is not None:
+                CONSUMER_LAG.labels(topic, str(partition)).set(max(0, end - offset))
 
     def stage1(self, partition: int, out: Stage1Output, watermark: int, now: float) -> None:
         label = str(partition)

@@ -1,0 +1,57 @@
+"""End offsets for the health watch, asked from the broker by a librdkafka consumer of our own.
+
+Not through Faust's consumer: its `highwaters()` runs aiokafka's `end_offsets` on the
+consumer thread, which also fetches and commits; asked during a broker restart it blocked
+that thread, and the worker went on processing what it had fetched but never committed again
+(seen in the fault suite). This consumer never joins a group (no subscribe, no commit), so it
+cannot disturb the worker's group; its calls run in a thread with their own timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from rhythm.producers.config import KafkaSettings
+
+__all__ = ["EndOffsets"]
+
+
+class EndOffsets:
+    def __init__(self, kafka: KafkaSettings, group_id: str, timeout_s: float) -> None:
+        self._conf: dict[str, Any] = {
+            **kafka.to_librdkafka(),
+            "group.id": group_id,  # required by the client; never joined
+            "enable.auto.commit": False,
+        }
+        self._timeout_s = timeout_s
+        self._consumer: Consumer | None = None
+        self._lock = threading.Lock()  # one call at a time: the timer may overlap itself
+
+    def _ends(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        with self._lock:
+            if self._consumer is None:
+                self._consumer = Consumer(self._conf)
+            out: dict[tuple[str, int], int] = {}
+            for topic, partition in tps:
+                try:
+                    _low, high = self._consumer.get_watermark_offsets(
+                        TopicPartition(topic, partition), timeout=self._timeout_s
+                    )
+                except Exception:  # no answer (broker away, topic gone): keep the last known
+                    continue
+                if high >= 0:
+                    out[(topic, partition)] = int(high)
+            return out
+
+    async def ask(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return await asyncio.to_thread(self._ends, tps)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
