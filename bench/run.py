@@ -45,7 +45,7 @@ HOW = """## How these numbers are made
   `RHYTHM_BENCH_RECOVERY_ENTITIES` (1,000,000; 0 skips).
 - The Quix Streams peer and py-spy live in bench/.venv-peers (created by the bench on first
   use, git-ignored): quixstreams pins its own confluent-kafka range.
-- The machine is shared (2 cores; other engineers' brokers and tests run at the same time),
+- The machine is shared (2 cores; other brokers and test suites may run at the same time),
   so absolute numbers move a lot between runs: every result carries the 1-minute load
   average, peer runs are interleaved in rotating order, and the comparisons are ratios
   within one run.
