@@ -65,6 +65,12 @@ def test_two_sinks_share_the_partitions_and_one_leaves_mid_run(
     total = 6000
     try:
         start_writer(second)
+        # Publish only once the group has split the partitions: before that the first sink
+        # owns them all and may write everything, leaving the second nothing to show.
+        deadline = time.monotonic() + 90
+        while "rhythm.sinks.consumer: assigned ['" not in second.log():
+            assert time.monotonic() < deadline, second.log()[-2000:]
+            time.sleep(0.2)
         with publisher(kafka_broker.bootstrap, topics.events) as producer:
             for i in range(total // 2):
                 producer.send(event(i))
