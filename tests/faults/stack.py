@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,7 +52,10 @@ class ProcessorProcess:
     def __init__(self, pipeline: Pipeline, extra_env: dict[str, str] | None = None) -> None:
         self.pipeline = pipeline
         self.metrics_port = free_port()
-        self.env = pipeline.env() | {"RHYTHM_PROCESSOR_METRICS_PORT": str(self.metrics_port)}
+        self.env = pipeline.env() | {
+            "RHYTHM_PROCESSOR_METRICS_PORT": str(self.metrics_port),
+            "RHYTHM_PROCESSOR_STALL_AFTER_S": "30",
+        }
         self.env |= extra_env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -72,6 +77,18 @@ class ProcessorProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def stalled(self) -> bool:
+        """Its /healthz says 503: input waits and nothing was committed for the configured
+        time (Faust consumers can stop committing silently; a supervisor restarts them)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=3):
+                return False
+        except urllib.error.HTTPError as exc:
+            return exc.code == 503
+        except OSError:  # not serving (starting, or gone): not a verdict
+            return False
 
     def kill(self) -> None:
         assert self.proc is not None

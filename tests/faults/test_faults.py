@@ -132,6 +132,10 @@ def supervise(stack: Stack, ledger: Ledger) -> None:
     if not stack.processors.alive():
         ledger.note("processors exited by themselves, restarted")
         stack.processors.start()
+    elif stack.processors.stalled():  # what a liveness probe does
+        ledger.note("processors stalled (/healthz 503), restarted")
+        stack.processors.kill()
+        stack.processors.start()
 
 
 def run_with_faults(

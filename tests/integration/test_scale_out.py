@@ -239,7 +239,7 @@ def test_workers_joining_and_leaving_mid_run_give_the_single_worker_results(
 ) -> None:
     bootstrap = kafka_cluster.bootstrap
     now = int(time.time() * 1000)
-    w = generate(now, seed=41, users=60)
+    w = generate(now, seed=41, users=180)  # enough that the leaving worker leaves mid-run
     reference = reference_signals(w.events, WINDOWS_MS)
     closed = expected_closed(reference, now - 60_000)
 

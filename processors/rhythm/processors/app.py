@@ -149,7 +149,6 @@ class Processors:
                 out = source.process(batch, int(now * 1000), now)
                 await self._emit_stage1(partition, out, group[-1])
                 self.metrics.stage1(partition, out, source.watermark, now)
-                self.metrics.done(s.events_topic, partition, group[-1].message.offset)
 
     async def _emit_stage1(
         self, partition: int, out: Stage1Output, event: EventT[bytes] | None
@@ -282,7 +281,6 @@ class Processors:
                 for key, value in proc.take_dirty():
                     self.state_table[key] = value
                 self.metrics.partition_state(partition, proc)
-                self.metrics.done(s.updates_topic, partition, group[-1].message.offset)
 
     def _partition(self, partition: int) -> PartitionProcessor:
         proc = self.partitions.get(partition)

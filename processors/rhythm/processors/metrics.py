@@ -88,10 +88,6 @@ class ProcessorMetrics:
         self._labelled: set[tuple[str, int]] = set()
         self._recovery_from: float | None = time.monotonic()  # starting is a recovery
 
-    def done(self, topic: str, partition: int, last_offset: int) -> None:
-        """An agent finished a batch of this partition up to `last_offset`."""
-        self.progress.done(topic, partition, last_offset + 1)
-
     async def watch(self, app: Any, ready: bool, topics: set[str], ends: EndOffsets) -> None:
         """On a timer in the worker's event loop: readiness, recovery time, committed
         offsets, and (every `check_ends_s`) the end offsets, asked from the broker by `ends`
