@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -75,7 +76,8 @@ class Pipeline:
             RHYTHM_PROCESSOR_TICK_S="0.5",
             RHYTHM_PROCESSOR_IDLE_AFTER_S="3",
             RHYTHM_PROCESSOR_REPLY_HORIZON_S=str(6 * 3600),
-            RHYTHM_PROCESSOR_LOG_LEVEL="warn",
+            # Raise it to find out why a run failed (CI keeps the quiet default).
+            RHYTHM_PROCESSOR_LOG_LEVEL=os.environ.get("RHYTHM_TEST_PROCESSOR_LOG_LEVEL", "warn"),
         )
 
     def start(self) -> subprocess.Popen[bytes]:
@@ -149,7 +151,13 @@ def wait_for_windows(
         if keys <= set(seen):
             return seen
     missing = sorted(keys - set(seen))[:5]
-    raise AssertionError(f"{len(keys - set(seen))} windows never emitted, e.g. {missing}")
+    log = pipeline.home / "processor.log"
+    tail = log.read_text(errors="replace").splitlines()[-40:] if log.exists() else []
+    raise AssertionError(
+        f"{len(keys - set(seen))} windows never emitted, e.g. {missing}\n"
+        + "processor log, last lines:\n"
+        + "\n".join(tail)
+    )
 
 
 def check_signals(got: dict[tuple[Any, ...], Any], reference: dict[tuple[Any, ...], Any]) -> None:
@@ -258,3 +266,40 @@ def test_a_worker_killed_twice_gives_the_same_results(kafka_broker: Any, tmp_pat
         assert hurt_s == calm_s, key
     check_alerts(calm_alerts, w)
     assert hurt.alerts() == calm_alerts
+
+
+@pytest.mark.long
+def test_a_worker_killed_many_times_gives_the_same_results(
+    kafka_broker: Any, tmp_path: Path
+) -> None:
+    """A dozen SIGKILLs while the worker works through its input (each after some progress,
+    at a random moment), then one run to the end: every closed window and alert equals the
+    independent computation. `make test-faults` runs it."""
+    now = int(time.time() * 1000)
+    w = generate(now, seed=29, users=int(os.environ.get("RHYTHM_TEST_KILL_USERS", "200")))
+    reference = reference_signals(w.events, WINDOWS_MS)
+    closed = expected_closed(reference, now - 60_000)
+    hurt = Pipeline(kafka_broker.bootstrap, f"kills-{uuid.uuid4().hex[:8]}", tmp_path)
+    hurt.create_topics()
+    hurt.send(w.arrivals)
+    rng = random.Random(int(os.environ.get("RHYTHM_TEST_KILL_SEED", "7")))
+    kills = int(os.environ.get("RHYTHM_TEST_KILLS", "12"))
+    proc = hurt.start()
+    try:
+        for i in range(kills):
+            # Each worker must show progress of its own before it is killed, else a kill
+            # during the previous one's start-up would only test the group join.
+            floor = hurt.emitted() + rng.randrange(1, max(2, len(closed) // (2 * kills)))
+            deadline = time.monotonic() + 120
+            while hurt.emitted() < floor:
+                assert proc.poll() is None, f"worker {i} exited by itself ({proc.returncode})"
+                assert time.monotonic() < deadline, f"worker {i} made no progress in 120 s"
+                time.sleep(0.05)  # polling the topic's end offsets, not waiting for a result
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            proc = hurt.start()
+        hurt_signals = wait_for_windows(hurt, closed)
+    finally:
+        _stop(proc)
+    check_signals(hurt_signals, reference)
+    check_alerts(hurt.alerts(), w)
