@@ -194,7 +194,7 @@ class Processors:
             source.restore(
                 [
                     (k, v)
-                    for k, v in _items(self.stage1_table)
+                    for k, v in _partition_items(self.stage1_table, partition)
                     if k == prefix[0] or k.startswith(prefix[1])
                 ]
             )
@@ -291,7 +291,7 @@ class Processors:
             )
             proc.restore(
                 (k, v)
-                for k, v in _items(self.state_table)
+                for k, v in _partition_items(self.state_table, partition)
                 if _state_partition(k, s.updates_partitions) == partition
             )
         return proc
@@ -320,8 +320,21 @@ def _by_partition(events: Iterable[EventT[bytes]]) -> dict[int, list[EventT[byte
     return groups
 
 
-def _items(table: Any) -> Iterable[tuple[str, bytes]]:
-    for key, value in table.items():
+def _partition_items(table: Any, partition: int) -> Iterable[tuple[str, bytes]]:
+    """The table's keys written for one partition. The RocksDB store keeps one database per
+    partition (a write goes to its event's partition), so read only that one: reading the
+    whole table for each partition made restoring P partitions cost P full scans (minutes
+    with a million entities). The callers still filter by key, so a store without
+    per-partition databases (any other) gives the same result, only slower."""
+    store = table.data
+    per_partition = getattr(store, "_db_for_partition", None)
+    visible = getattr(store, "_visible_items", None)
+    items = (
+        table.items()
+        if per_partition is None or visible is None
+        else visible(per_partition(partition))
+    )
+    for key, value in items:
         yield (key.decode("utf-8", "surrogatepass") if isinstance(key, bytes) else key), value
 
 
