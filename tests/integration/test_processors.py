@@ -126,6 +126,22 @@ class Pipeline:
         finally:
             consumer.close()
 
+    def offsets(self) -> str:
+        """Committed against end offsets of the worker's inputs, for a failure message."""
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.name})
+        try:
+            lines = []
+            for topic in (self.topics["events"], self.topics["updates"]):
+                tps = [TopicPartition(topic, p) for p in range(4)]
+                for tp in consumer.committed(tps, timeout=10):
+                    end = consumer.get_watermark_offsets(tp, 5)[1]
+                    lines.append(f"{topic}[{tp.partition}] committed {tp.offset} end {end}")
+            return "\n".join(lines)
+        except Exception as exc:  # a diagnostic must not hide the real failure
+            return f"offsets unavailable: {exc!r}"
+        finally:
+            consumer.close()
+
     def alerts(self) -> set[tuple[str, str, str, str, str | None, int]]:
         messages = read_topic(self.bootstrap, self.topics["alerts"], 0, timeout=5)
         alerts = [json.loads(payload(m)) for m in messages]
@@ -155,7 +171,8 @@ def wait_for_windows(
     tail = log.read_text(errors="replace").splitlines()[-40:] if log.exists() else []
     raise AssertionError(
         f"{len(keys - set(seen))} windows never emitted, e.g. {missing}\n"
-        + "processor log, last lines:\n"
+        + pipeline.offsets()
+        + "\nprocessor log, last lines:\n"
         + "\n".join(tail)
     )
 

@@ -142,6 +142,7 @@ class Processors:
             await self._wait_ready()
             for partition, group in _by_partition(events).items():
                 if not self._owns(s.events_topic, partition):
+                    _skipped(s.events_topic, partition, group)
                     continue  # revoked meanwhile: its new owner reads it from the commit
                 source = self._source(partition)
                 batch = [(e.message.offset, e.message.value) for e in group]
@@ -255,6 +256,7 @@ class Processors:
             await self._wait_ready()
             for partition, group in _by_partition(events).items():
                 if not self._owns(s.updates_topic, partition):
+                    _skipped(s.updates_topic, partition, group)
                     continue
                 proc = self._partition(partition)
                 signals: list[dict[str, Any]] = []
@@ -311,6 +313,16 @@ def _raw() -> Any:
     return faust.Schema(
         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
+
+
+def _skipped(topic: str, partition: int, group: list[EventT[bytes]]) -> None:
+    """Logged because it must stay rare: Faust acks these messages anyway, which is right
+    only if the partition really went to another worker (which then reads them from the
+    last commit)."""
+    log.warning(
+        "%s[%d]: %d messages (offsets %d-%d) skipped: partition not assigned here (rebalance)",
+        topic, partition, len(group), group[0].message.offset, group[-1].message.offset,
+    )  # fmt: skip
 
 
 def _by_partition(events: Iterable[EventT[bytes]]) -> dict[int, list[EventT[bytes]]]:

@@ -89,8 +89,14 @@ class SourcePartition:
     def process(
         self, messages: list[tuple[int, bytes | None]], wall_ms: int, wall_s: float
     ) -> Stage1Output:
-        """`messages`: (offset, value) in offset order."""
+        """`messages`: (offset, value) of one partition. Usually in offset order and new, but
+        after a rebalance Faust may hand over messages fetched before it (still in its take
+        buffer) together with the same offsets read again from the commit: so sort, and never
+        let `next_offset` go back (a partition that seemed to have input waiting for ever
+        would never let its watermark follow the clock)."""
         out = Stage1Output()
+        if any(messages[i][0] >= messages[i + 1][0] for i in range(len(messages) - 1)):
+            messages = sorted(dict(messages).items())
         self.last_activity = wall_s
         new_hashes: list[list[int]] = []
         newest = NO_WATERMARK
@@ -136,12 +142,14 @@ class SourcePartition:
                 k = partition_for(context_update[0], self.cfg.updates_partitions)
                 contexts[k].append(context_update)
         if new_hashes:
-            key = seen_key(self.partition, messages[0][0])
+            # Keyed by the first new id's offset: an offset's id is new only once, so a batch
+            # re-read from an older offset never overwrites an earlier batch's record.
+            key = seen_key(self.partition, new_hashes[0][1])
             self._records.append((key, newest, new_hashes))
             out.writes.append((key, dumps([newest, new_hashes])))
         self.watermark = max(self.watermark, newest)
         if messages:
-            self.next_offset = messages[-1][0] + 1
+            self.next_offset = max(self.next_offset, messages[-1][0] + 1)
             out.writes.append(
                 (watermark_key(self.partition), dumps([self.watermark, self.next_offset]))
             )
