@@ -29,6 +29,7 @@ from faust.types import TP, EventT
 from rhythm.processors.codec import dumps, loads
 from rhythm.processors.ends import EndOffsets
 from rhythm.processors.explode import SEP, partition_for
+from rhythm.processors.holes import OffsetGuard, deliverable
 from rhythm.processors.metrics import ProcessorMetrics
 from rhythm.processors.partition import WATERMARKS_PREFIX, PartitionProcessor
 from rhythm.processors.settings import ProcessorSettings
@@ -86,6 +87,7 @@ class Processors:
             max_future_ms=int(settings.max_future_s * 1000),
             idle_after_s=settings.idle_after_s,
         )
+        self.guard: OffsetGuard[TP] = OffsetGuard()
         self.sources: dict[int, SourcePartition] = {}
         self.partitions: dict[int, PartitionProcessor] = {}
         app = self.app = faust.App(
@@ -140,10 +142,13 @@ class Processors:
         s = self.settings
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             await self._wait_ready()
-            for partition, group in _by_partition(events).items():
+            for partition, arrived in _by_partition(events).items():
                 if not self._owns(s.events_topic, partition):
-                    _skipped(s.events_topic, partition, group)
+                    _skipped(s.events_topic, partition, arrived)
                     continue  # revoked meanwhile: its new owner reads it from the commit
+                group = await self._deliverable(s.events_topic, partition, arrived)
+                if not group:
+                    continue
                 source = self._source(partition)
                 batch = [(e.message.offset, e.message.value) for e in group]
                 now = time.time()
@@ -201,6 +206,39 @@ class Processors:
             )
         return source
 
+    async def _deliverable(
+        self, topic: str, partition: int, group: list[EventT[bytes]]
+    ) -> list[EventT[bytes]]:
+        """The batch's messages of one partition up to the first offset Faust never delivered
+        (see holes.py); the rest is never acked (so never committed) and the partition is
+        sought back to the hole, which brings them again."""
+        group = sorted(group, key=lambda e: e.message.offset)
+        tp = TP(topic, partition)
+        consumer: Any = self.app.consumer
+        committed = getattr(consumer, "_committed_offset", {}).get(tp)  # Faust's, at seek
+        n, hole = deliverable(self.guard.expected(tp, committed), [e.message.offset for e in group])
+        if hole is not None and n < len(group):
+            first = group[n].message.offset
+            if self.guard.seek_or_accept(tp, hole):
+                log.warning(
+                    "%s[%d]: offsets %d-%d never reached this worker (dropped by Faust's "
+                    "fetcher); reading again from %d",
+                    topic, partition, hole, first - 1, hole,
+                )  # fmt: skip
+                self.metrics.hole("events" if topic == self.settings.events_topic else "updates")
+                for event in group[n:]:
+                    event.message.acked = True  # Faust then never records them as acked
+                await consumer.seek(tp, hole)
+                group = group[:n]
+            else:
+                log.error(
+                    "%s[%d]: offsets %d-%d are not on the broker any more (retention?): "
+                    "going on without them", topic, partition, hole, first - 1,
+                )  # fmt: skip
+        if group:
+            self.guard.passed(tp, group[-1].message.offset)
+        return group
+
     def _ready(self) -> bool:
         """Tables hold every assigned partition's state: not during the recovery after a
         rebalance (state restored then would be partial, and lost when saved). Not keyed on
@@ -254,9 +292,12 @@ class Processors:
         s = self.settings
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             await self._wait_ready()
-            for partition, group in _by_partition(events).items():
+            for partition, arrived in _by_partition(events).items():
                 if not self._owns(s.updates_topic, partition):
-                    _skipped(s.updates_topic, partition, group)
+                    _skipped(s.updates_topic, partition, arrived)
+                    continue
+                group = await self._deliverable(s.updates_topic, partition, arrived)
+                if not group:
                     continue
                 proc = self._partition(partition)
                 signals: list[dict[str, Any]] = []
@@ -300,6 +341,7 @@ class Processors:
 
     async def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
         # Another worker owns these now; if they come back, state is re-read from the table.
+        self.guard.forget(revoked)
         for tp in revoked:
             if tp.topic == self.settings.events_topic:
                 self.sources.pop(tp.partition, None)

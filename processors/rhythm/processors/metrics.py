@@ -30,6 +30,11 @@ LATE = Counter(
     "Entity updates that arrived behind the watermark, by outcome (corrected or too_late).",
     ["outcome"],
 )
+HOLES = Counter(
+    "rhythm_processor_offset_holes_total",
+    "Runs of input offsets the consumer skipped and the worker read again (see holes.py).",
+    ["input"],
+)
 SIGNALS = Counter("rhythm_processor_signals_total", "Window signals emitted (all versions).")
 ALERTS = Counter("rhythm_processor_alerts_total", "Alerts emitted, by kind.", ["kind"])
 WATERMARK = Gauge(
@@ -143,6 +148,9 @@ class ProcessorMetrics:
         if watermark > 0:
             WATERMARK.labels(label).set(watermark / 1000)
             EVENT_TIME_LAG.labels(label).set(now - watermark / 1000)
+
+    def hole(self, stage_input: str) -> None:
+        HOLES.labels(stage_input).inc()
 
     def stage2(self, partition: int, out: Output) -> None:
         if out.duplicates:
