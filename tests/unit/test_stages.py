@@ -200,3 +200,8 @@ def test_the_due_time_of_every_entity_stays_what_next_due_ms_says() -> None:
             due = next_due_ms(entity.state, SIG)
             assert proc._due_of.get(key) == due, key
             assert due is None or (due, key) in proc._due
+        # the window gauge is kept per change: it must equal a fresh count at any point
+        assert proc.open_windows() == sum(len(e.state.windows) for e in proc.entities.values())
+    restored = PartitionProcessor(0, 1, SIG, ReplyConfig())
+    restored.restore(proc.take_dirty())
+    assert restored.open_windows() == proc.open_windows() > 0
