@@ -153,7 +153,9 @@ class SinkSettings(BaseSettings):
     # -- batching and memory ----------------------------------------------------------------
     batch_max_rows: int = Field(20_000, ge=1, description="A batch is cut at this many rows,")
     batch_max_bytes: int = Field(16 * MIB, ge=1024, description="or this many message bytes,")
-    batch_max_seconds: float = Field(1.0, gt=0, description="or this long after its first row.")
+    # 0.5 s, not 1 s: the freshness goal is a signal queryable within 2 s of its window
+    # closing, and a quiet topic's batch waits this long (measured: p99 2.03 s at 1 s).
+    batch_max_seconds: float = Field(0.5, gt=0, description="or this long after its first row.")
     buffer_max_rows: int = Field(
         100_000, ge=1, description="Rows held at most (open + waiting + writing batches)."
     )
