@@ -46,10 +46,12 @@ test: lint kafka-fetch
 	$(PY) -m pytest tests -m "not long"
 
 # The whole fault suite, the `long` tests included (200k events through kills, a broker
-# restart and a ClickHouse outage; the client through a broker outage): tens of minutes.
+# restart and a ClickHouse outage; the client through a broker outage; the processors killed
+# a dozen times mid-stream): tens of minutes.
 # The table it prints also goes to .rhythm/faults-report.md (for RELIABILITY.md).
 test-faults: kafka-fetch
-	RHYTHM_FAULTS_REPORT=$(RUN_HOME)/faults-report.md $(PY) -m pytest tests/faults --timeout 5400
+	RHYTHM_FAULTS_REPORT=$(RUN_HOME)/faults-report.md $(PY) -m pytest tests/faults \
+		tests/integration/test_processors.py --timeout 5400
 
 # Scale-out on a real 3-node Kafka cluster (minutes: three JVMs and several workers); not in
 # `make test`, whose quick part covers the cluster's configuration (tests/unit).
