@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from faust.types import TP
 
@@ -40,13 +41,25 @@ def test_the_guard_follows_the_commit_then_what_passed() -> None:
     assert guard.expected("p0", 3) == 3
 
 
-def test_a_hole_that_comes_back_after_the_seek_is_accepted_once() -> None:
-    guard: OffsetGuard[str] = OffsetGuard()
-    assert guard.seek_or_accept("p0", 100) is True
-    assert guard.seek_or_accept("p0", 100) is False  # gone from the broker: go on
-    assert guard.seek_or_accept("p0", 100) is True  # a new occurrence is sought again
+def test_after_a_seek_the_guard_waits_for_the_hole_before_seeking_again() -> None:
+    guard: OffsetGuard[str] = OffsetGuard(reseek_after_s=5.0)
+    assert guard.is_new("p0")
+    assert guard.should_seek("p0", 100, now=0.0) is True
+    assert not guard.is_new("p0")
+    # copies fetched before the seek still arrive: no second seek for a while
+    assert guard.should_seek("p0", 100, now=1.0) is False
+    assert guard.should_seek("p0", 100, now=6.0) is True  # the hole never came: seek again
     guard.passed("p0", 100)  # the hole came in
-    assert guard.seek_or_accept("p0", 100) is True
+    assert guard.is_new("p0")
+
+
+def test_quiet_partitions_are_those_nothing_came_for_since_the_clock_started() -> None:
+    guard: OffsetGuard[str] = OffsetGuard()
+    assert guard.quiet(["p0", "p1"], now=100.0, after_s=20) == []  # the clock starts
+    guard.passed("p0", 5, now=115.0)
+    assert guard.quiet(["p0", "p1"], now=121.0, after_s=20) == ["p1"]
+    guard.touch("p1", 121.0)
+    assert guard.quiet(["p0", "p1"], now=136.0, after_s=20) == ["p0"]
 
 
 @dataclass
@@ -67,26 +80,76 @@ class _Consumer:
     _committed_offset: dict[TP, int] = field(default_factory=dict)
     sought: list[tuple[TP, int]] = field(default_factory=list)
 
+    def assignment(self) -> set[TP]:
+        return set(self._committed_offset)
+
     async def seek(self, tp: TP, offset: int) -> None:
         self.sought.append((tp, offset))
+
+
+@dataclass
+class _Ends:
+    """Stands in for the broker's log start offsets."""
+
+    starts: dict[tuple[str, int], int] = field(default_factory=dict)
+    ends: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    async def ask(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return {tp: self.ends[tp] for tp in tps if tp in self.ends}
+
+    async def log_start(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return {tp: self.starts[tp] for tp in tps if tp in self.starts}
+
+
+def _processors(tmp_path: Path, committed: int, log_start: int) -> tuple[Any, _Consumer]:
+    settings = ProcessorSettings(data_dir=tmp_path, events_topic="ev", updates_topic="up")
+    processors = app_module.Processors(settings, events_partitions=4)
+    consumer = _Consumer({TP("up", 2): committed})
+    processors.app._consumer = consumer  # type: ignore[assignment]
+    processors._ends = _Ends({("up", 2): log_start})  # type: ignore[assignment]
+    return processors, consumer
+
+
+def _batch(processors: Any, offsets: list[int]) -> tuple[list[int], list[_Event]]:
+    events = [_Event(_Message(o)) for o in offsets]
+    got = asyncio.run(processors._deliverable("up", 2, events))
+    return [e.message.offset for e in got], events
 
 
 def test_the_agent_processes_up_to_the_hole_never_acks_the_rest_and_seeks_back(
     tmp_path: Path,
 ) -> None:
-    settings = ProcessorSettings(data_dir=tmp_path, events_topic="ev", updates_topic="up")
-    processors = app_module.Processors(settings, events_partitions=4)
-    consumer = _Consumer({TP("up", 2): 50})
-    processors.app._consumer = consumer  # type: ignore[assignment]
-    events = [_Event(_Message(o)) for o in (53, 50, 51, 54)]  # 52 never came
-
-    got = asyncio.run(processors._deliverable("up", 2, events))  # type: ignore[arg-type]
-
-    assert [e.message.offset for e in got] == [50, 51]
+    processors, consumer = _processors(tmp_path, committed=50, log_start=0)
+    got, events = _batch(processors, [53, 50, 51, 54])  # 52 never came
+    assert got == [50, 51]
     assert consumer.sought == [(TP("up", 2), 52)]
     assert [e.message.offset for e in events if e.message.acked] == [53, 54]
-    # the copies that come after the seek go through
-    again = [_Event(_Message(o)) for o in (52, 53, 54)]
-    got = asyncio.run(processors._deliverable("up", 2, again))  # type: ignore[arg-type]
-    assert [e.message.offset for e in got] == [52, 53, 54]
+    # what was fetched before the seek still comes first: skipped, no second seek
+    got, events = _batch(processors, [55, 56])
+    assert got == [] and all(e.message.acked for e in events)
+    assert len(consumer.sought) == 1
+    # then the copies from the hole on go through
+    got, _ = _batch(processors, [52, 53, 54, 55, 56])
+    assert got == [52, 53, 54, 55, 56]
+    assert len(consumer.sought) == 1
+
+
+def test_offsets_gone_from_the_broker_are_not_waited_for(tmp_path: Path) -> None:
+    processors, consumer = _processors(tmp_path, committed=10, log_start=40)
+    got, _ = _batch(processors, [40, 41, 42])
+    assert got == [40, 41, 42]
+    assert consumer.sought == []
+
+
+def test_a_partition_owing_offsets_that_stays_quiet_is_read_again(tmp_path: Path) -> None:
+    """A hole at the very end has no later message to reveal it."""
+    processors, consumer = _processors(tmp_path, committed=50, log_start=0)
+    processors.settings = processors.settings.model_copy(update={"reseek_after_s": 0.0})
+    got, _ = _batch(processors, [50, 51])
+    assert got == [50, 51]
+    processors._ends.ends = {("up", 2): 60}  # 52-59 were written, nothing more came
+    asyncio.run(processors._reseek_quiet())
+    assert consumer.sought == [(TP("up", 2), 52)]
+    processors._ends.ends = {("up", 2): 52}  # nothing owed: no seek
+    asyncio.run(processors._reseek_quiet())
     assert len(consumer.sought) == 1

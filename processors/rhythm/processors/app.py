@@ -216,27 +216,34 @@ class Processors:
         tp = TP(topic, partition)
         consumer: Any = self.app.consumer
         committed = getattr(consumer, "_committed_offset", {}).get(tp)  # Faust's, at seek
-        n, hole = deliverable(self.guard.expected(tp, committed), [e.message.offset for e in group])
-        if hole is not None and n < len(group):
-            first = group[n].message.offset
-            if self.guard.seek_or_accept(tp, hole):
+        offsets = [e.message.offset for e in group]
+        expected = self.guard.expected(tp, committed)
+        n, hole = deliverable(expected, offsets)
+        if hole is not None and self.guard.is_new(tp):
+            # Gone from the broker (retention moved the log start past it)? Then go on from
+            # the log start: no seek can bring those offsets back.
+            low = (await self._ends.log_start([(topic, partition)])).get((topic, partition))
+            if low is not None and low > hole:
+                log.error(
+                    "%s[%d]: offsets %d-%d are not on the broker any more (log start %d): "
+                    "going on without them", topic, partition, hole, low - 1, low,
+                )  # fmt: skip
+                self.guard.passed(tp, low - 1, time.monotonic())
+                n, hole = deliverable(low, offsets)
+        if hole is not None:
+            if self.guard.should_seek(tp, hole, time.monotonic()):
                 log.warning(
                     "%s[%d]: offsets %d-%d never reached this worker (dropped by Faust's "
                     "fetcher); reading again from %d",
-                    topic, partition, hole, first - 1, hole,
+                    topic, partition, hole, offsets[n] - 1, hole,
                 )  # fmt: skip
                 self.metrics.hole("events" if topic == self.settings.events_topic else "updates")
-                for event in group[n:]:
-                    event.message.acked = True  # Faust then never records them as acked
                 await consumer.seek(tp, hole)
-                group = group[:n]
-            else:
-                log.error(
-                    "%s[%d]: offsets %d-%d are not on the broker any more (retention?): "
-                    "going on without them", topic, partition, hole, first - 1,
-                )  # fmt: skip
+            for event in group[n:]:
+                event.message.acked = True  # Faust then never records them as acked
+            group = group[:n]
         if group:
-            self.guard.passed(tp, group[-1].message.offset)
+            self.guard.passed(tp, group[-1].message.offset, time.monotonic())
         return group
 
     def _ready(self) -> bool:
@@ -256,6 +263,7 @@ class Processors:
     async def _tick(self) -> None:
         if not self._ready():
             return
+        await self._reseek_quiet()
         now = time.time()
         mine = [
             tp for tp in self.app.consumer.assignment() if tp.topic == self.settings.events_topic
@@ -281,6 +289,33 @@ class Processors:
                     for k, m in out.messages.items()
                 ]
                 await asyncio.gather(*pending)
+
+    async def _reseek_quiet(self) -> None:
+        """A partition with input waiting that delivered nothing for `reseek_after_s` is read
+        again from the offset it owes: Faust may have dropped what it fetched last (a hole at
+        the end, which no later message reveals) or left it unfetched."""
+        s = self.settings
+        consumer: Any = self.app.consumer
+        inputs = [
+            tp for tp in consumer.assignment() if tp.topic in (s.events_topic, s.updates_topic)
+        ]
+        quiet = self.guard.quiet(inputs, time.monotonic(), s.reseek_after_s)
+        if not quiet:
+            return
+        ends = await self._ends.ask([(tp.topic, tp.partition) for tp in quiet])
+        committed = getattr(consumer, "_committed_offset", {})
+        for tp in quiet:
+            expected = self.guard.expected(tp, committed.get(tp))
+            end = ends.get((tp.topic, tp.partition))
+            self.guard.touch(tp, time.monotonic())
+            if expected is None or end is None or expected >= end:
+                continue  # nothing owed
+            log.warning(
+                "%s[%d]: offsets %d-%d wait but nothing came for %.0f s; reading again from %d",
+                tp.topic, tp.partition, expected, end - 1, s.reseek_after_s, expected,
+            )  # fmt: skip
+            self.metrics.hole("events" if tp.topic == s.events_topic else "updates")
+            await consumer.seek(tp, expected)
 
     async def _watch(self) -> None:
         topics = {self.settings.events_topic, self.settings.updates_topic}

@@ -31,24 +31,30 @@ class EndOffsets:
         self._consumer: Consumer | None = None
         self._lock = threading.Lock()  # one call at a time: the timer may overlap itself
 
-    def _ends(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    def _watermarks(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
         with self._lock:
             if self._consumer is None:
                 self._consumer = Consumer(self._conf)
-            out: dict[tuple[str, int], int] = {}
+            out: dict[tuple[str, int], tuple[int, int]] = {}
             for topic, partition in tps:
                 try:
-                    _low, high = self._consumer.get_watermark_offsets(
+                    low, high = self._consumer.get_watermark_offsets(
                         TopicPartition(topic, partition), timeout=self._timeout_s
                     )
                 except Exception:  # no answer (broker away, topic gone): keep the last known
                     continue
-                if high >= 0:
-                    out[(topic, partition)] = int(high)
+                out[(topic, partition)] = (int(low), int(high))
             return out
 
     async def ask(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        return await asyncio.to_thread(self._ends, tps)
+        """End offsets (the next offset each partition will write)."""
+        marks = await asyncio.to_thread(self._watermarks, tps)
+        return {tp: high for tp, (_low, high) in marks.items() if high >= 0}
+
+    async def log_start(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The first offset each partition still holds (retention moves it)."""
+        marks = await asyncio.to_thread(self._watermarks, tps)
+        return {tp: low for tp, (low, _high) in marks.items() if low >= 0}
 
     def close(self) -> None:
         with self._lock:

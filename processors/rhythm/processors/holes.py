@@ -42,33 +42,60 @@ def deliverable(expected: int | None, offsets: Sequence[int]) -> tuple[int, int 
 
 
 class OffsetGuard(Generic[K]):
-    """Per partition (any hashable key), the next offset it should deliver."""
+    """Per partition (any hashable key), the next offset it should deliver, and the hole it
+    is waiting for after a seek back. Messages already fetched when the seek was made still
+    arrive first (from Faust's queues), so a batch beyond the hole right after the seek is
+    expected and skipped too; only if the hole has not come after `reseek_after_s` is the
+    seek made again."""
 
-    def __init__(self) -> None:
+    def __init__(self, reseek_after_s: float = 5.0) -> None:
+        self.reseek_after_s = reseek_after_s
         self._next: dict[K, int] = {}
-        self._sought: dict[K, int] = {}
+        self._waiting: dict[K, tuple[int, float]] = {}  # hole, when it was last sought
+        self._last_seen: dict[K, float] = {}  # when a batch (or a seek) was last made
 
     def expected(self, key: K, committed: int | None) -> int | None:
         """What was seen in this assignment, else the committed offset the consumer was
         set to (None: unknown, nothing to compare with)."""
         return self._next.get(key, committed)
 
-    def passed(self, key: K, last_offset: int) -> None:
+    def passed(self, key: K, last_offset: int, now: float = 0.0) -> None:
+        self._last_seen[key] = now
         self._next[key] = max(self._next.get(key, 0), last_offset + 1)
-        if self._sought.get(key, last_offset + 1) <= last_offset:
-            del self._sought[key]  # the hole came in
+        waiting = self._waiting.get(key)
+        if waiting is not None and waiting[0] <= last_offset:
+            del self._waiting[key]  # the hole came in
 
-    def seek_or_accept(self, key: K, hole: int) -> bool:
-        """True: seek back to `hole`. False: the same hole came back right after a seek to
-        it, so those offsets are gone from the broker (retention): go on without them."""
-        if self._sought.get(key) == hole:
-            del self._sought[key]
+    def is_new(self, key: K) -> bool:
+        """No seek back is pending for this partition: a hole found now is a new one."""
+        return key not in self._waiting
+
+    def should_seek(self, key: K, hole: int, now: float) -> bool:
+        """Seek back to `hole` now? Yes for a new hole, and again when the last seek to it
+        is `reseek_after_s` old; no while its copies may still be on their way."""
+        waiting = self._waiting.get(key)
+        if waiting is not None and waiting[0] == hole and now - waiting[1] < self.reseek_after_s:
             return False
-        self._sought[key] = hole
+        self._waiting[key] = (hole, now)
         return True
+
+    def quiet(self, keys: Iterable[K], now: float, after_s: float) -> list[K]:
+        """Partitions nothing was delivered for in `after_s` (the clock starts at the first
+        call for a partition). A hole at the end of what was written has no later message
+        to reveal it: the caller compares these with their end offsets."""
+        out = []
+        for key in keys:
+            seen = self._last_seen.setdefault(key, now)
+            if now - seen >= after_s:
+                out.append(key)
+        return out
+
+    def touch(self, key: K, now: float) -> None:
+        self._last_seen[key] = now
 
     def forget(self, keys: Iterable[K]) -> None:
         """Revoked: the next owner (maybe this worker again) starts from the commit."""
         for key in keys:
             self._next.pop(key, None)
-            self._sought.pop(key, None)
+            self._waiting.pop(key, None)
+            self._last_seen.pop(key, None)

@@ -62,6 +62,12 @@ class ProcessorSettings(BaseSettings):
     stall_after_s: float = Field(
         60, gt=0, description="/healthz fails after this long without progress while input waits."
     )
+    reseek_after_s: float = Field(
+        20,
+        gt=0,
+        description="A partition with input waiting but nothing delivered this long is read "
+        "again from the next offset it owes (holes.py).",
+    )
     health_tick_s: float = Field(1.0, gt=0, description="How often readiness and lag are updated.")
     health_check_s: float = Field(
         5, gt=0, description="How often the end offsets are asked from the broker."
