@@ -393,9 +393,11 @@ def _raw() -> Any:
 
 
 def _skipped(topic: str, partition: int, group: list[EventT[bytes]]) -> None:
-    """Logged because it must stay rare: Faust acks these messages anyway, which is right
-    only if the partition really went to another worker (which then reads them from the
-    last commit)."""
+    """Not processed here: never let Faust record them as acked either, or a commit could
+    pass them (if the partition comes back to this worker before Faust forgets its acks);
+    whoever owns the partition reads them from the last commit. Logged: it must stay rare."""
+    for event in group:
+        event.message.acked = True
     log.warning(
         "%s[%d]: %d messages (offsets %d-%d) skipped: partition not assigned here (rebalance)",
         topic, partition, len(group), group[0].message.offset, group[-1].message.offset,
