@@ -1,7 +1,8 @@
 """Peers on the same input in the same run: Rhythm's signal stage, a Quix Streams application
 computing the same signals, a plain Faust agent, and Kafka's own consumer (the ceiling).
 
-One topic holds the simulator's workload (`rhythm simulate`, 4 partitions); every peer reads
+One topic holds the simulator's workload (`rhythm simulate`, 4 partitions unless
+`RHYTHM_BENCH_PEER_PARTITIONS` says otherwise); every peer reads
 all of it from the beginning in a fresh consumer group, one after the other, in rounds whose
 order rotates (the machine is shared: drift hits every peer alike). Kafka's ProducerPerformance
 writes the same number of records of the workload's mean size to a topic of its own.
@@ -47,6 +48,13 @@ from rhythm.stack.kafka import LocalKafka
 PEERS_VENV = ROOT / "bench" / ".venv-peers"
 PEER_PACKAGES = ["quixstreams==3.28.1", "py-spy==0.4.3"]
 EVENTS_CONFIG = {"message.timestamp.type": "CreateTime", "max.message.bytes": "1048576"}
+
+#: The input topic's partitions. With several, Quix's stream time is per partition of its
+#: repartition topic, and in a fast replay the source partitions drift days apart in event
+#: time: it drops updates as late that Rhythm (minimum watermark over the sources) counts.
+PARTITIONS = env_int("RHYTHM_BENCH_PEER_PARTITIONS", 4)
+#: Quix's grace; Rhythm corrects a window until lateness + late retention (300 s + 1 day).
+QUIX_GRACE_S = env_int("RHYTHM_BENCH_QUIX_GRACE_S", 3 * 86400)
 
 
 def ensure_peers_venv() -> Path:
@@ -151,6 +159,8 @@ class Peers:
             name,
             "--state",
             str(self.home / name / "state"),
+            "--grace-s",
+            str(QUIX_GRACE_S),
         ]
         proc = start(
             argv, {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}, self.home / name / "log"
@@ -280,7 +290,7 @@ def peers_section(kafka: LocalKafka, home: Path) -> str:
     # The plain Faust agent runs at a few hundred events/s: time it on the topic's first
     # messages (all partitions) rather than spend most of the run on it.
     faust_max = env_int("RHYTHM_BENCH_FAUST_EVENTS", 30_000)
-    create_topic(bootstrap, topic, 4, EVENTS_CONFIG)
+    create_topic(bootstrap, topic, PARTITIONS, EVENTS_CONFIG)
     progress(f"peers: publishing the simulator's workload (scale {scale}) to {topic}")
     counts = simulate(bootstrap, topic, scale, home / "peers-manifest.json", home / "simulate.log")
     total = messages_in(bootstrap, topic)
@@ -359,8 +369,10 @@ def peers_section(kafka: LocalKafka, home: Path) -> str:
             "`python -m bench.run --only peers` — the simulator's workload "
             f"(`rhythm simulate --scale {scale}`: {counts['sent']:,} messages sent, "
             f"{counts['duplicates']:,} of them re-sent duplicates, mean {mean_size} bytes, "
-            "Avro in Confluent framing) in one 4-partition "
-            f"topic; each peer reads all {total:,} messages from the beginning in a fresh group, "
+            f"Avro in Confluent framing) in one {PARTITIONS}-partition "
+            f"topic (`RHYTHM_BENCH_PEER_PARTITIONS={PARTITIONS}`, "
+            f"`RHYTHM_BENCH_QUIX_GRACE_S={QUIX_GRACE_S}`); each peer reads all {total:,} "
+            "messages from the beginning in a fresh group, "
             f"{done_rounds} rounds with rotating order, medians shown. Events/s is between the "
             "peer's first commit and the commit of the last input message with its internal "
             "(repartition) topic drained, polled from outside every 0.25 s (start-up excluded). "
@@ -374,7 +386,8 @@ def peers_section(kafka: LocalKafka, home: Path) -> str:
             "and 86400 s windows (count, sum, max, gaps), the gap histogram and the silence and "
             "unanswered rules, and emits each window once it closes. **Quix** decodes, explodes "
             "to the same entities, repartitions by entity (`group_by`), dedups by event_id and "
-            "computes the gap in state, then two tumbling windows (3600 s, 86400 s; grace 3 days; "
+            f"computes the gap in state, then two tumbling windows (3600 s, 86400 s; grace "
+            f"{QUIX_GRACE_S:,} s; "
             "small fetches so the partitions interleave) "
             "with Count/Sum/Max of weight and Count/Min/Max/Mean of gap, `.final()`. **Faust** "
             "decodes and, per entity and window size, reads and writes `[count, sum, max]` in a "
