@@ -203,13 +203,18 @@ class Peers:
             name,
             "--data",
             str(self.home / name / "data"),
+            "--partitions",
+            str(PARTITIONS),
         ]
 
         # Faust creates its tables' changelog topics itself, but an agent that writes before
         # the new topic's metadata arrives crashes (PartitionsMismatch): create them first.
         for size in (3600, 86400):
             create_topic(
-                self.bootstrap, f"{name}-w{size}-changelog", 4, {"cleanup.policy": "compact"}
+                self.bootstrap,
+                f"{name}-w{size}-changelog",
+                PARTITIONS,
+                {"cleanup.policy": "compact"},
             )
         log = self.home / name / "log"
         proc = start(argv, dict(os.environ, PYTHONUNBUFFERED="1"), log)

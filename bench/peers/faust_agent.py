@@ -24,7 +24,7 @@ from rhythm.schemas import decode_event
 WINDOWS_S = (3600, 86400)
 
 
-def build(bootstrap: str, topic: str, group: str, data: str) -> faust.App:
+def build(bootstrap: str, topic: str, group: str, data: str, partitions: int = 4) -> faust.App:
     app = faust.App(
         group,
         broker=f"kafka://{bootstrap}",
@@ -34,7 +34,7 @@ def build(bootstrap: str, topic: str, group: str, data: str) -> faust.App:
         web_enabled=False,
         broker_commit_every=2000,
         broker_commit_interval=0.5,
-        topic_partitions=4,
+        topic_partitions=partitions,  # the tables' changelogs follow the source topic
     )
     source = app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw")
     now_s: list[float] = [0.0]  # the current event's time, for the tables' relative_to
@@ -72,8 +72,9 @@ def main() -> None:
     parser.add_argument("--topic", required=True)
     parser.add_argument("--group", required=True)
     parser.add_argument("--data", required=True)
+    parser.add_argument("--partitions", type=int, default=4)
     args = parser.parse_args()
-    app = build(args.bootstrap, args.topic, args.group, args.data)
+    app = build(args.bootstrap, args.topic, args.group, args.data, args.partitions)
     sys.argv = [sys.argv[0], "worker", "-l", "warn"]
     app.main()
 
