@@ -9,7 +9,8 @@ Avro with fastavro and the project's schema file, and re-implements Rhythm's ent
 
 Pipeline: decode -> explode to entity updates -> group_by entity (a repartition topic, like
 Rhythm's stage 1 -> updates) -> stateful dedup and gap since the entity's previous event ->
-two tumbling windows (3600 s and 86400 s, grace = --grace-s, default 3 days) with Count,
+two tumbling windows (3600 s and 86400 s, grace = --grace-s; the harness passes Rhythm's
+lateness + late retention) with Count,
 Sum, Max of weight and Count, Min, Max, Mean of gap -> `.final()` -> JSON rows on the output topic.
 
 Gaps follow arrival order (Quix has no per-key event-time reordering); Rhythm's follow event
