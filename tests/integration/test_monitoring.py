@@ -197,10 +197,14 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
             poll(events_written, 60, "Prometheus to see 300 events written by the sink")
             assert http_status(proc_url + "/healthz")[0] == 200
             # The metrics the issue names that no panel above needs to show have data too.
+            # Each from its own job: the test's client endpoint serves this pytest process's
+            # default registry, which holds the processors' metrics (at 0) once any test
+            # module has imported them.
             for expr in (
-                "rhythm_processor_recovery_seconds_count",  # the start was a recovery
-                f'rhythm_processor_committed_offset{{topic="{topics.events}"}}',
-                'rhythm_sink_freshness_seconds_count{table="events"}',
+                'rhythm_processor_recovery_seconds_count{job="rhythm-processors"}',  # start
+                f'rhythm_processor_committed_offset{{job="rhythm-processors",'
+                f'topic="{topics.events}"}}',
+                'rhythm_sink_freshness_seconds_count{job="rhythm-sink",table="events"}',
             ):
 
                 def positive(expr: str = expr) -> bool:
