@@ -62,6 +62,13 @@ class ProcessorSettings(BaseSettings):
     stall_after_s: float = Field(
         60, gt=0, description="/healthz fails after this long without progress while input waits."
     )
+    metadata_max_age_s: float = Field(
+        10,
+        gt=0,
+        description="How often the consumer refreshes topic metadata. A worker that joined "
+        "while the broker restarted saw its topics missing and got no partitions until the "
+        "next refresh (aiokafka's default: 5 minutes).",
+    )
     reseek_after_s: float = Field(
         20,
         gt=0,
