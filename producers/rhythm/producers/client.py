@@ -172,6 +172,8 @@ class Client:
         return remaining
 
     def queue_depth(self) -> int:
+        """librdkafka's count of what waits to go out: messages, plus protocol requests
+        (a few, e.g. metadata requests while the broker is unreachable)."""
         producer = self._producer
         return len(producer) if producer is not None else 0
 
