@@ -56,7 +56,7 @@ def main() -> None:
     )
     sources = {p: SourcePartition(p, cfg) for p in range(SOURCES)}
     procs = {
-        k: PartitionProcessor(k, SOURCES, s.signal_config(), s.reply_config())
+        k: PartitionProcessor(k, SOURCES, s.signal_config(), s.reply_config(), s.alert_policy())
         for k in range(DESTINATIONS)
     }
     spent: dict[str, float] = defaultdict(float)

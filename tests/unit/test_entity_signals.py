@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from rhythm.processors.signals.calendar import BusinessCalendar
 from rhythm.processors.signals.entity import (
     ADDED,
     LATE,
@@ -18,12 +19,15 @@ from rhythm.processors.signals.entity import (
     add_event,
     advance,
     next_due_ms,
-    silence_threshold_ms,
 )
+from rhythm.processors.signals.rhythm import SilenceConfig, SilenceRule
 
 MIN = 60_000
 HOUR = 3_600_000
 CFG = SignalConfig(window_sizes_ms=(HOUR,), lateness_ms=5 * MIN, late_retention_ms=HOUR)
+# Every day a working day, all day: the rhythm is one rate, as for a round-the-clock entity.
+ALWAYS = BusinessCalendar(working_days=frozenset(range(7)), start_hour=0, end_hour=24)
+RULE = SilenceRule(ALWAYS, SilenceConfig(min_gaps=8, min_span_ms=HOUR))
 
 
 def reference(events: list[tuple[int, float]], size: int) -> dict[int, dict[str, Any]]:
@@ -45,7 +49,10 @@ def reference(events: list[tuple[int, float]], size: int) -> dict[int, dict[str,
 
 
 def run(
-    arrivals: list[tuple[int, float]], watermark_lag: int, cfg: SignalConfig = CFG
+    arrivals: list[tuple[int, float]],
+    watermark_lag: int,
+    cfg: SignalConfig = CFG,
+    rule: SilenceRule | None = RULE,
 ) -> tuple[EntityState, list[dict[str, Any]], AdvanceResult]:
     """Feed events in arrival order with a watermark trailing the newest time by `lag`,
     then let the watermark run past everything."""
@@ -55,11 +62,11 @@ def run(
     watermark = 0
     for ts, weight in arrivals:
         watermark = max(watermark, ts - watermark_lag)
-        add_event(state, ts, weight, watermark, cfg, alerts)
-        result = advance(state, watermark, cfg)
+        add_event(state, ts, weight, watermark, cfg, alerts, rule)
+        result = advance(state, watermark, cfg, rule)
         emitted.extend(result.signals)
         alerts.alerts.extend(result.alerts)
-    final = advance(state, 10**15, cfg)
+    final = advance(state, 10**15, cfg, rule)
     emitted.extend(final.signals)
     alerts.alerts.extend(final.alerts)
     return state, emitted, alerts
@@ -157,27 +164,29 @@ def steady(n: int, every: int, start: int = 0) -> list[tuple[int, float]]:
 
 
 def test_silence_needs_history_and_fires_once_then_resumes() -> None:
-    events = steady(10, 10 * MIN)  # a gap of 10 min, ten times
+    events = steady(20, 10 * MIN)  # a steady pace, a gap of 10 min
     state, _, out = run(events, watermark_lag=0)
     # after the stream ends the watermark runs far ahead: one silence alert, no resume yet
     assert [a.kind for a in out.alerts] == ["silence"]
     alert = out.alerts[0]
-    threshold = silence_threshold_ms(state, CFG)
-    assert threshold is not None
-    assert alert.last_event_at_ms == 90 * MIN
-    assert alert.fired_at_ms == 90 * MIN + threshold
-    assert 20 * MIN <= threshold <= 2 * 2 * 15 * MIN  # 2 x (10 min's bucket bound)
+    assert state.rhythm is not None and state.rhythm.due_ms == alert.fired_at_ms
+    assert alert.last_event_at_ms == 190 * MIN
+    # measured in expected events: at least 3, and a regular pace alerts well before a
+    # Poisson one would (its learned tail is thin)
+    assert 30 * MIN <= alert.expected_within_ms <= 3 * HOUR
+    assert alert.details["expected_events"] >= 3
+    assert 0 < alert.score < 1
 
 
 def test_replayed_history_gives_the_same_alerts_as_live() -> None:
-    events = steady(10, 10 * MIN) + steady(5, 10 * MIN, start=20 * HOUR)
+    events = steady(20, 10 * MIN) + steady(5, 10 * MIN, start=20 * HOUR)
     _, _, live = run(events, watermark_lag=0)
     # replay: every event arrives before the watermark moves at all
     state = EntityState()
     out = AdvanceResult()
     for ts, w in events:
-        add_event(state, ts, w, 0, CFG, out)
-    out.alerts.extend(advance(state, 10**15, CFG).alerts)
+        add_event(state, ts, w, 0, CFG, out, RULE)
+    out.alerts.extend(advance(state, 10**15, CFG, RULE).alerts)
     assert [(a.kind, a.fired_at_ms) for a in out.alerts] == [
         (a.kind, a.fired_at_ms) for a in live.alerts
     ]
@@ -185,14 +194,19 @@ def test_replayed_history_gives_the_same_alerts_as_live() -> None:
 
 
 def test_no_silence_alert_without_enough_history() -> None:
-    _, _, out = run(steady(4, 10 * MIN), watermark_lag=0)
+    _, _, out = run(steady(7, 10 * MIN), watermark_lag=0)
     assert out.alerts == []
+
+
+def test_no_silence_alert_for_an_entity_without_a_rule() -> None:
+    state, _, out = run(steady(40, 10 * MIN), watermark_lag=0, rule=None)
+    assert out.alerts == [] and state.rhythm is None
 
 
 def test_next_due_is_when_advance_has_work() -> None:
     state = EntityState()
-    add_event(state, 10 * MIN, 1.0, 10 * MIN, CFG, AdvanceResult())
-    due = next_due_ms(state, CFG)
+    add_event(state, 10 * MIN, 1.0, 10 * MIN, CFG, AdvanceResult(), RULE)
+    due = next_due_ms(state, CFG, RULE)
     assert due == 10 * MIN + 5 * MIN + 1
     assert advance(state, due - 1, CFG).signals == []
     assert state.pending == [10 * MIN]

@@ -193,10 +193,9 @@ def test_exactly_the_planted_threads_alert_unanswered(
             t["sender"]["type"],
             t["sender"]["id"],
         )
-        assert alert["expected_within_s"] == t["expected_within_s"]
+        assert alert["owners"]  # someone is named to act
         thread = [e for e in sim.events if e.context_id == t["context_id"]]
         assert {e.actor[1] for e in thread} == {t["sender"]["id"]}  # nobody else wrote
-    assert not sim.thread_counts["chat_replies_forced"]
 
 
 def test_silent_accounts_have_a_steady_history_and_a_long_quiet(sim: Simulation) -> None:

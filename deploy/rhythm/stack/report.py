@@ -65,10 +65,11 @@ class Waiting:
     channel: str
     since: datetime
     fired_at: datetime
-    expected_within_s: float  # replies of this kind nearly always come within this
-    reply_rate: float | None
+    expected_within_s: float  # waiting this long is past (nearly) every reply of the kind
+    reply_rate: float | None  # the kind's reply share (open waits counted)
     samples: int | None
-    awaiting: tuple[str, ...]
+    awaiting: tuple[str, ...]  # who owes the reply
+    score: float = 0.0
 
     def waiting_for_s(self, as_of: datetime) -> float:
         return (as_of - self.since).total_seconds()
@@ -302,7 +303,9 @@ def waiting_from_rows(rows: Iterable[Row]) -> tuple[Waiting, ...]:
     out = []
     for r in rows:
         details = _details(r.get("details"))
-        rate, samples = details.get("reply_rate"), details.get("samples")
+        rate = details.get("reply_share", details.get("reply_rate"))
+        samples = details.get("samples")
+        owners = r.get("owners") or details.get("awaiting") or ()
         out.append(
             Waiting(
                 tenant=str(r["tenant"]),
@@ -315,7 +318,8 @@ def waiting_from_rows(rows: Iterable[Row]) -> tuple[Waiting, ...]:
                 expected_within_s=float(r["expected_within_s"]),
                 reply_rate=float(rate) if rate is not None else None,
                 samples=int(samples) if samples is not None else None,
-                awaiting=tuple(str(p) for p in details.get("awaiting") or ()),
+                awaiting=tuple(str(p) for p in owners),
+                score=float(r.get("score") or 0.0),
             )
         )
     return tuple(sorted(out, key=lambda w: (w.since, w.context_id)))

@@ -139,17 +139,19 @@ def _waiting(report: Report) -> list[str]:
             fmt.duration(w.waiting_for_s(report.as_of)),
             fmt.duration(w.expected_within_s),
             f"{fmt.rate(w.reply_rate)} of {w.samples:,}" if w.samples else fmt.rate(w.reply_rate),
+            f"{w.score:.2f}",
             ", ".join(w.awaiting) or "anyone",
         ]
         for w in report.waiting[:MAX_ROWS]
     ]
     headers = [*(["tenant"] if multi else []), "thread", "channel", "sender", "since",
-               "waiting for", "usual reply within", "reply rate", "waiting on"]  # fmt: skip
-    off = len(headers) - 8
+               "waiting for", "alert after", "reply share", "score", "owes the reply"]  # fmt: skip
+    off = len(headers) - 9
     return [
         "<h2>Waiting for a reply</h2>",
-        '<p class="sub">Open unanswered alerts: messages of a kind that nearly always gets a '
-        "reply, waiting longer than nearly all replies took, and still no answer.</p>",
+        '<p class="sub">Open unanswered alerts: an outside party\'s message of a kind that '
+        "nearly always gets a reply, waiting longer than nearly all replies took, and still "
+        "no answer from our side; who owes it, and how sure the rule is (score).</p>",
         _table(headers, rows, {off + 4, off + 5}),
     ]
 

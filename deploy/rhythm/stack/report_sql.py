@@ -80,7 +80,7 @@ ORDER BY o.last_event_at, o.entity_type, o.entity_id
 # from another party in the thread), so the report and SQL users agree by construction.
 OPEN_UNANSWERED = f"""
 SELECT tenant, context_id, entity_type, entity_id, fired_at, last_event_at,
-       expected_within_s, details
+       expected_within_s, score, owners, details
 FROM $db.open_alerts
 WHERE kind = 'unanswered' AND {_TENANT}
 ORDER BY last_event_at, context_id

@@ -66,9 +66,10 @@ def _waiting(report: Report, multi: bool) -> RenderableType:
     )
     if multi:
         table.add_column("tenant")
-    for name in ("thread", "channel", "sender", "since", "waiting for", "usual reply within",
-                 "reply rate"):  # fmt: skip
-        table.add_column(name, justify="right" if name in ("waiting for", "reply rate") else "left")
+    for name in ("thread", "channel", "sender", "since", "waiting for", "alert after",
+                 "reply share", "score", "owes the reply"):  # fmt: skip
+        right = name in ("waiting for", "reply share", "score")
+        table.add_column(name, justify="right" if right else "left")
     for w in shown:
         rate = f"{fmt.rate(w.reply_rate)} of {w.samples:,}" if w.samples else fmt.rate(w.reply_rate)
         cells = [
@@ -79,10 +80,12 @@ def _waiting(report: Report, multi: bool) -> RenderableType:
             fmt.duration(w.waiting_for_s(report.as_of)),
             fmt.duration(w.expected_within_s),
             rate,
+            f"{w.score:.2f}",
+            ", ".join(w.awaiting) or "anyone",
         ]
         table.add_row(*([w.tenant] if multi else []), *cells)
     if not shown:
-        table.add_row(*([""] if multi else []), "none", *[""] * 6)
+        table.add_row(*([""] if multi else []), "none", *[""] * 8)
     return table
 
 

@@ -20,7 +20,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from rhythm.processors.signals.conversation import ReplyConfig
 from rhythm.stack.simulate_model import (
     DAY,
     MIN,
@@ -81,7 +80,7 @@ def generate(config: SimConfig) -> Simulation:
 
     start = config.now_ms - config.days * DAY
     world = build_world(rng("world"), scale=config.scale, start=start, now=config.now_ms)
-    threads = simulate_threads(world, rng("threads"), ReplyConfig(), config.scale)
+    threads = simulate_threads(world, rng("threads"), config.scale)
     events = [
         *usage_events(world, rng("usage")),
         *employee_events(world, rng("staff")),
@@ -162,7 +161,6 @@ def build_manifest(sim: Simulation) -> dict[str, Any]:
             "account": t.account,
             "message_at": iso(t.message_at),
             "waiting_s": (cfg.now_ms - t.message_at) // 1000,
-            "expected_within_s": t.expected_within_ms // 1000,
         }
         for t in sim.planted_threads
     ]

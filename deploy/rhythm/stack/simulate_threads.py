@@ -3,26 +3,13 @@ unanswered messages. Pure and seedable.
 
 A thread is a turn-taking game between a customer contact, an employee and the helpdesk:
 
-    customer writes ─▶ employee replies (log-normal, median 40 min, 5 min–4 h)
+    customer writes ─▶ employee replies (log-normal, median 40 min, 5 min–8 h)
         ─▶ the customer follows up (30 %, up to 3 turns) or the helpdesk closes it (4–6 h)
 
-Every message starts a wait of its kind (tenant, channel, sender type), as the processors'
-`unanswered` rule sees it. The kinds come out as the rule needs them to stay quiet:
-- customer messages on email/ticket are always answered: the rule learns that they nearly
-  always get a reply and alerts on the planted ones (1–3 days old, never answered);
-- employee replies are always followed by the customer or the helpdesk's closing event,
-  within hours; the closing event itself never gets a reply (a kind that just ends);
-- chats usually just end (5 % get a reply), so the rule never expects one.
-
-Two details make "exactly the planted threads alert" hold, not just usually:
-- `ReplyNorms` follows what the rule will have learned at each moment (it uses the rule's own
-  histogram and thresholds) and no reply outside the planted scenarios is ever slower than the
-  threshold the rule fixed when the wait began; a draw beyond it is drawn again. Replies in
-  the history are therefore "within the norm" by the rule's own measure.
-- Until `horizon` (7 days) has passed, the rule counts no unanswered wait (a wait counts as
-  unanswered only when it expires), so every finished chat wait of the first week is a
-  replied one. Chat replies in that first week are kept below half the rule's minimum sample
-  count, or chat would look "always answered" until the first expiries.
+Chats usually just end (5 % get a reply within minutes). Planted: a few customer emails and
+tickets of the last days that nobody answers (half of them nudged "any update?" hours later).
+Nothing here knows the alert rules: how well they find the planted threads, and what else
+they flag, is for the report to say (quality is measured on tests/scenarios, not here).
 """
 
 from __future__ import annotations
@@ -31,10 +18,8 @@ import heapq
 import math
 import random
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rhythm.processors.signals.conversation import ReplyConfig, ReplyStats
 from rhythm.stack.simulate_model import DAY, HOUR, MIN, Entity, SimEvent, World, event_id, scaled
 
 Kind = tuple[str, str]  # (channel, sender type): one tenant
@@ -48,40 +33,8 @@ VERBS = {  # channel -> (first customer message, customer follow-up)
 FOLLOW_UP_SHARE = 0.3
 MAX_TURNS = 3
 CHAT_REPLY_SHARE = 0.05
-SAFETY_MS = 1_000  # a reply lands at least this long before the rule's threshold
 END_GAP_MS = MIN  # nothing is scheduled in the last minute before now
-OPEN_MARGIN_MS = 2 * HOUR  # a wait left open at the end is this far from alerting, at least
 SILENT_CUTOFF_MS = 3 * DAY  # threads of an account that goes quiet end before it does
-
-
-class ReplyNorms:
-    """What the `unanswered` rule has learned per kind at a given event time.
-
-    Contributions are learned when they happen in event time (a reply at its own time, an
-    unanswered wait when it expires), as the rule does; queries must come in time order."""
-
-    def __init__(self, cfg: ReplyConfig) -> None:
-        self.cfg = cfg
-        self._stats: dict[Kind, ReplyStats] = {}
-        self._pending: list[tuple[int, int, Kind, int | None]] = []
-        self._seq = 0
-
-    def learn(self, kind: Kind, at_ms: int, delay_ms: int | None) -> None:
-        self._seq += 1
-        heapq.heappush(self._pending, (at_ms, self._seq, kind, delay_ms))
-
-    def threshold_at(self, kind: Kind, ts: int) -> int | None:
-        """The threshold a wait of `kind` beginning at `ts` gets; None: it can never alert."""
-        while self._pending and self._pending[0][0] < ts:
-            _, _, k, delay = heapq.heappop(self._pending)
-            stats = self._stats.setdefault(k, ReplyStats())
-            if delay is None:
-                stats.unreplied += 1
-            else:
-                stats.replied += 1
-                stats.delays.add(delay)
-        known = self._stats.get(kind)
-        return known.threshold_ms(self.cfg) if known is not None else None
 
 
 @dataclass(slots=True)
@@ -104,7 +57,6 @@ class PlantedThread:
     sender: Entity
     account: str
     message_at: int
-    expected_within_ms: int  # the rule's threshold when the wait began
 
 
 @dataclass
@@ -115,19 +67,15 @@ class ThreadResult:
 
 
 class ThreadSim:
-    def __init__(self, world: World, rng: random.Random, cfg: ReplyConfig, scale: float) -> None:
+    def __init__(self, world: World, rng: random.Random, scale: float) -> None:
         self.world = world
         self.rng = rng
-        self.cfg = cfg
         self.scale = scale
-        self.norms = ReplyNorms(cfg)
         self.out = ThreadResult()
         self._agenda: list[tuple[int, int, str, Thread]] = []
         self._seq = 0
         self._used: set[int] = set()  # one message per millisecond: no ties in the rule's order
         self._numbers: Counter[str] = Counter()
-        self._chat_early_replies = 0
-        self._first_chat: int | None = None
 
     # -- setting up -------------------------------------------------------------------------
 
@@ -190,104 +138,45 @@ class ThreadSim:
     def _step(self, ts: int, who: str, thread: Thread) -> None:
         self._emit(ts, who, thread)
         if who == "nudge":
-            return  # the same sender again: the wait goes on, nothing new to learn
-        sender_type = {"customer": thread.customer, "agent": thread.agent}.get(who, HELPDESK)[0]
-        kind = (thread.channel, sender_type)
-        threshold = self.norms.threshold_at(kind, ts)
+            return  # the same sender again: the wait goes on
         if thread.planted and who == "customer":
-            if self._plant(ts, thread, threshold):
-                self.norms.learn(kind, ts + self.cfg.horizon_ms, None)
-                return
-            thread.planted = False  # too early for the rule to know: an ordinary thread
-        answer = self._answer(ts, who, thread, threshold)
-        if answer is None:
-            self.norms.learn(kind, ts + self.cfg.horizon_ms, None)
+            self._plant(ts, thread)
             return
-        at, next_who = answer
-        at = self._schedule(at, next_who, thread)
-        self.norms.learn(kind, at, at - ts)
-        first_chat = self._first_chat
-        early = first_chat is not None and at < first_chat + self.cfg.horizon_ms + DAY
-        if thread.channel == "chat" and early:
-            self._chat_early_replies += 1
+        answer = self._answer(ts, who, thread)
+        if answer is not None:
+            self._schedule(*answer, thread)
 
-    def _plant(self, ts: int, thread: Thread, threshold: int | None) -> bool:
-        # Detectable: the rule knows this kind by then, and its deadline is well past before
-        # now (allowed lateness and a margin).
-        if threshold is None or ts + threshold >= self.world.now - self.cfg.lateness_ms - HOUR:
-            return False
+    def _plant(self, ts: int, thread: Thread) -> None:
         self.out.planted.append(
-            PlantedThread(
-                thread.context_id, thread.channel, thread.customer, thread.account, ts, threshold
-            )
+            PlantedThread(thread.context_id, thread.channel, thread.customer, thread.account, ts)
         )
         if self.rng.random() < 0.5:  # "any update?" a few hours later: still the same wait
             nudge = ts + int(self.rng.uniform(2, 10) * HOUR)
             if nudge < self.world.now - 30 * MIN:
                 self._schedule(nudge, "nudge", thread)
-        return True
 
-    def _answer(
-        self, ts: int, who: str, thread: Thread, threshold: int | None
-    ) -> tuple[int, str] | None:
+    def _answer(self, ts: int, who: str, thread: Thread) -> tuple[int, str] | None:
         rng = self.rng
         if who == "customer" and thread.channel == "chat":
-            if self._first_chat is None:
-                self._first_chat = ts
-            if threshold is None and not self._chat_reply_allowed(ts):
+            if rng.random() >= CHAT_REPLY_SHARE:
                 return None
-            if threshold is None and rng.random() >= CHAT_REPLY_SHARE:
-                return None
-            if threshold is not None:
-                self.out.counts["chat_replies_forced"] += 1  # never expected: see tests
-            delay = self._fit(lambda: rng.randint(MIN, 10 * MIN), threshold)
-            return self._before_end(ts, delay, threshold, "agent")
+            return self._before_end(ts + rng.randint(MIN, 10 * MIN), "agent")
         if who == "customer":
-            delay = self._fit(lambda: _lognormal(rng, 40 * MIN, 1.0, 5 * MIN, 4 * HOUR), threshold)
-            return self._before_end(ts, delay, threshold, "agent")
+            delay = _lognormal(rng, 40 * MIN, 1.0, 5 * MIN, 8 * HOUR)
+            return self._before_end(ts + delay, "agent")
         if who == "agent" and thread.channel != "chat":
             if thread.turns < MAX_TURNS and rng.random() < FOLLOW_UP_SHARE:
-                delay = self._fit(
-                    lambda: _lognormal(rng, 90 * MIN, 0.7, 10 * MIN, 6 * HOUR), threshold
-                )
-                return self._before_end(ts, delay, threshold, "customer")
-            delay = self._fit(lambda: rng.randint(4 * HOUR, 6 * HOUR), threshold)
-            return self._before_end(ts, delay, threshold, "helpdesk")
+                delay = _lognormal(rng, 90 * MIN, 0.7, 10 * MIN, 6 * HOUR)
+                return self._before_end(ts + delay, "customer")
+            return self._before_end(ts + rng.randint(4 * HOUR, 6 * HOUR), "helpdesk")
         return None  # the helpdesk's closing event and chat replies end the thread
 
-    def _chat_reply_allowed(self, ts: int) -> bool:
-        first = self._first_chat if self._first_chat is not None else ts
-        if ts >= first + self.cfg.horizon_ms + DAY:
-            return True
-        return self._chat_early_replies < self.cfg.min_samples // 2
-
-    def _fit(self, draw: Callable[[], int], threshold: int | None) -> int:
-        """A delay from `draw`, and below the rule's threshold if the wait has one."""
-        delay = draw()
-        if threshold is None:
-            return delay
-        for _ in range(20):
-            if delay < threshold - SAFETY_MS:
-                return delay
-            delay = draw()
-        self.out.counts["replies_held_to_norm"] += 1
-        return max(int(threshold * self.rng.uniform(0.5, 0.9)), 1)
-
-    def _before_end(
-        self, ts: int, delay: int, threshold: int | None, who: str
-    ) -> tuple[int, str] | None:
-        """Nothing happens after now: an answer due later leaves the wait open if that is
-        still within the norm, else it comes earlier (before now, within the threshold)."""
-        now = self.world.now
-        if ts + delay < now - END_GAP_MS:
-            return ts + delay, who
-        if threshold is None or now - ts < threshold - OPEN_MARGIN_MS:
-            self.out.counts["open_at_end"] += 1
-            return None
-        room = min(now - END_GAP_MS - ts, threshold - SAFETY_MS)
-        if room < 1:
-            return None
-        return ts + self.rng.randint(max(1, room // 4), room), who
+    def _before_end(self, at: int, who: str) -> tuple[int, str] | None:
+        """Nothing happens after now: an answer due later leaves the wait open."""
+        if at < self.world.now - END_GAP_MS:
+            return at, who
+        self.out.counts["open_at_end"] += 1
+        return None
 
     def _emit(self, ts: int, who: str, thread: Thread) -> None:
         first, again = VERBS[thread.channel]
@@ -338,7 +227,5 @@ def _lognormal(rng: random.Random, median: int, sigma: float, low: int, high: in
             return int(value)
 
 
-def simulate_threads(
-    world: World, rng: random.Random, cfg: ReplyConfig, scale: float
-) -> ThreadResult:
-    return ThreadSim(world, rng, cfg, scale).run()
+def simulate_threads(world: World, rng: random.Random, scale: float) -> ThreadResult:
+    return ThreadSim(world, rng, scale).run()

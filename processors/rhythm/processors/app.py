@@ -366,7 +366,11 @@ class Processors:
         if proc is None:
             s = self.settings
             proc = self.partitions[partition] = PartitionProcessor(
-                partition, self.events_partitions, s.signal_config(), s.reply_config()
+                partition,
+                self.events_partitions,
+                s.signal_config(),
+                s.reply_config(),
+                s.alert_policy(),
             )
             proc.restore(
                 (k, v)

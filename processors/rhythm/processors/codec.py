@@ -14,10 +14,11 @@ from rhythm.processors.signals.conversation import (
     ContextMessage,
     ContextState,
     Contribution,
+    Position,
     Wait,
 )
 from rhythm.processors.signals.entity import EntityState, Window
-from rhythm.processors.signals.histogram import LogHistogram
+from rhythm.processors.signals.rhythm import Rhythm
 
 
 def dumps(value: Any) -> bytes:
@@ -45,7 +46,7 @@ def encode_entity(state: EntityState, applied: dict[int, int]) -> bytes:
             "p": state.pending,
             "l": state.last_ms,
             "w": windows,
-            "g": state.gaps.to_sparse(),
+            "r": _encode_rhythm(state.rhythm),
             "s": state.silent_since_ms,
             "a": [[k, v] for k, v in applied.items()],
         }
@@ -57,7 +58,7 @@ def decode_entity(data: bytes) -> tuple[EntityState, dict[int, int]]:
     state = EntityState(
         pending=list(raw["p"]),
         last_ms=raw["l"],
-        gaps=LogHistogram.from_sparse(raw["g"]),
+        rhythm=_decode_rhythm(raw.get("r")),
         silent_since_ms=raw["s"],
     )
     for f in raw["w"]:
@@ -70,6 +71,24 @@ def decode_entity(data: bytes) -> tuple[EntityState, dict[int, int]]:
     return state, {int(k): int(v) for k, v in raw["a"]}
 
 
+def _encode_rhythm(m: Rhythm | None) -> list[Any] | None:
+    if m is None:
+        return None
+    return [
+        m.first_ms, m.counts, m.exposure, m.gaps, m.scored, m.over, m.excess, m.due_ms,
+        m.expected, m.per_quarter, m.chance,
+    ]  # fmt: skip
+
+
+def _decode_rhythm(f: list[Any] | None) -> Rhythm | None:
+    if f is None:
+        return None
+    return Rhythm(
+        first_ms=f[0], counts=list(f[1]), exposure=list(f[2]), gaps=f[3], scored=f[4],
+        over=f[5], excess=f[6], due_ms=f[7], expected=f[8], per_quarter=f[9], chance=f[10],
+    )  # fmt: skip
+
+
 # -- contexts --------------------------------------------------------------------------------
 
 
@@ -80,38 +99,49 @@ def encode_context(ctx: ContextState) -> bytes:
             "t": ctx.tenant,
             "c": ctx.context_id,
             "p": [
-                [m.ts, list(m.sender), m.channel, m.src_partition, m.src_offset]
+                [m.ts, list(m.sender), m.channel, m.verb, m.about, m.src_partition, m.src_offset]
                 for m in ctx.pending
             ],
-            "w": (
-                None
-                if wait is None
-                else [
-                    list(wait.sender),
-                    wait.channel,
-                    wait.since_ms,
-                    wait.threshold_ms,
-                    wait.alerted,
-                ]
-            ),
+            "w": None if wait is None else _encode_wait(wait),
             "y": [list(p) for p in ctx.parties],
-            "f": [[list(c.pos), c.channel, c.sender_type, c.delay_ms] for c in ctx.finished],
+            "b": ctx.about,
+            "f": [[list(c.opened), list(c.closed), list(c.kind), c.delay_ms] for c in ctx.finished],
             "a": [[k, v] for k, v in ctx.applied.items()],
         }
     )
 
 
+def _encode_wait(w: Wait) -> list[Any]:
+    return [
+        list(w.sender), w.side, w.channel, w.verb, w.since_ms, list(w.pos), w.check_ms,
+        w.cold, w.alerted,
+    ]  # fmt: skip
+
+
+def _position(p: list[Any]) -> Position:
+    return (p[0], p[1], p[2], p[3], p[4])
+
+
 def decode_context(data: bytes) -> ContextState:
     raw = orjson.loads(data)
     w = raw["w"]
+    wait = None
+    if w is not None:
+        wait = Wait(
+            sender=(w[0][0], w[0][1]), side=w[1], channel=w[2], verb=w[3], since_ms=w[4],
+            pos=_position(w[5]), check_ms=w[6], cold=w[7], alerted=w[8],
+        )  # fmt: skip
     return ContextState(
         tenant=raw["t"],
         context_id=raw["c"],
-        pending=[ContextMessage(m[0], (m[1][0], m[1][1]), m[2], m[3], m[4]) for m in raw["p"]],
-        waiting=None if w is None else Wait((w[0][0], w[0][1]), w[1], w[2], w[3], w[4]),
+        pending=[
+            ContextMessage(m[0], (m[1][0], m[1][1]), m[2], m[3], m[4], m[5], m[6]) for m in raw["p"]
+        ],
+        waiting=wait,
         parties=[(p[0], p[1]) for p in raw["y"]],
+        about=raw["b"],
         finished=[
-            Contribution((c[0][0], c[0][1], c[0][2], c[0][3], c[0][4]), c[1], c[2], c[3])
+            Contribution(_position(c[0]), _position(c[1]), (c[2][0], c[2][1], c[2][2]), c[3])
             for c in raw["f"]
         ],
         applied={int(k): int(v) for k, v in raw["a"]},

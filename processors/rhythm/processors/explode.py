@@ -80,7 +80,8 @@ def entity_keys(record: Mapping[str, Any]) -> list[str]:
 
 # An update as it travels to stage 2: plain lists, cheap to encode.
 # entity:  [key, ts_ms, weight, src_partition, src_offset]
-# context: [key, ts_ms, actor_type, actor_id, channel, src_partition, src_offset]
+# context: [key, ts_ms, actor_type, actor_id, channel, verb, about, src_partition, src_offset]
+#   (about: the event's target as "type:id", or "")
 EntityUpdate = list[Any]
 ContextUpdate = list[Any]
 
@@ -99,7 +100,14 @@ def explode(
             record["actor_type"],
             record["actor_id"],
             record.get("channel") or "",
+            record["verb"],
+            _about(record),
             src_partition,
             src_offset,
         ]
     return updates, context
+
+
+def _about(record: Mapping[str, Any]) -> str:
+    target_type = record.get("target_type")
+    return "" if target_type is None else f"{target_type}:{record['target_id']}"

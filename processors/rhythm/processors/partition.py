@@ -29,6 +29,7 @@ from rhythm.processors.codec import (
 )
 from rhythm.processors.explode import EntityKey, is_context_key, split_context_key
 from rhythm.processors.signals.conversation import (
+    ContextMessage,
     ContextState,
     Conversations,
     ReplyConfig,
@@ -46,6 +47,8 @@ from rhythm.processors.signals.entity import (
     advance,
     next_due_ms,
 )
+from rhythm.processors.signals.policy import AlertPolicy
+from rhythm.processors.signals.rhythm import SilenceRule
 
 NO_WATERMARK = -(2**62)
 
@@ -63,6 +66,7 @@ class Output:
 class _Entity:
     state: EntityState
     applied: dict[int, int]
+    rule: SilenceRule | None
 
 
 class PartitionProcessor:
@@ -72,12 +76,14 @@ class PartitionProcessor:
         source_partitions: int,
         signal_cfg: SignalConfig,
         reply_cfg: ReplyConfig,
+        policy: AlertPolicy | None = None,
     ) -> None:
         self.partition = partition
         self.source_partitions = source_partitions
         self.signal_cfg = signal_cfg
+        self.policy = policy if policy is not None else AlertPolicy()
         self.entities: dict[str, _Entity] = {}
-        self.conversations = Conversations(reply_cfg)
+        self.conversations = Conversations(reply_cfg, self.policy)
         self.source_watermarks: dict[int, int] = {}
         self.watermark = NO_WATERMARK
         self._due: list[tuple[int, str]] = []  # (due, key); stale entries are skipped
@@ -100,9 +106,9 @@ class PartitionProcessor:
                 contexts[key] = decode_context(value)
             else:
                 state, applied = decode_entity(value)
-                self.entities[key] = _Entity(state, applied)
+                self.entities[key] = _Entity(state, applied, self._rule(key))
                 self.window_count += len(state.windows)
-                self._schedule(key, state)
+                self._schedule(key, self.entities[key])
         self.conversations.restore(contexts)
         self.watermark = self._min_watermark()
 
@@ -117,13 +123,13 @@ class PartitionProcessor:
         for key, ts, weight, src_partition, src_offset in message.get("u", ()):
             entity = self.entities.get(key)
             if entity is None:
-                entity = self.entities[key] = _Entity(EntityState(), {})
+                entity = self.entities[key] = _Entity(EntityState(), {}, self._rule(key))
             if src_offset <= entity.applied.get(src_partition, -1):
                 out.duplicates += 1
                 continue
             entity.applied[src_partition] = src_offset
             held = len(entity.state.windows)
-            outcome = add_event(entity.state, ts, weight, self.watermark, cfg, alerts)
+            outcome = add_event(entity.state, ts, weight, self.watermark, cfg, alerts, entity.rule)
             self.window_count += len(entity.state.windows) - held
             self._dirty.add(key)
             if outcome == ADDED:
@@ -140,18 +146,17 @@ class PartitionProcessor:
                 out.late += 1
             elif outcome == TOO_LATE:
                 out.too_late += 1
-            self._schedule(key, entity.state)
+            self._schedule(key, entity)
             if alerts.alerts:
                 out.alerts.extend(_entity_alert(key, a) for a in alerts.alerts)
                 alerts.alerts.clear()
-        for key, ts, actor_type, actor_id, channel, src_partition, src_offset in message.get(
-            "c", ()
-        ):
+        for update in message.get("c", ()):
+            key, ts, actor_type, actor_id, channel, verb, about, src_partition, src_offset = update
             tenant, context_id = split_context_key(key)
-            if not self.conversations.add(
-                key, tenant, context_id, ts, (actor_type, actor_id), channel,
-                src_partition, src_offset,
-            ):  # fmt: skip
+            context_message = ContextMessage(
+                ts, (actor_type, actor_id), channel, verb, about, src_partition, src_offset
+            )
+            if not self.conversations.add(key, tenant, context_id, context_message):
                 out.duplicates += 1
         watermark = message.get("wm")
         if watermark is not None:
@@ -205,18 +210,22 @@ class PartitionProcessor:
         for key in sorted(ready):  # sorted: the same output order on every run
             entity = self.entities[key]
             held = len(entity.state.windows)
-            result = advance(entity.state, watermark, cfg)
+            result = advance(entity.state, watermark, cfg, entity.rule)
             self.window_count += len(entity.state.windows) - held
             self._dirty.add(key)
-            self._schedule(key, entity.state)
+            self._schedule(key, entity)
             if result.signals or result.alerts:
                 ek = EntityKey.decode(key)
                 out.signals.extend(_signal(ek, s) for s in result.signals)
                 out.alerts.extend(_entity_alert(key, a) for a in result.alerts)
         out.alerts.extend(_unanswered(a) for a in self.conversations.advance(watermark))
 
-    def _schedule(self, key: str, state: EntityState) -> None:
-        due = next_due_ms(state, self.signal_cfg)
+    def _rule(self, key: str) -> SilenceRule | None:
+        ek = EntityKey.decode(key)
+        return self.policy.silence_rule(ek.tenant, ek.role, ek.entity_type)
+
+    def _schedule(self, key: str, entity: _Entity) -> None:
+        due = next_due_ms(entity.state, self.signal_cfg, entity.rule)
         if due is None:
             self._due_of.pop(key, None)
         elif self._due_of.get(key) != due:
@@ -257,25 +266,24 @@ def _entity_alert(key: str, alert: EntityAlert) -> dict[str, Any]:
         "fired_at": alert.fired_at_ms,
         "last_event_at": alert.last_event_at_ms,
         "expected_within_s": alert.expected_within_ms / 1000,
-        "details": {"history_gaps": alert.history_gaps},
+        "score": round(alert.score, 6),
+        "owners": [],
+        "details": alert.details,
     }
 
 
 def _unanswered(alert: UnansweredAlert) -> dict[str, Any]:
     return {
-        "kind": "unanswered",
+        "kind": alert.kind,
         "tenant": alert.tenant,
         "role": "actor",
         "entity_type": alert.sender[0],
         "entity_id": alert.sender[1],
         "context_id": alert.context_id,
         "fired_at": alert.fired_at_ms,
-        "last_event_at": alert.last_event_at_ms,
+        "last_event_at": alert.since_ms,
         "expected_within_s": alert.expected_within_ms / 1000,
-        "details": {
-            "channel": alert.channel,
-            "reply_rate": round(alert.reply_rate, 4),
-            "samples": alert.samples,
-            "awaiting": [f"{t}:{i}" for t, i in alert.others],
-        },
+        "score": alert.score,
+        "owners": alert.owners,
+        "details": alert.details,
     }

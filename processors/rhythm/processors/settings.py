@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rhythm.processors.signals.calendar import BusinessCalendar
 from rhythm.processors.signals.conversation import ReplyConfig
 from rhythm.processors.signals.entity import SignalConfig
+from rhythm.processors.signals.policy import ANY_ROLE, AlertPolicy, TenantPolicy
+from rhythm.processors.signals.rhythm import SilenceConfig
 from rhythm.producers.config import KafkaSettings
 from rhythm.schemas import ALERTS_TOPIC, DEAD_LETTERS_TOPIC, EVENTS_TOPIC, SIGNALS_TOPIC
 
 UPDATES_TOPIC = "rhythm.updates"
+SILENCE_ROLES = ("actor", "object", "target", ANY_ROLE)
+DAY_S = 86400
+
+
+class TenantSettings(BaseModel):
+    """One tenant's overrides (`RHYTHM_PROCESSOR_TENANTS`, JSON: {"acme": {...}}); anything
+    left out is the global setting of the same name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timezone: str | None = None
+    working_days: list[int] | None = None
+    working_hours: tuple[float, float] | None = None
+    internal_types: list[str] | None = None
+    external_types: list[str] | None = None
+    queue: str | None = None
 
 
 class ProcessorSettings(BaseSettings):
@@ -40,14 +60,49 @@ class ProcessorSettings(BaseSettings):
         10, gt=0, description="A partition this quiet lets its watermark follow the clock."
     )
     max_future_s: float = Field(3600, ge=0, description="Events further ahead are dead letters.")
-    silence_min_history: int = Field(5, ge=1)
-    silence_quantile: float = Field(0.95, gt=0, le=1)
-    silence_factor: float = Field(2.0, gt=0)
-    silence_min_s: float = Field(60, ge=0)
-    reply_min_samples: int = Field(20, ge=1)
-    reply_min_rate: float = Field(0.9, gt=0, le=1)
-    reply_quantile: float = Field(0.95, gt=0, le=1)
-    reply_horizon_s: float = Field(7 * 86400, gt=0)
+    # -- who is who, and when people work (per tenant in `tenants`) ------------------------
+    internal_types: list[str] = Field(
+        ["user", "employee", "agent"], description="Actor types on our side."
+    )
+    external_types: list[str] = Field(
+        ["contact", "customer", "lead", "visitor"], description="Actor types outside."
+    )
+    timezone: str = Field("UTC", description="IANA zone of the business calendar.")
+    working_days: list[int] = Field([0, 1, 2, 3, 4], description="0 = Monday.")
+    working_hours: tuple[float, float] = Field((9, 18), description="Local hours [start, end).")
+    queue: str = Field("queue:default", description="Who owes a reply when no one is named.")
+    tenants: dict[str, TenantSettings] = Field(
+        default_factory=dict, description="Per-tenant overrides of the five settings above."
+    )
+    # -- silence ---------------------------------------------------------------------------
+    silence_for: list[str] = Field(
+        [
+            "actor:user",
+            "actor:employee",
+            "actor:agent",
+            "actor:contact",
+            "actor:customer",
+            "*:account",
+        ],
+        description="role:entity_type pairs that get silence alerts (role * = any).",
+    )
+    silence_false_alarms_per_quarter: float = Field(
+        0.25, gt=0, le=90, description="Bound on chance silences per steady entity."
+    )
+    silence_min_gaps: int = Field(8, ge=2, description="History before the first alert.")
+    silence_min_span_s: float = Field(7 * DAY_S, ge=0, description="...and its time span.")
+    silence_min_s: float = Field(60, ge=0, description="A shorter quiet is never a silence.")
+    silence_half_life_s: float = Field(21 * DAY_S, gt=0, description="Memory of the rates.")
+    # -- unanswered / follow_up --------------------------------------------------------------
+    reply_min_replies: int = Field(20, ge=1, description="Replies a kind needs to alert.")
+    reply_min_share: float = Field(
+        0.8, gt=0, le=1, description="Kinds replied less often never alert."
+    )
+    reply_quantile: float = Field(0.99, gt=0, lt=1, description="Of the kind's reply delays...")
+    reply_margin: float = Field(1.5, ge=1, description="...times this: the alert threshold.")
+    reply_horizon_s: float = Field(14 * DAY_S, gt=0, description="Older waits are given up.")
+    reply_recheck_min_s: float = Field(900, gt=0, description="Cold-start re-check step.")
+    follow_up: bool = Field(False, description="Also alert when they owe us a reply.")
     batch_max: int = Field(2000, ge=1, description="Messages per processing batch at most.")
     batch_within_s: float = Field(0.2, gt=0, description="...or what arrived within this long.")
     tick_s: float = Field(1.0, gt=0, description="Idle-watermark tick interval.")
@@ -81,22 +136,71 @@ class ProcessorSettings(BaseSettings):
     )
     log_level: str = "warn"
 
+    @model_validator(mode="after")
+    def _check_policy(self) -> Self:
+        self.alert_policy()  # a bad calendar, overlapping sides...: an error at start
+        return self
+
     def signal_config(self) -> SignalConfig:
         return SignalConfig(
             window_sizes_ms=tuple(s * 1000 for s in self.window_seconds),
             lateness_ms=int(self.lateness_s * 1000),
             late_retention_ms=int(self.late_retention_s * 1000),
-            silence_min_history=self.silence_min_history,
-            silence_quantile=self.silence_quantile,
-            silence_factor=self.silence_factor,
-            silence_min_ms=int(self.silence_min_s * 1000),
         )
 
     def reply_config(self) -> ReplyConfig:
         return ReplyConfig(
             lateness_ms=int(self.lateness_s * 1000),
-            min_samples=self.reply_min_samples,
-            min_reply_rate=self.reply_min_rate,
-            delay_quantile=self.reply_quantile,
+            min_replies=self.reply_min_replies,
+            min_reply_share=self.reply_min_share,
+            quantile=self.reply_quantile,
+            margin=self.reply_margin,
             horizon_ms=int(self.reply_horizon_s * 1000),
+            recheck_min_ms=int(self.reply_recheck_min_s * 1000),
+            follow_up=self.follow_up,
         )
+
+    def alert_policy(self) -> AlertPolicy:
+        return AlertPolicy(
+            default=self._tenant_policy("default", TenantSettings()),
+            tenants={t: self._tenant_policy(t, o) for t, o in self.tenants.items()},
+            silence_for=frozenset(_silence_pair(p) for p in self.silence_for),
+            silence=SilenceConfig(
+                false_alarms_per_quarter=self.silence_false_alarms_per_quarter,
+                min_gaps=self.silence_min_gaps,
+                min_span_ms=int(self.silence_min_span_s * 1000),
+                min_quiet_ms=int(self.silence_min_s * 1000),
+                half_life_ms=int(self.silence_half_life_s * 1000),
+            ),
+        )
+
+    def _tenant_policy(self, tenant: str, o: TenantSettings) -> TenantPolicy:
+        internal = frozenset(
+            o.internal_types if o.internal_types is not None else self.internal_types
+        )
+        external = frozenset(
+            o.external_types if o.external_types is not None else self.external_types
+        )
+        if internal & external:
+            raise ValueError(
+                f"tenant {tenant}: types both internal and external: {sorted(internal & external)}"
+            )
+        hours = o.working_hours if o.working_hours is not None else self.working_hours
+        days = o.working_days if o.working_days is not None else self.working_days
+        calendar = BusinessCalendar(
+            tz=o.timezone or self.timezone,
+            working_days=frozenset(days),
+            start_hour=hours[0],
+            end_hour=hours[1],
+        )  # raises CalendarError (a ValueError) with what is wrong
+        return TenantPolicy(calendar, internal, external, o.queue or self.queue)
+
+
+def _silence_pair(text: str) -> tuple[str, str]:
+    role, sep, entity_type = text.partition(":")
+    if not sep or role not in SILENCE_ROLES or not entity_type or len(entity_type) > 256:
+        raise ValueError(
+            f"silence_for: {text!r} is not role:entity_type with role one of "
+            f"{', '.join(SILENCE_ROLES)}"
+        )
+    return role, entity_type

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["actor", "object", "target", "tag"]
-AlertKind = Literal["silence", "resumed", "unanswered"]
+AlertKind = Literal["silence", "resumed", "unanswered", "follow_up"]
 
 
 class Signal(BaseModel):
@@ -58,6 +58,8 @@ class Alert(BaseModel):
     fired_at: int = Field(description="event time the alert fired at, epoch ms")
     last_event_at: int
     expected_within_s: float
+    score: float = Field(0.0, ge=0, le=1, description="how sure the rule is; ranks alerts")
+    owners: list[str] = Field(default_factory=list, description="who should act, type:id")
     details: dict[str, Any]
 
 

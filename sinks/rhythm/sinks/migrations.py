@@ -36,7 +36,9 @@ from rhythm.sinks.ddl_cluster import (
     local_name,
 )
 from rhythm.sinks.schema import (
+    ALERT_KINDS,
     ALERTS,
+    ALERTS_V1,
     DATA_TABLES,
     DEAD_LETTERS,
     ENTITY_EVENTS,
@@ -47,9 +49,11 @@ from rhythm.sinks.schema import (
 )
 from rhythm.sinks.views import (
     ACTIVITY_FEED,
+    ALERTS_RANKED,
     ENTITY_EVENTS_MV,
     ENTITY_TIMELINE,
     OPEN_ALERTS,
+    OPEN_ALERTS_V2,
     TOP_MOVERS,
     View,
 )
@@ -133,7 +137,7 @@ class Migration:
 
 
 def _tables(target: Target, days: int) -> list[str]:
-    tables = (EVENTS, ENTITY_EVENTS, SIGNALS, ALERTS, DEAD_LETTERS)
+    tables = (EVENTS, ENTITY_EVENTS, SIGNALS, ALERTS_V1, DEAD_LETTERS)
     return [
         target.create_database(),
         *(sql for t in tables for sql in target.create_tables(t, days)),
@@ -143,13 +147,31 @@ def _tables(target: Target, days: int) -> list[str]:
 
 def _views(target: Target, _days: int) -> list[str]:
     return [
-        target.create_view(v) for v in (ENTITY_TIMELINE, ACTIVITY_FEED, TOP_MOVERS, OPEN_ALERTS)
+        target.create_view(v) for v in (ENTITY_TIMELINE, ACTIVITY_FEED, TOP_MOVERS, OPEN_ALERTS_V2)
+    ]
+
+
+def _alert_owners(target: Target, _days: int) -> list[str]:
+    """follow_up alerts, each alert's score and owners, the noise budget's view."""
+    columns = [
+        f"MODIFY COLUMN kind {ALERT_KINDS}",
+        "ADD COLUMN IF NOT EXISTS score Float64 AFTER expected_within_s",
+        "ADD COLUMN IF NOT EXISTS owners Array(String) AFTER score",
+    ]
+    tables = [target.alter_table(ALERTS)]
+    if target.cluster is not None:  # the Distributed table in front of the local one
+        tables.append(f"ALTER TABLE {target.database}.{ALERTS.name}{on_cluster(target.cluster)}")
+    return [
+        *(f"{table} {change}" for table in tables for change in columns),
+        target.create_view(OPEN_ALERTS),
+        target.create_view(ALERTS_RANKED),
     ]
 
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "tables", _tables),
     Migration(2, "analyst views", _views),
+    Migration(3, "alert owners, scores and the noise budget", _alert_owners),
 )
 
 

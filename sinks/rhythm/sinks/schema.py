@@ -226,7 +226,8 @@ SIGNALS = Table(
     shard_by=("tenant", "role", "entity_type", "entity_id"),
 )
 
-ALERTS = Table(
+# As migration 1 created it; migration 3 brings it to ALERTS (follow_up, score, owners).
+ALERTS_V1 = Table(
     name="alerts",
     columns=(
         Column("alert_id", "String"),
@@ -239,6 +240,35 @@ ALERTS = Table(
         Column("fired_at", TS, _Z),
         Column("last_event_at", TS, _Z),
         Column("expected_within_s", "Float64"),
+        Column("details", "String", _Z, comment="JSON object"),
+        *_INGEST,
+    ),
+    engine=Engine("ReplacingMergeTree"),
+    order_by=("tenant", "alert_id"),
+    partition_by="toYYYYMM(fired_at)",
+    ttl_column="fired_at",
+    settings=_DEDUP,
+    comment="Alerts, one row per alert_id.",
+    shard_by=("tenant", "role", "entity_type", "entity_id"),
+)
+
+ALERT_KINDS = "Enum8('silence' = 1, 'resumed' = 2, 'unanswered' = 3, 'follow_up' = 4)"
+
+ALERTS = Table(
+    name="alerts",
+    columns=(
+        Column("alert_id", "String"),
+        Column("kind", ALERT_KINDS),
+        Column("tenant", _LC),
+        Column("role", _LC),
+        Column("entity_type", _LC),
+        Column("entity_id", "String", _Z),
+        Column("context_id", "Nullable(String)", _Z),
+        Column("fired_at", TS, _Z),
+        Column("last_event_at", TS, _Z),
+        Column("expected_within_s", "Float64"),
+        Column("score", "Float64", comment="how sure the rule is, 0 to 1: ranks a day's alerts"),
+        Column("owners", "Array(String)", comment="who is expected to act, as type:id"),
         Column("details", "String", _Z, comment="JSON object"),
         *_INGEST,
     ),

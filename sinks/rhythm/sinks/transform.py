@@ -185,7 +185,7 @@ def transform_alert(message: Message) -> Outcome:
         return DeadLetter(message, "invalid_alert", str(exc))
     return (
         a.alert_id, a.kind, a.tenant, a.role, a.entity_type, a.entity_id, a.context_id,
-        a.fired_at, a.last_event_at, a.expected_within_s, details,
+        a.fired_at, a.last_event_at, a.expected_within_s, a.score, a.owners, details,
         message.timestamp_ms, message.partition, message.offset,
     )  # fmt: skip
 

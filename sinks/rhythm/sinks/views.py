@@ -15,9 +15,11 @@ from dataclasses import dataclass
 
 __all__ = [
     "ACTIVITY_FEED",
+    "ALERTS_RANKED",
     "ENTITY_EVENTS_MV",
     "ENTITY_TIMELINE",
     "OPEN_ALERTS",
+    "OPEN_ALERTS_V2",
     "TOP_MOVERS",
     "VIEWS",
     "View",
@@ -154,9 +156,10 @@ ORDER BY greatest(abs(pace_z), abs(amplitude_z)) DESC, tenant, role, entity_type
     "window moved most against their own previous windows.",
 )
 
+# As migration 2 created it (migration 3 replaces it with OPEN_ALERTS).
 # Silence is per entity and ends with `resumed`; unanswered is per (entity, thread) and ends
 # when another party writes in that thread after the waiting message.
-OPEN_ALERTS = View(
+OPEN_ALERTS_V2 = View(
     name="open_alerts",
     select="""
 WITH latest AS (
@@ -204,6 +207,79 @@ ORDER BY fired_at DESC, alert_id
     "with no later reply from another party in its thread.",
 )
 
+# Silence is per entity and ends with `resumed`; unanswered is per (entity, thread) and ends
+# when another party writes in that thread after the waiting message.
+OPEN_ALERTS = View(
+    name="open_alerts",
+    select="""
+WITH latest AS (
+    SELECT
+        tenant, role, entity_type, entity_id,
+        a.1 AS alert_id, a.2 AS kind, a.3 AS context_id, a.4 AS fired_at,
+        a.5 AS last_event_at, a.6 AS expected_within_s, a.7 AS details, a.8 AS score,
+        a.9 AS owners
+    FROM (
+        SELECT
+            tenant, role, entity_type, entity_id,
+            argMax(
+                (alert_id, kind, context_id, fired_at, last_event_at, expected_within_s,
+                 details, score, owners),
+                (fired_at, kind)
+            ) AS a
+        FROM $db.alerts FINAL
+        GROUP BY tenant, role, entity_type, entity_id, ifNull(context_id, '')
+    )
+),
+waiting AS (
+    SELECT * FROM latest WHERE kind IN ('unanswered', 'follow_up')
+),
+replied AS (
+    SELECT w.alert_id AS alert_id
+    FROM waiting AS w
+    INNER JOIN (
+        SELECT tenant, context_id, actor_type, actor_id, occurred_at
+        FROM $db.events
+        WHERE (tenant, context_id) ${global}IN (SELECT tenant, context_id FROM waiting)
+    ) AS e ON e.tenant = w.tenant AND e.context_id = w.context_id
+    WHERE e.occurred_at > w.last_event_at
+      AND NOT (e.actor_type = w.entity_type AND e.actor_id = w.entity_id)
+)
+SELECT
+    alert_id, kind, tenant, role, entity_type, entity_id, context_id, fired_at,
+    last_event_at, expected_within_s, score, owners, details,
+    dateDiff('second', fired_at, now64(3, 'UTC')) AS open_for_s
+FROM latest
+WHERE kind = 'silence'
+   OR (kind IN ('unanswered', 'follow_up') AND alert_id NOT IN (SELECT alert_id FROM replied))
+ORDER BY fired_at DESC, alert_id
+""",
+    comment="Alerts still open: a silence not followed by resumed, an unanswered (or "
+    "follow_up) message with no later message from another party in its thread.",
+)
+
+# The noise budget: a person gets at most `cap` heads-ups a day, the highest scores first;
+# the rest stay here, marked suppressed. An alert's recipient is its first owner; alerts
+# without one (silence: routed elsewhere) are never suppressed here.
+ALERTS_RANKED = View(
+    name="alerts_ranked",
+    select="""
+SELECT
+    alert_id, kind, tenant, role, entity_type, entity_id, context_id, fired_at,
+    last_event_at, expected_within_s, score, owners, details,
+    if(empty(owners), '', owners[1]) AS recipient,
+    toDate(fired_at) AS day,
+    row_number() OVER (
+        PARTITION BY tenant, recipient, day ORDER BY score DESC, fired_at, alert_id
+    ) AS rank_of_day,
+    recipient != '' AND rank_of_day > {cap:UInt32} AS suppressed
+FROM $db.alerts FINAL
+WHERE kind != 'resumed'
+ORDER BY tenant, recipient, day, rank_of_day
+""",
+    comment="Every alert with its recipient and rank among that person's alerts of the day "
+    "(UTC); suppressed past `cap`: SELECT * FROM rhythm.alerts_ranked(cap=5).",
+)
+
 #: in creation order (the materialized view needs its tables; the rest only read)
 VIEWS: tuple[View, ...] = (
     ENTITY_EVENTS_MV,
@@ -211,4 +287,5 @@ VIEWS: tuple[View, ...] = (
     ACTIVITY_FEED,
     TOP_MOVERS,
     OPEN_ALERTS,
+    ALERTS_RANKED,
 )

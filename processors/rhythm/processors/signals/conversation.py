@@ -1,15 +1,23 @@
-"""The `unanswered` heads-up: a message that, judging by past replies, should have had one.
+"""The `unanswered` heads-up: an outside party is waiting on us longer than replies ever take.
 
 Pure logic over plain data, for one partition of contexts (threads). The rule:
-- In a context, a message from party A *waits* for a reply until an event from any other party
-  arrives (the reply). A's further messages do not restart the wait.
-- Every wait is learned from, per *kind* of message: (tenant, channel, sender's entity type).
-  A reply adds its delay to the kind's delay histogram and counts as replied; a wait that
-  reaches `horizon_ms` without a reply counts as not replied (the thread simply ended).
-- A wait may alert only if, when it began, its kind had at least `min_samples` finished waits
-  and a reply rate of at least `min_reply_rate` ("nearly always got a reply"). It alerts once,
-  at `since + threshold`, where threshold is the `delay_quantile` of the kind's past reply
-  delays ("longer than nearly all past replies took"). Both are fixed when the wait begins.
+- Every actor is on *our* side (an internal type: `user`, `employee`...), on *their* side (an
+  external type: `contact`, `customer`...), or neither (ignored here), per tenant.
+- In a thread, a message from one side *waits* for the other side: the wait ends with the
+  first message from the other side (the reply). More messages from the same side do not
+  restart it. A wait of their side on us can become `unanswered`; a wait of ours on them can
+  become `follow_up` (off by default).
+- Every wait teaches its *kind*: (tenant, channel, sender's type, verb). Reply norms are
+  survival data (survival.py): open waits count as censored, so a kind's norms are right
+  from the first day, not only after a horizon.
+- A wait is judged at its *checks*: when it begins, when its due time comes, and, while its
+  kind has too little history, again at growing intervals (a quarter of its age, at least
+  `recheck_min_ms`). It alerts once, at the first check where its kind has at least
+  `min_replies` replies, a reply share of at least `min_reply_share` (kinds that usually
+  end a thread never alert), and the wait is older than `margin` times the `quantile` of
+  the kind's reply delays ("half again as long as 99 % of replies took"). A wait that began
+  before its kind was known alerts at the first check after it became known (cold start).
+- A wait still open after `horizon_ms` is censored there and never alerts.
 - Everything runs in event time, in time order across the partition's contexts, over final
   events only (W - L): replaying history at any speed gives the same alerts as living it,
   and a lagging pipeline (a watermark that has not moved) never alerts.
@@ -18,53 +26,50 @@ learned from all of the tenant's threads, whatever the partition or worker count
 
 Crash safety: the caller saves contexts one key at a time, so after a crash some contexts may
 be saved further along than others. Each context therefore keeps its own contributions to
-the stats, stamped with their agenda position; `restore` re-learns each one only when the
-agenda reaches its position, never at once, so every decision after a restart sees exactly
-the stats the uninterrupted run saw. Agenda positions are (time, priority, context key, source
-partition, source offset): deterministic, unlike arrival order.
+the stats, stamped with their agenda positions (when the wait opened and when it closed);
+`restore` re-applies each only when the agenda reaches its position, so every decision after
+a restart sees exactly the stats the uninterrupted run saw. Agenda positions are (time,
+priority, context key, source partition, source offset): deterministic, unlike arrival order.
 """
 
 from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
-from rhythm.processors.signals.histogram import LogHistogram
+from rhythm.processors.signals import survival
+from rhythm.processors.signals.survival import KindStats
 
 DAY_MS = 86_400_000
 Party = tuple[str, str]  # (entity type, id)
-Kind = tuple[str, str, str]  # (tenant, channel, sender type)
+Kind = tuple[str, str, str, str]  # (tenant, channel, sender type, verb)
+Side = Literal["ours", "theirs"]
+OURS: Side = "ours"
+THEIRS: Side = "theirs"
+
+
+class Sides(Protocol):
+    """Which side an actor type is on in a tenant, and who answers when nobody is named."""
+
+    def side(self, tenant: str, entity_type: str) -> Side | None: ...
+
+    def queue(self, tenant: str) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
 class ReplyConfig:
     lateness_ms: int = 300_000
-    min_samples: int = 20
-    min_reply_rate: float = 0.9
-    delay_quantile: float = 0.95
-    horizon_ms: int = 7 * DAY_MS
+    min_replies: int = 20
+    min_reply_share: float = 0.8
+    quantile: float = 0.99
+    margin: float = 1.5
+    horizon_ms: int = 14 * DAY_MS
+    recheck_min_ms: int = 15 * 60_000
+    follow_up: bool = False
 
 
-@dataclass(slots=True)
-class ReplyStats:
-    replied: int = 0
-    unreplied: int = 0
-    delays: LogHistogram = field(default_factory=LogHistogram)
-
-    def threshold_ms(self, cfg: ReplyConfig) -> int | None:
-        finished = self.replied + self.unreplied
-        if finished < cfg.min_samples or self.replied / finished < cfg.min_reply_rate:
-            return None
-        return self.delays.quantile_ms(cfg.delay_quantile)
-
-
-@dataclass(slots=True)
-class Wait:
-    sender: Party
-    channel: str
-    since_ms: int
-    threshold_ms: int | None
-    alerted: bool = False
+Position = tuple[int, int, str, int, int]  # (time, priority, key, source partition, offset)
 
 
 @dataclass(slots=True)
@@ -72,21 +77,33 @@ class ContextMessage:
     ts: int
     sender: Party
     channel: str
+    verb: str
+    about: str  # the event's target as "type:id", or ""
     src_partition: int
     src_offset: int
 
 
-Position = tuple[int, int, str, int, int]  # (time, priority, key, source partition, offset)
+@dataclass(slots=True)
+class Wait:
+    sender: Party
+    side: Side
+    channel: str
+    verb: str
+    since_ms: int
+    pos: Position  # where it opened
+    check_ms: int  # its next check
+    cold: bool = False  # a check found its kind not known yet
+    alerted: bool = False
 
 
 @dataclass(slots=True)
 class Contribution:
-    """One finished wait: what it taught its kind, and when in the agenda it did."""
+    """One finished wait: what it taught its kind, and where in the agenda it did."""
 
-    pos: Position
-    channel: str
-    sender_type: str
-    delay_ms: int | None  # None: never replied
+    opened: Position
+    closed: Position
+    kind: tuple[str, str, str]  # (channel, sender type, verb); the tenant is the context's
+    delay_ms: int | None  # None: censored at the horizon
 
 
 @dataclass(slots=True)
@@ -95,66 +112,61 @@ class ContextState:
     context_id: str
     pending: list[ContextMessage] = field(default_factory=list)
     waiting: Wait | None = None
-    parties: list[Party] = field(default_factory=list)  # the first few, for the alert's details
+    parties: list[Party] = field(default_factory=list)  # the first few, for routing
+    about: str = ""  # the first target named in the thread (an account, a ticket...)
     finished: list[Contribution] = field(default_factory=list)
     applied: dict[int, int] = field(default_factory=dict)  # source partition -> last offset
 
 
 @dataclass(slots=True)
 class UnansweredAlert:
+    kind: str  # "unanswered" | "follow_up"
     tenant: str
     context_id: str
     sender: Party
     channel: str
+    verb: str
     fired_at_ms: int
-    last_event_at_ms: int
+    since_ms: int
     expected_within_ms: int
-    reply_rate: float
-    samples: int
-    others: list[Party]
+    score: float
+    owners: list[str]
+    details: dict[str, object]
 
 
 MAX_PARTIES = 16
-# At equal times: a message first (a reply in time prevents the alert), then the deadline,
-# then expiry; a deferred contribution (restore only) sits exactly where it was made.
+# At equal times: a message first (a reply in time prevents the alert), then a check, then
+# expiry; a deferred contribution (restore only) sits exactly where it was made.
 _EVENT, _DUE, _EXPIRE = 0, 1, 2
-_ITEM, _DEFERRED = 0, 1
+_ITEM, _OPENED, _CLOSED = 0, 1, 2
 AgendaEntry = tuple[int, int, str, int, int, int]
 
 
 class Conversations:
-    """The contexts of one partition, their learned reply stats, and an event-time agenda."""
+    """The contexts of one partition, their learned reply norms, and an event-time agenda."""
 
-    def __init__(self, cfg: ReplyConfig) -> None:
+    def __init__(self, cfg: ReplyConfig, sides: Sides) -> None:
         self.cfg = cfg
+        self.sides = sides
         self.contexts: dict[str, ContextState] = {}
-        self.stats: dict[Kind, ReplyStats] = {}
+        self.stats: dict[Kind, KindStats] = {}
         self._agenda: list[AgendaEntry] = []
-        self._deferred: dict[Position, Contribution] = {}
+        self._deferred: dict[tuple[Position, int], tuple[str, Contribution | Wait]] = {}
         self.dirty: set[str] = set()  # contexts changed since the caller last saved them
         self.duplicates = 0
 
-    def add(
-        self,
-        key: str,
-        tenant: str,
-        context_id: str,
-        ts: int,
-        sender: Party,
-        channel: str,
-        src_partition: int,
-        src_offset: int,
-    ) -> bool:
+    def add(self, key: str, tenant: str, context_id: str, message: ContextMessage) -> bool:
         """Take one event of a context (acted on once final); False if already applied."""
         ctx = self.contexts.get(key)
         if ctx is None:
             ctx = self.contexts[key] = ContextState(tenant, context_id)
-        if src_offset <= ctx.applied.get(src_partition, -1):
+        if message.src_offset <= ctx.applied.get(message.src_partition, -1):
             self.duplicates += 1
             return False
-        ctx.applied[src_partition] = src_offset
-        ctx.pending.append(ContextMessage(ts, sender, channel, src_partition, src_offset))
-        heapq.heappush(self._agenda, (ts, _EVENT, key, src_partition, src_offset, _ITEM))
+        ctx.applied[message.src_partition] = message.src_offset
+        ctx.pending.append(message)
+        entry = (message.ts, _EVENT, key, message.src_partition, message.src_offset, _ITEM)
+        heapq.heappush(self._agenda, entry)
         self.dirty.add(key)
         return True
 
@@ -165,14 +177,15 @@ class Conversations:
             for m in ctx.pending:
                 entry = (m.ts, _EVENT, key, m.src_partition, m.src_offset, _ITEM)
                 heapq.heappush(self._agenda, entry)
-            self._schedule(key, ctx)
-        # Every contribution is learned again when the agenda reaches its position, never
-        # before: replayed messages of contexts saved behind the others then see exactly the
-        # stats the uninterrupted run saw at their place in event time.
-        for ctx in contexts.values():
+            self._schedule(key, ctx, expiry=True)
+            # Every wait's effect on its kind's stats is replayed at its place in the agenda,
+            # never at once: replayed messages of contexts saved behind the others then see
+            # exactly the stats the uninterrupted run saw.
             for c in ctx.finished:
-                self._deferred[c.pos] = c
-                heapq.heappush(self._agenda, (*c.pos, _DEFERRED))
+                self._defer(c.opened, _OPENED, key, c)
+                self._defer(c.closed, _CLOSED, key, c)
+            if ctx.waiting is not None:
+                self._defer(ctx.waiting.pos, _OPENED, key, ctx.waiting)
 
     def advance(self, watermark_ms: int) -> list[UnansweredAlert]:
         final_before = watermark_ms - self.cfg.lateness_ms
@@ -180,22 +193,20 @@ class Conversations:
         while self._agenda and self._agenda[0][0] < final_before:
             entry = heapq.heappop(self._agenda)
             time, priority, key, _, _, what = entry
+            pos: Position = entry[:5]
             ctx = self.contexts.get(key)
             if ctx is None:
                 continue
-            if what == _DEFERRED:
-                contribution = self._deferred.pop(entry[:5], None)
-                if contribution is not None:
-                    self._learn(ctx.tenant, contribution)
+            if what != _ITEM:
+                self._replay(ctx, pos, what)
             elif priority == _EVENT:
-                self._take_message(key, ctx, entry[:5])
+                self._take_message(key, ctx, pos)
             elif priority == _DUE:
-                alert = self._due(ctx, time)
+                alert = self._check(key, ctx, time)
                 if alert is not None:
                     alerts.append(alert)
-                    self.dirty.add(key)
             else:
-                self._expire(key, ctx, entry[:5])
+                self._expire(key, ctx, pos)
         return alerts
 
     # -- steps, each at its agenda position ------------------------------------------------
@@ -213,40 +224,48 @@ class Conversations:
         if index is None:
             return
         message = ctx.pending.pop(index)
+        self.dirty.add(key)
         if message.sender not in ctx.parties and len(ctx.parties) < MAX_PARTIES:
             ctx.parties.append(message.sender)
+        if not ctx.about and message.about:
+            ctx.about = message.about
+        side = self.sides.side(ctx.tenant, message.sender[0])
+        if side is None:
+            return  # neither ours nor theirs: no one waits on it, it answers no one
         wait = ctx.waiting
-        if wait is not None and wait.sender != message.sender:
+        if wait is not None and wait.side != side:
             self._finish(ctx, wait, pos, message.ts - wait.since_ms)
         if ctx.waiting is None:
-            kind = (ctx.tenant, message.channel, message.sender[0])
-            known = self.stats.get(kind)
-            threshold = known.threshold_ms(self.cfg) if known is not None else None
-            ctx.waiting = Wait(message.sender, message.channel, message.ts, threshold)
-            self._schedule(key, ctx)
-        self.dirty.add(key)
+            ctx.waiting = Wait(
+                message.sender, side, message.channel, message.verb, message.ts, pos,
+                check_ms=message.ts,
+            )  # fmt: skip
+            self._open(ctx.tenant, ctx.waiting)
+            self._schedule(key, ctx, expiry=True)
 
-    def _due(self, ctx: ContextState, time: int) -> UnansweredAlert | None:
+    def _check(self, key: str, ctx: ContextState, time: int) -> UnansweredAlert | None:
         wait = ctx.waiting
-        if wait is None or wait.alerted or wait.threshold_ms is None:
+        if wait is None or wait.alerted or wait.check_ms != time:
+            return None  # an entry of an earlier wait or check
+        if wait.side == OURS and not self.cfg.follow_up:
             return None
-        if wait.since_ms + wait.threshold_ms != time:
-            return None  # an entry of an earlier wait
+        self.dirty.add(key)
+        cfg = self.cfg
+        stats = self.stats.get(self._kind(ctx.tenant, wait))
+        age = time - wait.since_ms
+        curve = survival.curve(stats, time) if stats is not None else None
+        threshold = self._threshold(curve)
+        if curve is None or threshold is None:
+            wait.cold = True
+            wait.check_ms = time + max(cfg.recheck_min_ms, age // 4)
+            self._schedule(key, ctx)
+            return None
+        if age < threshold:
+            wait.check_ms = wait.since_ms + threshold
+            self._schedule(key, ctx)
+            return None
         wait.alerted = True
-        stats = self.stats.get((ctx.tenant, wait.channel, wait.sender[0]), ReplyStats())
-        finished = stats.replied + stats.unreplied
-        return UnansweredAlert(
-            tenant=ctx.tenant,
-            context_id=ctx.context_id,
-            sender=wait.sender,
-            channel=wait.channel,
-            fired_at_ms=time,
-            last_event_at_ms=wait.since_ms,
-            expected_within_ms=wait.threshold_ms,
-            reply_rate=stats.replied / finished if finished else 0.0,
-            samples=finished,
-            others=[p for p in ctx.parties if p != wait.sender],
-        )
+        return self._alert(ctx, wait, curve, time, threshold)
 
     def _expire(self, key: str, ctx: ContextState, pos: Position) -> None:
         wait = ctx.waiting
@@ -256,26 +275,120 @@ class Conversations:
         self.dirty.add(key)
 
     def _finish(self, ctx: ContextState, wait: Wait, pos: Position, delay: int | None) -> None:
-        contribution = Contribution(pos, wait.channel, wait.sender[0], delay)
+        contribution = Contribution(wait.pos, pos, (wait.channel, wait.sender[0], wait.verb), delay)
         ctx.finished.append(contribution)
-        self._learn(ctx.tenant, contribution)
+        self._close(ctx.tenant, contribution)
         ctx.waiting = None
 
-    def _learn(self, tenant: str, c: Contribution) -> None:
-        kind = (tenant, c.channel, c.sender_type)
+    # -- the stats -------------------------------------------------------------------------
+
+    def _kind(self, tenant: str, wait: Wait) -> Kind:
+        return (tenant, wait.channel, wait.sender[0], wait.verb)
+
+    def _stats(self, kind: Kind) -> KindStats:
         stats = self.stats.get(kind)
         if stats is None:
-            stats = self.stats[kind] = ReplyStats()
-        if c.delay_ms is None:
-            stats.unreplied += 1
-        else:
-            stats.replied += 1
-            stats.delays.add(c.delay_ms)
+            stats = self.stats[kind] = KindStats()
+        return stats
 
-    def _schedule(self, key: str, ctx: ContextState) -> None:
+    def _open(self, tenant: str, wait: Wait) -> None:
+        survival.open_wait(self._stats(self._kind(tenant, wait)), wait.since_ms)
+
+    def _close(self, tenant: str, c: Contribution) -> None:
+        stats = self._stats((tenant, *c.kind))
+        survival.close_wait(stats, c.opened[0], c.delay_ms, self.cfg.horizon_ms)
+
+    def _threshold(self, curve: survival.Curve | None) -> int | None:
+        """How old a wait of this kind must be to alert; None while the kind is not known."""
+        cfg = self.cfg
+        if curve is None or curve.replied < cfg.min_replies:
+            return None
+        if curve.reply_share < cfg.min_reply_share:
+            return None
+        q = curve.quantile_ms(cfg.quantile)
+        return None if q is None else int(q * cfg.margin)
+
+    def _alert(
+        self, ctx: ContextState, wait: Wait, curve: survival.Curve, time: int, threshold: int
+    ) -> UnansweredAlert:
+        age = time - wait.since_ms
+        share = curve.reply_share
+        replied_by = curve.replied_by(age)
+        owners = self._owners(ctx, wait)
+        median = curve.quantile_ms(0.5)
+        details: dict[str, object] = {
+            "channel": wait.channel,
+            "verb": wait.verb,
+            "reply_share": round(share, 4),
+            "replied_by_now": round(replied_by, 4),
+            "typical_reply_s": None if median is None else median / 1000,
+            "threshold_s": threshold / 1000,
+            "waited_s": age / 1000,
+            "samples": curve.observations,
+            "replies": curve.replied,
+            "cold_start": wait.cold,
+            "about": ctx.about or None,
+            "awaiting": owners,
+        }
+        n = curve.replied
+        return UnansweredAlert(
+            kind="unanswered" if wait.side == THEIRS else "follow_up",
+            tenant=ctx.tenant,
+            context_id=ctx.context_id,
+            sender=wait.sender,
+            channel=wait.channel,
+            verb=wait.verb,
+            fired_at_ms=time,
+            since_ms=wait.since_ms,
+            expected_within_ms=threshold,
+            score=round(share * replied_by * n / (n + 1), 4),
+            owners=owners,
+            details=details,
+        )
+
+    def _owners(self, ctx: ContextState, wait: Wait) -> list[str]:
+        """Who is expected to act: the thread's parties on the other side, else the queue."""
+        owed_by = [
+            f"{t}:{i}"
+            for t, i in ctx.parties
+            if (t, i) != wait.sender and self._other_side(ctx.tenant, t, wait.side)
+        ]
+        if owed_by:
+            return owed_by
+        return [self.sides.queue(ctx.tenant)] if wait.side == THEIRS else [ctx.about or ""]
+
+    def _other_side(self, tenant: str, entity_type: str, side: Side) -> bool:
+        other = self.sides.side(tenant, entity_type)
+        return other is not None and other != side
+
+    # -- the agenda ------------------------------------------------------------------------
+
+    def _schedule(self, key: str, ctx: ContextState, expiry: bool = False) -> None:
+        """Put the wait's next check (and, when it opens or is restored, its expiry) on the
+        agenda; entries of earlier checks or waits are recognised as stale and skipped."""
         wait = ctx.waiting
         if wait is None:
             return
-        if wait.threshold_ms is not None and not wait.alerted:
-            heapq.heappush(self._agenda, (wait.since_ms + wait.threshold_ms, _DUE, key, -1, -1, 0))
-        heapq.heappush(self._agenda, (wait.since_ms + self.cfg.horizon_ms, _EXPIRE, key, -1, -1, 0))
+        if not wait.alerted and wait.check_ms < wait.since_ms + self.cfg.horizon_ms:
+            heapq.heappush(self._agenda, (wait.check_ms, _DUE, key, -1, -1, _ITEM))
+        if expiry:
+            end = wait.since_ms + self.cfg.horizon_ms
+            heapq.heappush(self._agenda, (end, _EXPIRE, key, -1, -1, _ITEM))
+
+    def _defer(self, pos: Position, what: int, key: str, item: Contribution | Wait) -> None:
+        self._deferred[(pos, what)] = (key, item)
+        heapq.heappush(self._agenda, (*pos, what))
+
+    def _replay(self, ctx: ContextState, pos: Position, what: int) -> None:
+        found = self._deferred.pop((pos, what), None)
+        if found is None:
+            return
+        item = found[1]
+        if what == _OPENED:
+            if isinstance(item, Wait):
+                self._open(ctx.tenant, item)
+            else:
+                kind = (ctx.tenant, *item.kind)
+                survival.open_wait(self._stats(kind), item.opened[0])
+        elif isinstance(item, Contribution):
+            self._close(ctx.tenant, item)

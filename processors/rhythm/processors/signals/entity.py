@@ -18,9 +18,8 @@ Event time, as one entity sees it (W is the watermark, L the allowed lateness):
     store keeps the highest version); windows are kept for `late_retention_ms` after closing
     for that. Later than that, the event is reported too late (counted by the processor; the
     raw event is still stored by the sink).
-Silence: once an entity has `silence_min_history` gaps, its normal gap is the
-`silence_quantile` of its gap history (a log-histogram), and it is silent when more than
-`silence_factor` times that (at least `silence_min_ms`) has passed since its last event. The
+Silence (rhythm.py): for the entities a rule is given for, each final event's gap teaches
+the entity's own rhythm, which says when the quiet after its last event becomes a silence. The
 check runs in event time over final events only, so replaying history fast gives the same
 alerts as living through it.
 """
@@ -30,7 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from rhythm.processors.signals.histogram import LogHistogram
+from rhythm.processors.signals import rhythm
+from rhythm.processors.signals.rhythm import Rhythm, SilenceRule
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -41,10 +41,6 @@ class SignalConfig:
     window_sizes_ms: tuple[int, ...] = (HOUR_MS, DAY_MS)
     lateness_ms: int = 300_000
     late_retention_ms: int = DAY_MS
-    silence_min_history: int = 5
-    silence_quantile: float = 0.95
-    silence_factor: float = 2.0
-    silence_min_ms: int = 60_000
 
 
 @dataclass(slots=True)
@@ -119,7 +115,7 @@ class EntityState:
     pending: list[int] = field(default_factory=list)  # on-time event times, not yet final
     last_ms: int | None = None  # newest final event
     windows: dict[tuple[int, int], Window] = field(default_factory=dict)
-    gaps: LogHistogram = field(default_factory=LogHistogram)
+    rhythm: Rhythm | None = None  # only for entities a silence rule is given for
     silent_since_ms: int | None = None  # last event time of an alerted silence episode
 
 
@@ -129,7 +125,8 @@ class EntityAlert:
     fired_at_ms: int
     last_event_at_ms: int
     expected_within_ms: int
-    history_gaps: int
+    score: float
+    details: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -152,6 +149,7 @@ def add_event(
     watermark_ms: int,
     cfg: SignalConfig,
     out: AdvanceResult,
+    rule: SilenceRule | None = None,
 ) -> str:
     """Take one event. Returns ADDED (on time), LATE (late but counted) or TOO_LATE.
 
@@ -176,11 +174,13 @@ def add_event(
         return TOO_LATE
     if state.last_ms is None or ts > state.last_ms:
         # Newer than every final event: it extends the final sequence exactly.
-        _finalize(state, ts, cfg, out)
+        _finalize(state, ts, cfg, rule, out)
     return LATE
 
 
-def advance(state: EntityState, watermark_ms: int, cfg: SignalConfig) -> AdvanceResult:
+def advance(
+    state: EntityState, watermark_ms: int, cfg: SignalConfig, rule: SilenceRule | None = None
+) -> AdvanceResult:
     """Finalize events, emit closed (or corrected) windows and silence alerts up to W."""
     out = AdvanceResult()
     final_before = watermark_ms - cfg.lateness_ms
@@ -188,10 +188,10 @@ def advance(state: EntityState, watermark_ms: int, cfg: SignalConfig) -> Advance
         state.pending.sort()
         cut = 0
         while cut < len(state.pending) and state.pending[cut] < final_before:
-            _finalize(state, state.pending[cut], cfg, out)
+            _finalize(state, state.pending[cut], cfg, rule, out)
             cut += 1
         del state.pending[:cut]
-    _check_silence(state, final_before, cfg, out)
+    _check_silence(state, final_before, rule, out)
     for key in sorted(state.windows):
         window = state.windows[key]
         if window.end_ms + cfg.lateness_ms > watermark_ms:
@@ -205,15 +205,9 @@ def advance(state: EntityState, watermark_ms: int, cfg: SignalConfig) -> Advance
     return out
 
 
-def silence_threshold_ms(state: EntityState, cfg: SignalConfig) -> int | None:
-    """How long a pause is normal for this entity; None until it has enough history."""
-    if state.gaps.total < cfg.silence_min_history:
-        return None
-    typical = state.gaps.quantile_ms(cfg.silence_quantile) or 0
-    return max(int(typical * cfg.silence_factor), cfg.silence_min_ms)
-
-
-def next_due_ms(state: EntityState, cfg: SignalConfig) -> int | None:
+def next_due_ms(
+    state: EntityState, cfg: SignalConfig, rule: SilenceRule | None = None
+) -> int | None:
     """The smallest watermark at which `advance` would have something to do."""
     candidates: list[int] = []
     if state.pending:
@@ -221,9 +215,9 @@ def next_due_ms(state: EntityState, cfg: SignalConfig) -> int | None:
     for window in state.windows.values():
         close = window.end_ms + cfg.lateness_ms
         candidates.append(close if window.dirty else close + cfg.late_retention_ms)
-    threshold = silence_threshold_ms(state, cfg)
-    if threshold is not None and state.last_ms is not None and state.silent_since_ms is None:
-        candidates.append(state.last_ms + threshold + cfg.lateness_ms)
+    model = state.rhythm
+    if model is not None and model.due_ms is not None and state.silent_since_ms is None:
+        candidates.append(model.due_ms + cfg.lateness_ms + 1)
     return min(candidates) if candidates else None
 
 
@@ -235,39 +229,61 @@ def _window(state: EntityState, size: int, ts: int) -> Window:
     return window
 
 
-def _finalize(state: EntityState, ts: int, cfg: SignalConfig, out: AdvanceResult) -> None:
+def _finalize(
+    state: EntityState, ts: int, cfg: SignalConfig, rule: SilenceRule | None, out: AdvanceResult
+) -> None:
     last = state.last_ms
     if last is not None:
         gap = ts - last
-        threshold = silence_threshold_ms(state, cfg)
-        if threshold is not None and gap > threshold and state.silent_since_ms is None:
-            # The pause exceeded the norm before this event ended it: the episode happened,
-            # whether or not the watermark saw its deadline pass live.
-            out.alerts.append(
-                EntityAlert("silence", last + threshold, last, threshold, state.gaps.total)
-            )
-            state.silent_since_ms = last
-        if state.silent_since_ms is not None:
-            out.alerts.append(EntityAlert("resumed", ts, last, threshold or 0, state.gaps.total))
-            state.silent_since_ms = None
+        model = state.rhythm
+        if model is not None and rule is not None:
+            if model.due_ms is not None and ts > model.due_ms and state.silent_since_ms is None:
+                # The quiet became a silence before this event ended it: the episode
+                # happened, whether or not the watermark saw its deadline pass live.
+                out.alerts.append(_silence(model, last, model.due_ms))
+                state.silent_since_ms = last
+            if state.silent_since_ms is not None:
+                out.alerts.append(_resumed(model, last, ts))
+                state.silent_since_ms = None
+            rhythm.observe_gap(model, last, ts, rule)
         for size in cfg.window_sizes_ms:
             window = state.windows.get((size, window_start(ts, size)))
             if window is not None:
                 window.add_gap(ts, gap)
-        state.gaps.add(gap)
+    elif rule is not None:
+        state.rhythm = rhythm.start(ts, rule)
     state.last_ms = ts if last is None else max(last, ts)
 
 
 def _check_silence(
-    state: EntityState, final_before: int, cfg: SignalConfig, out: AdvanceResult
+    state: EntityState, final_before: int, rule: SilenceRule | None, out: AdvanceResult
 ) -> None:
-    if state.silent_since_ms is not None or state.last_ms is None:
+    model = state.rhythm
+    if rule is None or model is None or state.silent_since_ms is not None:
         return
-    threshold = silence_threshold_ms(state, cfg)
-    if threshold is None:
+    due, last = model.due_ms, state.last_ms
+    if due is None or last is None:
         return
-    due = state.last_ms + threshold
     # Silent at `due` only if every event before `due` is final (due < W - L) and none came.
     if due < final_before and not (state.pending and state.pending[0] <= due):
-        out.alerts.append(EntityAlert("silence", due, state.last_ms, threshold, state.gaps.total))
-        state.silent_since_ms = state.last_ms
+        out.alerts.append(_silence(model, last, due))
+        state.silent_since_ms = last
+
+
+def _details(model: Rhythm) -> dict[str, Any]:
+    per_day = [round(r * DAY_MS, 4) for r in rhythm.rates(model)]
+    return {
+        "expected_events": round(model.expected, 3),
+        "events_per_quarter": round(model.per_quarter, 1),
+        "rates_per_day": {"work": per_day[0], "evening": per_day[1], "off": per_day[2]},
+        "chance_per_gap": float(f"{model.chance:.3g}"),
+        "history_gaps": model.gaps,
+    }
+
+
+def _silence(model: Rhythm, last: int, due: int) -> EntityAlert:
+    return EntityAlert("silence", due, last, due - last, 1.0 - model.chance, _details(model))
+
+
+def _resumed(model: Rhythm, last: int, ts: int) -> EntityAlert:
+    return EntityAlert("resumed", ts, last, ts - last, 0.0, _details(model))

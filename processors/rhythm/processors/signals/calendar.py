@@ -1,0 +1,173 @@
+"""A tenant's business calendar: which instants are working time, in O(1) per question.
+
+The silence rule measures quiet in an entity's *own* time: an hour of Saturday costs a
+weekday-only entity almost nothing. To do that it splits any span of time into three parts
+(`WORK`: working hours of working days, `EVENING`: the rest of working days, `OFF`: days off)
+and weighs each by the entity's own rate in it (rhythm.py).
+
+Everything works in the tenant's local wall-clock time, so 09:00-18:00 stays 09:00-18:00
+across daylight-saving changes. The local time of an instant uses the zone's offset at the
+start of its hour (cached per hour), and spans are measured in local time: a span that
+crosses a daylight-saving change is off by that hour at most, which no threshold here
+notices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+WEEK_MS = 7 * DAY_MS
+WORK, EVENING, OFF = 0, 1, 2
+EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
+
+
+class CalendarError(ValueError):
+    """A calendar that cannot work (no working day, hours out of range, unknown zone)."""
+
+
+Split = tuple[int, int, int]  # milliseconds of (WORK, EVENING, OFF)
+
+
+@dataclass(frozen=True, slots=True)
+class BusinessCalendar:
+    tz: str = "UTC"
+    working_days: frozenset[int] = frozenset(range(5))  # Monday = 0
+    start_hour: float = 9.0
+    end_hour: float = 18.0
+    _zone: ZoneInfo = field(init=False, repr=False, compare=False)
+    _cum: tuple[Split, ...] = field(init=False, repr=False, compare=False)
+    _offsets: dict[int, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.working_days:
+            raise CalendarError("a calendar needs at least one working day")
+        if not all(0 <= d <= 6 for d in self.working_days):
+            raise CalendarError(f"working days are 0 (Monday) to 6: {sorted(self.working_days)}")
+        if not 0 <= self.start_hour < self.end_hour <= 24:
+            raise CalendarError(
+                f"working hours must satisfy 0 <= start < end <= 24: "
+                f"{self.start_hour}-{self.end_hour}"
+            )
+        try:
+            zone = ZoneInfo(self.tz)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise CalendarError(f"unknown time zone {self.tz!r}") from exc
+        object.__setattr__(self, "_zone", zone)
+        object.__setattr__(self, "_offsets", {})
+        # _cum[k]: the split of local days 0..k-1 counted from the epoch's weekday.
+        cum: list[Split] = [(0, 0, 0)]
+        for k in range(7):
+            day = self._day_split((EPOCH_WEEKDAY + k) % 7, DAY_MS)
+            last = cum[-1]
+            cum.append((last[0] + day[0], last[1] + day[1], last[2] + day[2]))
+        object.__setattr__(self, "_cum", tuple(cum))
+
+    # -- questions -----------------------------------------------------------------------
+
+    @property
+    def week(self) -> Split:
+        return self._cum[7]
+
+    def category(self, ts: int) -> int:
+        local = self.local(ts)
+        weekday = (local // DAY_MS + EPOCH_WEEKDAY) % 7
+        if weekday not in self.working_days:
+            return OFF
+        in_day = local % DAY_MS
+        return WORK if self._start_ms <= in_day < self._end_ms else EVENING
+
+    def split(self, start: int, end: int) -> Split:
+        """How much of [start, end) is working time, evening of a working day, day off."""
+        if end <= start:
+            return (0, 0, 0)
+        a, b = self._upto(self.local(start)), self._upto(self.local(end))
+        return (b[0] - a[0], b[1] - a[1], b[2] - a[2])
+
+    def solve(self, start: int, rates: tuple[float, float, float], target: float) -> int:
+        """The first instant t >= start at which sum(rate[c] * time in c over [start, t))
+        reaches `target` (rates per ms; at least one positive)."""
+        if target <= 0:
+            return start
+        if rates[0] == rates[1] == rates[2]:
+            return start + _ceil(target / rates[0])
+        local = self.local(start)
+        week = self.week
+        per_week = rates[0] * week[0] + rates[1] * week[1] + rates[2] * week[2]
+        acc = 0.0
+        t = local
+        # Whole weeks first (a rare entity may need months), then segment by segment.
+        weeks = int(target // per_week) - 1 if per_week > 0 else 0
+        if weeks > 0:
+            acc = weeks * per_week
+            t += weeks * WEEK_MS
+        for _ in range(64):  # under two weeks are left: at most 3 stretches a day
+            seg_end, category = self._segment(t)
+            gain = rates[category] * (seg_end - t)
+            if acc + gain >= target:
+                t += _ceil((target - acc) / rates[category])
+                return start + (t - local)
+            acc += gain
+            t = seg_end
+        return start + (t - local)  # unreachable for a positive weekly rate
+
+    # -- internals -----------------------------------------------------------------------
+
+    @property
+    def _start_ms(self) -> int:
+        return int(self.start_hour * HOUR_MS)
+
+    @property
+    def _end_ms(self) -> int:
+        return int(self.end_hour * HOUR_MS)
+
+    def local(self, ts: int) -> int:
+        hour = ts // HOUR_MS
+        offset = self._offsets.get(hour)
+        if offset is None:
+            when = datetime.fromtimestamp(hour * 3600, UTC)
+            delta = self._zone.utcoffset(when)
+            offset = int(delta.total_seconds() * 1000) if delta is not None else 0
+            if len(self._offsets) > 100_000:
+                self._offsets.clear()
+            self._offsets[hour] = offset
+        return ts + offset
+
+    def _day_split(self, weekday: int, upto: int) -> Split:
+        if weekday not in self.working_days:
+            return (0, 0, upto)
+        work = max(0, min(upto, self._end_ms) - self._start_ms)
+        return (work, upto - work, 0)
+
+    def _upto(self, local: int) -> Split:
+        """The split of local time from the epoch to `local` (may be negative: shifted)."""
+        days, in_day = divmod(local, DAY_MS)
+        weeks, day = divmod(days, 7)
+        week, cum = self._cum[7], self._cum[day]
+        part = self._day_split((EPOCH_WEEKDAY + day) % 7, in_day)
+        return (
+            weeks * week[0] + cum[0] + part[0],
+            weeks * week[1] + cum[1] + part[1],
+            weeks * week[2] + cum[2] + part[2],
+        )
+
+    def _segment(self, local: int) -> tuple[int, int]:
+        """The end of the constant-category stretch that `local` is in, and its category."""
+        day_start = local - local % DAY_MS
+        weekday = (local // DAY_MS + EPOCH_WEEKDAY) % 7
+        if weekday not in self.working_days:
+            return day_start + DAY_MS, OFF
+        in_day = local - day_start
+        if in_day < self._start_ms:
+            return day_start + self._start_ms, EVENING
+        if in_day < self._end_ms:
+            return day_start + self._end_ms, WORK
+        return day_start + DAY_MS, EVENING
+
+
+def _ceil(x: float) -> int:
+    n = int(x)
+    return n if n >= x else n + 1

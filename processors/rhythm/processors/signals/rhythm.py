@@ -1,0 +1,149 @@
+"""An entity's own rhythm, and when its quiet becomes a silence worth a heads-up.
+
+Pure functions over plain data. The rule bounds false alarms *per entity per quarter*, not
+per gap: a per-gap rule ("twice the 95th-percentile gap") fires by chance on every busy
+entity, which has thousands of gaps a quarter.
+
+The model (time rescaling, Brown et al. 2002):
+- The entity's events come at a rate that depends on the tenant's calendar: one rate in
+  working hours, one in the evenings of working days, one on days off (calendar.py). Each is
+  estimated from the entity's own history (events over time spent, both decayed with
+  `half_life_ms`), shrunk towards its overall rate until it has seen that kind of time.
+- A quiet span's *size* is the number of events the entity would have been expected to
+  produce in it: Λ = Σ rate[c] × time in c. For a Poisson entity Λ is Exp(1) whatever its
+  weekly profile, so nights and weekends of a weekday-only entity add almost nothing.
+- Real entities are burstier or more regular than Poisson, so the tail of Λ is learned per
+  entity: every gap's Λ is scored against the rates known before it; the share of gaps with
+  Λ > 1 (p1) and their mean excess over 1 (e) give P(Λ > c) ≈ p1·exp(-(c-1)/e), shrunk
+  towards Exp(1) (p1 = 1/e, e = 1) by `prior_weight` pseudo-gaps.
+- With N expected gaps a quarter, a quiet is a silence once Λ reaches
+  c = 1 + e·ln(N·p1 / k): then N·P(Λ > c) = k false alarms per quarter at most
+  (`false_alarms_per_quarter`), and never below `MIN_EXPECTED_EVENTS` expected events.
+- No alert before `min_gaps` gaps over `min_span_ms` of history (a week shows the weekly
+  profile), nor for a quiet shorter than `min_quiet_ms`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from rhythm.processors.signals.calendar import DAY_MS, HOUR_MS, BusinessCalendar
+
+QUARTER_WEEKS = 13
+MIN_EXPECTED_EVENTS = 3.0  # P(Exp(1) > 3) = 5 %: never call a quiet this short a silence
+SCORE_AFTER_GAPS = 3  # the first gaps' rates are too rough to score a gap against
+SHRINK_EXPOSURE_MS = HOUR_MS  # weight of the overall rate in each category's estimate
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceConfig:
+    false_alarms_per_quarter: float = 0.25
+    min_gaps: int = 8
+    min_span_ms: int = 7 * DAY_MS
+    min_quiet_ms: int = 60_000
+    half_life_ms: int = 21 * DAY_MS
+    prior_weight: float = 4.0
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceRule:
+    """What one entity's silence is judged by: its tenant's calendar and the knobs."""
+
+    calendar: BusinessCalendar
+    cfg: SilenceConfig
+
+
+@dataclass(slots=True)
+class Rhythm:
+    first_ms: int
+    counts: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    exposure: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    gaps: int = 0
+    scored: float = 0.0  # decayed: gaps whose Λ was scored
+    over: float = 0.0  # ... of which Λ > 1
+    excess: float = 0.0  # ... their Σ (Λ - 1)
+    due_ms: int | None = None  # when the quiet after the last event becomes a silence
+    expected: float = 0.0  # c: the quiet, in expected events, that makes a silence
+    per_quarter: float = 0.0  # N: the events expected in a quarter
+    chance: float = 1.0  # P(a gap at least that quiet) per gap, by the learned tail
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    due_ms: int
+    expected_events: float
+    events_per_quarter: float
+    chance: float  # the chance of so long a quiet, per gap
+
+
+def start(ts: int, rule: SilenceRule) -> Rhythm:
+    model = Rhythm(first_ms=ts)
+    model.counts[rule.calendar.category(ts)] += 1.0
+    return model
+
+
+def rates(model: Rhythm) -> tuple[float, float, float]:
+    """Events per ms in working time, evenings, days off."""
+    total_exposure = sum(model.exposure)
+    overall = sum(model.counts) / total_exposure if total_exposure > 0 else 0.0
+    w = SHRINK_EXPOSURE_MS
+    n, x = model.counts, model.exposure
+    return (
+        (n[0] + overall * w) / (x[0] + w),
+        (n[1] + overall * w) / (x[1] + w),
+        (n[2] + overall * w) / (x[2] + w),
+    )
+
+
+def observe_gap(model: Rhythm, last: int, ts: int, rule: SilenceRule) -> None:
+    """The next final event came at `ts` after `last`: learn from the gap between them."""
+    cal, cfg = rule.calendar, rule.cfg
+    split = cal.split(last, ts)
+    if model.gaps >= SCORE_AFTER_GAPS:
+        r = rates(model)
+        size = r[0] * split[0] + r[1] * split[1] + r[2] * split[2]
+        model.scored += 1.0
+        if size > 1.0:
+            model.over += 1.0
+            model.excess += size - 1.0
+    decay = 0.5 ** ((ts - last) / cfg.half_life_ms)
+    for c in range(3):
+        model.counts[c] *= decay
+        model.exposure[c] = model.exposure[c] * decay + split[c]
+    model.scored *= decay
+    model.over *= decay
+    model.excess *= decay
+    model.counts[cal.category(ts)] += 1.0
+    model.gaps += 1
+    verdict = judge(model, ts, rule)
+    model.due_ms = verdict.due_ms if verdict is not None else None
+    if verdict is not None:
+        model.expected = verdict.expected_events
+        model.per_quarter = verdict.events_per_quarter
+        model.chance = verdict.chance
+
+
+def judge(model: Rhythm, last: int, rule: SilenceRule) -> Verdict | None:
+    """When the quiet after `last` becomes a silence; None while history is too short."""
+    cfg = rule.cfg
+    if model.gaps < cfg.min_gaps or last - model.first_ms < cfg.min_span_ms:
+        return None
+    r = rates(model)
+    week = rule.calendar.week
+    per_quarter = QUARTER_WEEKS * (r[0] * week[0] + r[1] * week[1] + r[2] * week[2])
+    if per_quarter <= 0:
+        return None
+    w = cfg.prior_weight
+    p1 = (model.over + w * math.exp(-1.0)) / (model.scored + w)
+    e = (model.excess + w) / (model.over + w)
+    ratio = per_quarter * p1 / cfg.false_alarms_per_quarter
+    expected = max(MIN_EXPECTED_EVENTS, 1.0 + e * math.log(max(ratio, 1.0)))
+    due = rule.calendar.solve(last, r, expected)
+    chance = min(1.0, p1 * math.exp(-(expected - 1.0) / e))
+    return Verdict(
+        due_ms=max(due, last + cfg.min_quiet_ms),
+        expected_events=expected,
+        events_per_quarter=per_quarter,
+        chance=chance,
+    )
