@@ -76,6 +76,11 @@ class Pipeline:
             RHYTHM_PROCESSOR_TICK_S="0.5",
             RHYTHM_PROCESSOR_IDLE_AFTER_S="3",
             RHYTHM_PROCESSOR_REPLY_HORIZON_S=str(6 * 3600),
+            # The workload is three round-the-clock days: a calendar of every hour, and
+            # silence alerts after an hour of history instead of a week.
+            RHYTHM_PROCESSOR_WORKING_DAYS="[0,1,2,3,4,5,6]",
+            RHYTHM_PROCESSOR_WORKING_HOURS="[0,24]",
+            RHYTHM_PROCESSOR_SILENCE_MIN_SPAN_S="3600",
             # Raise it to find out why a run failed (CI keeps the quiet default).
             RHYTHM_PROCESSOR_LOG_LEVEL=os.environ.get("RHYTHM_TEST_PROCESSOR_LOG_LEVEL", "warn"),
         )

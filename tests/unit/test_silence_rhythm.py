@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -89,6 +89,29 @@ def test_solve_finds_where_the_expected_count_reaches_the_target(cal: BusinessCa
         if not dst:
             before = cal.split(start, t - 1)
             assert sum(r * x for r, x in zip(rates, before, strict=True)) < target
+
+
+def test_holidays_are_days_off() -> None:
+    easter_monday = date(2026, 4, 6)
+    cal = BusinessCalendar(
+        tz="Europe/Berlin", working_days=frozenset(range(5)), holidays=frozenset({easter_monday})
+    )
+    day = int(datetime(2026, 4, 6, tzinfo=ZoneInfo("Europe/Berlin")).timestamp() * 1000)
+    assert cal.category(day + 12 * HOUR_MS) == OFF
+    assert BERLIN.category(day + 12 * HOUR_MS) == WORK
+    assert cal.split(day, day + DAY_MS) == (0, 0, DAY_MS)
+    week = cal.split(day - 3 * DAY_MS, day + 4 * DAY_MS)  # Friday to Friday
+    assert week == (BERLIN.week[0] - 9 * HOUR_MS, BERLIN.week[1] - 15 * HOUR_MS, 3 * DAY_MS)
+    rng = random.Random(12)
+    for _ in range(200):  # solve and split agree across the holiday
+        start = day - rng.randrange(0, 40 * DAY_MS)
+        rates = (rng.uniform(1, 9) / HOUR_MS, rng.uniform(0, 1) / HOUR_MS, 0.01 / HOUR_MS)
+        target = rng.uniform(1, 400)
+        t = cal.solve(start, rates, target)
+        split = cal.split(start, t)
+        if sum(split) == t - start:  # no daylight-saving change inside
+            size = sum(r * x for r, x in zip(rates, split, strict=True))
+            assert size == pytest.approx(target, abs=max(rates) * 2)
 
 
 def test_bad_calendars_are_clear_errors() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Self
 
@@ -30,6 +31,7 @@ class TenantSettings(BaseModel):
     timezone: str | None = None
     working_days: list[int] | None = None
     working_hours: tuple[float, float] | None = None
+    holidays: list[date] | None = None
     internal_types: list[str] | None = None
     external_types: list[str] | None = None
     queue: str | None = None
@@ -70,9 +72,10 @@ class ProcessorSettings(BaseSettings):
     timezone: str = Field("UTC", description="IANA zone of the business calendar.")
     working_days: list[int] = Field([0, 1, 2, 3, 4], description="0 = Monday.")
     working_hours: tuple[float, float] = Field((9, 18), description="Local hours [start, end).")
+    holidays: list[date] = Field(default_factory=list, description="Local dates off.")
     queue: str = Field("queue:default", description="Who owes a reply when no one is named.")
     tenants: dict[str, TenantSettings] = Field(
-        default_factory=dict, description="Per-tenant overrides of the five settings above."
+        default_factory=dict, description="Per-tenant overrides of the six settings above."
     )
     # -- silence ---------------------------------------------------------------------------
     silence_for: list[str] = Field(
@@ -187,11 +190,13 @@ class ProcessorSettings(BaseSettings):
             )
         hours = o.working_hours if o.working_hours is not None else self.working_hours
         days = o.working_days if o.working_days is not None else self.working_days
+        holidays = o.holidays if o.holidays is not None else self.holidays
         calendar = BusinessCalendar(
             tz=o.timezone or self.timezone,
             working_days=frozenset(days),
             start_hour=hours[0],
             end_hour=hours[1],
+            holidays=frozenset(holidays),
         )  # raises CalendarError (a ValueError) with what is wrong
         return TenantPolicy(calendar, internal, external, o.queue or self.queue)
 

@@ -14,8 +14,9 @@ notices.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 HOUR_MS = 3_600_000
@@ -38,9 +39,11 @@ class BusinessCalendar:
     working_days: frozenset[int] = frozenset(range(5))  # Monday = 0
     start_hour: float = 9.0
     end_hour: float = 18.0
+    holidays: frozenset[date] = frozenset()  # local dates off, whatever their weekday
     _zone: ZoneInfo = field(init=False, repr=False, compare=False)
     _cum: tuple[Split, ...] = field(init=False, repr=False, compare=False)
     _offsets: dict[int, int] = field(init=False, repr=False, compare=False)
+    _days_off: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.working_days:
@@ -65,6 +68,11 @@ class BusinessCalendar:
             last = cum[-1]
             cum.append((last[0] + day[0], last[1] + day[1], last[2] + day[2]))
         object.__setattr__(self, "_cum", tuple(cum))
+        epoch = date(1970, 1, 1)
+        days_off = sorted(
+            (d - epoch).days for d in self.holidays if d.weekday() in self.working_days
+        )
+        object.__setattr__(self, "_days_off", tuple(days_off))
 
     # -- questions -----------------------------------------------------------------------
 
@@ -75,7 +83,7 @@ class BusinessCalendar:
     def category(self, ts: int) -> int:
         local = self.local(ts)
         weekday = (local // DAY_MS + EPOCH_WEEKDAY) % 7
-        if weekday not in self.working_days:
+        if weekday not in self.working_days or self._is_day_off(local // DAY_MS):
             return OFF
         in_day = local % DAY_MS
         return WORK if self._start_ms <= in_day < self._end_ms else EVENING
@@ -84,8 +92,14 @@ class BusinessCalendar:
         """How much of [start, end) is working time, evening of a working day, day off."""
         if end <= start:
             return (0, 0, 0)
-        a, b = self._upto(self.local(start)), self._upto(self.local(end))
-        return (b[0] - a[0], b[1] - a[1], b[2] - a[2])
+        ls, le = self.local(start), self.local(end)
+        a, b = self._upto(ls), self._upto(le)
+        held_work, held_evening = self._holiday_time(ls, le)  # their working days were off
+        return (
+            b[0] - a[0] - held_work,
+            b[1] - a[1] - held_evening,
+            b[2] - a[2] + held_work + held_evening,
+        )
 
     def solve(self, start: int, rates: tuple[float, float, float], target: float) -> int:
         """The first instant t >= start at which sum(rate[c] * time in c over [start, t))
@@ -103,8 +117,10 @@ class BusinessCalendar:
         weeks = int(target // per_week) - 1 if per_week > 0 else 0
         if weeks > 0:
             acc = weeks * per_week
+            held_work, held_evening = self._holiday_time(t, t + weeks * WEEK_MS)
+            acc -= (rates[0] - rates[2]) * held_work + (rates[1] - rates[2]) * held_evening
             t += weeks * WEEK_MS
-        for _ in range(64):  # under two weeks are left: at most 3 stretches a day
+        for _ in range(512):  # about two weeks are left: at most 3 stretches a day
             seg_end, category = self._segment(t)
             gain = rates[category] * (seg_end - t)
             if acc + gain >= target:
@@ -136,6 +152,26 @@ class BusinessCalendar:
             self._offsets[hour] = offset
         return ts + offset
 
+    def _is_day_off(self, day: int) -> bool:
+        days_off = self._days_off
+        i = bisect_left(days_off, day)
+        return i < len(days_off) and days_off[i] == day
+
+    def _holiday_time(self, local_start: int, local_end: int) -> tuple[int, int]:
+        """The working and evening time that holidays took out of [local_start, local_end)."""
+        days_off = self._days_off
+        if not days_off:
+            return 0, 0
+        first = bisect_left(days_off, local_start // DAY_MS)
+        last = bisect_left(days_off, -(-local_end // DAY_MS))
+        work = evening = 0
+        for day in days_off[first:last]:
+            lo = max(local_start, day * DAY_MS) - day * DAY_MS
+            hi = min(local_end, (day + 1) * DAY_MS) - day * DAY_MS
+            w = max(0, min(hi, self._end_ms) - max(lo, self._start_ms))
+            work, evening = work + w, evening + (hi - lo) - w
+        return work, evening
+
     def _day_split(self, weekday: int, upto: int) -> Split:
         if weekday not in self.working_days:
             return (0, 0, upto)
@@ -158,7 +194,7 @@ class BusinessCalendar:
         """The end of the constant-category stretch that `local` is in, and its category."""
         day_start = local - local % DAY_MS
         weekday = (local // DAY_MS + EPOCH_WEEKDAY) % 7
-        if weekday not in self.working_days:
+        if weekday not in self.working_days or self._is_day_off(local // DAY_MS):
             return day_start + DAY_MS, OFF
         in_day = local - day_start
         if in_day < self._start_ms:
