@@ -14,7 +14,7 @@ from rhythm.processors.signals.conversation import (
     UnansweredAlert,
 )
 from rhythm.processors.signals.policy import AlertPolicy
-from rhythm.processors.signals.survival import KindStats, curve
+from rhythm.processors.signals.survival import ClockStats, curve
 
 OFFSETS = itertools.count()
 MIN = 60_000
@@ -120,7 +120,7 @@ def test_threads_that_usually_end_with_their_message_never_alert() -> None:
     alerts = drain(conv, t + 5 * DAY)
     assert alerts == []
     thanks = conv.stats[("acme", "email", "customer", "thanked")]
-    assert thanks.replied.total == 0
+    assert thanks.wall.replied.total == 0
 
 
 def test_actors_on_neither_side_wait_for_no_one() -> None:
@@ -176,13 +176,13 @@ def test_open_waits_count_from_day_one() -> None:
         t += 10 * MIN
     drain(conv, t + 3 * HOUR)
     stats = conv.stats[("acme", "email", "customer", "wrote")]
-    share = curve(stats, t + 3 * HOUR).reply_share
+    share = curve(stats.wall, t + 3 * HOUR).reply_share
     assert 0.4 <= share <= 0.6
     assert drain(conv, t + 3 * DAY) == []  # a kind answered half the time never alerts
 
 
 def test_kaplan_meier_on_a_known_case() -> None:
-    stats = KindStats()
+    stats = ClockStats()
     for d in (1_500, 3_000, 6_000):  # replies at 1.5 s, 3 s, 6 s
         stats.replied.add(d)
     stats.open = [0]  # one wait still open, 100 s old

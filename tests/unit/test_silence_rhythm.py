@@ -195,3 +195,18 @@ def test_the_rates_follow_the_calendar() -> None:
         rhythm.observe_gap(model, a, b, RULE)
     work, evening, off = (r * HOUR_MS for r in rhythm.rates(model))
     assert 8 < work < 12 and 0.6 < evening < 1.5 and off < 0.05
+
+
+def test_the_work_clock_counts_working_time_holidays_included() -> None:
+    cal = BusinessCalendar(
+        tz="Europe/Berlin", working_days=frozenset(range(5)), holidays=frozenset({date(2026, 4, 6)})
+    )
+    rng = random.Random(13)
+    for _ in range(300):
+        a = MONDAY + rng.randrange(0, 60 * DAY_MS)
+        b = a + rng.randrange(0, 20 * DAY_MS)
+        assert cal.work_clock(b) - cal.work_clock(a) == cal.split(a, b)[0]
+        work = rng.randrange(0, 40 * HOUR_MS)
+        t = cal.after_work(a, work)
+        assert cal.work_clock(t) - cal.work_clock(a) in (work, work + 1)
+        assert cal.work_clock(t - 1) - cal.work_clock(a) < work or work == 0

@@ -105,7 +105,10 @@ def encode_context(ctx: ContextState) -> bytes:
             "w": None if wait is None else _encode_wait(wait),
             "y": [list(p) for p in ctx.parties],
             "b": ctx.about,
-            "f": [[list(c.opened), list(c.closed), list(c.kind), c.delay_ms] for c in ctx.finished],
+            "f": [
+                [list(c.opened), list(c.closed), list(c.kind), c.delay_ms, c.work_delay_ms]
+                for c in ctx.finished
+            ],
             "a": [[k, v] for k, v in ctx.applied.items()],
         }
     )
@@ -141,7 +144,7 @@ def decode_context(data: bytes) -> ContextState:
         parties=[(p[0], p[1]) for p in raw["y"]],
         about=raw["b"],
         finished=[
-            Contribution(_position(c[0]), _position(c[1]), (c[2][0], c[2][1], c[2][2]), c[3])
+            Contribution(_position(c[0]), _position(c[1]), (c[2][0], c[2][1], c[2][2]), c[3], c[4])
             for c in raw["f"]
         ],
         applied={int(k): int(v) for k, v in raw["a"]},

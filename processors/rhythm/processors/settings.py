@@ -97,7 +97,10 @@ class ProcessorSettings(BaseSettings):
     silence_min_s: float = Field(60, ge=0, description="A shorter quiet is never a silence.")
     silence_half_life_s: float = Field(21 * DAY_S, gt=0, description="Memory of the rates.")
     # -- unanswered / follow_up --------------------------------------------------------------
-    reply_min_replies: int = Field(20, ge=1, description="Replies a kind needs to alert.")
+    reply_min_replies: int = Field(
+        20, ge=1, description="Replies behind a reply-time norm (the kind's, else its channel's)."
+    )
+    reply_min_kind_replies: int = Field(5, ge=1, description="Replies a kind needs to alert.")
     reply_min_share: float = Field(
         0.8, gt=0, le=1, description="Kinds replied less often never alert."
     )
@@ -106,6 +109,9 @@ class ProcessorSettings(BaseSettings):
     reply_horizon_s: float = Field(14 * DAY_S, gt=0, description="Older waits are given up.")
     reply_recheck_min_s: float = Field(900, gt=0, description="Cold-start re-check step.")
     follow_up: bool = Field(False, description="Also alert when they owe us a reply.")
+    not_replies: list[str] | None = Field(
+        None, description="Verbs that are no message in a thread (default: assigned, viewed...)."
+    )
     batch_max: int = Field(2000, ge=1, description="Messages per processing batch at most.")
     batch_within_s: float = Field(0.2, gt=0, description="...or what arrived within this long.")
     tick_s: float = Field(1.0, gt=0, description="Idle-watermark tick interval.")
@@ -155,12 +161,14 @@ class ProcessorSettings(BaseSettings):
         return ReplyConfig(
             lateness_ms=int(self.lateness_s * 1000),
             min_replies=self.reply_min_replies,
+            min_kind_replies=self.reply_min_kind_replies,
             min_reply_share=self.reply_min_share,
             quantile=self.reply_quantile,
             margin=self.reply_margin,
             horizon_ms=int(self.reply_horizon_s * 1000),
             recheck_min_ms=int(self.reply_recheck_min_s * 1000),
             follow_up=self.follow_up,
+            **({} if self.not_replies is None else {"not_replies": frozenset(self.not_replies)}),
         )
 
     def alert_policy(self) -> AlertPolicy:

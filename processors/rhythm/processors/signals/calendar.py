@@ -101,6 +101,24 @@ class BusinessCalendar:
             b[2] - a[2] + held_work + held_evening,
         )
 
+    def work_clock(self, ts: int) -> int:
+        """Working time from the epoch to `ts`: differences are working time between."""
+        local = self.local(ts)
+        work = self._upto(local)[0]
+        days_off = self._days_off
+        if days_off:
+            day = local // DAY_MS
+            held = bisect_left(days_off, day) * (self._end_ms - self._start_ms)
+            if self._is_day_off(day):
+                in_day = local - day * DAY_MS
+                held += max(0, min(in_day, self._end_ms) - self._start_ms)
+            work -= held
+        return work
+
+    def after_work(self, start: int, work_ms: int) -> int:
+        """The instant by which `work_ms` of working time has passed since `start`."""
+        return self.solve(start, (1.0, 0.0, 0.0), work_ms)
+
     def solve(self, start: int, rates: tuple[float, float, float], target: float) -> int:
         """The first instant t >= start at which sum(rate[c] * time in c over [start, t))
         reaches `target` (rates per ms; at least one positive)."""
@@ -125,10 +143,10 @@ class BusinessCalendar:
             gain = rates[category] * (seg_end - t)
             if acc + gain >= target:
                 t += _ceil((target - acc) / rates[category])
-                return start + (t - local)
+                return self._to_utc(t, start + (t - local))
             acc += gain
             t = seg_end
-        return start + (t - local)  # unreachable for a positive weekly rate
+        return self._to_utc(t, start + (t - local))  # unreachable for a positive weekly rate
 
     # -- internals -----------------------------------------------------------------------
 
@@ -151,6 +169,10 @@ class BusinessCalendar:
                 self._offsets.clear()
             self._offsets[hour] = offset
         return ts + offset
+
+    def _to_utc(self, local: int, guess: int) -> int:
+        """The instant whose local time is `local` (the offset may differ from the start's)."""
+        return local - (self.local(guess) - guess)
 
     def _is_day_off(self, day: int) -> bool:
         days_off = self._days_off

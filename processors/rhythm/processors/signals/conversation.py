@@ -2,7 +2,8 @@
 
 Pure logic over plain data, for one partition of contexts (threads). The rule:
 - Every actor is on *our* side (an internal type: `user`, `employee`...), on *their* side (an
-  external type: `contact`, `customer`...), or neither (ignored here), per tenant.
+  external type: `contact`, `customer`...), or neither (ignored here), per tenant. Events
+  whose verb is in `not_replies` (assigned, viewed, tagged...) are no message either way.
 - In a thread, a message from one side *waits* for the other side: the wait ends with the
   first message from the other side (the reply). More messages from the same side do not
   restart it. A wait of their side on us can become `unanswered`; a wait of ours on them can
@@ -39,11 +40,15 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from rhythm.processors.signals import survival
-from rhythm.processors.signals.survival import KindStats
+from rhythm.processors.signals.calendar import BusinessCalendar
+from rhythm.processors.signals.survival import Curve, KindStats
 
 DAY_MS = 86_400_000
 Party = tuple[str, str]  # (entity type, id)
 Kind = tuple[str, str, str, str]  # (tenant, channel, sender type, verb)
+Pool = tuple[str, str, str]  # (tenant, channel, side): a kind's fallback for reply delays
+WALL, WORK = "wall", "work"
+MIN_WORK_MEDIAN_MS = 1_414  # the first bucket's bound: a median of ~0 working time
 Side = Literal["ours", "theirs"]
 OURS: Side = "ours"
 THEIRS: Side = "theirs"
@@ -56,17 +61,29 @@ class Sides(Protocol):
 
     def queue(self, tenant: str) -> str: ...
 
+    def calendar(self, tenant: str) -> BusinessCalendar: ...
+
 
 @dataclass(frozen=True, slots=True)
 class ReplyConfig:
     lateness_ms: int = 300_000
     min_replies: int = 20
+    min_kind_replies: int = 5
     min_reply_share: float = 0.8
     quantile: float = 0.99
     margin: float = 1.5
     horizon_ms: int = 14 * DAY_MS
     recheck_min_ms: int = 15 * 60_000
     follow_up: bool = False
+    # Events in a thread that are no message to the other side: an agent assigning a ticket
+    # has not answered it (as helpdesks count "first reply time": public replies only).
+    not_replies: frozenset[str] = frozenset(
+        {
+            "assigned", "unassigned", "reassigned", "escalated", "transferred", "tagged",
+            "labeled", "viewed", "read", "seen", "delivered", "bounced", "snoozed", "watched",
+            "subscribed", "starred", "moved", "merged", "linked", "prioritized",
+        }
+    )  # fmt: skip
 
 
 Position = tuple[int, int, str, int, int]  # (time, priority, key, source partition, offset)
@@ -104,6 +121,7 @@ class Contribution:
     closed: Position
     kind: tuple[str, str, str]  # (channel, sender type, verb); the tenant is the context's
     delay_ms: int | None  # None: censored at the horizon
+    work_delay_ms: int | None  # the same in the tenant's working time
 
 
 @dataclass(slots=True)
@@ -150,6 +168,7 @@ class Conversations:
         self.sides = sides
         self.contexts: dict[str, ContextState] = {}
         self.stats: dict[Kind, KindStats] = {}
+        self.pools: dict[Pool, KindStats] = {}
         self._agenda: list[AgendaEntry] = []
         self._deferred: dict[tuple[Position, int], tuple[str, Contribution | Wait]] = {}
         self.dirty: set[str] = set()  # contexts changed since the caller last saved them
@@ -230,8 +249,8 @@ class Conversations:
         if not ctx.about and message.about:
             ctx.about = message.about
         side = self.sides.side(ctx.tenant, message.sender[0])
-        if side is None:
-            return  # neither ours nor theirs: no one waits on it, it answers no one
+        if side is None or message.verb in self.cfg.not_replies:
+            return  # not a message between the sides: no one waits on it, it answers no one
         wait = ctx.waiting
         if wait is not None and wait.side != side:
             self._finish(ctx, wait, pos, message.ts - wait.since_ms)
@@ -240,7 +259,7 @@ class Conversations:
                 message.sender, side, message.channel, message.verb, message.ts, pos,
                 check_ms=message.ts,
             )  # fmt: skip
-            self._open(ctx.tenant, ctx.waiting)
+            self._open(ctx.tenant, self._kind3(ctx.waiting), ctx.waiting.since_ms)
             self._schedule(key, ctx, expiry=True)
 
     def _check(self, key: str, ctx: ContextState, time: int) -> UnansweredAlert | None:
@@ -251,21 +270,26 @@ class Conversations:
             return None
         self.dirty.add(key)
         cfg = self.cfg
-        stats = self.stats.get(self._kind(ctx.tenant, wait))
-        age = time - wait.since_ms
-        curve = survival.curve(stats, time) if stats is not None else None
-        threshold = self._threshold(curve)
-        if curve is None or threshold is None:
+        norm = self._norm(ctx.tenant, wait, time)
+        if norm is None:
             wait.cold = True
+            age = time - wait.since_ms
             wait.check_ms = time + max(cfg.recheck_min_ms, age // 4)
             self._schedule(key, ctx)
             return None
+        clock, threshold, share, curve = norm
+        calendar = self.sides.calendar(ctx.tenant)
+        if clock == WORK:
+            age = calendar.work_clock(time) - calendar.work_clock(wait.since_ms)
+            due = calendar.after_work(wait.since_ms, threshold)
+        else:
+            age, due = time - wait.since_ms, wait.since_ms + threshold
         if age < threshold:
-            wait.check_ms = wait.since_ms + threshold
+            wait.check_ms = max(due, time + 1)
             self._schedule(key, ctx)
             return None
         wait.alerted = True
-        return self._alert(ctx, wait, curve, time, threshold)
+        return self._alert(ctx, wait, time, clock, threshold, share, curve, age)
 
     def _expire(self, key: str, ctx: ContextState, pos: Position) -> None:
         wait = ctx.waiting
@@ -275,7 +299,12 @@ class Conversations:
         self.dirty.add(key)
 
     def _finish(self, ctx: ContextState, wait: Wait, pos: Position, delay: int | None) -> None:
-        contribution = Contribution(wait.pos, pos, (wait.channel, wait.sender[0], wait.verb), delay)
+        work_delay = None
+        if delay is not None:
+            calendar = self.sides.calendar(ctx.tenant)
+            work_delay = calendar.work_clock(pos[0]) - calendar.work_clock(wait.since_ms)
+        kind = (wait.channel, wait.sender[0], wait.verb)
+        contribution = Contribution(wait.pos, pos, kind, delay, work_delay)
         ctx.finished.append(contribution)
         self._close(ctx.tenant, contribution)
         ctx.waiting = None
@@ -285,40 +314,93 @@ class Conversations:
     def _kind(self, tenant: str, wait: Wait) -> Kind:
         return (tenant, wait.channel, wait.sender[0], wait.verb)
 
+    @staticmethod
+    def _kind3(wait: Wait) -> tuple[str, str, str]:
+        return (wait.channel, wait.sender[0], wait.verb)
+
     def _stats(self, kind: Kind) -> KindStats:
         stats = self.stats.get(kind)
         if stats is None:
             stats = self.stats[kind] = KindStats()
         return stats
 
-    def _open(self, tenant: str, wait: Wait) -> None:
-        survival.open_wait(self._stats(self._kind(tenant, wait)), wait.since_ms)
+    def _targets(self, tenant: str, kind: tuple[str, str, str]) -> list[KindStats]:
+        """The stats a wait of this kind counts in: its kind's and its channel pool's."""
+        targets = [self._stats((tenant, *kind))]
+        side = self.sides.side(tenant, kind[1])
+        if side is not None:
+            pool = (tenant, kind[0], side)
+            stats = self.pools.get(pool)
+            if stats is None:
+                stats = self.pools[pool] = KindStats()
+            targets.append(stats)
+        return targets
+
+    def _open(self, tenant: str, kind: tuple[str, str, str], since: int) -> None:
+        work = self.sides.calendar(tenant).work_clock(since)
+        for stats in self._targets(tenant, kind):
+            survival.open_wait(stats.wall, since)
+            survival.open_wait(stats.work, work)
 
     def _close(self, tenant: str, c: Contribution) -> None:
-        stats = self._stats((tenant, *c.kind))
-        survival.close_wait(stats, c.opened[0], c.delay_ms, self.cfg.horizon_ms)
+        calendar = self.sides.calendar(tenant)
+        since = c.opened[0]
+        work = calendar.work_clock(since)
+        work_horizon = calendar.work_clock(since + self.cfg.horizon_ms) - work
+        for stats in self._targets(tenant, c.kind):
+            survival.close_wait(stats.wall, since, c.delay_ms, self.cfg.horizon_ms)
+            survival.close_wait(stats.work, work, c.work_delay_ms, work_horizon)
 
-    def _threshold(self, curve: survival.Curve | None) -> int | None:
-        """How old a wait of this kind must be to alert; None while the kind is not known."""
+    def _norm(self, tenant: str, wait: Wait, time: int) -> tuple[str, int, float, Curve] | None:
+        """(clock, threshold on it, reply share, the curve the threshold came from), or None
+        while the kind is not known well enough to alert."""
         cfg = self.cfg
-        if curve is None or curve.replied < cfg.min_replies:
+        kind = self.stats.get(self._kind(tenant, wait))
+        if kind is None:
             return None
-        if curve.reply_share < cfg.min_reply_share:
+        own = survival.curve(kind.wall, time)
+        if own.replied < cfg.min_kind_replies or own.reply_share < cfg.min_reply_share:
             return None
+        source = kind
+        if own.replied < cfg.min_replies:  # few replies of its own: its channel's delays
+            source = self.pools.get((tenant, wait.channel, wait.side), kind)
+        work_now = self.sides.calendar(tenant).work_clock(time)
+        best: tuple[float, str, Curve] | None = None
+        for clock, stats, now in ((WALL, source.wall, time), (WORK, source.work, work_now)):
+            curve = survival.curve(stats, now)
+            if curve.replied < cfg.min_replies:
+                continue
+            if clock == WORK and (curve.quantile_ms(0.5) or 0) <= MIN_WORK_MEDIAN_MS:
+                continue  # most replies come outside working time: that clock says nothing
+            spread = curve.spread(cfg.quantile)
+            if best is None or spread < best[0]:
+                best = (spread, clock, curve)
+        if best is None:
+            return None
+        _, clock, curve = best
         q = curve.quantile_ms(cfg.quantile)
-        return None if q is None else int(q * cfg.margin)
+        if q is None:
+            return None
+        return clock, int(q * cfg.margin), own.reply_share, curve
 
     def _alert(
-        self, ctx: ContextState, wait: Wait, curve: survival.Curve, time: int, threshold: int
+        self,
+        ctx: ContextState,
+        wait: Wait,
+        time: int,
+        clock: str,
+        threshold: int,
+        share: float,
+        curve: Curve,
+        age: int,
     ) -> UnansweredAlert:
-        age = time - wait.since_ms
-        share = curve.reply_share
         replied_by = curve.replied_by(age)
         owners = self._owners(ctx, wait)
         median = curve.quantile_ms(0.5)
         details: dict[str, object] = {
             "channel": wait.channel,
             "verb": wait.verb,
+            "clock": clock,
             "reply_share": round(share, 4),
             "replied_by_now": round(replied_by, 4),
             "typical_reply_s": None if median is None else median / 1000,
@@ -340,7 +422,7 @@ class Conversations:
             verb=wait.verb,
             fired_at_ms=time,
             since_ms=wait.since_ms,
-            expected_within_ms=threshold,
+            expected_within_ms=time - wait.since_ms if clock == WORK else threshold,
             score=round(share * replied_by * n / (n + 1), 4),
             owners=owners,
             details=details,
@@ -386,9 +468,8 @@ class Conversations:
         item = found[1]
         if what == _OPENED:
             if isinstance(item, Wait):
-                self._open(ctx.tenant, item)
+                self._open(ctx.tenant, self._kind3(item), item.since_ms)
             else:
-                kind = (ctx.tenant, *item.kind)
-                survival.open_wait(self._stats(kind), item.opened[0])
+                self._open(ctx.tenant, item.kind, item.opened[0])
         elif isinstance(item, Contribution):
             self._close(ctx.tenant, item)

@@ -50,6 +50,9 @@ class AlertPolicy:
     def queue(self, tenant: str) -> str:
         return self.tenant(tenant).queue
 
+    def calendar(self, tenant: str) -> BusinessCalendar:
+        return self.tenant(tenant).calendar
+
     def silence_rule(self, tenant: str, role: str, entity_type: str) -> SilenceRule | None:
         wanted = (role, entity_type) in self.silence_for or (
             (ANY_ROLE, entity_type) in self.silence_for

@@ -15,6 +15,7 @@ cure model read off the same curve). Pure functions over plain data.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
@@ -22,12 +23,22 @@ from rhythm.processors.signals.histogram import BUCKETS, LogHistogram, bucket_of
 
 
 @dataclass(slots=True)
-class KindStats:
-    """What a kind of message has taught so far."""
+class ClockStats:
+    """What a kind of message has taught so far, measured on one clock."""
 
     replied: LogHistogram = field(default_factory=LogHistogram)  # delays of replied waits
     censored: LogHistogram = field(default_factory=LogHistogram)  # ages at the horizon
     open: list[int] = field(default_factory=list)  # start times of open waits, sorted
+
+
+@dataclass(slots=True)
+class KindStats:
+    """The same waits on two clocks: the wall clock, and the tenant's working time (a reply
+    due Friday evening that comes Monday morning took minutes of working time). The rule
+    judges a kind by the clock its replies keep more tightly."""
+
+    wall: ClockStats = field(default_factory=ClockStats)
+    work: ClockStats = field(default_factory=ClockStats)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +68,11 @@ class Curve:
         p = self.reply_share
         return 0.0 if p <= 0 else min(1.0, (1.0 - self.survival_at(age_ms)) / p)
 
+    def spread(self, q: float) -> float:
+        """How far the q-quantile of the delays is from their median (a ratio, >= 1)."""
+        high, median = self.quantile_ms(q), self.quantile_ms(0.5)
+        return math.inf if high is None or not median else high / median
+
     def quantile_ms(self, q: float) -> int | None:
         """The smallest bucket bound by which a share q of the replies had come."""
         p = self.reply_share
@@ -68,7 +84,7 @@ class Curve:
         return None
 
 
-def curve(stats: KindStats, now_ms: int) -> Curve:
+def curve(stats: ClockStats, now_ms: int) -> Curve:
     """The Kaplan–Meier curve of a kind as of `now_ms` (open waits censored at their age)."""
     d = stats.replied.counts
     c = stats.censored.counts
@@ -96,12 +112,12 @@ def curve(stats: KindStats, now_ms: int) -> Curve:
                  + stats.censored.total)  # fmt: skip
 
 
-def open_wait(stats: KindStats, since_ms: int) -> None:
+def open_wait(stats: ClockStats, since_ms: int) -> None:
     opened = stats.open
     opened.insert(bisect_right(opened, since_ms), since_ms)
 
 
-def close_wait(stats: KindStats, since_ms: int, delay_ms: int | None, horizon_ms: int) -> None:
+def close_wait(stats: ClockStats, since_ms: int, delay_ms: int | None, horizon_ms: int) -> None:
     """A wait ended: replied after `delay_ms`, or (None) censored at the horizon."""
     opened = stats.open
     i = bisect_right(opened, since_ms) - 1
