@@ -92,7 +92,7 @@ class ProcessorSettings(BaseSettings):
     silence_false_alarms_per_quarter: float = Field(
         0.25, gt=0, le=90, description="Bound on chance silences per steady entity."
     )
-    silence_min_gaps: int = Field(8, ge=2, description="History before the first alert.")
+    silence_min_gaps: int = Field(6, ge=2, description="History before the first alert.")
     silence_min_span_s: float = Field(7 * DAY_S, ge=0, description="...and its time span.")
     silence_min_s: float = Field(60, ge=0, description="A shorter quiet is never a silence.")
     silence_half_life_s: float = Field(21 * DAY_S, gt=0, description="Memory of the rates.")

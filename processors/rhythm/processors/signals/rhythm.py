@@ -13,12 +13,20 @@ The model (time rescaling, Brown et al. 2002):
   produce in it: Λ = Σ rate[c] × time in c. For a Poisson entity Λ is Exp(1) whatever its
   weekly profile, so nights and weekends of a weekday-only entity add almost nothing.
 - Real entities are burstier or more regular than Poisson, so the tail of Λ is learned per
-  entity: every gap's Λ is scored against the rates known before it; the share of gaps with
+  entity: every gap's Λ is scored against the rates known before it (once its history spans
+  a day: a burst of three events in a minute, then a week's quiet, would otherwise look like
+  a quiet of thousands of expected events); the share of gaps with
   Λ > 1 (p1) and their mean excess over 1 (e) give P(Λ > c) ≈ p1·exp(-(c-1)/e), shrunk
-  towards Exp(1) (p1 = 1/e, e = 1) by `prior_weight` pseudo-gaps.
+  towards p1 = 1/e and a mean excess of `PRIOR_EXCESS` (a heavier tail than Poisson: most
+  of a young entity's false alarms came from assuming too light a one) by `prior_weight`
+  pseudo-gaps. The same above `FAR` = 4
+  expected events, for entities whose rare long pauses are heavier than the rest says; the
+  more cautious of the two decides.
 - With N expected gaps a quarter, a quiet is a silence once Λ reaches
   c = 1 + e·ln(N·p1 / k): then N·P(Λ > c) = k false alarms per quarter at most
-  (`false_alarms_per_quarter`), and never below `MIN_EXPECTED_EVENTS` expected events.
+  (`false_alarms_per_quarter`), and never where more than `MAX_CHANCE_PER_GAP` of its gaps
+  reach (3 expected events for a Poisson entity; less for a regular cadence, whose tail is
+  thin).
 - No alert before `min_gaps` gaps over `min_span_ms` of history (a week shows the weekly
   profile), nor for a quiet shorter than `min_quiet_ms`.
 """
@@ -31,15 +39,18 @@ from dataclasses import dataclass, field
 from rhythm.processors.signals.calendar import DAY_MS, HOUR_MS, BusinessCalendar
 
 QUARTER_WEEKS = 13
-MIN_EXPECTED_EVENTS = 3.0  # P(Exp(1) > 3) = 5 %: never call a quiet this short a silence
-SCORE_AFTER_GAPS = 3  # the first gaps' rates are too rough to score a gap against
+MAX_CHANCE_PER_GAP = 0.05  # never call a quiet a silence that one gap in 20 reaches anyway
+SCORE_AFTER_GAPS = 3  # the first gaps' rates are too rough to score a gap against...
+SCORE_AFTER_MS = DAY_MS  # ...and so are those of the first day
+PRIOR_EXCESS = 2.0  # the pseudo-gaps' mean excess: heavier than Poisson until shown otherwise
+FAR = 4.0  # the second tail level, in expected events
 SHRINK_EXPOSURE_MS = HOUR_MS  # weight of the overall rate in each category's estimate
 
 
 @dataclass(frozen=True, slots=True)
 class SilenceConfig:
     false_alarms_per_quarter: float = 0.25
-    min_gaps: int = 8
+    min_gaps: int = 6
     min_span_ms: int = 7 * DAY_MS
     min_quiet_ms: int = 60_000
     half_life_ms: int = 21 * DAY_MS
@@ -63,6 +74,8 @@ class Rhythm:
     scored: float = 0.0  # decayed: gaps whose Λ was scored
     over: float = 0.0  # ... of which Λ > 1
     excess: float = 0.0  # ... their Σ (Λ - 1)
+    far: float = 0.0  # ... of which Λ > FAR
+    far_excess: float = 0.0  # ... their Σ (Λ - FAR)
     due_ms: int | None = None  # when the quiet after the last event becomes a silence
     expected: float = 0.0  # c: the quiet, in expected events, that makes a silence
     per_quarter: float = 0.0  # N: the events expected in a quarter
@@ -100,13 +113,16 @@ def observe_gap(model: Rhythm, last: int, ts: int, rule: SilenceRule) -> None:
     """The next final event came at `ts` after `last`: learn from the gap between them."""
     cal, cfg = rule.calendar, rule.cfg
     split = cal.split(last, ts)
-    if model.gaps >= SCORE_AFTER_GAPS:
+    if model.gaps >= SCORE_AFTER_GAPS and last - model.first_ms >= SCORE_AFTER_MS:
         r = rates(model)
         size = r[0] * split[0] + r[1] * split[1] + r[2] * split[2]
         model.scored += 1.0
         if size > 1.0:
             model.over += 1.0
             model.excess += size - 1.0
+            if size > FAR:
+                model.far += 1.0
+                model.far_excess += size - FAR
     decay = 0.5 ** ((ts - last) / cfg.half_life_ms)
     for c in range(3):
         model.counts[c] *= decay
@@ -114,6 +130,8 @@ def observe_gap(model: Rhythm, last: int, ts: int, rule: SilenceRule) -> None:
     model.scored *= decay
     model.over *= decay
     model.excess *= decay
+    model.far *= decay
+    model.far_excess *= decay
     model.counts[cal.category(ts)] += 1.0
     model.gaps += 1
     verdict = judge(model, ts, rule)
@@ -134,13 +152,17 @@ def judge(model: Rhythm, last: int, rule: SilenceRule) -> Verdict | None:
     per_quarter = QUARTER_WEEKS * (r[0] * week[0] + r[1] * week[1] + r[2] * week[2])
     if per_quarter <= 0:
         return None
-    w = cfg.prior_weight
-    p1 = (model.over + w * math.exp(-1.0)) / (model.scored + w)
-    e = (model.excess + w) / (model.over + w)
-    ratio = per_quarter * p1 / cfg.false_alarms_per_quarter
-    expected = max(MIN_EXPECTED_EVENTS, 1.0 + e * math.log(max(ratio, 1.0)))
+    k, w = cfg.false_alarms_per_quarter, cfg.prior_weight
+    expected, chance = 0.0, 1.0
+    # The tail above 1 expected event, and above FAR: a process with rare long pauses (a
+    # meeting-heavy afternoon) has a far tail heavier than its many short pauses say.
+    for u, over, excess in ((1.0, model.over, model.excess), (FAR, model.far, model.far_excess)):
+        p = (over + w * math.exp(-u)) / (model.scored + w)
+        e = (excess + w * PRIOR_EXCESS) / (over + w)
+        c = u + e * math.log(max(per_quarter * p / k, p / MAX_CHANCE_PER_GAP, 1.0))
+        if c > expected:
+            expected, chance = c, min(1.0, p * math.exp(-(c - u) / e))
     due = rule.calendar.solve(last, r, expected)
-    chance = min(1.0, p1 * math.exp(-(expected - 1.0) / e))
     return Verdict(
         due_ms=max(due, last + cfg.min_quiet_ms),
         expected_events=expected,
