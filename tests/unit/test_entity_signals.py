@@ -171,9 +171,9 @@ def test_silence_needs_history_and_fires_once_then_resumes() -> None:
     alert = out.alerts[0]
     assert state.rhythm is not None and state.rhythm.due_ms == alert.fired_at_ms
     assert alert.last_event_at_ms == 190 * MIN
-    # measured in expected events: at least 3, and a regular pace alerts well before a
-    # Poisson one would (its learned tail is thin)
-    assert 30 * MIN <= alert.expected_within_ms <= 3 * HOUR
+    # measured in expected events: at least 3 (a young entity's tail is assumed heavier
+    # than Poisson until its history says otherwise)
+    assert 30 * MIN <= alert.expected_within_ms <= 4 * HOUR
     assert alert.details["expected_events"] >= 3
     assert 0 < alert.score < 1
 
