@@ -41,7 +41,6 @@ from rhythm.stack.ports import free_port
 
 from .test_sink_store import event_row
 
-
 ADMIN_USER, ADMIN_PASSWORD = "rhythm_admin", "admin-secret"
 CREDENTIALS = Credentials(ADMIN_USER, SecretStr(ADMIN_PASSWORD))
 #: the admin's headers for plain HTTP

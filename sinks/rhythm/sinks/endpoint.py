@@ -76,6 +76,8 @@ from rhythm.sinks.endpoint_sql import (
 )
 from rhythm.sinks.http_codec import (
     BodyTooLargeError,
+    Compressor,
+    NativeBlocks,
     UnsupportedEncodingError,
     bounded,
     choose_encoding,
@@ -126,6 +128,7 @@ _STATUS = {
 MAX_SQL_BYTES = 64 * 1024 * 1024
 #: what an analyst's request body (SQL only: analysts do not insert) may decompress to
 MAX_ANALYST_BODY = 1024 * 1024
+_NATIVE_BLOCKS = "clickhouse-native-blocks"  # compress=1: not an HTTP Content-Encoding
 _STREAM_WORDS = ("SELECT", "WITH", "(")
 _FIRST = re.compile(r"[A-Za-z]+|\(")
 _SECRET_PARAM = re.compile(r"(password|key)=[^&\s]*", re.IGNORECASE)
@@ -434,23 +437,32 @@ class _Handler(BaseHTTPRequestHandler):
     _progress = False
 
     def _encoding(self, params: dict[str, str]) -> str | None:
+        if params.get("compress") == "1":
+            return _NATIVE_BLOCKS
         if params.get("enable_http_compression") == "0":
             return None
         return choose_encoding(self.headers.get("Accept-Encoding"))
+
+    def _codec(self, encoding: str) -> Compressor:
+        return NativeBlocks() if encoding == _NATIVE_BLOCKS else compressor(encoding)
+
+    def _content_encoding(self, encoding: str) -> None:
+        if encoding != _NATIVE_BLOCKS:
+            self.send_header("Content-Encoding", encoding)
 
     def _send_result(
         self, query_id: str, fmt: str | None, data: bytes, stats: Stats, params: dict[str, str]
     ) -> None:
         encoding = self._encoding(params) if data else None
         if encoding is not None:
-            codec = compressor(encoding)
+            codec = self._codec(encoding)
             data = codec.compress(data) + codec.flush()
         stats.result_bytes = stats.result_bytes or len(data)
         self._progress = params.get("send_progress_in_http_headers") == "1"
         self.send_response(200)
         self._headers(query_id, fmt, stats)
         if encoding is not None:
-            self.send_header("Content-Encoding", encoding)
+            self._content_encoding(encoding)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -464,11 +476,11 @@ class _Handler(BaseHTTPRequestHandler):
             chunks = _revised(_prepend(first, chunks), NativeRevisionWriter(revision))
             first = next(chunks, b"")
         encoding = self._encoding(request.params)
-        codec = compressor(encoding) if encoding else None
+        codec = self._codec(encoding) if encoding else None
         self.send_response(200)
         self._headers(qid, fmt, None)
         if encoding is not None:
-            self.send_header("Content-Encoding", encoding)
+            self._content_encoding(encoding)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         try:
