@@ -164,6 +164,7 @@ def test_settings_apply_to_one_request_and_sessions_keep_their_own(
     served: tuple[Client, QueryEndpoint], admin: Client
 ) -> None:
     analyst = admin
+
     def max_threads(**settings: Any) -> str:
         sql = "SELECT value FROM system.settings WHERE name = 'max_threads'"
         return str(analyst.query(sql, settings=settings).result_rows[0][0])
@@ -270,7 +271,7 @@ def test_password_when_configured(tmp_path: Path) -> None:
         assert http(endpoint, "/?query=SELECT%201")[0] == 401
         assert http(endpoint, "/?query=SELECT%201&password=s3cret")[2] == b"1\n"
         wrong_admin = {"X-ClickHouse-User": ADMIN_USER, "X-ClickHouse-Key": "s3cret"}
-        assert http(endpoint, "/?query=SELECT%201", **wrong_admin)[0] == 401
+        assert http(endpoint, "/?query=SELECT%201", None, **wrong_admin)[0] == 401
         good = clickhouse_connect.get_client(
             host="127.0.0.1", port=endpoint.port, username="anyone", password="s3cret"
         )
