@@ -89,7 +89,7 @@ def clickhouse_down(stack: Stack, seconds: float, ledger: Ledger) -> None:
     restart, see RELIABILITY.md) cannot notice; that is noted, and the supervisor restarts it
     once the tables are back."""
     tables = ("events", "signals", "alerts")
-    client = stack.sink.client()
+    client = stack.sink.admin()  # DETACH/ATTACH: the endpoint's admin
     try:
         for table in tables:
             client.command(f"DETACH TABLE rhythm.{table}")
@@ -106,7 +106,7 @@ def clickhouse_down(stack: Stack, seconds: float, ledger: Ledger) -> None:
             ledger.note("sink exited during the ClickHouse outage, restarted after it")
             supervise(stack, ledger)
             client.close()
-            client = stack.sink.client()
+            client = stack.sink.admin()
         for table in tables:
             client.command(f"ATTACH TABLE IF NOT EXISTS rhythm.{table}")
     finally:

@@ -89,7 +89,7 @@ def test_clickhouse_away_pauses_consumption_and_nothing_is_lost_or_doubled(
     ) as sink:
         publish_events(kafka_broker.bootstrap, topics.events, range(1000))
         assert sink.sync(60)
-        analyst = sink.client()
+        analyst = sink.admin()
         try:
             analyst.command("DETACH TABLE rhythm.events")  # through the sink's own endpoint
             publish_events(kafka_broker.bootstrap, topics.events, range(1000, 9000))

@@ -165,6 +165,13 @@ class SinkProcess:
         """An analyst's clickhouse-connect client, through the sink's endpoint."""
         return clickhouse_connect.get_client(host="127.0.0.1", port=self.http_port)
 
+    def admin(self) -> ChClient:
+        """The endpoint's admin (writes and DDL), with the password the sink generated."""
+        password = Path(f"{self.store}.admin").read_text().strip()
+        return clickhouse_connect.get_client(
+            host="127.0.0.1", port=self.http_port, username="rhythm_admin", password=password
+        )
+
     def scalar(self, sql: str) -> Any:
         client = self.client()
         try:

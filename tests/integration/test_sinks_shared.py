@@ -58,6 +58,9 @@ def test_two_sinks_share_the_partitions_and_one_leaves_mid_run(
         tmp_path / "b",
         group,
         dsn=f"http://127.0.0.1:{first.http_port}",
+        # the endpoint's admin: the password the first sink generated (0600, beside the store)
+        clickhouse_user="rhythm_admin",
+        clickhouse_password_file=f"{first.store}.admin",
         http_port=0,
         group_instance_id=f"{group}-b",
     )

@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from rhythm.sinks.endpoint import QueryEndpoint
 from rhythm.sinks.endpoint_engine import EmbeddedEngine
+from rhythm.sinks.endpoint_policy import Credentials
 from rhythm.sinks.endpoint_sql import output_format, produces_result, split_insert
 from rhythm.sinks.http_codec import (
     SUPPORTED,
@@ -40,6 +41,11 @@ from rhythm.stack.ports import free_port
 
 from .test_sink_store import event_row
 
+ADMIN_USER, ADMIN_PASSWORD = "rhythm_admin", "admin-secret"
+CREDENTIALS = Credentials(ADMIN_USER, SecretStr(ADMIN_PASSWORD))
+#: the admin's headers for plain HTTP
+AS_ADMIN = {"X-ClickHouse-User": ADMIN_USER, "X-ClickHouse-Key": ADMIN_PASSWORD}
+
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Client, QueryEndpoint]]:
@@ -48,7 +54,9 @@ def served(tmp_path: Path) -> Iterator[tuple[Client, QueryEndpoint]]:
     path = str(tmp_path / "clickhouse")
     writer = clickhouse_connect.get_client(dsn=f"chdb://{path}")
     engine = EmbeddedEngine(engine_connection_string(path))
-    endpoint = QueryEndpoint(engine, "127.0.0.1", 0, status=lambda: {"held_messages": 3})
+    endpoint = QueryEndpoint(
+        engine, "127.0.0.1", 0, credentials=CREDENTIALS, status=lambda: {"held_messages": 3}
+    )
     endpoint.start()
     try:
         migrate(writer, "rhythm")
@@ -62,6 +70,17 @@ def served(tmp_path: Path) -> Iterator[tuple[Client, QueryEndpoint]]:
 @pytest.fixture
 def analyst(served: tuple[Client, QueryEndpoint]) -> Iterator[Client]:
     client = clickhouse_connect.get_client(host="127.0.0.1", port=served[1].port)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def admin(served: tuple[Client, QueryEndpoint]) -> Iterator[Client]:
+    client = clickhouse_connect.get_client(
+        host="127.0.0.1", port=served[1].port, username=ADMIN_USER, password=ADMIN_PASSWORD
+    )
     try:
         yield client
     finally:
@@ -108,8 +127,9 @@ def test_an_empty_result_still_names_its_columns(analyst: Client) -> None:
 
 
 def test_inserts_are_compressed_chunked_and_deduplicated_by_token(
-    served: tuple[Client, QueryEndpoint], analyst: Client
+    served: tuple[Client, QueryEndpoint], admin: Client
 ) -> None:
+    analyst = admin
     analyst.command(
         "CREATE TABLE default.t (a UInt64, s String, d DateTime64(3, 'UTC')) ENGINE = "
         "MergeTree ORDER BY a SETTINGS non_replicated_deduplication_window = 100"
@@ -128,7 +148,10 @@ def test_inserts_are_compressed_chunked_and_deduplicated_by_token(
     assert analyst.command("SELECT count() FROM default.t") == 5000
     port = served[1].port
     for n, compression in enumerate(("gzip", "zstd", False), start=1):
-        other = clickhouse_connect.get_client(host="127.0.0.1", port=port, compress=compression)
+        other = clickhouse_connect.get_client(
+            host="127.0.0.1", port=port, compress=compression,
+            username=ADMIN_USER, password=ADMIN_PASSWORD,
+        )  # fmt: skip
         try:
             other.insert("default.t", [[n], ["x"], [datetime.now(UTC)]],
                          column_names=["a", "s", "d"], column_oriented=True)  # fmt: skip
@@ -138,8 +161,10 @@ def test_inserts_are_compressed_chunked_and_deduplicated_by_token(
 
 
 def test_settings_apply_to_one_request_and_sessions_keep_their_own(
-    served: tuple[Client, QueryEndpoint], analyst: Client
+    served: tuple[Client, QueryEndpoint], admin: Client
 ) -> None:
+    analyst = admin
+
     def max_threads(**settings: Any) -> str:
         sql = "SELECT value FROM system.settings WHERE name = 'max_threads'"
         return str(analyst.query(sql, settings=settings).result_rows[0][0])
@@ -149,7 +174,9 @@ def test_settings_apply_to_one_request_and_sessions_keep_their_own(
     assert max_threads() == default  # put back after the request
     analyst.command("SET max_threads = 1")  # session state, as on a server
     assert max_threads() == "1"
-    other = clickhouse_connect.get_client(host="127.0.0.1", port=served[1].port)
+    other = clickhouse_connect.get_client(
+        host="127.0.0.1", port=served[1].port, username=ADMIN_USER, password=ADMIN_PASSWORD
+    )
     try:  # another client is another session
         sql = "SELECT value FROM system.settings WHERE name = 'max_threads'"
         assert other.query(sql).result_rows[0][0] == default
@@ -194,12 +221,13 @@ def test_plain_http_like_curl(served: tuple[Client, QueryEndpoint]) -> None:
     csv = b"INSERT INTO rhythm.dead_letters (topic, kafka_partition, kafka_offset, received_at, "
     csv += b"reason, detail, key_b64, value_b64, value_size) FORMAT CSV\n"
     csv += b"t,0,1,2026-10-01 00:00:00,bad_magic,d,,,0\nt,0,2,2026-10-01 00:00:00,bad_magic,d,,,0\n"
-    status, headers, body = http(endpoint, "/", csv)
+    status, headers, body = http(endpoint, "/", csv, **AS_ADMIN)
     assert status == 200 and body == b""
     assert json.loads(headers["X-ClickHouse-Summary"])["written_rows"] == "2"
     query = "INSERT%20INTO%20rhythm.dead_letters%20(topic,kafka_partition,kafka_offset,"
     query += "received_at,reason,detail,key_b64,value_b64,value_size)%20FORMAT%20TSV"
-    status, _, _ = http(endpoint, f"/?query={query}", b"t\t0\t3\t2026-10-01 00:00:00\tx\t\t\t\t0\n")
+    row = b"t\t0\t3\t2026-10-01 00:00:00\tx\t\t\t\t0\n"
+    status, _, _ = http(endpoint, f"/?query={query}", row, **AS_ADMIN)
     assert status == 200
     _, _, body = http(endpoint, "/?query=SELECT%20count()%20FROM%20rhythm.dead_letters")
     assert body == b"3\n"
@@ -236,11 +264,14 @@ def test_chunked_request_bodies(served: tuple[Client, QueryEndpoint]) -> None:
 
 def test_password_when_configured(tmp_path: Path) -> None:
     engine = EmbeddedEngine(engine_connection_string(str(tmp_path / "ch")))
-    endpoint = QueryEndpoint(engine, "127.0.0.1", 0, password=SecretStr("s3cret"))
+    credentials = Credentials(ADMIN_USER, SecretStr(ADMIN_PASSWORD), SecretStr("s3cret"))
+    endpoint = QueryEndpoint(engine, "127.0.0.1", 0, credentials=credentials)
     endpoint.start()
     try:
         assert http(endpoint, "/?query=SELECT%201")[0] == 401
         assert http(endpoint, "/?query=SELECT%201&password=s3cret")[2] == b"1\n"
+        wrong_admin = {"X-ClickHouse-User": ADMIN_USER, "X-ClickHouse-Key": "s3cret"}
+        assert http(endpoint, "/?query=SELECT%201", None, **wrong_admin)[0] == 401
         good = clickhouse_connect.get_client(
             host="127.0.0.1", port=endpoint.port, username="anyone", password="s3cret"
         )
@@ -259,7 +290,11 @@ def test_a_server_dsn_store_is_migrated_and_written_over_http(
     writer, endpoint = served
     writer.command("DROP DATABASE rhythm SYNC")
     settings = SinkSettings(
-        data_dir=tmp_path, dsn=f"http://127.0.0.1:{endpoint.port}", retention_days=3650
+        data_dir=tmp_path,
+        dsn=f"http://127.0.0.1:{endpoint.port}",
+        retention_days=3650,
+        clickhouse_user=ADMIN_USER,
+        clickhouse_password=ADMIN_PASSWORD,
     )
     client = _open_and_migrate(settings, threading.Event())
     assert client is not None

@@ -229,6 +229,9 @@ class EmbeddedEngine:
         info = self._keeper.run("SELECT version(), timezone()").bytes().decode().split("\t")
         self.version = info[0].strip()
         self.timezone = info[1].strip() if len(info) > 1 else "UTC"
+        names = self._keeper.run("SELECT name FROM system.table_functions").bytes().decode()
+        #: the engine's table functions (the endpoint refuses those that reach outside)
+        self.table_functions = frozenset(names.split())
         self._closed = False
 
     def _connect(self) -> Any:

@@ -1,18 +1,22 @@
 """HTTP body codings the ClickHouse interface uses: chunked transfer, and the compressions
 clickhouse-connect sends (Content-Encoding) and accepts (Accept-Encoding): lz4 (frame), zstd,
-gzip, deflate, br when the libraries are there. Streaming both ways, so a large insert or
+gzip, deflate when the libraries are there. Streaming both ways, so a large insert or
 result never has to sit in memory whole."""
 
 from __future__ import annotations
 
 import importlib
+import struct
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 __all__ = [
+    "BodyTooLargeError",
     "Compressor",
+    "NativeBlocks",
     "UnsupportedEncodingError",
+    "bounded",
     "choose_encoding",
     "compressor",
     "decompress_stream",
@@ -41,14 +45,13 @@ def _optional(module: str) -> Any:
 
 _lz4 = _optional("lz4.frame")
 _zstd = _optional("backports.zstd") or _optional("compression.zstd")
-_brotli = _optional("brotli")
 
 #: in order of preference when a client accepts several (fast ones first)
 SUPPORTED = [
     name
     for name, module in (("lz4", _lz4), ("zstd", _zstd), ("gzip", zlib), ("deflate", zlib))
     if module is not None
-] + (["br"] if _brotli is not None else [])
+]
 
 
 def read_exact(stream: Readable, length: int) -> Iterator[bytes]:
@@ -78,19 +81,38 @@ def read_chunked(stream: Readable) -> Iterator[bytes]:
 
 def _frames(chunks: Iterator[bytes], make: Callable[[], Any]) -> Iterator[bytes]:
     """Decode a stream of concatenated frames (clickhouse-connect compresses each insert
-    block as its own lz4/zstd frame or gzip member)."""
+    block as its own lz4/zstd frame or gzip member), at most CHUNK bytes of output per step:
+    a small compressed chunk that expands a thousandfold (a zip bomb) never sits in memory
+    whole; the caller bounds the total (`bounded`)."""
     decoder = make()
     for chunk in chunks:
         data = chunk
-        while data:
-            out = decoder.decompress(data)
+        while True:
+            out = decoder.decompress(data, CHUNK)
+            data = b""
             if out:
                 yield bytes(out)
             if decoder.eof:
                 data = decoder.unused_data
+                if not data:
+                    break
                 decoder = make()
-            else:
-                data = b""
+            elif decoder.needs_input:
+                break
+
+
+class BodyTooLargeError(ValueError):
+    """A request body that decompresses to more than its bound."""
+
+
+def bounded(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
+    """The chunks, failing once more than `limit` bytes have come."""
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > limit:
+            raise BodyTooLargeError(f"the request body is larger than {limit} bytes")
+        yield chunk
 
 
 def decompress_stream(chunks: Iterator[bytes], encoding: str | None) -> Iterator[bytes]:
@@ -99,14 +121,35 @@ def decompress_stream(chunks: Iterator[bytes], encoding: str | None) -> Iterator
         return chunks
     if encoding in ("gzip", "deflate", "x-gzip"):
         # 32 + 15: a zlib or a gzip header, detected
-        return _frames(chunks, lambda: zlib.decompressobj(47))
+        return _frames(chunks, lambda: _Zlib(zlib.decompressobj(47)))
     if encoding == "lz4" and _lz4 is not None:
         return _frames(chunks, _lz4.LZ4FrameDecompressor)
     if encoding == "zstd" and _zstd is not None:
         return _frames(chunks, _zstd.ZstdDecompressor)
-    if encoding == "br" and _brotli is not None:
-        return iter([_brotli.decompress(b"".join(chunks))])
     raise UnsupportedEncodingError(f"Unknown Content-Encoding {encoding!r}")
+
+
+class _Zlib:
+    """zlib's decompressobj with the max_length API of lz4/zstd's decompressors."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        out: bytes = self._inner.decompress(self._inner.unconsumed_tail + data, max_length)
+        return out
+
+    @property
+    def eof(self) -> bool:
+        return bool(self._inner.eof)
+
+    @property
+    def unused_data(self) -> bytes:
+        return bytes(self._inner.unused_data)
+
+    @property
+    def needs_input(self) -> bool:
+        return not self._inner.unconsumed_tail
 
 
 def choose_encoding(accept: str | None) -> str | None:
@@ -149,16 +192,26 @@ class _Zstd:
         return bytes(self._c.flush())
 
 
-class _Brotli:
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
+class NativeBlocks:
+    """ClickHouse's own compressed blocks, what a server sends for `compress=1` (the JDBC
+    driver asks for it): each block is a CityHash128 (v1.0.2) checksum of the rest, method
+    0x82 (LZ4), compressed size with the 9-byte header, uncompressed size, the LZ4 block."""
 
     def compress(self, data: bytes) -> bytes:
-        self._parts.append(data)
-        return b""
+        import lz4.block
+        from clickhouse_cityhash.cityhash import CityHash128
+
+        out = bytearray()
+        for start in range(0, len(data), CHUNK):
+            part = data[start : start + CHUNK]
+            packed = lz4.block.compress(part, store_size=False)
+            body = struct.pack("<BII", 0x82, len(packed) + 9, len(part)) + packed
+            checksum = CityHash128(body)
+            out += struct.pack("<QQ", checksum >> 64, checksum & (2**64 - 1)) + body
+        return bytes(out)
 
     def flush(self) -> bytes:
-        return bytes(_brotli.compress(b"".join(self._parts)))
+        return b""
 
 
 def compressor(encoding: str) -> Compressor:
@@ -170,6 +223,4 @@ def compressor(encoding: str) -> Compressor:
         return _Lz4()
     if encoding == "zstd":
         return _Zstd()
-    if encoding == "br":
-        return _Brotli()
     raise UnsupportedEncodingError(encoding)

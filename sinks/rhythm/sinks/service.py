@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, TopicCollection
 from confluent_kafka.admin import AdminClient
+from pydantic import SecretStr
 
 from rhythm.producers.health import HealthServer
 from rhythm.sinks.batcher import Batcher
@@ -23,10 +25,18 @@ from rhythm.sinks.consumer import ConsumerLoop, consumer_config
 from rhythm.sinks.dead_letters import DeadLetterTopic
 from rhythm.sinks.endpoint import QueryEndpoint
 from rhythm.sinks.endpoint_engine import EmbeddedEngine
+from rhythm.sinks.endpoint_policy import Credentials, Limits
 from rhythm.sinks.metrics import SinkMetrics
 from rhythm.sinks.migrations import MigrationError, migrate
 from rhythm.sinks.settings import SinkSettings
-from rhythm.sinks.store import EndpointState, Store, open_client, remove_state, write_state
+from rhythm.sinks.store import (
+    EndpointState,
+    Store,
+    open_client,
+    remove_state,
+    write_secret,
+    write_state,
+)
 from rhythm.sinks.writer import Done, Writer
 
 __all__ = ["engine_connection_string", "run_sink", "topic_ids"]
@@ -89,6 +99,24 @@ def _open_and_migrate(settings: SinkSettings, stop: threading.Event) -> Client |
         delay = min(settings.retry_backoff_max_s, delay * 2)
 
 
+def endpoint_credentials(settings: SinkSettings) -> Credentials:
+    """The endpoint's users. With no admin password configured, a fresh one is generated
+    once into `admin_password_file()` (mode 0600; kept across restarts), where `rhythm migrate`,
+    `rhythm query` and a second sink on the same host read it; it is never logged."""
+    admin = settings.admin_password()
+    path = settings.admin_password_file()
+    if admin is None and path.exists() and path.stat().st_mode & 0o077 == 0:
+        admin = SecretStr(path.read_text(encoding="utf-8").strip()) or None  # kept over restarts
+    if admin is None or not admin.get_secret_value():
+        admin = SecretStr(secrets.token_urlsafe(32))
+        write_secret(path, admin.get_secret_value())
+    return Credentials(
+        admin_user=settings.http_admin_user,
+        admin_password=admin,
+        analyst_password=settings.analyst_password(),
+    )
+
+
 def run_sink(
     settings: SinkSettings,
     stop: threading.Event,
@@ -144,8 +172,20 @@ def run_sink(
                 engine,
                 settings.http_host,
                 settings.http_port,
-                password=settings.http_password,
+                credentials=endpoint_credentials(settings),
+                limits=Limits(
+                    max_execution_time=settings.http_max_execution_time,
+                    max_result_rows=settings.http_max_result_rows,
+                    max_result_bytes=settings.http_max_result_bytes,
+                    max_memory_usage=settings.http_max_memory_usage,
+                    max_threads=settings.http_max_threads,
+                ),
                 max_concurrent_queries=settings.http_max_concurrent_queries,
+                max_queries_per_user=settings.http_max_queries_per_user,
+                max_connections=settings.http_max_connections,
+                max_body_bytes=settings.http_max_body_bytes,
+                allowed_hosts=tuple(settings.http_allowed_hosts),
+                allowed_origins=tuple(settings.http_allowed_origins),
                 status=lambda: loop.status_snapshot,
             )
             endpoint.start()

@@ -9,6 +9,7 @@ environment or a file and are `SecretStr`: masked in `repr()`, logs and `model_d
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -86,6 +87,15 @@ def parse_dsn(text: str) -> Dsn:
     )
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class SinkSettings(BaseSettings):
     """Everything the sink, `rhythm migrate`, `rhythm sync` and `rhythm query` need.
 
@@ -130,9 +140,34 @@ class SinkSettings(BaseSettings):
     http_host: str = Field("127.0.0.1", description="Where the ClickHouse HTTP endpoint binds.")
     http_port: int = Field(8123, ge=0, le=65535, description="0 = no endpoint.")
     http_password: SecretStr | None = Field(
-        None, description="If set, the endpoint requires it (any user name); else no auth."
+        None,
+        description="The analysts' password (any user name but the admin's); unset: none, "
+        "which is allowed only on a loopback address.",
+    )
+    http_password_file: Path | None = Field(None, description="A file holding it.")
+    http_admin_user: str = Field(
+        "rhythm_admin", min_length=1, description="The one user that may write and run DDL."
+    )
+    http_admin_password: SecretStr | None = Field(
+        None, description="Unset: generated at each sink start into admin_password_file()."
+    )
+    http_admin_password_file: Path | None = Field(None, description="A file holding it.")
+    http_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names (besides IP addresses and localhost) requests may name.",
+    )
+    http_allowed_origins: list[str] = Field(
+        default_factory=list, description="Web origins allowed to send requests (none)."
     )
     http_max_concurrent_queries: int = Field(8, ge=1)
+    http_max_queries_per_user: int = Field(4, ge=1)
+    http_max_connections: int = Field(64, ge=1)
+    http_max_body_bytes: int = Field(1024**3, ge=1024, description="After decompression.")
+    http_max_execution_time: int = Field(60, ge=0, description="Per analyst query (s).")
+    http_max_result_rows: int = Field(0, ge=0)
+    http_max_result_bytes: int = Field(1024**3, ge=0)
+    http_max_memory_usage: int = Field(2 * 1024**3, ge=0)
+    http_max_threads: int = Field(2, ge=0)
 
     # -- Kafka side -------------------------------------------------------------------------
     group_id: str = "rhythm-sink"
@@ -202,6 +237,11 @@ class SinkSettings(BaseSettings):
         dsn = parse_dsn(self.resolved_dsn_text())
         if self.cluster is not None and dsn.embedded:
             raise ValueError("cluster needs a ClickHouse server DSN (http(s)://), not chdb://")
+        if not _loopback(self.http_host) and self.http_port and self.analyst_password() is None:
+            raise ValueError(
+                f"http_host {self.http_host} is not a loopback address: set http_password "
+                "(or http_password_file) so that the endpoint is not open to everyone"
+            )
         return self
 
     # -- derived ----------------------------------------------------------------------------
@@ -228,6 +268,28 @@ class SinkSettings(BaseSettings):
             password=password,
             settings=dsn.settings,
         )
+
+    def analyst_password(self) -> SecretStr | None:
+        if self.http_password is not None:
+            return self.http_password
+        if self.http_password_file is not None:
+            return SecretStr(self.http_password_file.read_text(encoding="utf-8").strip())
+        return None
+
+    def admin_password(self) -> SecretStr | None:
+        """The configured admin password, if any (else the running sink generated one)."""
+        if self.http_admin_password is not None:
+            return self.http_admin_password
+        if self.http_admin_password_file is not None:
+            return SecretStr(self.http_admin_password_file.read_text(encoding="utf-8").strip())
+        return None
+
+    def admin_password_file(self) -> Path:
+        """Where a sink writes the admin password it generated (mode 0600), for the CLI."""
+        dsn = parse_dsn(self.resolved_dsn_text())
+        if dsn.embedded and dsn.path != ":memory:":
+            return Path(dsn.path + ".admin")
+        return self.data_dir / "clickhouse.admin"
 
     @property
     def topics(self) -> list[str]:

@@ -23,11 +23,13 @@ __all__ = [
     "EndpointState",
     "Store",
     "StoreBusyError",
+    "admin_login",
     "connect",
     "insert_settings",
     "open_client",
     "read_live_state",
     "remove_state",
+    "write_secret",
     "write_state",
 ]
 
@@ -115,6 +117,28 @@ def write_state(path: Path, state: EndpointState) -> None:
     tmp.replace(path)
 
 
+def write_secret(path: Path, text: str) -> None:
+    """Write `text` to `path` readable by this user only (0600 from creation on)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    tmp.replace(path)
+
+
+def admin_login(settings: SinkSettings) -> tuple[str, str]:
+    """The endpoint's admin user and password: configured, or the file the sink wrote."""
+    password = settings.admin_password()
+    if password is not None:
+        return settings.http_admin_user, password.get_secret_value()
+    try:
+        text = settings.admin_password_file().read_text(encoding="utf-8").strip()
+    except OSError:
+        text = ""
+    return settings.http_admin_user, text
+
+
 def remove_state(path: Path, pid: int) -> None:
     state = _read_state(path)
     if state is not None and state.pid == pid:
@@ -153,11 +177,9 @@ def connect(settings: SinkSettings) -> tuple[Client, str]:
         return open_client(dsn, settings), dsn.redacted()
     state = read_live_state(settings.endpoint_state_file())
     if state is not None:
-        password = settings.http_password
+        user, password = admin_login(settings)
         client = clickhouse_connect.get_client(
-            host=state.host,
-            port=state.port,
-            password=password.get_secret_value() if password is not None else "",
+            host=state.host, port=state.port, username=user, password=password
         )
         return client, f"the running sink's endpoint http://{state.host}:{state.port}"
     try:
