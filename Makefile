@@ -7,7 +7,7 @@ RHYTHM := $(VENV)/bin/rhythm
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-unit test-integration test-faults test-scale lint run up down bench bench-smoke kafka-fetch kafka-up kafka-down kafka-status clean
+.PHONY: help venv test test-unit test-integration test-faults test-scale lint run up down bench bench-smoke eval kafka-fetch kafka-up kafka-down kafka-status clean
 
 help:
 	@echo "make run     - the main job on the embedded default: simulate, process, report"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-scale - a broker killed and workers rebalanced on a 3-node Kafka (slow)"
 	@echo "make bench   - benchmarks, written to BENCHMARKS.md (RHYTHM_BENCH_* sizes: bench/README.md)"
 	@echo "make bench-smoke - the benchmarks on small sizes, not written to BENCHMARKS.md"
+	@echo "make eval    - alert precision/recall on large labelled scenarios -> docs/signals-quality.md"
 	@echo "make kafka-up / kafka-down / kafka-status - the local single-node KRaft broker"
 
 $(STAMP): pyproject.toml
@@ -77,6 +78,11 @@ bench-smoke: kafka-fetch
 	RHYTHM_BENCH_LIVE_ENTITIES=50 RHYTHM_BENCH_SCALE_EVENTS=5000 RHYTHM_BENCH_SCALE_ENTITIES=500 \
 	RHYTHM_BENCH_RECOVERY_ENTITIES=5000 RHYTHM_BENCH_RESULTS=bench/.work-smoke/results \
 	RHYTHM_BENCH_HOME=bench/.work-smoke/run $(PY) -m bench.run --events 2000 --rounds 1
+
+# The alert rules on three large labelled scenarios of the independent generator
+# (tests/scenarios), in-process (about 3 minutes each): docs/signals-quality.md.
+eval: $(STAMP)
+	$(PY) -m bench.alert_quality
 
 # The main job on the embedded default, from a clean slate each time: a fresh broker and
 # store, a simulated month published first (a running pipeline whose watermark already
