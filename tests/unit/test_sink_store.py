@@ -210,13 +210,19 @@ def signal_row(entity: str, hour: int, count: int, version: int = 1) -> Row:
 
 
 def alert_row(
-    alert_id: str, kind: str, entity: tuple[str, str], at: int, context: str | None = None
+    alert_id: str,
+    kind: str,
+    entity: tuple[str, str],
+    at: int,
+    context: str | None = None,
+    score: float = 0.5,
+    owners: tuple[str, ...] = (),
 ) -> Row:
     value: dict[str, Any] = {
         "alert_id": alert_id, "kind": kind, "tenant": "acme", "role": "actor",
         "entity_type": entity[0], "entity_id": entity[1], "context_id": context,
         "fired_at": at, "last_event_at": at - 60_000, "expected_within_s": 30.0,
-        "details": {},
+        "score": score, "owners": list(owners), "details": {},
     }  # fmt: skip
     row = transform_alert(Message("al", 0, 0, at, None, json.dumps(value).encode()))
     assert isinstance(row, tuple), row
@@ -309,3 +315,36 @@ def test_open_alerts_are_those_not_resolved(client: Client) -> None:
         "SELECT alert_id, kind FROM rhythm.open_alerts ORDER BY alert_id"
     ).result_rows
     assert open_alerts == [("s2", "silence"), ("u2", "unanswered")]
+
+
+def test_the_noise_budget_keeps_each_persons_best_alerts_of_the_day(client: Client) -> None:
+    migrate(client, "rhythm")
+    store = Store(client, "rhythm")
+    t = T0 + 10 * HOUR_MS
+    e7, e8 = ("employee:e-7",), ("employee:e-8",)
+    rows = [
+        alert_row(f"a{i}", "unanswered", ("customer", f"c-{i}"), t + i, f"th-{i}", score, e7)
+        for i, score in enumerate((0.91, 0.99, 0.95, 0.97))
+    ]
+    rows += [
+        alert_row("b0", "unanswered", ("customer", "c-9"), t, "th-9", 0.5, e8),
+        alert_row("n0", "follow_up", ("employee", "e-7"), t, "th-8", 0.2, ("contact:k-1",)),
+        alert_row("s0", "silence", ("account", "a-1"), t, None, 0.999),  # nobody named
+        alert_row("s1", "silence", ("account", "a-2"), t, None, 0.998),
+        alert_row("s2", "silence", ("account", "a-3"), t, None, 0.997),
+        alert_row("late", "unanswered", ("customer", "c-5"), t + 86_400_000, "th-5", 0.1, e7),
+    ]
+    store.insert(ALERTS, rows, "noise")
+    ranked = client.query(
+        "SELECT alert_id, recipient, rank_of_day, suppressed FROM rhythm.alerts_ranked(cap=2) "
+        "ORDER BY alert_id"
+    ).result_rows
+    got = {a: (r, rank, bool(sup)) for a, r, rank, sup in ranked}
+    # e-7's day: the two highest scores reach them, the rest stay here, marked
+    assert got["a1"] == ("employee:e-7", 1, False) and got["a3"] == ("employee:e-7", 2, False)
+    assert got["a2"][2] and got["a0"][2]
+    assert got["late"] == ("employee:e-7", 1, False)  # the next day starts afresh
+    assert not got["b0"][2] and not got["n0"][2]  # other people's budgets
+    assert not any(got[s][2] for s in ("s0", "s1", "s2"))  # no recipient: never suppressed
+    owners = client.query("SELECT owners, score FROM rhythm.open_alerts WHERE alert_id = 'a1'")
+    assert owners.result_rows == [(["employee:e-7"], 0.99)]
