@@ -75,7 +75,13 @@ def test_a_message_of_a_kind_that_always_gets_a_reply_alerts_once_overdue() -> N
 
 def test_the_alert_names_our_people_in_the_thread() -> None:
     conv = Conversations(CFG, POLICY)
-    t = history(conv, 20)
+    t = 0
+    for i in range(20):  # two turns each: their follow-ups get answered too
+        key, them = f"two-{i}", ("customer", f"c-{i}")
+        for turn in range(2):
+            put(conv, key, msg(t + turn * HOUR, them))
+            put(conv, key, msg(t + turn * HOUR + 15 * MIN, AGENT, "replied"))
+        t += 3 * HOUR
     put(conv, "th", msg(t, CUSTOMER))
     put(conv, "th", msg(t + 10 * MIN, ("employee", "e-7"), "replied"))
     put(conv, "th", msg(t + 20 * MIN, CUSTOMER, "wrote"))  # a follow-up nobody answers
@@ -119,7 +125,7 @@ def test_threads_that_usually_end_with_their_message_never_alert() -> None:
     put(conv, "x", msg(t, CUSTOMER, "thanked"))
     alerts = drain(conv, t + 5 * DAY)
     assert alerts == []
-    thanks = conv.stats[("acme", "email", "customer", "thanked")]
+    thanks = conv.stats[("acme", "email", "customer", "thanked", False)]
     assert thanks.wall.replied.total == 0
 
 
@@ -175,7 +181,7 @@ def test_open_waits_count_from_day_one() -> None:
             put(conv, f"k{i}", msg(t + 20 * MIN, AGENT, "replied"))
         t += 10 * MIN
     drain(conv, t + 3 * HOUR)
-    stats = conv.stats[("acme", "email", "customer", "wrote")]
+    stats = conv.stats[("acme", "email", "customer", "wrote", True)]
     share = curve(stats.wall, t + 3 * HOUR).reply_share
     assert 0.4 <= share <= 0.6
     assert drain(conv, t + 3 * DAY) == []  # a kind answered half the time never alerts

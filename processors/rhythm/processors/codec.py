@@ -118,7 +118,7 @@ def encode_context(ctx: ContextState) -> bytes:
 def _encode_wait(w: Wait) -> list[Any]:
     return [
         list(w.sender), w.side, w.channel, w.verb, w.since_ms, list(w.pos), w.check_ms,
-        w.cold, w.alerted,
+        w.cold, w.alerted, w.opens,
     ]  # fmt: skip
 
 
@@ -133,7 +133,7 @@ def decode_context(data: bytes) -> ContextState:
     if w is not None:
         wait = Wait(
             sender=(w[0][0], w[0][1]), side=w[1], channel=w[2], verb=w[3], since_ms=w[4],
-            pos=_position(w[5]), check_ms=w[6], cold=w[7], alerted=w[8],
+            pos=_position(w[5]), check_ms=w[6], cold=w[7], alerted=w[8], opens=w[9],
         )  # fmt: skip
     return ContextState(
         tenant=raw["t"],
@@ -145,7 +145,13 @@ def decode_context(data: bytes) -> ContextState:
         parties=[(p[0], p[1]) for p in raw["y"]],
         about=raw["b"],
         finished=[
-            Contribution(_position(c[0]), _position(c[1]), (c[2][0], c[2][1], c[2][2]), c[3], c[4])
+            Contribution(
+                _position(c[0]),
+                _position(c[1]),
+                (c[2][0], c[2][1], c[2][2], bool(c[2][3])),
+                c[3],
+                c[4],
+            )
             for c in raw["f"]
         ],
         applied={int(k): int(v) for k, v in raw["a"]},

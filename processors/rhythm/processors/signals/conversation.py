@@ -45,7 +45,8 @@ from rhythm.processors.signals.survival import Curve, KindStats
 
 DAY_MS = 86_400_000
 Party = tuple[str, str]  # (entity type, id)
-Kind = tuple[str, str, str, str]  # (tenant, channel, sender type, verb)
+Kind = tuple[str, str, str, str, bool]  # (tenant, channel, sender type, verb, opens)
+ShortKind = tuple[str, str, str, bool]  # the same without the tenant
 Pool = tuple[str, str, str]  # (tenant, channel, side): a kind's fallback for reply delays
 WALL, WORK = "wall", "work"
 MIN_WORK_MEDIAN_MS = 1_414  # the first bucket's bound: a median of ~0 working time
@@ -111,6 +112,7 @@ class Wait:
     check_ms: int  # its next check
     cold: bool = False  # a check found its kind not known yet
     alerted: bool = False
+    opens: bool = False  # the thread's first wait: nobody had written to the sender before
 
 
 @dataclass(slots=True)
@@ -119,7 +121,7 @@ class Contribution:
 
     opened: Position
     closed: Position
-    kind: tuple[str, str, str]  # (channel, sender type, verb); the tenant is the context's
+    kind: ShortKind  # (channel, sender type, verb, opens); the tenant is the context's
     delay_ms: int | None  # None: censored at the horizon
     work_delay_ms: int | None  # the same in the tenant's working time
 
@@ -255,9 +257,10 @@ class Conversations:
         if wait is not None and wait.side != side:
             self._finish(ctx, wait, pos, message.ts - wait.since_ms)
         if ctx.waiting is None:
+            opens = not ctx.finished
             ctx.waiting = Wait(
                 message.sender, side, message.channel, message.verb, message.ts, pos,
-                check_ms=message.ts,
+                check_ms=message.ts, opens=opens,
             )  # fmt: skip
             self._open(ctx.tenant, self._kind3(ctx.waiting), ctx.waiting.since_ms)
             self._schedule(key, ctx, expiry=True)
@@ -303,8 +306,7 @@ class Conversations:
         if delay is not None:
             calendar = self.sides.calendar(ctx.tenant)
             work_delay = calendar.work_clock(pos[0]) - calendar.work_clock(wait.since_ms)
-        kind = (wait.channel, wait.sender[0], wait.verb)
-        contribution = Contribution(wait.pos, pos, kind, delay, work_delay)
+        contribution = Contribution(wait.pos, pos, self._kind3(wait), delay, work_delay)
         ctx.finished.append(contribution)
         self._close(ctx.tenant, contribution)
         ctx.waiting = None
@@ -312,11 +314,14 @@ class Conversations:
     # -- the stats -------------------------------------------------------------------------
 
     def _kind(self, tenant: str, wait: Wait) -> Kind:
-        return (tenant, wait.channel, wait.sender[0], wait.verb)
+        return (tenant, *self._kind3(wait))
 
     @staticmethod
-    def _kind3(wait: Wait) -> tuple[str, str, str]:
-        return (wait.channel, wait.sender[0], wait.verb)
+    def _kind3(wait: Wait) -> ShortKind:
+        """A thread's opening message (nothing from the other side before it) is a kind of
+        its own: a new request nearly always gets an answer; what they write after ours
+        sometimes just ends the conversation."""
+        return (wait.channel, wait.sender[0], wait.verb, wait.opens)
 
     def _stats(self, kind: Kind) -> KindStats:
         stats = self.stats.get(kind)
@@ -324,7 +329,7 @@ class Conversations:
             stats = self.stats[kind] = KindStats()
         return stats
 
-    def _targets(self, tenant: str, kind: tuple[str, str, str]) -> list[KindStats]:
+    def _targets(self, tenant: str, kind: ShortKind) -> list[KindStats]:
         """The stats a wait of this kind counts in: its kind's and its channel pool's."""
         targets = [self._stats((tenant, *kind))]
         side = self.sides.side(tenant, kind[1])
@@ -336,7 +341,7 @@ class Conversations:
             targets.append(stats)
         return targets
 
-    def _open(self, tenant: str, kind: tuple[str, str, str], since: int) -> None:
+    def _open(self, tenant: str, kind: ShortKind, since: int) -> None:
         work = self.sides.calendar(tenant).work_clock(since)
         for stats in self._targets(tenant, kind):
             survival.open_wait(stats.wall, since)
