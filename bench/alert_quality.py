@@ -62,8 +62,10 @@ def section(name: str, meta: dict[str, Any], s: SilenceScore, w: WaitScore) -> l
         f"| delay, in usual gaps (median of found) | {_median(s.delays_usual)} | |",
         f"| false alarms on stationary entities | {s.stationary_alarms} on {s.stationary} "
         f"entities = **{fa_q:.2f} per entity per quarter** | ≤ 1 |",
-        f"| ... of them fired outside working time (weekday-only entities) | "
-        f"{s.weekday_only_alarms_off_hours} | 0 caused by a night or weekend |",
+        f"| ... on weekday-only entities, fired outside working time | "
+        f"{s.weekday_only_alarms_off_hours} | |",
+        f"| ... on weekday-only entities, after under an hour of working time (caused by a "
+        f"night, weekend or holiday) | {s.weekday_only_alarms_off_time} | 0 |",
         f"| alerts before a planted stop | {s.alarms_before_stop} | |",
         f"| alerts on entities whose pace changes (slow-down, days off, vacation...) | "
         f"{s.changing_alarms} on {s.changing} entities | (not a goal; reported) |",

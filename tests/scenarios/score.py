@@ -23,7 +23,7 @@ from typing import Any
 from rhythm.processors.explode import explode
 from rhythm.processors.partition import PartitionProcessor
 from rhythm.processors.settings import ProcessorSettings, TenantSettings
-from rhythm.processors.signals.calendar import WORK
+from rhythm.processors.signals.calendar import HOUR_MS, WORK
 from rhythm.schemas.event import validate_record
 
 from .generate import Scenario, WaitLabel
@@ -103,6 +103,7 @@ class SilenceScore:
     stationary_alarms: int = 0
     stationary_quarters: float = 0.0
     weekday_only_alarms_off_hours: int = 0  # false alarms that fired outside working time
+    weekday_only_alarms_off_time: int = 0  # ...whose quiet held under an hour of working time
     changing: int = 0  # entities whose pace changes (not stationary, no stop)
     changing_alarms: int = 0
     alarms_before_stop: int = 0
@@ -191,6 +192,11 @@ def score_silence(scenario: Scenario, alerts: list[dict[str, Any]]) -> SilenceSc
         if label.weekday_only:
             out.weekday_only_alarms_off_hours += sum(
                 1 for a in found if cal.category(int(a["fired_at"])) != WORK
+            )
+            out.weekday_only_alarms_off_time += sum(
+                1
+                for a in found
+                if cal.split(int(a["last_event_at"]), int(a["fired_at"]))[0] < HOUR_MS
             )
     return out
 
