@@ -192,7 +192,7 @@ def test_the_rates_follow_the_calendar() -> None:
     times = poisson(rng, BERLIN, (10.0, 1.0, 0.0), 90)
     model = rhythm.start(times[0], RULE)
     for a, b in itertools.pairwise(times):
-        rhythm.observe_gap(model, a, b, RULE)
+        rhythm.observe_gap(model, a, b, RULE, BERLIN.split(a, b))
     work, evening, off = (r * HOUR_MS for r in rhythm.rates(model))
     assert 8 < work < 12 and 0.6 < evening < 1.5 and off < 0.05
 

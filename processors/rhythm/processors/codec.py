@@ -76,7 +76,7 @@ def _encode_rhythm(m: Rhythm | None) -> list[Any] | None:
         return None
     return [
         m.first_ms, m.counts, m.exposure, m.gaps, m.scored, m.over, m.excess, m.due_ms,
-        m.expected, m.per_quarter, m.chance, m.far, m.far_excess,
+        m.expected, m.per_quarter, m.chance, m.far, m.far_excess, m.armed,
     ]  # fmt: skip
 
 
@@ -86,7 +86,7 @@ def _decode_rhythm(f: list[Any] | None) -> Rhythm | None:
     return Rhythm(
         first_ms=f[0], counts=list(f[1]), exposure=list(f[2]), gaps=f[3], scored=f[4],
         over=f[5], excess=f[6], due_ms=f[7], expected=f[8], per_quarter=f[9], chance=f[10],
-        far=f[11], far_excess=f[12],
+        far=f[11], far_excess=f[12], armed=f[13],
     )  # fmt: skip
 
 

@@ -215,9 +215,11 @@ def next_due_ms(
     for window in state.windows.values():
         close = window.end_ms + cfg.lateness_ms
         candidates.append(close if window.dirty else close + cfg.late_retention_ms)
-    model = state.rhythm
-    if model is not None and model.due_ms is not None and state.silent_since_ms is None:
-        candidates.append(model.due_ms + cfg.lateness_ms + 1)
+    model, last = state.rhythm, state.last_ms
+    if model is not None and rule is not None and last is not None and model.armed:
+        when = rhythm.due(model, last, rule) if state.silent_since_ms is None else None
+        if when is not None:
+            candidates.append(when + cfg.lateness_ms + 1)
     return min(candidates) if candidates else None
 
 
@@ -237,15 +239,23 @@ def _finalize(
         gap = ts - last
         model = state.rhythm
         if model is not None and rule is not None:
-            if model.due_ms is not None and ts > model.due_ms and state.silent_since_ms is None:
-                # The quiet became a silence before this event ended it: the episode
-                # happened, whether or not the watermark saw its deadline pass live.
-                out.alerts.append(_silence(model, last, model.due_ms))
-                state.silent_since_ms = last
+            split = rule.calendar.split(last, ts)
+            # Λ >= c is necessary for ts > due: only then is the due time solved.
+            if (
+                model.armed
+                and state.silent_since_ms is None
+                and rhythm.gap_size(model, split) >= model.expected * (1 - 1e-9)
+            ):
+                when = rhythm.due(model, last, rule)
+                if when is not None and ts > when:
+                    # The quiet became a silence before this event ended it: the episode
+                    # happened, whether or not the watermark saw its deadline pass live.
+                    out.alerts.append(_silence(model, last, when))
+                    state.silent_since_ms = last
             if state.silent_since_ms is not None:
                 out.alerts.append(_resumed(model, last, ts))
                 state.silent_since_ms = None
-            rhythm.observe_gap(model, last, ts, rule)
+            rhythm.observe_gap(model, last, ts, rule, split)
         for size in cfg.window_sizes_ms:
             window = state.windows.get((size, window_start(ts, size)))
             if window is not None:
@@ -258,11 +268,11 @@ def _finalize(
 def _check_silence(
     state: EntityState, final_before: int, rule: SilenceRule | None, out: AdvanceResult
 ) -> None:
-    model = state.rhythm
-    if rule is None or model is None or state.silent_since_ms is not None:
+    model, last = state.rhythm, state.last_ms
+    if rule is None or model is None or last is None or state.silent_since_ms is not None:
         return
-    due, last = model.due_ms, state.last_ms
-    if due is None or last is None:
+    due = rhythm.due(model, last, rule)
+    if due is None:
         return
     # Silent at `due` only if every event before `due` is final (due < W - L) and none came.
     if due < final_before and not (state.pending and state.pending[0] <= due):

@@ -76,7 +76,8 @@ class Rhythm:
     excess: float = 0.0  # ... their Σ (Λ - 1)
     far: float = 0.0  # ... of which Λ > FAR
     far_excess: float = 0.0  # ... their Σ (Λ - FAR)
-    due_ms: int | None = None  # when the quiet after the last event becomes a silence
+    armed: bool = False  # history long enough: the quiet after the last event can alert
+    due_ms: int | None = None  # when it becomes a silence (computed when first asked)
     expected: float = 0.0  # c: the quiet, in expected events, that makes a silence
     per_quarter: float = 0.0  # N: the events expected in a quarter
     chance: float = 1.0  # P(a gap at least that quiet) per gap, by the learned tail
@@ -84,7 +85,6 @@ class Rhythm:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    due_ms: int
     expected_events: float
     events_per_quarter: float
     chance: float  # the chance of so long a quiet, per gap
@@ -109,13 +109,20 @@ def rates(model: Rhythm) -> tuple[float, float, float]:
     )
 
 
-def observe_gap(model: Rhythm, last: int, ts: int, rule: SilenceRule) -> None:
-    """The next final event came at `ts` after `last`: learn from the gap between them."""
+def gap_size(model: Rhythm, split: tuple[int, int, int]) -> float:
+    """Λ: the events the entity's current rates expected over a span split by the calendar."""
+    r = rates(model)
+    return r[0] * split[0] + r[1] * split[1] + r[2] * split[2]
+
+
+def observe_gap(
+    model: Rhythm, last: int, ts: int, rule: SilenceRule, split: tuple[int, int, int]
+) -> None:
+    """The next final event came at `ts` after `last` (the calendar's `split` of the span
+    between): learn from the gap."""
     cal, cfg = rule.calendar, rule.cfg
-    split = cal.split(last, ts)
     if model.gaps >= SCORE_AFTER_GAPS and last - model.first_ms >= SCORE_AFTER_MS:
-        r = rates(model)
-        size = r[0] * split[0] + r[1] * split[1] + r[2] * split[2]
+        size = gap_size(model, split)
         model.scored += 1.0
         if size > 1.0:
             model.over += 1.0
@@ -135,15 +142,28 @@ def observe_gap(model: Rhythm, last: int, ts: int, rule: SilenceRule) -> None:
     model.counts[cal.category(ts)] += 1.0
     model.gaps += 1
     verdict = judge(model, ts, rule)
-    model.due_ms = verdict.due_ms if verdict is not None else None
+    model.armed = verdict is not None
+    model.due_ms = None
     if verdict is not None:
         model.expected = verdict.expected_events
         model.per_quarter = verdict.events_per_quarter
         model.chance = verdict.chance
 
 
+def due(model: Rhythm, last: int, rule: SilenceRule) -> int | None:
+    """When the quiet after `last` (the entity's last event) becomes a silence, or None while
+    its history is too short. Solved on the calendar once per last event, when first asked:
+    most events are followed by another long before, and need no answer."""
+    if not model.armed:
+        return None
+    if model.due_ms is None:
+        solved = rule.calendar.solve(last, rates(model), model.expected)
+        model.due_ms = max(solved, last + rule.cfg.min_quiet_ms)
+    return model.due_ms
+
+
 def judge(model: Rhythm, last: int, rule: SilenceRule) -> Verdict | None:
-    """When the quiet after `last` becomes a silence; None while history is too short."""
+    """How quiet (in expected events) a silence is; None while history is too short."""
     cfg = rule.cfg
     if model.gaps < cfg.min_gaps or last - model.first_ms < cfg.min_span_ms:
         return None
@@ -162,9 +182,7 @@ def judge(model: Rhythm, last: int, rule: SilenceRule) -> Verdict | None:
         c = u + e * math.log(max(per_quarter * p / k, p / MAX_CHANCE_PER_GAP, 1.0))
         if c > expected:
             expected, chance = c, min(1.0, p * math.exp(-(c - u) / e))
-    due = rule.calendar.solve(last, r, expected)
     return Verdict(
-        due_ms=max(due, last + cfg.min_quiet_ms),
         expected_events=expected,
         events_per_quarter=per_quarter,
         chance=chance,
