@@ -1076,6 +1076,14 @@ class LocalKafka(_Kafka):
                 info["topics_error"] = str(exc)
         return info
 
+    def live_pid(self) -> int | None:
+        """The running broker's pid (None when none runs from this home)."""
+        return self._live_pid()
+
+    def exit_code(self) -> int | None:
+        """The exit code of the broker this object started, once it exited (else None)."""
+        return self._proc.poll() if self._proc is not None else None
+
     # -- process bookkeeping --------------------------------------------------------------
 
     def _alive(self, pid: int) -> bool:
