@@ -48,6 +48,7 @@ class UpStack:
             RHYTHM_KAFKA_LOCAL_PORT="0",
             RHYTHM_KAFKA_LOCAL_CONTROLLER_PORT="0",
             RHYTHM_KAFKA_LOCAL_HEAP="384m",
+            COLUMNS="250",  # the status table unwrapped
         )
         self.env.update(extra)
 
@@ -158,12 +159,16 @@ def test_every_part_sigkilled_in_turn_comes_back_and_keeps_processing(
         # events sent after the kill are processed and stored
         stack.send(round_ * batch, batch, tmp_path)
         total = (round_ + 1) * batch
-        wait_until(lambda t=total: stack.distinct_events() == t, 120, f"{total} events stored")
-        wait_until(
-            lambda: stack.status()["processors"].get("lag", {}).get("rhythm.events") == 0,
-            120,
-            "the processors caught up with the events topic",
-        )
+
+        def stored(total: int = total) -> bool:
+            return stack.distinct_events() == total
+
+        wait_until(stored, 120, f"{total} events stored")
+
+        def caught_up() -> bool:
+            return bool(stack.status()["processors"].get("lag", {}).get("rhythm.events") == 0)
+
+        wait_until(caught_up, 120, "the processors caught up with the events topic")
         assert f'rhythm_stack_part_restarts_total{{part="{part}"}} 1.0' in stack.metrics()
 
     text = stack.rhythm("status")
