@@ -44,7 +44,7 @@ class UpStack:
             RHYTHM_STACK_RESTART_BACKOFF_S="0.2",
             RHYTHM_STACK_RESTART_BACKOFF_MAX_S="2",
             RHYTHM_STACK_HEALTH_INTERVAL_S="1",
-            RHYTHM_STACK_HEALTH_GRACE_S="30",
+            RHYTHM_STACK_HEALTH_GRACE_S="10",
             RHYTHM_KAFKA_LOCAL_PORT="0",
             RHYTHM_KAFKA_LOCAL_CONTROLLER_PORT="0",
             RHYTHM_KAFKA_LOCAL_HEAP="384m",
@@ -170,6 +170,31 @@ def test_every_part_sigkilled_in_turn_comes_back_and_keeps_processing(
 
         wait_until(caught_up, 120, "the processors caught up with the events topic")
         assert f'rhythm_stack_part_restarts_total{{part="{part}"}} 1.0' in stack.metrics()
+
+    # a hung part (SIGSTOP: its /healthz stops answering) is restarted after the grace
+    hung = stack.status()["processors"]["pid"]
+    os.kill(int(hung), signal.SIGSTOP)
+
+    def unhealthy() -> bool:
+        p = stack.status()["processors"]
+        return p["running"] and p["pid"] == hung and p["health"]["ok"] is False
+
+    wait_until(unhealthy, 30, "rhythm status to say the hung processors are unhealthy")
+
+    def replaced() -> dict[str, Any] | None:
+        p = stack.status()["processors"]
+        ok = p["running"] and p["pid"] != hung and (p.get("health") or {}).get("ok") is True
+        return p if ok else None
+
+    p = wait_until(replaced, 120, "the hung processors replaced")
+    assert p["restarts"] == 2 and p["last_exit"]["reason"].startswith("unhealthy for 10 s")
+    stack.send(4 * batch, batch, tmp_path)
+
+    def all_stored() -> bool:
+        return stack.distinct_events() == 5 * batch
+
+    wait_until(all_stored, 120, "the events sent after the hang stored")
+    wait_until(caught_up, 120, "the processors caught up after the hang")
 
     text = stack.rhythm("status")
     assert text.returncode == 0, text.stdout

@@ -1080,9 +1080,15 @@ class LocalKafka(_Kafka):
         """The running broker's pid (None when none runs from this home)."""
         return self._live_pid()
 
-    def exit_code(self) -> int | None:
-        """The exit code of the broker this object started, once it exited (else None)."""
-        return self._proc.poll() if self._proc is not None else None
+    def exit_code(self, wait_s: float = 5.0) -> int | None:
+        """The exit code of the broker this object started, waiting up to ``wait_s`` for it
+        to be reaped (a dying broker's /proc entry empties before it can be); else None."""
+        if self._proc is None:
+            return None
+        try:
+            return self._proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            return None
 
     # -- process bookkeeping --------------------------------------------------------------
 

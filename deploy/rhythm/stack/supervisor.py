@@ -156,7 +156,7 @@ class Stack:
         for name, port in health.items():
             if port and parts[name]["running"]:  # what /healthz says now, not what it said
                 ok, detail = probe_health(f"http://127.0.0.1:{port}/healthz")
-                parts[name]["health"] = {"ok": ok, "detail": detail}
+                parts[name]["health"] = {"ok": bool(ok), "detail": detail}
         if parts["kafka"]["running"]:
             bootstrap = self.kafka.bootstrap
             parts["processors"]["lag"] = consumer_lag(
