@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from rhythm.stack.ports import free_ports
+from rhythm.stack.supervisor import _alive
 
 pytestmark = pytest.mark.integration
 
@@ -111,15 +112,6 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split()[2] != "Z"
-
-
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[UpStack]:
     s = UpStack(tmp_path / "stack")
@@ -199,9 +191,23 @@ def test_every_part_sigkilled_in_turn_comes_back_and_keeps_processing(
     text = stack.rhythm("status")
     assert text.returncode == 0, text.stdout
     assert "killed by SIGKILL" in text.stdout
-    pids = [
-        int(p) for p in (stack.status()[n]["pid"] for n in ("supervisor", "processors", "sink"))
-    ]
+    # the supervisor itself killed: the parts run on, status says so; `up` adopts them
+    last = stack.status()
+    os.kill(int(last["supervisor"]["pid"]), signal.SIGKILL)
+
+    def supervisor_gone() -> bool:
+        return not _alive(int(last["supervisor"]["pid"]))
+
+    wait_until(supervisor_gone, 10, "the supervisor gone")
+    orphaned = stack.rhythm("status", "--json", timeout=60)
+    assert orphaned.returncode == 3 and json.loads(orphaned.stdout)["processors"]["running"]
+    again = stack.rhythm("up")
+    assert again.returncode == 0, again.stdout + again.stderr
+    now = stack.status()
+    for name in ("kafka", "processors", "sink"):
+        assert now[name]["pid"] == last[name]["pid"], name  # adopted, not started twice
+    assert now["kafka"]["adopted"] is False  # started by this stack: `down` stops it
+    pids = [int(now[n]["pid"]) for n in ("supervisor", "processors", "sink")]
     stack.down()
     assert not any(_alive(p) for p in pids)
     assert stack.status()["kafka"]["running"] is False

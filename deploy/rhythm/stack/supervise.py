@@ -221,7 +221,6 @@ class Supervisor:
         s = self.stack.settings
         if s.supervisor_metrics_port:
             start_http_server(s.supervisor_metrics_port, "127.0.0.1", self._registry())
-        self.kafka_adopted = self.kafka.is_running()
         self._adopt_previous()
         log.info("supervisor %d up (home %s)", os.getpid(), self.stack.home)
         while not self.stopping:
@@ -250,7 +249,14 @@ class Supervisor:
         second copies (their exit code is then unknown)."""
         from rhythm.stack.supervisor import _alive
 
-        for name, old in self.stack._state().items():
+        previous = self.stack._state()
+        if "kafka" in previous:  # an earlier supervisor's stack: whether it adopted Kafka
+            self.kafka_adopted = bool(previous["kafka"].get("adopted"))
+        elif any(isinstance(v, dict) and v.get("pid") for v in previous.values()):
+            self.kafka_adopted = False  # a stack from before the supervisor started Kafka
+        else:  # a Kafka running already was started by `rhythm kafka up`
+            self.kafka_adopted = self.kafka.is_running()
+        for name, old in previous.items():
             pid = old.get("pid") if isinstance(old, dict) else None
             if name in ("kafka", "supervisor") or not isinstance(pid, int) or not _alive(pid):
                 continue

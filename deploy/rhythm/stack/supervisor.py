@@ -110,10 +110,10 @@ class Stack:
         return self.status()
 
     def down(self, timeout: float = 30.0) -> None:
-        state = self._state()
-        pid = state.get("supervisor", {}).get("pid")
+        pid = self._state().get("supervisor", {}).get("pid")
         if pid and _alive(pid):  # first, so that nothing is restarted while stopping
             _stop_group(pid, timeout)
+        state = self._state()  # as the supervisor left it
         # the sink last in, first out: it commits on TERM
         for name in ("prometheus", "sink", "processors"):
             pid = state.get(name, {}).get("pid")
