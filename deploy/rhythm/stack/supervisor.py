@@ -261,12 +261,14 @@ class Stack:
         log = self.logs / "supervisor.log"
         timeout = self.settings.start_timeout_s + self.kafka.settings.start_timeout_s
         deadline = time.monotonic() + timeout
+        names = ["kafka", "processors", "sink"]
+        if self._prometheus_wanted():
+            names.append("prometheus")
         while time.monotonic() < deadline:
             if (proc.poll() is not None) if proc is not None else not _alive(pid):
                 raise RuntimeError(f"the supervisor exited:\n{_tail(log)}")
             state = self._state()
             if state.get("supervisor", {}).get("pid") == pid:
-                names = ["kafka", *(p.name for p in self._parts(""))]
                 looping = [n for n in names if state.get(n, {}).get("crash_loop")]
                 if looping:
                     reasons = "; ".join(
