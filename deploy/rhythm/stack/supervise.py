@@ -17,6 +17,14 @@ Per part it records the pid, restart count, last exit (code or signal, reason, t
 crash-loop flag in `<home>/stack.json` (what `rhythm status` reads) and serves them as metrics
 on `supervisor_metrics_port` (`rhythm_stack_part_*`, scraped by the stack's Prometheus like the
 other parts' ports). SIGTERM stops the supervisor alone; `rhythm down` then stops the parts.
+
+Why not supervisord or a retry library: Kafka is restarted through LocalKafka/LocalKafkaCluster
+(same home and ports, node by node, adopting one from `rhythm kafka up`), which a generic
+process manager cannot do, and the backoff is one line in a poll loop that also reads
+/healthz; liveness and process-group stop are rhythm.stack.supervisor's `_alive`/`_stop_group`.
+Metrics go through prometheus_client on a port of the supervisor's own, the convention of the
+other parts (each serves /metrics; the generated Prometheus config scrapes the ports), so no
+textfile collector is needed.
 """
 
 from __future__ import annotations
