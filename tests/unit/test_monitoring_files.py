@@ -94,6 +94,7 @@ def test_rhythm_up_writes_a_valid_prometheus_config_for_its_ports(tmp_path: Path
             processor_metrics_port=19465,
             sink_metrics_port=19464,
             prometheus_port=19090,
+            supervisor_metrics_port=19466,
         )
     )
     (part,) = stack._prometheus_part()
@@ -107,6 +108,7 @@ def test_rhythm_up_writes_a_valid_prometheus_config_for_its_ports(tmp_path: Path
     assert targets == {
         "rhythm-processors": ["127.0.0.1:19465"],
         "rhythm-sink": ["127.0.0.1:19464"],
+        "rhythm-supervisor": ["127.0.0.1:19466"],
         "prometheus": ["127.0.0.1:19090"],
     }
     result = promtool("check", "config", str(config_path))

@@ -1076,6 +1076,20 @@ class LocalKafka(_Kafka):
                 info["topics_error"] = str(exc)
         return info
 
+    def live_pid(self) -> int | None:
+        """The running broker's pid (None when none runs from this home)."""
+        return self._live_pid()
+
+    def exit_code(self, wait_s: float = 5.0) -> int | None:
+        """The exit code of the broker this object started, waiting up to ``wait_s`` for it
+        to be reaped (a dying broker's /proc entry empties before it can be); else None."""
+        if self._proc is None:
+            return None
+        try:
+            return self._proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            return None
+
     # -- process bookkeeping --------------------------------------------------------------
 
     def _alive(self, pid: int) -> bool:

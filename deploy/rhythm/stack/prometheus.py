@@ -57,6 +57,7 @@ def render_config(
     processors: list[str],
     sinks: list[str],
     clients: tuple[str, ...] = (),
+    supervisors: tuple[str, ...] = (),
     prometheus: str | None = None,
     rule_files: tuple[str, ...] = ("rules.yml",),
     scrape_interval: str = "15s",
@@ -67,6 +68,7 @@ def render_config(
         ("rhythm-processors", list(processors)),
         ("rhythm-sink", list(sinks)),
         ("rhythm-clients", list(clients)),
+        ("rhythm-supervisor", list(supervisors)),
         ("prometheus", [prometheus] if prometheus else []),
     ]
     config: dict[str, Any] = {

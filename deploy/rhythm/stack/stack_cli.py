@@ -39,7 +39,9 @@ def down() -> None:
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Each part, its consumer lag and the processors' watermark. Exit 3 if a part is down."""
+    """Each part: running or not, what its /healthz says, restarts and last exit (from the
+    supervisor), consumer lag, the processors' watermark. Exit 3 if a part is down, failing
+    /healthz, or in a crash loop."""
     from rhythm.stack.supervisor import Stack
 
     parts = Stack().status()
@@ -47,8 +49,31 @@ def status(
         typer.echo(json.dumps(parts, indent=2, default=str))
     else:
         _print(parts)
-    if not all(p.get("running") for p in parts.values()):
+    if not all(_ok(p) for p in parts.values()):
         raise typer.Exit(3)
+
+
+def _ok(part: dict[str, Any]) -> bool:
+    healthy = (part.get("health") or {}).get("ok") is not False
+    return bool(part.get("running")) and healthy and not part.get("crash_loop")
+
+
+def _state(part: dict[str, Any]) -> str:
+    if part.get("crash_loop"):
+        return "[red]crash loop[/]"
+    if not part.get("running"):
+        return "[red]stopped[/]"
+    if (part.get("health") or {}).get("ok") is False:
+        return f"[red]unhealthy[/] ({part['health'].get('detail')})"
+    return "[green]running[/]"
+
+
+def _restarts(part: dict[str, Any]) -> str:
+    if not part.get("restarts") and not part.get("last_exit"):
+        return ""
+    last = part.get("last_exit") or {}
+    at = time.strftime("%H:%M:%S", time.localtime(last["at"])) if last.get("at") else ""
+    return f"{part.get('restarts', 0)}; last: {last.get('reason', '')} {at}".strip()
 
 
 def _print(parts: dict[str, Any]) -> None:
@@ -56,7 +81,7 @@ def _print(parts: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title="rhythm stack")
-    for column in ("part", "state", "pid", "lag (messages)", "details"):
+    for column in ("part", "state", "pid", "restarts", "lag (messages)", "details"):
         table.add_column(column)
     for name, part in parts.items():
         lag = part.get("lag")
@@ -70,10 +95,15 @@ def _print(parts: dict[str, Any]) -> None:
             details = str(part.get("http") or "")
         elif name == "prometheus":
             details = str(part.get("url") or "")
+        elif name == "supervisor":
+            details = str(part.get("metrics") or "")
+        if name == "kafka" and part.get("adopted"):
+            details += " (adopted from `rhythm kafka up`)"
         table.add_row(
             name,
-            "[green]running[/]" if part.get("running") else "[red]stopped[/]",
+            _state(part),
             str(part.get("pid") or ""),
+            _restarts(part),
             ", ".join(f"{t}={n}" for t, n in lag.items()) if lag else "",
             details,
         )

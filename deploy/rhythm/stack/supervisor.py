@@ -1,11 +1,16 @@
 """`rhythm up|down|status`: the local stack in the background, logs in one place.
 
-Parts, in start order: Kafka (rhythm.stack.kafka), the processor worker, the sink (which owns
-the embedded ClickHouse and serves its HTTP endpoint), and Prometheus when the `prometheus`
-binary is installed (rhythm.stack.prometheus: scrapes the parts' actual ports, data in
-`<home>/prometheus`). Each runs as its own process group with
-its log in `<home>/logs/<part>.log`; `<home>/stack.json` remembers their pids, so `up` is
-idempotent and `down` stops exactly what `up` started.
+Parts, in start order: Kafka (rhythm.stack.kafka; one already started by `rhythm kafka up`
+from `<home>/kafka`, one node or a cluster, is adopted), the processor worker, the sink (which
+owns the embedded ClickHouse and serves its HTTP endpoint), and Prometheus when the
+`prometheus` binary is installed (rhythm.stack.prometheus: scrapes the parts' actual ports,
+data in `<home>/prometheus`). `up` starts one detached supervisor process
+(rhythm.stack.supervise, log `<home>/logs/supervisor.log`) that starts the parts, each as its
+own process group with its log in `<home>/logs/<part>.log`, and restarts them when they exit
+or their /healthz keeps failing. `<home>/stack.json` (written by the supervisor) holds every
+part's pid, restarts, last exit and crash-loop flag, so `up` is idempotent, `status` shows
+them and `down` stops exactly what `up` started: the supervisor first, then the parts, then
+Kafka unless it was adopted.
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rhythm.sinks.settings import default_data_dir
 from rhythm.stack import prometheus
-from rhythm.stack.kafka import LocalKafka, LocalKafkaSettings
-from rhythm.stack.ports import port_open, wait_for_port
+from rhythm.stack.kafka import LocalKafkaSettings, open_local_kafka
+from rhythm.stack.ports import port_open
 
 PROCESSOR_GROUP = "rhythm-processors"
 SINK_GROUP = "rhythm-sink"
@@ -48,6 +53,20 @@ class StackSettings(BaseSettings):
         9090, ge=0, description="The local Prometheus (when installed); 0 = do not start it."
     )
     start_timeout_s: float = 90.0
+    supervisor_metrics_port: int = Field(
+        9466, ge=0, description="The supervisor's /metrics (restarts, crash loops); 0 = none."
+    )
+    restart_backoff_s: float = Field(1.0, gt=0, description="First delay before a restart.")
+    restart_backoff_max_s: float = Field(30.0, gt=0, description="The doubling delay's cap.")
+    crash_loop_restarts: int = Field(
+        5, ge=1, description="This many exits within crash_loop_window_s is a crash loop."
+    )
+    crash_loop_window_s: float = Field(300.0, gt=0)
+    health_grace_s: float = Field(
+        60.0, gt=0, description="A part whose /healthz fails this long is restarted."
+    )
+    health_interval_s: float = Field(5.0, gt=0, description="How often /healthz is asked.")
+    tick_s: float = Field(0.5, gt=0, description="How often the supervisor looks at the parts.")
 
 
 @dataclass
@@ -56,6 +75,7 @@ class Part:
     argv: list[str]
     env: dict[str, str]
     ready_port: int | None  # the part is up when this port opens
+    health_url: str | None = None  # its /healthz, watched by the supervisor
 
 
 class Stack:
@@ -64,55 +84,79 @@ class Stack:
         self.home = self.settings.home.resolve()
         self.logs = self.home / "logs"
         self.state_file = self.home / "stack.json"
-        self.kafka = LocalKafka(LocalKafkaSettings(home=self.home / "kafka"))
+        self.kafka = open_local_kafka(LocalKafkaSettings(home=self.home / "kafka"))
 
     # -- up / down -------------------------------------------------------------------------
 
     def up(self) -> dict[str, Any]:
+        """Start the supervisor (unless it runs) and wait until every part is ready, or is
+        in a crash loop (then RuntimeError: the supervisor keeps retrying it)."""
         self.logs.mkdir(parents=True, exist_ok=True)
-        bootstrap = self.kafka.up()
-        state = self._state()
-        for part in self._parts(bootstrap):
-            pid = state.get(part.name, {}).get("pid")
-            if pid and _alive(pid):
-                continue
-            log = (self.logs / f"{part.name}.log").open("ab")
-            proc = subprocess.Popen(
-                part.argv,
-                env=part.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=Path.cwd(),
-            )
-            state[part.name] = {"pid": proc.pid, "log": str(self.logs / f"{part.name}.log")}
-            self._save(state)
-            if part.ready_port is not None:
-                self._wait_ready(part, proc)
+        pid = self._state().get("supervisor", {}).get("pid")
+        proc = None
+        if not (pid and _alive(pid)):
+            with (self.logs / "supervisor.log").open("ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "rhythm.stack.supervise"],
+                    env=self._supervisor_env(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    cwd=Path.cwd(),
+                )
+            pid = proc.pid
+        self._wait_up(pid, proc)
         return self.status()
 
     def down(self, timeout: float = 30.0) -> None:
-        state = self._state()
+        pid = self._state().get("supervisor", {}).get("pid")
+        if pid and _alive(pid):  # first, so that nothing is restarted while stopping
+            _stop_group(pid, timeout)
+        state = self._state()  # as the supervisor left it
         # the sink last in, first out: it commits on TERM
         for name in ("prometheus", "sink", "processors"):
             pid = state.get(name, {}).get("pid")
             if pid and _alive(pid):
                 _stop_group(pid, timeout)
             state.pop(name, None)
-            self._save(state)
-        self.kafka.down()
+        adopted = bool(state.get("kafka", {}).get("adopted"))
+        state.pop("supervisor", None)
+        self._save(state)
+        if not adopted:  # a Kafka started by `rhythm kafka up` stays for `rhythm kafka down`
+            self.kafka.down()
 
     # -- status ----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        from rhythm.stack.supervise import probe_health
+
         state = self._state()
         kafka = self.kafka.status()
-        parts: dict[str, Any] = {"kafka": {"running": kafka.get("running", False), **kafka}}
+        sup = state.get("supervisor", {})
+        sup_pid = sup.get("pid")
+        sup_port = sup.get("metrics_port")
+        parts: dict[str, Any] = {
+            "supervisor": {
+                "running": bool(sup_pid and _alive(sup_pid)),
+                "pid": sup_pid,
+                "log": str(self.logs / "supervisor.log"),
+                "metrics": f"http://127.0.0.1:{sup_port}/metrics" if sup_port else None,
+            },
+            "kafka": {"running": kafka.get("running", False), **kafka},
+        }
         for name in ("processors", "sink"):
             pid = state.get(name, {}).get("pid")
             parts[name] = {"running": bool(pid and _alive(pid)), "pid": pid}
             parts[name]["log"] = state.get(name, {}).get("log")
+        health = {
+            "processors": self.settings.processor_metrics_port,
+            "sink": self.settings.sink_metrics_port,
+        }
+        for name, port in health.items():
+            if port and parts[name]["running"]:  # what /healthz says now, not what it said
+                ok, detail = probe_health(f"http://127.0.0.1:{port}/healthz")
+                parts[name]["health"] = {"ok": bool(ok), "detail": detail}
         if parts["kafka"]["running"]:
             bootstrap = self.kafka.bootstrap
             parts["processors"]["lag"] = consumer_lag(
@@ -139,6 +183,11 @@ class Stack:
             if port_open("127.0.0.1", self.settings.sink_http_port)
             else None
         )
+        for name, part in parts.items():  # what the supervisor recorded
+            recorded = state.get(name, {})
+            for key in ("restarts", "last_exit", "crash_loop", "state", "adopted"):
+                if key in recorded:
+                    part[key] = recorded[key]
         return parts
 
     # -- internals -------------------------------------------------------------------------
@@ -157,6 +206,7 @@ class Stack:
                     RHYTHM_PROCESSOR_METRICS_PORT=str(s.processor_metrics_port),
                 ),
                 s.processor_metrics_port or None,
+                _healthz(s.processor_metrics_port),
             ),
             Part(
                 "sink",
@@ -168,6 +218,7 @@ class Stack:
                     RHYTHM_SINK_METRICS_PORT=str(s.sink_metrics_port),
                 ),
                 s.sink_http_port or None,
+                _healthz(s.sink_metrics_port),
             ),
             *self._prometheus_part(),
         ]
@@ -183,11 +234,13 @@ class Stack:
             return []
         home = self.home / "prometheus"
         ports = (s.processor_metrics_port, s.sink_metrics_port)
+        sup = s.supervisor_metrics_port
         config = prometheus.write_config(
             home,
             prometheus.render_config(
                 processors=[f"127.0.0.1:{ports[0]}"] if ports[0] else [],
                 sinks=[f"127.0.0.1:{ports[1]}"] if ports[1] else [],
+                supervisors=(f"127.0.0.1:{sup}",) if sup else (),
                 prometheus=f"127.0.0.1:{s.prometheus_port}",
             ),
             prometheus.rules_text(),
@@ -195,18 +248,44 @@ class Stack:
         argv = prometheus.command(executable, config, home / "data", s.prometheus_port)
         return [Part("prometheus", argv, dict(os.environ), s.prometheus_port)]
 
-    def _wait_ready(self, part: Part, proc: subprocess.Popen[bytes]) -> None:
-        assert part.ready_port is not None
-        deadline = time.monotonic() + self.settings.start_timeout_s
+    def _supervisor_env(self) -> dict[str, str]:
+        """The environment plus this object's settings, which the supervisor reads back."""
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        for key, value in self.settings.model_dump().items():
+            env[f"RHYTHM_STACK_{key.upper()}"] = str(value)
+        return env
+
+    def _wait_up(self, pid: int, proc: subprocess.Popen[bytes] | None) -> None:
+        """Until the supervisor reports Kafka and every part ready; RuntimeError when it
+        exits, a part is in a crash loop, or the time is up."""
+        log = self.logs / "supervisor.log"
+        timeout = self.settings.start_timeout_s + self.kafka.settings.start_timeout_s
+        deadline = time.monotonic() + timeout
+        names = ["kafka", "processors", "sink"]
+        if self._prometheus_wanted():
+            names.append("prometheus")
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                tail = _tail(self.logs / f"{part.name}.log")
-                raise RuntimeError(f"{part.name} exited with {proc.returncode}:\n{tail}")
-            if wait_for_port("127.0.0.1", part.ready_port, timeout=1.0):
-                return
+            if (proc.poll() is not None) if proc is not None else not _alive(pid):
+                raise RuntimeError(f"the supervisor exited:\n{_tail(log)}")
+            state = self._state()
+            if state.get("supervisor", {}).get("pid") == pid:
+                looping = [n for n in names if state.get(n, {}).get("crash_loop")]
+                if looping:
+                    reasons = "; ".join(
+                        f"{n}: {(state[n].get('last_exit') or {}).get('reason')}, "
+                        f"{state[n].get('restarts')} restarts (log {state[n].get('log')})"
+                        for n in looping
+                    )
+                    raise RuntimeError(
+                        f"crash loop: {reasons}\n{_tail(Path(state[looping[0]]['log']))}\n"
+                        "The supervisor keeps restarting it with backoff; see `rhythm status`, "
+                        "fix the cause or `rhythm down`."
+                    )
+                if all(state.get(n, {}).get("ready") for n in names):
+                    return
+            time.sleep(0.2)
         raise RuntimeError(
-            f"{part.name} not ready after {self.settings.start_timeout_s:.0f}s; "
-            f"see {self.logs / (part.name + '.log')}"
+            f"the stack is not ready after {timeout:.0f}s; see `rhythm status` and {self.logs}"
         )
 
     def _state(self) -> dict[str, Any]:
@@ -286,6 +365,10 @@ def _stop_group(pid: int, timeout: float) -> None:
         time.sleep(0.1)
     if _alive(pid):
         os.killpg(pid, signal.SIGKILL)
+
+
+def _healthz(port: int) -> str | None:
+    return f"http://127.0.0.1:{port}/healthz" if port else None
 
 
 def _tail(path: Path, lines: int = 30) -> str:
