@@ -6,7 +6,7 @@ happened (an entity stopped, a customer's message was never answered, ...). READ
 folder documents every behaviour, parameter and label.
 
     scenario = generate(seed=1, size="small")          # ~12 days, ~30k events
-    scenario = generate(seed=1, size="large")          # 91 days, ~900k events
+    scenario = generate(seed=1, size="large")          # 91 days, ~700k events
     write_jsonl(scenario, "events.jsonl"); json.dump(labels_json(scenario), ...)
 
 CLI: `python -m tests.scenarios.generate --size large --seed 1 --out DIR`.
@@ -247,13 +247,13 @@ def _kinds(profile: str, variant: str) -> list[KindSpec]:
         reply_verb = "sent" if b else "replied"  # b's mail integration logs replies as `sent`
         return [
             KindSpec(
-                "support_email",
-                "email",
-                "email",
-                "outside",
-                "contact",
-                "support",
-                "business",
+                name="support_email",
+                style="email",
+                channel="email",
+                starter="outside",
+                outside_type="contact",
+                staff="support",
+                clock="business",
                 reply_median_min=110 if b else 75,
                 reply_sigma=0.8,
                 cust_median_min=180,
@@ -270,13 +270,13 @@ def _kinds(profile: str, variant: str) -> list[KindSpec]:
                 tags=("support",),
             ),
             KindSpec(
-                "ticket",
-                "ticket",
-                "ticket",
-                "outside",
-                "contact",
-                "tickets",
-                "business",
+                name="ticket",
+                style="ticket",
+                channel="ticket",
+                starter="outside",
+                outside_type="contact",
+                staff="tickets",
+                clock="business",
                 reply_median_min=200 if b else 150,
                 reply_sigma=0.6,
                 cust_median_min=300,
@@ -293,13 +293,13 @@ def _kinds(profile: str, variant: str) -> list[KindSpec]:
                 tags=("support", "helpdesk"),
             ),
             KindSpec(
-                "sales_inbound",
-                "email",
-                "email",
-                "outside",
-                "customer",
-                "sales",
-                "business",
+                name="sales_inbound",
+                style="email",
+                channel="email",
+                starter="outside",
+                outside_type="customer",
+                staff="sales",
+                clock="business",
                 reply_median_min=240 if b else 180,
                 reply_sigma=0.9,
                 cust_median_min=240,
@@ -316,13 +316,13 @@ def _kinds(profile: str, variant: str) -> list[KindSpec]:
                 tags=("sales",),
             ),
             KindSpec(
-                "sales_outreach",
-                "email",
-                "email",
-                "ours",
-                "customer",
-                "sales",
-                "business",
+                name="sales_outreach",
+                style="email",
+                channel="email",
+                starter="ours",
+                outside_type="customer",
+                staff="sales",
+                clock="business",
                 reply_median_min=240 if b else 180,
                 reply_sigma=0.9,
                 cust_median_min=600,
@@ -343,13 +343,13 @@ def _kinds(profile: str, variant: str) -> list[KindSpec]:
     if profile == "chat_support":
         return [
             KindSpec(
-                "chat",
-                "chat",
-                "chat",
-                "outside",
-                "contact",
-                "chat",
-                "wall",
+                name="chat",
+                style="chat",
+                channel="chat",
+                starter="outside",
+                outside_type="contact",
+                staff="chat",
+                clock="wall",
                 reply_median_min=4.0 if b else 2.5,
                 reply_sigma=0.7,
                 cust_median_min=1.5,
@@ -372,13 +372,13 @@ def _kinds(profile: str, variant: str) -> list[KindSpec]:
                 tags=("support", "live-chat"),
             ),
             KindSpec(
-                "support_email",
-                "email",
-                "email",
-                "outside",
-                "contact",
-                "support",
-                "business",
+                name="support_email",
+                style="email",
+                channel="email",
+                starter="outside",
+                outside_type="contact",
+                staff="support",
+                clock="business",
                 reply_median_min=180 if b else 240,
                 reply_sigma=0.7,
                 cust_median_min=240,
@@ -396,13 +396,13 @@ def _kinds(profile: str, variant: str) -> list[KindSpec]:
                 tags=("support",),
             ),
             KindSpec(
-                "internal_chat",
-                "internal",
-                "chat",
-                "ours",
-                "user",
-                "internal",
-                "business",
+                name="internal_chat",
+                style="internal",
+                channel="chat",
+                starter="ours",
+                outside_type="user",
+                staff="internal",
+                clock="business",
                 reply_median_min=30,
                 reply_sigma=1.0,
                 cust_median_min=30,
@@ -421,13 +421,13 @@ def _kinds(profile: str, variant: str) -> list[KindSpec]:
     if profile == "tickets":
         return [
             KindSpec(
-                "ticket",
-                "ticket",
-                "ticket",
-                "outside",
-                "contact",
-                "tickets",
-                "business",
+                name="ticket",
+                style="ticket",
+                channel="ticket",
+                starter="outside",
+                outside_type="contact",
+                staff="tickets",
+                clock="business",
                 reply_median_min=180 if b else 240,
                 reply_sigma=0.5,
                 cust_median_min=360,
@@ -447,13 +447,13 @@ def _kinds(profile: str, variant: str) -> list[KindSpec]:
     # tiny_email
     return [
         KindSpec(
-            "email",
-            "email",
-            "email",
-            "outside",
-            "contact",
-            "support",
-            "business",
+            name="email",
+            style="email",
+            channel="email",
+            starter="outside",
+            outside_type="contact",
+            staff="support",
+            clock="business",
             reply_median_min=240 if b else 300,
             reply_sigma=0.9,
             cust_median_min=240,
@@ -743,115 +743,22 @@ class _Sink:
 # -- names and ids ------------------------------------------------------------------------------
 
 _FIRST = [
-    "anna",
-    "ben",
-    "carla",
-    "dmitri",
-    "elena",
-    "farid",
-    "grace",
-    "hiro",
-    "ines",
-    "jon",
-    "kenji",
-    "lena",
-    "marco",
-    "nadia",
-    "omar",
-    "priya",
-    "quinn",
-    "rosa",
-    "sven",
-    "tara",
-    "umar",
-    "vera",
-    "wei",
-    "ximena",
-    "yusuf",
-    "zoe",
-    "aiko",
-    "bruno",
-    "chloe",
-    "diego",
-    "emma",
-    "felix",
-    "gita",
-    "hana",
-    "ivan",
-    "julia",
-    "karim",
-    "lucia",
-    "mateo",
-    "noor",
-    "olga",
-    "paul",
-    "rin",
-    "sara",
-    "tomas",
-    "uma",
-    "viktor",
-    "wen",
-    "yara",
-]
+    "anna", "ben", "carla", "dmitri", "elena", "farid", "grace", "hiro", "ines", "jon",
+    "kenji", "lena", "marco", "nadia", "omar", "priya", "quinn", "rosa", "sven", "tara",
+    "umar", "vera", "wei", "ximena", "yusuf", "zoe", "aiko", "bruno", "chloe", "diego", "emma",
+    "felix", "gita", "hana", "ivan", "julia", "karim", "lucia", "mateo", "noor", "olga",
+    "paul", "rin", "sara", "tomas", "uma", "viktor", "wen", "yara",
+]  # fmt: skip
 _LAST = [
-    "smith",
-    "mueller",
-    "tanaka",
-    "cohen",
-    "garcia",
-    "novak",
-    "rossi",
-    "kim",
-    "nguyen",
-    "schmidt",
-    "sato",
-    "levi",
-    "martin",
-    "kowalski",
-    "silva",
-    "jensen",
-    "brown",
-    "weber",
-    "suzuki",
-    "mizrahi",
-    "lopez",
-    "fischer",
-    "ito",
-    "katz",
-    "dubois",
-    "berg",
-    "costa",
-    "meyer",
-    "yamamoto",
-    "peretz",
-    "okafor",
-    "haddad",
-    "lindqvist",
-    "moreau",
-    "patel",
-]
+    "smith", "mueller", "tanaka", "cohen", "garcia", "novak", "rossi", "kim", "nguyen",
+    "schmidt", "sato", "levi", "martin", "kowalski", "silva", "jensen", "brown", "weber",
+    "suzuki", "mizrahi", "lopez", "fischer", "ito", "katz", "dubois", "berg", "costa", "meyer",
+    "yamamoto", "peretz", "okafor", "haddad", "lindqvist", "moreau", "patel",
+]  # fmt: skip
 _SYL = [
-    "nor",
-    "ka",
-    "tel",
-    "vex",
-    "lum",
-    "ari",
-    "bri",
-    "zen",
-    "pol",
-    "mar",
-    "sol",
-    "dyn",
-    "qua",
-    "tri",
-    "fer",
-    "hal",
-    "ost",
-    "vin",
-    "cor",
-    "pex",
-]
+    "nor", "ka", "tel", "vex", "lum", "ari", "bri", "zen", "pol", "mar", "sol", "dyn", "qua",
+    "tri", "fer", "hal", "ost", "vin", "cor", "pex",
+]  # fmt: skip
 _TLD = ["com", "io", "de", "co.jp", "net", "co.uk", "fr", "com.au"]
 
 
@@ -863,7 +770,7 @@ class _Ids:
         self.rng = rng
         self.used: set[str] = set()
 
-    def _unique(self, make: Callable[[], str]) -> str:
+    def unique(self, make: Callable[[], str]) -> str:
         for _ in range(1000):
             candidate = make()
             if candidate not in self.used:
@@ -874,25 +781,25 @@ class _Ids:
     def person(self) -> str:
         r, style = self.rng, self.spec.id_style
         if style == "num":
-            return self._unique(lambda: f"emp-{r.randrange(10000, 99999)}")
+            return self.unique(lambda: f"emp-{r.randrange(10000, 99999)}")
         if style == "hex":
-            return self._unique(lambda: f"u-{_hex(r, 6)}")
+            return self.unique(lambda: f"u-{_hex(r, 6)}")
 
         def make() -> str:
             digit = r.choice(["", "", "", str(r.randrange(2, 9))])
             return f"{r.choice(_FIRST)}.{r.choice(_LAST)}{digit}@{self.spec.domain}"
 
-        return self._unique(make)
+        return self.unique(make)
 
     def staff(self, pool: str) -> str:
         r = self.rng
         if self.spec.id_style == "email":
             return self.person()
-        return self._unique(lambda: f"{pool[:3]}-{r.randrange(100, 999)}")
+        return self.unique(lambda: f"{pool[:3]}-{r.randrange(100, 999)}")
 
     def account(self) -> str:
         r = self.rng
-        return self._unique(lambda: f"acct-{r.randrange(1000, 999999)}")
+        return self.unique(lambda: f"acct-{r.randrange(1000, 999999)}")
 
     def company_domain(self) -> str:
         r = self.rng
@@ -901,17 +808,17 @@ class _Ids:
             suffix = r.choice(["", "-labs", "-group", "ware"])
             return f"{r.choice(_SYL)}{r.choice(_SYL)}{suffix}.{r.choice(_TLD)}"
 
-        return self._unique(make)
+        return self.unique(make)
 
     def contact(self, domain: str) -> str:
         r = self.rng
         if r.random() < 0.3:
-            return self._unique(lambda: f"c-{r.randrange(100000, 9999999)}")
-        return self._unique(lambda: f"{r.choice(_FIRST)}.{r.choice(_LAST)}@{domain}")
+            return self.unique(lambda: f"c-{r.randrange(100000, 9999999)}")
+        return self.unique(lambda: f"{r.choice(_FIRST)}.{r.choice(_LAST)}@{domain}")
 
     def thing(self, prefix: str, n: int = 8) -> str:
         r = self.rng
-        return self._unique(lambda: f"{prefix}-{_hex(r, n)}")
+        return self.unique(lambda: f"{prefix}-{_hex(r, n)}")
 
 
 # -- activity vocabularies --------------------------------------------------------------------
@@ -973,40 +880,15 @@ _B_SYNONYMS = {
     "edited": "modified", "posted": "messaged", "viewed": "accessed", "logged_in": "signed_in",
     "synced": "imported", "joined": "attended", "searched": "queried", "commented": "annotated",
 }  # fmt: skip
-_OBJECT_POOL = {
-    "document": 400,
-    "dashboard": 40,
-    "spreadsheet": 120,
-    "deal": 300,
-    "account_record": 300,
-    "kb_article": 200,
-    "report": 60,
-    "request": 10**6,
-    "pull_request": 5000,
-    "task": 5000,
-    "ticket": 20000,
-    "invoice": 10**6,
-    "meeting": 10**6,
-    "call": 10**6,
-    "quote": 10**6,
-    "chat_message": 10**9,
-    "session": 10**9,
-    "page": 2000,
-    "site": 1,
-    "link": 3000,
-    "product": 500,
-    "catalog": 1,
-    "api_endpoint": 80,
-    "file": 3000,
-    "community_post": 2000,
-    "proposal": 50,
-    "design": 50,
-    "dataset": 20,
-    "repository": 30,
-    "mailbox": 50,
-    "database": 5,
+_OBJECT_POOL = {  # ids are drawn from pools this big (1: a single object)
+    "document": 400, "dashboard": 40, "spreadsheet": 120, "deal": 300, "account_record": 300,
+    "kb_article": 200, "report": 60, "request": 10**6, "pull_request": 5000, "task": 5000,
+    "ticket": 20000, "invoice": 10**6, "meeting": 10**6, "call": 10**6, "quote": 10**6,
+    "chat_message": 10**9, "session": 10**9, "page": 2000, "site": 1, "link": 3000, "product":
+    500, "catalog": 1, "api_endpoint": 80, "file": 3000, "community_post": 2000, "proposal":
+    50, "design": 50, "dataset": 20, "repository": 30, "mailbox": 50, "database": 5,
     "endpoint": 30,
-}
+}  # fmt: skip
 
 
 def _actions(
@@ -1179,7 +1061,7 @@ class _Gen:
         total_w = cum_w[-1]
         team = rng.randrange(12)
         project: Entity = ("project", f"prj-{spec.name[:3]}-{team}")
-        tags = [f"team-{team}"] if spec.name in ("globex", "northwind") else None
+        tags = [f"team-{team}"] if spec.profile == "chat_support" else None
         change_at, factor = self._pace_change(rng, mode)
         plan = _Plan(
             spec.name,
@@ -1216,9 +1098,11 @@ class _Gen:
                 and not cal.weekday_ok[i - 1]
                 and lo_ms <= cal.midnights[i] <= hi_ms
             ]
-            if starts:
+            if starts:  # a whole working week off, both weekends around it too
                 i = rng.choice(starts)
                 plan.stop_at, plan.resume_at = cal.midnights[i], cal.midnights[i + 7]
+            else:  # the span is too short for one: an ordinary worker
+                plan.stationary, plan.pattern = True, "office_worker_stationary"
         elif mode == "left":
             plan.stop_window = self.window(21, 14) if self.large else self.window(7.6, 3.4)
         times: list[tuple[int, int]] = []
@@ -1309,8 +1193,10 @@ class _Gen:
         first = len(self.sink.items)
         ids = self.ids[spec.name]
         lo, hi = (2 / 7, 150.0) if self.variant == "b" else (3 / 7, 100.0)
-        if mode in ("stop", "taper"):
+        if mode == "stop":
             lo = 3.0 if not self.large else 0.7
+        elif mode == "taper":  # still a few events a day at the end of the decline
+            lo = 5.0
         rate = _loguniform(rng, lo, hi) * spec.pace  # per day
         change_at, factor = self._pace_change(rng, mode, rng.choice([0.5, 0.33]))
         contacts: list[Entity] = []
@@ -1345,7 +1231,7 @@ class _Gen:
         if mode == "stop":
             plan.stop_window = self.window(21 if self.large else 5.5, margin)
         elif mode == "taper":
-            lo_ms, hi_ms = self.window(35, margin)
+            lo_ms, hi_ms = self.window(35, 20)
             plan.stop_at = rng.randrange(lo_ms, hi_ms)
             plan.taper_from = plan.stop_at - 14 * DAY_MS
         peak = rate * (2.0 if mode == "speedup" else 1.0) / DAY_MS
@@ -1614,7 +1500,7 @@ def _worker_weights(h0: int, h1: int, shift: float, evening: float) -> list[floa
         elif x < h1 + 1.0:
             v = 1.0 - 0.6 * (x - h1)
         elif h < 23.0:
-            v = 0.06 * evening * (1.4 if 20.0 <= h < 22.0 else 1.0)
+            v = 0.12 * evening * (1.4 if 20.0 <= h < 22.0 else 1.0)
         else:
             v = 0.0
         out.append(v)
@@ -1792,7 +1678,7 @@ class _Conversations:
         if kind.msg_type == "email":
             return ("email", f"<{_hex(r, 12)}.{_hex(r, 6)}@mail.{self.spec.domain}>")
         if kind.msg_type == "comment":
-            return ("comment", f"cmt-{r.randrange(10**7, 10**8)}")
+            return ("comment", self.ids.unique(lambda: f"cmt-{r.randrange(10**7, 10**8)}"))
         return (kind.msg_type, f"msg-{_hex(r, 12)}")
 
     def thread(self, kind: KindSpec, t0: int) -> _Thread | None:
@@ -1804,11 +1690,10 @@ class _Conversations:
         pool = self.staff[kind.staff]
         owner = r.choice(pool)
         prefix = {"email": "thr", "ticket": "TCK", "chat": "conv"}[kind.style]
-        context = (
-            f"{prefix}-{r.randrange(10**6, 10**7)}"
-            if kind.style == "ticket"
-            else f"{prefix}-{_hex(r, 12)}"
-        )
+        if kind.style == "ticket":
+            context = self.ids.unique(lambda: f"{prefix}-{r.randrange(10**6, 10**7)}")
+        else:
+            context = self.ids.unique(lambda: f"{prefix}-{_hex(r, 12)}")
         th = _Thread(self.g, self.spec, kind, context, account)
         irt = kind.in_reply_to_p
 
