@@ -1,6 +1,6 @@
 """The scenario generator: deterministic, valid events, labels consistent with the events.
 
-Fast (a few seconds): the "small" size only. RHYTHM_SCENARIOS_LARGE=1 also checks "large"
+Fast (a few seconds): the "small" size only; `-m long` also checks "large"
 seed 1 with the same consistency checks (about a minute).
 """
 
