@@ -28,6 +28,7 @@ ALERTS = {
     "RhythmDeadLetters",
     "RhythmClientDroppingEvents",
     "RhythmSlowRecovery",
+    "RhythmPartCrashLoop",
 }
 
 
