@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rhythm.producers import Client, ClientSettings, KafkaSettings
@@ -325,3 +325,41 @@ def test_a_worker_killed_many_times_gives_the_same_results(
         _stop(proc)
     check_signals(hurt_signals, reference)
     check_alerts(hurt.alerts(), w)
+
+
+def test_poison_on_the_updates_topic_is_dead_lettered_and_the_partitions_go_on(
+    pipeline: Pipeline,
+) -> None:
+    """Messages on the internal updates topic that stage 2 cannot apply (not JSON, the wrong
+    shape, wrong types) go to the dead letters with their offsets; every window of the real
+    workload is still emitted exactly."""
+    now = int(time.time() * 1000)
+    w = generate(now, seed=31, users=6, threads=20)
+    reference = reference_signals(w.events, WINDOWS_MS)
+    proc = pipeline.start()
+    try:
+        admin = AdminClient({"bootstrap.servers": pipeline.bootstrap})
+        deadline = time.monotonic() + 60  # the worker creates its internal topic at start
+        while pipeline.topics["updates"] not in admin.list_topics(timeout=10).topics:
+            assert time.monotonic() < deadline, "the worker never created its updates topic"
+            time.sleep(0.2)  # a poll interval: the loop waits on the topic's existence
+        poison = [b"not json at all", b'{"p": 0, "u": [["k", "noon", 1.0, 0, 1]]}', b"[1, 2]"]
+        producer = Producer({"bootstrap.servers": pipeline.bootstrap})
+        for partition in range(4):
+            for value in poison:
+                producer.produce(pipeline.topics["updates"], value, partition=partition)
+        assert producer.flush(30) == 0
+        pipeline.send(w.arrivals)
+        got = wait_for_windows(pipeline, expected_closed(reference, now - 60_000))
+    finally:
+        _stop(proc)
+    check_signals(got, reference)
+    dead = [
+        json.loads(payload(m)) for m in read_topic(pipeline.bootstrap, pipeline.topics["dead"], 12)
+    ]
+    refused = [d for d in dead if d["reason"] == "invalid_update"]
+    assert len(refused) == 12, dead
+    assert {(d["topic"], d["partition"]) for d in refused} == {
+        (pipeline.topics["updates"], p) for p in range(4)
+    }
+    assert {bytes.fromhex(d["value_hex"]) for d in refused} == set(poison)

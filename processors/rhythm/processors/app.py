@@ -33,7 +33,7 @@ from rhythm.processors.holes import OffsetGuard, deliverable
 from rhythm.processors.metrics import ProcessorMetrics
 from rhythm.processors.partition import WATERMARKS_PREFIX, PartitionProcessor
 from rhythm.processors.settings import ProcessorSettings
-from rhythm.processors.stage1 import SourcePartition, Stage1Config, Stage1Output
+from rhythm.processors.stage1 import DeadLetter, SourcePartition, Stage1Config, Stage1Output
 from rhythm.schemas.outputs import alert_id, signal_key
 
 log = logging.getLogger("rhythm.processors")
@@ -338,12 +338,32 @@ class Processors:
                 proc = self._partition(partition)
                 signals: list[dict[str, Any]] = []
                 alerts: list[dict[str, Any]] = []
+                pending: list[Awaitable[Any]] = []
                 for event in group:
-                    out = proc.apply(loads(event.message.value or b"{}"))
+                    value = event.message.value or b""
+                    try:
+                        out = proc.apply(loads(value))
+                    except Exception as exc:  # poison must not stop the partition
+                        dead = DeadLetter(
+                            "invalid_update", partition, event.message.offset, value,
+                            f"{type(exc).__name__}: {exc}"[:500],
+                        )  # fmt: skip
+                        log.error(
+                            "%s[%d]@%d cannot be applied (%s): dead-lettered",
+                            s.updates_topic, partition, dead.offset, dead.detail,
+                        )  # fmt: skip
+                        self.metrics.dead_letter(dead.reason)
+                        pending.append(
+                            await self._send(
+                                self.dead_letters,
+                                _dead_letter(s.updates_topic, dead),
+                                key=dead.reason.encode(),
+                            )
+                        )
+                        continue
                     signals.extend(out.signals)
                     alerts.extend(out.alerts)
                     self.metrics.stage2(partition, out)
-                pending: list[Awaitable[Any]] = []
                 for signal in signals:
                     pending.append(
                         await self._send(

@@ -23,7 +23,9 @@ DUPLICATES = Counter(
     ["stage"],
 )
 DEAD_LETTERS = Counter(
-    "rhythm_processor_dead_letters_total", "Events refused by stage 1, by reason.", ["reason"]
+    "rhythm_processor_dead_letters_total",
+    "Messages refused (events by stage 1, updates stage 2 cannot apply), by reason.",
+    ["reason"],
 )
 LATE = Counter(
     "rhythm_processor_late_events_total",
@@ -151,6 +153,9 @@ class ProcessorMetrics:
 
     def hole(self, stage_input: str) -> None:
         HOLES.labels(stage_input).inc()
+
+    def dead_letter(self, reason: str) -> None:
+        DEAD_LETTERS.labels(reason).inc()
 
     def stage2(self, partition: int, out: Output) -> None:
         if out.duplicates:
