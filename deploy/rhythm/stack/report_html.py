@@ -113,8 +113,9 @@ def _silences(report: Report, charts: bool) -> list[str]:
     off = len(headers) - 7
     out = [
         "<h2>Gone quiet against their own rhythm</h2>",
-        '<p class="sub">Open silence alerts: the entity has been quiet for more than its rule '
-        "allows (twice its 95th-percentile gap), and nothing since. Accounts first.</p>",
+        '<p class="sub">Open silence alerts: the entity has been quiet longer than its own rhythm '
+        "makes likely (its rates in working hours, evenings and days off; at most a chance "
+        "alarm a quarter), and nothing since. Accounts first.</p>",
         _table(headers, rows, {off + 3, off + 4, off + 5, off + 6}),
     ]
     if len(quiet) > MAX_ROWS:

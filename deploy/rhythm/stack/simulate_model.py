@@ -2,11 +2,10 @@
 
 People and accounts keep a *steady* pace until the end (now): every gap between two of their
 events is the person's own pace × uniform(0.5, 1.5) × a mild daily swing (±35 %, slowest in
-their night). So the longest gap is about 2 × the pace while the 95th percentile of gaps is
-above 1.2 × the pace: the silence rule (quiet for more than 2 × the p95 gap) never fires for
-them, mid-history or at the end. Real people sleep and take weekends; a rule that learns one
-p95 gap per entity would call all of them silent every night, so the simulation keeps the
-rhythm round the clock on purpose (a property of the rule, not of the data we want to show).
+their night), round the clock. That shape dates from a silence rule that could not tell a
+night from a silence; the rule now can (business calendars), but the simulation is kept as
+it is for `make run`'s report. How the rules do on people who sleep, take weekends and go on
+holiday is measured on tests/scenarios, a generator written apart from the rules.
 
 Planted here (the manifest records them): accounts that go quiet (every event of the account,
 its users and its contacts stops days before the end), and movers whose pace or purchase
