@@ -6,7 +6,7 @@ import copy
 import random
 from typing import Any
 
-from rhythm.processors.codec import loads
+from rhythm.processors.codec import dumps, encode_batch, loads
 from rhythm.processors.explode import EntityKey, entity_keys, partition_for
 from rhythm.processors.partition import PartitionProcessor
 from rhythm.processors.signals.conversation import ReplyConfig
@@ -205,3 +205,36 @@ def test_the_due_time_of_every_entity_stays_what_next_due_ms_says() -> None:
     restored = PartitionProcessor(0, 1, SIG, ReplyConfig())
     restored.restore(proc.take_dirty())
     assert restored.open_windows() == proc.open_windows() > 0
+
+
+def test_a_batch_at_the_contracts_maxima_is_split_under_the_message_limit() -> None:
+    """2,000 events with 256-character ids, 32 tags of 64 characters and a thread each: the
+    stage 1 messages are megabytes; split, each part is under the limit, only the last part
+    moves the watermark, and stage 2 ends exactly where the unsplit message leaves it."""
+    rng = random.Random(4)
+    source = SourcePartition(0, CFG)
+    batch: list[tuple[int, bytes | None]] = []
+    for i in range(2000):
+        tags = [f"{rng.randrange(10**6):06d}-" + "t" * 57 for _ in range(32)]
+        batch.append(
+            (i, wire(NOW + i * 100, actor="a" * 250 + f"{i % 50:06d}", tags=tags,
+                     context_id="c" * 250 + f"{i % 7:06d}", object=("doc", "d" * 256),
+                     target=("account", "x" * 256), channel="email"))
+        )  # fmt: skip
+    out = source.process(batch, NOW + 300_000, 0.0)
+    for k, message in out.messages.items():
+        parts = encode_batch(message, 200_000)
+        assert len(dumps(message)) > 1_000_000 and len(parts) > 5
+        assert all(len(p) <= 200_000 for p in parts)
+        decoded = [loads(p) for p in parts]
+        assert ["wm" in d for d in decoded] == [False] * (len(parts) - 1) + [True]
+        assert sum(len(d.get("u", ())) + len(d.get("c", ())) for d in decoded) == len(
+            message.get("u", ())
+        ) + len(message.get("c", ()))
+        whole = PartitionProcessor(k, 1, SIG, ReplyConfig())
+        split = PartitionProcessor(k, 1, SIG, ReplyConfig())
+        expected = whole.apply(loads(dumps(message)))
+        got = [split.apply(d) for d in decoded]
+        assert all(o.signals == [] for o in got[:-1]) and split.watermark == whole.watermark
+        assert [s for o in got for s in o.signals] == expected.signals
+        assert sorted(split.take_dirty()) == sorted(whole.take_dirty())

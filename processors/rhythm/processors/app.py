@@ -26,7 +26,7 @@ import faust
 from faust.streams import _current_event
 from faust.types import TP, EventT
 
-from rhythm.processors.codec import dumps, loads
+from rhythm.processors.codec import dumps, encode_batch, loads
 from rhythm.processors.ends import EndOffsets
 from rhythm.processors.explode import SEP, partition_for
 from rhythm.processors.holes import OffsetGuard, deliverable
@@ -162,7 +162,8 @@ class Processors:
     ) -> None:
         pending: list[Awaitable[Any]] = []
         for k, message in out.messages.items():
-            pending.append(await self._send(self.updates, dumps(message), partition=k))
+            for data in encode_batch(message):
+                pending.append(await self._send(self.updates, data, partition=k))
         for dead in out.dead_letters:
             pending.append(
                 await self._send(

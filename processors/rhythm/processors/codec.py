@@ -25,6 +25,31 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
+# Well under the producer's 1 MiB request limit (aiokafka's max_request_size): a batch of a
+# few thousand events at the contract's maxima (256-character ids, 32 tags) is megabytes.
+MAX_MESSAGE_BYTES = 512 * 1024
+
+
+def encode_batch(message: dict[str, Any], max_bytes: int = MAX_MESSAGE_BYTES) -> list[bytes]:
+    """A stage 1 batch message for one updates partition, as one or more messages of at most
+    `max_bytes` each (sent in order). Updates are split in order; only the last part carries
+    the watermark, so stage 2 moves its watermark only after applying every update before
+    it. Entity and thread updates touch different state, so their relative order is free."""
+    data = orjson.dumps(message)
+    items = [("u", x) for x in message.get("u", ())] + [("c", x) for x in message.get("c", ())]
+    if len(data) <= max_bytes or len(items) <= 1:
+        return [data]  # one update alone is bounded by the contract's field limits
+    half = len(items) // 2
+    head: dict[str, Any] = {"p": message["p"]}
+    tail: dict[str, Any] = {"p": message["p"]}
+    if "wm" in message:
+        tail["wm"] = message["wm"]
+    for part, chunk in ((head, items[:half]), (tail, items[half:])):
+        for field, update in chunk:
+            part.setdefault(field, []).append(update)
+    return encode_batch(head, max_bytes) + encode_batch(tail, max_bytes)
+
+
 def loads(data: bytes) -> Any:
     return orjson.loads(data)
 
