@@ -108,8 +108,8 @@ def main() -> None:
             t = time.process_time()
             saved = procs[k].take_dirty()
             timed("stage 2: take_dirty (state bytes)", t)
-            for key, value in sorted(saved):
-                state.update(key.encode() + value)
+            for key, saved_value in sorted(saved, key=lambda kv: kv[0]):
+                state.update(key.encode() + (saved_value or b""))
 
     print(f"{n:,} events ({len(sim.events):,} unique), {SOURCES}x{DESTINATIONS} partitions")
     print(f"decode_event alone: {decode_us:.2f} µs/event")

@@ -212,3 +212,80 @@ def test_next_due_is_when_advance_has_work() -> None:
     assert state.pending == [10 * MIN]
     advance(state, due, CFG)
     assert state.pending == []
+
+
+# -- a hot entity: bounded state whatever its rate ------------------------------------------
+
+HOT_CFG = SignalConfig(
+    window_sizes_ms=(MIN, HOUR), lateness_ms=5 * MIN, late_retention_ms=HOUR, max_pending=1000
+)
+
+
+def _assert_exact(emitted: list[dict[str, Any]], events: list[tuple[int, float]]) -> None:
+    latest: dict[tuple[int, int], dict[str, Any]] = {}
+    for signal in emitted:
+        latest[(signal["window_seconds"], signal["window_start"])] = signal
+    for size in HOT_CFG.window_sizes_ms:
+        expected = reference(events, size)
+        got = {start: s for (secs, start), s in latest.items() if secs * 1000 == size}
+        assert set(got) == set(expected)
+        for start, ref in expected.items():
+            signal = got[start]
+            assert signal["event_count"] == ref["event_count"]
+            assert signal["weight_sum"] == pytest.approx(ref["weight_sum"])
+            assert signal["weight_max"] == ref["weight_max"]
+            assert signal["gap_count"] == len(ref["gaps"])
+            assert signal["gap_min_s"] == min(ref["gaps"]) / 1000
+            assert signal["gap_max_s"] == max(ref["gaps"]) / 1000
+            assert signal["gap_mean_s"] == pytest.approx(sum(ref["gaps"]) / len(ref["gaps"]) / 1000)
+            assert signal["late_count"] == 0
+
+
+def test_a_hot_entity_in_order_keeps_bounded_state_and_exact_signals() -> None:
+    """1,000 events/s for 10 minutes of event time (ties included), in order: the pending
+    buffer never passes its cap, and every window is exact, gaps and all."""
+    rng = random.Random(7)
+    events = sorted(
+        (rng.randrange(0, 10 * MIN), float(rng.randrange(1, 100))) for _ in range(600_000)
+    )
+    state = EntityState()
+    emitted: list[dict[str, Any]] = []
+    out = AdvanceResult()
+    biggest = 0
+    for i, (ts, weight) in enumerate(events):
+        watermark = ts  # the watermark follows the newest event: nothing is final for 5 min
+        assert add_event(state, ts, weight, watermark, HOT_CFG, out) == ADDED
+        biggest = max(biggest, len(state.pending))
+        if i % 5000 == 0:
+            emitted.extend(advance(state, watermark, HOT_CFG).signals)
+    emitted.extend(advance(state, 10**15, HOT_CFG).signals)
+    assert biggest <= HOT_CFG.max_pending
+    assert out.became_hot and out.early > 590_000
+    _assert_exact(emitted, events)
+
+
+def test_a_hot_entity_counts_an_event_older_than_its_early_final_ones_as_late() -> None:
+    state = EntityState()
+    out = AdvanceResult()
+    cfg = HOT_CFG
+    for i in range(cfg.max_pending + 1):
+        add_event(state, MIN + i, 1.0, MIN + i, cfg, out)
+    assert out.early == (cfg.max_pending + 1) // 2 and state.last_ms is not None
+    # Within the lateness, but older than the events already made final: counted, no gap.
+    assert add_event(state, MIN - 10, 5.0, MIN + cfg.max_pending, cfg, out) == LATE
+    final = advance(state, 10**15, cfg)
+    minute = next(s for s in final.signals if s["window_seconds"] == 60 and s["window_start"] == 0)
+    assert minute["event_count"] == 1 and minute["late_count"] == 1
+    assert minute["gap_count"] == 0
+    total = sum(s["event_count"] for s in final.signals if s["window_seconds"] == 3600)
+    assert total == cfg.max_pending + 2
+
+
+def test_a_hot_entity_cools_down_once_its_pending_events_are_final() -> None:
+    state = EntityState()
+    out = AdvanceResult()
+    for i in range(HOT_CFG.max_pending + 1):
+        add_event(state, i, 1.0, i, HOT_CFG, out)
+    assert state.hot
+    advance(state, 10**9, HOT_CFG)
+    assert not state.hot and not state.pending

@@ -136,6 +136,7 @@ def encode_context(ctx: ContextState) -> bytes:
                 for c in ctx.finished
             ],
             "a": [[k, v] for k, v in ctx.applied.items()],
+            "l": ctx.last_ms,
         }
     )
 
@@ -160,6 +161,19 @@ def decode_context(data: bytes) -> ContextState:
             sender=(w[0][0], w[0][1]), side=w[1], channel=w[2], verb=w[3], since_ms=w[4],
             pos=_position(w[5]), check_ms=w[6], cold=w[7], alerted=w[8], opens=w[9],
         )  # fmt: skip
+    finished = [
+        Contribution(
+            _position(c[0]),
+            _position(c[1]),
+            (c[2][0], c[2][1], c[2][2], bool(c[2][3])),
+            c[3],
+            c[4],
+        )
+        for c in raw["f"]
+    ]
+    last = raw.get("l")
+    if last is None:  # saved before threads kept it: their newest message known here
+        last = max([c.closed[0] for c in finished] + [wait.since_ms if wait else 0])
     return ContextState(
         tenant=raw["t"],
         context_id=raw["c"],
@@ -169,15 +183,7 @@ def decode_context(data: bytes) -> ContextState:
         waiting=wait,
         parties=[(p[0], p[1]) for p in raw["y"]],
         about=raw["b"],
-        finished=[
-            Contribution(
-                _position(c[0]),
-                _position(c[1]),
-                (c[2][0], c[2][1], c[2][2], bool(c[2][3])),
-                c[3],
-                c[4],
-            )
-            for c in raw["f"]
-        ],
+        finished=finished,
         applied={int(k): int(v) for k, v in raw["a"]},
+        last_ms=last,
     )

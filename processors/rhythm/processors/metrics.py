@@ -37,6 +37,20 @@ HOLES = Counter(
     "Runs of input offsets the consumer skipped and the worker read again (see holes.py).",
     ["input"],
 )
+HOT = Counter(
+    "rhythm_processor_hot_keys_total",
+    "Keys that became hot: more not-yet-final events than the cap (entity: max_pending; "
+    "thread: its messages within the lateness), by kind.",
+    ["kind"],
+)
+EARLY = Counter(
+    "rhythm_processor_early_final_events_total",
+    "Events of hot entities made final before the watermark passed them by the lateness.",
+)
+EVICTED = Counter(
+    "rhythm_processor_evicted_keys_total",
+    "Entities and threads forgotten after their time to live (tombstones in the changelog).",
+)
 SIGNALS = Counter("rhythm_processor_signals_total", "Window signals emitted (all versions).")
 ALERTS = Counter("rhythm_processor_alerts_total", "Alerts emitted, by kind.", ["kind"])
 WATERMARK = Gauge(
@@ -164,6 +178,14 @@ class ProcessorMetrics:
             LATE.labels("corrected").inc(out.late)
         if out.too_late:
             LATE.labels("too_late").inc(out.too_late)
+        if out.early:
+            EARLY.inc(out.early)
+        if out.hot:
+            HOT.labels("entity").inc(len(out.hot))
+        if out.hot_threads:
+            HOT.labels("thread").inc(len(out.hot_threads))
+        if out.evicted:
+            EVICTED.inc(out.evicted)
         if out.signals:
             SIGNALS.inc(len(out.signals))
             closed = sum(1 for signal in out.signals if signal.get("version") == 1)

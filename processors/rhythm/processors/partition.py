@@ -45,6 +45,7 @@ from rhythm.processors.signals.entity import (
     SignalConfig,
     add_event,
     advance,
+    expires_at,
     next_due_ms,
 )
 from rhythm.processors.signals.policy import AlertPolicy
@@ -60,9 +61,13 @@ class Output:
     late: int = 0
     too_late: int = 0
     duplicates: int = 0
+    evicted: int = 0  # entities and threads forgotten after their time to live
+    early: int = 0  # events of hot entities made final before W - L
+    hot: list[str] = field(default_factory=list)  # entity keys that became hot
+    hot_threads: list[str] = field(default_factory=list)  # likewise context keys
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entity:
     state: EntityState
     applied: dict[int, int]
@@ -89,6 +94,7 @@ class PartitionProcessor:
         self._due: list[tuple[int, str]] = []  # (due, key); stale entries are skipped
         self._due_of: dict[str, int] = {}
         self._dirty: set[str] = set()
+        self._evicted: set[str] = set()  # keys forgotten since the last take_dirty
         # Kept up to date per change: summing over every entity per batch (for the gauge)
         # cost O(entities) each time, most of the batch with a million entities.
         self.window_count = 0
@@ -96,9 +102,11 @@ class PartitionProcessor:
 
     # -- input -----------------------------------------------------------------------------
 
-    def restore(self, items: Iterable[tuple[str, bytes]]) -> None:
+    def restore(self, items: Iterable[tuple[str, bytes | None]]) -> None:
         contexts: dict[str, ContextState] = {}
         for key, value in items:
+            if value is None:
+                continue  # forgotten (a tombstone)
             if key.startswith(WATERMARKS_PREFIX):
                 marks = decode_watermarks(value)
                 self.source_watermarks.update(marks)
@@ -124,6 +132,7 @@ class PartitionProcessor:
             entity = self.entities.get(key)
             if entity is None:
                 entity = self.entities[key] = _Entity(EntityState(), {}, self._rule(key))
+                self._evicted.discard(key)
             if src_offset <= entity.applied.get(src_partition, -1):
                 out.duplicates += 1
                 continue
@@ -132,6 +141,16 @@ class PartitionProcessor:
             outcome = add_event(entity.state, ts, weight, self.watermark, cfg, alerts, entity.rule)
             self.window_count += len(entity.state.windows) - held
             self._dirty.add(key)
+            if alerts.early:
+                out.early += alerts.early
+                alerts.early = 0
+                if alerts.became_hot:
+                    out.hot.append(key)
+                    alerts.became_hot = False
+                self._schedule(key, entity)
+            if alerts.alerts:  # a late event, or a hot entity's early final, can end a silence
+                out.alerts.extend(_entity_alert(key, a) for a in alerts.alerts)
+                alerts.alerts.clear()
             if outcome == ADDED:
                 # An on-time event joins `pending` and dirties windows that close no earlier
                 # than it becomes final, so next_due_ms becomes min(old, ts + L + 1): no
@@ -147,9 +166,6 @@ class PartitionProcessor:
             elif outcome == TOO_LATE:
                 out.too_late += 1
             self._schedule(key, entity)
-            if alerts.alerts:
-                out.alerts.extend(_entity_alert(key, a) for a in alerts.alerts)
-                alerts.alerts.clear()
         for update in message.get("c", ()):
             key, ts, actor_type, actor_id, channel, verb, about, src_partition, src_offset = update
             tenant, context_id = split_context_key(key)
@@ -158,6 +174,9 @@ class PartitionProcessor:
             )
             if not self.conversations.add(key, tenant, context_id, context_message):
                 out.duplicates += 1
+        if self.conversations.hot:
+            out.hot_threads.extend(self.conversations.hot)
+            self.conversations.hot.clear()
         watermark = message.get("wm")
         if watermark is not None:
             source = int(message["p"])
@@ -169,11 +188,15 @@ class PartitionProcessor:
 
     # -- output ----------------------------------------------------------------------------
 
-    def take_dirty(self) -> list[tuple[str, bytes]]:
-        """The keys changed since the last call, encoded for the table, the watermarks last:
-        the changelog keeps their order, so a restored watermark is never ahead of the keys
-        it was computed with (a replayed update is then late only if it was late before)."""
-        items: list[tuple[str, bytes]] = []
+    def take_dirty(self) -> list[tuple[str, bytes | None]]:
+        """The keys changed since the last call, encoded for the table (None: forgotten, a
+        tombstone), the watermarks last: the changelog keeps their order, so a restored
+        watermark is never ahead of the keys it was computed with (a replayed update is then
+        late only if it was late before)."""
+        items: list[tuple[str, bytes | None]] = [(key, None) for key in sorted(self._evicted)]
+        items.extend((key, None) for key in sorted(self.conversations.evicted))
+        self._evicted.clear()
+        self.conversations.evicted.clear()
         for key in self._dirty:
             if key != self._watermarks_key:
                 entity = self.entities[key]
@@ -212,13 +235,23 @@ class PartitionProcessor:
             held = len(entity.state.windows)
             result = advance(entity.state, watermark, cfg, entity.rule)
             self.window_count += len(entity.state.windows) - held
-            self._dirty.add(key)
-            self._schedule(key, entity)
+            expiry = expires_at(entity.state, cfg, entity.rule)
+            if expiry is not None and expiry <= watermark:
+                del self.entities[key]
+                self._dirty.discard(key)
+                self._due_of.pop(key, None)
+                self._evicted.add(key)
+                out.evicted += 1
+            else:
+                self._dirty.add(key)
+                self._schedule(key, entity)
             if result.signals or result.alerts:
                 ek = EntityKey.decode(key)
                 out.signals.extend(_signal(ek, s) for s in result.signals)
                 out.alerts.extend(_entity_alert(key, a) for a in result.alerts)
+        forgotten = len(self.conversations.evicted)
         out.alerts.extend(_unanswered(a) for a in self.conversations.advance(watermark))
+        out.evicted += len(self.conversations.evicted) - forgotten
 
     def _rule(self, key: str) -> SilenceRule | None:
         ek = EntityKey.decode(key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 from pathlib import Path
 from typing import Self
@@ -62,6 +63,35 @@ class ProcessorSettings(BaseSettings):
         10, gt=0, description="A partition this quiet lets its watermark follow the clock."
     )
     max_future_s: float = Field(3600, ge=0, description="Events further ahead are dead letters.")
+    max_pending: int = Field(
+        8192,
+        ge=16,
+        le=32768,
+        description="Per entity, events not yet final held at most (a hot entity's oldest "
+        "half is then made final early): bounds its state whatever its rate.",
+    )
+    # -- state that ends (see processors/README.md, "Bounded state") ----------------------
+    entity_ttl_s: float = Field(
+        7 * DAY_S,
+        gt=0,
+        description="An entity holding nothing (no window, no event pending) is forgotten "
+        "this long after its last event...",
+    )
+    norms_ttl_s: float = Field(
+        90 * DAY_S, gt=0, description="...or this long once it has learned a rhythm."
+    )
+    thread_ttl_s: float = Field(
+        90 * DAY_S,
+        gt=0,
+        description="A thread with no open wait is forgotten this long after its last "
+        "message, and what it taught the reply norms with it.",
+    )
+    rocksdb_write_buffer_mb: int = Field(
+        8, ge=1, description="Per state database (one per partition): each of 2 write buffers."
+    )
+    rocksdb_block_cache_mb: int = Field(
+        32, ge=1, description="Per state database: its block cache (reads at recovery)."
+    )
     # -- who is who, and when people work (per tenant in `tenants`) ------------------------
     internal_types: list[str] = Field(
         ["user", "employee", "agent"], description="Actor types on our side."
@@ -112,7 +142,13 @@ class ProcessorSettings(BaseSettings):
     not_replies: list[str] | None = Field(
         None, description="Verbs that are no message in a thread (default: assigned, viewed...)."
     )
-    batch_max: int = Field(2000, ge=1, description="Messages per processing batch at most.")
+    batch_max: int = Field(
+        2000,
+        ge=1,
+        le=10_000,
+        description="Messages per processing batch at most (its seen-id record stays under "
+        "the message limit).",
+    )
     batch_within_s: float = Field(0.2, gt=0, description="...or what arrived within this long.")
     tick_s: float = Field(1.0, gt=0, description="Idle-watermark tick interval.")
     session_timeout_s: float = Field(
@@ -148,6 +184,10 @@ class ProcessorSettings(BaseSettings):
     @model_validator(mode="after")
     def _check_policy(self) -> Self:
         self.alert_policy()  # a bad calendar, overlapping sides...: an error at start
+        if self.thread_ttl_s <= self.reply_horizon_s:
+            raise ValueError("thread_ttl_s must be longer than reply_horizon_s")
+        if self.entity_ttl_s <= self.lateness_s + self.late_retention_s:
+            raise ValueError("entity_ttl_s must be longer than lateness_s + late_retention_s")
         return self
 
     def signal_config(self) -> SignalConfig:
@@ -155,10 +195,13 @@ class ProcessorSettings(BaseSettings):
             window_sizes_ms=tuple(s * 1000 for s in self.window_seconds),
             lateness_ms=int(self.lateness_s * 1000),
             late_retention_ms=int(self.late_retention_s * 1000),
+            max_pending=self.max_pending,
+            idle_ttl_ms=int(self.entity_ttl_s * 1000),
+            norms_ttl_ms=int(self.norms_ttl_s * 1000),
         )
 
     def reply_config(self) -> ReplyConfig:
-        return ReplyConfig(
+        cfg = ReplyConfig(
             lateness_ms=int(self.lateness_s * 1000),
             min_replies=self.reply_min_replies,
             min_kind_replies=self.reply_min_kind_replies,
@@ -168,8 +211,11 @@ class ProcessorSettings(BaseSettings):
             horizon_ms=int(self.reply_horizon_s * 1000),
             recheck_min_ms=int(self.reply_recheck_min_s * 1000),
             follow_up=self.follow_up,
-            **({} if self.not_replies is None else {"not_replies": frozenset(self.not_replies)}),
+            ttl_ms=int(self.thread_ttl_s * 1000),
         )
+        if self.not_replies is not None:
+            cfg = dataclasses.replace(cfg, not_replies=frozenset(self.not_replies))
+        return cfg
 
     def alert_policy(self) -> AlertPolicy:
         return AlertPolicy(

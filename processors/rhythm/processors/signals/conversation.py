@@ -76,6 +76,15 @@ class ReplyConfig:
     horizon_ms: int = 14 * DAY_MS
     recheck_min_ms: int = 15 * 60_000
     follow_up: bool = False
+    # Bounded state per thread, whatever its traffic (a bot posting into one thread): at
+    # most `max_pending` messages not yet final (past that the oldest is taken at once, out
+    # of the partition's time order), and the newest `max_finished` waits' contributions
+    # (older ones are taken out of the stats again, so restored and live stats agree).
+    max_pending: int = 256
+    max_finished: int = 64
+    # A thread with nothing open is forgotten this long after its last message, and what
+    # its waits taught the norms with it: the norms are those of the threads of this period.
+    ttl_ms: int = 90 * DAY_MS
     # Events in a thread that are no message to the other side: an agent assigning a ticket
     # has not answered it (as helpdesks count "first reply time": public replies only).
     not_replies: frozenset[str] = frozenset(
@@ -136,6 +145,7 @@ class ContextState:
     about: str = ""  # the first target named in the thread (an account, a ticket...)
     finished: list[Contribution] = field(default_factory=list)
     applied: dict[int, int] = field(default_factory=dict)  # source partition -> last offset
+    last_ms: int = 0  # its newest message taken
 
 
 @dataclass(slots=True)
@@ -157,7 +167,7 @@ class UnansweredAlert:
 MAX_PARTIES = 16
 # At equal times: a message first (a reply in time prevents the alert), then a check, then
 # expiry; a deferred contribution (restore only) sits exactly where it was made.
-_EVENT, _DUE, _EXPIRE = 0, 1, 2
+_EVENT, _DUE, _EXPIRE, _FORGET = 0, 1, 2, 3
 _ITEM, _OPENED, _CLOSED = 0, 1, 2
 AgendaEntry = tuple[int, int, str, int, int, int]
 
@@ -174,6 +184,9 @@ class Conversations:
         self._agenda: list[AgendaEntry] = []
         self._deferred: dict[tuple[Position, int], tuple[str, Contribution | Wait]] = {}
         self.dirty: set[str] = set()  # contexts changed since the caller last saved them
+        self.evicted: set[str] = set()  # contexts forgotten since the caller last saved
+        self.hot: list[str] = []  # contexts whose pending messages hit the cap (for a log)
+        self._hot: set[str] = set()  # ...and have not cooled down since
         self.duplicates = 0
 
     def add(self, key: str, tenant: str, context_id: str, message: ContextMessage) -> bool:
@@ -181,6 +194,7 @@ class Conversations:
         ctx = self.contexts.get(key)
         if ctx is None:
             ctx = self.contexts[key] = ContextState(tenant, context_id)
+            self.evicted.discard(key)
         if message.src_offset <= ctx.applied.get(message.src_partition, -1):
             self.duplicates += 1
             return False
@@ -189,6 +203,13 @@ class Conversations:
         entry = (message.ts, _EVENT, key, message.src_partition, message.src_offset, _ITEM)
         heapq.heappush(self._agenda, entry)
         self.dirty.add(key)
+        if len(ctx.pending) > self.cfg.max_pending:
+            oldest = min(ctx.pending, key=lambda m: (m.ts, m.src_partition, m.src_offset))
+            if key not in self._hot:
+                self._hot.add(key)
+                self.hot.append(key)
+            self._take_message(key, ctx, (oldest.ts, _EVENT, key, oldest.src_partition,
+                                          oldest.src_offset))  # fmt: skip
         return True
 
     def restore(self, contexts: dict[str, ContextState]) -> None:
@@ -199,6 +220,7 @@ class Conversations:
                 entry = (m.ts, _EVENT, key, m.src_partition, m.src_offset, _ITEM)
                 heapq.heappush(self._agenda, entry)
             self._schedule(key, ctx, expiry=True)
+            self._schedule_forget(key, ctx)
             # Every wait's effect on its kind's stats is replayed at its place in the agenda,
             # never at once: replayed messages of contexts saved behind the others then see
             # exactly the stats the uninterrupted run saw.
@@ -226,8 +248,10 @@ class Conversations:
                 alert = self._check(key, ctx, time)
                 if alert is not None:
                     alerts.append(alert)
-            else:
+            elif priority == _EXPIRE:
                 self._expire(key, ctx, pos)
+            else:
+                self._forget_context(key, ctx, time)
         return alerts
 
     # -- steps, each at its agenda position ------------------------------------------------
@@ -246,6 +270,11 @@ class Conversations:
             return
         message = ctx.pending.pop(index)
         self.dirty.add(key)
+        if self._hot and len(ctx.pending) <= self.cfg.max_pending // 4:
+            self._hot.discard(key)
+        if message.ts > ctx.last_ms:
+            ctx.last_ms = message.ts
+            self._schedule_forget(key, ctx)
         if message.sender not in ctx.parties and len(ctx.parties) < MAX_PARTIES:
             ctx.parties.append(message.sender)
         if not ctx.about and message.about:
@@ -310,6 +339,17 @@ class Conversations:
         ctx.finished.append(contribution)
         self._close(ctx.tenant, contribution)
         ctx.waiting = None
+        if len(ctx.finished) > self.cfg.max_finished:
+            self._unlearn(ctx.tenant, ctx.finished.pop(0))
+
+    def _forget_context(self, key: str, ctx: ContextState, time: int) -> None:
+        if ctx.waiting is not None or ctx.pending or ctx.last_ms + self.cfg.ttl_ms != time:
+            return  # busy again since this entry was made: a later one stands
+        for contribution in ctx.finished:
+            self._unlearn(ctx.tenant, contribution)
+        del self.contexts[key]
+        self.dirty.discard(key)
+        self.evicted.add(key)
 
     # -- the stats -------------------------------------------------------------------------
 
@@ -355,6 +395,16 @@ class Conversations:
         for stats in self._targets(tenant, c.kind):
             survival.close_wait(stats.wall, since, c.delay_ms, self.cfg.horizon_ms)
             survival.close_wait(stats.work, work, c.work_delay_ms, work_horizon)
+
+    def _unlearn(self, tenant: str, c: Contribution) -> None:
+        """Take a finished wait back out of the stats (the reverse of `_close`)."""
+        calendar = self.sides.calendar(tenant)
+        since = c.opened[0]
+        work = calendar.work_clock(since)
+        work_horizon = calendar.work_clock(since + self.cfg.horizon_ms) - work
+        for stats in self._targets(tenant, c.kind):
+            survival.unlearn(stats.wall, c.delay_ms, self.cfg.horizon_ms)
+            survival.unlearn(stats.work, c.work_delay_ms, work_horizon)
 
     def _norm(self, tenant: str, wait: Wait, time: int) -> tuple[str, int, float, Curve] | None:
         """(clock, threshold on it, reply share, the curve the threshold came from), or None
@@ -461,6 +511,9 @@ class Conversations:
         if expiry:
             end = wait.since_ms + self.cfg.horizon_ms
             heapq.heappush(self._agenda, (end, _EXPIRE, key, -1, -1, _ITEM))
+
+    def _schedule_forget(self, key: str, ctx: ContextState) -> None:
+        heapq.heappush(self._agenda, (ctx.last_ms + self.cfg.ttl_ms, _FORGET, key, -1, -1, _ITEM))
 
     def _defer(self, pos: Position, what: int, key: str, item: Contribution | Wait) -> None:
         self._deferred[(pos, what)] = (key, item)

@@ -18,6 +18,9 @@ Event time, as one entity sees it (W is the watermark, L the allowed lateness):
     store keeps the highest version); windows are kept for `late_retention_ms` after closing
     for that. Later than that, the event is reported too late (counted by the processor; the
     raw event is still stored by the sink).
+- A *hot* entity (more than `max_pending` on-time events not yet final, e.g. a bot sending
+  thousands a minute) has its oldest pending half made final early: its state stays bounded
+  whatever its rate; see `_finalize_early` for what stays exact.
 Silence (rhythm.py): for the entities a rule is given for, each final event's gap teaches
 the entity's own rhythm, which says when the quiet after its last event becomes a silence. The
 check runs in event time over final events only, so replaying history fast gives the same
@@ -41,6 +44,13 @@ class SignalConfig:
     window_sizes_ms: tuple[int, ...] = (HOUR_MS, DAY_MS)
     lateness_ms: int = 300_000
     late_retention_ms: int = DAY_MS
+    # An entity's not-yet-final event times are its only state that grows with its rate
+    # (rate x lateness): past this many, the oldest half is made final early (see add_event).
+    max_pending: int = 8192
+    # State that ends: an entity holding nothing (no pending event, no window) is forgotten
+    # this long after its last event, or `norms_ttl_ms` once it has learned a rhythm.
+    idle_ttl_ms: int = 7 * DAY_MS
+    norms_ttl_ms: int = 90 * DAY_MS
 
 
 @dataclass(slots=True)
@@ -117,6 +127,7 @@ class EntityState:
     windows: dict[tuple[int, int], Window] = field(default_factory=dict)
     rhythm: Rhythm | None = None  # only for entities a silence rule is given for
     silent_since_ms: int | None = None  # last event time of an alerted silence episode
+    hot: bool = False  # pending hit max_pending; not saved (a restart may log it again)
 
 
 @dataclass(slots=True)
@@ -133,6 +144,8 @@ class EntityAlert:
 class AdvanceResult:
     signals: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[EntityAlert] = field(default_factory=list)
+    early: int = 0  # events made final before W - L (a hot entity's pending was full)
+    became_hot: bool = False
 
 
 ADDED, LATE, TOO_LATE = "added", "late", "too_late"
@@ -156,11 +169,15 @@ def add_event(
     A late event can end a silence episode at once: its alerts go to `out`.
     """
     final_before = watermark_ms - cfg.lateness_ms
-    if ts >= final_before:
+    if ts >= final_before and (state.last_ms is None or ts >= state.last_ms):
         state.pending.append(ts)
         for size in cfg.window_sizes_ms:
             _window(state, size, ts).add_event(ts, weight)
+        if len(state.pending) > cfg.max_pending:
+            _finalize_early(state, cfg, rule, out)
         return ADDED
+    # Late, or (only after _finalize_early) older than an event already made final: its
+    # gap can no longer be placed, so it is counted like a late event.
     counted = False
     for size in cfg.window_sizes_ms:
         start = window_start(ts, size)
@@ -178,6 +195,23 @@ def add_event(
     return LATE
 
 
+def _finalize_early(
+    state: EntityState, cfg: SignalConfig, rule: SilenceRule | None, out: AdvanceResult
+) -> None:
+    """A hot entity (more than `max_pending` events within the lateness): make its oldest
+    half final now, so its state stays bounded whatever its rate. Counts, sums and maxima
+    stay exact; gaps stay exact while its events come in order within the newer half, and
+    an event older than one made final is counted as late (in `late_count`)."""
+    state.pending.sort()
+    cut = len(state.pending) // 2
+    for ts in state.pending[:cut]:
+        _finalize(state, ts, cfg, rule, out)
+    del state.pending[:cut]
+    out.early += cut
+    if not state.hot:
+        state.hot = out.became_hot = True
+
+
 def advance(
     state: EntityState, watermark_ms: int, cfg: SignalConfig, rule: SilenceRule | None = None
 ) -> AdvanceResult:
@@ -191,6 +225,10 @@ def advance(
             _finalize(state, state.pending[cut], cfg, rule, out)
             cut += 1
         del state.pending[:cut]
+        if not state.pending:
+            state.pending = []  # an emptied list keeps its capacity: idle entities are many
+    if state.hot and len(state.pending) <= cfg.max_pending // 4:
+        state.hot = False
     _check_silence(state, final_before, rule, out)
     for key in sorted(state.windows):
         window = state.windows[key]
@@ -202,7 +240,26 @@ def advance(
             out.signals.append(window.to_signal())
         if window.end_ms + cfg.lateness_ms + cfg.late_retention_ms <= watermark_ms:
             del state.windows[key]
+            if not state.windows:
+                state.windows = {}  # likewise
     return out
+
+
+def expires_at(
+    state: EntityState, cfg: SignalConfig, rule: SilenceRule | None = None
+) -> int | None:
+    """The watermark at which the entity may be forgotten (None: not while it holds
+    something, or waits for a silence it has not yet alerted). A later event starts it
+    afresh: its first gap is then unknown, as for a new entity."""
+    if state.pending or state.windows or state.last_ms is None:
+        return None
+    model = state.rhythm
+    if model is None or model.gaps == 0:
+        return state.last_ms + cfg.idle_ttl_ms
+    waiting = rule is not None and model.armed and state.silent_since_ms is None
+    if waiting and rule is not None and rhythm.due(model, state.last_ms, rule) is not None:
+        return None  # its silence is still to come (it is forgotten after)
+    return state.last_ms + cfg.norms_ttl_ms
 
 
 def next_due_ms(
@@ -220,6 +277,9 @@ def next_due_ms(
         when = rhythm.due(model, last, rule) if state.silent_since_ms is None else None
         if when is not None:
             candidates.append(when + cfg.lateness_ms + 1)
+    expiry = expires_at(state, cfg, rule)
+    if expiry is not None:
+        candidates.append(expiry)
     return min(candidates) if candidates else None
 
 

@@ -40,3 +40,9 @@ class LogHistogram:
     def add(self, duration_ms: int) -> None:
         self.counts[bucket_of(duration_ms)] += 1
         self.total += 1
+
+    def remove(self, duration_ms: int) -> None:
+        i = bucket_of(duration_ms)
+        if self.counts[i] > 0:
+            self.counts[i] -= 1
+            self.total -= 1

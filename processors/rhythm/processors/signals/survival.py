@@ -127,3 +127,11 @@ def close_wait(stats: ClockStats, since_ms: int, delay_ms: int | None, horizon_m
         stats.censored.add(horizon_ms)
     else:
         stats.replied.add(delay_ms)
+
+
+def unlearn(stats: ClockStats, delay_ms: int | None, horizon_ms: int) -> None:
+    """Take a closed wait back out (a thread forgotten, or a wait beyond its cap)."""
+    if delay_ms is None:
+        stats.censored.remove(horizon_ms)
+    else:
+        stats.replied.remove(delay_ms)
