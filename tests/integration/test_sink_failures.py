@@ -132,6 +132,12 @@ def test_poison_messages_become_dead_letters_and_the_pipeline_goes_on(
         (topics.events, b"\x00\x00\x00\x00\x01\x02", "bad_avro"),
         (topics.events, None, "empty"),  # a tombstone
         (topics.signals, b'{"tenant": "acme", oops', "invalid_json"),
+        (
+            topics.signals,
+            json.dumps({"tenant": "acme", "event_count": "many"}).encode(),
+            "invalid_signal",
+        ),
+        (topics.alerts, b"\xff\xfe not even text", "invalid_json"),
         (topics.alerts, json.dumps({"alert_id": "x", "kind": "panic"}).encode(), "invalid_alert"),
     ]
     for topic, value, _reason in poison:

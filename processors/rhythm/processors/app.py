@@ -88,6 +88,7 @@ class Processors:
             idle_after_s=settings.idle_after_s,
         )
         self.guard: OffsetGuard[TP] = OffsetGuard()
+        self._unreadable: list[bytes] = []  # dead letters of saved state left out at restore
         self.sources: dict[int, SourcePartition] = {}
         self.partitions: dict[int, PartitionProcessor] = {}
         app = self.app = faust.App(
@@ -167,6 +168,8 @@ class Processors:
                 if not group:
                     continue
                 source = self._source(partition)
+                if self._unreadable:
+                    await self._send_unreadable()
                 batch = [(e.message.offset, e.message.value) for e in group]
                 now = time.time()
                 out = source.process(batch, int(now * 1000), now)
@@ -215,14 +218,35 @@ class Processors:
         if source is None:
             source = self.sources[partition] = SourcePartition(partition, self.stage1_cfg)
             prefix = (f"wm{SEP}{partition}", f"seen{SEP}{partition}{SEP}")
-            source.restore(
+            bad = source.restore(
                 [
                     (k, v)
                     for k, v in _partition_items(self.stage1_table, partition)
                     if k == prefix[0] or k.startswith(prefix[1])
                 ]
             )
+            self._unreadable_state("stage1", partition, bad)
         return source
+
+    def _unreadable_state(
+        self, table: str, partition: int, bad: list[tuple[str, bytes, str]]
+    ) -> None:
+        """Saved values that cannot be read are left out (the key starts afresh) and kept as
+        dead letters with reason `invalid_state`, sent by the next batch of the agent."""
+        for key, value, why in bad:
+            detail = f"{table} key {key[:200]!r}: {why}"
+            log.error("partition %d: unreadable saved state left out (%s)", partition, detail)
+            self.metrics.dead_letter("invalid_state")
+            dead = DeadLetter("invalid_state", partition, -1, value, detail[:500])
+            self._unreadable.append(_dead_letter(f"{self.settings.app_id}-{table}-changelog", dead))
+
+    async def _send_unreadable(self) -> None:
+        pending = [
+            await self._send(self.dead_letters, value, key=b"invalid_state")
+            for value in self._unreadable
+        ]
+        self._unreadable.clear()
+        await asyncio.gather(*pending)
 
     async def _deliverable(
         self, topic: str, partition: int, group: list[EventT[bytes]]
@@ -353,6 +377,8 @@ class Processors:
                 if not group:
                     continue
                 proc = self._partition(partition)
+                if self._unreadable:
+                    await self._send_unreadable()
                 signals: list[dict[str, Any]] = []
                 alerts: list[dict[str, Any]] = []
                 pending: list[Awaitable[Any]] = []
@@ -424,11 +450,12 @@ class Processors:
                 s.reply_config(),
                 s.alert_policy(),
             )
-            proc.restore(
+            bad = proc.restore(
                 (k, v)
                 for k, v in _partition_items(self.state_table, partition)
                 if _state_partition(k, s.updates_partitions) == partition
             )
+            self._unreadable_state("state", partition, bad)
         return proc
 
     async def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
@@ -482,8 +509,14 @@ def _partition_items(table: Any, partition: int) -> Iterable[tuple[str, bytes]]:
         if per_partition is None or visible is None
         else visible(per_partition(partition))
     )
-    for key, value in items:
-        yield (key.decode("utf-8", "surrogatepass") if isinstance(key, bytes) else key), value
+    for raw, value in items:
+        key = raw
+        if isinstance(raw, bytes):
+            try:
+                key = raw.decode("utf-8", "surrogatepass")
+            except UnicodeDecodeError:  # not a key of ours: restore reports it unreadable
+                key = raw.decode("utf-8", "replace")
+        yield key, value
 
 
 def _state_partition(key: str, partitions: int) -> int:

@@ -102,23 +102,32 @@ class PartitionProcessor:
 
     # -- input -----------------------------------------------------------------------------
 
-    def restore(self, items: Iterable[tuple[str, bytes | None]]) -> None:
+    def restore(self, items: Iterable[tuple[str, bytes | None]]) -> list[tuple[str, bytes, str]]:
+        """Take back the saved keys; returns those that cannot be read (key, value, why),
+        left out: a foreign record on the changelog must not stop the partition at every
+        start (the key starts afresh, as a forgotten one would)."""
         contexts: dict[str, ContextState] = {}
+        bad: list[tuple[str, bytes, str]] = []
         for key, value in items:
             if value is None:
                 continue  # forgotten (a tombstone)
-            if key.startswith(WATERMARKS_PREFIX):
-                marks = decode_watermarks(value)
-                self.source_watermarks.update(marks)
-            elif is_context_key(key):
-                contexts[key] = decode_context(value)
-            else:
-                state, applied = decode_entity(value)
-                self.entities[key] = _Entity(state, applied, self._rule(key))
-                self.window_count += len(state.windows)
-                self._schedule(key, self.entities[key])
+            try:
+                if key.startswith(WATERMARKS_PREFIX):
+                    self.source_watermarks.update(decode_watermarks(value))
+                elif is_context_key(key):
+                    split_context_key(key)
+                    contexts[key] = decode_context(value)
+                else:
+                    rule = self._rule(key)
+                    state, applied = decode_entity(value)
+                    self.entities[key] = _Entity(state, applied, rule)
+                    self.window_count += len(state.windows)
+                    self._schedule(key, self.entities[key])
+            except Exception as exc:
+                bad.append((key, value, f"{type(exc).__name__}: {exc}"[:500]))
         self.conversations.restore(contexts)
         self.watermark = self._min_watermark()
+        return bad
 
     def apply(self, message: dict[str, Any]) -> Output:
         """One batch from stage 1: {"p": source partition, "wm": its watermark,

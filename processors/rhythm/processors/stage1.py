@@ -77,14 +77,23 @@ class SourcePartition:
         self._records: list[tuple[str, int, list[list[int]]]] = []  # (key, newest, [h, offset])
         self.last_activity = 0.0  # wall clock seconds of the last message
 
-    def restore(self, items: list[tuple[str, bytes]]) -> None:
+    def restore(self, items: list[tuple[str, bytes]]) -> list[tuple[str, bytes, str]]:
+        """Take back the saved keys; returns those that cannot be read (key, value, why):
+        a foreign record on the changelog must not stop the partition at every start."""
+        bad: list[tuple[str, bytes, str]] = []
         for key, value in sorted(items):
-            if key == watermark_key(self.partition):
-                self.watermark, self.next_offset = (int(x) for x in loads(value))
-            else:
-                newest, pairs = loads(value)
-                self._records.append((key, int(newest), pairs))
-                self._seen.update((h, o) for h, o in pairs)
+            try:
+                if key == watermark_key(self.partition):
+                    watermark, next_offset = (int(x) for x in loads(value))
+                    self.watermark, self.next_offset = watermark, next_offset
+                else:
+                    newest, pairs = loads(value)
+                    seen = [(int(h), int(o)) for h, o in pairs]
+                    self._records.append((key, int(newest), pairs))
+                    self._seen.update(seen)
+            except Exception as exc:
+                bad.append((key, value, f"{type(exc).__name__}: {exc}"[:500]))
+        return bad
 
     def process(
         self, messages: list[tuple[int, bytes | None]], wall_ms: int, wall_s: float
