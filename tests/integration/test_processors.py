@@ -20,10 +20,19 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from rhythm.processors.explode import SEP, partition_for
 from rhythm.producers import Client, ClientSettings, KafkaSettings
+from rhythm.schemas.rules import (
+    MAX_ENTITY_LEN,
+    MAX_PROPERTIES,
+    MAX_PROPERTY_KEY_LEN,
+    MAX_PROPERTY_STRING_LEN,
+    MAX_REF_LEN,
+    MAX_TAGS,
+)
 
 from .conftest import payload, read_topic
-from .workload import DAY, HOUR, Workload, generate, reference_signals
+from .workload import DAY, HOUR, Workload, generate, iso, ms_of, reference_signals
 
 pytestmark = pytest.mark.integration
 
@@ -363,3 +372,119 @@ def test_poison_on_the_updates_topic_is_dead_lettered_and_the_partitions_go_on(
         (pipeline.topics["updates"], p) for p in range(4)
     }
     assert {bytes.fromhex(d["value_hex"]) for d in refused} == set(poison)
+
+
+def _at_the_maxima(now: int, n: int) -> list[dict[str, Any]]:
+    """Events with every id, tag and property as large as the contract allows."""
+    rng = random.Random(5)
+    long = "x" * MAX_ENTITY_LEN
+    events = []
+    for i in range(n):
+        ts = now - 3 * HOUR + i * 1000
+        events.append(
+            {
+                "event_id": str(uuid.UUID(int=rng.getrandbits(128))),
+                "tenant": "t" * 64,
+                "occurred_at": iso(ts),
+                "actor": {"type": "u" * MAX_ENTITY_LEN, "id": long[:-3] + f"{i % 7:03d}"},
+                "verb": "v" * 64,
+                "object": {"type": "o" * MAX_ENTITY_LEN, "id": long},
+                "target": {"type": "g" * MAX_ENTITY_LEN, "id": long},
+                "channel": "c" * 32,
+                "context_id": "r" * MAX_REF_LEN,
+                "tags": [f"{k:02d}" + "t" * 62 for k in range(MAX_TAGS)],
+                "properties": {
+                    f"{k:03d}" + "p" * (MAX_PROPERTY_KEY_LEN - 3): "s" * MAX_PROPERTY_STRING_LEN
+                    for k in range(MAX_PROPERTIES)
+                },
+                "weight": 1.0,
+            }
+        )
+    return events
+
+
+def _poison_the_changelogs(pipeline: Pipeline) -> None:
+    """A foreign record on each table's changelog, in the partition its key belongs to."""
+    producer = Producer({"bootstrap.servers": pipeline.bootstrap})
+    entity = f"acme{SEP}actor{SEP}user{SEP}poisoned"
+    producer.produce(
+        f"{pipeline.name}-state-changelog", b"{not json", entity.encode(),
+        partition=partition_for(entity, 4),
+    )  # fmt: skip
+    for partition in range(4):
+        seen = f"seen{SEP}{partition}{SEP}{0:020d}"
+        producer.produce(
+            f"{pipeline.name}-stage1-changelog", b"[1, 2, 3]", seen.encode(), partition=partition
+        )
+    assert producer.flush(30) == 0
+
+
+def test_a_hot_entity_max_size_events_and_poisoned_changelogs_take_nothing_down(
+    pipeline: Pipeline,
+) -> None:
+    """One bot at 1,000 events/s for 10 minutes of event time (600,000 events, in time order
+    among the rest of the workload), events at the contract's maxima, and a foreign record on
+    each changelog read at a restart: the worker never exits, every event is counted once,
+    and every closed window of every entity (the hot ones too) equals the independent
+    computation."""
+    now = int(time.time() * 1000)
+    w = generate(now, seed=41, users=6, threads=20)
+    start = now - 2 * HOUR
+    hot: list[dict[str, Any]] = []
+    rng = random.Random(3)
+    t = start
+    for i in range(600_000):
+        t += rng.choice((0, 1, 1, 2))  # ~1,000 a second, ties included
+        hot.append(
+            {
+                "event_id": str(uuid.UUID(int=(7 << 100) + i)),
+                "tenant": "acme",
+                "occurred_at": iso(t),
+                "actor": {"type": "service", "id": "bot-1"},
+                "verb": "synced",
+                "object": {"type": "channel", "id": "firehose"},
+                "weight": 1.0,
+            }
+        )
+    big = _at_the_maxima(now, 300)
+    reference = reference_signals(w.events + hot + big, WINDOWS_MS)
+    # Everything in event-time order (the workload's own jitter kept), the hot bot in order.
+    arrivals = sorted(
+        [(ms_of(e), 0, i, e) for i, e in enumerate(w.arrivals)]
+        + [(ms_of(e), 1, i, e) for i, e in enumerate(hot)]
+        + [(ms_of(e), 2, i, e) for i, e in enumerate(big)],
+        key=lambda x: x[:3],
+    )
+    proc = pipeline.start()
+    try:
+        pipeline.send(w.arrivals[:50])
+        deadline = time.monotonic() + 120
+        admin = AdminClient({"bootstrap.servers": pipeline.bootstrap})
+        changelogs = {f"{pipeline.name}-state-changelog", f"{pipeline.name}-stage1-changelog"}
+        while not changelogs <= set(admin.list_topics(timeout=10).topics):
+            assert time.monotonic() < deadline, "the worker never created its changelogs"
+            time.sleep(0.2)  # a poll interval while the worker starts
+    finally:
+        _stop(proc)
+    _poison_the_changelogs(pipeline)
+    proc = pipeline.start()
+    try:
+        pipeline.send([e for _, _, _, e in arrivals])
+        keys = expected_closed(reference, now - 60_000)
+        got = wait_for_windows(pipeline, keys, timeout=600)
+        assert proc.poll() is None, "the worker exited"
+    finally:
+        _stop(proc)
+    check_signals(got, reference)
+    hot_hours = [
+        s for k, s in got.items() if k[:3] == ("actor", "service", "bot-1") and k[3] == 3600
+    ]
+    assert sum(s["event_count"] for s in hot_hours) == len(hot)
+    assert all(s["late_count"] == 0 for s in hot_hours)
+    messages = read_topic(pipeline.bootstrap, pipeline.topics["dead"], 5)
+    dead = [json.loads(payload(m)) for m in messages]
+    assert sorted(d["topic"] for d in dead if d["reason"] == "invalid_state") == [
+        f"{pipeline.name}-stage1-changelog"
+    ] * 4 + [f"{pipeline.name}-state-changelog"], dead
+    log = (pipeline.home / "processor.log").read_text(errors="replace")
+    assert "hot entity" in log

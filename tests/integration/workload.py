@@ -144,6 +144,10 @@ def _ms(stamp: str) -> int:
     return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000)
 
 
+def ms_of(event: dict[str, Any]) -> int:
+    return _ms(event["occurred_at"])
+
+
 def reference_signals(
     events: list[dict[str, Any]], window_ms: tuple[int, ...]
 ) -> dict[tuple[str, str, str, int, int], dict[str, Any]]:
