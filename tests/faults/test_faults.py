@@ -224,7 +224,15 @@ def scenario(
                 assert hurt_s["event_count"] == calm_s["event_count"], key
                 assert hurt_s["weight_sum"] == pytest.approx(calm_s["weight_sum"], rel=1e-12)
                 assert hurt_s["version"] == calm_s["version"], key
-            alerts_equal = alerts == calm["alerts"]
+            # Alerts are decided in event time, but an idle pipeline's watermark follows the
+            # wall clock (processors/README.md, "Idle partitions"): the runs, minutes apart,
+            # end at different watermarks, and silences or overdue waits falling due between
+            # the two are in one set only. Before the newest closed window's end, both
+            # watermarks have passed by the lateness: there the sets must be equal.
+            cut = max(start + seconds * 1000 for _, _, _, seconds, start in closed)
+            alerts_equal = {a for a in alerts if a[5] < cut} == {
+                a for a in calm["alerts"] if a[5] < cut
+            }
             assert alerts_equal
     finally:
         checked = len(closed & set(got))
