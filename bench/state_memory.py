@@ -2,13 +2,14 @@
 
     python -m bench.state_memory [--entities 1000000] [--roles message|user]
 
-Three processes, as a worker's life has them, each measuring its resident set
-(/proc/self/statm) against its own start:
-1. *build*: N entities in one `PartitionProcessor`, one event each, in batches of 2,000
-   updates, each batch's changed state written out (to a file here; RocksDB in a worker);
-   then the watermark passes the windows' day of retention so every entity holds nothing.
+Separate processes, as a worker's life has them:
+1. *build* (resident set, /proc/self/statm, against the process's start): N entities in one
+   `PartitionProcessor`, one event each, in batches of 2,000 updates, each batch's changed
+   state written out (to a file here; RocksDB in a worker); then the watermark passes the
+   windows' day of retention so every entity holds nothing.
 2. *restart*: a fresh processor restores that state, as a restarted worker does: the state
-   as saved while the windows were open, and as saved once idle.
+   as saved while the windows were open, and as saved once idle (Python's heap held by the
+   processor, from tracemalloc).
 3. *forget*: the same, then the watermark passes the idle TTL and the entities are forgotten.
 Resident memory includes Python's allocator slack (memory freed but kept), the honest figure
 for a worker; RocksDB's buffers are not in it (bounded per database by settings). Not part of
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 from rhythm.processors.explode import EntityKey
@@ -66,8 +68,10 @@ def build(n: int, roles: str, path: Path) -> None:
             proc.apply({"p": 0, "wm": T0 + first, "u": updates})
             pickle.dump(proc.take_dirty(), out)
             peak = max(peak, resident())
-        # Every window closes and passes its day of retention: the entities hold nothing.
-        proc.apply({"p": 0, "wm": idle_watermark(n)})
+    # Every window closes and passes its day of retention: the entities hold nothing.
+    with path.with_suffix(".idle").open("wb") as out:
+        while proc.apply({"p": 0, "wm": idle_watermark(n)}).signals:
+            pickle.dump(proc.take_dirty(), out)
         pickle.dump(proc.take_dirty(), out)
     gc.collect()
     print(f"  build: {(peak - base) / n:,.0f} bytes/entity resident at the peak (windows open),")
@@ -76,40 +80,49 @@ def build(n: int, roles: str, path: Path) -> None:
 
 def restart(n: int, path: Path, phase: str) -> None:
     batches = []
-    with path.open("rb") as f:
-        while True:
-            try:
-                batches.append(pickle.load(f))
-            except EOFError:
-                break
-    if phase == "restart-open":
-        batches = batches[:-1]  # as saved before the windows closed
+    files = [path] if phase == "restart-open" else [path, path.with_suffix(".idle")]
+    for name in files:  # restart-open: as saved before the windows closed
+        with name.open("rb") as f:
+            while True:
+                try:
+                    batches.append(pickle.load(f))
+                except EOFError:
+                    break
     saved: dict[str, bytes | None] = {}
     for batch in batches:
         saved.update(batch)
     del batches
     size = sum(len(k) + len(v or b"") for k, v in saved.items())
     gc.collect()
-    base = resident()
+    # Resident growth would count the loaded state's memory reused after it is freed:
+    # tracemalloc counts only what the restored processor still holds (Python's heap).
+    tracemalloc.start()
     proc = processor()
     proc.restore(saved.items())
     del saved
     gc.collect()
+    heap = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
     held = len(proc.entities)
     if phase != "forget":
         state = "windows open" if phase == "restart-open" else "idle"
         print(
-            f"  restart ({state}): {(resident() - base) / held:,.0f} bytes/entity resident "
+            f"  restart ({state}): {heap / held:,.0f} bytes/entity held in Python's heap "
             f"({held:,} entities, saved state {size / n:,.0f} bytes/entity)"
         )
         return
     wm = idle_watermark(n) + int(ProcessorSettings().entity_ttl_s * 1000)
     started = time.monotonic()
-    out = proc.apply({"p": 0, "wm": wm})
-    tombstones = sum(1 for _, v in proc.take_dirty() if v is None)
+    evicted = tombstones = 0
+    while True:
+        out = proc.apply({"p": 0, "wm": wm})
+        evicted += out.evicted
+        tombstones += sum(1 for _, v in proc.take_dirty() if v is None)
+        if not out.evicted:
+            break
     gc.collect()
     print(
-        f"  forget: {out.evicted:,} forgotten in {time.monotonic() - started:.1f} s, "
+        f"  forget: {evicted:,} forgotten in {time.monotonic() - started:.1f} s, "
         f"{tombstones:,} tombstones, {len(proc.entities):,} left"
     )
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
+from rhythm.processors import partition
 from rhythm.processors.codec import MAX_MESSAGE_BYTES, decode_context, encode_context
 from rhythm.processors.explode import EntityKey, context_key
 from rhythm.processors.partition import PartitionProcessor
@@ -110,7 +113,7 @@ def test_an_idle_entity_is_forgotten_with_a_tombstone_and_comes_back_fresh() -> 
     assert key not in restored.entities
     wm = HOUR + SIG.idle_ttl_ms
     out = proc.apply({"p": 0, "wm": wm + 2 * DAY, "u": [[key, wm + DAY, 1.0, 0, 2]]})
-    assert proc.entities[key].state.last_ms == wm + DAY
+    assert proc.entity_state(key).last_ms == wm + DAY
     assert [s["gap_count"] for s in out.signals] == [0, 0]  # a first event again
 
 
@@ -147,4 +150,30 @@ def test_state_at_the_contracts_maxima_stays_under_the_message_limit() -> None:
         proc.apply({"p": 0, "wm": t0 + batch * 1000, "u": updates, "c": contexts})
         for saved_key, value in proc.take_dirty():
             assert value is None or len(saved_key) + len(value) < MAX_MESSAGE_BYTES
-    assert len(proc.entities[key].state.pending) <= SIG.max_pending
+    assert len(proc.entity_state(key).pending) <= SIG.max_pending
+
+
+def test_many_windows_closing_at_once_are_emitted_over_several_calls_with_the_same_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At most MAX_ADVANCE entities are advanced per call; an entity touched while overdue
+    is advanced first: the signals are those of advancing everything at once."""
+
+    def run(limit: int) -> list[tuple[object, ...]]:
+        monkeypatch.setattr(partition, "MAX_ADVANCE", limit)
+        proc = PartitionProcessor(0, 1, SIG, REPLY)
+        keys = [EntityKey("acme", "object", "doc", f"d-{i}").encode() for i in range(50)]
+        proc.apply(
+            {"p": 0, "wm": HOUR, "u": [[k, HOUR + i, 1.0, 0, i] for i, k in enumerate(keys)]}
+        )
+        signals: list[dict[str, object]] = []
+        late = [[keys[3], 2 * HOUR + 5, 2.0, 0, 100], [keys[40], 3 * DAY, 1.0, 0, 101]]
+        signals += proc.apply({"p": 0, "wm": 3 * DAY, "u": late}).signals
+        for _ in range(20):
+            signals += proc.apply({"p": 0, "wm": 3 * DAY}).signals
+        return sorted((s["entity_id"], s["window_seconds"], s["window_start"], s["event_count"],
+                       s["gap_count"], s["version"]) for s in signals)  # fmt: skip
+
+    at_once = run(10_000)
+    assert len(at_once) > 100
+    assert run(7) == at_once

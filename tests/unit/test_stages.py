@@ -197,7 +197,7 @@ def test_the_due_time_of_every_entity_stays_what_next_due_ms_says() -> None:
         wm += rng.randrange(0, 15 * MIN)
         proc.apply({"p": 0, "wm": wm, "u": updates})
         for key, entity in proc.entities.items():
-            due = next_due_ms(entity.state, SIG, entity.rule)
+            due = next_due_ms(proc.entity_state(key), SIG, entity.rule)
             assert proc._due_of.get(key) == due, key
             assert due is None or (due, key) in proc._due
         # the window gauge is kept per change: it must equal a fresh count at any point

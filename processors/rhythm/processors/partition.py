@@ -52,6 +52,7 @@ from rhythm.processors.signals.policy import AlertPolicy
 from rhythm.processors.signals.rhythm import SilenceRule
 
 NO_WATERMARK = -(2**62)
+MAX_ADVANCE = 20_000  # entities advanced per call (see _advance)
 
 
 @dataclass
@@ -69,9 +70,21 @@ class Output:
 
 @dataclass(slots=True)
 class _Entity:
+    """`state` and `applied` are valid only while `frozen` is None: an entity holding
+    nothing (no window, no pending event) is kept as its saved bytes, a third of its objects'
+    memory, and decoded again when something touches it (most idle entities never are)."""
+
     state: EntityState
     applied: dict[int, int]
     rule: SilenceRule | None
+    frozen: bytes | None = None
+
+
+_FROZEN = EntityState()  # the placeholder state of a frozen entity: never read nor changed
+
+
+def _idle(state: EntityState) -> bool:
+    return not state.pending and not state.windows
 
 
 class PartitionProcessor:
@@ -120,9 +133,11 @@ class PartitionProcessor:
                 else:
                     rule = self._rule(key)
                     state, applied = decode_entity(value)
-                    self.entities[key] = _Entity(state, applied, rule)
+                    entity = self.entities[key] = _Entity(state, applied, rule)
                     self.window_count += len(state.windows)
-                    self._schedule(key, self.entities[key])
+                    self._schedule(key, entity)
+                    if _idle(state):
+                        self._freeze(entity, value)
             except Exception as exc:
                 bad.append((key, value, f"{type(exc).__name__}: {exc}"[:500]))
         self.conversations.restore(contexts)
@@ -138,10 +153,16 @@ class PartitionProcessor:
         final_after = cfg.lateness_ms + 1
         due_of = self._due_of
         for key, ts, weight, src_partition, src_offset in message.get("u", ()):
+            overdue = due_of.get(key)
+            if overdue is not None and overdue <= self.watermark:
+                del due_of[key]  # not yet advanced to the watermark (_advance): first that
+                self._advance_one(key, out)
             entity = self.entities.get(key)
             if entity is None:
                 entity = self.entities[key] = _Entity(EntityState(), {}, self._rule(key))
                 self._evicted.discard(key)
+            elif entity.frozen is not None:
+                self._thaw(entity)
             if src_offset <= entity.applied.get(src_partition, -1):
                 out.duplicates += 1
                 continue
@@ -209,7 +230,10 @@ class PartitionProcessor:
         for key in self._dirty:
             if key != self._watermarks_key:
                 entity = self.entities[key]
-                items.append((key, encode_entity(entity.state, entity.applied)))
+                data = entity.frozen
+                if data is None:
+                    data = encode_entity(entity.state, entity.applied)
+                items.append((key, data))
         for key in self.conversations.dirty:
             items.append((key, encode_context(self.conversations.contexts[key])))
         if self._watermarks_key in self._dirty:
@@ -229,38 +253,68 @@ class PartitionProcessor:
         return min(self.source_watermarks.values())
 
     def _advance(self, watermark: int, out: Output) -> None:
-        if watermark <= self.watermark:
-            return
-        self.watermark = watermark
-        cfg = self.signal_cfg
-        ready: set[str] = set()
-        while self._due and self._due[0][0] <= watermark:
+        """Advance the entities due by the watermark, at most `MAX_ADVANCE` per call: when a
+        million entities' windows close at once, the rest are taken by the next calls (one
+        per message; stage 1 sends one per tick when idle), so no batch holds millions of
+        signals. An entity touched while still overdue is advanced first (`apply`)."""
+        self.watermark = max(self.watermark, watermark)
+        watermark = self.watermark
+        ready: list[str] = []
+        while self._due and self._due[0][0] <= watermark and len(ready) < MAX_ADVANCE:
             due, key = heapq.heappop(self._due)
             if self._due_of.get(key) == due:
                 del self._due_of[key]
-                ready.add(key)
+                ready.append(key)
         for key in sorted(ready):  # sorted: the same output order on every run
-            entity = self.entities[key]
-            held = len(entity.state.windows)
-            result = advance(entity.state, watermark, cfg, entity.rule)
-            self.window_count += len(entity.state.windows) - held
-            expiry = expires_at(entity.state, cfg, entity.rule)
-            if expiry is not None and expiry <= watermark:
-                del self.entities[key]
-                self._dirty.discard(key)
-                self._due_of.pop(key, None)
-                self._evicted.add(key)
-                out.evicted += 1
-            else:
-                self._dirty.add(key)
-                self._schedule(key, entity)
-            if result.signals or result.alerts:
-                ek = EntityKey.decode(key)
-                out.signals.extend(_signal(ek, s) for s in result.signals)
-                out.alerts.extend(_entity_alert(key, a) for a in result.alerts)
+            self._advance_one(key, out)
         forgotten = len(self.conversations.evicted)
         out.alerts.extend(_unanswered(a) for a in self.conversations.advance(watermark))
         out.evicted += len(self.conversations.evicted) - forgotten
+
+    def _advance_one(self, key: str, out: Output) -> None:
+        watermark = self.watermark
+        cfg = self.signal_cfg
+        entity = self.entities[key]
+        if entity.frozen is not None:
+            self._thaw(entity)
+        held = len(entity.state.windows)
+        result = advance(entity.state, watermark, cfg, entity.rule)
+        self.window_count += len(entity.state.windows) - held
+        expiry = expires_at(entity.state, cfg, entity.rule)
+        if expiry is not None and expiry <= watermark:
+            del self.entities[key]
+            self._dirty.discard(key)
+            self._due_of.pop(key, None)
+            self._evicted.add(key)
+            out.evicted += 1
+        else:
+            self._dirty.add(key)
+            self._schedule(key, entity)
+            if _idle(entity.state):
+                self._freeze(entity, encode_entity(entity.state, entity.applied))
+        if result.signals or result.alerts:
+            ek = EntityKey.decode(key)
+            out.signals.extend(_signal(ek, s) for s in result.signals)
+            out.alerts.extend(_entity_alert(key, a) for a in result.alerts)
+
+    def entity_state(self, key: str) -> EntityState:
+        """An entity's state (decoded if it was kept frozen)."""
+        entity = self.entities[key]
+        if entity.frozen is not None:
+            self._thaw(entity)
+        return entity.state
+
+    @staticmethod
+    def _freeze(entity: _Entity, data: bytes) -> None:
+        entity.frozen = data
+        entity.state = _FROZEN
+        entity.applied = {}
+
+    @staticmethod
+    def _thaw(entity: _Entity) -> None:
+        assert entity.frozen is not None
+        entity.state, entity.applied = decode_entity(entity.frozen)
+        entity.frozen = None
 
     def _rule(self, key: str) -> SilenceRule | None:
         ek = EntityKey.decode(key)
