@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import uuid_utils
-
 from pydantic import ValidationError
 
 from rhythm.schemas import ContractError, Entity, Event, format_validation_error, validate_record
