@@ -19,7 +19,11 @@ def test_defaults_put_the_embedded_store_under_the_data_directory(tmp_path: Path
         "127.0.0.1", 8123, 9464,
     )  # fmt: skip
     assert settings.topics == [
-        "rhythm.events", "rhythm.signals", "rhythm.alerts", "rhythm.people", "rhythm.notifications"
+        "rhythm.events",
+        "rhythm.signals",
+        "rhythm.alerts",
+        "rhythm.people",
+        "rhythm.notifications",
     ]
     assert settings.dead_letter_topic == "rhythm.dead_letters"
     assert settings.group_id == "rhythm-sink"
