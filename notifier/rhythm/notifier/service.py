@@ -131,9 +131,13 @@ class Notifier:
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
+                "session.timeout.ms": settings.session_timeout_ms,
+                "heartbeat.interval.ms": max(500, settings.session_timeout_ms // 4),
                 "log.connection.close": False,
             }
         )
+        if settings.group_instance_id:
+            conf["group.instance.id"] = settings.group_instance_id
         self.consumer = Consumer(conf)
         producer_conf = settings.kafka.to_librdkafka()
         producer_conf.update({"enable.idempotence": True, "acks": "all", "linger.ms": 20})
@@ -156,6 +160,8 @@ class Notifier:
                 self.step()
         finally:
             self.metrics.progress.set_ready(False)
+            self._next_publish = 0.0
+            self._publish()  # the last changes too
             self.producer.flush(10)
             self._collect_acks()
             self.consumer.close()

@@ -37,6 +37,12 @@ class NotifierSettings(BaseSettings):
         description="Holds the delivery ledger (state.db): one running notifier per directory.",
     )
     group_id: str = "rhythm-notifier"
+    group_instance_id: str | None = Field(
+        None,
+        description="Static group membership: a restarted notifier gets its partitions back "
+        "at once instead of after session_timeout_ms.",
+    )
+    session_timeout_ms: int = Field(10_000, ge=1000)
     alerts_topic: str = ALERTS_TOPIC
     people_topic: str = PEOPLE_TOPIC
     notifications_topic: str = NOTIFICATIONS_TOPIC
