@@ -385,6 +385,7 @@ def test_each_heads_up_reaches_its_recipient_once_through_sigkills(
     latest = latest_records(bootstrap, topics.notifications, len(expected))
     assert {k: r.state for k, r in latest.items()} == dict.fromkeys(expected, "sent")
     sink_topics = make_topics(kafka_broker, "notifier")
+    (tmp_path / "sink").mkdir()
     with running_sink(
         kafka_broker, sink_topics, tmp_path / "sink",
         people_topic=topics.people, notifications_topic=topics.notifications,
