@@ -343,3 +343,26 @@ def test_the_sink_writes_people_and_notifications_rows() -> None:
     bad = transform_person(_message(b'{"tenant": "acme"}'))
     assert isinstance(bad, DeadLetter) and bad.reason == "invalid_person"
     assert datetime.fromtimestamp(0, UTC).year == 1970
+
+
+# -- rhythm up -----------------------------------------------------------------------------
+
+
+def test_rhythm_up_supervises_the_notifier_when_a_channel_is_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rhythm.stack.supervisor import Stack, StackSettings
+
+    for name in ("WEBHOOK_URL", "SLACK_WEBHOOK_URL", "SMTP_HOST", "CLICKHOUSE_URL"):
+        monkeypatch.delenv(f"RHYTHM_NOTIFIER_{name}", raising=False)
+    settings = StackSettings(home=tmp_path, prometheus_port=0, notifier_metrics_port=19467)
+    names = [p.name for p in Stack(settings)._parts("127.0.0.1:9")]
+    assert names == ["processors", "sink"]
+    monkeypatch.setenv("RHYTHM_NOTIFIER_SMTP_HOST", "127.0.0.1")
+    parts = {p.name: p for p in Stack(settings)._parts("127.0.0.1:9")}
+    notifier = parts["notifier"]
+    assert notifier.argv[-1] == "notifier" and notifier.ready_port == 19467
+    assert notifier.health_url == "http://127.0.0.1:19467/healthz"
+    assert notifier.env["RHYTHM_NOTIFIER_DATA_DIR"] == str(tmp_path.resolve() / "notifier")
+    assert notifier.env["RHYTHM_NOTIFIER_CLICKHOUSE_URL"] == "http://127.0.0.1:8123"
+    assert notifier.env["RHYTHM_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:9"
