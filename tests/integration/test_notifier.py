@@ -40,7 +40,7 @@ from rhythm.stack.kafka import LocalKafka
 from rhythm.stack.ports import free_ports
 
 from .conftest import read_topic
-from .test_sink_support import RHYTHM, _pump, make_topics, poll, running_sink
+from .test_sink_support import RHYTHM, _pump, make_topics, poll, publisher, running_sink
 
 pytestmark = pytest.mark.integration
 
@@ -374,6 +374,7 @@ def test_each_heads_up_reaches_its_recipient_once_through_sigkills(
             # Once: a copy is possible only if a kill fell between a receiver taking a request
             # and the ledger recording it (ms wide); the idempotency key identifies it.
             duplicates = len(webhook_keys) + len(mail_keys) - len(expected)
+            print(f"deliveries {len(expected)}, kills {kills}, copies received {duplicates}")
             assert 0 <= duplicates <= kills, (duplicates, kills)
             states = notifier.states()
             assert set(states) == set(expected) and set(states.values()) == {"sent"}
@@ -482,3 +483,51 @@ def test_caps_and_quiet_hours_hold_and_a_refusing_receiver_is_dead_lettered(
     finally:
         receiver.stop()
         slack.stop()
+
+
+def test_a_silent_account_goes_to_the_people_most_engaged_with_it_in_the_store(
+    kafka_broker: LocalKafka, tmp_path: Path
+) -> None:
+    """Routing asks the sink's endpoint (the real embedded store) who acted on the account
+    most; the directory keeps out someone who is not one of ours."""
+    bootstrap = kafka_broker.bootstrap
+    topics = notify_topics(kafka_broker)
+    sink_topics = make_topics(kafka_broker, "engaged")
+    now = datetime.now(UTC)
+    client = publisher(bootstrap, sink_topics.events)
+    counts = {"user:u-1": 2, "user:u-2": 5, "user:u-3": 3, "contact:c-1": 9}
+    n = 0
+    for ref, times in counts.items():
+        kind, _, ident = ref.partition(":")
+        for _ in range(times):
+            n += 1
+            client.track(
+                "acme", (kind, ident), "emailed", target=("account", "acct-7"), channel="email",
+                occurred_at=datetime.fromtimestamp(now.timestamp() - 86_400 + n, UTC),
+            )  # fmt: skip
+    assert client.flush(30) == 0
+    client.close()
+    # u-2 acted most, but the directory says u-2 is not one of ours (a partner's account).
+    identify(bootstrap, topics.people, {"user:u-2": {"internal": False}})
+    silence = heads_up(1, "", kind="silence").model_copy(
+        update={"entity_type": "account", "entity_id": "acct-7", "context_id": None}
+    )
+    publish(bootstrap, topics.alerts, [silence])
+    (web_port,) = free_ports(1)
+    receiver = WebhookReceiver(web_port).start()
+    (tmp_path / "sink").mkdir()
+    try:
+        with running_sink(kafka_broker, sink_topics, tmp_path / "sink") as sink:
+            assert sink.sync(60), sink.log()[-2000:]
+            with running_notifier(
+                bootstrap, topics, tmp_path,
+                webhook_url=f"http://127.0.0.1:{web_port}/hook", webhook_secret=SECRET,
+                clickhouse_url=f"http://127.0.0.1:{sink.http_port}", engaged_top=2,
+            ):  # fmt: skip
+                poll(lambda: len(receiver.got) >= 2, 60, "the engaged people's heads-ups")
+                time.sleep(1.0)
+        got = [(r.body["recipient"]["ref"], r.body["recipient"]["reason"]) for r in receiver.got]
+        assert got == [("user:u-3", "engaged"), ("user:u-1", "engaged")]
+        assert not receiver.rejected
+    finally:
+        receiver.stop()
