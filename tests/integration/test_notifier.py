@@ -451,6 +451,8 @@ def test_caps_and_quiet_hours_hold_and_a_refusing_receiver_is_dead_lettered(
     busy = [heads_up(i, "user:busy") for i in range(5)]
     asleep = [heads_up(10 + i, "user:asleep") for i in range(2)]
     publish(bootstrap, topics.alerts, [*busy, *asleep], key=b"acme")
+    dead_topic = f"dl.n.{uuid.uuid4().hex[:8]}"
+    kafka_broker.create_topics([TopicSpec(dead_topic, 1, {})])
     web_port, slack_port = free_ports(2)
     receiver = WebhookReceiver(web_port).start()
     slack = WebhookReceiver(slack_port)  # answers 401 to anything on /hook: see below
@@ -460,6 +462,7 @@ def test_caps_and_quiet_hours_hold_and_a_refusing_receiver_is_dead_lettered(
             webhook_url=f"http://127.0.0.1:{web_port}/hook", webhook_secret=SECRET,
             # A Slack URL that refuses (401: e.g. a revoked webhook): dead at once, no retry.
             slack_webhook_url=f"http://127.0.0.1:{slack_port}/hook",
+            dead_letters_topic=dead_topic,
             quiet_hours="true", daily_cap=2, default_working_hours="[0, 24]",
             default_working_days="[0, 1, 2, 3, 4, 5, 6]",
         ) as notifier:  # fmt: skip
@@ -480,6 +483,12 @@ def test_caps_and_quiet_hours_hold_and_a_refusing_receiver_is_dead_lettered(
         assert [by_alert[a.alert_id]["webhook"] for a in asleep] == ["held", "held"]
         assert [r.body["alert"]["alert_id"] for r in receiver.got] == [a.alert_id for a in busy[:2]]
         assert len(slack.rejected) == 2  # each refused once, never retried
+        dead = read_topic(bootstrap, dead_topic, 2, timeout=30)
+        assert {json.loads(m.value() or b"")["alert_id"] for m in dead} == {
+            a.alert_id for a in busy[:2]
+        }
+        reasons = {dict(m.headers() or [])["rhythm.reason"] for m in dead}
+        assert reasons == {b"notification_failed"}
     finally:
         receiver.stop()
         slack.stop()

@@ -17,6 +17,7 @@ Per turn:
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -366,6 +367,8 @@ class Notifier:
                     del self._in_flight[d.key]
 
             try:
+                if d.state == "dead":
+                    self._dead_letter(d)
                 self.producer.produce(
                     self.settings.notifications_topic, value, d.key, on_delivery=on_delivery
                 )
@@ -373,6 +376,23 @@ class Notifier:
                 del self._in_flight[d.key]
                 break
         self.producer.poll(0)
+
+    def _dead_letter(self, d: Delivery) -> None:
+        """The dead delivery on the dead-letter topic, as the other parts write theirs: the
+        alert as value, why in the headers. Published with the delivery's record (again if
+        that record has to be published again: keyed by the delivery, so a copy is plain)."""
+        self.producer.produce(
+            self.settings.dead_letters_topic,
+            json.dumps(d.alert, sort_keys=True).encode(),
+            d.key,
+            headers=[
+                ("rhythm.reason", b"notification_failed"),
+                ("rhythm.detail", f"{d.channel} to {d.recipient}: {d.last_error}".encode()),
+                ("rhythm.source.topic", self.settings.alerts_topic.encode()),
+                ("rhythm.delivery.key", d.key.encode()),
+                ("rhythm.delivery.attempts", str(d.attempts).encode()),
+            ],
+        )
 
     def _collect_acks(self) -> None:
         self.producer.poll(0)

@@ -15,7 +15,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rhythm.producers.config import KafkaSettings
 from rhythm.schemas.people import Channel
-from rhythm.schemas.topics import ALERTS_TOPIC, NOTIFICATIONS_TOPIC, PEOPLE_TOPIC
+from rhythm.schemas.topics import (
+    ALERTS_TOPIC,
+    DEAD_LETTERS_TOPIC,
+    NOTIFICATIONS_TOPIC,
+    PEOPLE_TOPIC,
+)
 
 __all__ = ["NotifierSettings", "default_data_dir"]
 
@@ -46,6 +51,9 @@ class NotifierSettings(BaseSettings):
     alerts_topic: str = ALERTS_TOPIC
     people_topic: str = PEOPLE_TOPIC
     notifications_topic: str = NOTIFICATIONS_TOPIC
+    dead_letters_topic: str = Field(
+        DEAD_LETTERS_TOPIC, description="A dead delivery is also published here, for a human."
+    )
     kinds: list[str] = Field(
         default_factory=lambda: ["silence", "unanswered", "follow_up"],
         description="Alert kinds that are delivered (resumed is good news: not by default).",
