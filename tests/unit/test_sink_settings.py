@@ -18,7 +18,13 @@ def test_defaults_put_the_embedded_store_under_the_data_directory(tmp_path: Path
     assert (settings.http_host, settings.http_port, settings.metrics_port) == (
         "127.0.0.1", 8123, 9464,
     )  # fmt: skip
-    assert settings.topics == ["rhythm.events", "rhythm.signals", "rhythm.alerts"]
+    assert settings.topics == [
+        "rhythm.events",
+        "rhythm.signals",
+        "rhythm.alerts",
+        "rhythm.people",
+        "rhythm.notifications",
+    ]
     assert settings.dead_letter_topic == "rhythm.dead_letters"
     assert settings.group_id == "rhythm-sink"
 

@@ -30,3 +30,5 @@ create rhythm.events 4 cleanup.policy=delete retention.ms=604800000 \
 create rhythm.signals 4 cleanup.policy=delete retention.ms=604800000
 create rhythm.alerts 2 cleanup.policy=delete retention.ms=2592000000
 create rhythm.dead_letters 1 cleanup.policy=delete retention.ms=2592000000
+create rhythm.people 2 cleanup.policy=compact
+create rhythm.notifications 2 cleanup.policy=compact

@@ -6,6 +6,7 @@ import typer
 
 from rhythm.stack.client_cli import register as register_client_commands
 from rhythm.stack.kafka_cli import app as kafka_app
+from rhythm.stack.notifier_cli import register as register_notifier_commands
 from rhythm.stack.processor_cli import register as register_processor_commands
 from rhythm.stack.sim_cli import register as register_sim_commands
 from rhythm.stack.sink_cli import register as register_sink_commands
@@ -21,6 +22,7 @@ app.add_typer(kafka_app, name="kafka")
 register_client_commands(app)
 register_processor_commands(app)
 register_sink_commands(app)
+register_notifier_commands(app)
 register_stack_commands(app)
 register_sim_commands(app)
 

@@ -49,6 +49,9 @@ class StackSettings(BaseSettings):
     sink_http_port: int = Field(8123, description="The embedded store's ClickHouse HTTP port.")
     processor_metrics_port: int = 9465
     sink_metrics_port: int = 9464
+    notifier_metrics_port: int = Field(
+        9467, description="The notifier's /metrics and /healthz (started when a channel is set)."
+    )
     prometheus_port: int = Field(
         9090, ge=0, description="The local Prometheus (when installed); 0 = do not start it."
     )
@@ -115,7 +118,7 @@ class Stack:
             _stop_group(pid, timeout)
         state = self._state()  # as the supervisor left it
         # the sink last in, first out: it commits on TERM
-        for name in ("prometheus", "sink", "processors"):
+        for name in ("prometheus", "notifier", "sink", "processors"):
             pid = state.get(name, {}).get("pid")
             if pid and _alive(pid):
                 _stop_group(pid, timeout)
@@ -165,6 +168,15 @@ class Stack:
             parts["sink"]["lag"] = consumer_lag(
                 bootstrap, SINK_GROUP, ["rhythm.events", "rhythm.signals", "rhythm.alerts"]
             )
+        if self.notifier_wanted() or "notifier" in state:
+            pid = state.get("notifier", {}).get("pid")
+            port = self.settings.notifier_metrics_port
+            running = bool(pid and _alive(pid))
+            parts["notifier"] = {"running": running, "pid": pid}
+            parts["notifier"]["log"] = state.get("notifier", {}).get("log")
+            if port and running:
+                ok, detail = probe_health(f"http://127.0.0.1:{port}/healthz")
+                parts["notifier"]["health"] = {"ok": bool(ok), "detail": detail}
         if self._prometheus_wanted() or "prometheus" in state:
             pid = state.get("prometheus", {}).get("pid")
             port = self.settings.prometheus_port
@@ -220,8 +232,30 @@ class Stack:
                 s.sink_http_port or None,
                 _healthz(s.sink_metrics_port),
             ),
+            *self._notifier_part(env, cli),
             *self._prometheus_part(),
         ]
+
+    def notifier_wanted(self) -> bool:
+        """The notifier runs when a delivery channel is configured (RHYTHM_NOTIFIER_*)."""
+        return any(
+            os.environ.get(f"RHYTHM_NOTIFIER_{name}")
+            for name in ("WEBHOOK_URL", "SLACK_WEBHOOK_URL", "SMTP_HOST")
+        )
+
+    def _notifier_part(self, env: dict[str, str], cli: list[str]) -> list[Part]:
+        if not self.notifier_wanted():
+            return []
+        port = self.settings.notifier_metrics_port
+        notifier_env = dict(
+            env,
+            RHYTHM_NOTIFIER_DATA_DIR=str(self.home / "notifier"),
+            RHYTHM_NOTIFIER_METRICS_PORT=str(port),
+            RHYTHM_NOTIFIER_CLICKHOUSE_URL=env.get(
+                "RHYTHM_NOTIFIER_CLICKHOUSE_URL", f"http://127.0.0.1:{self.settings.sink_http_port}"
+            ),
+        )
+        return [Part("notifier", [*cli, "notifier"], notifier_env, port or None, _healthz(port))]
 
     def _prometheus_wanted(self) -> bool:
         return bool(self.settings.prometheus_port) and prometheus.binary() is not None
@@ -262,6 +296,8 @@ class Stack:
         timeout = self.settings.start_timeout_s + self.kafka.settings.start_timeout_s
         deadline = time.monotonic() + timeout
         names = ["kafka", "processors", "sink"]
+        if self.notifier_wanted():
+            names.append("notifier")
         if self._prometheus_wanted():
             names.append("prometheus")
         while time.monotonic() < deadline:

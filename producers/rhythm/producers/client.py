@@ -36,8 +36,9 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from rhythm.producers.config import ClientSettings
 from rhythm.producers.metrics import COLLECTOR, ClientStats
-from rhythm.producers.prepare import EntityLike, prepare_event
+from rhythm.producers.prepare import EntityLike, make_person, prepare_event
 from rhythm.schemas import Event, decode_event, encode_event
+from rhythm.schemas.people import Person, Traits
 
 log = logging.getLogger("rhythm.producers")
 
@@ -86,6 +87,7 @@ class Client:
         self._failures_logged = 0
         self._errors_logged_at: dict[int, float] = {}
         self._delivery_cb = self._on_delivery
+        self._identify_cb = self._on_identify_delivery
         _LIVE.add(self)
         COLLECTOR.add(self)
 
@@ -133,6 +135,44 @@ class Client:
         }
         event.update((k, v) for k, v in optional.items() if v is not None)
         return self.send(event)
+
+    def identify(
+        self,
+        tenant: str,
+        actor: EntityLike,
+        traits: Mapping[str, Any] | Traits,
+    ) -> str:
+        """Say who a person is (Segment's `identify`): their display `name`, `email`,
+        `chat_handle`, `timezone`, `working_hours` ([start, end) local hours),
+        `working_days`, `team` and whether they are `internal`. Published to the compacted
+        people topic keyed by `tenant:type:id` (the latest record wins), validated here:
+        raises `ContractError` for bad traits. Returns the key. Delivery is in the
+        background like `track()`'s; a failure is counted and passed to `on_error` with the
+        record (which has no `event_id`)."""
+        if self._closed:
+            raise ClientClosedError("this client is closed")
+        person = make_person(tenant, actor, traits, time.time_ns() // 1_000_000)
+        payload = person.model_dump_json().encode()
+        producer = self._producer or self._open()
+        self.stats.tracked += 1
+        try:
+            producer.produce(
+                self.settings.people_topic, payload, person.key, on_delivery=self._identify_cb
+            )
+        except BufferError:
+            producer.flush(self.settings.block_timeout_s)
+            try:
+                producer.produce(
+                    self.settings.people_topic, payload, person.key, on_delivery=self._identify_cb
+                )
+            except BufferError:
+                self.stats.dropped["queue_full"] += 1
+                self._report(person.model_dump(), "queue_full")
+        except KafkaException as exc:
+            reason = _REASONS.get(exc.args[0].code(), "kafka_error")
+            self.stats.failed[reason] += 1
+            self._report(person.model_dump(), reason)
+        return person.key
 
     def send(self, event: Mapping[str, Any] | Event) -> str:
         """Validate, stamp and enqueue an event in the canonical JSON shape; return its id."""
@@ -243,6 +283,19 @@ class Client:
                 self.stats.observe_latency(latency)
             return
         self._give_up(dict(decode_event(msg.value() or b"")), err)
+
+    def _on_identify_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self.stats.delivered += 1
+            return
+        reason = _REASONS.get(err.code(), "kafka_error")
+        self.stats.failed[reason] += 1
+        log.warning("identify %s not delivered: %s (%s)", msg.key(), reason, err)
+        try:
+            record: dict[str, Any] = Person.model_validate_json(msg.value() or b"").model_dump()
+        except ValueError:
+            record = {"key": msg.key()}
+        self._report(record, reason)
 
     def _give_up(self, record: dict[str, Any], err: KafkaError) -> None:
         """A failed event: counted, logged (the first ten, then every thousandth), reported."""

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from rhythm.schemas.topics import EVENTS_TOPIC
+from rhythm.schemas.topics import EVENTS_TOPIC, PEOPLE_TOPIC
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
@@ -74,6 +74,7 @@ class ClientSettings(BaseSettings):
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topic: str = EVENTS_TOPIC
+    people_topic: str = PEOPLE_TOPIC
     queue_max_messages: int = Field(100_000, ge=1, description="Events buffered at most.")
     queue_max_kbytes: int = Field(65_536, ge=1, description="Bytes buffered at most, in KiB.")
     full_queue_policy: FullQueuePolicy = "block"

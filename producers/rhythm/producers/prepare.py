@@ -9,8 +9,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import uuid_utils
+from pydantic import ValidationError
 
-from rhythm.schemas import ContractError, Entity, Event, validate_record
+from rhythm.schemas import ContractError, Entity, Event, format_validation_error, validate_record
+from rhythm.schemas.people import Person, Traits
 
 EntityLike = Mapping[str, str] | tuple[str, str] | Entity
 
@@ -47,3 +49,25 @@ def _entity_from_pair(role: str, pair: tuple[Any, ...]) -> dict[str, Any]:
     if len(pair) != 2:
         raise ContractError(f"{role}: a (type, id) pair must have 2 items (got {len(pair)})")
     return {"type": pair[0], "id": pair[1]}
+
+
+def make_person(
+    tenant: str, actor: EntityLike, traits: Mapping[str, Any] | Traits, updated_at: int
+) -> Person:
+    """A directory record for `identify()`; raises ContractError naming the bad field."""
+    if isinstance(actor, tuple):
+        actor = _entity_from_pair("actor", actor)
+    if isinstance(actor, Entity):
+        actor_type, actor_id = actor.type, actor.id
+    else:
+        actor_type, actor_id = actor.get("type", ""), actor.get("id", "")
+    try:
+        return Person(
+            tenant=tenant,
+            actor_type=actor_type,
+            actor_id=actor_id,
+            traits=traits if isinstance(traits, Traits) else Traits.model_validate(dict(traits)),
+            updated_at=updated_at,
+        )
+    except ValidationError as exc:
+        raise ContractError(format_validation_error(exc)) from exc

@@ -17,6 +17,8 @@ from rhythm.schemas.topics import (
     DEAD_LETTERS_TOPIC,
     DEFAULT_TOPICS,
     EVENTS_TOPIC,
+    NOTIFICATIONS_TOPIC,
+    PEOPLE_TOPIC,
     SIGNALS_TOPIC,
     TopicSpec,
 )
@@ -28,6 +30,8 @@ __all__ = [
     "DEAD_LETTERS_TOPIC",
     "DEFAULT_TOPICS",
     "EVENTS_TOPIC",
+    "NOTIFICATIONS_TOPIC",
+    "PEOPLE_TOPIC",
     "SIGNALS_TOPIC",
     "CatalogueError",
     "ContractError",

@@ -9,6 +9,12 @@ EVENTS_TOPIC = "rhythm.events"
 SIGNALS_TOPIC = "rhythm.signals"
 ALERTS_TOPIC = "rhythm.alerts"
 DEAD_LETTERS_TOPIC = "rhythm.dead_letters"
+#: The people directory: `Client.identify()` publishes one record per (tenant, actor), keyed
+#: by `tenant:type:id`; compacted, so the latest traits of each person stay for good.
+PEOPLE_TOPIC = "rhythm.people"
+#: The notifier's delivery records, keyed by the idempotency key (alert, recipient, channel);
+#: compacted: the latest state of each delivery stays.
+NOTIFICATIONS_TOPIC = "rhythm.notifications"
 
 _DAY_MS = 24 * 60 * 60 * 1000
 
@@ -39,4 +45,7 @@ DEFAULT_TOPICS: list[TopicSpec] = [
     TopicSpec(ALERTS_TOPIC, 2, _retention(30)),
     # Dead letters wait for a human to look: a month; one partition keeps them in order.
     TopicSpec(DEAD_LETTERS_TOPIC, 1, _retention(30)),
+    # Directory and delivery state: compacted (latest per key wins), never expired.
+    TopicSpec(PEOPLE_TOPIC, 2, {"cleanup.policy": "compact"}),
+    TopicSpec(NOTIFICATIONS_TOPIC, 2, {"cleanup.policy": "compact"}),
 ]

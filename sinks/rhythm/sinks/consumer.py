@@ -92,6 +92,8 @@ class ConsumerLoop:
             settings.events_topic: "events",
             settings.signals_topic: "signals",
             settings.alerts_topic: "alerts",
+            settings.people_topic: "people",
+            settings.notifications_topic: "notifications",
         }
         self._topic_ids = topic_ids
         self._done: queue.SimpleQueue[Done] = queue.SimpleQueue()

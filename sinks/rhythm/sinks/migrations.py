@@ -43,6 +43,8 @@ from rhythm.sinks.schema import (
     DEAD_LETTERS,
     ENTITY_EVENTS,
     EVENTS,
+    NOTIFICATIONS,
+    PEOPLE,
     SCHEMA_MIGRATIONS,
     SIGNALS,
     Table,
@@ -168,10 +170,16 @@ def _alert_owners(target: Target, _days: int) -> list[str]:
     ]
 
 
+def _people_and_notifications(target: Target, days: int) -> list[str]:
+    """The people directory (Client.identify) and the notifier's deliveries."""
+    return [sql for t in (PEOPLE, NOTIFICATIONS) for sql in target.create_tables(t, days)]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "tables", _tables),
     Migration(2, "analyst views", _views),
     Migration(3, "alert owners, scores and the noise budget", _alert_owners),
+    Migration(4, "people directory and notifications", _people_and_notifications),
 )
 
 

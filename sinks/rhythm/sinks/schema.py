@@ -22,6 +22,13 @@ signals
 alerts
     ReplacingMergeTree on (tenant, alert_id): alert ids are stable hashes, so re-sent alerts
     collapse.
+people
+    The directory (`Client.identify()`, topic `rhythm.people`): ReplacingMergeTree on
+    (tenant, actor_type, actor_id) with `updated_at` as the version, so the latest record
+    of a person wins (`FINAL`). No TTL: a person is kept until said otherwise.
+notifications
+    The notifier's deliveries, one per (alert, recipient, channel): ReplacingMergeTree
+    (`version`), the notifier re-publishing each state change with a higher version.
 dead_letters
     What could not be written, with reason, source position and the raw bytes (base64,
     truncated). Deduplicated on the source position.
@@ -52,6 +59,8 @@ __all__ = [
     "DEDUP_WINDOW",
     "ENTITY_EVENTS",
     "EVENTS",
+    "NOTIFICATIONS",
+    "PEOPLE",
     "SCHEMA_MIGRATIONS",
     "SIGNALS",
     "Column",
@@ -304,6 +313,60 @@ DEAD_LETTERS = Table(
     shard_by=("topic", "kafka_partition", "kafka_offset"),
 )
 
+PEOPLE = Table(
+    name="people",
+    columns=(
+        Column("tenant", _LC),
+        Column("actor_type", _LC),
+        Column("actor_id", "String", _Z),
+        Column("name", "Nullable(String)", _Z),
+        Column("email", "Nullable(String)", _Z),
+        Column("chat_handle", "Nullable(String)", _Z),
+        Column("timezone", _LCN, comment="IANA zone; NULL: the tenant's"),
+        Column("working_hours", "Array(UInt8)", comment="[start, end) local hours; []: tenant's"),
+        Column("working_days", "Array(UInt8)", comment="0 = Monday; []: the tenant's"),
+        Column("team", _LCN),
+        Column("internal", "Nullable(Bool)", comment="one of ours; NULL: not said"),
+        Column("updated_at", TS, _Z, comment="when the client said it: the version"),
+        *_INGEST,
+    ),
+    engine=Engine("ReplacingMergeTree", version="updated_at"),
+    order_by=("tenant", "actor_type", "actor_id"),
+    settings=_DEDUP,
+    comment="The people directory (Client.identify), latest record per person under FINAL.",
+    shard_by=("tenant", "actor_type", "actor_id"),
+)
+
+NOTIFICATIONS = Table(
+    name="notifications",
+    columns=(
+        Column("alert_id", "String"),
+        Column("tenant", _LC),
+        Column("kind", _LC),
+        Column("recipient", "String", _Z, comment="type:id of a person or a queue"),
+        Column("channel", _LC, comment="webhook, slack or email"),
+        Column("address", "String", _Z),
+        Column("reason", _LC, comment="why this recipient: owner, engaged or queue"),
+        Column("state", _LC, comment="pending, held, sending, retry, sent, dead, suppressed"),
+        Column("attempts", "UInt16"),
+        Column("created_at", TS, _TIME_CODEC),
+        Column("due_at", TS, _Z),
+        Column("updated_at", TS, _Z),
+        Column("sent_at", f"Nullable({TS})", _Z),
+        Column("last_error", "Nullable(String)", _Z),
+        Column("idempotency_key", "String", _Z),
+        Column("version", "UInt64"),
+        *_INGEST,
+    ),
+    engine=Engine("ReplacingMergeTree", version="version"),
+    order_by=("tenant", "alert_id", "recipient", "channel"),
+    partition_by="toYYYYMM(created_at)",
+    ttl_column="created_at",
+    settings=_DEDUP,
+    comment="The notifier's deliveries, one per (alert, recipient, channel) under FINAL.",
+    shard_by=("tenant", "alert_id"),
+)
+
 SCHEMA_MIGRATIONS = Table(
     name="schema_migrations",
     columns=(
@@ -317,4 +380,6 @@ SCHEMA_MIGRATIONS = Table(
     comment="Which migrations ran (rhythm migrate).",
 )
 
-DATA_TABLES: tuple[Table, ...] = (EVENTS, ENTITY_EVENTS, SIGNALS, ALERTS, DEAD_LETTERS)
+DATA_TABLES: tuple[Table, ...] = (
+    EVENTS, ENTITY_EVENTS, SIGNALS, ALERTS, DEAD_LETTERS, PEOPLE, NOTIFICATIONS,
+)  # fmt: skip

@@ -19,7 +19,14 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rhythm.producers.config import KafkaSettings
-from rhythm.schemas.topics import ALERTS_TOPIC, DEAD_LETTERS_TOPIC, EVENTS_TOPIC, SIGNALS_TOPIC
+from rhythm.schemas.topics import (
+    ALERTS_TOPIC,
+    DEAD_LETTERS_TOPIC,
+    EVENTS_TOPIC,
+    NOTIFICATIONS_TOPIC,
+    PEOPLE_TOPIC,
+    SIGNALS_TOPIC,
+)
 
 __all__ = ["Dsn", "SinkSettings", "default_data_dir", "parse_dsn"]
 
@@ -180,6 +187,8 @@ class SinkSettings(BaseSettings):
     events_topic: str = EVENTS_TOPIC
     signals_topic: str = SIGNALS_TOPIC
     alerts_topic: str = ALERTS_TOPIC
+    people_topic: str = PEOPLE_TOPIC
+    notifications_topic: str = NOTIFICATIONS_TOPIC
     dead_letter_topic: str = DEAD_LETTERS_TOPIC
     consumer_extra: dict[str, Any] = Field(
         default_factory=dict, description="Any other librdkafka consumer setting."
@@ -293,7 +302,13 @@ class SinkSettings(BaseSettings):
 
     @property
     def topics(self) -> list[str]:
-        return [self.events_topic, self.signals_topic, self.alerts_topic]
+        return [
+            self.events_topic,
+            self.signals_topic,
+            self.alerts_topic,
+            self.people_topic,
+            self.notifications_topic,
+        ]
 
     def endpoint_state_file(self) -> Path | None:
         """Where a running sink says which endpoint serves its embedded store."""

@@ -22,8 +22,9 @@ from pydantic import ValidationError
 
 from rhythm.schemas import WireError, decode_event
 from rhythm.schemas.outputs import Alert, Signal
+from rhythm.schemas.people import DeliveryRecord, Person
 from rhythm.schemas.wire_check import record_problem
-from rhythm.sinks.schema import ALERTS, EVENTS, SIGNALS, Table
+from rhythm.sinks.schema import ALERTS, EVENTS, NOTIFICATIONS, PEOPLE, SIGNALS, Table
 
 __all__ = [
     "DEAD_LETTER_REASONS",
@@ -35,16 +36,19 @@ __all__ = [
     "dead_letter_row",
     "transform_alert",
     "transform_event",
+    "transform_notification",
+    "transform_person",
     "transform_signal",
 ]
 
 Row = tuple[Any, ...]
-Kind = Literal["events", "signals", "alerts"]
+Kind = Literal["events", "signals", "alerts", "people", "notifications"]
 
 #: Every reason a message can be dead-lettered for (a bounded metric label).
 DEAD_LETTER_REASONS = (
     "empty", "too_short", "bad_magic", "unknown_schema_id", "bad_avro",  # WireError.reason
-    "invalid_event", "invalid_json", "invalid_signal", "invalid_alert",
+    "invalid_event", "invalid_json", "invalid_signal", "invalid_alert", "invalid_person",
+    "invalid_notification",
 )  # fmt: skip
 
 # What the contract allows (schemas/README.md), which DateTime64(3) holds.
@@ -190,6 +194,44 @@ def transform_alert(message: Message) -> Outcome:
     )  # fmt: skip
 
 
+def transform_person(message: Message) -> Outcome:
+    if not message.value:
+        return DeadLetter(message, "empty", "no value (a tombstone?)")
+    try:
+        p = Person.model_validate_json(message.value)
+        _time("updated_at", p.updated_at)
+    except ValidationError as exc:
+        return DeadLetter(message, _validation_reason(exc, "invalid_person"), _detail(exc))
+    except _InvalidError as exc:
+        return DeadLetter(message, "invalid_person", str(exc))
+    t = p.traits
+    return (
+        p.tenant, p.actor_type, p.actor_id, t.name, t.email, t.chat_handle, t.timezone,
+        list(t.working_hours or ()), list(t.working_days or ()), t.team, t.internal,
+        p.updated_at, message.timestamp_ms, message.partition, message.offset,
+    )  # fmt: skip
+
+
+def transform_notification(message: Message) -> Outcome:
+    if not message.value:
+        return DeadLetter(message, "empty", "no value (a tombstone?)")
+    try:
+        n = DeliveryRecord.model_validate_json(message.value)
+        for name in ("created_at", "due_at", "updated_at"):
+            _time(name, getattr(n, name))
+        if n.sent_at is not None:
+            _time("sent_at", n.sent_at)
+    except ValidationError as exc:
+        return DeadLetter(message, _validation_reason(exc, "invalid_notification"), _detail(exc))
+    except _InvalidError as exc:
+        return DeadLetter(message, "invalid_notification", str(exc))
+    return (
+        n.alert_id, n.tenant, n.kind, n.recipient, n.channel, n.address, n.reason, n.state,
+        min(n.attempts, 65535), n.created_at, n.due_at, n.updated_at, n.sent_at, n.last_error,
+        n.key, n.version, message.timestamp_ms, message.partition, message.offset,
+    )  # fmt: skip
+
+
 def dead_letter_row(dead: DeadLetter, max_bytes: int) -> Row:
     """The `dead_letters` row: the raw value as base64, cut to `max_bytes`."""
     m = dead.message
@@ -211,4 +253,6 @@ TRANSFORMS: dict[Kind, tuple[Table, Callable[[Message], Outcome]]] = {
     "events": (EVENTS, transform_event),
     "signals": (SIGNALS, transform_signal),
     "alerts": (ALERTS, transform_alert),
+    "people": (PEOPLE, transform_person),
+    "notifications": (NOTIFICATIONS, transform_notification),
 }

@@ -39,7 +39,13 @@ __all__ = ["Done", "Writer", "error_reason"]
 log = logging.getLogger(__name__)
 
 #: the event-time column of each table, for the freshness histogram
-_EVENT_TIME = {"events": "occurred_at", "signals": "last_event_at", "alerts": "fired_at"}
+_EVENT_TIME = {
+    "events": "occurred_at",
+    "signals": "last_event_at",
+    "alerts": "fired_at",
+    "people": "updated_at",
+    "notifications": "updated_at",
+}
 _ERROR_NAME = re.compile(r"\(([A-Z][A-Z0-9_]{2,})\)")
 
 

@@ -1,0 +1,148 @@
+"""What the notifier reads: the people directory (the compacted `rhythm.people` topic, read
+from the beginning into memory at start and followed after) and, for alerts without owners,
+who is most engaged with the entity (the store's `entity_events`, through ClickHouse's HTTP
+interface: the sink's endpoint, read-only, or a server)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Sequence
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from pydantic import ValidationError
+
+from rhythm.notifier.settings import NotifierSettings
+from rhythm.schemas.outputs import Alert
+from rhythm.schemas.people import Person
+
+__all__ = ["Directory", "StoreUnavailableError", "engaged_query", "most_engaged"]
+
+log = logging.getLogger(__name__)
+
+
+class Directory:
+    """(tenant, type:id) -> the latest Person, from the people topic."""
+
+    def __init__(self, settings: NotifierSettings) -> None:
+        conf = settings.kafka.to_librdkafka()
+        conf.update(
+            {
+                # No group: every notifier reads the whole directory; nothing is committed.
+                "group.id": f"rhythm-notifier-directory-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+            }
+        )
+        self.topic = settings.people_topic
+        self.people: dict[str, dict[str, Person]] = {}
+        self._consumer = Consumer(conf)
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Read the directory to its end (as it was at start), then follow it in `poll()`."""
+        metadata = self._consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+        if metadata is None or metadata.error is not None:
+            log.warning("people topic %s not found: the directory is empty", self.topic)
+            return
+        tps = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
+        self._consumer.assign(tps)
+        ends = {}
+        for tp in tps:
+            _low, high = self._consumer.get_watermark_offsets(tp, timeout=10)
+            ends[tp.partition] = high
+        position = dict.fromkeys(ends, -1)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(
+            position[p] < ends[p] - 1 for p in ends if ends[p] > 0
+        ):
+            for message in self._consumer.consume(1000, 0.2):
+                if message.error() is None:
+                    self._apply(message.value())
+                    position[message.partition() or 0] = message.offset() or 0
+        log.info("directory: %d people", sum(len(p) for p in self.people.values()))
+
+    def poll(self) -> int:
+        n = 0
+        for message in self._consumer.consume(500, 0):
+            if message.error() is None:
+                self._apply(message.value())
+                n += 1
+        return n
+
+    def _apply(self, value: bytes | None) -> None:
+        if not value:
+            return
+        try:
+            person = Person.model_validate_json(value)
+        except ValidationError as exc:
+            log.warning("people: an invalid record skipped (%s)", exc.errors()[:1])
+            return
+        tenant = self.people.setdefault(person.tenant, {})
+        known = tenant.get(person.ref)
+        if known is None or known.updated_at <= person.updated_at:
+            tenant[person.ref] = person
+
+    def of(self, tenant: str) -> dict[str, Person]:
+        return self.people.get(tenant, {})
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class StoreUnavailableError(RuntimeError):
+    """The store did not answer: the alert is routed later (never differently)."""
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def engaged_query(
+    alert: Alert, database: str, internal_types: Sequence[str], days: int, limit: int
+) -> str:
+    """Actors on our side who acted on the entity most, in the days before the alert."""
+    types = ", ".join(_quote(t) for t in internal_types) or "''"
+    return (
+        f"SELECT actor_type, actor_id, uniqExact(event_id) AS n, sum(weight) AS w "
+        f"FROM {database}.entity_events "
+        f"WHERE tenant = {_quote(alert.tenant)} AND entity_type = {_quote(alert.entity_type)} "
+        f"AND entity_id = {_quote(alert.entity_id)} AND actor_type IN ({types}) "
+        f"AND occurred_at >= fromUnixTimestamp64Milli({alert.fired_at - days * 86_400_000}) "
+        f"AND occurred_at <= fromUnixTimestamp64Milli({alert.fired_at}) "
+        f"GROUP BY actor_type, actor_id ORDER BY n DESC, w DESC, actor_type, actor_id "
+        f"LIMIT {int(limit)} FORMAT JSONEachRow"
+    )
+
+
+def most_engaged(settings: NotifierSettings, alert: Alert, limit: int) -> list[str]:
+    """type:id of the most engaged internal actors; StoreUnavailableError when the store
+    cannot be asked."""
+    sql = engaged_query(
+        alert, settings.clickhouse_database, settings.internal_types, settings.engaged_days, limit
+    )
+    request = urllib.request.Request(settings.clickhouse_url, data=sql.encode(), method="POST")
+    if settings.clickhouse_user:
+        password = settings.clickhouse_password
+        secret = password.get_secret_value() if password is not None else ""
+        token = base64.b64encode(f"{settings.clickhouse_user}:{secret}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=settings.request_timeout_s) as response:
+            text = response.read().decode()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read()[:300].decode(errors="replace")
+        raise StoreUnavailableError(f"store answered {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise StoreUnavailableError(f"store unreachable: {exc}") from None
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            row = json.loads(line)
+            out.append(f"{row['actor_type']}:{row['actor_id']}")
+    return out

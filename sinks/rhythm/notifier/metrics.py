@@ -1,0 +1,67 @@
+"""The notifier's metrics (its own registry, served on its metrics port). Labels are bounded:
+channel (webhook, slack, email), reason (a fixed set), state (the delivery states)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from rhythm.producers.health import Progress
+from rhythm.schemas.people import DELIVERY_STATES
+
+__all__ = ["NotifierMetrics"]
+
+
+class _States(Collector):
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "rhythm_notifier_deliveries", "Deliveries in the ledger by state.", labels=["state"]
+        )
+        counts = self._counts()
+        for state in DELIVERY_STATES:
+            family.add_metric([state], counts.get(state, 0))
+        yield family
+
+
+class NotifierMetrics:
+    def __init__(self, stall_after_s: float) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.sent = Counter("rhythm_notifier_sent", "Heads-ups delivered.", ["channel"], registry=r)
+        self.failed = Counter(
+            "rhythm_notifier_failed",
+            "Deliveries given up (dead-lettered) after the last attempt or a refusal.",
+            ["channel"],
+            registry=r,
+        )
+        self.retried = Counter(
+            "rhythm_notifier_retried", "Failed attempts that will be tried again.", ["channel"],
+            registry=r,
+        )  # fmt: skip
+        self.suppressed = Counter(
+            "rhythm_notifier_suppressed",
+            "Deliveries held (quiet_hours: sent when the recipient's day starts) or not sent "
+            "(cap: over the daily cap).",
+            ["reason"],
+            registry=r,
+        )
+        self.alerts = Counter(
+            "rhythm_notifier_alerts",
+            "Alerts read, by outcome (routed, duplicate, skipped_kind, invalid).",
+            ["outcome"],
+            registry=r,
+        )
+        self.route_errors = Counter(
+            "rhythm_notifier_route_errors", "Routing put off: the store did not answer.",
+            registry=r,
+        )  # fmt: skip
+        self.progress = Progress("notifier", stall_after_s)
+
+    def watch_ledger(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.registry.register(_States(counts))

@@ -1,0 +1,435 @@
+"""The notifier's loop: read alerts, route them into the ledger, commit, deliver what is due,
+publish delivery records. One thread does it all (alerts are few; a receiver's time-out
+delays the others by at most `request_timeout_s`).
+
+Per turn:
+1. Follow the people directory.
+2. Read alerts (own consumer group, no auto-commit). Each alert is routed and its
+   deliveries recorded in the ledger in one transaction (ledger.py); then the offsets of the
+   alerts read are committed. An alert whose routing needs the store while it does not
+   answer stops its partition there (seek back, paused for a while): it is routed later,
+   in order, never skipped.
+3. Deliver what is due, oldest first per destination: record the attempt, send, record the
+   outcome (sent; retry after a doubling delay; dead after `max_attempts` or a refusal).
+4. Publish the changed deliveries to `rhythm.notifications` (the sink writes them to the
+   store's `rhythm.notifications`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Message as KafkaMessage
+from pydantic import ValidationError
+
+from rhythm.notifier.channels import (
+    DeliveryError,
+    email_message,
+    headline,
+    send_email,
+    send_slack,
+    send_webhook,
+    slack_payload,
+    webhook_payload,
+)
+from rhythm.notifier.ledger import Delivery, Ledger, NewDelivery
+from rhythm.notifier.lookups import Directory, StoreUnavailableError, most_engaged
+from rhythm.notifier.metrics import NotifierMetrics
+from rhythm.notifier.routing import destinations, idempotency_key, needs_engaged, route
+from rhythm.notifier.schedule import backoff_s, local_day, next_send_at, working_time
+from rhythm.notifier.settings import NotifierSettings
+from rhythm.schemas.outputs import Alert
+from rhythm.schemas.people import Person
+
+__all__ = ["Notifier", "plan_deliveries", "run_notifier"]
+
+log = logging.getLogger(__name__)
+
+Engaged = Callable[[Alert, int], list[str]]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def plan_deliveries(
+    settings: NotifierSettings,
+    alert: Alert,
+    people: dict[str, Person],
+    engaged: list[str],
+    count_for_day: Callable[[str, str], int],
+    now_ms: int,
+) -> tuple[list[str], list[NewDelivery], dict[str, int]]:
+    """Recipients, their deliveries (pending, held for quiet hours, or suppressed by the cap)
+    and what was suppressed by reason. Pure but for `count_for_day` (the ledger's counts)."""
+    recipients = route(
+        alert, engaged, settings.queue_for(alert.tenant), people, settings.internal_types,
+        settings.engaged_top,
+    )  # fmt: skip
+    out: list[NewDelivery] = []
+    suppressed = {"quiet_hours": 0, "cap": 0}
+    planned_today: dict[tuple[str, str], int] = {}
+    by_recipient: dict[str, list[Any]] = {}
+    for d in destinations(recipients, people, settings.channels, settings.webhook_url):
+        by_recipient.setdefault(d.recipient.ref, []).append(d)
+    for ref, dests in by_recipient.items():
+        person = people.get(ref)
+        wt = working_time(
+            person, settings.default_timezone, settings.default_working_hours,
+            settings.default_working_days,
+        )  # fmt: skip
+        due = next_send_at(now_ms, wt) if settings.quiet_hours else now_ms
+        day = local_day(due, wt.zone)
+        held = due > now_ms
+        counted = count_for_day(ref, day) + planned_today.get((ref, day), 0)
+        over = settings.daily_cap > 0 and counted >= settings.daily_cap
+        planned_today[(ref, day)] = planned_today.get((ref, day), 0) + (0 if over else 1)
+        if over:
+            suppressed["cap"] += len(dests)
+        elif held:
+            suppressed["quiet_hours"] += len(dests)
+        for d in dests:
+            out.append(
+                NewDelivery(
+                    key=idempotency_key(alert.alert_id, ref, d.channel),
+                    recipient=ref,
+                    channel=d.channel,
+                    address=d.address,
+                    reason=d.recipient.reason,
+                    state="suppressed" if over else ("held" if held else "pending"),
+                    due_at=due,
+                    day=day,
+                    last_error=f"daily cap {settings.daily_cap} reached" if over else None,
+                )
+            )
+    return [r.ref for r in recipients], out, suppressed
+
+
+class Notifier:
+    def __init__(
+        self,
+        settings: NotifierSettings,
+        metrics: NotifierMetrics | None = None,
+        engaged: Engaged | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or NotifierMetrics(settings.stall_after_s)
+        self.ledger = Ledger(settings.ledger_path)
+        self._counts: dict[str, int] = self.ledger.counts()
+        self.metrics.watch_ledger(lambda: dict(self._counts))
+        self.directory = Directory(settings)
+        self._engaged = engaged or (lambda alert, n: most_engaged(settings, alert, n))
+        conf = settings.kafka.to_librdkafka()
+        conf.update(
+            {
+                "group.id": settings.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": settings.session_timeout_ms,
+                "heartbeat.interval.ms": max(500, settings.session_timeout_ms // 4),
+                "log.connection.close": False,
+            }
+        )
+        if settings.group_instance_id:
+            conf["group.instance.id"] = settings.group_instance_id
+        self.consumer = Consumer(conf)
+        producer_conf = settings.kafka.to_librdkafka()
+        producer_conf.update({"enable.idempotence": True, "acks": "all", "linger.ms": 20})
+        self.producer = Producer(producer_conf)
+        self._acked: list[tuple[str, int]] = []
+        self._in_flight: dict[str, int] = {}
+        self._paused: dict[tuple[str, int], float] = {}
+        self._route_backoff_s = 1.0
+        self._next_publish = 0.0
+        self._next_counts = 0.0
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        self.directory.start()
+        self.consumer.subscribe([self.settings.alerts_topic], on_assign=self._on_assign)
+        self.metrics.progress.set_ready(True)
+        try:
+            while not stop.is_set():
+                self.step()
+        finally:
+            self.metrics.progress.set_ready(False)
+            self._next_publish = 0.0
+            self._publish()  # the last changes too
+            self.producer.flush(10)
+            self._collect_acks()
+            self.consumer.close()
+            self.directory.close()
+            self.ledger.close()
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.metrics.progress.assigned({(tp.topic, tp.partition) for tp in partitions})
+
+    def step(self) -> None:
+        self.metrics.progress.beat()
+        self.directory.poll()
+        self._resume_due()
+        messages = self.consumer.consume(100, self.settings.tick_s)
+        if messages:
+            self._intake(messages)
+        self.deliver_due()
+        self._publish()
+        now = time.monotonic()
+        if now >= self._next_counts:
+            self._next_counts = now + 1.0
+            self._counts = self.ledger.counts()
+
+    # -- intake -----------------------------------------------------------------------------
+
+    def _intake(self, messages: list[KafkaMessage]) -> None:
+        commit: dict[tuple[str, int], int] = {}
+        stopped: set[tuple[str, int]] = set()
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("alerts consumer: %s", error)
+                continue
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            if topic is None or partition is None or offset is None:
+                continue
+            tp = (topic, partition)
+            if tp in stopped:
+                continue
+            try:
+                self.handle_alert(message.value())
+            except StoreUnavailableError as exc:
+                self.metrics.route_errors.inc()
+                log.warning("routing put off (%s): partition %s waits at %d", exc, tp, offset)
+                stopped.add(tp)
+                self._pause(tp, offset)
+                continue
+            commit[tp] = offset + 1
+            self.metrics.progress.done(topic, partition, offset + 1)
+        if commit:
+            # Only now: every alert before these offsets is in the ledger (committed). A
+            # commit refused (the partition moved on a rebalance) only means re-reading
+            # alerts the ledger already holds.
+            try:
+                self.consumer.commit(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in commit.items()],
+                    asynchronous=False,
+                )
+            except KafkaException as exc:
+                log.warning("offset commit refused (%s): the alerts are read again", exc)
+
+    def _pause(self, tp: tuple[str, int], offset: int) -> None:
+        part = TopicPartition(tp[0], tp[1], offset)
+        self.consumer.pause([part])
+        self.consumer.seek(part)
+        self._paused[tp] = time.monotonic() + self._route_backoff_s
+        self._route_backoff_s = min(30.0, self._route_backoff_s * 2)
+
+    def _resume_due(self) -> None:
+        now = time.monotonic()
+        due = [tp for tp, at in self._paused.items() if at <= now]
+        if due:
+            try:
+                self.consumer.resume([TopicPartition(t, p) for t, p in due])
+            except KafkaException as exc:  # revoked meanwhile
+                log.info("resume: %s", exc)
+            for tp in due:
+                del self._paused[tp]
+
+    def handle_alert(self, value: bytes | None) -> bool:
+        """Route one alert into the ledger; True when it added deliveries."""
+        if not value:
+            self.metrics.alerts.labels("invalid").inc()
+            return False
+        try:
+            alert = Alert.model_validate_json(value)
+        except ValidationError as exc:
+            log.warning("an invalid alert skipped: %s", exc.errors()[:1])
+            self.metrics.alerts.labels("invalid").inc()
+            return False
+        if alert.kind not in self.settings.kinds:
+            self.metrics.alerts.labels("skipped_kind").inc()
+            return False
+        if self.ledger.routed(alert.alert_id):
+            self.metrics.alerts.labels("duplicate").inc()
+            return False
+        people = self.directory.of(alert.tenant)
+        engaged: list[str] = []
+        if needs_engaged(alert) and self.settings.engaged_top > 0:
+            engaged = self._engaged(alert, self.settings.engaged_top * 4)
+        self._route_backoff_s = 1.0
+        now = _now_ms()
+        recipients, deliveries, suppressed = plan_deliveries(
+            self.settings, alert, people, engaged, self.ledger.count_for_day, now
+        )
+        if not self.ledger.intake(alert.model_dump(), deliveries, recipients, now):
+            self.metrics.alerts.labels("duplicate").inc()
+            return False
+        self.metrics.alerts.labels("routed").inc()
+        for reason, n in suppressed.items():
+            if n:
+                self.metrics.suppressed.labels(reason).inc(n)
+        log.info(
+            "alert %s (%s %s:%s) -> %s", alert.alert_id, alert.kind, alert.entity_type,
+            alert.entity_id, ", ".join(f"{d.recipient}/{d.channel}/{d.state}" for d in deliveries),
+        )  # fmt: skip
+        return bool(deliveries)
+
+    # -- delivery ---------------------------------------------------------------------------
+
+    def deliver_due(self) -> int:
+        done = 0
+        for delivery in self.ledger.due(_now_ms()):
+            self.metrics.progress.beat()
+            self._attempt(delivery)
+            done += 1
+        return done
+
+    def _attempt(self, d: Delivery) -> None:
+        s = self.settings
+        self.ledger.start_attempt(d.key, _now_ms())
+        attempt = d.attempts + 1
+        try:
+            self._send(d)
+        except DeliveryError as exc:
+            now = _now_ms()
+            if exc.transient and attempt < s.max_attempts:
+                delay = backoff_s(attempt, s.retry_base_s, s.retry_max_s)
+                self.ledger.retry(d.key, now, now + int(delay * 1000), exc.reason)
+                self.metrics.retried.labels(d.channel).inc()
+                log.info("delivery %s (%s) failed (%s): retry in %.1fs", d.key, d.channel,
+                         exc.reason, delay)  # fmt: skip
+            else:
+                self.ledger.dead(d.key, now, exc.reason)
+                self.metrics.failed.labels(d.channel).inc()
+                log.warning("delivery %s (%s to %s) dead-lettered after %d attempt(s): %s",
+                            d.key, d.channel, d.recipient, attempt, exc.reason)  # fmt: skip
+            return
+        self.ledger.sent(d.key, _now_ms())
+        self.metrics.sent.labels(d.channel).inc()
+
+    def _send(self, d: Delivery) -> None:
+        s = self.settings
+        person = self.directory.of(d.tenant).get(d.recipient)
+        wt = working_time(
+            person, s.default_timezone, s.default_working_hours, s.default_working_days
+        )
+        text = headline(d.alert, wt.zone)
+        if d.channel == "webhook":
+            assert s.webhook_url is not None and s.webhook_secret is not None
+            recipient = {
+                "ref": d.recipient,
+                "reason": d.reason,
+                "name": person.traits.name if person else None,
+                "email": person.traits.email if person else None,
+                "chat_handle": person.traits.chat_handle if person else None,
+            }
+            body = webhook_payload(d.key, d.alert, recipient, text)
+            secret = s.webhook_secret.get_secret_value().encode()
+            send_webhook(s.webhook_url, secret, d.key, body, s.request_timeout_s)
+        elif d.channel == "slack":
+            assert s.slack_webhook_url is not None
+            body = slack_payload(d.address, d.alert, text)
+            send_slack(s.slack_webhook_url.get_secret_value(), d.key, body, s.request_timeout_s)
+        elif d.channel == "email":
+            name = person.traits.name if person else None
+            send_email(s, email_message(s, d.key, d.address, name, d.alert, text))
+        else:
+            raise DeliveryError(f"unknown channel {d.channel}", False)
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def _publish(self) -> None:
+        self._collect_acks()
+        now = time.monotonic()
+        if now < self._next_publish:
+            return
+        self._next_publish = now + 0.5
+        for d in self.ledger.unpublished():
+            if self._in_flight.get(d.key, 0) >= d.version:
+                continue
+            self._in_flight[d.key] = d.version
+            value = d.record().model_dump_json().encode()
+
+            def on_delivery(err: KafkaError | None, _msg: KafkaMessage, d: Delivery = d) -> None:
+                if err is None:
+                    self._acked.append((d.key, d.version))
+                else:
+                    log.warning("notification record %s not published: %s", d.key, err)
+                if self._in_flight.get(d.key) == d.version:
+                    del self._in_flight[d.key]
+
+            try:
+                if d.state == "dead":
+                    self._dead_letter(d)
+                self.producer.produce(
+                    self.settings.notifications_topic, value, d.key, on_delivery=on_delivery
+                )
+            except BufferError:
+                del self._in_flight[d.key]
+                break
+        self.producer.poll(0)
+
+    def _dead_letter(self, d: Delivery) -> None:
+        """The dead delivery on the dead-letter topic, as the other parts write theirs: the
+        alert as value, why in the headers. Published with the delivery's record (again if
+        that record has to be published again: keyed by the delivery, so a copy is plain)."""
+        self.producer.produce(
+            self.settings.dead_letters_topic,
+            json.dumps(d.alert, sort_keys=True).encode(),
+            d.key,
+            headers=[
+                ("rhythm.reason", b"notification_failed"),
+                ("rhythm.detail", f"{d.channel} to {d.recipient}: {d.last_error}".encode()),
+                ("rhythm.source.topic", self.settings.alerts_topic.encode()),
+                ("rhythm.delivery.key", d.key.encode()),
+                ("rhythm.delivery.attempts", str(d.attempts).encode()),
+            ],
+        )
+
+    def _collect_acks(self) -> None:
+        self.producer.poll(0)
+        if self._acked:
+            acked, self._acked = self._acked, []
+            self.ledger.published(acked)
+
+
+def run_notifier(
+    settings: NotifierSettings,
+    stop: threading.Event,
+    *,
+    on_ready: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """Run until `stop` is set: the health server, then the loop."""
+    from rhythm.producers.health import HealthServer
+
+    log.info(
+        "notifier: group %s, channels %s, ledger %s", settings.group_id,
+        ", ".join(settings.channels) or "none (routing is recorded, nothing is sent)",
+        settings.ledger_path,
+    )  # fmt: skip
+    notifier = Notifier(settings)
+    server = None
+    ready: dict[str, Any] = {"ledger": str(settings.ledger_path)}
+    if settings.metrics_port:
+        server = HealthServer(
+            settings.metrics_host,
+            settings.metrics_port,
+            notifier.metrics.registry,
+            notifier.metrics.progress,
+        ).start()
+        ready["metrics"] = f"{server.url}/metrics"
+    try:
+        if on_ready is not None:
+            on_ready(ready)
+        notifier.run(stop)
+    finally:
+        if server is not None:
+            server.stop()
