@@ -291,7 +291,10 @@ class PartitionProcessor:
             self._dirty.add(key)
             self._schedule(key, entity)
             if _idle(entity.state):
-                self._freeze(entity, encode_entity(entity.state, entity.applied))
+                # A copy: orjson's result keeps its whole output buffer (4 KiB at least)
+                # allocated, whatever its length; this one is kept for long.
+                data = encode_entity(entity.state, entity.applied)
+                self._freeze(entity, bytes(memoryview(data)))
         if result.signals or result.alerts:
             ek = EntityKey.decode(key)
             out.signals.extend(_signal(ek, s) for s in result.signals)
