@@ -5,7 +5,7 @@ sink produce and consume through that listener; with a wrong one they fail. Then
 (and the wrong one) is in none of their output, logs, /metrics, `rhythm sync` output, the
 sink's status, and the exception messages of the failures.
 
-Not here yet: the processors (aiokafka, through faust.SASLCredentials) on this listener.
+The processors likewise (their aiokafka clients through faust.SASLCredentials).
 """
 
 from __future__ import annotations
@@ -13,18 +13,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import REGISTRY, generate_latest
 
 from rhythm.producers import Client, ClientSettings, KafkaSettings
 from rhythm.schemas.topics import TopicSpec
 from rhythm.stack.kafka import LocalKafka, LocalKafkaSettings, stop_orphans
+from rhythm.stack.ports import free_ports
 
+from .test_processors import Pipeline
 from .test_sink_support import RHYTHM, SinkProcess, Topics, event
 
 pytestmark = pytest.mark.integration
@@ -191,3 +197,71 @@ def test_the_password_opens_the_listener_and_is_shown_nowhere(
     must_say = [n for n in shown if "stdout" not in n and "stderr" not in n]
     must_say += [n for n in shown if "wrong password) stderr" in n]
     assert [n for n in must_say if not shown[n]] == []
+
+
+def test_the_processors_connect_with_the_password_and_show_it_nowhere(
+    sasl: SaslBroker, tmp_path: Path
+) -> None:
+    """The processors' aiokafka clients (faust.SASLCredentials) and their librdkafka ones (end
+    offsets, topic set-up) through the SASL listener: every event is taken and committed with
+    the password; with a wrong one the worker takes nothing; neither password is in the
+    worker's output or its /metrics."""
+    wrong = f"wrong-{uuid.uuid4().hex}"
+    n = 40
+
+    def worker(name: str, password: str) -> tuple[Pipeline, subprocess.Popen[bytes], int]:
+        pipeline = Pipeline(sasl.broker.bootstrap, name, tmp_path / name)  # test side: PLAINTEXT
+        pipeline.home.mkdir()
+        pipeline.create_topics()
+        pipeline.send([event(i) for i in range(n)])
+        metrics_port = free_ports(1)[0]
+        env = pipeline.env() | sasl.env(
+            password,
+            RHYTHM_PROCESSOR_METRICS_PORT=str(metrics_port),
+            RHYTHM_PROCESSOR_LOG_LEVEL="info",
+        )
+        log = (pipeline.home / "processor.log").open("ab")
+        proc = subprocess.Popen(
+            [*RHYTHM, "processors"], env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        return pipeline, proc, metrics_port
+
+    def committed(pipeline: Pipeline) -> int:
+        consumer = Consumer({"bootstrap.servers": sasl.broker.bootstrap, "group.id": pipeline.name})
+        try:
+            tps = [TopicPartition(pipeline.topics["events"], p) for p in range(4)]
+            return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
+        finally:
+            consumer.close()
+
+    shown: dict[str, str] = {}
+    good, proc, port = worker(f"sasl-ok-{uuid.uuid4().hex[:6]}", sasl.password)
+    try:
+        deadline = time.monotonic() + 240
+        while committed(good) < n:  # taken and committed, through the SASL listener
+            assert proc.poll() is None, (good.home / "processor.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (good.home / "processor.log").read_text()[-3000:]
+            time.sleep(1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            shown["the processors' /metrics"] = r.read().decode()
+        assert "rhythm_processor_events_total" in shown["the processors' /metrics"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+    shown["the processors' output"] = (good.home / "processor.log").read_text(errors="replace")
+
+    bad, proc, _ = worker(f"sasl-bad-{uuid.uuid4().hex[:6]}", wrong)
+    try:
+        log_path = bad.home / "processor.log"
+        deadline = time.monotonic() + 120
+        while "Authentication failed" not in log_path.read_text(errors="replace"):
+            assert time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
+            time.sleep(1)
+        assert committed(bad) == 0  # took nothing
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(60)
+    shown["the refused processors' output (exceptions too)"] = log_path.read_text(errors="replace")
+    _absent([sasl.password, wrong], shown)
