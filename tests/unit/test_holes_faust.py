@@ -186,11 +186,11 @@ def _record(offset: int) -> Any:
 
 
 class _LogStart:
-    def __init__(self, low: int) -> None:
-        self.low = low
+    def __init__(self, low: int | None) -> None:
+        self.low = low  # None: the broker does not answer
 
     async def log_start(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        return {tp: self.low for tp in tps}
+        return {} if self.low is None else {tp: self.low for tp in tps}
 
 
 def _processors_run(tmp_path: Path, committed: int | None, log_start: int = 0) -> _Run:
@@ -352,5 +352,23 @@ def test_an_agent_that_raises_mid_batch_is_not_committed_past(tmp_path: Path) ->
         await run.commit()
         assert run.first_unprocessed() == 17
         assert run.committed() == 15  # the failed batch is not committed at all
+
+    asyncio.run(go())
+
+
+def test_before_the_first_commit_nothing_is_processed_while_the_log_start_is_unknown(
+    tmp_path: Path,
+) -> None:
+    async def go() -> None:
+        run = _processors_run(tmp_path, committed=None)
+        assert run.processors is not None
+        ends: Any = run.processors._ends
+        ends.low = None
+        await run.ready()
+        await run.step()
+        assert (run.processed, run.sought, run.committed()) == ([], [0], None)
+        ends.low = 0  # the broker answers again
+        await _to_the_end(run)
+        _sees_everything(run)
 
     asyncio.run(go())
