@@ -8,14 +8,21 @@ from dataclasses import dataclass, field
 
 @dataclass
 class RunRow:
+    """One run. Nothing is taken as good before it was checked: the counts stay None
+    ("not checked") until measured, the verdicts False ("no") until their check passed."""
+
     name: str
     faults: list[str]
     events_in: int
-    stored: int
-    duplicated: int
-    lost: int
-    signals_checked: int
-    alerts_equal: bool
+    stored: int | None = None
+    duplicated: int | None = None
+    lost: int | None = None
+    signals_checked: int | None = None  # set once every closed window was compared
+    alerts_as_expected: bool = False
+
+
+def _count(value: int | None) -> str:
+    return "not checked" if value is None else f"{value:,}"
 
 
 @dataclass
@@ -41,9 +48,9 @@ class Report:
             ]
             for r in self.runs:
                 lines.append(
-                    f"| {r.name} | {'; '.join(r.faults)} | {r.events_in:,} | {r.stored:,} "
-                    f"| {r.duplicated} | {r.lost} | {r.signals_checked:,} "
-                    f"| {'yes' if r.alerts_equal else 'NO'} |"
+                    f"| {r.name} | {'; '.join(r.faults)} | {r.events_in:,} | {_count(r.stored)} "
+                    f"| {_count(r.duplicated)} | {_count(r.lost)} | {_count(r.signals_checked)} "
+                    f"| {'yes' if r.alerts_as_expected else 'no'} |"
                 )
             lines.append("")
         if self.bad:

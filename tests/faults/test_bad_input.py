@@ -36,6 +36,7 @@ def stack(kafka_broker: LocalKafka, tmp_path: Path) -> Iterator[Stack]:
     # default TTL of 365 days a merge may drop it at any time, which is its purpose).
     s = Stack(kafka_broker, tmp_path, retention_days=0)
     s.sink.start(120)
+    s.sink.keep_raw_rows()  # raw count() below: no merge may fold rows meanwhile
     s.processors.start()
     try:
         yield s

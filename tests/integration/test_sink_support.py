@@ -179,6 +179,42 @@ class SinkProcess:
         finally:
             client.close()
 
+    def keep_raw_rows(self) -> None:
+        """Switch merges off for rhythm.events (a table setting: it holds across restarts of
+        the sink), so that every row the sink wrote stays a row: a ReplacingMergeTree merge
+        folds rows with one event_id, and FINAL does so at query time, which would hide a
+        message written twice. With this, a message written twice (two inserts) stays two
+        rows with one source position. Copies within one insert are still folded as it is
+        written (ClickHouse's optimize_on_insert): re-sent events in the same batch as their
+        first copy. Call it before the events arrive: a merge before it may have folded some."""
+        admin = self.admin()
+        try:
+            admin.command(
+                "ALTER TABLE rhythm.events MODIFY SETTING "
+                "max_bytes_to_merge_at_max_space_in_pool = 1, "
+                "max_bytes_to_merge_at_min_space_in_pool = 1"
+            )
+            engine = admin.query(
+                "SELECT engine_full FROM system.tables WHERE database = 'rhythm' "
+                "AND name = 'events'"
+            ).result_rows[0][0]
+        finally:
+            admin.close()
+        assert "max_bytes_to_merge_at_max_space_in_pool = 1" in engine, engine
+
+    def raw_counts(self) -> tuple[int, int, int]:
+        """rhythm.events as written, without FINAL: (rows, distinct event_ids, distinct
+        source positions). A message stored twice is two rows with one position."""
+        client = self.client()
+        try:
+            rows, ids, positions = client.query(
+                "SELECT count(), uniqExact(event_id), uniqExact(kafka_partition, kafka_offset) "
+                "FROM rhythm.events"
+            ).result_rows[0]
+        finally:
+            client.close()
+        return int(rows), int(ids), int(positions)
+
     def sync(self, timeout: float = 60.0) -> SyncReport:
         kafka = KafkaSettings(bootstrap_servers=self.bootstrap)
         return wait_for_sink(kafka, self.topics.written, timeout, group_id=self.group)

@@ -193,3 +193,36 @@ def test_parse_consumer_perf() -> None:
     }
     with pytest.raises(LocalKafkaError):
         parse_consumer_perf("start.time, end.time\n")
+
+
+def test_server_properties_with_sasl_users(tmp_path: Path) -> None:
+    """A SASL_PLAINTEXT listener with PLAIN beside PLAINTEXT, one JAAS entry per user; the
+    password is quoted for JAAS and then for java.util.Properties, and never in a repr."""
+    settings = LocalKafkaSettings(
+        home=tmp_path, port=0, controller_port=0, sasl_users={"svc": 'p"w\\x', "b.ot": "s3"}
+    )
+    assert 'p"w' not in repr(settings) and "s3" not in repr(settings)
+    with pytest.raises(ValueError, match="port of its own"):
+        render_server_properties(settings, port=40001, controller_port=40002)
+    props = parse_properties(
+        render_server_properties(settings, port=40001, controller_port=40002, sasl_port=40003)
+    )
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:40001,CONTROLLER://127.0.0.1:40002,SASL_PLAINTEXT://127.0.0.1:40003"
+    )
+    assert props["advertised.listeners"] == (
+        "PLAINTEXT://127.0.0.1:40001,SASL_PLAINTEXT://127.0.0.1:40003"
+    )
+    assert props["listener.security.protocol.map"].endswith(",SASL_PLAINTEXT:SASL_PLAINTEXT")
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert props["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] == "PLAIN"
+    assert props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] == (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        'user_b.ot="s3" user_svc="p\\\\"w\\\\\\\\x";'
+    )
+    with pytest.raises(ValueError, match="bad SASL user name"):
+        LocalKafkaSettings(sasl_users={'a"b': "x"})
+    plain = render_server_properties(
+        LocalKafkaSettings(home=tmp_path), port=40001, controller_port=40002, sasl_port=40003
+    )
+    assert "SASL" not in plain  # no users: no listener

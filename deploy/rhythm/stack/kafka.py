@@ -46,7 +46,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rhythm.schemas.topics import DEFAULT_TOPICS, TopicSpec
@@ -172,6 +172,16 @@ class LocalKafkaSettings(BaseSettings):
         default_factory=dict,
         description="Broker properties appended to server.properties (JSON in the environment).",
     )
+    sasl_users: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="SASL/PLAIN users and passwords (JSON in the environment). When set, a "
+        "SASL_PLAINTEXT listener on sasl_port takes these (PlainLoginModule user_<name> "
+        "entries); the PLAINTEXT listener stays for the broker itself and the launcher's "
+        "admin. For testing authenticated clients locally, not a secured broker.",
+    )
+    sasl_port: int = Field(
+        default=0, ge=0, le=65535, description="The SASL_PLAINTEXT listener's port; 0: a free one."
+    )
 
     @field_validator("cache_dir", "home")
     @classmethod
@@ -200,6 +210,14 @@ class LocalKafkaSettings(BaseSettings):
                 raise ValueError(f"bad broker property {key!r}={item!r}")
         return value
 
+    @field_validator("sasl_users")
+    @classmethod
+    def _sasl_users(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for user in value:
+            if not re.fullmatch(r"[A-Za-z0-9._-]+", user):
+                raise ValueError(f"bad SASL user name {user!r} (letters, digits, . _ -)")
+        return value
+
     @model_validator(mode="after")
     def _distinct_ports(self) -> LocalKafkaSettings:
         if self.port and self.port == self.controller_port:
@@ -214,6 +232,7 @@ def render_server_properties(
     controller_port: int | None = None,
     log_dir: Path | None = None,
     voters: str | None = None,
+    sasl_port: int | None = None,
 ) -> str:
     """server.properties for ``settings`` (the ports and log dir may be given explicitly, e.g.
     once automatic ports are chosen; ``voters`` is controller.quorum.voters, by default this
@@ -237,11 +256,43 @@ def render_server_properties(
         # java.util.Properties treats backslashes as escapes.
         log_dir=str(log_dir).replace("\\", "\\\\"),
     )
+    if settings.sasl_users:
+        text += _sasl_properties(settings, port, controller_port, sasl_port or settings.sasl_port)
     if settings.extra_properties:
         lines = [f"{k}={v}" for k, v in sorted(settings.extra_properties.items())]
         text += "\n# extra_properties (RHYTHM_KAFKA_LOCAL_EXTRA_PROPERTIES)\n"
         text += "\n".join(lines) + "\n"
     return text
+
+
+def _sasl_properties(
+    settings: LocalKafkaSettings, port: int, controller_port: int, sasl_port: int
+) -> str:
+    """A SASL_PLAINTEXT listener with PLAIN and the users of ``settings.sasl_users`` (Kafka's
+    static JAAS entries `user_<name>="<password>"`), beside the template's listeners, which
+    it restates (these lines come later, so they win)."""
+    if sasl_port <= 0 or sasl_port in (port, controller_port):
+        raise ValueError(f"the SASL listener needs a port of its own (got {sasl_port})")
+    host = settings.host
+
+    def quoted(secret: SecretStr) -> str:
+        # JAAS quoting, then java.util.Properties' backslash escapes.
+        value = secret.get_secret_value().replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + value.replace("\\", "\\\\") + '"'
+
+    users = " ".join(f"user_{u}={quoted(p)}" for u, p in sorted(settings.sasl_users.items()))
+    return (
+        "\n# SASL/PLAIN for clients (RHYTHM_KAFKA_LOCAL_SASL_USERS): a SASL_PLAINTEXT listener\n"
+        f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port},"
+        f"SASL_PLAINTEXT://{host}:{sasl_port}\n"
+        f"advertised.listeners=PLAINTEXT://{host}:{port},SASL_PLAINTEXT://{host}:{sasl_port}\n"
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,"
+        "SASL_PLAINTEXT:SASL_PLAINTEXT\n"
+        "sasl.enabled.mechanisms=PLAIN\n"
+        "listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN\n"
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+        f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};\n"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -613,6 +664,9 @@ class LocalKafka(_Kafka):
         self._controller_port = (0 if running else self.settings.controller_port) or int(
             state.get("controller_port", 0)
         )
+        self._sasl_port = (0 if running else self.settings.sasl_port) or int(
+            state.get("sasl_port", 0)
+        )
 
     # -- paths ----------------------------------------------------------------------------
 
@@ -657,6 +711,13 @@ class LocalKafka(_Kafka):
     def bootstrap(self) -> str:
         """``host:port`` for ``bootstrap.servers``."""
         return f"{self.settings.host}:{self._port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        """``host:port`` of the SASL_PLAINTEXT listener (only with ``sasl_users``)."""
+        if not self.settings.sasl_users or not self._sasl_port:
+            raise LocalKafkaError("this broker has no SASL listener (set sasl_users)")
+        return f"{self.settings.host}:{self._sasl_port}"
 
     # -- fetch ----------------------------------------------------------------------------
 
@@ -842,6 +903,13 @@ class LocalKafka(_Kafka):
         started = time.monotonic()
         for attempt in range(1, attempts + 1):
             port, controller_port = self._choose_ports(fresh=attempt > 1)
+            if self.settings.sasl_users:
+                self._sasl_port = self.settings.sasl_port or next(
+                    p
+                    for p in ([self._sasl_port] if attempt == 1 and self._sasl_port else [])
+                    + free_ports(3, self.settings.host)
+                    if p not in (port, controller_port)
+                )
             self.server_properties.write_text(
                 render_server_properties(
                     self.settings,
@@ -849,6 +917,7 @@ class LocalKafka(_Kafka):
                     controller_port=controller_port,
                     log_dir=self.data_dir,
                     voters=self.voters,
+                    sasl_port=self._sasl_port or None,
                 )
             )
             self._port, self._controller_port = port, controller_port
@@ -1156,6 +1225,7 @@ class LocalKafka(_Kafka):
             "host": self.settings.host,
             "port": self._port,
             "controller_port": self._controller_port,
+            "sasl_port": self._sasl_port,
             "version": self.settings.version,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }

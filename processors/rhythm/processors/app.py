@@ -17,15 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections import defaultdict
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import faust
-from faust.streams import _current_event
 from faust.types import TP, EventT
 
+from rhythm.processors import faust_private
 from rhythm.processors.codec import dumps, encode_batch, loads
 from rhythm.processors.ends import EndOffsets
 from rhythm.processors.explode import SEP, partition_for
@@ -75,6 +74,7 @@ class Processors:
     """Builds the Faust app for one worker and holds the per-partition state objects."""
 
     def __init__(self, settings: ProcessorSettings, events_partitions: int) -> None:
+        faust_private.check_version()
         self.settings = settings
         self.events_partitions = events_partitions
         self.metrics = ProcessorMetrics(settings.stall_after_s, settings.health_check_s)
@@ -113,6 +113,11 @@ class Processors:
             consumer_metadata_max_age_ms=int(settings.metadata_max_age_s * 1000),
             broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
             stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+        )
+        # Faust commits, for the two inputs, only what the agents finished without a gap
+        # (holes.py, faust_private.py): its own choice steps over offsets it dropped.
+        faust_private.guard_commits(
+            app, {settings.events_topic, settings.updates_topic}, self.guard.commit_offset
         )
         self.events = app.topic(settings.events_topic, schema=_raw())
         self.updates = app.topic(
@@ -156,25 +161,42 @@ class Processors:
 
     # -- stage 1 ---------------------------------------------------------------------------
 
+    async def _batch(
+        self,
+        topic: str,
+        events: Iterable[EventT[bytes]],
+        process: Callable[[int, list[EventT[bytes]]], Awaitable[None]],
+    ) -> None:
+        """One `take_events` batch of an agent: per partition, the messages up to the first
+        offset Faust never delivered go to `process` (in offset order); once it returned
+        (messages acknowledged, table written) they may be committed. Faust's stream acks
+        the whole batch afterwards, even when `process` raised: what is committed is the
+        guard's, never Faust's acks (faust_private.guard_commits)."""
+        for partition, arrived in _by_partition(events).items():
+            if not self._owns(topic, partition):
+                _skipped(topic, partition, arrived)
+                continue  # revoked meanwhile: its new owner reads it from the commit
+            group = await self._deliverable(topic, partition, arrived)
+            if not group:
+                continue
+            await process(partition, group)
+            self.guard.done(TP(topic, partition), group[-1].message.offset)
+
     async def _stage1(self, stream: Any) -> None:  # faust's stubs lack take_events
         s = self.settings
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             await self._wait_ready()
-            for partition, arrived in _by_partition(events).items():
-                if not self._owns(s.events_topic, partition):
-                    _skipped(s.events_topic, partition, arrived)
-                    continue  # revoked meanwhile: its new owner reads it from the commit
-                group = await self._deliverable(s.events_topic, partition, arrived)
-                if not group:
-                    continue
-                source = self._source(partition)
-                if self._unreadable:
-                    await self._send_unreadable()
-                batch = [(e.message.offset, e.message.value) for e in group]
-                now = time.time()
-                out = source.process(batch, int(now * 1000), now)
-                await self._emit_stage1(partition, out, group[-1])
-                self.metrics.stage1(partition, out, source.watermark, now)
+            await self._batch(s.events_topic, events, self._stage1_group)
+
+    async def _stage1_group(self, partition: int, group: list[EventT[bytes]]) -> None:
+        source = self._source(partition)
+        if self._unreadable:
+            await self._send_unreadable()
+        batch = [(e.message.offset, e.message.value) for e in group]
+        now = time.time()
+        out = source.process(batch, int(now * 1000), now)
+        await self._emit_stage1(partition, out, group[-1])
+        self.metrics.stage1(partition, out, source.watermark, now)
 
     async def _emit_stage1(
         self, partition: int, out: Stage1Output, event: EventT[bytes] | None
@@ -193,7 +215,7 @@ class Processors:
             )
         await asyncio.gather(*pending)
         if out.writes and event is not None:
-            _current_event.set(weakref.ref(event))  # writes go to this partition's changelog
+            faust_private.set_current_event(event)  # writes go to this partition's changelog
             for key, value in out.writes:
                 if value is None:
                     self.stage1_table.pop(key, None)
@@ -257,9 +279,25 @@ class Processors:
         group = sorted(group, key=lambda e: e.message.offset)
         tp = TP(topic, partition)
         consumer: Any = self.app.consumer
-        committed = getattr(consumer, "_committed_offset", {}).get(tp)  # Faust's, at seek
+        committed = faust_private.committed_offsets(consumer).get(tp)  # Faust's, at seek
         offsets = [e.message.offset for e in group]
         expected = self.guard.expected(tp, committed)
+        if expected is None:
+            # Nothing committed yet (or 0, which Faust keeps as None): the consumer started
+            # at the log start (auto.offset.reset earliest). The first offset that arrived
+            # may be after a hole, so ask the broker where the partition starts.
+            low = (await self._ends.log_start([(topic, partition)])).get((topic, partition))
+            if low is None:  # the broker did not say: process nothing yet, read them again
+                log.warning(
+                    "%s[%d]: log start unknown; reading again from %d",
+                    topic, partition, offsets[0],
+                )  # fmt: skip
+                for event in group:
+                    event.message.acked = True
+                await consumer.seek(tp, offsets[0])
+                return []
+            self.guard.begin(tp, low)
+            expected = low
         n, hole = deliverable(expected, offsets)
         if hole is not None and self.guard.is_new(tp):
             # Gone from the broker (retention moved the log start past it)? Then go on from
@@ -345,7 +383,7 @@ class Processors:
         if not quiet:
             return
         ends = await self._ends.ask([(tp.topic, tp.partition) for tp in quiet])
-        committed = getattr(consumer, "_committed_offset", {})
+        committed = faust_private.committed_offsets(consumer)
         for tp in quiet:
             expected = self.guard.expected(tp, committed.get(tp))
             end = ends.get((tp.topic, tp.partition))
@@ -369,75 +407,70 @@ class Processors:
         s = self.settings
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             await self._wait_ready()
-            for partition, arrived in _by_partition(events).items():
-                if not self._owns(s.updates_topic, partition):
-                    _skipped(s.updates_topic, partition, arrived)
-                    continue
-                group = await self._deliverable(s.updates_topic, partition, arrived)
-                if not group:
-                    continue
-                proc = self._partition(partition)
-                if self._unreadable:
-                    await self._send_unreadable()
-                signals: list[dict[str, Any]] = []
-                alerts: list[dict[str, Any]] = []
-                pending: list[Awaitable[Any]] = []
-                for event in group:
-                    value = event.message.value or b""
-                    try:
-                        out = proc.apply(loads(value))
-                    except Exception as exc:  # poison must not stop the partition
-                        dead = DeadLetter(
-                            "invalid_update", partition, event.message.offset, value,
-                            f"{type(exc).__name__}: {exc}"[:500],
-                        )  # fmt: skip
-                        log.error(
-                            "%s[%d]@%d cannot be applied (%s): dead-lettered",
-                            s.updates_topic, partition, dead.offset, dead.detail,
-                        )  # fmt: skip
-                        self.metrics.dead_letter(dead.reason)
-                        pending.append(
-                            await self._send(
-                                self.dead_letters,
-                                _dead_letter(s.updates_topic, dead),
-                                key=dead.reason.encode(),
-                            )
-                        )
-                        continue
-                    signals.extend(out.signals)
-                    alerts.extend(out.alerts)
-                    self.metrics.stage2(partition, out)
-                    for key in out.hot:
-                        log.warning(
-                            "hot entity %r: over %d events not yet final; its oldest are "
-                            "made final early (gaps exact while its events come in order)",
-                            key.replace(SEP, "/"), s.max_pending,
-                        )  # fmt: skip
-                    for key in out.hot_threads:
-                        log.warning(
-                            "hot thread %r: over %d messages not yet final; its oldest are "
-                            "taken at once, out of time order",
-                            key.replace(SEP, "/"), s.reply_config().max_pending,
-                        )  # fmt: skip
-                for signal in signals:
-                    pending.append(
-                        await self._send(
-                            self.signals, dumps(signal), key=signal_key(signal).encode()
-                        )
+            await self._batch(s.updates_topic, events, self._stage2_group)
+
+    async def _stage2_group(self, partition: int, group: list[EventT[bytes]]) -> None:
+        s = self.settings
+        proc = self._partition(partition)
+        if self._unreadable:
+            await self._send_unreadable()
+        signals: list[dict[str, Any]] = []
+        alerts: list[dict[str, Any]] = []
+        pending: list[Awaitable[Any]] = []
+        for event in group:
+            value = event.message.value or b""
+            try:
+                out = proc.apply(loads(value))
+            except Exception as exc:  # poison must not stop the partition
+                dead = DeadLetter(
+                    "invalid_update", partition, event.message.offset, value,
+                    f"{type(exc).__name__}: {exc}"[:500],
+                )  # fmt: skip
+                log.error(
+                    "%s[%d]@%d cannot be applied (%s): dead-lettered",
+                    s.updates_topic, partition, dead.offset, dead.detail,
+                )  # fmt: skip
+                self.metrics.dead_letter(dead.reason)
+                pending.append(
+                    await self._send(
+                        self.dead_letters,
+                        _dead_letter(s.updates_topic, dead),
+                        key=dead.reason.encode(),
                     )
-                for alert in alerts:
-                    alert["alert_id"] = alert_id(alert)
-                    pending.append(
-                        await self._send(self.alerts, dumps(alert), key=alert["alert_id"].encode())
-                    )
-                await asyncio.gather(*pending)
-                _current_event.set(weakref.ref(group[-1]))
-                for key, saved in proc.take_dirty():
-                    if saved is None:
-                        self.state_table.pop(key, None)  # a tombstone in the changelog
-                    else:
-                        self.state_table[key] = saved
-                self.metrics.partition_state(partition, proc)
+                )
+                continue
+            signals.extend(out.signals)
+            alerts.extend(out.alerts)
+            self.metrics.stage2(partition, out)
+            for key in out.hot:
+                log.warning(
+                    "hot entity %r: over %d events not yet final; its oldest are made final "
+                    "early (gaps exact while its events come in order)",
+                    key.replace(SEP, "/"), s.max_pending,
+                )  # fmt: skip
+            for key in out.hot_threads:
+                log.warning(
+                    "hot thread %r: over %d messages not yet final; its oldest are taken at "
+                    "once, out of time order",
+                    key.replace(SEP, "/"), s.reply_config().max_pending,
+                )  # fmt: skip
+        for signal in signals:
+            pending.append(
+                await self._send(self.signals, dumps(signal), key=signal_key(signal).encode())
+            )
+        for alert in alerts:
+            alert["alert_id"] = alert_id(alert)
+            pending.append(
+                await self._send(self.alerts, dumps(alert), key=alert["alert_id"].encode())
+            )
+        await asyncio.gather(*pending)
+        faust_private.set_current_event(group[-1])
+        for key, saved in proc.take_dirty():
+            if saved is None:
+                self.state_table.pop(key, None)  # a tombstone in the changelog
+            else:
+                self.state_table[key] = saved
+        self.metrics.partition_state(partition, proc)
 
     def _partition(self, partition: int) -> PartitionProcessor:
         proc = self.partitions.get(partition)
@@ -501,22 +534,11 @@ def _partition_items(table: Any, partition: int) -> Iterable[tuple[str, bytes]]:
     whole table for each partition made restoring P partitions cost P full scans (minutes
     with a million entities). The callers still filter by key, so a store without
     per-partition databases (any other) gives the same result, only slower."""
-    store = table.data
-    per_partition = getattr(store, "_db_for_partition", None)
-    visible = getattr(store, "_visible_items", None)
-    items = (
-        table.items()
-        if per_partition is None or visible is None
-        else visible(per_partition(partition))
-    )
-    for raw, value in items:
-        key = raw
-        if isinstance(raw, bytes):
-            try:
-                key = raw.decode("utf-8", "surrogatepass")
-            except UnicodeDecodeError:  # not a key of ours: restore reports it unreadable
-                key = raw.decode("utf-8", "replace")
-        yield key, value
+    items = faust_private.partition_items(table.data, partition)
+    if items is None:
+        items = table.items()
+    for key, value in items:
+        yield (key.decode("utf-8", "surrogatepass") if isinstance(key, bytes) else key), value
 
 
 def _state_partition(key: str, partitions: int) -> int:

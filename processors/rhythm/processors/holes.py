@@ -14,7 +14,13 @@ updates at or below the newest source offset it applied, so the hole's updates, 
 later, would be taken for duplicates. So the agents process only the contiguous run, leave
 the rest un-acked for good (their copies come again) and seek the partition back to the
 hole. `deliverable()` is the pure part; `OffsetGuard` keeps the next offset each partition
-should deliver.
+should deliver, and how far it was processed without a gap: the only offset the processors
+let Faust commit for their inputs (faust_private.guard_commits; Faust's own choice steps
+over holes, tests/unit/test_holes_faust.py).
+
+Where a partition starts: the committed offset, or, before the group's first commit, the
+log start offset (the consumer resets to the earliest offset); the agents ask the broker
+for it rather than taking the first offset that happens to arrive, which may be after a hole.
 """
 
 from __future__ import annotations
@@ -53,11 +59,27 @@ class OffsetGuard(Generic[K]):
         self._next: dict[K, int] = {}
         self._waiting: dict[K, tuple[int, float]] = {}  # hole, when it was last sought
         self._last_seen: dict[K, float] = {}  # when a batch (or a seek) was last made
+        self._done: dict[K, int] = {}  # everything below it was processed (this assignment)
 
     def expected(self, key: K, committed: int | None) -> int | None:
         """What was seen in this assignment, else the committed offset the consumer was
         set to (None: unknown, nothing to compare with)."""
         return self._next.get(key, committed)
+
+    def begin(self, key: K, offset: int) -> None:
+        """Where the partition starts when nothing was committed (its log start)."""
+        self._next.setdefault(key, offset)
+
+    def done(self, key: K, last_offset: int) -> None:
+        """The agent finished a batch that `passed` up to `last_offset` (its messages sent
+        and acknowledged, its table writes made): everything up to it was processed, since
+        every batch let through starts at or below the offset expected."""
+        self._done[key] = max(self._done.get(key, 0), last_offset + 1)
+
+    def commit_offset(self, key: K) -> int | None:
+        """The offset that may be committed: everything below it was processed. None while
+        nothing was processed in this assignment (the committed offset stands)."""
+        return self._done.get(key)
 
     def passed(self, key: K, last_offset: int, now: float = 0.0) -> None:
         self._last_seen[key] = now
@@ -99,3 +121,4 @@ class OffsetGuard(Generic[K]):
             self._next.pop(key, None)
             self._waiting.pop(key, None)
             self._last_seen.pop(key, None)
+            self._done.pop(key, None)

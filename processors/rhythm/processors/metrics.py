@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from rhythm.processors import faust_private
 from rhythm.processors.ends import EndOffsets
 from rhythm.processors.partition import Output, PartitionProcessor
 from rhythm.processors.stage1 import Stage1Output
@@ -139,7 +140,7 @@ class ProcessorMetrics:
                     gauge.remove(topic, str(partition))
         self._labelled = keys
         committed: dict[tuple[str, int], int] = {}
-        for tp, offset in dict(getattr(consumer, "_committed_offset", {})).items():
+        for tp, offset in faust_private.committed_offsets(consumer).items():
             if offset is not None and (tp.topic, tp.partition) in keys:
                 committed[(tp.topic, tp.partition)] = int(offset)
         for (topic, partition), offset in committed.items():

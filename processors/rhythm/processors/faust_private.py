@@ -1,0 +1,116 @@
+"""Every use of a private part of Faust in Rhythm, in one place, for one Faust version.
+
+Faust's public API has no way to say which input offsets may be committed, to read the
+offsets it committed, to direct a table write to a partition's changelog outside a
+stream's iteration, or to read one partition's RocksDB database. Rhythm needs each of
+these (see the functions below), so it uses Faust's private attributes for them, here and
+nowhere else. They are read from faust-streaming 0.15.3 (pinned in pyproject.toml):
+`check_version()` is called when the processors start and refuses any other version, so an
+upgrade has to come through this file and `tests/unit/test_holes_faust.py`, which drives
+Faust's own consumer bookkeeping through dropped offsets.
+
+Why Rhythm chooses the commit offsets itself (`guard_commits`): Faust 0.15.3 commits, per
+partition, the end of the first run of consecutive acked offsets (`Consumer._new_offset`),
+after adding to the acked offsets every gap its fetch loop saw in the offsets it read
+(`Consumer._add_gap`, meant for compacted topics and transaction markers). Rhythm's inputs
+have neither, so a gap there is a record Faust's fetcher dropped (see holes.py), and Faust
+counts it as done: a hole of any size is committed over as soon as an offset after it is
+acked (tests/unit/test_holes_faust.py shows it with Faust's own code). Before a partition's
+first commit (`_committed_offset` None, or 0, which Faust stores as None) nothing is
+compared with where the partition starts, and an agent that raises in the middle of a
+`take_events` batch still has the whole batch acked (the generator's `finally`). So the
+offset committed for Rhythm's input topics is the guard's: the end of the run of offsets
+the agents finished, without a gap, from where the partition started (holes.py).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import faust
+from faust.types import TP, EventT
+
+__all__ = [
+    "FAUST_VERSION",
+    "check_version",
+    "committed_offsets",
+    "guard_commits",
+    "partition_items",
+    "set_current_event",
+]
+
+FAUST_VERSION = "0.15.3"
+
+
+def check_version(version: str | None = None) -> None:
+    """Refuse to start on a Faust whose private parts were not read for this file."""
+    found = faust.__version__ if version is None else version
+    if found != FAUST_VERSION:
+        raise RuntimeError(
+            f"rhythm.processors needs faust-streaming=={FAUST_VERSION} (found {found}): "
+            "it relies on private parts of that version's consumer, tables and streams "
+            "(processors/rhythm/processors/faust_private.py)"
+        )
+
+
+def committed_offsets(consumer: Any) -> Mapping[TP, int | None]:
+    """The offsets Faust committed (or found committed at assignment) per partition.
+    `Consumer._committed_offset`: None where nothing was committed yet, and also where the
+    committed offset is 0 (Faust's `perform_seek` stores 0 as None)."""
+    offsets: Mapping[TP, int | None] = getattr(consumer, "_committed_offset", {})
+    return dict(offsets)
+
+
+def set_current_event(event: EventT[Any]) -> None:
+    """Table writes made now go to the changelog partition of `event`'s partition (Faust
+    takes it from the context variable its streams set while iterating)."""
+    from faust.streams import _current_event
+
+    _current_event.set(weakref.ref(event))
+
+
+def partition_items(store: Any, partition: int) -> Iterable[tuple[Any, Any]] | None:
+    """The items of one partition's database of a RocksDB store, or None for a store
+    without per-partition databases (`Store._db_for_partition`, `Store._visible_items`)."""
+    per_partition = getattr(store, "_db_for_partition", None)
+    visible = getattr(store, "_visible_items", None)
+    if per_partition is None or visible is None:
+        return None
+    items: Iterable[tuple[Any, Any]] = visible(per_partition(partition))
+    return items
+
+
+def guard_commits(app: faust.App, topics: set[str], frontier: Callable[[TP], int | None]) -> None:
+    """Make the consumer `app` creates commit, for `topics`, only `frontier(tp)`: the offset
+    up to which everything was processed (None: nothing yet). Must be called before
+    `app.consumer` is first used (it is created lazily); the transport's `Consumer` class is
+    replaced by a subclass for that. For other topics Faust's own choice stands."""
+    transport: Any = app.transport
+    base: type[Any] = transport.Consumer
+
+    class GuardedConsumer(base):  # type: ignore[misc]
+        """Faust's aiokafka consumer, with the commit offset of Rhythm's inputs chosen by
+        Rhythm (see the module's docstring)."""
+
+        def _new_offset(self, tp: TP) -> int | None:
+            if tp.topic not in topics:
+                offset: int | None = super()._new_offset(tp)
+                return offset
+            done = frontier(tp)
+            if done is not None:
+                # Faust's acks and gaps are not used for these partitions: drop what the
+                # frontier has passed, as its own _new_offset would, so they do not pile up.
+                acked: list[int] = self._acked[tp]
+                if acked:
+                    passed = {o for o in acked if o < done}
+                    if passed:
+                        acked[:] = [o for o in acked if o >= done]
+                        self._acked_index[tp].difference_update(passed)
+                gap = self._gap.get(tp)
+                if gap:
+                    gap.chop(0, done)
+            return done
+
+    transport.Consumer = GuardedConsumer

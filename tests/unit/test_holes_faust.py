@@ -1,0 +1,374 @@
+"""The offset-hole guard against Faust 0.15.3's own consumer: what is committed never passes
+an offset the agents did not process.
+
+Everything between the broker and the agent is Faust's code: the consumer the processors'
+app builds (faust.transport.drivers.aiokafka.Consumer, with Rhythm's commit choice from
+faust_private.guard_commits), its `getmany` (which drops the rest of a fetched batch when the
+consumer generation changes, as in a rebalance: the holes seen in the fault suite), its fetch
+loop `_drain_messages` (read offsets, `_add_gap`), `seek`, `ack` through faust Events and
+Messages, and `force_commit` (`_filter_committable_offsets`, `_new_offset`,
+`_commit_offsets`). The app's side is `Processors._batch`, the agents' per-batch wiring
+(guard, seek back, what may be committed). Stood in for: the broker I/O of aiokafka's thread
+(`_getmany` returns records from a list, `_seek` moves its position, `_commit` records the
+offsets sent to Kafka), the log start the agents ask for, and the pure processing (which
+records the offsets it was given, or raises).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import faust
+import faust.transport.drivers.aiokafka as faust_aiokafka
+import pytest
+from aiokafka.structs import ConsumerRecord  # type: ignore[import-untyped]
+from faust.events import Event
+from faust.types import TP, EventT
+
+from rhythm.processors import faust_private
+from rhythm.processors.app import Processors
+from rhythm.processors.settings import ProcessorSettings
+
+TOPIC = "ev"
+TPX = TP(TOPIC, 2)
+LOG_END = 40
+
+
+class _Stop:
+    """What `_drain_messages` takes as its fetcher: only its `_stopped` is read."""
+
+    def __init__(self) -> None:
+        self._stopped = asyncio.Event()
+
+
+class _Run:
+    """One partition of LOG_END records read by a real Faust consumer."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        committed: int | None,
+        *,
+        log_start: int = 0,
+        fetch_size: int = 5,
+        processors: Processors | None = None,
+        topic: Any,
+    ) -> None:
+        self.app = app
+        self.processors = processors
+        self.consumer: Any = app.consumer
+        assert isinstance(self.consumer, faust_aiokafka.Consumer)  # Faust's own class
+        self.start = committed if committed is not None else log_start
+        self.position = self.start  # aiokafka's fetch position
+        self.fetch_size = fetch_size
+        self.log_start = log_start
+        self.break_after: set[int] = set()  # the generation changes once this is delivered
+        self.lose_next_fetch = False  # the partition is paused while the fetch is in flight
+        self.delivered: list[Any] = []
+        self.processed: list[int] = []
+        self.sought: list[int] = []
+        self.commits: list[int] = []
+        self.fail_at: int | None = None  # processing raises at this offset
+        self._fetcher = _Stop()
+        c: Any = self.consumer
+        c._set_active_tps({TPX})
+        c.callback = self._deliver
+        c._getmany = self._getmany
+        c._seek = self._seek
+        c._commit = self._commit
+        c.assignment = lambda: {TPX}
+        c.highwater = lambda tp: LOG_END
+        app.producer.flush = _nothing  # type: ignore[method-assign]
+        app.topics.add(topic)  # as when the agent starts: acks are recorded for it
+        if committed is not None:  # as Faust's perform_seek leaves it after assignment
+            c._committed_offset[TPX] = committed or None
+            c._read_offset[TPX] = committed
+
+    # -- aiokafka's side: the broker's records and the position ----------------------------
+
+    async def _getmany(self, active_partitions: Any, timeout: float) -> dict[TP, list[Any]]:
+        self._fetcher._stopped.set()  # one fetch per drain() call
+        offsets = list(range(self.position, min(self.position + self.fetch_size, LOG_END)))
+        self.position += len(offsets)
+        if self.lose_next_fetch:  # paused meanwhile: Faust's getmany drops its records
+            self.consumer.pause_partitions({TPX})
+        return {TPX: [_record(o) for o in offsets]}
+
+    async def _seek(self, tp: TP, offset: int) -> None:
+        self.sought.append(offset)
+        self.position = offset
+
+    async def _commit(self, offsets: dict[TP, int]) -> bool:
+        self.commits.append(offsets[TPX])
+        return True
+
+    async def _deliver(self, message: Any) -> None:
+        message.incref()  # what the conductor does for the one stream reading it
+        self.delivered.append(message)
+        if message.offset in self.break_after:
+            self.app.consumer_generation_id += 1  # Faust's getmany drops the rest
+
+    # -- Faust's fetch loop, the agent, Faust's commit ---------------------------------------
+
+    async def ready(self) -> None:
+        conductor: Any = self.app.topics
+        await conductor._update_indices()  # in the loop the consumer then runs in
+        assert self.app.topics.acks_enabled_for(TOPIC)
+
+    async def drain(self) -> None:
+        self._fetcher._stopped.clear()
+        await self.consumer._drain_messages(self._fetcher)
+        if self.lose_next_fetch:
+            self.lose_next_fetch = False
+            self.consumer.resume_partitions({TPX})
+
+    async def agent_batch(self, process: Callable[[list[int]], None] | None = None) -> None:
+        """One take_events batch: everything delivered since the last one. Faust's stream
+        acks every event of it afterwards, even when the agent raised (its `finally`)."""
+        messages, self.delivered = self.delivered, []
+        events: list[EventT[bytes]] = [
+            Event(self.app, m.key, m.value, m.headers, m) for m in messages
+        ]
+        try:
+            if self.processors is not None:
+                await self.processors._batch(TOPIC, events, self._process)
+            else:  # a plain Faust app: every delivered message is processed
+                self.processed.extend(e.message.offset for e in events)
+        finally:
+            for event in events:
+                event.ack()
+
+    def _process(self, partition: int, group: list[EventT[bytes]]) -> Awaitable[None]:
+        async def run() -> None:
+            for event in group:
+                if event.message.offset == self.fail_at:
+                    raise RuntimeError(f"processing failed at {self.fail_at}")
+                self.processed.append(event.message.offset)
+
+        return run()
+
+    async def commit(self) -> None:
+        await self.consumer.force_commit()
+
+    def committed(self) -> int | None:
+        return self.commits[-1] if self.commits else None
+
+    def first_unprocessed(self) -> int:
+        """The first offset from where the partition started that no agent processed."""
+        done = set(self.processed)
+        offset = self.start
+        while offset in done:
+            offset += 1
+        return offset
+
+    async def step(self, drains: int = 1) -> None:
+        """Fetch (`drains` times), one agent batch, one commit; then the check."""
+        for _ in range(drains):
+            await self.drain()
+        await self.agent_batch()
+        await self.commit()
+        committed = self.committed()
+        assert committed is None or committed <= self.first_unprocessed(), (
+            f"committed {committed}, but offset {self.first_unprocessed()} was never "
+            f"processed (processed {sorted(set(self.processed))})"
+        )
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _record(offset: int) -> Any:
+    return ConsumerRecord(TOPIC, 2, offset, 0, 0, b"k", b"v", None, 1, 1, [])
+
+
+class _LogStart:
+    def __init__(self, low: int | None) -> None:
+        self.low = low  # None: the broker does not answer
+
+    async def log_start(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return {} if self.low is None else {tp: self.low for tp in tps}
+
+
+def _processors_run(tmp_path: Path, committed: int | None, log_start: int = 0) -> _Run:
+    settings = ProcessorSettings(
+        data_dir=tmp_path, events_topic=TOPIC, updates_topic="up", metrics_port=0
+    )
+    processors = Processors(settings, events_partitions=4)
+    processors._ends = _LogStart(log_start)  # type: ignore[assignment]
+    processors.guard.reseek_after_s = 0.0
+    return _Run(
+        processors.app,
+        committed,
+        log_start=log_start,
+        processors=processors,
+        topic=processors.events,
+    )
+
+
+async def _to_the_end(run: _Run, drains: int = 1, rounds: int = 40) -> None:
+    for _ in range(rounds):
+        await run.step(drains)
+        if run.committed() == LOG_END:
+            return
+
+
+def _sees_everything(run: _Run) -> None:
+    assert set(run.processed) >= set(range(run.start, LOG_END))
+    assert run.committed() == LOG_END  # and the commit did not stop at the hole for good
+
+
+# -- what Faust does by itself -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("committed", [None, 10])
+@pytest.mark.parametrize("dropped", [1, 3])
+def test_faust_alone_commits_over_offsets_its_fetcher_dropped(
+    committed: int | None, dropped: int
+) -> None:
+    """Why the guard chooses the commit: a plain Faust app (every delivered message
+    processed and acked) commits past the offsets Faust's getmany dropped, one or several,
+    after a commit or before the first."""
+
+    async def go() -> None:
+        app = faust.App("plain", broker="kafka://127.0.0.1:1")
+        run = _Run(app, committed, topic=app.topic(TOPIC))
+        start = run.start
+        run.break_after = {start + 4 - dropped}  # the rest of the first fetch never arrives
+        await run.ready()
+        await run.drain()
+        await run.drain()
+        await run.agent_batch()
+        await run.commit()
+        hole = range(start + 5 - dropped, start + 5)
+        assert not set(hole) & set(run.processed)
+        committed_now = run.committed()
+        assert committed_now is not None and committed_now > hole[-1]  # committed over it
+
+    asyncio.run(go())
+
+
+def test_the_processors_consumer_is_fausts_with_the_commit_choice_of_rhythm(
+    tmp_path: Path,
+) -> None:
+    run = _processors_run(tmp_path, committed=10)
+    consumer: Any = run.consumer
+    assert type(consumer).__mro__[1] is faust_aiokafka.Consumer
+    assert "_new_offset" in type(consumer).__dict__  # only the choice of offset is Rhythm's
+    assert "ack" not in type(consumer).__dict__ and "getmany" not in type(consumer).__dict__
+
+
+def test_start_up_refuses_another_faust_version() -> None:
+    faust_private.check_version()  # the installed one is the one read
+    with pytest.raises(RuntimeError, match=r"faust-streaming==0\.15\.3 \(found 0\.15\.4\)"):
+        faust_private.check_version("0.15.4")
+
+
+# -- the processors: the hole is read again, never committed over --------------------------
+
+
+@pytest.mark.parametrize("dropped", [1, 3])
+def test_a_hole_after_a_commit_is_never_committed_over(tmp_path: Path, dropped: int) -> None:
+
+    async def go() -> None:
+        run = _processors_run(tmp_path, committed=10)
+        run.break_after = {14 - dropped}  # offsets 15-dropped .. 14 never arrive
+        await run.ready()
+        await run.step(drains=2)  # the agent's batch spans the hole
+        assert run.sought == [15 - dropped]  # read again from the hole
+        assert run.committed() == 15 - dropped
+        await _to_the_end(run)
+        _sees_everything(run)
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("dropped", [1, 3])
+def test_a_hole_before_the_first_commit_is_found_and_never_committed_over(
+    tmp_path: Path, dropped: int
+) -> None:
+    """Nothing committed yet (Faust's committed offset None): the first batch the agent
+    sees is checked against the partition's log start."""
+
+    async def go() -> None:
+        run = _processors_run(tmp_path, committed=None)
+        run.break_after = {4 - dropped}
+        await run.ready()
+        await run.step(drains=2)
+        assert run.sought == [5 - dropped]
+        await _to_the_end(run)
+        _sees_everything(run)
+
+    asyncio.run(go())
+
+
+def test_a_first_fetch_lost_whole_before_any_commit_is_read_again(tmp_path: Path) -> None:
+    """The partition's first records never reach the agent (it was paused while the fetch
+    was in flight): the first offset it sees is 5, and Faust's fetch loop saw no gap."""
+
+    async def go() -> None:
+        run = _processors_run(tmp_path, committed=None)
+        run.lose_next_fetch = True
+        await run.ready()
+        await run.step(drains=2)
+        assert run.sought == [0]
+        assert run.committed() is None
+        await _to_the_end(run)
+        _sees_everything(run)
+
+    asyncio.run(go())
+
+
+def test_committed_offset_zero_counts_as_a_start_too(tmp_path: Path) -> None:
+    """Faust keeps a committed 0 as None: the log start decides, here 0 as well."""
+
+    async def go() -> None:
+        run = _processors_run(tmp_path, committed=0)
+        run.break_after = {2}
+        await run.ready()
+        await run.step(drains=2)
+        assert run.sought == [3]
+        await _to_the_end(run)
+        _sees_everything(run)
+
+    asyncio.run(go())
+
+
+def test_an_agent_that_raises_mid_batch_is_not_committed_past(tmp_path: Path) -> None:
+    """Faust's take_events acks the whole batch even when the agent raised; the offsets it
+    never processed are not committed, and are processed after the restart from the commit."""
+
+    async def go() -> None:
+        run = _processors_run(tmp_path, committed=10)
+        run.fail_at = 17
+        await run.ready()
+        await run.step()
+        await run.drain()
+        with pytest.raises(RuntimeError, match="processing failed"):
+            await run.agent_batch()  # 15, 16 processed, 17-19 acked by Faust but not done
+        await run.commit()
+        assert run.first_unprocessed() == 17
+        assert run.committed() == 15  # the failed batch is not committed at all
+
+    asyncio.run(go())
+
+
+def test_before_the_first_commit_nothing_is_processed_while_the_log_start_is_unknown(
+    tmp_path: Path,
+) -> None:
+    async def go() -> None:
+        run = _processors_run(tmp_path, committed=None)
+        assert run.processors is not None
+        ends: Any = run.processors._ends
+        ends.low = None
+        await run.ready()
+        await run.step()
+        assert (run.processed, run.sought, run.committed()) == ([], [0], None)
+        ends.low = 0  # the broker answers again
+        await _to_the_end(run)
+        _sees_everything(run)
+
+    asyncio.run(go())
