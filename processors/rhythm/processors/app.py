@@ -537,8 +537,14 @@ def _partition_items(table: Any, partition: int) -> Iterable[tuple[str, bytes]]:
     items = faust_private.partition_items(table.data, partition)
     if items is None:
         items = table.items()
-    for key, value in items:
-        yield (key.decode("utf-8", "surrogatepass") if isinstance(key, bytes) else key), value
+    for raw, value in items:
+        key = raw
+        if isinstance(raw, bytes):
+            try:
+                key = raw.decode("utf-8", "surrogatepass")
+            except UnicodeDecodeError:  # not a key of ours: restore reports it unreadable
+                key = raw.decode("utf-8", "replace")
+        yield key, value
 
 
 def _state_partition(key: str, partitions: int) -> int:
