@@ -45,6 +45,7 @@ class Pipeline:
     bootstrap: str
     name: str
     home: Path
+    log_level: str = os.environ.get("RHYTHM_TEST_PROCESSOR_LOG_LEVEL", "warn")
 
     @property
     def topics(self) -> dict[str, str]:
@@ -91,7 +92,7 @@ class Pipeline:
             RHYTHM_PROCESSOR_WORKING_HOURS="[0,24]",
             RHYTHM_PROCESSOR_SILENCE_MIN_SPAN_S="3600",
             # Raise it to find out why a run failed (CI keeps the quiet default).
-            RHYTHM_PROCESSOR_LOG_LEVEL=os.environ.get("RHYTHM_TEST_PROCESSOR_LOG_LEVEL", "warn"),
+            RHYTHM_PROCESSOR_LOG_LEVEL=self.log_level,
         )
 
     def start(self) -> subprocess.Popen[bytes]:
@@ -297,6 +298,55 @@ def test_a_worker_killed_twice_gives_the_same_results(kafka_broker: Any, tmp_pat
         assert hurt_s == calm_s, key
     check_alerts(calm_alerts, w)
     assert hurt.alerts() == calm_alerts
+
+
+def _wait_for_log(path: Path, start: int, text: str, proc: subprocess.Popen[bytes]) -> str:
+    """The worker's log from byte `start` once it contains `text`."""
+    deadline = time.monotonic() + 120
+    while True:
+        tail = path.read_bytes()[start:].decode(errors="replace")
+        if text in tail:
+            return tail
+        assert proc.poll() is None, "the worker exited"
+        assert time.monotonic() < deadline, f"the worker never logged {text!r}"
+        time.sleep(0.01)  # a poll interval on the worker's log
+
+
+def test_a_worker_killed_while_recovering_its_state_gives_the_same_results(
+    kafka_broker: Any, tmp_path: Path
+) -> None:
+    """SIGKILL mid-stream, then SIGKILL of the next worker while it restores its tables from
+    the changelogs: the third worker's signals equal the independent computation and the
+    planted alerts are all there, none extra."""
+    now = int(time.time() * 1000)
+    w = generate(now, seed=37, users=60)
+    reference = reference_signals(w.events, WINDOWS_MS)
+    closed = expected_closed(reference, now - 60_000)
+    p = Pipeline(kafka_broker.bootstrap, f"recov-{uuid.uuid4().hex[:8]}", tmp_path)
+    p.log_level = "info"  # Faust's recovery service says when it starts and completes
+    p.create_topics()
+    p.send(w.arrivals)
+    log = p.home / "processor.log"
+    proc = p.start()
+    try:
+        deadline = time.monotonic() + 120
+        while p.emitted() < 0.3 * len(closed):
+            assert time.monotonic() < deadline, "the worker made no progress"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        start = log.stat().st_size
+        proc = p.start()
+        _wait_for_log(log, start, "[^---Recovery]: Starting...", proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        tail = log.read_bytes()[start:].decode(errors="replace")
+        assert "Recovery complete" not in tail  # it was killed in the middle of recovery
+        proc = p.start()
+        got = wait_for_windows(p, closed)
+    finally:
+        _stop(proc)
+    check_signals(got, reference)
+    check_alerts(p.alerts(), w)
 
 
 @pytest.mark.long
