@@ -4,26 +4,17 @@ them. See docs/notifications.md."""
 
 from __future__ import annotations
 
-import json
-import logging
-import signal
-import sys
-import threading
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
 from rhythm.producers.config import KafkaSettings
+from rhythm.stack.foreground import invalid_settings, run_in_foreground, setup_logging
 
 
 def register(app: typer.Typer) -> None:
     app.command("notifier")(notifier)
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 def notifier(
@@ -46,12 +37,7 @@ def notifier(
     from rhythm.notifier.service import run_notifier
     from rhythm.notifier.settings import NotifierSettings
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.DEBUG if verbose else logging.INFO,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+    setup_logging(verbose)
     given: dict[str, Any] = {}
     if bootstrap is not None:
         given["kafka"] = KafkaSettings(bootstrap_servers=bootstrap)
@@ -60,25 +46,10 @@ def notifier(
     try:
         settings = NotifierSettings(**given)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        _fail(f"invalid settings (options or RHYTHM_NOTIFIER_* variables): {problems}")
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        logging.getLogger("rhythm.notifier").info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    def ready(info: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps({"ready": True, **info}) + "\n")
-        sys.stdout.flush()
-
-    try:
-        run_notifier(settings, stop, on_ready=ready)
-    except Exception as exc:
-        logging.getLogger("rhythm.notifier").debug("notifier failed", exc_info=True)
-        _fail(f"the notifier stopped: {exc}")
+        invalid_settings(exc, "RHYTHM_NOTIFIER_*")
+    run_in_foreground(
+        "notifier",
+        "rhythm.notifier",
+        "stopping",
+        lambda stop, ready: run_notifier(settings, stop, on_ready=ready),
+    )

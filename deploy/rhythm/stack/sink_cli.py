@@ -4,18 +4,15 @@ options here override them."""
 
 from __future__ import annotations
 
-import json
-import logging
-import signal
 import sys
-import threading
 import time
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
 from rhythm.producers.config import KafkaSettings
+from rhythm.stack.foreground import fail, invalid_settings, run_in_foreground, setup_logging
 
 DsnOption = Annotated[
     str | None,
@@ -40,11 +37,6 @@ def register(app: typer.Typer) -> None:
     app.command("query")(query)
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
 def _settings(**overrides: Any) -> Any:
     from rhythm.sinks.settings import SinkSettings
 
@@ -55,19 +47,7 @@ def _settings(**overrides: Any) -> Any:
     try:
         return SinkSettings(**given)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        _fail(f"invalid settings (options or RHYTHM_SINK_* variables): {problems}")
-
-
-def _logging(verbose: bool) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.DEBUG if verbose else logging.INFO,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        invalid_settings(exc, "RHYTHM_SINK_*")
 
 
 def sink(
@@ -90,7 +70,7 @@ def sink(
     """
     from rhythm.sinks.service import run_sink
 
-    _logging(verbose)
+    setup_logging(verbose)
     settings = _settings(
         dsn=dsn,
         bootstrap=bootstrap,
@@ -98,24 +78,12 @@ def sink(
         http_port=http_port,
         metrics_port=metrics_port,
     )
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        logging.getLogger("rhythm.sinks").info("signal %d: finishing the current batches", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    def ready(info: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps({"ready": True, **info}) + "\n")
-        sys.stdout.flush()
-
-    try:
-        run_sink(settings, stop, on_ready=ready)
-    except Exception as exc:
-        logging.getLogger("rhythm.sinks").debug("sink failed", exc_info=True)
-        _fail(f"the sink stopped: {exc}")
+    run_in_foreground(
+        "sink",
+        "rhythm.sinks",
+        "finishing the current batches",
+        lambda stop, ready: run_sink(settings, stop, on_ready=ready),
+    )
 
 
 def migrate_command(
@@ -156,13 +124,13 @@ def migrate_command(
     try:
         client, where = connect(settings)
     except StoreBusyError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     try:
         report = migrate(
             client, settings.database, settings.retention_days, cluster=settings.cluster
         )
     except MigrationError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         client.close()
     typer.echo(f"{where}: {report.summary()}")
@@ -208,7 +176,7 @@ def sync(
             watermark_at_least=mark,
         )
     if not report:
-        _fail(report.describe())
+        fail(report.describe())
     typer.echo(report.describe())
 
 
@@ -232,12 +200,12 @@ def query(
     try:
         client, _where = connect(settings)
     except StoreBusyError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     try:
         own_format = output_format(text, "") != ""
         data = client.raw_query(text, fmt=None if own_format else fmt)
     except Exception as exc:
-        _fail(str(exc).strip())
+        fail(str(exc).strip())
     finally:
         client.close()
     sys.stdout.buffer.write(data)

@@ -57,6 +57,27 @@ class KafkaSettings(BaseSettings):
             conf[key] = value.get_secret_value() if isinstance(value, SecretStr) else value
         return conf
 
+    def manual_commit_consumer(
+        self, group_id: str, session_timeout_ms: int, instance_id: str | None = None
+    ) -> dict[str, Any]:
+        """A consumer whose offsets are committed by hand, only once what it read is done
+        with (the sink: rows in ClickHouse; the notifier: deliveries in its ledger)."""
+        conf = self.to_librdkafka()
+        conf.update(
+            {
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": session_timeout_ms,
+                "heartbeat.interval.ms": max(500, session_timeout_ms // 4),
+                "log.connection.close": False,
+            }
+        )
+        if instance_id:
+            conf["group.instance.id"] = instance_id
+        return conf
+
 
 FullQueuePolicy = Literal["block", "drop"]
 

@@ -125,20 +125,9 @@ class Notifier:
         self.metrics.watch_ledger(lambda: dict(self._counts))
         self.directory = Directory(settings)
         self._engaged = engaged or (lambda alert, n: most_engaged(settings, alert, n))
-        conf = settings.kafka.to_librdkafka()
-        conf.update(
-            {
-                "group.id": settings.group_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": settings.session_timeout_ms,
-                "heartbeat.interval.ms": max(500, settings.session_timeout_ms // 4),
-                "log.connection.close": False,
-            }
+        conf = settings.kafka.manual_commit_consumer(
+            settings.group_id, settings.session_timeout_ms, settings.group_instance_id
         )
-        if settings.group_instance_id:
-            conf["group.instance.id"] = settings.group_instance_id
         self.consumer = Consumer(conf)
         producer_conf = settings.kafka.to_librdkafka()
         producer_conf.update({"enable.idempotence": True, "acks": "all", "linger.ms": 20})

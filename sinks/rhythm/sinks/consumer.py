@@ -45,23 +45,11 @@ TP = tuple[str, int]
 
 
 def consumer_config(settings: SinkSettings) -> dict[str, Any]:
-    conf: dict[str, Any] = settings.kafka.to_librdkafka()
-    conf.update(
-        {
-            "group.id": settings.group_id,
-            # Offsets are committed only after ClickHouse has the rows.
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": settings.session_timeout_ms,
-            "heartbeat.interval.ms": max(500, settings.session_timeout_ms // 4),
-            # librdkafka's prefetch queue is memory too: 16 MiB instead of 64.
-            "queued.max.messages.kbytes": 16384,
-            "log.connection.close": False,
-        }
+    conf = settings.kafka.manual_commit_consumer(
+        settings.group_id, settings.session_timeout_ms, settings.group_instance_id
     )
-    if settings.group_instance_id:
-        conf["group.instance.id"] = settings.group_instance_id
+    # librdkafka's prefetch queue is memory too: 16 MiB instead of 64.
+    conf["queued.max.messages.kbytes"] = 16384
     conf.update(settings.consumer_extra)
     return conf
 
