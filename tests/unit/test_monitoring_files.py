@@ -29,6 +29,7 @@ ALERTS = {
     "RhythmClientDroppingEvents",
     "RhythmSlowRecovery",
     "RhythmPartCrashLoop",
+    "RhythmNotifierDeliveryFailing",
 }
 
 

@@ -58,6 +58,7 @@ def render_config(
     sinks: list[str],
     clients: tuple[str, ...] = (),
     supervisors: tuple[str, ...] = (),
+    notifiers: tuple[str, ...] = (),
     prometheus: str | None = None,
     rule_files: tuple[str, ...] = ("rules.yml",),
     scrape_interval: str = "15s",
@@ -67,6 +68,7 @@ def render_config(
     jobs: list[tuple[str, list[str]]] = [
         ("rhythm-processors", list(processors)),
         ("rhythm-sink", list(sinks)),
+        ("rhythm-notifier", list(notifiers)),
         ("rhythm-clients", list(clients)),
         ("rhythm-supervisor", list(supervisors)),
         ("prometheus", [prometheus] if prometheus else []),

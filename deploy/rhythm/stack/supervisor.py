@@ -275,6 +275,11 @@ class Stack:
                 processors=[f"127.0.0.1:{ports[0]}"] if ports[0] else [],
                 sinks=[f"127.0.0.1:{ports[1]}"] if ports[1] else [],
                 supervisors=(f"127.0.0.1:{sup}",) if sup else (),
+                notifiers=(
+                    (f"127.0.0.1:{s.notifier_metrics_port}",)
+                    if s.notifier_metrics_port and self.notifier_wanted()
+                    else ()
+                ),
                 prometheus=f"127.0.0.1:{s.prometheus_port}",
             ),
             prometheus.rules_text(),
