@@ -12,7 +12,7 @@ from rhythm.processors.explode import EntityKey, context_key
 from rhythm.processors.partition import PartitionProcessor
 from rhythm.processors.signals.calendar import BusinessCalendar
 from rhythm.processors.signals.conversation import ContextMessage, Conversations, ReplyConfig
-from rhythm.processors.signals.entity import SignalConfig
+from rhythm.processors.signals.entity import EntityState, SignalConfig
 from rhythm.processors.signals.policy import AlertPolicy, TenantPolicy
 from rhythm.processors.signals.survival import KindStats
 from rhythm.schemas.rules import MAX_ENTITY_LEN, MAX_REF_LEN
@@ -177,3 +177,4 @@ def test_many_windows_closing_at_once_are_emitted_over_several_calls_with_the_sa
     at_once = run(10_000)
     assert len(at_once) > 100
     assert run(7) == at_once
+    assert partition._FROZEN == EntityState()  # frozen entities' placeholder never touched
