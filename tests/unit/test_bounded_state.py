@@ -177,4 +177,4 @@ def test_many_windows_closing_at_once_are_emitted_over_several_calls_with_the_sa
     at_once = run(10_000)
     assert len(at_once) > 100
     assert run(7) == at_once
-    assert partition._FROZEN == EntityState()  # frozen entities' placeholder never touched
+    assert EntityState() == partition._FROZEN  # frozen entities' placeholder never touched
