@@ -174,12 +174,37 @@ class Processors:
             )
         await asyncio.gather(*pending)
         if out.writes and event is not None:
-            _current_event.set(weakref.ref(event))  # writes go to this partition's changelog
-            for key, value in out.writes:
-                if value is None:
-                    self.stage1_table.pop(key, None)
-                else:
-                    self.stage1_table[key] = value
+            await self._save(self.stage1_table, event, out.writes)
+
+    async def _save(
+        self, table: Any, event: EventT[bytes], writes: Iterable[tuple[str, bytes | None]]
+    ) -> None:
+        """Write table keys (None: delete) to the changelog partition of `event`'s partition
+        and the local store, and wait until Kafka acknowledged every changelog message.
+
+        Not `table[key] = value`: that hands the changelog message to Faust's producer buffer
+        and drops its future, and Faust's commit waits for that buffer only until 0.1 s pass
+        without a message sent (`ProducerBuffer.flush_atmost`): under load, input offsets were
+        committed whose state writes were still in the buffer, and a worker stopped (SIGTERM)
+        or revoked then lost them or wrote them after the partition's next owner had restored
+        the table. That owner resumed from the commit without those updates in its state:
+        windows never emitted (make test-scale, workers leaving). Here the batch is acked, so
+        committable, only once its state is in Kafka. `send_changelog` is Faust's public
+        Collection API and is what `table[key] = value` calls; `table.data` is the store it
+        then writes."""
+        _current_event.set(weakref.ref(event))  # the store's database for this partition
+        partition = event.message.partition
+        store = table.data
+        sent: list[Awaitable[Any]] = []
+        for key, value in writes:
+            if value is None:
+                if key in store:
+                    sent.append(table.send_changelog(partition, key, None, value_serializer="raw"))
+                    del store[key]
+            else:
+                sent.append(table.send_changelog(partition, key, value))
+                store[key] = value
+        await asyncio.gather(*sent)
 
     async def _send(
         self, topic: Any, value: bytes, *, key: bytes | None = None, partition: int | None = None
@@ -217,9 +242,8 @@ class Processors:
         group = sorted(group, key=lambda e: e.message.offset)
         tp = TP(topic, partition)
         consumer: Any = self.app.consumer
-        committed = getattr(consumer, "_committed_offset", {}).get(tp)  # Faust's, at seek
         offsets = [e.message.offset for e in group]
-        expected = self.guard.expected(tp, committed)
+        expected = await self._expected(tp)
         n, hole = deliverable(expected, offsets)
         if hole is not None and self.guard.is_new(tp):
             # Gone from the broker (retention moved the log start past it)? Then go on from
@@ -247,6 +271,23 @@ class Processors:
         if group:
             self.guard.passed(tp, group[-1].message.offset, time.monotonic())
         return group
+
+    async def _expected(self, tp: TP) -> int | None:
+        """The next offset `tp` should deliver: what passed in this assignment, else the
+        committed offset the consumer was set to, else (nothing committed yet) the log start,
+        where the consumer begins (`auto_offset_reset` earliest). Without that last rule a
+        partition's first batch was taken as it came: records Faust dropped before it went
+        unnoticed, and its commit (which has nothing to compare with either) stepped over
+        them: a new group lost the head of its updates partitions (make test-scale)."""
+        committed = getattr(self.app.consumer, "_committed_offset", {}).get(tp)  # Faust's
+        expected = self.guard.expected(tp, committed)
+        if expected is None:
+            key = (tp.topic, tp.partition)
+            expected = (await self._ends.log_start([key])).get(key)
+            if expected is not None:
+                log.info("%s[%d]: nothing committed: read from the log start %d", *key, expected)
+                self.guard.start(tp, expected)
+        return expected
 
     def _ready(self) -> bool:
         """Tables hold every assigned partition's state: not during the recovery after a
@@ -305,9 +346,8 @@ class Processors:
         if not quiet:
             return
         ends = await self._ends.ask([(tp.topic, tp.partition) for tp in quiet])
-        committed = getattr(consumer, "_committed_offset", {})
         for tp in quiet:
-            expected = self.guard.expected(tp, committed.get(tp))
+            expected = await self._expected(tp)
             end = ends.get((tp.topic, tp.partition))
             self.guard.touch(tp, time.monotonic())
             if expected is None or end is None or expected >= end:
@@ -377,9 +417,7 @@ class Processors:
                         await self._send(self.alerts, dumps(alert), key=alert["alert_id"].encode())
                     )
                 await asyncio.gather(*pending)
-                _current_event.set(weakref.ref(group[-1]))
-                for key, value in proc.take_dirty():
-                    self.state_table[key] = value
+                await self._save(self.state_table, group[-1], proc.take_dirty())
                 self.metrics.partition_state(partition, proc)
 
     def _partition(self, partition: int) -> PartitionProcessor:

@@ -59,6 +59,10 @@ class OffsetGuard(Generic[K]):
         set to (None: unknown, nothing to compare with)."""
         return self._next.get(key, committed)
 
+    def start(self, key: K, offset: int) -> None:
+        """Nothing was committed: the partition is read from `offset` (its log start)."""
+        self._next.setdefault(key, offset)
+
     def passed(self, key: K, last_offset: int, now: float = 0.0) -> None:
         self._last_seen[key] = now
         self._next[key] = max(self._next.get(key, 0), last_offset + 1)
