@@ -91,14 +91,21 @@ class _Consumer:
 class _Ends:
     """Stands in for the broker's log start offsets."""
 
-    starts: dict[tuple[str, int], int] = field(default_factory=dict)
+    log_starts: dict[tuple[str, int], int] = field(default_factory=dict)
     ends: dict[tuple[str, int], int] = field(default_factory=dict)
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)  # the group's, per broker
 
     async def ask(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         return {tp: self.ends[tp] for tp in tps if tp in self.ends}
 
     async def log_start(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        return {tp: self.starts[tp] for tp in tps if tp in self.starts}
+        return {tp: self.log_starts[tp] for tp in tps if tp in self.log_starts}
+
+    async def starts(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return {
+            **(await self.log_start(tps)),
+            **{t: self.committed[t] for t in tps if t in self.committed},
+        }
 
 
 def _processors(tmp_path: Path, committed: int | None, log_start: int) -> tuple[Any, _Consumer]:
@@ -176,3 +183,16 @@ def test_with_nothing_committed_a_quiet_partition_is_read_from_the_log_start(
     processors._ends.ends = {("up", 2): 9}  # 5-8 were written, nothing came
     asyncio.run(processors._reseek_quiet())
     assert consumer.sought == [(TP("up", 2), 5)]
+
+
+def test_while_a_rebalance_revokes_the_partition_the_broker_says_where_it_starts(
+    tmp_path: Path,
+) -> None:
+    """Faust's record of the committed offset is empty while a rebalance revokes the
+    partition: that is not "nothing committed" (taken for it, the partition was sought back
+    to 0 and 9,181 events read again)."""
+    processors, consumer = _processors(tmp_path, committed=None, log_start=0)
+    processors._ends.committed = {("up", 2): 9181}
+    got, _ = _batch(processors, [9181, 9182])
+    assert got == [9181, 9182]
+    assert consumer.sought == []

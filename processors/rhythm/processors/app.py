@@ -79,7 +79,10 @@ class Processors:
         self.events_partitions = events_partitions
         self.metrics = ProcessorMetrics(settings.stall_after_s, settings.health_check_s)
         self._ends = EndOffsets(
-            settings.kafka, f"{settings.app_id}-health", timeout_s=settings.health_check_s
+            settings.kafka,
+            f"{settings.app_id}-health",
+            timeout_s=settings.health_check_s,
+            app_group=settings.app_id,
         )
         self.stage1_cfg = Stage1Config(
             updates_partitions=settings.updates_partitions,
@@ -274,18 +277,21 @@ class Processors:
 
     async def _expected(self, tp: TP) -> int | None:
         """The next offset `tp` should deliver: what passed in this assignment, else the
-        committed offset the consumer was set to, else (nothing committed yet) the log start,
-        where the consumer begins (`auto_offset_reset` earliest). Without that last rule a
-        partition's first batch was taken as it came: records Faust dropped before it went
-        unnoticed, and its commit (which has nothing to compare with either) stepped over
-        them: a new group lost the head of its updates partitions (make test-scale)."""
+        committed offset the consumer was set to (Faust's record of it), else where the group
+        starts the partition as the broker says: its committed offset, or with nothing
+        committed the log start (`auto_offset_reset` earliest). Without the broker's answer a
+        partition's first batch in a new group was taken as it came: records Faust dropped
+        before it went unnoticed, and its commit (which has nothing to compare with either)
+        stepped over them (make test-scale lost the head of updates partitions). Faust's
+        record alone is not enough: it is also empty while a rebalance revokes the partition,
+        and taking that for "nothing committed" sought a partition back to 0."""
         committed = getattr(self.app.consumer, "_committed_offset", {}).get(tp)  # Faust's
         expected = self.guard.expected(tp, committed)
         if expected is None:
             key = (tp.topic, tp.partition)
-            expected = (await self._ends.log_start([key])).get(key)
+            expected = (await self._ends.starts([key])).get(key)
             if expected is not None:
-                log.info("%s[%d]: nothing committed: read from the log start %d", *key, expected)
+                log.info("%s[%d]: the group starts it at %d", *key, expected)
                 self.guard.start(tp, expected)
         return expected
 

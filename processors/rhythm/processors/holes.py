@@ -60,7 +60,7 @@ class OffsetGuard(Generic[K]):
         return self._next.get(key, committed)
 
     def start(self, key: K, offset: int) -> None:
-        """Nothing was committed: the partition is read from `offset` (its log start)."""
+        """The partition is read from `offset` (where the group starts it, per the broker)."""
         self._next.setdefault(key, offset)
 
     def passed(self, key: K, last_offset: int, now: float = 0.0) -> None:
