@@ -147,7 +147,7 @@ class Processors:
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             await self._wait_ready()
             for partition, arrived in _by_partition(events).items():
-                if not self._owns(s.events_topic, partition):
+                if not self._owns(s.events_topic, partition) or not self._ready():
                     _skipped(s.events_topic, partition, arrived)
                     continue  # revoked meanwhile: its new owner reads it from the commit
                 group = await self._deliverable(s.events_topic, partition, arrived)
@@ -298,9 +298,19 @@ class Processors:
     def _ready(self) -> bool:
         """Tables hold every assigned partition's state: not during the recovery after a
         rebalance (state restored then would be partial, and lost when saved). Not keyed on
-        `app.rebalancing`: seen staying set after a rebalance, which stalled the agents."""
+        `app.rebalancing`: seen staying set after a rebalance, which stalled the agents.
+        `recovery.completed` is never cleared once set and `in_recovery` is set only when the
+        recovery task gets to it, after the new assignment is in place: between the two the
+        idle tick restored a newly assigned partition's stage-1 state from a table not yet
+        recovered and kept it (no dedup records: a re-sent event counted twice, make
+        test-scale). `tables.actives_ready` (TableManager's public flag) is cleared as the
+        rebalance starts and set once the active tables are recovered."""
         app: Any = self.app
-        return not app.in_recovery and bool(app.tables.recovery.completed.is_set())
+        return (
+            not app.in_recovery
+            and bool(app.tables.recovery.completed.is_set())
+            and bool(getattr(app.tables, "actives_ready", True))
+        )
 
     async def _wait_ready(self) -> None:
         while not self._ready():
@@ -330,6 +340,8 @@ class Processors:
             end = known.get(tp)
             if end is None:
                 continue
+            if not self._ready() or tp not in self.app.consumer.assignment():
+                return  # a rebalance started during the awaits: no state from stale tables
             source = self._source(tp.partition)
             out = source.tick(end, int(now * 1000), now)
             if out is not None:
@@ -376,9 +388,9 @@ class Processors:
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             await self._wait_ready()
             for partition, arrived in _by_partition(events).items():
-                if not self._owns(s.updates_topic, partition):
+                if not self._owns(s.updates_topic, partition) or not self._ready():
                     _skipped(s.updates_topic, partition, arrived)
-                    continue
+                    continue  # a rebalance started meanwhile: read again from the commit
                 group = await self._deliverable(s.updates_topic, partition, arrived)
                 if not group:
                     continue
