@@ -147,7 +147,7 @@ class Processors:
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             await self._wait_ready()
             for partition, arrived in _by_partition(events).items():
-                if not self._owns(s.events_topic, partition) or not self._ready():
+                if not self._owns(s.events_topic, partition) or not self._restored():
                     _skipped(s.events_topic, partition, arrived)
                     continue  # revoked meanwhile: its new owner reads it from the commit
                 group = await self._deliverable(s.events_topic, partition, arrived)
@@ -299,18 +299,23 @@ class Processors:
         """Tables hold every assigned partition's state: not during the recovery after a
         rebalance (state restored then would be partial, and lost when saved). Not keyed on
         `app.rebalancing`: seen staying set after a rebalance, which stalled the agents.
-        `recovery.completed` is never cleared once set and `in_recovery` is set only when the
-        recovery task gets to it, after the new assignment is in place: between the two the
-        idle tick restored a newly assigned partition's stage-1 state from a table not yet
-        recovered and kept it (no dedup records: a re-sent event counted twice, make
-        test-scale). `tables.actives_ready` (TableManager's public flag) is cleared as the
-        rebalance starts and set once the active tables are recovered."""
+        The agents wait on this at the top of a batch; per partition they use `_restored`."""
         app: Any = self.app
-        return (
-            not app.in_recovery
-            and bool(app.tables.recovery.completed.is_set())
-            and bool(getattr(app.tables, "actives_ready", True))
-        )
+        return not app.in_recovery and bool(app.tables.recovery.completed.is_set())
+
+    def _restored(self) -> bool:
+        """`_ready()`, and no rebalance under way: the state objects of a partition may be
+        built from the tables (or used) only then. `recovery.completed` is never cleared once
+        set and `in_recovery` is set only when the recovery task gets to it, after the new
+        assignment is in place: between the two the idle tick built a newly assigned
+        partition's stage-1 state from a table not yet recovered and kept it (no dedup
+        records: a re-sent event counted twice, make test-scale). `tables.actives_ready`
+        (TableManager's public flag) is cleared as a rebalance starts and set once the
+        active tables are recovered. Not waited on at the top of a batch: the revocation
+        waits for that batch's acks before the rebalance can go on (a deadlock); its
+        messages are skipped un-acked instead."""
+        app: Any = self.app
+        return self._ready() and bool(getattr(app.tables, "actives_ready", True))
 
     async def _wait_ready(self) -> None:
         while not self._ready():
@@ -320,7 +325,7 @@ class Processors:
         return TP(topic, partition) in self.app.consumer.assignment()
 
     async def _tick(self) -> None:
-        if not self._ready():
+        if not self._restored():
             return
         await self._reseek_quiet()
         now = time.time()
@@ -340,7 +345,7 @@ class Processors:
             end = known.get(tp)
             if end is None:
                 continue
-            if not self._ready() or tp not in self.app.consumer.assignment():
+            if not self._restored() or tp not in self.app.consumer.assignment():
                 return  # a rebalance started during the awaits: no state from stale tables
             source = self._source(tp.partition)
             out = source.tick(end, int(now * 1000), now)
@@ -388,7 +393,7 @@ class Processors:
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             await self._wait_ready()
             for partition, arrived in _by_partition(events).items():
-                if not self._owns(s.updates_topic, partition) or not self._ready():
+                if not self._owns(s.updates_topic, partition) or not self._restored():
                     _skipped(s.updates_topic, partition, arrived)
                     continue  # a rebalance started meanwhile: read again from the commit
                 group = await self._deliverable(s.updates_topic, partition, arrived)
@@ -481,7 +486,7 @@ def _skipped(topic: str, partition: int, group: list[EventT[bytes]]) -> None:
     for event in group:
         event.message.acked = True
     log.warning(
-        "%s[%d]: %d messages (offsets %d-%d) skipped: partition not assigned here (rebalance)",
+        "%s[%d]: %d messages (offsets %d-%d) skipped: a rebalance is under way or took it",
         topic, partition, len(group), group[0].message.offset, group[-1].message.offset,
     )  # fmt: skip
 
