@@ -38,6 +38,12 @@ from rhythm.schemas.outputs import alert_id, signal_key
 
 log = logging.getLogger("rhythm.processors")
 
+# The Faust behaviour the agents work around or rely on (the hole guard and Faust's
+# `_committed_offset`, `_save` and its producer buffer, `_restored` and the recovery flags)
+# was read from and tested with this version (the pin in pyproject.toml); another version
+# gets a warning at start, to be re-read before it is trusted.
+FAUST_VERSION = "0.15.3"
+
 
 def _broker_urls(settings: ProcessorSettings) -> list[str]:
     return [f"kafka://{h.strip()}" for h in settings.kafka.bootstrap_servers.split(",")]
@@ -75,6 +81,11 @@ class Processors:
     """Builds the Faust app for one worker and holds the per-partition state objects."""
 
     def __init__(self, settings: ProcessorSettings, events_partitions: int) -> None:
+        if faust.__version__ != FAUST_VERSION:
+            log.warning(
+                "faust-streaming %s: the processors' workarounds were written for %s",
+                faust.__version__, FAUST_VERSION,
+            )  # fmt: skip
         self.settings = settings
         self.events_partitions = events_partitions
         self.metrics = ProcessorMetrics(settings.stall_after_s, settings.health_check_s)
