@@ -70,8 +70,10 @@ def build(n: int, roles: str, path: Path) -> None:
             peak = max(peak, resident())
     # Every window closes and passes its day of retention: the entities hold nothing.
     with path.with_suffix(".idle").open("wb") as out:
-        while proc.apply({"p": 0, "wm": idle_watermark(n)}).signals:
+        proc.apply({"p": 0, "wm": idle_watermark(n)})
+        while proc.overdue():
             pickle.dump(proc.take_dirty(), out)
+            proc.apply({"p": 0, "wm": idle_watermark(n)})
         pickle.dump(proc.take_dirty(), out)
     gc.collect()
     print(f"  build: {(peak - base) / n:,.0f} bytes/entity resident at the peak (windows open),")
@@ -118,7 +120,7 @@ def restart(n: int, path: Path, phase: str) -> None:
         out = proc.apply({"p": 0, "wm": wm})
         evicted += out.evicted
         tombstones += sum(1 for _, v in proc.take_dirty() if v is None)
-        if not out.evicted:
+        if not proc.overdue():
             break
     gc.collect()
     print(

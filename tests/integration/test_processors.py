@@ -157,6 +157,13 @@ class Pipeline:
         finally:
             consumer.close()
 
+    def diagnosis(self) -> str:
+        """Committed and end offsets of the inputs and the worker's last log lines, for a
+        failure message."""
+        log = self.home / "processor.log"
+        tail = log.read_text(errors="replace").splitlines()[-40:] if log.exists() else []
+        return self.offsets() + "\nprocessor log, last lines:\n" + "\n".join(tail)
+
     def alerts(self) -> set[tuple[str, str, str, str, str | None, int]]:
         messages = read_topic(self.bootstrap, self.topics["alerts"], 0, timeout=5)
         alerts = [json.loads(payload(m)) for m in messages]
@@ -182,13 +189,8 @@ def wait_for_windows(
         if keys <= set(seen):
             return seen
     missing = sorted(keys - set(seen))[:5]
-    log = pipeline.home / "processor.log"
-    tail = log.read_text(errors="replace").splitlines()[-40:] if log.exists() else []
     raise AssertionError(
-        f"{len(keys - set(seen))} windows never emitted, e.g. {missing}\n"
-        + pipeline.offsets()
-        + "\nprocessor log, last lines:\n"
-        + "\n".join(tail)
+        f"{len(keys - set(seen))} windows never emitted, e.g. {missing}\n" + pipeline.diagnosis()
     )
 
 

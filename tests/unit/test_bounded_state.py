@@ -169,7 +169,7 @@ def test_many_windows_closing_at_once_are_emitted_over_several_calls_with_the_sa
         signals: list[dict[str, object]] = []
         late = [[keys[3], 2 * HOUR + 5, 2.0, 0, 100], [keys[40], 3 * DAY, 1.0, 0, 101]]
         signals += proc.apply({"p": 0, "wm": 3 * DAY, "u": late}).signals
-        for _ in range(20):
+        while proc.overdue():
             signals += proc.apply({"p": 0, "wm": 3 * DAY}).signals
         return sorted((s["entity_id"], s["window_seconds"], s["window_start"], s["event_count"],
                        s["gap_count"], s["version"]) for s in signals)  # fmt: skip

@@ -91,20 +91,27 @@ class _Consumer:
 class _Ends:
     """Stands in for the broker's log start offsets."""
 
-    starts: dict[tuple[str, int], int] = field(default_factory=dict)
+    log_starts: dict[tuple[str, int], int] = field(default_factory=dict)
     ends: dict[tuple[str, int], int] = field(default_factory=dict)
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)  # the group's, per broker
 
     async def ask(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         return {tp: self.ends[tp] for tp in tps if tp in self.ends}
 
     async def log_start(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        return {tp: self.starts[tp] for tp in tps if tp in self.starts}
+        return {tp: self.log_starts[tp] for tp in tps if tp in self.log_starts}
+
+    async def starts(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return {
+            **(await self.log_start(tps)),
+            **{t: self.committed[t] for t in tps if t in self.committed},
+        }
 
 
-def _processors(tmp_path: Path, committed: int, log_start: int) -> tuple[Any, _Consumer]:
+def _processors(tmp_path: Path, committed: int | None, log_start: int) -> tuple[Any, _Consumer]:
     settings = ProcessorSettings(data_dir=tmp_path, events_topic="ev", updates_topic="up")
     processors = app_module.Processors(settings, events_partitions=4)
-    consumer = _Consumer({TP("up", 2): committed})
+    consumer = _Consumer({TP("up", 2): committed})  # type: ignore[dict-item]
     processors.app._consumer = consumer  # type: ignore[assignment]
     processors._ends = _Ends({("up", 2): log_start})  # type: ignore[assignment]
     return processors, consumer
@@ -153,3 +160,39 @@ def test_a_partition_owing_offsets_that_stays_quiet_is_read_again(tmp_path: Path
     processors._ends.ends = {("up", 2): 52}  # nothing owed: no seek
     asyncio.run(processors._reseek_quiet())
     assert len(consumer.sought) == 1
+
+
+def test_with_nothing_committed_the_first_batch_must_start_at_the_log_start(
+    tmp_path: Path,
+) -> None:
+    """A new group: Faust's commit has nothing to compare with either, and stepped over the
+    records it dropped before the first batch (the head of the updates partitions)."""
+    processors, consumer = _processors(tmp_path, committed=None, log_start=0)
+    got, events = _batch(processors, [13, 14])  # 0-12 never came
+    assert got == [] and all(e.message.acked for e in events)
+    assert consumer.sought == [(TP("up", 2), 0)]
+    got, _ = _batch(processors, list(range(15)))
+    assert got == list(range(15))
+
+
+def test_with_nothing_committed_a_quiet_partition_is_read_from_the_log_start(
+    tmp_path: Path,
+) -> None:
+    processors, consumer = _processors(tmp_path, committed=None, log_start=5)
+    processors.settings = processors.settings.model_copy(update={"reseek_after_s": 0.0})
+    processors._ends.ends = {("up", 2): 9}  # 5-8 were written, nothing came
+    asyncio.run(processors._reseek_quiet())
+    assert consumer.sought == [(TP("up", 2), 5)]
+
+
+def test_while_a_rebalance_revokes_the_partition_the_broker_says_where_it_starts(
+    tmp_path: Path,
+) -> None:
+    """Faust's record of the committed offset is empty while a rebalance revokes the
+    partition: that is not "nothing committed" (taken for it, the partition was sought back
+    to 0 and 9,181 events read again)."""
+    processors, consumer = _processors(tmp_path, committed=None, log_start=0)
+    processors._ends.committed = {("up", 2): 9181}
+    got, _ = _batch(processors, [9181, 9182])
+    assert got == [9181, 9182]
+    assert consumer.sought == []

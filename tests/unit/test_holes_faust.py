@@ -186,11 +186,21 @@ def _record(offset: int) -> Any:
 
 
 class _LogStart:
-    def __init__(self, low: int | None) -> None:
+    """The broker as EndOffsets asks it: the log start, and where the group starts a
+    partition (its committed offset, else the log start)."""
+
+    def __init__(self, low: int | None, committed: int | None = None) -> None:
         self.low = low  # None: the broker does not answer
+        self.committed = committed
 
     async def log_start(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         return {} if self.low is None else {tp: self.low for tp in tps}
+
+    async def starts(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        if self.low is None:
+            return {}
+        start = self.low if self.committed is None else self.committed
+        return {tp: start for tp in tps}
 
 
 def _processors_run(tmp_path: Path, committed: int | None, log_start: int = 0) -> _Run:
@@ -198,7 +208,9 @@ def _processors_run(tmp_path: Path, committed: int | None, log_start: int = 0) -
         data_dir=tmp_path, events_topic=TOPIC, updates_topic="up", metrics_port=0
     )
     processors = Processors(settings, events_partitions=4)
-    processors._ends = _LogStart(log_start)  # type: ignore[assignment]
+    processors._ends = _LogStart(log_start, committed)  # type: ignore[assignment]
+    # Readiness (tables recovered, no rebalance under way) is not what is tested here.
+    processors._restored = lambda: True  # type: ignore[method-assign]
     processors.guard.reseek_after_s = 0.0
     return _Run(
         processors.app,

@@ -79,7 +79,10 @@ class Processors:
         self.events_partitions = events_partitions
         self.metrics = ProcessorMetrics(settings.stall_after_s, settings.health_check_s)
         self._ends = EndOffsets(
-            settings.kafka, f"{settings.app_id}-health", timeout_s=settings.health_check_s
+            settings.kafka,
+            f"{settings.app_id}-health",
+            timeout_s=settings.health_check_s,
+            app_group=settings.app_id,
         )
         self.stage1_cfg = Stage1Config(
             updates_partitions=settings.updates_partitions,
@@ -173,9 +176,9 @@ class Processors:
         the whole batch afterwards, even when `process` raised: what is committed is the
         guard's, never Faust's acks (faust_private.guard_commits)."""
         for partition, arrived in _by_partition(events).items():
-            if not self._owns(topic, partition):
+            if not self._owns(topic, partition) or not self._restored():
                 _skipped(topic, partition, arrived)
-                continue  # revoked meanwhile: its new owner reads it from the commit
+                continue  # a rebalance took it or is under way: read again from the commit
             group = await self._deliverable(topic, partition, arrived)
             if not group:
                 continue
@@ -215,12 +218,37 @@ class Processors:
             )
         await asyncio.gather(*pending)
         if out.writes and event is not None:
-            faust_private.set_current_event(event)  # writes go to this partition's changelog
-            for key, value in out.writes:
-                if value is None:
-                    self.stage1_table.pop(key, None)
-                else:
-                    self.stage1_table[key] = value
+            await self._save(self.stage1_table, event, out.writes)
+
+    async def _save(
+        self, table: Any, event: EventT[bytes], writes: Iterable[tuple[str, bytes | None]]
+    ) -> None:
+        """Write table keys (None: delete) to the changelog partition of `event`'s partition
+        and the local store, and wait until Kafka acknowledged every changelog message.
+
+        Not `table[key] = value`: that hands the changelog message to Faust's producer buffer
+        and drops its future, and Faust's commit waits for that buffer only until 0.1 s pass
+        without a message sent (`ProducerBuffer.flush_atmost`): under load, input offsets were
+        committed whose state writes were still in the buffer, and a worker stopped (SIGTERM)
+        or revoked then lost them or wrote them after the partition's next owner had restored
+        the table. That owner resumed from the commit without those updates in its state:
+        windows never emitted (make test-scale, workers leaving). Here the batch is acked, so
+        committable, only once its state is in Kafka. `send_changelog` is Faust's public
+        Collection API and is what `table[key] = value` calls; `table.data` is the store it
+        then writes."""
+        faust_private.set_current_event(event)  # the store's database for this partition
+        partition = event.message.partition
+        store = table.data
+        sent: list[Awaitable[Any]] = []
+        for key, value in writes:
+            if value is None:
+                if key in store:
+                    sent.append(table.send_changelog(partition, key, None, value_serializer="raw"))
+                    del store[key]
+            else:
+                sent.append(table.send_changelog(partition, key, value))
+                store[key] = value
+        await asyncio.gather(*sent)
 
     async def _send(
         self, topic: Any, value: bytes, *, key: bytes | None = None, partition: int | None = None
@@ -279,25 +307,17 @@ class Processors:
         group = sorted(group, key=lambda e: e.message.offset)
         tp = TP(topic, partition)
         consumer: Any = self.app.consumer
-        committed = faust_private.committed_offsets(consumer).get(tp)  # Faust's, at seek
         offsets = [e.message.offset for e in group]
-        expected = self.guard.expected(tp, committed)
-        if expected is None:
-            # Nothing committed yet (or 0, which Faust keeps as None): the consumer started
-            # at the log start (auto.offset.reset earliest). The first offset that arrived
-            # may be after a hole, so ask the broker where the partition starts.
-            low = (await self._ends.log_start([(topic, partition)])).get((topic, partition))
-            if low is None:  # the broker did not say: process nothing yet, read them again
-                log.warning(
-                    "%s[%d]: log start unknown; reading again from %d",
-                    topic, partition, offsets[0],
-                )  # fmt: skip
-                for event in group:
-                    event.message.acked = True
-                await consumer.seek(tp, offsets[0])
-                return []
-            self.guard.begin(tp, low)
-            expected = low
+        expected = await self._expected(tp)
+        if expected is None:  # the broker did not say: process nothing yet, read them again
+            log.warning(
+                "%s[%d]: where the group starts it is unknown; reading again from %d",
+                topic, partition, offsets[0],
+            )  # fmt: skip
+            for event in group:
+                event.message.acked = True
+            await consumer.seek(tp, offsets[0])
+            return []
         n, hole = deliverable(expected, offsets)
         if hole is not None and self.guard.is_new(tp):
             # Gone from the broker (retention moved the log start past it)? Then go on from
@@ -326,12 +346,47 @@ class Processors:
             self.guard.passed(tp, group[-1].message.offset, time.monotonic())
         return group
 
+    async def _expected(self, tp: TP) -> int | None:
+        """The next offset `tp` should deliver: what passed in this assignment, else the
+        committed offset the consumer was set to (Faust's record of it), else where the group
+        starts the partition as the broker says: its committed offset, or with nothing
+        committed the log start (`auto_offset_reset` earliest). Without the broker's answer a
+        partition's first batch in a new group was taken as it came: records Faust dropped
+        before it went unnoticed, and its commit (which has nothing to compare with either)
+        stepped over them (make test-scale lost the head of updates partitions). Faust's
+        record alone is not enough: it is also empty while a rebalance revokes the partition,
+        and taking that for "nothing committed" sought a partition back to 0."""
+        committed = faust_private.committed_offsets(self.app.consumer).get(tp)  # Faust's
+        expected = self.guard.expected(tp, committed)
+        if expected is None:
+            key = (tp.topic, tp.partition)
+            expected = (await self._ends.starts([key])).get(key)
+            if expected is not None:
+                log.info("%s[%d]: the group starts it at %d", *key, expected)
+                self.guard.begin(tp, expected)
+        return expected
+
     def _ready(self) -> bool:
         """Tables hold every assigned partition's state: not during the recovery after a
         rebalance (state restored then would be partial, and lost when saved). Not keyed on
-        `app.rebalancing`: seen staying set after a rebalance, which stalled the agents."""
+        `app.rebalancing`: seen staying set after a rebalance, which stalled the agents.
+        The agents wait on this at the top of a batch; per partition they use `_restored`."""
         app: Any = self.app
         return not app.in_recovery and bool(app.tables.recovery.completed.is_set())
+
+    def _restored(self) -> bool:
+        """`_ready()`, and no rebalance under way: the state objects of a partition may be
+        built from the tables (or used) only then. `recovery.completed` is never cleared once
+        set and `in_recovery` is set only when the recovery task gets to it, after the new
+        assignment is in place: between the two the idle tick built a newly assigned
+        partition's stage-1 state from a table not yet recovered and kept it (no dedup
+        records: a re-sent event counted twice, make test-scale). `tables.actives_ready`
+        (TableManager's public flag) is cleared as a rebalance starts and set once the
+        active tables are recovered. Not waited on at the top of a batch: the revocation
+        waits for that batch's acks before the rebalance can go on (a deadlock); its
+        messages are skipped un-acked instead."""
+        app: Any = self.app
+        return self._ready() and bool(getattr(app.tables, "actives_ready", True))
 
     async def _wait_ready(self) -> None:
         while not self._ready():
@@ -341,7 +396,7 @@ class Processors:
         return TP(topic, partition) in self.app.consumer.assignment()
 
     async def _tick(self) -> None:
-        if not self._ready():
+        if not self._restored():
             return
         await self._reseek_quiet()
         now = time.time()
@@ -361,6 +416,8 @@ class Processors:
             end = known.get(tp)
             if end is None:
                 continue
+            if not self._restored() or tp not in self.app.consumer.assignment():
+                return  # a rebalance started during the awaits: no state from stale tables
             source = self._source(tp.partition)
             out = source.tick(end, int(now * 1000), now)
             if out is not None:
@@ -383,9 +440,8 @@ class Processors:
         if not quiet:
             return
         ends = await self._ends.ask([(tp.topic, tp.partition) for tp in quiet])
-        committed = faust_private.committed_offsets(consumer)
         for tp in quiet:
-            expected = self.guard.expected(tp, committed.get(tp))
+            expected = await self._expected(tp)
             end = ends.get((tp.topic, tp.partition))
             self.guard.touch(tp, time.monotonic())
             if expected is None or end is None or expected >= end:
@@ -464,12 +520,7 @@ class Processors:
                 await self._send(self.alerts, dumps(alert), key=alert["alert_id"].encode())
             )
         await asyncio.gather(*pending)
-        faust_private.set_current_event(group[-1])
-        for key, saved in proc.take_dirty():
-            if saved is None:
-                self.state_table.pop(key, None)  # a tombstone in the changelog
-            else:
-                self.state_table[key] = saved
+        await self._save(self.state_table, group[-1], proc.take_dirty())  # None: tombstone
         self.metrics.partition_state(partition, proc)
 
     def _partition(self, partition: int) -> PartitionProcessor:
@@ -516,7 +567,7 @@ def _skipped(topic: str, partition: int, group: list[EventT[bytes]]) -> None:
     for event in group:
         event.message.acked = True
     log.warning(
-        "%s[%d]: %d messages (offsets %d-%d) skipped: partition not assigned here (rebalance)",
+        "%s[%d]: %d messages (offsets %d-%d) skipped: a rebalance is under way or took it",
         topic, partition, len(group), group[0].message.offset, group[-1].message.offset,
     )  # fmt: skip
 

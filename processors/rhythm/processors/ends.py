@@ -21,14 +21,18 @@ __all__ = ["EndOffsets"]
 
 
 class EndOffsets:
-    def __init__(self, kafka: KafkaSettings, group_id: str, timeout_s: float) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, group_id: str, timeout_s: float, app_group: str = ""
+    ) -> None:
         self._conf: dict[str, Any] = {
             **kafka.to_librdkafka(),
             "group.id": group_id,  # required by the client; never joined
             "enable.auto.commit": False,
         }
+        self._app_group = app_group  # whose committed offsets `starts` reads (never joined)
         self._timeout_s = timeout_s
         self._consumer: Consumer | None = None
+        self._reader: Consumer | None = None
         self._lock = threading.Lock()  # one call at a time: the timer may overlap itself
 
     def _watermarks(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
@@ -56,8 +60,37 @@ class EndOffsets:
         marks = await asyncio.to_thread(self._watermarks, tps)
         return {tp: low for tp, (low, _high) in marks.items() if low >= 0}
 
+    def _starts(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        marks = self._watermarks(tps)
+        with self._lock:
+            if self._reader is None:
+                self._reader = Consumer({**self._conf, "group.id": self._app_group})
+            try:
+                committed = self._reader.committed(
+                    [TopicPartition(t, p) for t, p in tps], timeout=self._timeout_s
+                )
+            except Exception:  # no answer: nothing to say
+                return {}
+        out: dict[tuple[str, int], int] = {}
+        for tp in committed:
+            key = (tp.topic, tp.partition)
+            if tp.error is not None:
+                continue
+            if tp.offset >= 0:
+                out[key] = int(tp.offset)
+            elif key in marks:  # nothing committed: auto_offset_reset earliest
+                out[key] = marks[key][0]
+        return out
+
+    async def starts(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Where the app's consumer group starts each partition: its committed offset, else
+        (nothing committed) the log start. Read from the broker: Faust's own record of the
+        committed offset is empty while a rebalance revokes the partition."""
+        return await asyncio.to_thread(self._starts, tps)
+
     def close(self) -> None:
         with self._lock:
-            if self._consumer is not None:
-                self._consumer.close()
-                self._consumer = None
+            for consumer in (self._consumer, self._reader):
+                if consumer is not None:
+                    consumer.close()
+            self._consumer = self._reader = None

@@ -242,6 +242,14 @@ class PartitionProcessor:
         self.conversations.dirty.clear()
         return items
 
+    def overdue(self) -> bool:
+        """Entities due by the watermark not yet advanced (`_advance` takes at most
+        MAX_ADVANCE per call): the next message with a watermark takes more of them."""
+        due = self._due
+        while due and self._due_of.get(due[0][1]) != due[0][0]:
+            heapq.heappop(due)  # stale entries first
+        return bool(due) and due[0][0] <= self.watermark
+
     def open_windows(self) -> int:
         return self.window_count
 
