@@ -178,3 +178,15 @@ def test_many_windows_closing_at_once_are_emitted_over_several_calls_with_the_sa
     assert len(at_once) > 100
     assert run(7) == at_once
     assert EntityState() == partition._FROZEN  # frozen entities' placeholder never touched
+
+
+def test_an_entity_with_a_silence_rule_keeps_a_lone_first_event_past_the_idle_ttl() -> None:
+    """A weekly account forgotten a week after its first event would start afresh at each
+    event and never learn its rhythm (the scenario evaluation caught it)."""
+    proc = PartitionProcessor(0, 1, SIG, REPLY)
+    key = EntityKey("acme", "target", "account", "a-1").encode()
+    proc.apply({"p": 0, "wm": HOUR, "u": [[key, HOUR, 1.0, 0, 1]]})
+    proc.apply({"p": 0, "wm": HOUR + 2 * SIG.idle_ttl_ms})
+    assert key in proc.entities
+    proc.apply({"p": 0, "wm": HOUR + SIG.norms_ttl_ms})
+    assert key not in proc.entities

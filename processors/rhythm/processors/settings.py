@@ -78,7 +78,7 @@ class ProcessorSettings(BaseSettings):
         "this long after its last event...",
     )
     norms_ttl_s: float = Field(
-        90 * DAY_S, gt=0, description="...or this long once it has learned a rhythm."
+        90 * DAY_S, gt=0, description="...or this long if a silence rule is given for it."
     )
     thread_ttl_s: float = Field(
         90 * DAY_S,

@@ -48,7 +48,7 @@ class SignalConfig:
     # (rate x lateness): past this many, the oldest half is made final early (see add_event).
     max_pending: int = 8192
     # State that ends: an entity holding nothing (no pending event, no window) is forgotten
-    # this long after its last event, or `norms_ttl_ms` once it has learned a rhythm.
+    # this long after its last event, or `norms_ttl_ms` if a silence rule is given for it.
     idle_ttl_ms: int = 7 * DAY_MS
     norms_ttl_ms: int = 90 * DAY_MS
 
@@ -254,8 +254,10 @@ def expires_at(
     if state.pending or state.windows or state.last_ms is None:
         return None
     model = state.rhythm
-    if model is None or model.gaps == 0:
+    if model is None:  # no silence rule: nothing to learn from its past
         return state.last_ms + cfg.idle_ttl_ms
+    # A silence rule's entity keeps even a lone first event: forgotten after a week, a
+    # weekly account would start afresh at each event and never learn its rhythm.
     waiting = rule is not None and model.armed and state.silent_since_ms is None
     if waiting and rule is not None and rhythm.due(model, state.last_ms, rule) is not None:
         return None  # its silence is still to come (it is forgotten after)
