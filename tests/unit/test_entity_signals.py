@@ -289,3 +289,19 @@ def test_a_hot_entity_cools_down_once_its_pending_events_are_final() -> None:
     assert state.hot
     advance(state, 10**9, HOT_CFG)
     assert not state.hot and not state.pending
+
+
+def test_a_held_watermark_keeps_a_busy_entitys_signals_exact() -> None:
+    """A source partition not heard from holds the watermark while a busy (not hot) entity's
+    events pile up, out of order within the lateness: past the cap, only events more than the
+    lateness behind its newest are made final, so every gap is still exact."""
+    rng = random.Random(11)
+    events = [(t, 1.0) for t in sorted(rng.randrange(0, 30 * HOUR) for _ in range(20_000))]
+    arrivals = sorted(events, key=lambda e: e[0] + rng.randrange(0, 4 * MIN))
+    state, out, emitted = EntityState(), AdvanceResult(), []
+    for ts, weight in arrivals:
+        assert add_event(state, ts, weight, 0, HOT_CFG, out) == ADDED  # watermark held at 0
+        assert len(state.pending) <= HOT_CFG.max_pending
+    emitted.extend(advance(state, 10**15, HOT_CFG).signals)
+    assert out.early > 10_000 and not out.became_hot
+    _assert_exact(emitted, events)

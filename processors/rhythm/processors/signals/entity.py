@@ -18,9 +18,10 @@ Event time, as one entity sees it (W is the watermark, L the allowed lateness):
     store keeps the highest version); windows are kept for `late_retention_ms` after closing
     for that. Later than that, the event is reported too late (counted by the processor; the
     raw event is still stored by the sink).
-- A *hot* entity (more than `max_pending` on-time events not yet final, e.g. a bot sending
-  thousands a minute) has its oldest pending half made final early: its state stays bounded
-  whatever its rate; see `_finalize_early` for what stays exact.
+- An entity with more than `max_pending` on-time events not yet final (a watermark held
+  back by a silent source partition, or a *hot* entity: a bot sending thousands a minute)
+  has some made final early: its state stays bounded whatever its rate; see
+  `_finalize_early` for what stays exact.
 Silence (rhythm.py): for the entities a rule is given for, each final event's gap teaches
 the entity's own rhythm, which says when the quiet after its last event becomes a silence. The
 check runs in event time over final events only, so replaying history fast gives the same
@@ -29,6 +30,7 @@ alerts as living through it.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,18 +200,26 @@ def add_event(
 def _finalize_early(
     state: EntityState, cfg: SignalConfig, rule: SilenceRule | None, out: AdvanceResult
 ) -> None:
-    """A hot entity (more than `max_pending` events within the lateness): make its oldest
-    half final now, so its state stays bounded whatever its rate. Counts, sums and maxima
-    stay exact; gaps stay exact while its events come in order within the newer half, and
-    an event older than one made final is counted as late (in `late_count`)."""
-    state.pending.sort()
-    cut = len(state.pending) // 2
-    for ts in state.pending[:cut]:
+    """More than `max_pending` events not yet final: bound the entity's state whatever its
+    rate and however long the watermark is held (a source partition not heard from yet).
+    First, exactly: the events more than the lateness behind the entity's own newest one
+    are made final (a later event still older than them would be over the lateness behind
+    an event already seen). If that frees less than a quarter, the entity is *hot* (more
+    than max_pending / 4 events within the lateness): its oldest half is made final. Counts,
+    sums and maxima stay exact; its gaps stay exact while its events come in order; an event
+    older than one made final is counted as late (in `late_count`)."""
+    pending = state.pending
+    pending.sort()
+    horizon = pending[-1] - cfg.lateness_ms
+    cut = bisect_left(pending, horizon)
+    if cut < len(pending) // 4:
+        cut = len(pending) // 2
+        if not state.hot:
+            state.hot = out.became_hot = True
+    for ts in pending[:cut]:
         _finalize(state, ts, cfg, rule, out)
-    del state.pending[:cut]
+    del pending[:cut]
     out.early += cut
-    if not state.hot:
-        state.hot = out.became_hot = True
 
 
 def advance(
