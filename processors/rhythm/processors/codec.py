@@ -68,9 +68,10 @@ def encode_entity(state: EntityState, applied: dict[int, int]) -> bytes:
     ]  # fmt: skip
     return orjson.dumps(
         {
-            "p": state.pending,
+            "p": _deltas(state.pending),
             "l": state.last_ms,
             "w": windows,
+            "pd": True,  # "p" as deltas (a held watermark can leave tens of thousands)
             "r": _encode_rhythm(state.rhythm),
             "s": state.silent_since_ms,
             "a": [[k, v] for k, v in applied.items()],
@@ -78,10 +79,27 @@ def encode_entity(state: EntityState, applied: dict[int, int]) -> bytes:
     )
 
 
+def _deltas(times: list[int]) -> list[int]:
+    """Sorted first (pending is unordered between advances): small numbers, short JSON."""
+    ordered = sorted(times)
+    return [t - p for t, p in zip(ordered, [0, *ordered[:-1]], strict=False)]
+
+
+def _undelta(values: list[int], deltas: bool) -> list[int]:
+    if not deltas:
+        return list(values)  # saved before pending was delta-encoded
+    out: list[int] = []
+    total = 0
+    for d in values:
+        total += d
+        out.append(total)
+    return out
+
+
 def decode_entity(data: bytes) -> tuple[EntityState, dict[int, int]]:
     raw = orjson.loads(data)
     state = EntityState(
-        pending=list(raw["p"]),
+        pending=_undelta(raw["p"], raw.get("pd", False)),
         last_ms=raw["l"],
         rhythm=_decode_rhythm(raw.get("r")),
         silent_since_ms=raw["s"],

@@ -64,7 +64,7 @@ class ProcessorSettings(BaseSettings):
     )
     max_future_s: float = Field(3600, ge=0, description="Events further ahead are dead letters.")
     max_pending: int = Field(
-        8192,
+        32768,
         ge=16,
         le=32768,
         description="Per entity, events not yet final held at most (a hot entity's oldest "

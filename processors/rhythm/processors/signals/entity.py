@@ -48,7 +48,7 @@ class SignalConfig:
     late_retention_ms: int = DAY_MS
     # An entity's not-yet-final event times are its only state that grows with its rate
     # (rate x lateness): past this many, the oldest half is made final early (see add_event).
-    max_pending: int = 8192
+    max_pending: int = 32768
     # State that ends: an entity holding nothing (no pending event, no window) is forgotten
     # this long after its last event, or `norms_ttl_ms` if a silence rule is given for it.
     idle_ttl_ms: int = 7 * DAY_MS
