@@ -10,9 +10,10 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from rhythm.schemas.rules import (
     MAX_REF_LEN,
     MAX_TAGS,
 )
+from rhythm.stack.ports import free_port
 
 from .conftest import payload, read_topic
 from .workload import DAY, HOUR, Workload, generate, iso, ms_of, reference_signals
@@ -46,6 +48,7 @@ class Pipeline:
     name: str
     home: Path
     log_level: str = os.environ.get("RHYTHM_TEST_PROCESSOR_LOG_LEVEL", "warn")
+    extra_env: dict[str, str] = field(default_factory=dict)  # a test's own settings
 
     @property
     def topics(self) -> dict[str, str]:
@@ -70,29 +73,32 @@ class Pipeline:
 
     def env(self) -> dict[str, str]:
         t = self.topics
-        return dict(
-            os.environ,
-            RHYTHM_KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
-            RHYTHM_PROCESSOR_APP_ID=self.name,
-            RHYTHM_PROCESSOR_DATA_DIR=str(self.home / "state"),
-            RHYTHM_PROCESSOR_EVENTS_TOPIC=t["events"],
-            RHYTHM_PROCESSOR_UPDATES_TOPIC=t["updates"],
-            RHYTHM_PROCESSOR_SIGNALS_TOPIC=t["signals"],
-            RHYTHM_PROCESSOR_ALERTS_TOPIC=t["alerts"],
-            RHYTHM_PROCESSOR_DEAD_LETTERS_TOPIC=t["dead"],
-            RHYTHM_PROCESSOR_WEB_PORT="0",
-            RHYTHM_PROCESSOR_METRICS_PORT="0",
-            RHYTHM_PROCESSOR_SESSION_TIMEOUT_S="6",
-            RHYTHM_PROCESSOR_TICK_S="0.5",
-            RHYTHM_PROCESSOR_IDLE_AFTER_S="3",
-            RHYTHM_PROCESSOR_REPLY_HORIZON_S=str(6 * 3600),
-            # The workload is three round-the-clock days: a calendar of every hour, and
-            # silence alerts after an hour of history instead of a week.
-            RHYTHM_PROCESSOR_WORKING_DAYS="[0,1,2,3,4,5,6]",
-            RHYTHM_PROCESSOR_WORKING_HOURS="[0,24]",
-            RHYTHM_PROCESSOR_SILENCE_MIN_SPAN_S="3600",
-            # Raise it to find out why a run failed (CI keeps the quiet default).
-            RHYTHM_PROCESSOR_LOG_LEVEL=self.log_level,
+        return (
+            dict(
+                os.environ,
+                RHYTHM_KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
+                RHYTHM_PROCESSOR_APP_ID=self.name,
+                RHYTHM_PROCESSOR_DATA_DIR=str(self.home / "state"),
+                RHYTHM_PROCESSOR_EVENTS_TOPIC=t["events"],
+                RHYTHM_PROCESSOR_UPDATES_TOPIC=t["updates"],
+                RHYTHM_PROCESSOR_SIGNALS_TOPIC=t["signals"],
+                RHYTHM_PROCESSOR_ALERTS_TOPIC=t["alerts"],
+                RHYTHM_PROCESSOR_DEAD_LETTERS_TOPIC=t["dead"],
+                RHYTHM_PROCESSOR_WEB_PORT="0",
+                RHYTHM_PROCESSOR_METRICS_PORT="0",
+                RHYTHM_PROCESSOR_SESSION_TIMEOUT_S="6",
+                RHYTHM_PROCESSOR_TICK_S="0.5",
+                RHYTHM_PROCESSOR_IDLE_AFTER_S="3",
+                RHYTHM_PROCESSOR_REPLY_HORIZON_S=str(6 * 3600),
+                # The workload is three round-the-clock days: a calendar of every hour, and
+                # silence alerts after an hour of history instead of a week.
+                RHYTHM_PROCESSOR_WORKING_DAYS="[0,1,2,3,4,5,6]",
+                RHYTHM_PROCESSOR_WORKING_HOURS="[0,24]",
+                RHYTHM_PROCESSOR_SILENCE_MIN_SPAN_S="3600",
+                # Raise it to find out why a run failed (CI keeps the quiet default).
+                RHYTHM_PROCESSOR_LOG_LEVEL=self.log_level,
+            )
+            | self.extra_env
         )
 
     def start(self) -> subprocess.Popen[bytes]:
@@ -424,6 +430,66 @@ def test_poison_on_the_updates_topic_is_dead_lettered_and_the_partitions_go_on(
         (pipeline.topics["updates"], p) for p in range(4)
     }
     assert {bytes.fromhex(d["value_hex"]) for d in refused} == set(poison)
+
+
+def test_a_flooding_tenant_is_aggregated_and_the_other_tenants_stay_exact(
+    pipeline: Pipeline,
+) -> None:
+    """Tenant `noisy` sends 300 events/s for 4 minutes of event time (72,000) against a
+    budget of 6,000 a minute, among the workload's tenant: the flood's counts, sums and
+    maxima are exact in every window, every other entity's signals equal the independent
+    computation (gaps included), and the worker says so in its log and metrics."""
+    port = free_port()
+    pipeline.extra_env.update(
+        RHYTHM_PROCESSOR_TENANT_BUDGET_PER_MIN="6000", RHYTHM_PROCESSOR_METRICS_PORT=str(port)
+    )
+    now = int(time.time() * 1000)
+    w = generate(now, seed=43, users=6, threads=20)
+    rng = random.Random(5)
+    flood = [
+        {
+            "event_id": str(uuid.UUID(int=(9 << 100) + i)),
+            "tenant": "noisy",
+            "occurred_at": iso(now - 2 * HOUR + i * 10 // 3),
+            "actor": {"type": "service", "id": "flood-bot"},  # one events partition
+            "verb": "synced",
+            "object": {"type": "channel", "id": f"flood-{rng.randrange(3)}"},
+            "weight": rng.choice((1.0, 2.0, 3.5)),
+        }
+        for i in range(72_000)
+    ]
+    reference = reference_signals(w.events + flood, WINDOWS_MS)
+    arrivals = sorted(
+        [(ms_of(e), 0, i, e) for i, e in enumerate(w.arrivals)]
+        + [(ms_of(e), 1, i, e) for i, e in enumerate(flood)],
+        key=lambda x: x[:3],
+    )
+    proc = pipeline.start()
+    try:
+        pipeline.send([e for _, _, _, e in arrivals])
+        keys = expected_closed(reference, now - 60_000)
+        got = wait_for_windows(pipeline, keys, timeout=300)
+        assert proc.poll() is None, "the worker exited"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+    finally:
+        _stop(proc)
+    flooded = {k: s for k, s in got.items() if k[2].startswith("flood")}
+    check_signals({k: s for k, s in got.items() if k not in flooded}, reference)
+    assert len(flooded) == 4  # the hour window of the bot and of its three objects
+    for key, s in flooded.items():
+        ref = reference[key]
+        assert s["event_count"] == ref["event_count"], key
+        assert s["weight_sum"] == pytest.approx(ref["weight_sum"], rel=1e-9), key
+        assert s["weight_max"] == ref["weight_max"], key
+    degraded = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("rhythm_processor_degraded_events_total ")
+    ]
+    assert degraded and degraded[0] >= 72_000 - 5 * 6_000, degraded  # 4 min over <= 5 minutes
+    log = (pipeline.home / "processor.log").read_text(errors="replace")
+    assert "tenant 'noisy' is over its budget" in log
 
 
 def _at_the_maxima(now: int, n: int) -> list[dict[str, Any]]:

@@ -62,3 +62,14 @@ def test_a_long_run_starts_the_backoff_over() -> None:
     r.exited(-signal.SIGKILL, "killed by SIGKILL", POLICY, 10.0 + 120.0)
     assert r.streak == 1 and r.next_start == 131.0
     assert r.last_exit is not None and r.last_exit["signal"] == "SIGKILL"
+
+
+def test_status_shows_tenants_over_their_budget() -> None:
+    from rhythm.stack.stack_cli import _processor_details
+
+    quiet = _processor_details({"watermark": 1_800_000_000.0, "degraded_events": 0})
+    assert quiet == "watermark 2027-01-15 08:00:00Z"
+    noisy = _processor_details({"tenants_over_budget": 2, "degraded_events": 123_456})
+    assert "2 tenant(s) over budget" in noisy and "123,456 events aggregated" in noisy
+    past = _processor_details({"tenants_over_budget": 0, "degraded_events": 7})
+    assert past == "7 events aggregated over budget"

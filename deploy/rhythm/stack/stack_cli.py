@@ -76,6 +76,21 @@ def _restarts(part: dict[str, Any]) -> str:
     return f"{part.get('restarts', 0)}; last: {last.get('reason', '')} {at}".strip()
 
 
+def _processor_details(part: dict[str, Any]) -> str:
+    details = []
+    if part.get("watermark"):
+        wm = float(part["watermark"])
+        details.append(f"watermark {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(wm))}Z")
+    if part.get("tenants_over_budget"):
+        details.append(
+            f"[yellow]{part['tenants_over_budget']} tenant(s) over budget[/]: "
+            f"{part.get('degraded_events', 0):,} events aggregated (names in the log)"
+        )
+    elif part.get("degraded_events"):
+        details.append(f"{part['degraded_events']:,} events aggregated over budget")
+    return "; ".join(details)
+
+
 def _print(parts: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -88,9 +103,8 @@ def _print(parts: dict[str, Any]) -> None:
         details = ""
         if name == "kafka":
             details = str(part.get("bootstrap", ""))
-        elif name == "processors" and part.get("watermark"):
-            wm = float(part["watermark"])
-            details = f"watermark {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(wm))}Z"
+        elif name == "processors":
+            details = _processor_details(part)
         elif name == "sink":
             details = str(part.get("http") or "")
         elif name == "prometheus":

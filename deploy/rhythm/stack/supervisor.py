@@ -190,6 +190,12 @@ class Stack:
             self.settings.processor_metrics_port, "rhythm_processor_stage2_watermark_seconds"
         )
         parts["processors"]["watermark"] = watermark
+        port = self.settings.processor_metrics_port
+        over = scrape(port, "rhythm_processor_tenants_over_budget")
+        degraded = scrape(port, "rhythm_processor_degraded_events_total")
+        if over is not None and degraded is not None:  # the budget (processors/budget.py)
+            parts["processors"]["tenants_over_budget"] = int(sum(over))
+            parts["processors"]["degraded_events"] = int(sum(degraded))
         parts["sink"]["http"] = (
             f"http://127.0.0.1:{self.settings.sink_http_port}"
             if port_open("127.0.0.1", self.settings.sink_http_port)
@@ -367,8 +373,9 @@ def consumer_lag(bootstrap: str, group: str, topics: list[str]) -> dict[str, int
     return lag
 
 
-def scrape_min(port: int, metric: str) -> float | None:
-    """The smallest value of `metric` on a local /metrics endpoint (None if unavailable)."""
+def scrape(port: int, metric: str) -> list[float] | None:
+    """Every value of `metric` (any labels) on a local /metrics endpoint (None if
+    unavailable)."""
     if not port:
         return None
     try:
@@ -376,11 +383,16 @@ def scrape_min(port: int, metric: str) -> float | None:
             text = r.read().decode()
     except OSError:
         return None
-    values = [
+    return [
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
         if line.startswith(metric + "{") or line.startswith(metric + " ")
     ]
+
+
+def scrape_min(port: int, metric: str) -> float | None:
+    """The smallest value of `metric` on a local /metrics endpoint (None if unavailable)."""
+    values = scrape(port, metric)
     return min(values) if values else None
 
 

@@ -89,6 +89,8 @@ class Processors:
             dedup_horizon_ms=int((settings.lateness_s + settings.late_retention_s) * 1000),
             max_future_ms=int(settings.max_future_s * 1000),
             idle_after_s=settings.idle_after_s,
+            tenant_budget=settings.tenant_budget_per_min,
+            lateness_ms=int(settings.lateness_s * 1000),
         )
         self.guard: OffsetGuard[TP] = OffsetGuard()
         self._unreadable: list[bytes] = []  # dead letters of saved state left out at restore
@@ -192,6 +194,7 @@ class Processors:
             await self._batch(s.events_topic, events, self._stage1_group)
 
     async def _stage1_group(self, partition: int, group: list[EventT[bytes]]) -> None:
+        s = self.settings
         source = self._source(partition)
         if self._unreadable:
             await self._send_unreadable()
@@ -200,6 +203,14 @@ class Processors:
         out = source.process(batch, int(now * 1000), now)
         await self._emit_stage1(partition, out, group[-1])
         self.metrics.stage1(partition, out, source.watermark, now)
+        if source.budget is not None:
+            self.metrics.over_budget(partition, len(source.budget.over()))
+        for tenant in out.over_budget:
+            log.warning(
+                "tenant %r is over its budget in events partition %d (%d events a minute of "
+                "event time): the rest of the minute is aggregated per entity and second",
+                tenant, partition, s.tenant_budget_per_min,
+            )  # fmt: skip
 
     async def _emit_stage1(
         self, partition: int, out: Stage1Output, event: EventT[bytes] | None

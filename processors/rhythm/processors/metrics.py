@@ -52,6 +52,17 @@ EVICTED = Counter(
     "rhythm_processor_evicted_keys_total",
     "Entities and threads forgotten after their time to live (tombstones in the changelog).",
 )
+DEGRADED = Counter(
+    "rhythm_processor_degraded_events_total",
+    "Events of tenants over their budget, counted exactly but aggregated per entity and "
+    "second (see budget.py).",
+)
+OVER_BUDGET = Gauge(
+    "rhythm_processor_tenants_over_budget",
+    "Tenants over their budget in a minute of event time still counted, per source "
+    "partition (names are in the log: tenants are never labels).",
+    ["partition"],
+)
 SIGNALS = Counter("rhythm_processor_signals_total", "Window signals emitted (all versions).")
 ALERTS = Counter("rhythm_processor_alerts_total", "Alerts emitted, by kind.", ["kind"])
 WATERMARK = Gauge(
@@ -160,11 +171,16 @@ class ProcessorMetrics:
         EVENTS_IN.labels(label).inc(out.events)
         if out.duplicates:
             DUPLICATES.labels("1").inc(out.duplicates)
+        if out.degraded:
+            DEGRADED.inc(out.degraded)
         for dead in out.dead_letters:
             DEAD_LETTERS.labels(dead.reason).inc()
         if watermark > 0:
             WATERMARK.labels(label).set(watermark / 1000)
             EVENT_TIME_LAG.labels(label).set(now - watermark / 1000)
+
+    def over_budget(self, partition: int, tenants: int) -> None:
+        OVER_BUDGET.labels(str(partition)).set(tenants)
 
     def hole(self, stage_input: str) -> None:
         HOLES.labels(stage_input).inc()

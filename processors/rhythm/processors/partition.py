@@ -15,6 +15,7 @@ event time each has reported (stage 1 stamps it on every batch, and on idle tick
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ from rhythm.processors.signals.entity import (
     EntityState,
     SignalConfig,
     add_event,
+    add_runs,
     advance,
     expires_at,
     next_due_ms,
@@ -52,6 +54,7 @@ from rhythm.processors.signals.policy import AlertPolicy
 from rhythm.processors.signals.rhythm import SilenceRule
 
 NO_WATERMARK = -(2**62)
+RUN = "run"  # the outcome of a run of a degraded tenant's events: counted by add_runs
 MAX_ADVANCE = 20_000  # entities advanced per call (see _advance)
 
 
@@ -152,7 +155,7 @@ class PartitionProcessor:
         cfg = self.signal_cfg
         final_after = cfg.lateness_ms + 1
         due_of = self._due_of
-        for key, ts, weight, src_partition, src_offset in message.get("u", ()):
+        for key, ts, weight, src_partition, src_offset, *run in message.get("u", ()):
             overdue = due_of.get(key)
             if overdue is not None and overdue <= self.watermark:
                 del due_of[key]  # not yet advanced to the watermark (_advance): first that
@@ -163,12 +166,27 @@ class PartitionProcessor:
                 self._evicted.discard(key)
             elif entity.frozen is not None:
                 self._thaw(entity)
-            if src_offset <= entity.applied.get(src_partition, -1):
-                out.duplicates += 1
+            applied = entity.applied.get(src_partition, -1)
+            if src_offset <= applied:
+                out.duplicates += len(run[0]) if run else 1
                 continue
             entity.applied[src_partition] = src_offset
             held = len(entity.state.windows)
-            outcome = add_event(entity.state, ts, weight, self.watermark, cfg, alerts, entity.rule)
+            if run:  # a degraded tenant's events (explode.py)
+                offsets, seconds = run
+                skip = bisect_right(offsets, applied) if offsets[0] <= applied else 0
+                out.duplicates += skip  # re-sent with other bounds: skip what was applied
+                late, too_late = add_runs(
+                    entity.state, ts, weight[skip:], seconds[skip:],
+                    self.watermark, cfg, alerts, entity.rule,
+                )  # fmt: skip
+                out.late += late
+                out.too_late += too_late
+                outcome = RUN
+            else:
+                outcome = add_event(
+                    entity.state, ts, weight, self.watermark, cfg, alerts, entity.rule
+                )
             self.window_count += len(entity.state.windows) - held
             self._dirty.add(key)
             if alerts.early:

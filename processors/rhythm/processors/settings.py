@@ -70,6 +70,14 @@ class ProcessorSettings(BaseSettings):
         description="Per entity, events not yet final held at most (a hot entity's oldest "
         "half is then made final early): bounds its state whatever its rate.",
     )
+    tenant_budget_per_min: int = Field(
+        120_000,
+        ge=0,
+        description="Per tenant and source partition, events per minute of event time taken "
+        "one by one; the rest of that minute is aggregated per entity and second (counts "
+        "exact, gaps between seconds): one tenant's flood cannot take the others' share. "
+        "0: no budget.",
+    )
     # -- state that ends (see processors/README.md, "Bounded state") ----------------------
     entity_ttl_s: float = Field(
         7 * DAY_S,

@@ -17,11 +17,21 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rhythm.processors.budget import Budget
 from rhythm.processors.codec import dumps, loads
-from rhythm.processors.explode import SEP, explode, partition_for
+from rhythm.processors.explode import (
+    SEP,
+    entity_keys,
+    explode,
+    explode_context,
+    extend_run,
+    new_run,
+    partition_for,
+)
 from rhythm.schemas import WireError, decode_event
 from rhythm.schemas.wire_check import record_problem
 
@@ -34,6 +44,10 @@ class Stage1Config:
     dedup_horizon_ms: int  # lateness + late retention: older duplicates cannot matter
     max_future_ms: int = 3_600_000  # events further ahead of the wall clock are refused
     idle_after_s: float = 10.0  # a partition this quiet lets its watermark follow the clock
+    # A tenant's events per minute of event time in this partition past which the rest of
+    # that minute goes in the degraded mode (0: never); see `Budget`.
+    tenant_budget: int = 0
+    lateness_ms: int = 300_000  # how long a minute's count may still grow
 
 
 @dataclass
@@ -53,6 +67,8 @@ class Stage1Output:
     writes: list[tuple[str, bytes | None]] = field(default_factory=list)  # None = delete
     events: int = 0
     duplicates: int = 0
+    degraded: int = 0  # events aggregated into runs (their tenant was over its budget)
+    over_budget: list[str] = field(default_factory=list)  # tenants that went over, this batch
 
 
 def watermark_key(partition: int) -> str:
@@ -76,6 +92,7 @@ class SourcePartition:
         self._seen: dict[int, int] = {}  # id hash -> offset of the first message with it
         self._records: list[tuple[str, int, list[list[int]]]] = []  # (key, newest, [h, offset])
         self.last_activity = 0.0  # wall clock seconds of the last message
+        self.budget = Budget(cfg.tenant_budget, cfg.lateness_ms) if cfg.tenant_budget else None
 
     def restore(self, items: list[tuple[str, bytes]]) -> list[tuple[str, bytes, str]]:
         """Take back the saved keys; returns those that cannot be read (key, value, why):
@@ -84,8 +101,10 @@ class SourcePartition:
         for key, value in sorted(items):
             try:
                 if key == watermark_key(self.partition):
-                    watermark, next_offset = (int(x) for x in loads(value))
-                    self.watermark, self.next_offset = watermark, next_offset
+                    watermark, next_offset, *budget = loads(value)
+                    self.watermark, self.next_offset = int(watermark), int(next_offset)
+                    if budget and self.budget is not None:
+                        self.budget.restore(budget[0])
                 else:
                     newest, pairs = loads(value)
                     seen = [(int(h), int(o)) for h, o in pairs]
@@ -111,6 +130,8 @@ class SourcePartition:
         newest = NO_WATERMARK
         updates: dict[int, list[Any]] = defaultdict(list)
         contexts: dict[int, list[Any]] = defaultdict(list)
+        budget = self.budget
+        runs: dict[str, list[Any]] = {}  # entity key -> its open run (degraded mode)
         for offset, value in messages:
             try:
                 record = decode_event(value or b"")
@@ -144,8 +165,16 @@ class SourcePartition:
                 new_hashes.append([h, offset])
             out.events += 1
             newest = max(newest, ts)
-            entity_updates, context_update = explode(record, ts, self.partition, offset)
+            if budget is not None and not budget.take(record["tenant"], ts, out.over_budget):
+                out.degraded += 1
+                self._join_runs(record, ts, offset, runs, updates)
+                entity_updates: list[Any] = []
+                context_update = explode_context(record, ts, self.partition, offset)
+            else:
+                entity_updates, context_update = explode(record, ts, self.partition, offset)
             for update in entity_updates:
+                if runs:
+                    runs.pop(update[0], None)  # its next degraded event starts a new run
                 updates[partition_for(update[0], self.cfg.updates_partitions)].append(update)
             if context_update is not None:
                 k = partition_for(context_update[0], self.cfg.updates_partitions)
@@ -159,9 +188,11 @@ class SourcePartition:
         self.watermark = max(self.watermark, newest)
         if messages:
             self.next_offset = max(self.next_offset, messages[-1][0] + 1)
-            out.writes.append(
-                (watermark_key(self.partition), dumps([self.watermark, self.next_offset]))
-            )
+            saved: list[Any] = [self.watermark, self.next_offset]
+            if budget is not None:
+                budget.expire(self.watermark)
+                saved.append(budget.saved())
+            out.writes.append((watermark_key(self.partition), dumps(saved)))
         self._expire(out)
         # Every destination hears this partition's watermark, with or without updates for it.
         for k in range(self.cfg.updates_partitions):
@@ -172,6 +203,27 @@ class SourcePartition:
                 message["c"] = contexts[k]
             out.messages[k] = message
         return out
+
+    def _join_runs(
+        self,
+        record: Mapping[str, Any],
+        ts: int,
+        offset: int,
+        runs: dict[str, list[Any]],
+        updates: dict[int, list[Any]],
+    ) -> None:
+        """Add a degraded event to the open run of each entity it touches, or start one.
+        A run stays in its update list at the place of its first event and only grows with
+        the entity's next degraded events (any other update of the entity closes it), so
+        each entity's updates stay in offset order, which stage 2's per-key offset check
+        relies on."""
+        weight = float(record.get("weight", 1.0))
+        for key in entity_keys(record):
+            run = runs.get(key)
+            if run is None:
+                run = runs[key] = new_run(key, ts, self.partition)
+                updates[partition_for(key, self.cfg.updates_partitions)].append(run)
+            extend_run(run, ts, weight, offset)
 
     def tick(self, end_offset: int, wall_ms: int, wall_s: float) -> Stage1Output | None:
         """Called periodically with the partition's end offset. A partition with nothing left

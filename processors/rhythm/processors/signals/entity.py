@@ -78,13 +78,16 @@ class Window:
         return self.start_ms + self.size_ms
 
     def add_event(self, ts: int, weight: float) -> None:
+        self.add_events(ts, 1, weight, weight)
+
+    def add_events(self, ts: int, count: int, weight_sum: float, weight_max: float) -> None:
         if self.event_count == 0 or ts < self.first_ms:
             self.first_ms = ts
         if self.event_count == 0 or ts > self.last_ms:
             self.last_ms = ts
-        self.event_count += 1
-        self.weight_sum += weight
-        self.weight_max = max(self.weight_max, weight)
+        self.event_count += count
+        self.weight_sum += weight_sum
+        self.weight_max = max(self.weight_max, weight_max)
         self.dirty = True
 
     def add_gap(self, ts: int, gap_ms: int) -> None:
@@ -170,11 +173,79 @@ def add_event(
 
     A late event can end a silence episode at once: its alerts go to `out`.
     """
+    return _add(state, ts, 1, weight, weight, watermark_ms, cfg, out, rule, False)
+
+
+def add_run(
+    state: EntityState,
+    second_ms: int,
+    count: int,
+    weight_sum: float,
+    weight_max: float,
+    watermark_ms: int,
+    cfg: SignalConfig,
+    out: AdvanceResult,
+    rule: SilenceRule | None = None,
+) -> str:
+    """Take `count` events of one second (`second_ms`, its start), aggregated by stage 1
+    for a tenant over its budget (the degraded mode, stage1.py). Counts, sums and maxima are
+    exact; in the gap sequence the second is one point, once however many runs it came in,
+    so gaps are between busy seconds, not events, and windows' first and last event times
+    are to the second."""
+    return _add(state, second_ms, count, weight_sum, weight_max, watermark_ms, cfg, out, rule, True)
+
+
+def add_runs(
+    state: EntityState,
+    first_ms: int,
+    weights: list[float],
+    seconds: list[int],
+    watermark_ms: int,
+    cfg: SignalConfig,
+    out: AdvanceResult,
+    rule: SilenceRule | None = None,
+) -> tuple[int, int]:
+    """A run's events (explode.py: their weights, and their whole seconds after `first_ms`)
+    taken per second, in time order; returns how many were late and too late."""
+    per: dict[int, list[float]] = {}
+    for weight, second in zip(weights, seconds, strict=True):
+        acc = per.get(second)
+        if acc is None:
+            per[second] = [1, weight, weight]
+        else:
+            acc[0] += 1
+            acc[1] += weight
+            acc[2] = max(acc[2], weight)
+    late = too_late = 0
+    for second in sorted(per):
+        n, total, top = per[second]
+        ts = first_ms + second * 1000
+        outcome = add_run(state, ts, int(n), total, top, watermark_ms, cfg, out, rule)
+        if outcome == LATE:
+            late += int(n)
+        elif outcome == TOO_LATE:
+            too_late += int(n)
+    return late, too_late
+
+
+def _add(
+    state: EntityState,
+    ts: int,
+    count: int,
+    weight_sum: float,
+    weight_max: float,
+    watermark_ms: int,
+    cfg: SignalConfig,
+    out: AdvanceResult,
+    rule: SilenceRule | None,
+    point_once: bool,
+) -> str:
     final_before = watermark_ms - cfg.lateness_ms
     if ts >= final_before and (state.last_ms is None or ts >= state.last_ms):
-        state.pending.append(ts)
+        if not (point_once and (ts == state.last_ms or ts in state.pending)):
+            state.pending.append(ts)
         for size in cfg.window_sizes_ms:
-            _window(state, size, ts).add_event(ts, weight)
+            _window(state, size, ts).add_events(ts, count, weight_sum, weight_max)
         if len(state.pending) > cfg.max_pending:
             _finalize_early(state, cfg, rule, out)
         return ADDED
@@ -186,8 +257,8 @@ def add_event(
         if start + size + cfg.lateness_ms + cfg.late_retention_ms <= watermark_ms:
             continue  # closed and past retention: this window can no longer be corrected
         window = _window(state, size, ts)
-        window.add_event(ts, weight)
-        window.late_count += 1
+        window.add_events(ts, count, weight_sum, weight_max)
+        window.late_count += count
         counted = True
     if not counted:
         return TOO_LATE
