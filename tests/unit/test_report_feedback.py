@@ -3,17 +3,11 @@ of their rows, and the section in the text and HTML reports."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import clickhouse_connect
-import pytest
 from clickhouse_connect.driver.client import Client
 from rich.console import Console
 
 from rhythm.notifier.feedback import feedback_from_cli
 from rhythm.schemas.people import DeliveryRecord
-from rhythm.sinks.migrations import migrate
 from rhythm.sinks.schema import ALERTS, FEEDBACK, NOTIFICATIONS
 from rhythm.sinks.store import Store
 from rhythm.sinks.transform import (
@@ -28,17 +22,7 @@ from rhythm.stack.report_sql import render
 from rhythm.stack.report_text import render_text
 
 from .test_notifier import alert
-from .test_report import sample_report
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Client]:
-    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'clickhouse'}")
-    try:
-        migrate(client, "rhythm")
-        yield client
-    finally:
-        client.close()
+from .test_report import sample_report, store  # noqa: F401 (the store fixture)
 
 
 def _row(transform: object, value: bytes, n: int) -> tuple[object, ...]:
@@ -47,7 +31,7 @@ def _row(transform: object, value: bytes, n: int) -> tuple[object, ...]:
     return row
 
 
-def test_told_and_said_per_alert_kind_and_kind_of_entity(store: Client) -> None:
+def test_told_and_said_per_alert_kind_and_kind_of_entity(store: Client) -> None:  # noqa: F811
     alerts = [alert(alert_id=f"a{i}", entity_id=f"c-{i}") for i in range(4)]
     alerts.append(alert(alert_id="s1", kind="silence", role="target", entity_type="account"))
     delivered = [

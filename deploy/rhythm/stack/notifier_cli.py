@@ -7,19 +7,35 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
 from rhythm.producers.config import KafkaSettings
 from rhythm.schemas.feedback import FeedbackKind
+
+if TYPE_CHECKING:
+    from rhythm.notifier.settings import NotifierSettings
 from rhythm.stack.foreground import invalid_settings, run_in_foreground, setup_logging
 
 
 def register(app: typer.Typer) -> None:
     app.command("notifier")(notifier)
     app.command("feedback")(feedback)
+
+
+def _settings(bootstrap: str | None, **given: Any) -> NotifierSettings:
+    """The environment's settings with the options given (None: not given)."""
+    from rhythm.notifier.settings import NotifierSettings
+
+    values = {k: v for k, v in given.items() if v is not None}
+    if bootstrap is not None:
+        values["kafka"] = KafkaSettings(bootstrap_servers=bootstrap)
+    try:
+        return NotifierSettings(**values)
+    except ValidationError as exc:
+        invalid_settings(exc, "RHYTHM_NOTIFIER_*")
 
 
 def notifier(
@@ -40,18 +56,9 @@ def notifier(
     delivery in hand and exits. Prints one JSON line when ready.
     """
     from rhythm.notifier.service import run_notifier
-    from rhythm.notifier.settings import NotifierSettings
 
     setup_logging(verbose)
-    given: dict[str, Any] = {}
-    if bootstrap is not None:
-        given["kafka"] = KafkaSettings(bootstrap_servers=bootstrap)
-    if metrics_port is not None:
-        given["metrics_port"] = metrics_port
-    try:
-        settings = NotifierSettings(**given)
-    except ValidationError as exc:
-        invalid_settings(exc, "RHYTHM_NOTIFIER_*")
+    settings = _settings(bootstrap, metrics_port=metrics_port)
     run_in_foreground(
         "notifier",
         "rhythm.notifier",
@@ -99,20 +106,11 @@ def feedback(
     from rhythm.notifier.feedback import FeedbackNotPublishedError, feedback_from_cli, publish
     from rhythm.notifier.feedback_api import RequestError, parse_until
     from rhythm.notifier.ledger import Ledger
-    from rhythm.notifier.settings import NotifierSettings
 
     kind = _ACTIONS.get(action)
     if kind is None:
         raise typer.BadParameter("done, snooze or not-useful", param_hint="ACTION")
-    given: dict[str, Any] = {"feedback_port": 0}
-    if bootstrap is not None:
-        given["kafka"] = KafkaSettings(bootstrap_servers=bootstrap)
-    if data_dir is not None:
-        given["data_dir"] = data_dir
-    try:
-        settings = NotifierSettings(**given)
-    except ValidationError as exc:
-        invalid_settings(exc, "RHYTHM_NOTIFIER_*")
+    settings = _settings(bootstrap, feedback_port=0, data_dir=data_dir)
     now_ms = time.time_ns() // 1_000_000
     snooze_until = None
     if kind == "snooze" or until is not None:
