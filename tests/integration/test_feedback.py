@@ -15,6 +15,7 @@ POST acts), and `rhythm feedback` on the command line.
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import time
 import urllib.error
@@ -34,7 +35,7 @@ from rhythm.schemas.topics import TopicSpec
 from rhythm.stack.kafka import LocalKafka
 from rhythm.stack.ports import free_ports
 
-from .conftest import read_topic
+from .conftest import payload, read_topic
 from .test_notifier import (
     SECRET,
     NotifierProcess,
@@ -45,7 +46,9 @@ from .test_notifier import (
     notify_topics,
     publish,
 )
+from .test_processors import Pipeline, _stop
 from .test_sink_support import RHYTHM, make_topics, poll, running_sink
+from .workload import iso
 
 pytestmark = pytest.mark.integration
 
@@ -269,3 +272,107 @@ def test_done_stops_the_heads_up_coming_again_and_closes_the_wait_in_its_thread(
         assert len(read_topic(loop.bootstrap, loop.events, 1, timeout=5)) == 1
     finally:
         stop_loop(loop)
+
+
+# -- done, through the real processors --------------------------------------------------------
+
+
+@dataclass
+class FastReplies(Pipeline):
+    """Processors whose threads learn norms of seconds: replies come 5-20 s after a message,
+    so an unanswered one alerts about half a minute later; the watermark follows the clock
+    2 s behind once input stops, with 2 s of lateness."""
+
+    def env(self) -> dict[str, str]:
+        return super().env() | {
+            "RHYTHM_PROCESSOR_LATENESS_S": "2",
+            "RHYTHM_PROCESSOR_IDLE_AFTER_S": "2",
+            "RHYTHM_PROCESSOR_REPLY_MIN_REPLIES": "5",
+            "RHYTHM_PROCESSOR_REPLY_MIN_KIND_REPLIES": "5",
+        }
+
+
+def _message(ts: int, context: str, actor: tuple[str, str]) -> dict[str, Any]:
+    verb = "wrote" if actor[0] == "customer" else "replied"
+    return {"tenant": "acme", "occurred_at": iso(ts), "actor": {"type": actor[0], "id": actor[1]},
+            "verb": verb, "channel": "chat", "context_id": context}  # fmt: skip
+
+
+def test_done_closes_the_wait_in_the_processors(kafka_broker: LocalKafka, tmp_path: Path) -> None:
+    """Two threads alike, both unanswered and told; done on one. When both customers write
+    again, only the thread marked done has a new wait (and its own alert when that one is
+    not answered either): in the other the first wait is still open and swallows it."""
+    pipeline = FastReplies(kafka_broker.bootstrap, f"fb-{uuid.uuid4().hex[:8]}", tmp_path)
+    pipeline.create_topics()
+    now = int(time.time() * 1000)
+    rng = random.Random(11)
+    history: list[dict[str, Any]] = []
+    for i in range(30):  # answered threads: a request, a reply, a follow-up, a reply
+        t = now - 50 * 60_000 + i * 60_000
+        customer, agent = ("customer", f"h-{i}"), ("agent", "a-1")
+        history += [
+            _message(t, f"hist-{i}", customer),
+            _message(t + rng.randrange(5_000, 20_000), f"hist-{i}", agent),
+            _message(t + 30_000, f"hist-{i}", customer),
+            _message(t + 30_000 + rng.randrange(5_000, 20_000), f"hist-{i}", agent),
+        ]
+    first = now - 5 * 60_000
+    history += [_message(first, "done-me", ("customer", "c-d")),
+                _message(first, "control", ("customer", "c-c"))]  # fmt: skip
+    people, notifications = f"people.{pipeline.name}", f"notif.{pipeline.name}"
+    kafka_broker.create_topics(
+        [TopicSpec(people, 1, {"cleanup.policy": "compact"}), TopicSpec(notifications, 1, {}),
+         TopicSpec(f"fb.{pipeline.name}", 1, {})]
+    )  # fmt: skip
+    topics = NotifyTopics(pipeline.topics["alerts"], people, notifications)
+    web_port, api_port = free_ports(2)
+    receiver = WebhookReceiver(web_port).start()
+    notifier = NotifierProcess(
+        kafka_broker.bootstrap, topics, tmp_path,
+        webhook_url=f"http://127.0.0.1:{web_port}/hook", webhook_secret=SECRET,
+        feedback_topic=f"fb.{pipeline.name}", events_topic=pipeline.topics["events"],
+        feedback_port=api_port,
+    )  # fmt: skip
+    proc = pipeline.start()
+    try:
+        notifier.start()
+        pipeline.send(history)
+
+        def told(context: str) -> list[dict[str, Any]]:
+            return [r.body for r in receiver.got if r.body["alert"]["context_id"] == context]
+
+        poll(lambda: told("done-me") and told("control"), 180, "both threads told")
+        alert = told("done-me")[0]
+        assert alert["alert"]["kind"] == "unanswered"
+        assert alert["alert"]["last_event_at"] == first
+        status, answer = click(alert["links"]["done"])
+        assert status == 200, answer
+        poll(
+            lambda: any(
+                decode_event(payload(m))["verb"] == DONE_VERB
+                for m in read_topic(kafka_broker.bootstrap, pipeline.topics["events"], 0, 2)
+            ),
+            30, "the done event in the thread",
+        )  # fmt: skip
+        again = int(time.time() * 1000) + 1
+        pipeline.send([_message(again, "done-me", ("customer", "c-d")),
+                       _message(again, "control", ("customer", "c-c"))])  # fmt: skip
+
+        def alerts_of(context: str) -> list[dict[str, Any]]:
+            messages = read_topic(kafka_broker.bootstrap, pipeline.topics["alerts"], 0, 2)
+            return [a for a in map(lambda m: json.loads(payload(m)), messages)
+                    if a["context_id"] == context]  # fmt: skip
+
+        poll(lambda: len(alerts_of("done-me")) >= 2, 180, "the new wait's own alert")
+        second = [a for a in alerts_of("done-me") if a["last_event_at"] == again]
+        assert len(second) == 1, alerts_of("done-me")
+        # The control thread judged at the same instants, in the same partition: its first
+        # wait never closed, so the customer's second message made no new wait.
+        assert [a["last_event_at"] for a in alerts_of("control")] == [first]
+    except AssertionError:
+        print(pipeline.diagnosis())
+        raise
+    finally:
+        _stop(proc)
+        notifier.close()
+        receiver.stop()
