@@ -178,7 +178,7 @@ def test_not_useful_lowers_that_kinds_future_heads_ups_for_that_recipient(
         poll(
             lambda: loop.notifier.metric('rhythm_notifier_not_useful_rate{alert_kind="unanswered"}')
             > 0,
-            10, "the not-useful rate",
+            30, "the not-useful rate (refreshed every 15 s)",
         )  # fmt: skip
     finally:
         stop_loop(loop)

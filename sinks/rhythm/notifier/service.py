@@ -163,6 +163,7 @@ class Notifier:
         self._route_backoff_s = 1.0
         self._next_publish = 0.0
         self._next_counts = 0.0
+        self._next_feedback_counts = 0.0
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -201,6 +202,8 @@ class Notifier:
         if now >= self._next_counts:
             self._next_counts = now + 1.0
             self._counts = self.ledger.counts()
+        if now >= self._next_feedback_counts:  # scans the ledger: now and then is enough
+            self._next_feedback_counts = now + 15.0
             self._feedback_counts = self.ledger.feedback_counts()
             self._told = self.ledger.told_counts()
 
