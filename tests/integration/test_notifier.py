@@ -167,7 +167,7 @@ def notify_topics(broker: LocalKafka) -> NotifyTopics:
 class NotifierProcess:
     def __init__(self, bootstrap: str, topics: NotifyTopics, workdir: Path, **settings: Any):
         self.workdir = workdir
-        (self.metrics_port,) = free_ports(1)
+        self.metrics_port, feedback_port = free_ports(2)
         values: dict[str, Any] = {
             "data_dir": workdir / "notifier",
             "group_id": f"notifier-{uuid.uuid4().hex[:8]}",
@@ -178,6 +178,7 @@ class NotifierProcess:
             "people_topic": topics.people,
             "notifications_topic": topics.notifications,
             "metrics_port": self.metrics_port,
+            "feedback_port": feedback_port,  # the links' API: never the default 9468 in tests
             "quiet_hours": "false",
             "daily_cap": 0,
             "engaged_top": 0,

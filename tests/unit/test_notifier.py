@@ -208,7 +208,7 @@ def test_caps_suppress_past_the_daily_limit_and_quiet_hours_hold(tmp_path: Path)
         ledger.intake(a.model_dump(), planned, recipients, monday_10)
         states.append([d.state for d in planned])
     assert states == [["pending"], ["pending"], ["suppressed"]]
-    assert suppressed == {"quiet_hours": 0, "cap": 1}
+    assert suppressed == {"quiet_hours": 0, "cap": 1, "not_useful": 0}
     # At 20:00 the heads-up is held to Tuesday 09:00, and Tuesday's cap is Tuesday's.
     evening = ms("2026-12-07T20:00:00+01:00")
     _, planned, suppressed = plan_deliveries(
@@ -216,7 +216,7 @@ def test_caps_suppress_past_the_daily_limit_and_quiet_hours_hold(tmp_path: Path)
     )
     (held,) = planned
     assert held.state == "held" and held.due_at == ms("2026-12-08T09:00:00+01:00")
-    assert held.day == "2026-12-08" and suppressed == {"quiet_hours": 1, "cap": 0}
+    assert held.day == "2026-12-08" and suppressed == {"quiet_hours": 1, "cap": 0, "not_useful": 0}
 
 
 # -- the ledger ----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ def test_defaults_put_the_embedded_store_under_the_data_directory(tmp_path: Path
         "rhythm.alerts",
         "rhythm.people",
         "rhythm.notifications",
+        "rhythm.feedback",
     ]
     assert settings.dead_letter_topic == "rhythm.dead_letters"
     assert settings.group_id == "rhythm-sink"

@@ -32,3 +32,4 @@ create rhythm.alerts 2 cleanup.policy=delete retention.ms=2592000000
 create rhythm.dead_letters 1 cleanup.policy=delete retention.ms=2592000000
 create rhythm.people 2 cleanup.policy=compact
 create rhythm.notifications 2 cleanup.policy=compact
+create rhythm.feedback 2 cleanup.policy=delete retention.ms=31536000000

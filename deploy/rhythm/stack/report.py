@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from rhythm.stack.report_feedback import FeedbackLine, feedback_from_rows
 from rhythm.stack.report_sql import render
 
 Row = Mapping[str, Any]
@@ -213,6 +214,7 @@ class Report:
     pipeline: Pipeline
     check: Check | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    feedback: tuple[FeedbackLine, ...] = ()  # heads-ups told and what recipients said
 
     @property
     def quiet_entities(self) -> tuple[Silence, ...]:
@@ -525,6 +527,10 @@ def fetch_report(
         alert_latency[0] if alert_latency else None,
     )
     check = check_against_manifest(manifest, silences, waiting) if manifest else None
+    feedback = feedback_from_rows(
+        _rows(client, "heads_ups_told", database, **t),
+        _rows(client, "feedback_given", database, **t),
+    )
     return Report(
         as_of=as_of,
         database=database,
@@ -539,4 +545,5 @@ def fetch_report(
         timeline_bucket_s=bucket,
         pipeline=pipeline,
         check=check,
+        feedback=feedback,
     )

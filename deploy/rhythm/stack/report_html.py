@@ -8,6 +8,7 @@ from html import escape
 
 from rhythm.stack import report_format as fmt
 from rhythm.stack.report import Report
+from rhythm.stack.report_feedback import FEEDBACK_COLUMNS, feedback_rows
 
 MAX_ROWS = 50
 
@@ -55,6 +56,7 @@ def render_html(report: Report, *, charts: bool = True) -> str:
     parts += _waiting(report)
     parts += _movers(report, charts)
     parts += _timeline(report, charts)
+    parts += _feedback(report)
     parts += _pipeline(report, charts)
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -185,6 +187,14 @@ def _timeline(report: Report, charts: bool) -> list[str]:
         )
         out.append(f"<figure>{svg}</figure>")
     return out
+
+
+def _feedback(report: Report) -> list[str]:
+    rows = [list(r) for r in feedback_rows(report.feedback[:MAX_ROWS])]
+    return [
+        "<h2>Heads-ups told and what recipients said of them</h2>",
+        _table(FEEDBACK_COLUMNS, rows, {2, 3, 4, 5, 6}) if rows else "<p class='note'>none</p>",
+    ]
 
 
 def _pipeline(report: Report, charts: bool) -> list[str]:

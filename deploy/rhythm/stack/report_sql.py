@@ -215,6 +215,28 @@ FROM $db.alerts
 WHERE {_TENANT}
 """
 
+# Heads-ups told (a delivery sent) per alert kind and kind of entity, and the feedback given
+# on them (report_feedback.py). A delivery record names the alert, not its entity: that comes
+# from the alert.
+HEADS_UPS_TOLD = f"""
+SELECT toString(n.kind) AS alert_kind, a.role AS role, a.entity_type AS entity_type,
+       uniqExact(n.alert_id, n.recipient) AS told
+FROM (SELECT tenant, alert_id, kind, recipient FROM $db.notifications FINAL
+      WHERE state = 'sent' AND {_TENANT}) AS n
+LEFT JOIN (SELECT tenant, alert_id, toString(role) AS role, toString(entity_type) AS entity_type
+           FROM $db.alerts FINAL WHERE {_TENANT}) AS a
+  ON a.tenant = n.tenant AND a.alert_id = n.alert_id
+GROUP BY alert_kind, role, entity_type
+"""
+
+FEEDBACK_GIVEN = f"""
+SELECT ifNull(toString(alert_kind), '') AS alert_kind, ifNull(toString(role), '') AS role,
+       ifNull(toString(entity_type), '') AS entity_type, toString(kind) AS kind, count() AS n
+FROM $db.feedback FINAL
+WHERE {_TENANT}
+GROUP BY alert_kind, role, entity_type, kind
+"""
+
 QUERIES: dict[str, str] = {
     "scope": SCOPE,
     "windows": WINDOWS,
@@ -228,6 +250,8 @@ QUERIES: dict[str, str] = {
     "ingest_rate": INGEST_RATE,
     "signal_latency": SIGNAL_LATENCY,
     "alert_latency": ALERT_LATENCY,
+    "heads_ups_told": HEADS_UPS_TOLD,
+    "feedback_given": FEEDBACK_GIVEN,
 }
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")

@@ -8,6 +8,7 @@ from rich.text import Text
 
 from rhythm.stack import report_format as fmt
 from rhythm.stack.report import Report
+from rhythm.stack.report_feedback import FEEDBACK_COLUMNS, feedback_rows
 
 MAX_ROWS = 15
 
@@ -17,6 +18,7 @@ def renderables(report: Report) -> list[RenderableType]:
     multi = len(report.scopes) > 1
     out += [_silences(report, multi), _waiting(report, multi)]
     out += [_movers(report, multi, "pace"), _movers(report, multi, "amplitude")]
+    out.append(_feedback(report))
     out.append(_pipeline(report))
     if report.check is not None:
         lines = fmt.check_lines(report.check)
@@ -101,6 +103,17 @@ def _movers(report: Report, multi: bool, by: str) -> RenderableType:
         table.add_row(*([m.tenant] if multi else []), *fmt.mover_cells(m))
     if not movers:
         table.add_row(*([""] if multi else []), "none", *[""] * 7)
+    return table
+
+
+def _feedback(report: Report) -> RenderableType:
+    table = _table("Heads-ups told and what recipients said of them")
+    for name in FEEDBACK_COLUMNS:
+        table.add_column(name, justify="left" if name in ("alert", "entity kind") else "right")
+    for cells in feedback_rows(report.feedback[:MAX_ROWS]):
+        table.add_row(*cells)
+    if not report.feedback:
+        table.add_row("none", *[""] * (len(FEEDBACK_COLUMNS) - 1))
     return table
 
 

@@ -151,6 +151,7 @@ def encode_context(ctx: ContextState) -> bytes:
             "b": ctx.about,
             "f": [
                 [list(c.opened), list(c.closed), list(c.kind), c.delay_ms, c.work_delay_ms]
+                + ([True] if c.censored else [])  # closed by feedback (done), not a reply
                 for c in ctx.finished
             ],
             "a": [[k, v] for k, v in ctx.applied.items()],
@@ -186,6 +187,7 @@ def decode_context(data: bytes) -> ContextState:
             (c[2][0], c[2][1], c[2][2], bool(c[2][3])),
             c[3],
             c[4],
+            len(c) > 5 and bool(c[5]),
         )
         for c in raw["f"]
     ]

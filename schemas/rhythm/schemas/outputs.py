@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["actor", "object", "target", "tag"]
 AlertKind = Literal["silence", "resumed", "unanswered", "follow_up"]
+ALERT_KINDS: tuple[AlertKind, ...] = ("silence", "resumed", "unanswered", "follow_up")
 
 
 class Signal(BaseModel):

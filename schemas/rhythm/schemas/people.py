@@ -34,9 +34,13 @@ __all__ = [
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 Channel = Literal["webhook", "slack", "email"]
-DeliveryState = Literal["pending", "held", "sending", "retry", "sent", "dead", "suppressed"]
+#: snoozed: held by the recipient's feedback until `due_at` (then pending); cancelled: not
+#: sent after all (a recipient said the alert is done).
+DeliveryState = Literal[
+    "pending", "held", "sending", "retry", "sent", "dead", "suppressed", "snoozed", "cancelled"
+]
 DELIVERY_STATES: tuple[DeliveryState, ...] = (
-    "pending", "held", "sending", "retry", "sent", "dead", "suppressed",
+    "pending", "held", "sending", "retry", "sent", "dead", "suppressed", "snoozed", "cancelled",
 )  # fmt: skip
 
 

@@ -15,6 +15,9 @@ PEOPLE_TOPIC = "rhythm.people"
 #: The notifier's delivery records, keyed by the idempotency key (alert, recipient, channel);
 #: compacted: the latest state of each delivery stays.
 NOTIFICATIONS_TOPIC = "rhythm.notifications"
+#: Feedback on delivered heads-ups (done, snooze, not useful; rhythm.schemas.feedback), keyed
+#: by alert id so one alert's feedback keeps its order.
+FEEDBACK_TOPIC = "rhythm.feedback"
 
 _DAY_MS = 24 * 60 * 60 * 1000
 
@@ -48,4 +51,7 @@ DEFAULT_TOPICS: list[TopicSpec] = [
     # Directory and delivery state: compacted (latest per key wins), never expired.
     TopicSpec(PEOPLE_TOPIC, 2, {"cleanup.policy": "compact"}),
     TopicSpec(NOTIFICATIONS_TOPIC, 2, {"cleanup.policy": "compact"}),
+    # Feedback is what recipients said: kept a year (the store keeps it for good), so the
+    # notifier and the report can always re-read it.
+    TopicSpec(FEEDBACK_TOPIC, 2, _retention(365)),
 ]

@@ -21,6 +21,7 @@ from email.utils import formatdate
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from rhythm.notifier.feedback import ACTION_LABELS
 from rhythm.notifier.settings import NotifierSettings
 from rhythm.notifier.signing import IDEMPOTENCY_HEADER, sign
 
@@ -80,10 +81,18 @@ def headline(alert: dict[str, Any], zone: ZoneInfo) -> str:
     return f"{entity} is active again after a quiet spell ({kind})"
 
 
+#: Feedback links (action -> URL): done, snooze, not_useful; empty when the API is off.
+Links = dict[str, str]
+
+
 def webhook_payload(
-    delivery_key: str, alert: dict[str, Any], recipient: dict[str, Any], text: str
+    delivery_key: str,
+    alert: dict[str, Any],
+    recipient: dict[str, Any],
+    text: str,
+    links: Links | None = None,
 ) -> bytes:
-    """The generic webhook's JSON body."""
+    """The generic webhook's JSON body (`links`: the feedback links, when there are)."""
     body = {
         "type": "rhythm.heads_up",
         "idempotency_key": delivery_key,
@@ -91,14 +100,19 @@ def webhook_payload(
         "recipient": recipient,
         "alert": alert,
     }
+    if links:
+        body["links"] = links
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
-def slack_payload(address: str, alert: dict[str, Any], text: str) -> bytes:
-    """A Slack incoming-webhook message: `text` (notifications, fallbacks) and blocks."""
+def slack_payload(
+    address: str, alert: dict[str, Any], text: str, links: Links | None = None
+) -> bytes:
+    """A Slack incoming-webhook message: `text` (notifications, fallbacks) and blocks, the
+    feedback links as a line of links (a link opens the confirmation page)."""
     mention = f"{address} " if address.startswith("<@") else f"*{address}* "
     score = alert.get("score", 0.0)
-    body = {
+    body: dict[str, Any] = {
         "text": f"{mention}{text}",
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": f"{mention}{text}"}},
@@ -114,6 +128,9 @@ def slack_payload(address: str, alert: dict[str, Any], text: str) -> bytes:
             },
         ],
     }
+    if links:
+        line = " · ".join(f"<{url}|{ACTION_LABELS.get(a, a)}>" for a, url in links.items())
+        body["blocks"].append({"type": "section", "text": {"type": "mrkdwn", "text": line}})
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -124,6 +141,7 @@ def email_message(
     name: str | None,
     alert: dict[str, Any],
     text: str,
+    links: Links | None = None,
 ) -> EmailMessage:
     """Plain text and HTML alternatives; the Message-ID is derived from the idempotency key,
     so a mail sent twice (a crash right after the server took it) is one thread, one id."""
@@ -140,14 +158,20 @@ def email_message(
         f"Kind: {alert['kind']}   Score: {alert.get('score', 0.0):.2f}\n"
         f"Alert: {alert['alert_id']} (tenant {alert['tenant']})\n"
     )
+    if links:
+        plain += "\n" + "".join(f"{ACTION_LABELS.get(a, a)}: {u}\n" for a, u in links.items())
     msg.set_content(plain)
+    anchors = " &middot; ".join(
+        f'<a href="{html.escape(u)}">{html.escape(ACTION_LABELS.get(a, a))}</a>'
+        for a, u in (links or {}).items()
+    )
     msg.add_alternative(
         '<!doctype html><html><body style="font-family:sans-serif">'
         f"<p>{html.escape(greeting)}</p>"
         f'<p style="font-size:16px"><strong>{html.escape(text)}</strong>.</p>'
         f'<p style="color:#666">Kind: {html.escape(alert["kind"])} &middot; '
         f"score {alert.get('score', 0.0):.2f} &middot; alert {html.escape(alert['alert_id'])}"
-        "</p></body></html>",
+        f"</p>{f'<p>{anchors}</p>' if anchors else ''}</body></html>",
         subtype="html",
     )
     return msg

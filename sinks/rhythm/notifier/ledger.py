@@ -25,6 +25,7 @@ The protocol (service.py) that makes "never twice, never skipped" hold:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -33,9 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rhythm.schemas.feedback import Feedback
 from rhythm.schemas.people import DeliveryRecord, DeliveryState
 
-__all__ = ["ACTIVE_STATES", "Delivery", "Ledger", "NewDelivery"]
+__all__ = ["ACTIVE_STATES", "Delivery", "Ledger", "NewDelivery", "snooze_key"]
 
 #: States of a delivery not finished yet.
 ACTIVE_STATES: tuple[DeliveryState, ...] = ("pending", "held", "sending", "retry")
@@ -71,9 +73,35 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_destination ON deliveries (channel, recipient, state, seq);
 CREATE INDEX IF NOT EXISTS deliveries_day ON deliveries (recipient, day, state);
 CREATE INDEX IF NOT EXISTS deliveries_unpublished ON deliveries (published, version);
+CREATE INDEX IF NOT EXISTS deliveries_alert ON deliveries (alert_id, recipient);
+CREATE INDEX IF NOT EXISTS deliveries_snoozed ON deliveries (state, due_at);
+CREATE TABLE IF NOT EXISTS feedback (
+    feedback_id TEXT PRIMARY KEY,
+    alert_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    snooze_until INTEGER,
+    at INTEGER NOT NULL,
+    alert_kind TEXT,
+    entity_kind TEXT,
+    recorded_at INTEGER NOT NULL,
+    event TEXT,
+    event_key TEXT,
+    event_published INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS feedback_threshold ON feedback (tenant, recipient, entity_kind, at);
 """
 
 _ACTIVE = "('pending', 'held', 'sending', 'retry')"
+#: Not sent yet: what a "done" cancels. (sending is not: it is in the receiver's hands.)
+_UNSENT = "('pending', 'held', 'retry', 'snoozed')"
+
+
+def snooze_key(key: str, until_ms: int) -> str:
+    """The idempotency key of a snoozed heads-up's second delivery: a new delivery (the
+    receiver acted on the first key), the same for the same snooze."""
+    return hashlib.blake2b(f"{key}\x1fsnooze\x1f{until_ms}".encode(), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -267,6 +295,153 @@ class Ledger:
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, count(*) FROM deliveries GROUP BY state")
         return {str(state): int(n) for state, n in rows.fetchall()}
+
+    def alert(self, alert_id: str) -> dict[str, Any] | None:
+        """The alert as routed (None when this ledger never routed it)."""
+        row = self._db.execute(
+            "SELECT alert FROM deliveries WHERE alert_id = ? LIMIT 1", (alert_id,)
+        ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    # -- feedback -----------------------------------------------------------------------------
+
+    def has_feedback(self, feedback_id: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM feedback WHERE feedback_id = ?", (feedback_id,))
+        return row.fetchone() is not None
+
+    def record_feedback(
+        self,
+        fb: Feedback,
+        entity_kind: str | None,
+        alert_kind: str | None,
+        event: tuple[str, str] | None,
+        now_ms: int,
+    ) -> bool:
+        """Record one piece of feedback and apply it to the deliveries, in one transaction;
+        False (nothing changed) when its id was recorded before. `event`: the done event to
+        publish (wire record as JSON, key), kept here until Kafka acknowledged it.
+
+        - done: every delivery of the alert not sent yet (any recipient) is cancelled.
+        - snooze: the recipient's deliveries of the alert wait until `snooze_until`: one not
+          sent yet is held; one sent gets a second delivery then (a new key; one per channel:
+          a later snooze replaces an earlier one still waiting).
+        - not_useful: nothing here: thresholds are read from the recorded feedback.
+        """
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO feedback (feedback_id, alert_id, tenant, recipient, kind, "
+                "snooze_until, at, alert_kind, entity_kind, recorded_at, event, event_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    fb.feedback_id, fb.alert_id, fb.tenant, fb.recipient, fb.kind,
+                    fb.snooze_until, fb.at, alert_kind, entity_kind, now_ms,
+                    event[0] if event else None, event[1] if event else None,
+                ),
+            )  # fmt: skip
+            if cur.rowcount == 0:
+                return False
+            if fb.kind == "done":
+                db.execute(
+                    f"UPDATE deliveries SET state = 'cancelled', updated_at = ?, "
+                    f"last_error = 'done: feedback from ' || ?, version = version + 1 "
+                    f"WHERE alert_id = ? AND state IN {_UNSENT}",
+                    (now_ms, fb.recipient, fb.alert_id),
+                )
+            elif fb.kind == "snooze" and fb.snooze_until is not None:
+                self._snooze(db, fb.alert_id, fb.recipient, fb.snooze_until, now_ms)
+        return True
+
+    def _snooze(
+        self, db: sqlite3.Connection, alert_id: str, recipient: str, until: int, now_ms: int
+    ) -> None:
+        rows = db.execute(
+            f"SELECT {_COLUMNS} FROM deliveries WHERE alert_id = ? AND recipient = ? ORDER BY seq",
+            (alert_id, recipient),
+        ).fetchall()
+        latest: dict[str, Delivery] = {}
+        for row in rows:  # per channel, the newest delivery of this heads-up
+            d = _delivery(row)
+            latest[d.channel] = d
+        for d in latest.values():
+            if d.state in ("pending", "held", "retry", "snoozed"):
+                db.execute(
+                    "UPDATE deliveries SET state = 'snoozed', due_at = ?, updated_at = ?, "
+                    "version = version + 1 WHERE key = ?",
+                    (until, now_ms, d.key),
+                )
+            elif d.state == "sent":
+                db.execute(
+                    "INSERT OR IGNORE INTO deliveries (key, alert_id, tenant, kind, recipient, "
+                    "channel, address, reason, state, created_at, due_at, updated_at, day, "
+                    "alert) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'snoozed', ?, ?, ?, ?, ?)",
+                    (
+                        snooze_key(d.key, until), alert_id, d.tenant, d.kind, recipient,
+                        d.channel, d.address, d.reason, now_ms, until, now_ms, d.day,
+                        json.dumps(d.alert, sort_keys=True, separators=(",", ":")),
+                    ),
+                )  # fmt: skip
+
+    def snoozed_due(self, now_ms: int, limit: int = 100) -> list[Delivery]:
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM deliveries WHERE state = 'snoozed' AND due_at <= ? "
+            "ORDER BY due_at, seq LIMIT ?",
+            (now_ms, limit),
+        ).fetchall()
+        return [_delivery(r) for r in rows]
+
+    def wake(self, key: str, now_ms: int, held_until: int | None) -> None:
+        """A snooze ended: send now (pending), or hold for quiet hours until `held_until`."""
+        state = "held" if held_until is not None and held_until > now_ms else "pending"
+        with self._tx() as db:
+            db.execute(
+                "UPDATE deliveries SET state = ?, due_at = ?, updated_at = ?, "
+                "version = version + 1 WHERE key = ? AND state = 'snoozed'",
+                (state, held_until if state == "held" else now_ms, now_ms, key),
+            )
+
+    def feedback_on(
+        self, tenant: str, recipient: str, entity_kind: str, since_ms: int
+    ) -> dict[str, int]:
+        """A recipient's feedback on a kind of entity since a time, by kind."""
+        rows = self._db.execute(
+            "SELECT kind, count(*) FROM feedback WHERE tenant = ? AND recipient = ? "
+            "AND entity_kind = ? AND at >= ? GROUP BY kind",
+            (tenant, recipient, entity_kind, since_ms),
+        ).fetchall()
+        return {str(kind): int(n) for kind, n in rows}
+
+    def feedback_counts(self) -> dict[tuple[str, str], int]:
+        """(feedback kind, alert kind) -> how many (alert kind "" when not known)."""
+        rows = self._db.execute(
+            "SELECT kind, coalesce(alert_kind, ''), count(*) FROM feedback GROUP BY 1, 2"
+        ).fetchall()
+        return {(str(k), str(a)): int(n) for k, a, n in rows}
+
+    def told_counts(self) -> dict[str, int]:
+        """Alert kind -> heads-ups told: distinct (alert, recipient) with a sent delivery."""
+        rows = self._db.execute(
+            "SELECT kind, count(DISTINCT alert_id || char(31) || recipient) FROM deliveries "
+            "WHERE state = 'sent' GROUP BY kind"
+        ).fetchall()
+        return {str(k): int(n) for k, n in rows}
+
+    def unpublished_events(self, limit: int = 100) -> list[tuple[str, str, str]]:
+        """(feedback_id, event JSON, key) of done events Kafka has not acknowledged yet."""
+        rows = self._db.execute(
+            "SELECT feedback_id, event, event_key FROM feedback WHERE event IS NOT NULL "
+            "AND event_published = 0 ORDER BY recorded_at LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [(str(a), str(b), str(c)) for a, b, c in rows]
+
+    def events_published(self, feedback_ids: Sequence[str]) -> None:
+        if not feedback_ids:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE feedback SET event_published = 1 WHERE feedback_id = ?",
+                [(f,) for f in feedback_ids],
+            )
 
     def all(self) -> list[Delivery]:
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM deliveries ORDER BY seq").fetchall()

@@ -13,6 +13,13 @@ Per turn:
    outcome (sent; retry after a doubling delay; dead after `max_attempts` or a refusal).
 4. Publish the changed deliveries to `rhythm.notifications` (the sink writes them to the
    store's `rhythm.notifications`).
+
+Feedback (`rhythm.feedback`, from the links' API or `rhythm feedback`) is read by the same
+consumer: each piece is recorded and applied in the ledger in one transaction before its
+offset is committed (done cancels what is not sent yet, snooze holds or re-delivers, not
+useful counts against the recipient's threshold for that kind of entity, applied when later
+alerts are planned). A done on a thread's alert becomes an activity event in the thread
+(`rhythm.done`), published from the ledger until Kafka acknowledges it.
 """
 
 from __future__ import annotations
@@ -38,12 +45,15 @@ from rhythm.notifier.channels import (
     slack_payload,
     webhook_payload,
 )
+from rhythm.notifier.feedback import done_event, links, threshold
 from rhythm.notifier.ledger import Delivery, Ledger, NewDelivery
 from rhythm.notifier.lookups import Directory, StoreUnavailableError, most_engaged
 from rhythm.notifier.metrics import NotifierMetrics
 from rhythm.notifier.routing import destinations, idempotency_key, needs_engaged, route
 from rhythm.notifier.schedule import backoff_s, local_day, next_send_at, working_time
 from rhythm.notifier.settings import NotifierSettings
+from rhythm.schemas import encode_event
+from rhythm.schemas.feedback import Feedback
 from rhythm.schemas.outputs import Alert
 from rhythm.schemas.people import Person
 
@@ -65,15 +75,17 @@ def plan_deliveries(
     engaged: list[str],
     count_for_day: Callable[[str, str], int],
     now_ms: int,
+    threshold_for: Callable[[str], float] = lambda _recipient: 0.0,
 ) -> tuple[list[str], list[NewDelivery], dict[str, int]]:
-    """Recipients, their deliveries (pending, held for quiet hours, or suppressed by the cap)
-    and what was suppressed by reason. Pure but for `count_for_day` (the ledger's counts)."""
+    """Recipients, their deliveries (pending, held for quiet hours, or suppressed by the cap
+    or by the recipient's not-useful threshold for this kind of entity) and what was
+    suppressed by reason. Pure but for `count_for_day` and `threshold_for` (the ledger's)."""
     recipients = route(
         alert, engaged, settings.queue_for(alert.tenant), people, settings.internal_types,
         settings.engaged_top,
     )  # fmt: skip
     out: list[NewDelivery] = []
-    suppressed = {"quiet_hours": 0, "cap": 0}
+    suppressed = {"quiet_hours": 0, "cap": 0, "not_useful": 0}
     planned_today: dict[tuple[str, str], int] = {}
     by_recipient: dict[str, list[Any]] = {}
     for d in destinations(recipients, people, settings.channels, settings.webhook_url):
@@ -87,11 +99,18 @@ def plan_deliveries(
         due = next_send_at(now_ms, wt) if settings.quiet_hours else now_ms
         day = local_day(due, wt.zone)
         held = due > now_ms
+        bar = threshold_for(ref)
+        noise = alert.score < bar
         counted = count_for_day(ref, day) + planned_today.get((ref, day), 0)
-        over = settings.daily_cap > 0 and counted >= settings.daily_cap
-        planned_today[(ref, day)] = planned_today.get((ref, day), 0) + (0 if over else 1)
-        if over:
+        over = not noise and settings.daily_cap > 0 and counted >= settings.daily_cap
+        planned_today[(ref, day)] = planned_today.get((ref, day), 0) + (0 if over or noise else 1)
+        why = None
+        if noise:
+            suppressed["not_useful"] += len(dests)
+            why = f"not useful: score {alert.score:.2f} under this recipient's {bar:.2f}"
+        elif over:
             suppressed["cap"] += len(dests)
+            why = f"daily cap {settings.daily_cap} reached"
         elif held:
             suppressed["quiet_hours"] += len(dests)
         for d in dests:
@@ -102,10 +121,10 @@ def plan_deliveries(
                     channel=d.channel,
                     address=d.address,
                     reason=d.recipient.reason,
-                    state="suppressed" if over else ("held" if held else "pending"),
+                    state="suppressed" if why else ("held" if held else "pending"),
                     due_at=due,
                     day=day,
-                    last_error=f"daily cap {settings.daily_cap} reached" if over else None,
+                    last_error=why,
                 )
             )
     return [r.ref for r in recipients], out, suppressed
@@ -122,7 +141,11 @@ class Notifier:
         self.metrics = metrics or NotifierMetrics(settings.stall_after_s)
         self.ledger = Ledger(settings.ledger_path)
         self._counts: dict[str, int] = self.ledger.counts()
+        self._feedback_counts = self.ledger.feedback_counts()
+        self._told = self.ledger.told_counts()
         self.metrics.watch_ledger(lambda: dict(self._counts))
+        self.metrics.watch_feedback(lambda: (dict(self._feedback_counts), dict(self._told)))
+        self._links_key = settings.feedback_key() if settings.links_base else b""
         self.directory = Directory(settings)
         self._engaged = engaged or (lambda alert, n: most_engaged(settings, alert, n))
         conf = settings.kafka.manual_commit_consumer(
@@ -133,17 +156,22 @@ class Notifier:
         producer_conf.update({"enable.idempotence": True, "acks": "all", "linger.ms": 20})
         self.producer = Producer(producer_conf)
         self._acked: list[tuple[str, int]] = []
+        self._events_acked: list[str] = []
+        self._events_in_flight: set[str] = set()
         self._in_flight: dict[str, int] = {}
         self._paused: dict[tuple[str, int], float] = {}
         self._route_backoff_s = 1.0
         self._next_publish = 0.0
         self._next_counts = 0.0
+        self._next_feedback_counts = 0.0
 
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
         self.directory.start()
-        self.consumer.subscribe([self.settings.alerts_topic], on_assign=self._on_assign)
+        self.consumer.subscribe(
+            [self.settings.alerts_topic, self.settings.feedback_topic], on_assign=self._on_assign
+        )
         self.metrics.progress.set_ready(True)
         try:
             while not stop.is_set():
@@ -174,6 +202,10 @@ class Notifier:
         if now >= self._next_counts:
             self._next_counts = now + 1.0
             self._counts = self.ledger.counts()
+        if now >= self._next_feedback_counts:  # scans the ledger: now and then is enough
+            self._next_feedback_counts = now + 15.0
+            self._feedback_counts = self.ledger.feedback_counts()
+            self._told = self.ledger.told_counts()
 
     # -- intake -----------------------------------------------------------------------------
 
@@ -193,7 +225,10 @@ class Notifier:
             if tp in stopped:
                 continue
             try:
-                self.handle_alert(message.value())
+                if topic == self.settings.feedback_topic:
+                    self.handle_feedback(message.value())
+                else:
+                    self.handle_alert(message.value())
             except StoreUnavailableError as exc:
                 self.metrics.route_errors.inc()
                 log.warning("routing put off (%s): partition %s waits at %d", exc, tp, offset)
@@ -256,8 +291,9 @@ class Notifier:
         self._route_backoff_s = 1.0
         now = _now_ms()
         recipients, deliveries, suppressed = plan_deliveries(
-            self.settings, alert, people, engaged, self.ledger.count_for_day, now
-        )
+            self.settings, alert, people, engaged, self.ledger.count_for_day, now,
+            lambda ref: self.threshold(alert, ref, now),
+        )  # fmt: skip
         if not self.ledger.intake(alert.model_dump(), deliveries, recipients, now):
             self.metrics.alerts.labels("duplicate").inc()
             return False
@@ -271,9 +307,96 @@ class Notifier:
         )  # fmt: skip
         return bool(deliveries)
 
+    def threshold(self, alert: Alert, recipient: str, now_ms: int) -> float:
+        """The score `alert` needs to reach `recipient`, from their feedback on its kind of
+        entity (tenant, role:entity type) over the last `feedback_days`."""
+        s = self.settings
+        said = self.ledger.feedback_on(
+            alert.tenant, recipient, f"{alert.role}:{alert.entity_type}",
+            now_ms - s.feedback_days * 86_400_000,
+        )  # fmt: skip
+        useful = said.get("done", 0) + said.get("snooze", 0)
+        return threshold(said.get("not_useful", 0), useful, s.not_useful_step, s.not_useful_cap)
+
+    # -- feedback -----------------------------------------------------------------------------
+
+    def handle_feedback(self, value: bytes | None) -> bool:
+        """Record and apply one piece of feedback; True when it was new."""
+        try:
+            fb = Feedback.model_validate_json(value or b"")
+        except ValidationError as exc:
+            log.warning("invalid feedback skipped: %s", exc.errors()[:1])
+            self.metrics.feedback.labels("invalid").inc()
+            return False
+        alert = self.ledger.alert(fb.alert_id)
+        kind = (alert or {}).get("kind") or fb.alert_kind
+        entity_kind = fb.entity_kind
+        if alert is not None:
+            entity_kind = f"{alert['role']}:{alert['entity_type']}"
+        event = None
+        made = done_event(fb, alert)
+        if made is not None:
+            record, key = made
+            event = (json.dumps(record, sort_keys=True), key)
+        if not self.ledger.record_feedback(fb, entity_kind, kind, event, _now_ms()):
+            return False
+        self.metrics.feedback.labels(fb.kind).inc()
+        log.info(
+            "feedback %s: %s on alert %s by %s%s", fb.feedback_id, fb.kind, fb.alert_id,
+            fb.recipient, "" if alert is not None else " (an alert this notifier never routed)",
+        )  # fmt: skip
+        return True
+
+    def _publish_events(self) -> None:
+        """The done events recorded in the ledger, until Kafka acknowledges them."""
+        for fid, record, key in self.ledger.unpublished_events():
+            if fid in self._events_in_flight:
+                continue
+            self._events_in_flight.add(fid)
+
+            def on_delivery(err: KafkaError | None, _msg: KafkaMessage, fid: str = fid) -> None:
+                if err is None:
+                    self._events_acked.append(fid)
+                else:
+                    log.warning("done event of feedback %s not published: %s", fid, err)
+                self._events_in_flight.discard(fid)
+
+            try:
+                self.producer.produce(
+                    self.settings.events_topic, encode_event(json.loads(record)), key,
+                    on_delivery=on_delivery,
+                )  # fmt: skip
+            except BufferError:
+                self._events_in_flight.discard(fid)
+                break
+
+    def _links(self, d: Delivery) -> dict[str, str]:
+        base = self.settings.links_base
+        if base is None:
+            return {}
+        return links(
+            base, self._links_key, d.tenant, d.alert_id, d.recipient, time.time(),
+            self.settings.feedback_link_ttl_s,
+        )  # fmt: skip
+
     # -- delivery ---------------------------------------------------------------------------
 
+    def wake_snoozed(self) -> int:
+        """Snoozes that ended: their deliveries go now (or at the recipient's next working
+        hour, in quiet hours)."""
+        s = self.settings
+        now = _now_ms()
+        woken = self.ledger.snoozed_due(now)
+        for d in woken:
+            person = self.directory.of(d.tenant).get(d.recipient)
+            wt = working_time(
+                person, s.default_timezone, s.default_working_hours, s.default_working_days
+            )
+            self.ledger.wake(d.key, now, next_send_at(now, wt) if s.quiet_hours else None)
+        return len(woken)
+
     def deliver_due(self) -> int:
+        self.wake_snoozed()
         done = 0
         for delivery in self.ledger.due(_now_ms()):
             self.metrics.progress.beat()
@@ -320,16 +443,17 @@ class Notifier:
                 "email": person.traits.email if person else None,
                 "chat_handle": person.traits.chat_handle if person else None,
             }
-            body = webhook_payload(d.key, d.alert, recipient, text)
+            body = webhook_payload(d.key, d.alert, recipient, text, self._links(d))
             secret = s.webhook_secret.get_secret_value().encode()
             send_webhook(s.webhook_url, secret, d.key, body, s.request_timeout_s)
         elif d.channel == "slack":
             assert s.slack_webhook_url is not None
-            body = slack_payload(d.address, d.alert, text)
+            body = slack_payload(d.address, d.alert, text, self._links(d))
             send_slack(s.slack_webhook_url.get_secret_value(), d.key, body, s.request_timeout_s)
         elif d.channel == "email":
             name = person.traits.name if person else None
-            send_email(s, email_message(s, d.key, d.address, name, d.alert, text))
+            message = email_message(s, d.key, d.address, name, d.alert, text, self._links(d))
+            send_email(s, message)
         else:
             raise DeliveryError(f"unknown channel {d.channel}", False)
 
@@ -341,6 +465,7 @@ class Notifier:
         if now < self._next_publish:
             return
         self._next_publish = now + 0.5
+        self._publish_events()
         for d in self.ledger.unpublished():
             if self._in_flight.get(d.key, 0) >= d.version:
                 continue
@@ -388,6 +513,9 @@ class Notifier:
         if self._acked:
             acked, self._acked = self._acked, []
             self.ledger.published(acked)
+        if self._events_acked:
+            events, self._events_acked = self._events_acked, []
+            self.ledger.events_published(events)
 
 
 def run_notifier(
@@ -415,10 +543,18 @@ def run_notifier(
             notifier.metrics.progress,
         ).start()
         ready["metrics"] = f"{server.url}/metrics"
+    api = None
+    if settings.feedback_port:
+        from rhythm.notifier.feedback_api import FeedbackApi
+
+        api = FeedbackApi(settings, notifier.metrics).start()
+        ready["feedback"] = api.url
     try:
         if on_ready is not None:
             on_ready(ready)
         notifier.run(stop)
     finally:
+        if api is not None:
+            api.stop()
         if server is not None:
             server.stop()

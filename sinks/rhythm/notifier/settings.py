@@ -6,6 +6,8 @@ the SMTP password, the store's password) are `SecretStr`: printed and logged as 
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -18,6 +20,8 @@ from rhythm.schemas.people import Channel
 from rhythm.schemas.topics import (
     ALERTS_TOPIC,
     DEAD_LETTERS_TOPIC,
+    EVENTS_TOPIC,
+    FEEDBACK_TOPIC,
     NOTIFICATIONS_TOPIC,
     PEOPLE_TOPIC,
 )
@@ -53,6 +57,10 @@ class NotifierSettings(BaseSettings):
     notifications_topic: str = NOTIFICATIONS_TOPIC
     dead_letters_topic: str = Field(
         DEAD_LETTERS_TOPIC, description="A dead delivery is also published here, for a human."
+    )
+    feedback_topic: str = Field(FEEDBACK_TOPIC, description="Feedback in (and from the API out).")
+    events_topic: str = Field(
+        EVENTS_TOPIC, description="Where a 'done' on a thread's alert becomes an event."
     )
     kinds: list[str] = Field(
         default_factory=lambda: ["silence", "unanswered", "follow_up"],
@@ -103,6 +111,32 @@ class NotifierSettings(BaseSettings):
     retry_max_s: float = Field(300.0, gt=0, description="up to this.")
     tick_s: float = Field(0.2, gt=0, description="How often due deliveries are looked for.")
 
+    # -- feedback (links in each heads-up, the HTTP API behind them) ------------------------
+    feedback_port: int = Field(
+        9468, ge=0, le=65535, description="The feedback links' HTTP API; 0 = no links, no API."
+    )
+    feedback_host: str = Field("127.0.0.1", description="Where the API listens.")
+    feedback_url: str | None = Field(
+        None,
+        description="The links' base as recipients reach it (a proxy in front of the API); "
+        "default http://<feedback_host>:<feedback_port>.",
+    )
+    feedback_secret: SecretStr | None = Field(
+        None,
+        description="HMAC key of the links' tokens; none: one is generated in data_dir "
+        "(feedback.secret, mode 0600) and kept.",
+    )
+    feedback_link_ttl_s: int = Field(14 * 86_400, ge=60, description="A link works this long.")
+    not_useful_step: float = Field(
+        0.2, gt=0, lt=1,
+        description="Each net 'not useful' of a recipient on a kind of entity closes this share "
+        "of the gap between its score threshold and 1.",
+    )  # fmt: skip
+    not_useful_cap: float = Field(
+        0.9, ge=0, le=1, description="The threshold never exceeds this: strong alerts still go."
+    )
+    feedback_days: int = Field(90, ge=1, description="Feedback older than this is forgotten.")
+
     # -- observability ----------------------------------------------------------------------
     metrics_port: int = Field(9467, ge=0, le=65535, description="/metrics, /healthz; 0 = off")
     metrics_host: str = "127.0.0.1"
@@ -152,3 +186,27 @@ class NotifierSettings(BaseSettings):
     @property
     def ledger_path(self) -> Path:
         return self.data_dir / "state.db"
+
+    @property
+    def links_base(self) -> str | None:
+        """The feedback links' base URL, or None when the API is off (no links)."""
+        if not self.feedback_port:
+            return None
+        base = self.feedback_url or f"http://{self.feedback_host}:{self.feedback_port}"
+        return base.rstrip("/")
+
+    def feedback_key(self) -> bytes:
+        """The links' signing key: the setting, else the one kept in data_dir (made once)."""
+        if self.feedback_secret is not None:
+            return self.feedback_secret.get_secret_value().encode()
+        path = self.data_dir / "feedback.secret"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # made meanwhile by another process (the CLI)
+                pass
+            else:
+                with os.fdopen(fd, "w") as out:
+                    out.write(secrets.token_hex(32))
+        return path.read_text(encoding="utf-8").strip().encode()

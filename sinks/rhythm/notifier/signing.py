@@ -23,16 +23,24 @@ can import (`from rhythm.notifier.signing import verify`).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "TOLERANCE_S",
+    "Claims",
     "SignatureError",
+    "TokenError",
+    "make_token",
+    "read_token",
     "sign",
     "signature",
     "verify",
@@ -93,3 +101,74 @@ def verify(
     if not any(hmac.compare_digest(expected, g) for g in given):
         raise SignatureError("signature does not match")
     return timestamp
+
+
+# -- feedback links ---------------------------------------------------------------------------
+#
+# Each heads-up carries three links (done, snooze, not useful), each with a token that says
+# which alert, which recipient, which action and until when, signed with the same HMAC-SHA256
+# as the webhooks (`signature()` over "<expiry>.<payload>") under the notifier's feedback key:
+#
+#     <base64url(JSON payload)>.<hex signature>
+#
+# A token cannot be changed (another alert, recipient or action: the signature no longer
+# matches), used for another action than its own, or used after its expiry. Using one twice
+# gives the same feedback id (the API answers 409 and the notifier applies an id once).
+
+
+class TokenError(ValueError):
+    """A feedback token that is not to be acted on; `status` is the HTTP answer."""
+
+    def __init__(self, reason: str, status: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Claims:
+    tenant: str
+    alert_id: str
+    recipient: str
+    action: str
+    expires_at: int  # Unix seconds
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def make_token(secret: bytes, claims: Claims) -> str:
+    payload = json.dumps(
+        [claims.tenant, claims.alert_id, claims.recipient, claims.action, claims.expires_at],
+        separators=(",", ":"),
+    ).encode()
+    body = _b64(payload)
+    return f"{body}.{signature(secret, claims.expires_at, body.encode())}"
+
+
+def read_token(secret: bytes, token: str, action: str, now: float) -> Claims:
+    """The token's claims if it is ours, unchanged, for `action` and not expired; else
+    TokenError (400 malformed, 403 forged or for another action, 410 expired)."""
+    body, dot, mac = token.partition(".")
+    if not dot or not body or len(mac) != 64:
+        raise TokenError("malformed token", 400)
+    try:
+        tenant, alert_id, recipient, claimed, expires_at = json.loads(_unb64(body))
+        if not all(isinstance(v, str) for v in (tenant, alert_id, recipient, claimed)):
+            raise ValueError("not text")
+        if type(expires_at) is not int:
+            raise ValueError("no expiry")
+    except (ValueError, TypeError, binascii.Error):
+        raise TokenError("malformed token", 400) from None
+    if not hmac.compare_digest(signature(secret, expires_at, body.encode()), mac):
+        raise TokenError("token signature does not match", 403)
+    if claimed != action:
+        raise TokenError(f"this link is for {claimed}, not {action}", 403)
+    if now > expires_at:
+        raise TokenError("this link has expired", 410)
+    return Claims(tenant, alert_id, recipient, claimed, expires_at)

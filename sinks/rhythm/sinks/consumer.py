@@ -82,6 +82,7 @@ class ConsumerLoop:
             settings.alerts_topic: "alerts",
             settings.people_topic: "people",
             settings.notifications_topic: "notifications",
+            settings.feedback_topic: "feedback",
         }
         self._topic_ids = topic_ids
         self._done: queue.SimpleQueue[Done] = queue.SimpleQueue()

@@ -43,6 +43,7 @@ from rhythm.sinks.schema import (
     DEAD_LETTERS,
     ENTITY_EVENTS,
     EVENTS,
+    FEEDBACK,
     NOTIFICATIONS,
     PEOPLE,
     SCHEMA_MIGRATIONS,
@@ -175,11 +176,17 @@ def _people_and_notifications(target: Target, days: int) -> list[str]:
     return [sql for t in (PEOPLE, NOTIFICATIONS) for sql in target.create_tables(t, days)]
 
 
+def _feedback(target: Target, days: int) -> list[str]:
+    """Feedback on heads-ups (done, snooze, not useful)."""
+    return target.create_tables(FEEDBACK, days)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "tables", _tables),
     Migration(2, "analyst views", _views),
     Migration(3, "alert owners, scores and the noise budget", _alert_owners),
     Migration(4, "people directory and notifications", _people_and_notifications),
+    Migration(5, "feedback on heads-ups", _feedback),
 )
 
 

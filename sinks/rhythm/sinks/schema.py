@@ -26,6 +26,11 @@ people
     The directory (`Client.identify()`, topic `rhythm.people`): ReplacingMergeTree on
     (tenant, actor_type, actor_id) with `updated_at` as the version, so the latest record
     of a person wins (`FINAL`). No TTL: a person is kept until said otherwise.
+feedback
+    What recipients said of their heads-ups (done, snooze, not useful), one row per
+    `feedback_id` (ReplacingMergeTree: a link used twice is one row), with the alert's kind
+    and entity as the feedback carried them. Kept for good: a recipient's thresholds are
+    learned from it.
 notifications
     The notifier's deliveries, one per (alert, recipient, channel): ReplacingMergeTree
     (`version`), the notifier re-publishing each state change with a higher version.
@@ -59,6 +64,7 @@ __all__ = [
     "DEDUP_WINDOW",
     "ENTITY_EVENTS",
     "EVENTS",
+    "FEEDBACK",
     "NOTIFICATIONS",
     "PEOPLE",
     "SCHEMA_MIGRATIONS",
@@ -367,6 +373,33 @@ NOTIFICATIONS = Table(
     shard_by=("tenant", "alert_id"),
 )
 
+FEEDBACK = Table(
+    name="feedback",
+    columns=(
+        Column("feedback_id", "String"),
+        Column("alert_id", "String"),
+        Column("tenant", _LC),
+        Column("recipient", "String", _Z, comment="type:id of the person or queue"),
+        Column("kind", _LC, comment="done, snooze or not_useful"),
+        Column("snooze_until", f"Nullable({TS})", _Z),
+        Column("at", TS, _TIME_CODEC, comment="when it was given"),
+        Column("source", _LC, comment="link (the heads-up's links) or cli"),
+        Column("alert_kind", _LCN, comment="silence, unanswered, follow_up; NULL: not known"),
+        Column("role", _LCN),
+        Column("entity_type", _LCN),
+        Column("entity_id", "Nullable(String)", _Z),
+        Column("context_id", "Nullable(String)", _Z),
+        Column("score", "Nullable(Float64)"),
+        *_INGEST,
+    ),
+    engine=Engine("ReplacingMergeTree"),
+    order_by=("tenant", "recipient", "feedback_id"),
+    partition_by="toYYYYMM(at)",
+    settings=_DEDUP,
+    comment="Feedback on heads-ups (done, snooze, not_useful), one row per feedback_id.",
+    shard_by=("tenant", "recipient"),
+)
+
 SCHEMA_MIGRATIONS = Table(
     name="schema_migrations",
     columns=(
@@ -381,5 +414,5 @@ SCHEMA_MIGRATIONS = Table(
 )
 
 DATA_TABLES: tuple[Table, ...] = (
-    EVENTS, ENTITY_EVENTS, SIGNALS, ALERTS, DEAD_LETTERS, PEOPLE, NOTIFICATIONS,
+    EVENTS, ENTITY_EVENTS, SIGNALS, ALERTS, DEAD_LETTERS, PEOPLE, NOTIFICATIONS, FEEDBACK,
 )  # fmt: skip

@@ -23,6 +23,7 @@ from rhythm.schemas.topics import (
     ALERTS_TOPIC,
     DEAD_LETTERS_TOPIC,
     EVENTS_TOPIC,
+    FEEDBACK_TOPIC,
     NOTIFICATIONS_TOPIC,
     PEOPLE_TOPIC,
     SIGNALS_TOPIC,
@@ -189,6 +190,7 @@ class SinkSettings(BaseSettings):
     alerts_topic: str = ALERTS_TOPIC
     people_topic: str = PEOPLE_TOPIC
     notifications_topic: str = NOTIFICATIONS_TOPIC
+    feedback_topic: str = FEEDBACK_TOPIC
     dead_letter_topic: str = DEAD_LETTERS_TOPIC
     consumer_extra: dict[str, Any] = Field(
         default_factory=dict, description="Any other librdkafka consumer setting."
@@ -308,6 +310,7 @@ class SinkSettings(BaseSettings):
             self.alerts_topic,
             self.people_topic,
             self.notifications_topic,
+            self.feedback_topic,
         ]
 
     def endpoint_state_file(self) -> Path | None:

@@ -21,10 +21,11 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from rhythm.schemas import WireError, decode_event
+from rhythm.schemas.feedback import Feedback
 from rhythm.schemas.outputs import Alert, Signal
 from rhythm.schemas.people import DeliveryRecord, Person
 from rhythm.schemas.wire_check import record_problem
-from rhythm.sinks.schema import ALERTS, EVENTS, NOTIFICATIONS, PEOPLE, SIGNALS, Table
+from rhythm.sinks.schema import ALERTS, EVENTS, FEEDBACK, NOTIFICATIONS, PEOPLE, SIGNALS, Table
 
 __all__ = [
     "DEAD_LETTER_REASONS",
@@ -36,19 +37,20 @@ __all__ = [
     "dead_letter_row",
     "transform_alert",
     "transform_event",
+    "transform_feedback",
     "transform_notification",
     "transform_person",
     "transform_signal",
 ]
 
 Row = tuple[Any, ...]
-Kind = Literal["events", "signals", "alerts", "people", "notifications"]
+Kind = Literal["events", "signals", "alerts", "people", "notifications", "feedback"]
 
 #: Every reason a message can be dead-lettered for (a bounded metric label).
 DEAD_LETTER_REASONS = (
     "empty", "too_short", "bad_magic", "unknown_schema_id", "bad_avro",  # WireError.reason
     "invalid_event", "invalid_json", "invalid_signal", "invalid_alert", "invalid_person",
-    "invalid_notification",
+    "invalid_notification", "invalid_feedback",
 )  # fmt: skip
 
 # What the contract allows (schemas/README.md), which DateTime64(3) holds.
@@ -232,6 +234,25 @@ def transform_notification(message: Message) -> Outcome:
     )  # fmt: skip
 
 
+def transform_feedback(message: Message) -> Outcome:
+    if not message.value:
+        return DeadLetter(message, "empty", "no value (a tombstone?)")
+    try:
+        f = Feedback.model_validate_json(message.value)
+        _time("at", f.at)
+        if f.snooze_until is not None:
+            _time("snooze_until", f.snooze_until)
+    except ValidationError as exc:
+        return DeadLetter(message, _validation_reason(exc, "invalid_feedback"), _detail(exc))
+    except _InvalidError as exc:
+        return DeadLetter(message, "invalid_feedback", str(exc))
+    return (
+        f.feedback_id, f.alert_id, f.tenant, f.recipient, f.kind, f.snooze_until, f.at,
+        f.source, f.alert_kind, f.role, f.entity_type, f.entity_id, f.context_id, f.score,
+        message.timestamp_ms, message.partition, message.offset,
+    )  # fmt: skip
+
+
 def dead_letter_row(dead: DeadLetter, max_bytes: int) -> Row:
     """The `dead_letters` row: the raw value as base64, cut to `max_bytes`."""
     m = dead.message
@@ -255,4 +276,5 @@ TRANSFORMS: dict[Kind, tuple[Table, Callable[[Message], Outcome]]] = {
     "alerts": (ALERTS, transform_alert),
     "people": (PEOPLE, transform_person),
     "notifications": (NOTIFICATIONS, transform_notification),
+    "feedback": (FEEDBACK, transform_feedback),
 }

@@ -45,6 +45,7 @@ _EVENT_TIME = {
     "alerts": "fired_at",
     "people": "updated_at",
     "notifications": "updated_at",
+    "feedback": "at",
 }
 _ERROR_NAME = re.compile(r"\(([A-Z][A-Z0-9_]{2,})\)")
 

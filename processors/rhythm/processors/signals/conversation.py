@@ -19,6 +19,11 @@ Pure logic over plain data, for one partition of contexts (threads). The rule:
   the kind's reply delays ("half again as long as 99 % of replies took"). A wait that began
   before its kind was known alerts at the first check after it became known (cold start).
 - A wait still open after `horizon_ms` is censored there and never alerts.
+- An event whose verb is in `closes_waits` (the notifier's `rhythm.done`: a recipient said
+  the action is taken) closes the thread's open wait without being a message: the wait is
+  censored at its age (Kaplan-Meier's "observed until then, not replied"), so the norms learn
+  no reply delay that never happened, and no wait opens on the other side. When it names a
+  target, only a wait of that sender is closed (the alert was about that wait).
 - Everything runs in event time, in time order across the partition's contexts, over final
   events only (W - L): replaying history at any speed gives the same alerts as living it,
   and a lagging pipeline (a watermark that has not moved) never alerts.
@@ -42,6 +47,7 @@ from typing import Literal, Protocol
 from rhythm.processors.signals import survival
 from rhythm.processors.signals.calendar import BusinessCalendar
 from rhythm.processors.signals.survival import Curve, KindStats
+from rhythm.schemas.feedback import DONE_VERB
 
 DAY_MS = 86_400_000
 Party = tuple[str, str]  # (entity type, id)
@@ -94,6 +100,8 @@ class ReplyConfig:
             "subscribed", "starred", "moved", "merged", "linked", "prioritized",
         }
     )  # fmt: skip
+    # Events that close the open wait without answering it (feedback: "done").
+    closes_waits: frozenset[str] = frozenset({DONE_VERB})
 
 
 Position = tuple[int, int, str, int, int]  # (time, priority, key, source partition, offset)
@@ -133,6 +141,8 @@ class Contribution:
     kind: ShortKind  # (channel, sender type, verb, opens); the tenant is the context's
     delay_ms: int | None  # None: censored at the horizon
     work_delay_ms: int | None  # the same in the tenant's working time
+    # True: closed without a reply (done): censored at delay_ms (work_delay_ms on that clock)
+    censored: bool = False
 
 
 @dataclass(slots=True)
@@ -275,6 +285,11 @@ class Conversations:
         if message.ts > ctx.last_ms:
             ctx.last_ms = message.ts
             self._schedule_forget(key, ctx)
+        if message.verb in self.cfg.closes_waits:
+            wait = ctx.waiting
+            if wait is not None and message.about in ("", f"{wait.sender[0]}:{wait.sender[1]}"):
+                self._finish(ctx, wait, pos, message.ts - wait.since_ms, censored=True)
+            return  # no message either way: it answers no one, and no one waits on it
         if message.sender not in ctx.parties and len(ctx.parties) < MAX_PARTIES:
             ctx.parties.append(message.sender)
         if not ctx.about and message.about:
@@ -330,12 +345,17 @@ class Conversations:
         self._finish(ctx, wait, pos, None)
         self.dirty.add(key)
 
-    def _finish(self, ctx: ContextState, wait: Wait, pos: Position, delay: int | None) -> None:
+    def _finish(
+        self, ctx: ContextState, wait: Wait, pos: Position, delay: int | None,
+        censored: bool = False,
+    ) -> None:  # fmt: skip
         work_delay = None
         if delay is not None:
             calendar = self.sides.calendar(ctx.tenant)
             work_delay = calendar.work_clock(pos[0]) - calendar.work_clock(wait.since_ms)
-        contribution = Contribution(wait.pos, pos, self._kind3(wait), delay, work_delay)
+        contribution = Contribution(
+            wait.pos, pos, self._kind3(wait), delay, work_delay, censored and delay is not None
+        )
         ctx.finished.append(contribution)
         self._close(ctx.tenant, contribution)
         ctx.waiting = None
@@ -393,6 +413,10 @@ class Conversations:
         work = calendar.work_clock(since)
         work_horizon = calendar.work_clock(since + self.cfg.horizon_ms) - work
         for stats in self._targets(tenant, c.kind):
+            if c.censored:  # closed without a reply: censored at its age on each clock
+                survival.close_wait(stats.wall, since, None, c.delay_ms or 0)
+                survival.close_wait(stats.work, work, None, c.work_delay_ms or 0)
+                continue
             survival.close_wait(stats.wall, since, c.delay_ms, self.cfg.horizon_ms)
             survival.close_wait(stats.work, work, c.work_delay_ms, work_horizon)
 
@@ -403,6 +427,10 @@ class Conversations:
         work = calendar.work_clock(since)
         work_horizon = calendar.work_clock(since + self.cfg.horizon_ms) - work
         for stats in self._targets(tenant, c.kind):
+            if c.censored:
+                survival.unlearn(stats.wall, None, c.delay_ms or 0)
+                survival.unlearn(stats.work, None, c.work_delay_ms or 0)
+                continue
             survival.unlearn(stats.wall, c.delay_ms, self.cfg.horizon_ms)
             survival.unlearn(stats.work, c.work_delay_ms, work_horizon)
 
