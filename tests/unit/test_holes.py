@@ -62,6 +62,20 @@ def test_quiet_partitions_are_those_nothing_came_for_since_the_clock_started() -
     assert guard.quiet(["p0", "p1"], now=136.0, after_s=20) == ["p0"]
 
 
+def test_a_partition_read_again_for_nothing_waits_twice_as_long_each_time() -> None:
+    guard: OffsetGuard[str] = OffsetGuard()
+    guard.quiet(["p0"], now=0.0, after_s=20)
+    guard.reread("p0", 20.0)
+    assert guard.quiet(["p0"], now=55.0, after_s=20) == []  # 40 s now
+    assert guard.quiet(["p0"], now=60.0, after_s=20) == ["p0"]
+    for n in range(2, 8):
+        guard.reread("p0", 1000.0 * n)
+    assert guard.quiet(["p0"], now=7000.0 + 319.0, after_s=20) == []  # at most 16 x 20 s
+    assert guard.quiet(["p0"], now=7000.0 + 320.0, after_s=20) == ["p0"]
+    guard.passed("p0", 5, now=8000.0)  # it delivered: back to 20 s
+    assert guard.quiet(["p0"], now=8020.0, after_s=20) == ["p0"]
+
+
 @dataclass
 class _Message:
     offset: int

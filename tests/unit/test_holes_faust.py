@@ -17,6 +17,7 @@ records the offsets it was given, or raises).
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -271,6 +272,46 @@ def test_the_processors_consumer_is_fausts_with_the_commit_choice_of_rhythm(
     assert type(consumer).__mro__[1] is faust_aiokafka.Consumer
     assert "_new_offset" in type(consumer).__dict__  # only the choice of offset is Rhythm's
     assert "ack" not in type(consumer).__dict__ and "getmany" not in type(consumer).__dict__
+
+
+def test_a_seek_runs_in_the_consumer_thread_not_the_apps(tmp_path: Path) -> None:
+    """Faust's own `_seek` calls aiokafka's seek from the app's thread while the consumer
+    thread's fetcher uses the same structures (a KeyError in aiokafka's fetched_records
+    crashed a busy worker). Here Faust's real consumer thread runs (its mode thread and
+    method queue); only the aiokafka consumer inside it is stood in, and records the thread
+    each seek ran on."""
+    seeks: list[tuple[TP, int, int]] = []
+
+    class _Aiokafka:
+        def seek(self, tp: TP, offset: int) -> None:
+            seeks.append((tp, offset, threading.get_ident()))
+
+        async def stop(self) -> None:
+            return None
+
+    async def go() -> Any:
+        settings = ProcessorSettings(
+            data_dir=tmp_path, events_topic=TOPIC, updates_topic="up", metrics_port=0
+        )
+        consumer: Any = Processors(settings, events_partitions=4).app.consumer
+        thread = consumer._thread
+        assert isinstance(thread, faust_aiokafka.AIOKafkaConsumerThread)
+
+        async def on_start() -> None:  # instead of building and connecting aiokafka's consumer
+            thread._consumer = _Aiokafka()
+
+        thread.on_start = on_start  # type: ignore[method-assign]
+        await thread.start()
+        try:
+            await consumer.seek(TPX, 7)  # Faust's public seek, which ends in `_seek`
+        finally:
+            await thread.stop()
+        return consumer
+
+    consumer = asyncio.run(go())
+    assert [(tp, offset) for tp, offset, _ in seeks] == [(TPX, 7)]
+    assert seeks[0][2] != threading.get_ident()
+    assert consumer._read_offset[TPX] == 7  # Faust's own bookkeeping of the seek still ran
 
 
 def test_start_up_refuses_another_faust_version() -> None:

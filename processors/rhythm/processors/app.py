@@ -462,6 +462,7 @@ class Processors:
                 tp.topic, tp.partition, expected, end - 1, s.reseek_after_s, expected,
             )  # fmt: skip
             self.metrics.hole("events" if tp.topic == s.events_topic else "updates")
+            self.guard.reread(tp, time.monotonic())
             await consumer.seek(tp, expected)
 
     async def _watch(self) -> None:

@@ -84,9 +84,10 @@ def partition_items(store: Any, partition: int) -> Iterable[tuple[Any, Any]] | N
 
 def guard_commits(app: faust.App, topics: set[str], frontier: Callable[[TP], int | None]) -> None:
     """Make the consumer `app` creates commit, for `topics`, only `frontier(tp)`: the offset
-    up to which everything was processed (None: nothing yet). Must be called before
-    `app.consumer` is first used (it is created lazily); the transport's `Consumer` class is
-    replaced by a subclass for that. For other topics Faust's own choice stands."""
+    up to which everything was processed (None: nothing yet), and seek in its own thread.
+    Must be called before `app.consumer` is first used (it is created lazily); the
+    transport's `Consumer` class is replaced by a subclass for that. For other topics Faust's
+    own choice of offset stands."""
     transport: Any = app.transport
     base: type[Any] = transport.Consumer
 
@@ -112,5 +113,19 @@ def guard_commits(app: faust.App, topics: set[str], frontier: Callable[[TP], int
                 if gap:
                     gap.chop(0, done)
             return done
+
+        async def _seek(self, partition: TP, offset: int) -> None:
+            # Faust's ThreadDelegateConsumer._seek calls aiokafka's seek from the app's
+            # thread, while the consumer thread's fetcher reads and changes the same
+            # structures (its records per partition, the position, futures of its loop): at
+            # load 8, a worker building a million entities crashed twice with a KeyError in
+            # aiokafka's fetched_records right after such a seek. Run it in the consumer's
+            # own thread and loop, as Faust does for seek_to_committed.
+            thread = self._thread
+
+            async def seek() -> None:
+                thread.seek(partition, offset)
+
+            await thread.call_thread(seek)
 
     transport.Consumer = GuardedConsumer

@@ -60,6 +60,7 @@ class OffsetGuard(Generic[K]):
         self._waiting: dict[K, tuple[int, float]] = {}  # hole, when it was last sought
         self._last_seen: dict[K, float] = {}  # when a batch (or a seek) was last made
         self._done: dict[K, int] = {}  # everything below it was processed (this assignment)
+        self._rereads: dict[K, int] = {}  # re-reads for quiet since it last delivered
 
     def expected(self, key: K, committed: int | None) -> int | None:
         """What was seen in this assignment, else the committed offset the consumer was
@@ -83,6 +84,7 @@ class OffsetGuard(Generic[K]):
 
     def passed(self, key: K, last_offset: int, now: float = 0.0) -> None:
         self._last_seen[key] = now
+        self._rereads.pop(key, None)
         self._next[key] = max(self._next.get(key, 0), last_offset + 1)
         waiting = self._waiting.get(key)
         if waiting is not None and waiting[0] <= last_offset:
@@ -103,17 +105,26 @@ class OffsetGuard(Generic[K]):
 
     def quiet(self, keys: Iterable[K], now: float, after_s: float) -> list[K]:
         """Partitions nothing was delivered for in `after_s` (the clock starts at the first
-        call for a partition). A hole at the end of what was written has no later message
-        to reveal it: the caller compares these with their end offsets."""
+        call for a partition), doubled for each re-read (`reread`) that brought nothing
+        since, up to 16 times: a worker too busy to be handed its input (seen at load 8,
+        building a million entities) would otherwise drop what it had fetched and read it
+        again every `after_s`, making itself busier. A hole at the end of what was written
+        has no later message to reveal it: the caller compares these with their end
+        offsets."""
         out = []
         for key in keys:
             seen = self._last_seen.setdefault(key, now)
-            if now - seen >= after_s:
+            if now - seen >= after_s * 2 ** min(self._rereads.get(key, 0), 4):
                 out.append(key)
         return out
 
     def touch(self, key: K, now: float) -> None:
         self._last_seen[key] = now
+
+    def reread(self, key: K, now: float) -> None:
+        """A quiet partition was sought back to what it owes."""
+        self._last_seen[key] = now
+        self._rereads[key] = self._rereads.get(key, 0) + 1
 
     def forget(self, keys: Iterable[K]) -> None:
         """Revoked: the next owner (maybe this worker again) starts from the commit."""
@@ -122,3 +133,4 @@ class OffsetGuard(Generic[K]):
             self._waiting.pop(key, None)
             self._last_seen.pop(key, None)
             self._done.pop(key, None)
+            self._rereads.pop(key, None)
