@@ -166,6 +166,18 @@ class Pipeline:
 
 
 @dataclass(frozen=True)
+class Deliveries:
+    """The notifier's deliveries of one kind (heads-up or digest), channel and state."""
+
+    what: str
+    channel: str
+    state: str
+    deliveries: int
+    recipients: int
+    last_sent: datetime | None
+
+
+@dataclass(frozen=True)
 class Check:
     """What the pipeline found against what the simulation planted."""
 
@@ -213,6 +225,7 @@ class Report:
     pipeline: Pipeline
     check: Check | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    deliveries: tuple[Deliveries, ...] = ()
 
     @property
     def quiet_entities(self) -> tuple[Silence, ...]:
@@ -399,6 +412,20 @@ def pipeline_from_rows(
     )
 
 
+def deliveries_from_rows(rows: Iterable[Row]) -> tuple[Deliveries, ...]:
+    return tuple(
+        Deliveries(
+            what=str(r["what"]),
+            channel=str(r["channel"]),
+            state=str(r["state"]),
+            deliveries=int(r["deliveries"]),
+            recipients=int(r["recipients"]),
+            last_sent=utc(r["last_sent"]) if r.get("last_sent") is not None else None,
+        )
+        for r in rows
+    )
+
+
 def check_against_manifest(
     manifest: Mapping[str, Any], silences: Sequence[Silence], waiting: Sequence[Waiting]
 ) -> Check:
@@ -525,6 +552,7 @@ def fetch_report(
         alert_latency[0] if alert_latency else None,
     )
     check = check_against_manifest(manifest, silences, waiting) if manifest else None
+    deliveries = deliveries_from_rows(_rows(client, "deliveries", database, **t))
     return Report(
         as_of=as_of,
         database=database,
@@ -539,4 +567,5 @@ def fetch_report(
         timeline_bucket_s=bucket,
         pipeline=pipeline,
         check=check,
+        deliveries=deliveries,
     )

@@ -55,6 +55,7 @@ def render_html(report: Report, *, charts: bool = True) -> str:
     parts += _waiting(report)
     parts += _movers(report, charts)
     parts += _timeline(report, charts)
+    parts += _deliveries(report)
     parts += _pipeline(report, charts)
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -185,6 +186,15 @@ def _timeline(report: Report, charts: bool) -> list[str]:
         )
         out.append(f"<figure>{svg}</figure>")
     return out
+
+
+def _deliveries(report: Report) -> list[str]:
+    return [
+        "<h2>Deliveries: heads-ups and digests</h2>",
+        f'<p class="sub">{escape(fmt.deliveries_note(report))}</p>',
+        _table(fmt.DELIVERY_HEADERS, fmt.delivery_rows(report), {3, 4}),
+        f'<p class="note" id="feedback">{escape(fmt.FEEDBACK_NOTE)}</p>',
+    ]
 
 
 def _pipeline(report: Report, charts: bool) -> list[str]:

@@ -17,7 +17,9 @@ Per turn:
    started (their zone, by the notifier's clock) and who has no digest for that day yet gets
    one built from the store (digest_store.py, digest.py) and recorded in the ledger like an
    alert's deliveries (id `digest:<tenant>:<person>:<day>`), or recorded as decided and not
-   sent when nothing in it is new against their last digest. Step 3 sends it.
+   sent when nothing in it is new against their last digest. A digest with no item at all
+   is not decided: it is looked at again at the next check (the store may be catching up).
+   Step 3 sends it.
 
 The clock (`clock`, epoch ms; the wall clock by default) decides quiet hours, caps and
 whose day has started; tests inject one.
@@ -427,6 +429,8 @@ class Notifier:
                     day=due[0], now_ms=now_ms, inputs=inputs, engaged_days=s.engaged_days,
                     cap=s.digest_items,
                 )  # fmt: skip
+                if not digest.items:
+                    continue  # nothing at all (yet): looked at again at the next check
                 last = self.ledger.last_digest(tenant, ref)
                 new = has_new(digest, Digest.from_dict(last).keys() if last else ())
                 deliveries = [
