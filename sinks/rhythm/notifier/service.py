@@ -252,7 +252,11 @@ class Notifier:
         if commit:
             # Only now: every alert before these offsets is in the ledger (committed). A
             # commit refused (the partition moved on a rebalance) only means re-reading
-            # alerts the ledger already holds.
+            # alerts the ledger already holds. Their delivery records go out first, so a
+            # group past an alert has published its routing (`rhythm sync --notifier`).
+            self._next_publish = 0.0
+            self._publish()
+            self.producer.flush(10)
             try:
                 self.consumer.commit(
                     offsets=[TopicPartition(t, p, o) for (t, p), o in commit.items()],
