@@ -87,6 +87,21 @@ def test_owed_come_first_oldest_first_then_quiet_and_movers_by_rank() -> None:
     assert d.items[6].why.startswith("tag analytics is down: ")
 
 
+def test_an_entity_quiet_in_several_roles_is_one_item_keyed_by_its_quiet_spell() -> None:
+    as_actor = quiet("acct-1", 2)
+    as_target = dataclasses.replace(
+        as_actor, alert_id="other", fired_at=as_actor.fired_at - H, score=0.5,
+        last_event_at=as_actor.last_event_at - H,
+    )  # fmt: skip
+    engagement = {"account:acct-1": 3}
+    d = build(DigestInputs(quiet=[as_target, as_actor], engagement=engagement))
+    (item,) = d.items
+    assert item.score == 0.9 and item.key == f"quiet:account:acct-1:{as_target.last_event_at}"
+    # Tomorrow only the other role's alert is open: the same spell, nothing new.
+    tomorrow = build(DigestInputs(quiet=[as_target], engagement=engagement))
+    assert not has_new(tomorrow, d.keys())
+
+
 def test_the_cap_keeps_the_highest_ranks() -> None:
     # Silences of accounts the person is closer to the higher i, fired longer ago the higher
     # i: rank .9 x (10+i)/21 x 0.5^((1+i) h / 72 h), from 0.42 (a-0) up; the owed heads-up
@@ -247,6 +262,14 @@ def test_each_person_gets_one_digest_per_day_from_their_day_start(tmp_path: Path
             "user:tak": ("digest", "webhook", "digest", ms("2026-12-08T07:30:00+00:00")),
             "user:ann": ("digest", "webhook", "digest", ms("2026-12-08T08:00:00+00:00")),
         }
+        # Someone with nothing at all is asked again at every check (the store may be
+        # catching up), never recorded as done for the day.
+        people = n.directory.people["acme"]
+        people["user:new"] = make_person("acme", ("user", "new"), {"timezone": "UTC"}, 1)
+        asked = len(store.asked)
+        assert n.plan_digests(clock[0] + H) == 0 and n.plan_digests(clock[0] + 2 * H) == 0
+        assert [p for p, _ in store.asked[asked:]] == ["user:new", "user:new"]
+        del people["user:new"]
         # Digests do not count against the heads-up cap of the day.
         assert n.ledger.count_for_day("user:ann", "2026-12-08") == 0
     finally:

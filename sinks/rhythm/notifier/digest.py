@@ -6,8 +6,9 @@ Four kinds of item, each with one line of why:
 - `owed`: an open heads-up the person owes (an unanswered or follow-up alert naming them
   among its owners). Score: the alert's; affinity 1 (it is theirs); recency 1 (still open,
   so it is due now). Listed oldest first.
-- `quiet`: an open silence on an entity the person acted on (an account, a contact...).
-  Score: the alert's; affinity: how much they engage with it; recency: when it fired.
+- `quiet`: an open silence on an entity the person acted on (an account, a contact...),
+  once per entity (silent as actor and as target is one item). Score: the alert's;
+  affinity: how much they engage with it; recency: when it fired.
 - `mover`: one of their entities whose pace or amount in the newest day window moved most
   against its own baseline. Score: |z| / (|z| + 3); affinity; recency: the window's end.
 - `community`: the same for a tag (a community) their events carry.
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -219,15 +220,21 @@ def build_digest(
         text = headline({**_alert(a), "fired_at": now_ms}, zone)  # waited as of now
         key = f"owed:{a.alert_id}"
         items.append(DigestItem("owed", a.entity, text, a.score, 1.0, 1.0, key, a.last_event_at))
-    for a in inputs.quiet:
+    quiet: dict[str, DigestItem] = {}
+    since: dict[str, int] = {}
+    for a in inputs.quiet:  # an entity may be silent in several roles: told once
         if a.entity == person or affinity(a.entity) <= 0:
             continue
         n = inputs.engagement[a.entity]
         text = f"{headline({**_alert(a), 'fired_at': now_ms}, zone)}; {_yours(n, engaged_days)}"
-        items.append(
-            DigestItem("quiet", a.entity, text, a.score, affinity(a.entity),
-                       recency(a.fired_at, now_ms), f"quiet:{a.alert_id}", a.fired_at)
-        )  # fmt: skip
+        item = DigestItem("quiet", a.entity, text, a.score, affinity(a.entity),
+                          recency(a.fired_at, now_ms), "", a.fired_at)  # fmt: skip
+        since[a.entity] = min(since.get(a.entity, a.last_event_at), a.last_event_at)
+        if a.entity not in quiet or quiet[a.entity].rank < item.rank:
+            quiet[a.entity] = item
+    # The key names the quiet spell (the entity's last event before it), whichever role's
+    # alert tells it: the same spell is nothing new tomorrow.
+    items += [replace(i, key=f"quiet:{e}:{since[e]}") for e, i in quiet.items()]
     best: dict[str, Move] = {}
     for m in inputs.moves:
         mine = m.z >= MIN_MOVER_Z and m.entity != person and affinity(m.entity) > 0
