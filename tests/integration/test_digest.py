@@ -70,9 +70,8 @@ def test_the_digest_page_renders_its_items_and_runs_nothing_it_was_given(tmp_pat
 
     dom = chromium(page, tmp_path, "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
-    # Had the name's script run, it would have emptied the body before the dump.
     assert dom.stdout.count('class="item ') == 6
-    assert "<script" not in dom.stdout.lower()
+    assert "<script" not in dom.stdout.lower()  # the name's script is text, not an element
     assert "Good morning Ann &lt;script&gt;" in dom.stdout
     assert dom.stdout.count("<h2>") == 4  # owed, quiet, movers, communities
     assert "acct-7 has gone quiet" in dom.stdout
@@ -84,7 +83,7 @@ def test_the_digest_page_renders_its_items_and_runs_nothing_it_was_given(tmp_pat
         assert done.returncode == 0 and png.exists(), done.stderr[-2000:]
         shots[name] = colored_pixels(png)
     assert shots["empty"] < 200, shots  # text and greys only
-    assert shots["digest"] > 1_500, shots  # each item's coloured edge, six of them
+    assert shots["digest"] > 1_500, shots  # each item's coloured edge (6 px), six of them
 
 
 # -- the notifier sends it -------------------------------------------------------------------

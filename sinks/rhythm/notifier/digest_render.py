@@ -40,7 +40,7 @@ h2 { font-size: 15px; margin: 22px 0 6px; color: #333; border-bottom: 1px solid 
      padding-bottom: 3px; }
 p.sub { color: #555; margin: 2px 0 12px; font-size: 13px; }
 ol { list-style: none; padding: 0; margin: 0; }
-li.item { border-left: 4px solid #888; padding: 6px 10px; margin: 8px 0; background: #fafafa; }
+li.item { border-left: 6px solid #888; padding: 6px 10px; margin: 8px 0; background: #fafafa; }
 li.owed { border-color: #c0392b; } li.quiet { border-color: #d68910; }
 li.mover { border-color: #2471a3; } li.community { border-color: #7d3c98; }
 .entity { font-weight: 600; } .why { display: block; font-size: 14px; margin-top: 2px; }
