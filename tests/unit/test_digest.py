@@ -72,8 +72,14 @@ def test_owed_come_first_oldest_first_then_quiet_and_movers_by_rank() -> None:
     inputs = DigestInputs(
         owed=[owed(1, 5), owed(2, 30), owed(3, 12)],
         quiet=[quiet("acct-near", 2), quiet("acct-far", 2), quiet("acct-unknown", 1)],
-        moves=[move("account", "acct-near", 6.0), move("tag", "analytics", -9.0)],
-        engagement={"account:acct-near": 40, "account:acct-far": 4, "tag:analytics": 20},
+        moves=[move("account", "acct-busy", 6.0), move("tag", "analytics", -9.0)],
+        engagement={
+            "account:acct-near": 40,
+            "account:acct-far": 4,
+            "account:acct-busy": 8,
+            "tag:team": 300,
+            "tag:analytics": 30,
+        },  # fmt: skip
     )
     d = build(inputs)
     assert [i.kind for i in d.items] == ["owed"] * 3 + ["quiet"] * 2 + ["mover", "community"]
@@ -85,6 +91,9 @@ def test_owed_come_first_oldest_first_then_quiet_and_movers_by_rank() -> None:
     assert "has waited 30.0 h for a reply on email" in d.items[0].why
     assert "you had 40 events with it in 30 days" in d.items[3].why
     assert d.items[6].why.startswith("tag analytics is down: ")
+    # Tags are weighed against tags: their own team's tag, on all their events, does not
+    # make the accounts they work with look remote.
+    assert (d.items[5].affinity, d.items[6].affinity) == (0.2, 0.1)
 
 
 def test_an_entity_quiet_in_several_roles_is_one_item_keyed_by_its_quiet_spell() -> None:
@@ -123,12 +132,17 @@ def test_the_cap_keeps_the_highest_ranks() -> None:
 def test_movers_need_a_real_move_and_the_persons_engagement() -> None:
     inputs = DigestInputs(
         moves=[move("account", "weak", 1.5), move("account", "stranger", 9.0),
-               move("account", "mine", 1.0, 7.0), move("account", "mine", 3.0)],
-        engagement={"account:weak": 5, "account:mine": 5},
+               move("account", "mine", 1.0, 7.0), move("account", "mine", 3.0),
+               move("account", "hushed", -5.0)],
+        quiet=[quiet("hushed", 3)],
+        engagement={"account:weak": 5, "account:mine": 5, "account:hushed": 5},
     )  # fmt: skip
     d = build(inputs)
-    assert [(i.kind, i.entity) for i in d.items] == [("mover", "account:mine")]
-    assert "amount 900 in the last day, usually 300 (z +7.0)" in d.items[0].why
+    # Gone quiet is "down" as well: told once, as quiet.
+    assert [(i.kind, i.entity) for i in d.items] == [
+        ("quiet", "account:hushed"), ("mover", "account:mine"),
+    ]  # fmt: skip
+    assert "amount 900 in the last day, usually 300 (z +7.0)" in d.items[1].why
 
 
 def test_nothing_new_is_nothing_outside_the_last_digest() -> None:

@@ -9,18 +9,20 @@ Four kinds of item, each with one line of why:
 - `quiet`: an open silence on an entity the person acted on (an account, a contact...),
   once per entity (silent as actor and as target is one item). Score: the alert's;
   affinity: how much they engage with it; recency: when it fired.
-- `mover`: one of their entities whose pace or amount in the newest day window moved most
-  against its own baseline. Score: |z| / (|z| + 3); affinity; recency: the window's end.
+- `mover`: one of their entities (not already quiet) whose pace or amount in the newest day
+  window moved most against its own baseline. Score: |z| / (|z| + 3); affinity; recency:
+  the window's end.
 - `community`: the same for a tag (a community) their events carry.
 
 Affinity is the person's events on the entity over the last `ENGAGED_DAYS` (as routing
-counts engagement: distinct events), divided by their most engaged entity's: 1 for what
-they touch most. Recency halves every `HALF_LIFE_MS`. The rank is score x affinity x recency;
-the top `cap` items are kept, then shown grouped by kind (owed oldest first, the others by
-rank).
+counts engagement: distinct events), divided by their most engaged entity's of the same
+sort (tags against tags, the rest against the rest): 1 for what they touch most. Recency
+halves every `HALF_LIFE_MS`. The rank is score x affinity x recency; the top `cap` items are
+kept, then shown grouped by kind (owed oldest first, the others by rank).
 
-Each item has a stable `key` (the alert, or the entity and its window): a digest with no key
-outside the previous digest sent to that person has nothing new, and is not sent.
+Each item has a stable `key` (the alert; a quiet spell; the entity and its window): a digest
+with no key outside the previous digest sent to that person has nothing new, and is not
+sent.
 """
 
 from __future__ import annotations
@@ -209,11 +211,17 @@ def build_digest(
     engaged_days: int = 30,
     cap: int = CAP,
 ) -> Digest:
-    top = max(inputs.engagement.values(), default=0)
+    # Tags against tags, the rest against the rest: a person's own team tag is on every
+    # event of theirs, and would make every account look remote.
+    top = {False: 0, True: 0}
+    for entity, n in inputs.engagement.items():
+        tag = entity.startswith("tag:")
+        top[tag] = max(top[tag], n)
 
     def affinity(entity: str) -> float:
         n = inputs.engagement.get(entity, 0)
-        return n / top if top > 0 else 0.0
+        most = top[entity.startswith("tag:")]
+        return n / most if most > 0 else 0.0
 
     items: list[DigestItem] = []
     for a in inputs.owed:
@@ -237,7 +245,8 @@ def build_digest(
     items += [replace(i, key=f"quiet:{e}:{since[e]}") for e, i in quiet.items()]
     best: dict[str, Move] = {}
     for m in inputs.moves:
-        mine = m.z >= MIN_MOVER_Z and m.entity != person and affinity(m.entity) > 0
+        # A quiet entity is "down" too: told once, as quiet.
+        mine = m.z >= MIN_MOVER_Z and m.entity not in (person, *quiet) and affinity(m.entity) > 0
         if mine and (m.entity not in best or best[m.entity].z < m.z):
             best[m.entity] = m
     for m in best.values():
