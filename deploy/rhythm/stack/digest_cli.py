@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from rhythm.stack.foreground import fail, invalid_settings
+from rhythm.stack.sim_cli import StoreOption, open_store
 
 _REF = re.compile(r"[^:\s]+:[^\s]+")
 
@@ -30,14 +31,7 @@ def digest(
     html: Annotated[
         Path | None, typer.Option(help="Also write the digest as one HTML page here.")
     ] = None,
-    dsn: Annotated[
-        str | None,
-        typer.Option(
-            help="Store: chdb://PATH or http(s)://[user@]host[:port]. Default "
-            "$RHYTHM_SINK_DSN, else the embedded store (through the running sink if any).",
-            show_default=False,
-        ),
-    ] = None,
+    dsn: StoreOption = None,
 ) -> None:
     """Preview the daily digest of one person, built from the store now.
 
@@ -54,20 +48,14 @@ def digest(
     from rhythm.notifier.digest_store import client_rows, fetch_inputs, find_people
     from rhythm.notifier.schedule import local_day, working_time
     from rhythm.notifier.settings import NotifierSettings
-    from rhythm.sinks.settings import SinkSettings
-    from rhythm.sinks.store import StoreBusyError, connect
 
     if not _REF.fullmatch(person):
         fail(f"--for takes a person as type:id, e.g. user:u-42 (got {person!r})")
     try:
-        store: Any = SinkSettings(dsn=dsn) if dsn else SinkSettings()
         settings = NotifierSettings()
     except ValidationError as exc:
-        invalid_settings(exc, "RHYTHM_SINK_* / RHYTHM_NOTIFIER_*")
-    try:
-        client, where = connect(store)
-    except StoreBusyError as exc:
-        fail(str(exc))
+        invalid_settings(exc, "RHYTHM_NOTIFIER_*")
+    store, client, where = open_store(dsn)
     now = time.time_ns() // 1_000_000
     try:
         rows = client_rows(client)

@@ -8,13 +8,13 @@ Rendering is elsewhere: `report_text` (terminal) and `report_html` (one self-con
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from rhythm.schemas.outputs import details_dict
 from rhythm.stack.report_sql import render
 
 Row = Mapping[str, Any]
@@ -253,16 +253,6 @@ def _float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _details(value: Any) -> dict[str, Any]:
-    if isinstance(value, Mapping):
-        return dict(value)
-    try:
-        parsed = json.loads(value or "{}")
-    except (TypeError, ValueError):
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
 def scopes_from_rows(rows: Iterable[Row]) -> tuple[Scope, ...]:
     return tuple(
         Scope(
@@ -289,7 +279,7 @@ def silences_from_rows(
         fired = utc(r["fired_at"])
         last_event = newest.get(str(r["tenant"]))
         gaps = int(r.get("gaps_learned") or 0)
-        details = _details(r.get("details"))
+        details = details_dict(r.get("details"))
         out.append(
             Silence(
                 tenant=str(r["tenant"]),
@@ -315,7 +305,7 @@ def silences_from_rows(
 def waiting_from_rows(rows: Iterable[Row]) -> tuple[Waiting, ...]:
     out = []
     for r in rows:
-        details = _details(r.get("details"))
+        details = details_dict(r.get("details"))
         rate = details.get("reply_share", details.get("reply_rate"))
         samples = details.get("samples")
         owners = r.get("owners") or details.get("awaiting") or ()

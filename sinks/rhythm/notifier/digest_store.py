@@ -15,11 +15,11 @@ endpoint), the CLI's wraps a clickhouse-connect client. Times come back as epoch
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from rhythm.notifier.digest import DigestInputs, Move, OpenAlert
+from rhythm.schemas.outputs import details_dict
 from rhythm.schemas.people import Person, Traits
 
 __all__ = ["Rows", "client_rows", "fetch_inputs", "find_people"]
@@ -109,16 +109,6 @@ def client_rows(client: Any) -> Rows:
     return rows
 
 
-def _details(value: Any) -> dict[str, Any]:
-    if isinstance(value, Mapping):
-        return dict(value)
-    try:
-        parsed = json.loads(value or "{}")
-    except (TypeError, ValueError):
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
 def _open_alert(r: Mapping[str, Any]) -> OpenAlert:
     return OpenAlert(
         alert_id=str(r["alert_id"]),
@@ -130,7 +120,7 @@ def _open_alert(r: Mapping[str, Any]) -> OpenAlert:
         last_event_at=int(r["last_event_ms"]),
         expected_within_s=float(r["expected_within_s"]),
         score=float(r.get("score") or 0.0),
-        details=_details(r.get("details")),
+        details=details_dict(r.get("details")),
     )
 
 
