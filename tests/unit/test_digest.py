@@ -79,7 +79,7 @@ def test_owed_come_first_oldest_first_then_quiet_and_movers_by_rank() -> None:
             "account:acct-busy": 8,
             "tag:team": 300,
             "tag:analytics": 30,
-        },  # fmt: skip
+        },
     )
     d = build(inputs)
     assert [i.kind for i in d.items] == ["owed"] * 3 + ["quiet"] * 2 + ["mover", "community"]
