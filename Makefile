@@ -98,6 +98,7 @@ MAIL_PORT ?= 2525
 MAIL_PID := $(RUN_HOME)/mail.pid
 run: kafka-fetch
 	-$(RHYTHM) down >/dev/null 2>&1
+	-$(RHYTHM) kafka down >/dev/null 2>&1
 	-test -f $(MAIL_PID) && kill $$(cat $(MAIL_PID)) 2>/dev/null
 	rm -rf $(RUN_HOME)
 	$(RHYTHM) kafka up

@@ -92,7 +92,7 @@ def digest_html(d: Digest) -> str:
         f"<title>{escape(digest_subject(d))}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{escape(_greeting(d))}</h1>",
-        f'<p class="sub" id="summary">{escape(summary(d))} '
+        f'<p class="sub" id="summary"><b>{escape(summary(d))}</b><br>'
         f"{escape(d.person)} · tenant {escape(d.tenant)} · {escape(d.day)} · "
         f"as of {escape(_when(d.as_of, zone))}</p>",
     ]
