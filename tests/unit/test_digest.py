@@ -320,3 +320,15 @@ def test_a_digest_ledger_entry_is_not_an_alert_for_the_cap(tmp_path: Path) -> No
     ledger.dead("k1", NOW, "refused")
     assert ledger.last_digest("acme", "user:u-42") is None  # never arrived: not "sent"
     ledger.close()
+
+
+def test_the_webhook_carries_the_digest_as_data_and_text() -> None:
+    import json
+
+    from rhythm.notifier.digest_render import digest_webhook_payload
+
+    d = build(DigestInputs(owed=[owed(1, 5)]))
+    body = json.loads(digest_webhook_payload("k-1", d, {"ref": "user:u-42"}))
+    assert body["type"] == "rhythm.digest" and body["idempotency_key"] == "k-1"
+    assert Digest.from_dict(body["digest"]) == d
+    assert body["text"] == digest_text(d) and "contact c-1 has waited 5.0 h" in body["text"]
