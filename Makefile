@@ -86,19 +86,32 @@ eval: $(STAMP)
 
 # The main job on the embedded default, from a clean slate each time: a fresh broker and
 # store, a simulated month published first (a running pipeline whose watermark already
-# follows the clock would rightly call a month-old replay late), then the processors and the
-# sink work through it, `rhythm sync` waits until it is all queryable, and the report prints.
+# follows the clock would rightly call a month-old replay late), then the processors, the
+# sink and the notifier work through it, `rhythm sync` waits until it is all queryable and
+# every alert routed, the report prints, and then the daily digest of one person (the
+# manager of the first account that went quiet). The notifier mails through a local SMTP
+# server (aiosmtpd) that keeps every message in the Maildir $(RUN_HOME)/mail.
 # The stack stays up afterwards for exploring; `make down` stops it.
 RUN_HOME := .rhythm
 SCALE ?= 1.0
+MAIL_PORT ?= 2525
+MAIL_PID := $(RUN_HOME)/mail.pid
 run: kafka-fetch
 	-$(RHYTHM) down >/dev/null 2>&1
+	-$(RHYTHM) kafka down >/dev/null 2>&1
+	-test -f $(MAIL_PID) && kill $$(cat $(MAIL_PID)) 2>/dev/null
 	rm -rf $(RUN_HOME)
 	$(RHYTHM) kafka up
 	$(RHYTHM) simulate --scale $(SCALE)
-	$(RHYTHM) up
-	$(RHYTHM) sync --timeout 540 --watermark-at-least -60
+	mkdir -p $(RUN_HOME)/mail $(RUN_HOME)/logs
+	$(PY) -m aiosmtpd -n -l 127.0.0.1:$(MAIL_PORT) -c aiosmtpd.handlers.Mailbox $(RUN_HOME)/mail \
+		>$(RUN_HOME)/logs/mail.log 2>&1 & echo $$! > $(MAIL_PID)
+	RHYTHM_NOTIFIER_SMTP_HOST=127.0.0.1 RHYTHM_NOTIFIER_SMTP_PORT=$(MAIL_PORT) \
+		RHYTHM_NOTIFIER_SMTP_SECURITY=none $(RHYTHM) up
+	$(RHYTHM) sync --timeout 540 --watermark-at-least -60 --notifier
 	$(RHYTHM) report --html $(RUN_HOME)/report.html
+	$(RHYTHM) digest --html $(RUN_HOME)/digest.html --for "$$($(PY) -c \
+		'import json, sys; print(json.load(open(sys.argv[1]))["digest_for"])' $(RUN_HOME)/simulation.json)"
 	@echo "The stack is still running: rhythm status | rhythm query \"SQL\" | make down"
 
 up: kafka-fetch
@@ -106,6 +119,7 @@ up: kafka-fetch
 
 down: $(STAMP)
 	$(RHYTHM) down
+	-test -f $(MAIL_PID) && kill $$(cat $(MAIL_PID)) 2>/dev/null && rm -f $(MAIL_PID)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -182,6 +182,7 @@ class NotifierProcess:
             "quiet_hours": "false",
             "daily_cap": 0,
             "engaged_top": 0,
+            "digest": "false",  # test_digest.py sends digests
             "tick_s": 0.05,
             "request_timeout_s": 2,
         } | settings

@@ -153,7 +153,7 @@ def test_each_recipient_gets_the_channels_it_has_an_address_for() -> None:
 def test_the_engaged_query_quotes_what_it_is_given() -> None:
     a = alert(kind="silence", owners=[], entity_id="x' OR 1=1 --")
     sql = engaged_query(a, "rhythm", ["user"], 30, 8)
-    assert "entity_id = 'x\\' OR 1=1 --'" in sql and sql.endswith("LIMIT 8 FORMAT JSONEachRow")
+    assert "entity_id = 'x\\' OR 1=1 --'" in sql and sql.endswith("LIMIT 8")
 
 
 # -- quiet hours, caps, backoff ------------------------------------------------------------

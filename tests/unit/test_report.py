@@ -211,6 +211,32 @@ def test_text_report_has_every_section() -> None:
         assert expected in text, expected
 
 
+def test_the_report_shows_deliveries_and_says_when_there_are_none() -> None:
+    from dataclasses import replace
+
+    from rhythm.stack.report import deliveries_from_rows
+
+    rows = [
+        {"what": "digest", "channel": "email", "state": "sent", "deliveries": 3,
+         "recipients": 3, "last_sent": T},
+        {"what": "heads-up", "channel": "email", "state": "held", "deliveries": 5,
+         "recipients": 2, "last_sent": None},
+    ]  # fmt: skip
+    report = replace(sample_report(), deliveries=deliveries_from_rows(rows))
+    console = Console(record=True, width=200)
+    render_text(report, console)
+    text = console.export_text()
+    assert "Deliveries: heads-ups and digests" in text
+    assert "Heads-ups told and what recipients said of them" in text
+    assert "│ digest   │ email   │ sent  │          3 │      3 │" in text
+    html = render_html(report, charts=False)
+    assert "<td>heads-up</td><td>email</td><td>held</td>" in html
+    assert "<h2>Heads-ups told and what recipients said of them</h2>" in html
+    console = Console(record=True, width=200)
+    render_text(sample_report(), console)
+    assert "No deliveries recorded: the notifier runs when a channel" in console.export_text()
+
+
 def test_html_report_is_one_escaped_file_with_its_tables() -> None:
     html = render_html(sample_report(), charts=False)
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
@@ -255,7 +281,7 @@ def store(tmp_path: Path) -> Iterator[Client]:
         client.close()
 
 
-def test_the_report_finds_exactly_what_the_simulation_planted(store: Client) -> None:
+def test_the_report_and_the_digest_find_what_the_simulation_planted(store: Client) -> None:
     now = 1_790_000_123_456
     sim = generate(SimConfig(now_ms=now, days=14, scale=0.15, seed=3))
     processed = run_processors(sim)
@@ -322,3 +348,31 @@ def test_the_report_finds_exactly_what_the_simulation_planted(store: Client) -> 
     assert 4_500 <= p.peak_eps <= 5_000  # 5 a millisecond, less the folded copies
     assert p.replay_factor is not None and p.replay_factor > 100_000
     assert p.event_lag.n == 0  # a replay: every event older than the first receipt
+
+    # The digest's queries on the same store: the manager of the first account planted quiet
+    # (the person `make run` shows) is told it went quiet, once, and who they are close to.
+    from zoneinfo import ZoneInfo
+
+    from rhythm.notifier.digest import build_digest
+    from rhythm.notifier.digest_store import client_rows, fetch_inputs
+
+    manager = sim.manifest()["digest_for"]
+    first_quiet = planted["silent_accounts"][0]["entity_id"]
+    at = now + 120_000
+    inputs = fetch_inputs(
+        client_rows(store), database="rhythm", tenant="acme", person=manager, now_ms=at,
+        engaged_days=30,
+    )  # fmt: skip
+    # Their own team's tag is on every event of theirs; accounts are what they work with.
+    assert max(inputs.engagement, key=lambda e: inputs.engagement[e]) == "tag:team-success"
+    assert f"account:{first_quiet}" in {a.entity for a in inputs.quiet}
+    digest = build_digest(
+        tenant="acme", person=manager, name=None, zone=ZoneInfo("UTC"), day="d", now_ms=at,
+        inputs=inputs,
+    )  # fmt: skip
+    quiet = [i.entity for i in digest.items if i.kind == "quiet"]
+    assert quiet.count(f"account:{first_quiet}") == 1
+    assert all(i.affinity > 0 for i in digest.items)
+    (told,) = (i for i in digest.items if i.entity == f"account:{first_quiet}")
+    n = inputs.engagement[f"account:{first_quiet}"]
+    assert "has gone quiet" in told.why and f"you had {n} events with it in 30 days" in told.why

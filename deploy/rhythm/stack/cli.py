@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from rhythm.stack.client_cli import register as register_client_commands
+from rhythm.stack.digest_cli import register as register_digest_commands
 from rhythm.stack.kafka_cli import app as kafka_app
 from rhythm.stack.notifier_cli import register as register_notifier_commands
 from rhythm.stack.processor_cli import register as register_processor_commands
@@ -23,6 +24,7 @@ register_client_commands(app)
 register_processor_commands(app)
 register_sink_commands(app)
 register_notifier_commands(app)
+register_digest_commands(app)
 register_stack_commands(app)
 register_sim_commands(app)
 

@@ -8,13 +8,13 @@ Rendering is elsewhere: `report_text` (terminal) and `report_html` (one self-con
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from rhythm.schemas.outputs import details_dict
 from rhythm.stack.report_feedback import FeedbackLine, feedback_from_rows
 from rhythm.stack.report_sql import render
 
@@ -167,6 +167,18 @@ class Pipeline:
 
 
 @dataclass(frozen=True)
+class Deliveries:
+    """The notifier's deliveries of one kind (heads-up or digest), channel and state."""
+
+    what: str
+    channel: str
+    state: str
+    deliveries: int
+    recipients: int
+    last_sent: datetime | None
+
+
+@dataclass(frozen=True)
 class Check:
     """What the pipeline found against what the simulation planted."""
 
@@ -215,6 +227,7 @@ class Report:
     check: Check | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     feedback: tuple[FeedbackLine, ...] = ()  # heads-ups told and what recipients said
+    deliveries: tuple[Deliveries, ...] = ()
 
     @property
     def quiet_entities(self) -> tuple[Silence, ...]:
@@ -240,16 +253,6 @@ def _float(value: Any) -> float | None:
         return None
     number = float(value)
     return number if math.isfinite(number) else None
-
-
-def _details(value: Any) -> dict[str, Any]:
-    if isinstance(value, Mapping):
-        return dict(value)
-    try:
-        parsed = json.loads(value or "{}")
-    except (TypeError, ValueError):
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
 
 
 def scopes_from_rows(rows: Iterable[Row]) -> tuple[Scope, ...]:
@@ -278,7 +281,7 @@ def silences_from_rows(
         fired = utc(r["fired_at"])
         last_event = newest.get(str(r["tenant"]))
         gaps = int(r.get("gaps_learned") or 0)
-        details = _details(r.get("details"))
+        details = details_dict(r.get("details"))
         out.append(
             Silence(
                 tenant=str(r["tenant"]),
@@ -304,7 +307,7 @@ def silences_from_rows(
 def waiting_from_rows(rows: Iterable[Row]) -> tuple[Waiting, ...]:
     out = []
     for r in rows:
-        details = _details(r.get("details"))
+        details = details_dict(r.get("details"))
         rate = details.get("reply_share", details.get("reply_rate"))
         samples = details.get("samples")
         owners = r.get("owners") or details.get("awaiting") or ()
@@ -398,6 +401,20 @@ def pipeline_from_rows(
             if alert_latency is not None
             else Quantiles(0)
         ),
+    )
+
+
+def deliveries_from_rows(rows: Iterable[Row]) -> tuple[Deliveries, ...]:
+    return tuple(
+        Deliveries(
+            what=str(r["what"]),
+            channel=str(r["channel"]),
+            state=str(r["state"]),
+            deliveries=int(r["deliveries"]),
+            recipients=int(r["recipients"]),
+            last_sent=utc(r["last_sent"]) if r.get("last_sent") is not None else None,
+        )
+        for r in rows
     )
 
 
@@ -531,6 +548,7 @@ def fetch_report(
         _rows(client, "heads_ups_told", database, **t),
         _rows(client, "feedback_given", database, **t),
     )
+    deliveries = deliveries_from_rows(_rows(client, "deliveries", database, **t))
     return Report(
         as_of=as_of,
         database=database,
@@ -546,4 +564,5 @@ def fetch_report(
         pipeline=pipeline,
         check=check,
         feedback=feedback,
+        deliveries=deliveries,
     )

@@ -214,3 +214,29 @@ def mover_cells(m: Mover) -> list[str]:
         number(m.baseline_weight),
         signed(m.amplitude_z),
     ]
+
+
+DELIVERY_HEADERS = ("what", "channel", "state", "deliveries", "people", "last sent")
+
+
+def delivery_rows(report: Report) -> list[list[str]]:
+    return [
+        [d.what, d.channel, d.state, f"{d.deliveries:,}", f"{d.recipients:,}", when(d.last_sent)]
+        for d in report.deliveries
+    ]
+
+
+def deliveries_note(report: Report) -> str:
+    if report.deliveries:
+        return (
+            "The notifier's deliveries as its ledger published them (rhythm.notifications): "
+            "held = waiting for the person's working hours, suppressed = over the daily cap "
+            "(left for the digest)."
+        )
+    return (
+        "No deliveries recorded: the notifier runs when a channel is configured "
+        "(RHYTHM_NOTIFIER_SMTP_HOST, _WEBHOOK_URL or _SLACK_WEBHOOK_URL)."
+    )
+
+
+#: Feedback on heads-ups (done, snooze, not useful) is not collected yet (issue #17 item 5).

@@ -56,6 +56,7 @@ def render_html(report: Report, *, charts: bool = True) -> str:
     parts += _waiting(report)
     parts += _movers(report, charts)
     parts += _timeline(report, charts)
+    parts += _deliveries(report)
     parts += _feedback(report)
     parts += _pipeline(report, charts)
     parts.append("</body></html>")
@@ -187,6 +188,14 @@ def _timeline(report: Report, charts: bool) -> list[str]:
         )
         out.append(f"<figure>{svg}</figure>")
     return out
+
+
+def _deliveries(report: Report) -> list[str]:
+    return [
+        "<h2>Deliveries: heads-ups and digests</h2>",
+        f'<p class="sub">{escape(fmt.deliveries_note(report))}</p>',
+        _table(fmt.DELIVERY_HEADERS, fmt.delivery_rows(report), {3, 4}),
+    ]
 
 
 def _feedback(report: Report) -> list[str]:

@@ -237,6 +237,18 @@ WHERE {_TENANT}
 GROUP BY alert_kind, role, entity_type, kind
 """
 
+# The notifier's deliveries (its ledger as published): heads-ups and digests, by channel and
+# state, and how many people they went to.
+DELIVERIES = f"""
+SELECT if(kind = 'digest', 'digest', 'heads-up') AS what, channel, state,
+       count() AS deliveries, uniqExact(recipient) AS recipients,
+       max(sent_at) AS last_sent
+FROM $db.notifications FINAL
+WHERE {_TENANT}
+GROUP BY what, channel, state
+ORDER BY what DESC, channel, state
+"""
+
 QUERIES: dict[str, str] = {
     "scope": SCOPE,
     "windows": WINDOWS,
@@ -252,6 +264,7 @@ QUERIES: dict[str, str] = {
     "alert_latency": ALERT_LATENCY,
     "heads_ups_told": HEADS_UPS_TOLD,
     "feedback_given": FEEDBACK_GIVEN,
+    "deliveries": DELIVERIES,
 }
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")

@@ -18,6 +18,7 @@ def renderables(report: Report) -> list[RenderableType]:
     multi = len(report.scopes) > 1
     out += [_silences(report, multi), _waiting(report, multi)]
     out += [_movers(report, multi, "pace"), _movers(report, multi, "amplitude")]
+    out.append(_deliveries(report))
     out.append(_feedback(report))
     out.append(_pipeline(report))
     if report.check is not None:
@@ -103,6 +104,18 @@ def _movers(report: Report, multi: bool, by: str) -> RenderableType:
         table.add_row(*([m.tenant] if multi else []), *fmt.mover_cells(m))
     if not movers:
         table.add_row(*([""] if multi else []), "none", *[""] * 7)
+    return table
+
+
+def _deliveries(report: Report) -> RenderableType:
+    table = _table("Deliveries: heads-ups and digests", fmt.deliveries_note(report))
+    for name in fmt.DELIVERY_HEADERS:
+        numeric = name in ("deliveries", "people")
+        table.add_column(name, justify="right" if numeric else "left")
+    for row in fmt.delivery_rows(report):
+        table.add_row(*row)
+    if not report.deliveries:
+        table.add_row("none", *[""] * (len(fmt.DELIVERY_HEADERS) - 1))
     return table
 
 

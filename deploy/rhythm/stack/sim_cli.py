@@ -20,6 +20,16 @@ ManifestOption = Annotated[
     ),
 ]
 
+#: a store read by a command beside the stack (`rhythm report`, `rhythm digest`)
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Store: chdb://PATH or http(s)://[user@]host[:port]. Default "
+        "$RHYTHM_SINK_DSN, else the embedded store (through the running sink if any).",
+        show_default=False,
+    ),
+]
+
 
 def register(app: typer.Typer) -> None:
     app.command("simulate")(simulate)
@@ -96,14 +106,7 @@ def report(
     html: Annotated[
         Path | None, typer.Option(help="Also write the report as one HTML file here.")
     ] = None,
-    dsn: Annotated[
-        str | None,
-        typer.Option(
-            help="Store: chdb://PATH or http(s)://[user@]host[:port]. Default "
-            "$RHYTHM_SINK_DSN, else the embedded store (through the running sink if any).",
-            show_default=False,
-        ),
-    ] = None,
+    dsn: StoreOption = None,
     tenant: Annotated[str, typer.Option(help="Only this tenant (default: all).")] = "",
     manifest: ManifestOption = None,
     movers: Annotated[
@@ -118,23 +121,13 @@ def report(
     With a simulation manifest (the default one if it exists), also checks that exactly the
     planted silent accounts and unanswered threads were found.
     """
-    from pydantic import ValidationError
     from rich.console import Console
 
-    from rhythm.sinks.settings import SinkSettings
-    from rhythm.sinks.store import StoreBusyError, connect
     from rhythm.stack.report import fetch_report
     from rhythm.stack.report_text import render_text
 
-    try:
-        settings: Any = SinkSettings(dsn=dsn) if dsn else SinkSettings()
-    except ValidationError as exc:
-        _fail(f"invalid settings: {exc.errors()[0]['msg']}")
     planted = _read_manifest(manifest)
-    try:
-        client, where = connect(settings)
-    except StoreBusyError as exc:
-        _fail(str(exc))
+    settings, client, where = open_store(dsn)
     try:
         data = fetch_report(
             client, database=settings.database, tenant=tenant, manifest=planted,
@@ -151,6 +144,25 @@ def report(
         html.parent.mkdir(parents=True, exist_ok=True)
         html.write_text(render_html(data), encoding="utf-8")
         typer.echo(f"HTML report: {html.resolve()}")
+
+
+def open_store(dsn: str | None) -> tuple[Any, Any, str]:
+    """The store's settings, a client (the running sink's endpoint over the embedded store,
+    or the store) and where it goes; a one-line error and exit 1 when it cannot be opened."""
+    from pydantic import ValidationError
+
+    from rhythm.sinks.settings import SinkSettings
+    from rhythm.sinks.store import StoreBusyError, connect
+
+    try:
+        settings = SinkSettings(dsn=dsn) if dsn else SinkSettings()
+    except ValidationError as exc:
+        _fail(f"invalid settings: {exc.errors()[0]['msg']}")
+    try:
+        client, where = connect(settings)
+    except StoreBusyError as exc:
+        _fail(str(exc))
+    return settings, client, where
 
 
 def _read_manifest(path: Path | None) -> dict[str, Any] | None:

@@ -165,6 +165,9 @@ def build_manifest(sim: Simulation) -> dict[str, Any]:
         for t in sim.planted_threads
     ]
     users = sum(len(a.users) for a in world.accounts)
+    # Whose digest `make run` shows: the manager of the first account that went quiet.
+    quiet = [a for a in world.accounts if a.quiet_from is not None]
+    digest_for = quiet[0].owner if quiet else world.employees[0].entity
     return {
         "version": MANIFEST_VERSION,
         "tenant": cfg.tenant,
@@ -180,6 +183,7 @@ def build_manifest(sim: Simulation) -> dict[str, Any]:
             "employees": len(world.employees),
             "teams": dict(Counter(e.team or "" for e in world.employees)),
         },
+        "digest_for": f"{digest_for[0]}:{digest_for[1]}",
         "planted": {
             "silent_accounts": silent,
             "unanswered_threads": unanswered,

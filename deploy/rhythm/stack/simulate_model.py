@@ -41,6 +41,9 @@ SEGMENTS = {  # users per account, contacts, metered purchase amount (EUR)
     "smb": ((1, 2), (1, 1), 80.0),
 }
 REGIONS = {"emea": 2.0, "amer": 8.0, "apac": 18.0}  # UTC hour at the middle of the night
+ZONES = {"emea": "Europe/Berlin", "amer": "America/New_York", "apac": "Asia/Singapore"}
+FIRST_NAMES = ("Ann", "Bo", "Chiara", "Dev", "Elif", "Femi", "Greta", "Hiro", "Ines", "Jonas")
+LAST_NAMES = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Silva", "Novak", "Haddad", "Kowalski")
 DAILY_SWING = 0.35
 PACE_MOVER_SPEEDUP = 3.0
 AMOUNT_MOVER_FACTOR = 5.0
@@ -203,6 +206,23 @@ def build_world(rng: random.Random, *, scale: float, start: int, now: int) -> Wo
     _plant(rng, accounts, scale=scale, now=now, days=days)
     articles = [f"kb-{i + 1:03d}" for i in range(scaled(40, scale, 10))]
     return World(start=start, now=now, accounts=accounts, employees=employees, articles=articles)
+
+
+def directory(world: World) -> list[tuple[Entity, dict[str, Any]]]:
+    """What `Client.identify()` says of each employee: a name, an address, the zone of the
+    region their nights fall in, office hours there, their team; all of them ours."""
+    out = []
+    for i, e in enumerate(world.employees):
+        region = min(REGIONS, key=lambda r: abs(REGIONS[r] - e.night_utc_h))
+        first = FIRST_NAMES[i % len(FIRST_NAMES)]
+        last = LAST_NAMES[(i // len(FIRST_NAMES) + i) % len(LAST_NAMES)]
+        traits = {
+            "name": f"{first} {last}", "email": f"{e.entity[1]}@acme.example",
+            "timezone": ZONES[region], "working_hours": [9, 17], "team": e.team,
+            "internal": True,
+        }  # fmt: skip
+        out.append((e.entity, traits))
+    return out
 
 
 def _employees(rng: random.Random, count: int) -> list[Person]:

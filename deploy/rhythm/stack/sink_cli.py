@@ -150,6 +150,13 @@ def sync(
             "(seconds; negative = that many seconds before now)."
         ),
     ] = None,
+    notifier: Annotated[
+        bool,
+        typer.Option(
+            help="Also wait for the notifier (group rhythm-notifier) to route every alert, "
+            "and for the sink to store those deliveries."
+        ),
+    ] = False,
 ) -> None:
     """Wait until everything published so far is in ClickHouse.
 
@@ -173,6 +180,7 @@ def sync(
             timeout,
             sink_topics=tuple(settings.topics),
             sink_group=settings.group_id,
+            notifier_group="rhythm-notifier" if notifier else None,
             watermark_at_least=mark,
         )
     if not report:

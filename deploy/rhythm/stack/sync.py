@@ -4,7 +4,9 @@ Three hops, each waited for in turn, each "so far" captured when its hop starts:
 1. the processors have consumed the events topic (stage 1);
 2. they have consumed the internal updates topic (stage 2: every window the watermark has
    closed is emitted, with its alerts, and acknowledged by Kafka before the commit);
-3. the sink has written the events, signals and alerts topics to ClickHouse.
+3. with `notifier_group`: the notifier has routed every alert (its group is past the alerts
+   topic's end, and it publishes the routing's delivery records before committing);
+4. the sink has written its topics to ClickHouse (the deliveries among them).
 
 With `watermark_at_least`, it first waits until the processors' watermark (read from their
 /metrics) has reached that time: after a burst of events (a simulation, a backfill) the
@@ -32,6 +34,8 @@ def wait_for_pipeline(
     sink_topics: tuple[str, ...] = ("rhythm.events", "rhythm.signals", "rhythm.alerts"),
     processor_group: str = PROCESSOR_GROUP,
     sink_group: str = "rhythm-sink",
+    notifier_group: str | None = None,
+    alerts_topic: str = "rhythm.alerts",
     watermark_at_least: float | None = None,
     metrics_port: int = 9465,
 ) -> SyncReport:
@@ -47,6 +51,7 @@ def wait_for_pipeline(
     hops: list[tuple[list[str], str]] = [
         ([events_topic], processor_group),
         ([updates_topic], processor_group),
+        *([([alerts_topic], notifier_group)] if notifier_group else []),
         (list(sink_topics), sink_group),
     ]
     report = SyncReport(True)

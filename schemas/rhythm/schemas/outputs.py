@@ -12,6 +12,8 @@ about and when it fired: re-sent duplicates carry the same id.
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -77,3 +79,15 @@ def alert_id(a: dict[str, Any]) -> str:
         a.get("context_id") or "", str(a["fired_at"]),
     )  # fmt: skip
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+
+
+def details_dict(value: Any) -> dict[str, Any]:
+    """An alert's `details` as a dict, from the store's JSON string (or a mapping already);
+    {} for anything else."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    try:
+        parsed = json.loads(value or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}

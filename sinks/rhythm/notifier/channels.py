@@ -27,6 +27,8 @@ from rhythm.notifier.signing import IDEMPOTENCY_HEADER, sign
 
 __all__ = [
     "DeliveryError",
+    "compose_email",
+    "duration",
     "email_message",
     "headline",
     "send_email",
@@ -45,7 +47,7 @@ class DeliveryError(Exception):
         self.transient = transient
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     seconds = max(0.0, seconds)
     if seconds < 3600:
         return f"{seconds / 60:.0f} min"
@@ -68,14 +70,14 @@ def headline(alert: dict[str, Any], zone: ZoneInfo) -> str:
     kind = alert["kind"]
     if kind == "unanswered":
         return (
-            f"{entity} has waited {_duration(waited)} for a reply{where} (since {since}); "
-            f"replies usually come within {_duration(alert['expected_within_s'])}"
+            f"{entity} has waited {duration(waited)} for a reply{where} (since {since}); "
+            f"replies usually come within {duration(alert['expected_within_s'])}"
         )
     if kind == "follow_up":
         return f"No answer from {entity}{where} since {since}: time to follow up?"
     if kind == "silence":
         return (
-            f"{entity} has gone quiet: nothing for {_duration(waited)} (since {since}), "
+            f"{entity} has gone quiet: nothing for {duration(waited)} (since {since}), "
             f"unusual against its own rhythm"
         )
     return f"{entity} is active again after a quiet spell ({kind})"
@@ -143,15 +145,7 @@ def email_message(
     text: str,
     links: Links | None = None,
 ) -> EmailMessage:
-    """Plain text and HTML alternatives; the Message-ID is derived from the idempotency key,
-    so a mail sent twice (a crash right after the server took it) is one thread, one id."""
-    msg = EmailMessage()
-    msg["From"] = settings.smtp_from
-    msg["To"] = f"{name} <{to}>" if name else to
-    msg["Subject"] = f"Heads-up: {text[:120]}"
-    msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = f"<{delivery_key}@rhythm.notifier>"
-    msg[IDEMPOTENCY_HEADER] = delivery_key
+    """A heads-up as mail: plain text and HTML alternatives."""
     greeting = f"Hi {name}," if name else "Hi,"
     plain = (
         f"{greeting}\n\n{text}.\n\n"
@@ -160,20 +154,41 @@ def email_message(
     )
     if links:
         plain += "\n" + "".join(f"{ACTION_LABELS.get(a, a)}: {u}\n" for a, u in links.items())
-    msg.set_content(plain)
     anchors = " &middot; ".join(
         f'<a href="{html.escape(u)}">{html.escape(ACTION_LABELS.get(a, a))}</a>'
         for a, u in (links or {}).items()
     )
-    msg.add_alternative(
+    body = (
         '<!doctype html><html><body style="font-family:sans-serif">'
         f"<p>{html.escape(greeting)}</p>"
         f'<p style="font-size:16px"><strong>{html.escape(text)}</strong>.</p>'
         f'<p style="color:#666">Kind: {html.escape(alert["kind"])} &middot; '
         f"score {alert.get('score', 0.0):.2f} &middot; alert {html.escape(alert['alert_id'])}"
-        f"</p>{f'<p>{anchors}</p>' if anchors else ''}</body></html>",
-        subtype="html",
+        f"</p>{f'<p>{anchors}</p>' if anchors else ''}</body></html>"
     )
+    return compose_email(settings, delivery_key, to, name, f"Heads-up: {text[:120]}", plain, body)
+
+
+def compose_email(
+    settings: NotifierSettings,
+    delivery_key: str,
+    to: str,
+    name: str | None,
+    subject: str,
+    plain: str,
+    body_html: str,
+) -> EmailMessage:
+    """Plain text and HTML alternatives; the Message-ID is derived from the idempotency key,
+    so a mail sent twice (a crash right after the server took it) is one thread, one id."""
+    msg = EmailMessage()
+    msg["From"] = settings.smtp_from
+    msg["To"] = f"{name} <{to}>" if name else to
+    msg["Subject"] = subject
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = f"<{delivery_key}@rhythm.notifier>"
+    msg[IDEMPOTENCY_HEADER] = delivery_key
+    msg.set_content(plain)
+    msg.add_alternative(body_html, subtype="html")
     return msg
 
 

@@ -21,6 +21,12 @@ The protocol (service.py) that makes "never twice, never skipped" hold:
    with the same idempotency key: the only window where a receiver can see a delivery twice
    is a crash between its acceptance of the request and our commit of the outcome (a few
    milliseconds), and the key lets the receiver drop that copy.
+
+Digests ride the same protocol: a digest is an entry of kind `digest` whose id is
+`digest:<tenant>:<person>:<local day>` (digest.digest_id), so `routed` makes it once per
+person and day (a digest with nothing new is recorded with no deliveries: decided, not
+sent), its deliveries are sent, retried and published like a heads-up's, and the record is
+the digest itself: what the next day's digest is compared with (`last_digest`).
 """
 
 from __future__ import annotations
@@ -192,10 +198,11 @@ class Ledger:
         return row is not None
 
     def count_for_day(self, recipient: str, day: str) -> int:
-        """Alerts counted against a recipient's cap on a local day (suppressed ones not)."""
+        """Alerts counted against a recipient's cap on a local day (suppressed ones and
+        digests not)."""
         row = self._db.execute(
             "SELECT count(DISTINCT alert_id) FROM deliveries WHERE recipient = ? AND day = ? "
-            "AND state != 'suppressed'",
+            "AND state != 'suppressed' AND kind != 'digest'",
             (recipient, day),
         ).fetchone()
         return int(row[0])
@@ -229,6 +236,15 @@ class Ledger:
                     ),
                 )  # fmt: skip
         return True
+
+    def last_digest(self, tenant: str, recipient: str) -> dict[str, Any] | None:
+        """The newest digest recorded for sending to the person (not one given up on)."""
+        row = self._db.execute(
+            "SELECT alert FROM deliveries WHERE kind = 'digest' AND tenant = ? AND recipient = ? "
+            "AND state NOT IN ('dead', 'suppressed') ORDER BY seq DESC LIMIT 1",
+            (tenant, recipient),
+        ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
 
     # -- sending ----------------------------------------------------------------------------
 

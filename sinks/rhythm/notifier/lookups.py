@@ -13,7 +13,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from pydantic import ValidationError
@@ -22,7 +23,13 @@ from rhythm.notifier.settings import NotifierSettings
 from rhythm.schemas.outputs import Alert
 from rhythm.schemas.people import Person
 
-__all__ = ["Directory", "StoreUnavailableError", "engaged_query", "most_engaged"]
+__all__ = [
+    "Directory",
+    "StoreUnavailableError",
+    "engaged_query",
+    "most_engaged",
+    "store_rows",
+]
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +123,7 @@ def engaged_query(
         f"AND occurred_at >= fromUnixTimestamp64Milli({alert.fired_at - days * 86_400_000}) "
         f"AND occurred_at <= fromUnixTimestamp64Milli({alert.fired_at}) "
         f"GROUP BY actor_type, actor_id ORDER BY n DESC, w DESC, actor_type, actor_id "
-        f"LIMIT {int(limit)} FORMAT JSONEachRow"
+        f"LIMIT {int(limit)}"
     )
 
 
@@ -126,23 +133,32 @@ def most_engaged(settings: NotifierSettings, alert: Alert, limit: int) -> list[s
     sql = engaged_query(
         alert, settings.clickhouse_database, settings.internal_types, settings.engaged_days, limit
     )
-    request = urllib.request.Request(settings.clickhouse_url, data=sql.encode(), method="POST")
-    if settings.clickhouse_user:
-        password = settings.clickhouse_password
-        secret = password.get_secret_value() if password is not None else ""
-        token = base64.b64encode(f"{settings.clickhouse_user}:{secret}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=settings.request_timeout_s) as response:
-            text = response.read().decode()
-    except urllib.error.HTTPError as exc:
-        detail = exc.read()[:300].decode(errors="replace")
-        raise StoreUnavailableError(f"store answered {exc.code}: {detail}") from None
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise StoreUnavailableError(f"store unreachable: {exc}") from None
-    out = []
-    for line in text.splitlines():
-        if line.strip():
-            row = json.loads(line)
-            out.append(f"{row['actor_type']}:{row['actor_id']}")
-    return out
+    return [f"{r['actor_type']}:{r['actor_id']}" for r in store_rows(settings)(sql, {})]
+
+
+def store_rows(settings: NotifierSettings) -> Callable[[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Run a query on the store's HTTP interface: `{name:Type}` parameters are bound by the
+    server (`param_<name>`), rows come back as dicts; StoreUnavailableError when the store
+    cannot be asked."""
+
+    def rows(sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        query = {f"param_{k}": str(v) for k, v in params.items()}
+        query["default_format"] = "JSONEachRow"
+        url = f"{settings.clickhouse_url}?{urllib.parse.urlencode(query)}"
+        request = urllib.request.Request(url, data=sql.encode(), method="POST")
+        if settings.clickhouse_user:
+            password = settings.clickhouse_password
+            secret = password.get_secret_value() if password is not None else ""
+            token = base64.b64encode(f"{settings.clickhouse_user}:{secret}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=settings.request_timeout_s) as response:
+                text = response.read().decode()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:300].decode(errors="replace")
+            raise StoreUnavailableError(f"store answered {exc.code}: {detail}") from None
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            raise StoreUnavailableError(f"store unreachable: {exc}") from None
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    return rows

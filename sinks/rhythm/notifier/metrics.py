@@ -107,6 +107,19 @@ class NotifierMetrics:
             ["status"],
             registry=r,
         )
+        self.digests = Counter(
+            "rhythm_notifier_digests",
+            "Daily digests by outcome: planned (recorded for sending, once per person and "
+            "day), sent (a digest delivery went out, per channel), skipped_nothing_new "
+            "(nothing not already in the person's last digest: not sent).",
+            ["outcome"],
+            registry=r,
+        )
+        self.digest_checks = Counter(
+            "rhythm_notifier_digest_checks",
+            "Passes over the directory looking for people whose digest is due.",
+            registry=r,
+        )
         self.progress = Progress("notifier", stall_after_s)
 
     def watch_ledger(self, counts: Callable[[], dict[str, int]]) -> None:

@@ -27,11 +27,12 @@ __all__ = [
     "Recipient",
     "destinations",
     "idempotency_key",
+    "is_internal",
     "needs_engaged",
     "route",
 ]
 
-Reason = Literal["owner", "engaged", "queue"]
+Reason = Literal["owner", "engaged", "queue", "digest"]
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,6 @@ def route(
     for owner in alert.owners:
         add(owner, "queue" if owner.startswith("queue:") or owner == queue else "owner")
     if not out and top > 0:
-        internal = set(internal_types)
         entity = f"{alert.entity_type}:{alert.entity_id}"
         chosen = 0
         for ref in engaged:
@@ -81,15 +81,19 @@ def route(
                 break
             if ref == entity:
                 continue
-            person = directory.get(ref)
-            said = person.traits.internal if person is not None else None
-            if said is False or (said is None and ref.partition(":")[0] not in internal):
+            if not is_internal(ref, directory.get(ref), internal_types):
                 continue
             add(ref, "engaged")
             chosen += 1
     if not out:
         add(queue, "queue")
     return out
+
+
+def is_internal(ref: str, person: Person | None, internal_types: Iterable[str]) -> bool:
+    """One of ours: the directory says so, or says nothing and the type is an internal one."""
+    said = person.traits.internal if person is not None else None
+    return said is True or (said is None and ref.partition(":")[0] in set(internal_types))
 
 
 def destinations(

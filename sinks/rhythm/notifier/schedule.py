@@ -8,6 +8,11 @@ backoff. Pure: times are epoch milliseconds and every function takes `now`.
   what quiet hours hold counts on the morning it goes out); the rest are *suppressed*,
   recorded, and left for the daily digest.
 - Retries: `base * 2**(attempt-1)`, capped, until `max_attempts`; then a dead letter.
+- Digests: one per person per working day, due from the start of their working hours (in
+  their zone) until the end of them: a notifier that was down at 9:00 sends it at 9:20, one
+  down all day sends none for that day (never in the evening). Which clock: the notifier's
+  wall clock (`now`), as for quiet hours: a digest is for a person reading it now; event time
+  decides only what the digest says.
 """
 
 from __future__ import annotations
@@ -18,7 +23,14 @@ from zoneinfo import ZoneInfo
 
 from rhythm.schemas.people import Person
 
-__all__ = ["WorkingTime", "backoff_s", "local_day", "next_send_at", "working_time"]
+__all__ = [
+    "WorkingTime",
+    "backoff_s",
+    "digest_due",
+    "local_day",
+    "next_send_at",
+    "working_time",
+]
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,16 @@ def next_send_at(now_ms: int, wt: WorkingTime) -> int:
             return max(now_ms, _ms(start))
         candidate += timedelta(days=1)
     return now_ms  # unreachable with at least one working day
+
+
+def digest_due(now_ms: int, wt: WorkingTime) -> tuple[str, int] | None:
+    """(the local day, when its working hours started, epoch ms) while `now_ms` is inside
+    the recipient's working hours; else None (no digest is due now)."""
+    if next_send_at(now_ms, wt) != now_ms:
+        return None
+    local = datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(wt.zone)
+    start = datetime(local.year, local.month, local.day, wt.hours[0], tzinfo=wt.zone)
+    return local.date().isoformat(), min(now_ms, _ms(start))
 
 
 def local_day(ms: int, zone: ZoneInfo) -> str:

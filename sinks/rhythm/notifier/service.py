@@ -13,6 +13,16 @@ Per turn:
    outcome (sent; retry after a doubling delay; dead after `max_attempts` or a refusal).
 4. Publish the changed deliveries to `rhythm.notifications` (the sink writes them to the
    store's `rhythm.notifications`).
+5. Every `digest_check_s`: each internal person of the directory whose working day has
+   started (their zone, by the notifier's clock) and who has no digest for that day yet gets
+   one built from the store (digest_store.py, digest.py) and recorded in the ledger like an
+   alert's deliveries (id `digest:<tenant>:<person>:<day>`), or recorded as decided and not
+   sent when nothing in it is new against their last digest. A digest with no item at all
+   is not decided: it is looked at again at the next check (the store may be catching up).
+   Step 3 sends it.
+
+The clock (`clock`, epoch ms; the wall clock by default) decides quiet hours, caps and
+whose day has started; tests inject one.
 
 Feedback (`rhythm.feedback`, from the links' API or `rhythm feedback`) is read by the same
 consumer: each piece is recorded and applied in the ledger in one transaction before its
@@ -45,12 +55,32 @@ from rhythm.notifier.channels import (
     slack_payload,
     webhook_payload,
 )
+from rhythm.notifier.digest import Digest, DigestInputs, build_digest, digest_id, has_new
+from rhythm.notifier.digest_render import (
+    digest_email,
+    digest_slack_payload,
+    digest_webhook_payload,
+)
+from rhythm.notifier.digest_store import fetch_inputs
 from rhythm.notifier.feedback import done_event, links, threshold
 from rhythm.notifier.ledger import Delivery, Ledger, NewDelivery
-from rhythm.notifier.lookups import Directory, StoreUnavailableError, most_engaged
+from rhythm.notifier.lookups import Directory, StoreUnavailableError, most_engaged, store_rows
 from rhythm.notifier.metrics import NotifierMetrics
-from rhythm.notifier.routing import destinations, idempotency_key, needs_engaged, route
-from rhythm.notifier.schedule import backoff_s, local_day, next_send_at, working_time
+from rhythm.notifier.routing import (
+    Recipient,
+    destinations,
+    idempotency_key,
+    is_internal,
+    needs_engaged,
+    route,
+)
+from rhythm.notifier.schedule import (
+    backoff_s,
+    digest_due,
+    local_day,
+    next_send_at,
+    working_time,
+)
 from rhythm.notifier.settings import NotifierSettings
 from rhythm.schemas import encode_event
 from rhythm.schemas.feedback import Feedback
@@ -62,6 +92,8 @@ __all__ = ["Notifier", "plan_deliveries", "run_notifier"]
 log = logging.getLogger(__name__)
 
 Engaged = Callable[[Alert, int], list[str]]
+#: (tenant, person type:id, now ms) -> what their digest is built from
+DigestSource = Callable[[str, str, int], DigestInputs]
 
 
 def _now_ms() -> int:
@@ -136,8 +168,11 @@ class Notifier:
         settings: NotifierSettings,
         metrics: NotifierMetrics | None = None,
         engaged: Engaged | None = None,
+        digest_inputs: DigestSource | None = None,
+        clock: Callable[[], int] = _now_ms,
     ) -> None:
         self.settings = settings
+        self._clock = clock
         self.metrics = metrics or NotifierMetrics(settings.stall_after_s)
         self.ledger = Ledger(settings.ledger_path)
         self._counts: dict[str, int] = self.ledger.counts()
@@ -148,6 +183,14 @@ class Notifier:
         self._links_key = settings.feedback_key() if settings.links_base else b""
         self.directory = Directory(settings)
         self._engaged = engaged or (lambda alert, n: most_engaged(settings, alert, n))
+        rows = store_rows(settings)
+        self._digest_inputs = digest_inputs or (
+            lambda tenant, person, now: fetch_inputs(
+                rows, database=settings.clickhouse_database, tenant=tenant, person=person,
+                now_ms=now, engaged_days=settings.engaged_days,
+            )
+        )  # fmt: skip
+        self._next_digests = 0.0
         conf = settings.kafka.manual_commit_consumer(
             settings.group_id, settings.session_timeout_ms, settings.group_instance_id
         )
@@ -196,6 +239,10 @@ class Notifier:
         messages = self.consumer.consume(100, self.settings.tick_s)
         if messages:
             self._intake(messages)
+        now = time.monotonic()
+        if self.settings.digest and now >= self._next_digests:
+            self._next_digests = now + self.settings.digest_check_s
+            self.plan_digests(self._clock())
         self.deliver_due()
         self._publish()
         now = time.monotonic()
@@ -240,7 +287,11 @@ class Notifier:
         if commit:
             # Only now: every alert before these offsets is in the ledger (committed). A
             # commit refused (the partition moved on a rebalance) only means re-reading
-            # alerts the ledger already holds.
+            # alerts the ledger already holds. Their delivery records go out first, so a
+            # group past an alert has published its routing (`rhythm sync --notifier`).
+            self._next_publish = 0.0
+            self._publish()
+            self.producer.flush(10)
             try:
                 self.consumer.commit(
                     offsets=[TopicPartition(t, p, o) for (t, p), o in commit.items()],
@@ -289,7 +340,7 @@ class Notifier:
         if needs_engaged(alert) and self.settings.engaged_top > 0:
             engaged = self._engaged(alert, self.settings.engaged_top * 4)
         self._route_backoff_s = 1.0
-        now = _now_ms()
+        now = self._clock()
         recipients, deliveries, suppressed = plan_deliveries(
             self.settings, alert, people, engaged, self.ledger.count_for_day, now,
             lambda ref: self.threshold(alert, ref, now),
@@ -338,7 +389,7 @@ class Notifier:
         if made is not None:
             record, key = made
             event = (json.dumps(record, sort_keys=True), key)
-        if not self.ledger.record_feedback(fb, entity_kind, kind, event, _now_ms()):
+        if not self.ledger.record_feedback(fb, entity_kind, kind, event, self._clock()):
             return False
         self.metrics.feedback.labels(fb.kind).inc()
         log.info(
@@ -385,7 +436,7 @@ class Notifier:
         """Snoozes that ended: their deliveries go now (or at the recipient's next working
         hour, in quiet hours)."""
         s = self.settings
-        now = _now_ms()
+        now = self._clock()
         woken = self.ledger.snoozed_due(now)
         for d in woken:
             person = self.directory.of(d.tenant).get(d.recipient)
@@ -398,7 +449,7 @@ class Notifier:
     def deliver_due(self) -> int:
         self.wake_snoozed()
         done = 0
-        for delivery in self.ledger.due(_now_ms()):
+        for delivery in self.ledger.due(self._clock()):
             self.metrics.progress.beat()
             self._attempt(delivery)
             done += 1
@@ -406,12 +457,12 @@ class Notifier:
 
     def _attempt(self, d: Delivery) -> None:
         s = self.settings
-        self.ledger.start_attempt(d.key, _now_ms())
+        self.ledger.start_attempt(d.key, self._clock())
         attempt = d.attempts + 1
         try:
             self._send(d)
         except DeliveryError as exc:
-            now = _now_ms()
+            now = self._clock()
             if exc.transient and attempt < s.max_attempts:
                 delay = backoff_s(attempt, s.retry_base_s, s.retry_max_s)
                 self.ledger.retry(d.key, now, now + int(delay * 1000), exc.reason)
@@ -424,38 +475,114 @@ class Notifier:
                 log.warning("delivery %s (%s to %s) dead-lettered after %d attempt(s): %s",
                             d.key, d.channel, d.recipient, attempt, exc.reason)  # fmt: skip
             return
-        self.ledger.sent(d.key, _now_ms())
+        self.ledger.sent(d.key, self._clock())
         self.metrics.sent.labels(d.channel).inc()
+        if d.kind == "digest":
+            self.metrics.digests.labels("sent").inc()
 
     def _send(self, d: Delivery) -> None:
         s = self.settings
         person = self.directory.of(d.tenant).get(d.recipient)
-        wt = working_time(
-            person, s.default_timezone, s.default_working_hours, s.default_working_days
-        )
-        text = headline(d.alert, wt.zone)
+        traits = person.traits if person is not None else None
+        digest = Digest.from_dict(d.alert) if d.kind == "digest" else None
+        text = ""
+        if digest is None:
+            wt = working_time(
+                person, s.default_timezone, s.default_working_hours, s.default_working_days
+            )
+            text = headline(d.alert, wt.zone)
         if d.channel == "webhook":
             assert s.webhook_url is not None and s.webhook_secret is not None
             recipient = {
                 "ref": d.recipient,
                 "reason": d.reason,
-                "name": person.traits.name if person else None,
-                "email": person.traits.email if person else None,
-                "chat_handle": person.traits.chat_handle if person else None,
+                "name": traits.name if traits else None,
+                "email": traits.email if traits else None,
+                "chat_handle": traits.chat_handle if traits else None,
             }
-            body = webhook_payload(d.key, d.alert, recipient, text, self._links(d))
+            if digest is not None:
+                body = digest_webhook_payload(d.key, digest, recipient)
+            else:
+                body = webhook_payload(d.key, d.alert, recipient, text, self._links(d))
             secret = s.webhook_secret.get_secret_value().encode()
             send_webhook(s.webhook_url, secret, d.key, body, s.request_timeout_s)
         elif d.channel == "slack":
             assert s.slack_webhook_url is not None
-            body = slack_payload(d.address, d.alert, text, self._links(d))
+            if digest is not None:
+                body = digest_slack_payload(d.address, digest)
+            else:
+                body = slack_payload(d.address, d.alert, text, self._links(d))
             send_slack(s.slack_webhook_url.get_secret_value(), d.key, body, s.request_timeout_s)
         elif d.channel == "email":
-            name = person.traits.name if person else None
-            message = email_message(s, d.key, d.address, name, d.alert, text, self._links(d))
-            send_email(s, message)
+            name = traits.name if traits else None
+            if digest is not None:
+                send_email(s, digest_email(s, d.key, d.address, digest))
+            else:
+                send_email(
+                    s, email_message(s, d.key, d.address, name, d.alert, text, self._links(d))
+                )
         else:
             raise DeliveryError(f"unknown channel {d.channel}", False)
+
+    # -- digests ----------------------------------------------------------------------------
+
+    def plan_digests(self, now_ms: int) -> int:
+        """Record the digest of each internal person whose working day has started and who
+        has none for that day yet; returns how many were planned for sending. A store that
+        does not answer leaves the rest for the next check."""
+        s = self.settings
+        self.metrics.digest_checks.inc()
+        planned = 0
+        for tenant, people in list(self.directory.people.items()):
+            for ref, person in list(people.items()):
+                if not is_internal(ref, person, s.internal_types):
+                    continue
+                wt = working_time(
+                    person, s.default_timezone, s.default_working_hours, s.default_working_days
+                )
+                due = digest_due(now_ms, wt)
+                if due is None or self.ledger.routed(digest_id(tenant, ref, due[0])):
+                    continue
+                dests = destinations([Recipient(ref, "digest")], people, s.channels, s.webhook_url)
+                if not dests:
+                    continue
+                try:
+                    inputs = self._digest_inputs(tenant, ref, now_ms)
+                except StoreUnavailableError as exc:
+                    self.metrics.route_errors.inc()
+                    log.warning("digests put off (%s): tried again in %.0fs", exc,
+                                s.digest_check_s)  # fmt: skip
+                    return planned
+                digest = build_digest(
+                    tenant=tenant, person=ref, name=person.traits.name, zone=wt.zone,
+                    day=due[0], now_ms=now_ms, inputs=inputs, engaged_days=s.engaged_days,
+                    cap=s.digest_items,
+                )  # fmt: skip
+                if not digest.items:
+                    continue  # nothing at all (yet): looked at again at the next check
+                last = self.ledger.last_digest(tenant, ref)
+                new = has_new(digest, Digest.from_dict(last).keys() if last else ())
+                deliveries = [
+                    NewDelivery(
+                        key=idempotency_key(digest.id, ref, d.channel),
+                        recipient=ref,
+                        channel=d.channel,
+                        address=d.address,
+                        reason="digest",
+                        state="pending",
+                        due_at=now_ms,
+                        day=due[0],
+                    )
+                    for d in (dests if new else [])
+                ]
+                if not self.ledger.intake(digest.as_dict(), deliveries, [ref], now_ms):
+                    continue
+                outcome = "planned" if new else "skipped_nothing_new"
+                self.metrics.digests.labels(outcome).inc()
+                planned += int(new)
+                log.info("digest %s (%d items, day started %s): %s", digest.id,
+                         len(digest.items), due[1], outcome)  # fmt: skip
+        return planned
 
     # -- publishing -------------------------------------------------------------------------
 

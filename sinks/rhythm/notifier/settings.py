@@ -106,6 +106,11 @@ class NotifierSettings(BaseSettings):
     default_timezone: str = "UTC"
     default_working_hours: tuple[int, int] = (9, 18)
     default_working_days: tuple[int, ...] = (0, 1, 2, 3, 4)
+    digest: bool = Field(True, description="A daily digest per person at their day's start.")
+    digest_items: int = Field(10, ge=1, le=50, description="At most this many digest items.")
+    digest_check_s: float = Field(
+        60.0, gt=0, description="How often people whose working day started are looked for."
+    )
     max_attempts: int = Field(8, ge=1, description="Then the delivery is dead-lettered.")
     retry_base_s: float = Field(2.0, gt=0, description="First retry after this, doubling,")
     retry_max_s: float = Field(300.0, gt=0, description="up to this.")
