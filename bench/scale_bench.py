@@ -13,16 +13,21 @@ from __future__ import annotations
 import os
 import random
 import signal
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.harness import (
+    ROOT,
     Timing,
     create_rhythm_outputs,
     create_topic,
+    env_float,
     env_int,
+    goal,
     loadavg,
+    memory_rollup,
     processor_env,
     progress,
     rhythm_cli,
@@ -109,13 +114,7 @@ class Run:
 
     def timed(self, total: int, proc: Any, sample: bool = False) -> Timing:
         def on_poll() -> dict[str, float] | None:
-            metrics = scrape(self.metrics_port)
-            if not metrics:
-                return None
-            return {
-                "rss": float(rss_bytes(proc.pid)),
-                "open_windows": metrics.get("rhythm_processor_open_windows", 0.0),
-            }
+            return sample_memory(self, proc)
 
         return time_group(
             self.bootstrap,
@@ -181,63 +180,177 @@ def throughput_runs(kafka: LocalKafka, home: Path) -> tuple[list[str], str]:
     return fixed, memory
 
 
+MiB = 2**20
+
+
+def sample_memory(run: Run, proc: Any) -> dict[str, float] | None:
+    """The worker's memory now (harness.memory_rollup) and its open entity-windows."""
+    metrics = scrape(run.metrics_port)
+    memory = memory_rollup(proc.pid)
+    if not metrics or not memory:
+        return None
+    return {**memory, "open_windows": metrics.get("rhythm_processor_open_windows", 0.0)}
+
+
+def settle(
+    run: Run, proc: Any, label: str, quiet_s: float, timeout_s: float
+) -> list[dict[str, float]]:
+    """Sample the worker every second until no entity-window has been open for `quiet_s`
+    (every window closed and past its retention: the watermark follows the clock once the
+    input is quiet, RHYTHM_PROCESSOR_IDLE_AFTER_S), or `timeout_s`."""
+    samples: list[dict[str, float]] = []
+    began = time.monotonic()
+    closed_at: float | None = None
+    last_print = 0.0
+    while time.monotonic() - began < timeout_s:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{label}: exited with {proc.returncode}")
+        now = time.monotonic()
+        sample = sample_memory(run, proc)
+        if sample is not None:
+            samples.append({"t": now - began, **sample})
+            if sample["open_windows"] > 0:
+                closed_at = None
+            elif closed_at is None:
+                closed_at = now
+            if now - last_print > 10:
+                progress(
+                    f"  {label}: {sample['open_windows']:,.0f} windows open, resident "
+                    f"{sample['rss'] / MiB:,.0f} MiB, load {loadavg()}"
+                )
+                last_print = now
+        if closed_at is not None and now - closed_at >= quiet_s:
+            break
+        time.sleep(1.0)
+    return samples
+
+
+def _settled(samples: list[dict[str, float]], last_s: float) -> float:
+    """The median resident set of the samples in the last `last_s` seconds."""
+    if not samples:
+        return 0.0
+    end = samples[-1]["t"]
+    return float(statistics.median(s["rss"] for s in samples if s["t"] >= end - last_s))
+
+
 def recovery(kafka: LocalKafka, home: Path) -> str:
+    """A worker builds N entities of one event each, lets them go idle (the input quiet, its
+    watermark follows the clock: the synthetic day is two days old, so every window closes
+    and passes its day of retention, and the entities are kept as their saved bytes) and is
+    killed; a worker restarted on the same state is timed to new events and measured the
+    same way. Resident sets are whole processes (/proc: Python's heap, RocksDB's memtables
+    and block caches, the Kafka clients' buffers, allocator slack, mapped libraries)."""
     entities = env_int("RHYTHM_BENCH_RECOVERY_ENTITIES", 1_000_000)
+    quiet_s = env_float("RHYTHM_BENCH_RECOVERY_QUIET_S", 30.0)
     run = Run(kafka, home, "recovery", 4)
     progress(f"scale: recovery: publishing {entities:,} events of distinct actors")
     publish(kafka.bootstrap, run.topic, synthetic(entities, entities, actors_only=True), entities)
     proc = run.start()
     try:
         wait_for_port("127.0.0.1", run.metrics_port, timeout=120)
-        rss_fresh = rss_bytes(proc.pid)
-        t = run.timed(entities, proc)
+        fresh = memory_rollup(proc.pid)
+        t = run.timed(entities, proc, sample=True)
         progress(f"  recovery: {entities:,} entities in state at {t.rate:,.0f} events/s")
-        rss_before = rss_bytes(proc.pid)
+        end_build = memory_rollup(proc.pid)
+        build_idle = settle(run, proc, "recovery (building worker)", quiet_s, 1800)
+        build = memory_rollup(proc.pid)  # its hwm: the peak over the whole build
+        build_samples = t.samples + build_idle
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
-        state_mib = sum(f.stat().st_size for f in (run.home / "state").rglob("*") if f.is_file())
+        state_bytes = sum(f.stat().st_size for f in (run.home / "state").rglob("*") if f.is_file())
         probes = 100
         publish(kafka.bootstrap, run.topic, synthetic(probes, probes, seed=9), probes)
         restarted = time.monotonic()
         proc = run.start()
-        time_group(
-            kafka.bootstrap,
-            run.name,
-            run.topic,
-            entities + probes,
-            [f"{run.name}.updates"],
-            proc=proc,
-            label="recovery",
-            poll_s=0.1,
-        )
+        wait_for_port("127.0.0.1", run.metrics_port, timeout=300)
+        after = run.timed(entities + probes, proc, sample=True)
         recovered_s = time.monotonic() - restarted
-        rss_after = rss_bytes(proc.pid)
+        rest_idle = settle(run, proc, "recovery (restarted worker)", quiet_s, 1800)
+        rest = memory_rollup(proc.pid)
+        rest_samples = after.samples + rest_idle
     finally:
         stop(proc)
-    return (
-        f"Recovery after SIGKILL with {entities:,} entities in state (one event each, one "
-        f"worker, 4 partitions; state on disk {state_mib / 2**20:,.0f} MiB, resident "
-        f"{rss_before / 2**20:,.0f} MiB before the kill against {rss_fresh / 2**20:,.0f} MiB "
-        f"for the fresh worker, ≈ {(rss_before - rss_fresh) / entities:,.0f} bytes per entity "
-        "in state): from the restart of the worker to "
-        f"{probes} new events processed (committed, internal topic drained) "
-        f"**{recovered_s:.1f} s**; resident {rss_after / 2**20:,.0f} MiB after. Building "
-        f"that state ran at {t.rate:,.0f} events/s; a fresh worker took {t.first_seen_s:.1f} s "
-        f"from its start to its first commit (start-up alone). Load {loadavg()}.\n"
+    peak_build = max([build.get("hwm", 0), *(s["rss"] for s in build_samples)])
+    peak_rest = max([rest.get("hwm", 0), *(s["rss"] for s in rest_samples)])
+    idle_build = _settled(build_idle, quiet_s)
+    idle_rest = _settled(rest_idle, quiet_s)
+    base = fresh.get("rss", 0)
+    anon_peak = max((s["anon"] for s in build_samples), default=0.0)
+    ratio = peak_build / idle_rest if idle_rest else 0.0
+    per_idle = (idle_rest - base) / entities
+    per_idle_build = (idle_build - base) / entities
+    goal(
+        "worker building the entities ≤ 2× one restarted on the same state (issue #14)",
+        0 < ratio <= 2,
+        f"{ratio:.2f}×",
+        f"peak {peak_build / MiB:,.0f} MiB building against {idle_rest / MiB:,.0f} MiB restarted",
     )
+    goal(
+        "resident memory per idle entity ≤ 1 KB, whole worker (issue #14)",
+        per_idle <= 1024,
+        f"{per_idle:,.0f} B",
+        "resident growth of the restarted worker over a fresh one, divided by entities",
+    )
+    wide_idle = "closed" if build_idle and build_idle[-1]["open_windows"] == 0 else "NOT closed"
+    return (
+        f"Recovery after SIGKILL with {entities:,} entities in state (one event each, actor "
+        f"`user` with its silence rule, one worker, 4 partitions; state on disk "
+        f"{state_bytes / MiB:,.0f} MiB): from the restart of the worker to {probes} new events "
+        f"processed (committed, internal topic drained) **{recovered_s:.1f} s**. Building that "
+        f"state ran at {t.rate:,.0f} events/s; a fresh worker took {t.first_seen_s:.1f} s from "
+        f"its start to its first commit (start-up alone). Load {t.load} building, "
+        f"{after.load} restarted.\n\n"
+        "Memory of the whole worker process (resident set from /proc: Python's heap, "
+        "RocksDB's memtables and block caches, the Kafka clients' buffers, allocator slack "
+        "and mapped libraries; the peak is the kernel's high-water mark, VmHWM):\n\n"
+        "| worker | resident MiB | anonymous MiB |\n| --- | ---: | ---: |\n"
+        f"| fresh, after start-up | {base / MiB:,.0f} | {fresh.get('anon', 0) / MiB:,.0f} |\n"
+        f"| building: peak | **{peak_build / MiB:,.0f}** | {anon_peak / MiB:,.0f} (sampled) |\n"
+        f"| building: input done, internal topic drained | {end_build.get('rss', 0) / MiB:,.0f} "
+        f"| {end_build.get('anon', 0) / MiB:,.0f} |\n"
+        f"| building: every window {wide_idle}, entities idle ({quiet_s:.0f} s median) | "
+        f"{idle_build / MiB:,.0f} | {build.get('anon', 0) / MiB:,.0f} |\n"
+        f"| restarted: peak (restore, catch-up) | {peak_rest / MiB:,.0f} | |\n"
+        f"| restarted: settled, entities idle ({quiet_s:.0f} s median) | "
+        f"**{idle_rest / MiB:,.0f}** | {rest.get('anon', 0) / MiB:,.0f} |\n\n"
+        f"Peak building / restarted settled: **{ratio:.2f}×** (issue #14: ≤ 2×; peak "
+        f"restarted / settled {peak_rest / idle_rest if idle_rest else 0:.2f}×). Resident "
+        f"growth over the fresh worker per idle entity: **{per_idle:,.0f} bytes** restarted "
+        f"(issue #14: ≤ 1 KB), {per_idle_build:,.0f} bytes in the worker that built them.\n"
+    )
+
+
+def previous_throughput() -> str:
+    """The last run's throughput table and memory line (this run skipped them)."""
+    results = Path(os.environ.get("RHYTHM_BENCH_RESULTS", ROOT / "bench" / "results"))
+    try:
+        text = (results / "scale.md").read_text()
+    except OSError:
+        return "Throughput runs skipped in this run (RHYTHM_BENCH_SCALE_EVENTS=0).\n\n"
+    body = text.split("\n\n", 1)[1] if text.startswith("## Scale") else text
+    body = body.split("Recovery after SIGKILL", 1)[0].rstrip() + "\n\n"
+    if not body.startswith("_Throughput"):
+        body = (
+            "_Throughput runs skipped in this run (RHYTHM_BENCH_SCALE_EVENTS=0): the table "
+            "below is the previous run's._\n\n" + body
+        )
+    return body
 
 
 def scale_section(kafka: LocalKafka, home: Path) -> str:
     n = env_int("RHYTHM_BENCH_SCALE_EVENTS", 50_000)
-    rows, memory = throughput_runs(kafka, home)
-    text = (
-        "## Scale\n\n"
-        f"`python -m bench.run --only scale` — synthetic workload ({n:,} events over one day, "
-        "actor, object, target, one tag each; see bench/scale_bench.py), one worker, "
-        "the internal updates topic with as many partitions as the events topic.\n\n"
-        "| partitions | distinct users / documents | events/s | × 4 partitions | load |\n"
-        "| ---: | ---: | ---: | ---: | --- |\n" + "\n".join(rows) + "\n\n" + memory + "\n"
-    )
+    text = "## Scale\n\n"
+    if n > 0:
+        rows, memory = throughput_runs(kafka, home)
+        text += (
+            f"`python -m bench.run --only scale` — synthetic workload ({n:,} events over one "
+            "day, actor, object, target, one tag each; see bench/scale_bench.py), one worker, "
+            "the internal updates topic with as many partitions as the events topic.\n\n"
+            "| partitions | distinct users / documents | events/s | × 4 partitions | load |\n"
+            "| ---: | ---: | ---: | ---: | --- |\n" + "\n".join(rows) + "\n\n" + memory + "\n"
+        )
+    else:
+        text += previous_throughput()
     if env_int("RHYTHM_BENCH_RECOVERY_ENTITIES", 1_000_000) > 0:
         text += recovery(kafka, home)
     return text
