@@ -260,6 +260,25 @@ def rss_bytes(pid: int) -> int:
     return total
 
 
+def memory_rollup(pid: int) -> dict[str, int]:
+    """One process's memory from /proc (bytes): `rss` (resident now), `anon` (anonymous
+    resident: Python's heap, RocksDB's memtables and block cache, allocator slack; not the
+    mapped libraries and files), `hwm` (the kernel's peak resident set since the start, not
+    sampled). Empty if the process is gone."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name in ("Rss", "Anonymous"):
+                out["rss" if name == "Rss" else "anon"] = int(rest.split()[0]) * 1024
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                out["hwm"] = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
+
+
 def scrape(port: int) -> dict[str, float]:
     """Sum of each metric family on a /metrics endpoint (labels summed away)."""
     try:

@@ -43,8 +43,11 @@ HOW = """## How these numbers are made
   Faust agent's share, default 30,000), `RHYTHM_BENCH_PROFILE_S` (> 0: py-spy over one extra
   whole pass; 0: none),
   `RHYTHM_BENCH_LIVE_S` / `RHYTHM_BENCH_LIVE_ENTITIES` (latency tail, 90 s / 200),
-  `RHYTHM_BENCH_SCALE_EVENTS` / `RHYTHM_BENCH_SCALE_ENTITIES` (50,000 / 5,000),
-  `RHYTHM_BENCH_RECOVERY_ENTITIES` (1,000,000; 0 skips).
+  `RHYTHM_BENCH_SCALE_EVENTS` / `RHYTHM_BENCH_SCALE_ENTITIES` (50,000 / 5,000; events 0
+  skips the throughput runs and keeps their last table),
+  `RHYTHM_BENCH_RECOVERY_ENTITIES` (1,000,000; 0 skips), `RHYTHM_BENCH_RECOVERY_QUIET_S`
+  (30: how long a worker's memory must be settled), `RHYTHM_BENCH_RECOVERY_RESEEK_S`
+  (3600: the recovery workers' `RHYTHM_PROCESSOR_RESEEK_AFTER_S`).
 - The Quix Streams peer and py-spy live in bench/.venv-peers (created by the bench on first
   use, git-ignored): quixstreams pins its own confluent-kafka range.
 - The machine is shared (2 cores; other brokers and test suites may run at the same time),

@@ -13,16 +13,21 @@ from __future__ import annotations
 import os
 import random
 import signal
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.harness import (
+    ROOT,
     Timing,
     create_rhythm_outputs,
     create_topic,
+    env_float,
     env_int,
+    goal,
     loadavg,
+    memory_rollup,
     processor_env,
     progress,
     rhythm_cli,
@@ -96,26 +101,20 @@ class Run:
         create_topic(self.bootstrap, self.topic, partitions)
         create_rhythm_outputs(self.bootstrap, name, partitions)
 
-    def start(self) -> Any:
+    def start(self, extra: dict[str, str] | None = None) -> Any:
         env = processor_env(
             self.bootstrap,
             self.name,
             self.topic,
             self.home / "state",
             self.metrics_port,
-            {"RHYTHM_PROCESSOR_UPDATES_PARTITIONS": str(self.partitions)},
+            {"RHYTHM_PROCESSOR_UPDATES_PARTITIONS": str(self.partitions), **(extra or {})},
         )
         return start([*rhythm_cli(), "processors"], env, self.home / "processors.log")
 
     def timed(self, total: int, proc: Any, sample: bool = False) -> Timing:
         def on_poll() -> dict[str, float] | None:
-            metrics = scrape(self.metrics_port)
-            if not metrics:
-                return None
-            return {
-                "rss": float(rss_bytes(proc.pid)),
-                "open_windows": metrics.get("rhythm_processor_open_windows", 0.0),
-            }
+            return sample_memory(self, proc)
 
         return time_group(
             self.bootstrap,
@@ -181,63 +180,229 @@ def throughput_runs(kafka: LocalKafka, home: Path) -> tuple[list[str], str]:
     return fixed, memory
 
 
+MiB = 2**20
+
+
+def sample_memory(run: Run, proc: Any) -> dict[str, float] | None:
+    """The worker's memory now (harness.memory_rollup) and its open entity-windows."""
+    metrics = scrape(run.metrics_port)
+    memory = memory_rollup(proc.pid)
+    if not metrics or not memory:
+        return None
+    return {
+        **memory,
+        "open_windows": metrics.get("rhythm_processor_open_windows", 0.0),
+        "ready": metrics.get("rhythm_health_ready", 0.0),
+    }
+
+
+def settle(
+    run: Run, proc: Any, label: str, quiet_s: float, timeout_s: float
+) -> list[dict[str, float]]:
+    """Sample the worker every second until, for `quiet_s`, it has been ready (its state
+    restored), with no entity-window open (every window closed and past its retention: the
+    watermark follows the clock once the input is quiet, RHYTHM_PROCESSOR_IDLE_AFTER_S) and
+    its resident set grown by at most 2 %; or until `timeout_s`."""
+    samples: list[dict[str, float]] = []
+    began = time.monotonic()
+    closed_at: float | None = None
+    at_close = 0.0
+    last_print = 0.0
+    while time.monotonic() - began < timeout_s:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{label}: exited with {proc.returncode}")
+        now = time.monotonic()
+        sample = sample_memory(run, proc)
+        if sample is not None:
+            samples.append({"t": now - began, **sample})
+            if sample["open_windows"] > 0 or not sample["ready"]:  # not yet restored
+                closed_at = None
+            elif closed_at is None or sample["rss"] > at_close * 1.02:  # still growing
+                closed_at, at_close = now, sample["rss"]
+            if now - last_print > 10:
+                progress(
+                    f"  {label}: {sample['open_windows']:,.0f} windows open, resident "
+                    f"{sample['rss'] / MiB:,.0f} MiB, load {loadavg()}"
+                )
+                last_print = now
+        if closed_at is not None and now - closed_at >= quiet_s:
+            break
+        time.sleep(1.0)
+    return samples
+
+
+def _settled(samples: list[dict[str, float]], last_s: float) -> float:
+    """The median resident set of the samples in the last `last_s` seconds."""
+    if not samples:
+        return 0.0
+    end = samples[-1]["t"]
+    return float(statistics.median(s["rss"] for s in samples if s["t"] >= end - last_s))
+
+
 def recovery(kafka: LocalKafka, home: Path) -> str:
+    """Three workers on one state, each measured as a whole process (/proc: Python's heap,
+    RocksDB's memtables and block caches, the Kafka clients' buffers, allocator slack, mapped
+    libraries):
+    1. builds N entities of one event each over a day two days old, its watermark held at the
+       input's event time (idle-after 10 days), so every entity's day window is still open
+       at the end; its peak (the kernel's VmHWM) and its resident set then. SIGKILL.
+    2. restarted on that state: restore, catch-up and 100 new events (timed), then its input
+       is quiet (idle-after 3 s), its watermark follows the clock, every window closes and
+       passes its day of retention and each entity is kept as its saved bytes; settled there.
+       SIGKILL.
+    3. restarted on the idle state: what a worker holding N idle entities costs."""
     entities = env_int("RHYTHM_BENCH_RECOVERY_ENTITIES", 1_000_000)
+    quiet_s = env_float("RHYTHM_BENCH_RECOVERY_QUIET_S", 30.0)
+    # holes.py's re-read of a partition that delivered nothing for 20 s is put off: on a
+    # busy machine (load 8) it fired on the building worker's backlogged updates partitions
+    # and the seek crashed aiokafka's fetcher (KeyError in fetched_records) twice at 1M.
+    steady = {
+        "RHYTHM_PROCESSOR_RESEEK_AFTER_S": os.environ.get("RHYTHM_BENCH_RECOVERY_RESEEK_S", "3600")
+    }
+    hold = {**steady, "RHYTHM_PROCESSOR_IDLE_AFTER_S": str(10 * DAY_MS // 1000)}
     run = Run(kafka, home, "recovery", 4)
     progress(f"scale: recovery: publishing {entities:,} events of distinct actors")
     publish(kafka.bootstrap, run.topic, synthetic(entities, entities, actors_only=True), entities)
-    proc = run.start()
+    proc = run.start(hold)
     try:
         wait_for_port("127.0.0.1", run.metrics_port, timeout=120)
-        rss_fresh = rss_bytes(proc.pid)
-        t = run.timed(entities, proc)
+        fresh = memory_rollup(proc.pid)
+        t = run.timed(entities, proc, sample=True)
         progress(f"  recovery: {entities:,} entities in state at {t.rate:,.0f} events/s")
-        rss_before = rss_bytes(proc.pid)
+        built: dict[str, float] = sample_memory(run, proc) or {**memory_rollup(proc.pid)}
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
-        state_mib = sum(f.stat().st_size for f in (run.home / "state").rglob("*") if f.is_file())
+        state_bytes = sum(f.stat().st_size for f in (run.home / "state").rglob("*") if f.is_file())
         probes = 100
         publish(kafka.bootstrap, run.topic, synthetic(probes, probes, seed=9), probes)
         restarted = time.monotonic()
-        proc = run.start()
-        time_group(
-            kafka.bootstrap,
-            run.name,
-            run.topic,
-            entities + probes,
-            [f"{run.name}.updates"],
-            proc=proc,
-            label="recovery",
-            poll_s=0.1,
-        )
+        proc = run.start(steady)
+        wait_for_port("127.0.0.1", run.metrics_port, timeout=300)
+        after = run.timed(entities + probes, proc, sample=True)
         recovered_s = time.monotonic() - restarted
-        rss_after = rss_bytes(proc.pid)
+        caught_up: dict[str, float] = sample_memory(run, proc) or {**memory_rollup(proc.pid)}
+        rest_idle = settle(run, proc, "recovery (restarted worker)", quiet_s, 1800)
+        rest = memory_rollup(proc.pid)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        proc = run.start(steady)
+        wait_for_port("127.0.0.1", run.metrics_port, timeout=300)
+        third = settle(run, proc, "recovery (worker on the idle state)", quiet_s, 1800)
+        third_end = memory_rollup(proc.pid)
     finally:
         stop(proc)
-    return (
-        f"Recovery after SIGKILL with {entities:,} entities in state (one event each, one "
-        f"worker, 4 partitions; state on disk {state_mib / 2**20:,.0f} MiB, resident "
-        f"{rss_before / 2**20:,.0f} MiB before the kill against {rss_fresh / 2**20:,.0f} MiB "
-        f"for the fresh worker, ≈ {(rss_before - rss_fresh) / entities:,.0f} bytes per entity "
-        "in state): from the restart of the worker to "
-        f"{probes} new events processed (committed, internal topic drained) "
-        f"**{recovered_s:.1f} s**; resident {rss_after / 2**20:,.0f} MiB after. Building "
-        f"that state ran at {t.rate:,.0f} events/s; a fresh worker took {t.first_seen_s:.1f} s "
-        f"from its start to its first commit (start-up alone). Load {loadavg()}.\n"
+    peak_build = max([built.get("hwm", 0.0), *(s["rss"] for s in t.samples)])
+    end_build = built.get("rss", 0.0)
+    peak_rest = max([rest.get("hwm", 0), *(s["rss"] for s in after.samples + rest_idle)])
+    idle_rest = _settled(rest_idle, quiet_s)
+    idle_third = _settled(third, quiet_s)
+    base = fresh.get("rss", 0)
+    anon_peak = max((s["anon"] for s in t.samples), default=0.0)
+    open_peak = max((s["open_windows"] for s in t.samples), default=0.0)
+    same_state = peak_build / peak_rest if peak_rest else 0.0
+    ratio = peak_build / idle_rest if idle_rest else 0.0
+    in_place = idle_rest / idle_third if idle_third else 0.0
+    to_idle = peak_build / idle_third if idle_third else 0.0
+    per_idle = (idle_third - base) / entities
+    per_idle_rest = (idle_rest - base) / entities
+    goal(
+        "worker building the entities ≤ 2× one restarted on the same state (issue #14)",
+        0 < same_state <= 2,
+        f"{same_state:.2f}×",
+        f"peak {peak_build / MiB:,.0f} MiB building against {peak_rest / MiB:,.0f} MiB "
+        "restarted (restoring the same open windows)",
     )
+    goal(
+        "worker whose entities went idle ≤ 2× one restarted on that idle state (issue #14)",
+        0 < in_place <= 2,
+        f"{in_place:.2f}×",
+        f"{idle_rest / MiB:,.0f} MiB once its entities went idle against {idle_third / MiB:,.0f} "
+        "MiB restarted on the idle state: memory their open windows needed stays allocated",
+    )
+    goal(
+        "resident memory per idle entity ≤ 1 KB, whole worker (issue #14)",
+        per_idle <= 1024,
+        f"{per_idle:,.0f} B",
+        "resident growth of a worker restarted on idle state over a fresh one, per entity",
+    )
+    closed = (
+        "every window closed"
+        if rest_idle and not rest_idle[-1]["open_windows"]
+        else ("windows NOT all closed")
+    )
+    return (
+        f"Recovery after SIGKILL with {entities:,} entities in state (one event each, actor "
+        f"`user` with its silence rule, one worker, 4 partitions; state on disk "
+        f"{state_bytes / MiB:,.0f} MiB): from the restart of the worker to {probes} new events "
+        f"processed (committed, internal topic drained) **{recovered_s:.1f} s** (with every "
+        "window of the state closing meanwhile: the watermark follows the clock once the "
+        "input is quiet). Building that "
+        f"state ran at {t.rate:,.0f} events/s; a fresh worker took {t.first_seen_s:.1f} s from "
+        f"its start to its first commit (start-up alone). Load {t.load} building, "
+        f"{after.load} restarted.\n\n"
+        "Memory of the whole worker process: resident set from /proc (Python's heap, "
+        "RocksDB's memtables and block caches, the Kafka clients' buffers, allocator slack "
+        "and mapped libraries); a peak is the kernel's high-water mark (VmHWM). The building "
+        "worker's watermark is held at the input's event time, so at its end every entity "
+        f"still has its day window open (at most {open_peak:,.0f} entity-windows open); the "
+        "restarted worker restores those, then its quiet input lets the watermark follow the "
+        "clock (the synthetic day is two days old), every window closes and passes its day "
+        "of retention and the entities are kept as their saved bytes; a third worker is "
+        "started on that idle state.\n\n"
+        "| worker | resident MiB | anonymous MiB |\n| --- | ---: | ---: |\n"
+        f"| fresh, after start-up | {base / MiB:,.0f} | {fresh.get('anon', 0) / MiB:,.0f} |\n"
+        f"| building: peak | **{peak_build / MiB:,.0f}** | {anon_peak / MiB:,.0f} (sampled) |\n"
+        f"| building: input done, internal topic drained, windows open | {end_build / MiB:,.0f} "
+        f"| {built.get('anon', 0) / MiB:,.0f} |\n"
+        f"| restarted: peak (restore of the open windows, catch-up) | "
+        f"**{peak_rest / MiB:,.0f}** | |\n"
+        f"| restarted: caught up ({caught_up.get('open_windows', 0):,.0f} windows open) | "
+        f"{caught_up.get('rss', 0) / MiB:,.0f} | {caught_up.get('anon', 0) / MiB:,.0f} |\n"
+        f"| restarted: {closed}, entities idle ({quiet_s:.0f} s median) | "
+        f"{idle_rest / MiB:,.0f} | {rest.get('anon', 0) / MiB:,.0f} |\n"
+        f"| started on the idle state: settled ({quiet_s:.0f} s median) | "
+        f"**{idle_third / MiB:,.0f}** | {third_end.get('anon', 0) / MiB:,.0f} |\n\n"
+        f"Peak building / peak restarted on the same state: **{same_state:.2f}×** (issue #14: "
+        f"≤ 2×); peak building / restarted once idle: {ratio:.2f}×; restarted once idle / "
+        f"started on the idle state: **{in_place:.2f}×**; peak building / started on the idle "
+        f"state: {to_idle:.2f}×. Resident growth over the "
+        f"fresh worker per idle entity: **{per_idle:,.0f} bytes** in a worker started on the "
+        f"idle state (issue #14: ≤ 1 KB), {per_idle_rest:,.0f} bytes in the restarted worker "
+        "once its entities went idle (what their open windows left allocated).\n"
+    )
+
+
+def previous_throughput() -> str:
+    """The last run's throughput table and memory line (this run skipped them)."""
+    results = Path(os.environ.get("RHYTHM_BENCH_RESULTS", ROOT / "bench" / "results"))
+    try:
+        text = (results / "scale.md").read_text()
+    except OSError:
+        return "Throughput runs skipped in this run (RHYTHM_BENCH_SCALE_EVENTS=0).\n\n"
+    body = text.split("\n\n", 1)[1] if text.startswith("## Scale") else text
+    body = body.split("Recovery after SIGKILL", 1)[0].rstrip() + "\n\n"
+    if not body.startswith("_Throughput"):
+        body = (
+            "_Throughput runs skipped in this run (RHYTHM_BENCH_SCALE_EVENTS=0): the table "
+            "below is the previous run's._\n\n" + body
+        )
+    return body
 
 
 def scale_section(kafka: LocalKafka, home: Path) -> str:
     n = env_int("RHYTHM_BENCH_SCALE_EVENTS", 50_000)
-    rows, memory = throughput_runs(kafka, home)
-    text = (
-        "## Scale\n\n"
-        f"`python -m bench.run --only scale` — synthetic workload ({n:,} events over one day, "
-        "actor, object, target, one tag each; see bench/scale_bench.py), one worker, "
-        "the internal updates topic with as many partitions as the events topic.\n\n"
-        "| partitions | distinct users / documents | events/s | × 4 partitions | load |\n"
-        "| ---: | ---: | ---: | ---: | --- |\n" + "\n".join(rows) + "\n\n" + memory + "\n"
-    )
+    text = "## Scale\n\n"
+    if n > 0:
+        rows, memory = throughput_runs(kafka, home)
+        text += (
+            f"`python -m bench.run --only scale` — synthetic workload ({n:,} events over one "
+            "day, actor, object, target, one tag each; see bench/scale_bench.py), one worker, "
+            "the internal updates topic with as many partitions as the events topic.\n\n"
+            "| partitions | distinct users / documents | events/s | × 4 partitions | load |\n"
+            "| ---: | ---: | ---: | ---: | --- |\n" + "\n".join(rows) + "\n\n" + memory + "\n"
+        )
+    else:
+        text += previous_throughput()
     if env_int("RHYTHM_BENCH_RECOVERY_ENTITIES", 1_000_000) > 0:
         text += recovery(kafka, home)
     return text
