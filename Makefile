@@ -52,7 +52,8 @@ test: lint kafka-fetch
 # The table it prints also goes to .rhythm/faults-report.md (for RELIABILITY.md).
 test-faults: kafka-fetch
 	RHYTHM_FAULTS_REPORT=$(RUN_HOME)/faults-report.md $(PY) -m pytest tests/faults \
-		tests/integration/test_processors.py --timeout 5400
+		tests/integration/test_processors.py tests/integration/test_stack_supervisor.py \
+		--timeout 5400
 
 # Scale-out on a real 3-node Kafka cluster (minutes: three JVMs and several workers); not in
 # `make test`, whose quick part covers the cluster's configuration (tests/unit).
