@@ -44,7 +44,7 @@ test-integration: kafka-fetch
 
 # pytest exits 5 when it collected no test: that is a failure here, as any non-zero code.
 test: lint kafka-fetch
-	$(PY) -m pytest tests -m "not long"
+	$(PY) -m pytest tests -m "not long" --durations=15
 
 # The whole fault suite, the `long` tests included (200k events through kills, a broker
 # restart and a ClickHouse outage; the client through a broker outage; the processors killed
