@@ -339,13 +339,16 @@ def test_workers_joining_and_leaving_mid_run_give_the_single_worker_results(
         for proc in procs:
             stop(proc)
 
-    assert left_at < len(closed)  # the worker left while windows were still to come
     check_signals(many_signals, reference)
     check_signals(calm_signals, reference)
     for key in closed:
         many_s, calm_s = dict(many_signals[key]), dict(calm_signals[key])
         assert many_s.pop("weight_sum") == pytest.approx(calm_s.pop("weight_sum"), rel=1e-12)
         assert many_s == calm_s, key
+    # Checked after the results, so a run that missed it still shows they are right; it
+    # depends on the machine's speed (all in first, then the rebalance waits): a fast run
+    # can have every window out before worker 0 leaves, and then did not test leaving.
+    assert left_at < len(closed), "every window was out before worker 0 left: not tested"
     calm_alerts = calm.alerts()
     check_alerts(calm_alerts, w)
     assert many.alerts() == calm_alerts
