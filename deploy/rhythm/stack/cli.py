@@ -7,6 +7,7 @@ import typer
 from rhythm.stack.client_cli import register as register_client_commands
 from rhythm.stack.digest_cli import register as register_digest_commands
 from rhythm.stack.kafka_cli import app as kafka_app
+from rhythm.stack.mail_cli import register as register_mail_commands
 from rhythm.stack.notifier_cli import register as register_notifier_commands
 from rhythm.stack.processor_cli import register as register_processor_commands
 from rhythm.stack.sim_cli import register as register_sim_commands
@@ -27,6 +28,7 @@ register_notifier_commands(app)
 register_digest_commands(app)
 register_stack_commands(app)
 register_sim_commands(app)
+register_mail_commands(app)
 
 
 def main() -> None:

@@ -36,6 +36,8 @@ class TenantSettings(BaseModel):
     internal_types: list[str] | None = None
     external_types: list[str] | None = None
     queue: str | None = None
+    #: Mail domains of our people: the mail connector makes addresses there internal types.
+    internal_domains: list[str] | None = None
 
 
 class ProcessorSettings(BaseSettings):
@@ -112,6 +114,11 @@ class ProcessorSettings(BaseSettings):
     working_hours: tuple[float, float] = Field((9, 18), description="Local hours [start, end).")
     holidays: list[date] = Field(default_factory=list, description="Local dates off.")
     queue: str = Field("queue:default", description="Who owes a reply when no one is named.")
+    internal_domains: list[str] = Field(
+        default_factory=list,
+        description="Mail domains of our people (the mail connector: addresses there are the "
+        "first internal type, others the first external type); per tenant in `tenants`.",
+    )
     tenants: dict[str, TenantSettings] = Field(
         default_factory=dict, description="Per-tenant overrides of the six settings above."
     )

@@ -98,6 +98,9 @@ class ReplyConfig:
             "assigned", "unassigned", "reassigned", "escalated", "transferred", "tagged",
             "labeled", "viewed", "read", "seen", "delivered", "bounced", "snoozed", "watched",
             "subscribed", "starred", "moved", "merged", "linked", "prioritized",
+            # mail nobody answers or waits on (rhythm.connectors.mail): auto-replies, other
+            # automatic mail, list traffic, mail among our own people only
+            "auto_replied", "auto_sent", "posted_to_list", "noted",
         }
     )  # fmt: skip
     # Events that close the open wait without answering it (feedback: "done").
@@ -292,6 +295,13 @@ class Conversations:
             return  # no message either way: it answers no one, and no one waits on it
         if message.sender not in ctx.parties and len(ctx.parties) < MAX_PARTIES:
             ctx.parties.append(message.sender)
+        recipient = self._recipient(ctx.tenant, message.about)
+        if (
+            recipient is not None
+            and recipient not in ctx.parties
+            and len(ctx.parties) < MAX_PARTIES
+        ):
+            ctx.parties.append(recipient)
         if not ctx.about and message.about:
             ctx.about = message.about
         side = self.sides.side(ctx.tenant, message.sender[0])
@@ -308,6 +318,15 @@ class Conversations:
             )  # fmt: skip
             self._open(ctx.tenant, self._kind3(ctx.waiting), ctx.waiting.since_ms)
             self._schedule(key, ctx, expiry=True)
+
+    def _recipient(self, tenant: str, about: str) -> Party | None:
+        """The event's target when it is a person on a side (an email's recipient): a party
+        of the thread, so a message nobody answered names whom it was sent to. Targets on no
+        side (accounts, tickets) are not parties."""
+        kind, sep, ident = about.partition(":")
+        if not sep or self.sides.side(tenant, kind) is None:
+            return None
+        return (kind, ident)
 
     def _check(self, key: str, ctx: ContextState, time: int) -> UnansweredAlert | None:
         wait = ctx.waiting

@@ -1,0 +1,2 @@
+"""rhythm.connectors: activity people already create elsewhere, turned into contract events
+through the client library (`rhythm.producers.Client`)."""
