@@ -37,6 +37,8 @@ class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        # Autocommit, and explicit transactions where several writes must land together
+        # (`with db:` does not begin one in autocommit mode: each row would be its own).
         self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
@@ -112,7 +114,7 @@ class Store:
 
     def begin_pending(self, event_ids: Sequence[str], offsets: dict[int, int]) -> None:
         """Record a batch about to be produced, and where the topic ended before it."""
-        with self.db:
+        with self.transaction():
             self.db.execute("DELETE FROM pending")
             self.db.executemany(
                 "INSERT OR IGNORE INTO pending VALUES (?)", [(e,) for e in event_ids]
@@ -131,7 +133,7 @@ class Store:
     def settle(self, delivered: Iterable[str]) -> None:
         """The batch in flight is over: what was delivered is published, the rest forgotten
         (its messages are read again, from the checkpoint)."""
-        with self.db:
+        with self.transaction():
             self.db.executemany(
                 "INSERT OR IGNORE INTO published VALUES (?)", [(e,) for e in delivered]
             )
