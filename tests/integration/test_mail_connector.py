@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from tests.mailbox.generate import DOMAIN, generate, write
 
 from rhythm.connectors.mail.checkpoints import Checkpoints
 from rhythm.connectors.mail.imap import ImapSync
@@ -36,6 +38,7 @@ from rhythm.stack.kafka import LocalKafka
 
 from .conftest import payload, read_topic
 from .dovecot import PASSWORD, Dovecot
+from .test_processors import Pipeline, _stop
 
 pytestmark = pytest.mark.integration
 
@@ -343,3 +346,86 @@ def test_a_batch_acknowledged_but_not_noted_is_not_sent_again(
 
 def _id(i: int) -> str:
     return f"00000000-0000-5000-8000-{i:012d}"
+
+
+# -- a company's mailboxes, through the real processors -----------------------------------------
+
+
+def test_a_companys_mailbox_gives_exactly_the_planted_unanswered_heads_ups(
+    kafka_broker: LocalKafka, tmp_path: Path
+) -> None:
+    """tests/mailbox generates six weeks of a small company's mail (customer threads answered
+    or ended by either side, planted unanswered ones, outreach, their auto-replies and
+    bounces, a mailing list, a newsletter, internal mail) as mbox files and a Maildir;
+    `rhythm import mbox` publishes it; `rhythm processors` learns the reply norms from it and
+    must raise exactly the planted `unanswered` heads-ups, each naming our recipient."""
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=2)
+    company = generate(seed=1, end=end)
+    mailboxes = write(company, tmp_path / "mail")
+    pipeline = Pipeline(
+        kafka_broker.bootstrap,
+        f"mail-{uuid.uuid4().hex[:8]}",
+        tmp_path,
+        extra_env={
+            "RHYTHM_PROCESSOR_TENANTS": json.dumps({"northwind": {"internal_domains": [DOMAIN]}}),
+            "RHYTHM_PROCESSOR_REPLY_HORIZON_S": str(14 * 86400),  # the default
+        },
+    )
+    pipeline.create_topics()
+    importer = dict(
+        pipeline.env(),
+        RHYTHM_CLIENT_TOPIC=pipeline.topics["events"],
+        RHYTHM_MAIL_TENANT="northwind",
+        RHYTHM_MAIL_STATE_DIR=str(tmp_path / "connector"),
+    )
+
+    def import_mbox(path: Path) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-m", "rhythm.stack.cli", "import", "mbox", str(path)],
+            env=importer, capture_output=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr.decode()
+        result: dict[str, Any] = json.loads(done.stdout)
+        return result
+
+    first = import_mbox(mailboxes)
+    # every copy read (Sent, INBOX of each recipient, the Maildir), each message's events once
+    assert first["messages"] == sum(len(m) for b in company.boxes.values() for m in b.values())
+    assert first["mailboxes"] == sum(len(boxes) for boxes in company.boxes.values())
+    assert first["skipped"] == 0
+    assert topic_size(kafka_broker, pipeline.topics["events"]) == first["events"]
+    again = import_mbox(mailboxes / "ann")  # overlapping: a person's mail, imported again
+    assert again["messages"] > 0 and again["events"] == 0
+    assert topic_size(kafka_broker, pipeline.topics["events"]) == first["events"]
+
+    want = {(message_ref(p.message_id), p.sender): p for p in company.planted}
+    assert len(want) >= 10
+    proc = pipeline.start()
+    got: dict[tuple[str, str], dict[str, Any]] = {}
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            alerts = [a for a in pipeline_alerts(pipeline) if a["kind"] == "unanswered"]
+            got = {(a["context_id"], a["entity_id"]): a for a in alerts}
+            if set(got) >= set(want):
+                break
+        alerts = [a for a in pipeline_alerts(pipeline) if a["kind"] == "unanswered"]
+    finally:
+        _stop(proc)
+    assert set(got) == set(want) and len(alerts) == len(want), (
+        f"missing {len(set(want) - set(got))}, extra {sorted(set(got) - set(want))[:3]}\n"
+        + pipeline.diagnosis()
+    )
+    for key, alert in got.items():
+        planted = want[key]
+        assert alert["entity_type"] == "contact"
+        assert alert["owners"][0] == f"user:{planted.owners[0]}"  # whom it was sent to
+        assert {f"user:{o}" for o in planted.owners} <= set(alert["owners"])
+        # its Date (or, where the sender's clock was a year off, our server's Received stamp)
+        sent_ms = int(planted.sent_at.timestamp() * 1000)
+        assert sent_ms <= alert["last_event_at"] <= sent_ms + 60_000
+
+
+def pipeline_alerts(pipeline: Pipeline) -> list[dict[str, Any]]:
+    messages = read_topic(pipeline.bootstrap, pipeline.topics["alerts"], 0, timeout=5)
+    return [json.loads(payload(m)) for m in messages]
