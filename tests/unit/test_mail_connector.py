@@ -333,3 +333,18 @@ def test_mbox_and_maildir_are_read_headers_only(tmp_path: Path) -> None:
     assert all(b"never read" not in m.header for m in msgs)
     (m,) = list(read_maildir(maildir, "INBOX"))
     assert parse_headers(m.header).message_id == "b1" and b"never read" not in m.header
+
+
+def test_rhythm_up_starts_the_connector_when_an_imap_account_is_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from rhythm.stack.supervisor import Stack, StackSettings
+
+    stack = Stack(StackSettings(home=tmp_path))
+    monkeypatch.delenv("RHYTHM_MAIL_IMAP_HOST", raising=False)
+    assert "mail" not in {p.name for p in stack._parts("127.0.0.1:9092")}
+    monkeypatch.setenv("RHYTHM_MAIL_IMAP_HOST", "imap.example.test")
+    (part,) = [p for p in stack._parts("127.0.0.1:9092") if p.name == "mail"]
+    assert part.argv[-2:] == ["connect", "imap"]
+    assert part.env["RHYTHM_MAIL_STATE_DIR"] == str(tmp_path.resolve() / "mail-connector")
+    assert part.env["RHYTHM_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:9092"

@@ -118,7 +118,7 @@ class Stack:
             _stop_group(pid, timeout)
         state = self._state()  # as the supervisor left it
         # the sink last in, first out: it commits on TERM
-        for name in ("prometheus", "notifier", "sink", "processors"):
+        for name in ("prometheus", "mail", "notifier", "sink", "processors"):
             pid = state.get(name, {}).get("pid")
             if pid and _alive(pid):
                 _stop_group(pid, timeout)
@@ -177,6 +177,10 @@ class Stack:
             if port and running:
                 ok, detail = probe_health(f"http://127.0.0.1:{port}/healthz")
                 parts["notifier"]["health"] = {"ok": bool(ok), "detail": detail}
+        if self.mail_wanted() or "mail" in state:
+            pid = state.get("mail", {}).get("pid")
+            parts["mail"] = {"running": bool(pid and _alive(pid)), "pid": pid}
+            parts["mail"]["log"] = state.get("mail", {}).get("log")
         if self._prometheus_wanted() or "prometheus" in state:
             pid = state.get("prometheus", {}).get("pid")
             port = self.settings.prometheus_port
@@ -239,6 +243,7 @@ class Stack:
                 _healthz(s.sink_metrics_port),
             ),
             *self._notifier_part(env, cli),
+            *self._mail_part(env, cli),
             *self._prometheus_part(),
         ]
 
@@ -262,6 +267,18 @@ class Stack:
             ),
         )
         return [Part("notifier", [*cli, "notifier"], notifier_env, port or None, _healthz(port))]
+
+    def mail_wanted(self) -> bool:
+        """The mail connector runs when an IMAP account is configured (RHYTHM_MAIL_*)."""
+        return bool(os.environ.get("RHYTHM_MAIL_IMAP_HOST"))
+
+    def _mail_part(self, env: dict[str, str], cli: list[str]) -> list[Part]:
+        """`rhythm connect imap` (docs/mail.md): no port of its own, restarted when it exits."""
+        if not self.mail_wanted():
+            return []
+        mail_env = dict(env)
+        mail_env.setdefault("RHYTHM_MAIL_STATE_DIR", str(self.home / "mail-connector"))
+        return [Part("mail", [*cli, "connect", "imap"], mail_env, None)]
 
     def _prometheus_wanted(self) -> bool:
         return bool(self.settings.prometheus_port) and prometheus.binary() is not None
