@@ -160,6 +160,9 @@ def test_imap_threads_replies_sides_and_a_resync_adds_nothing(
                            T0 + timedelta(minutes=30)))  # fmt: skip
     put(user, "INBOX", mail("m8@mx.acme.test", "MAILER-DAEMON@mx.acme.test", "ann@acme.test",
                             "Undelivered", T0, "Return-Path: <>\r\n"))  # fmt: skip
+    old = datetime.now(UTC) - timedelta(days=60)  # before the first sync's cut-off (30 days)
+    dovecot.append(user, "INBOX", mail("old@client.test", "carl@client.test", user, "old", old),
+                   when=old)  # fmt: skip
     # over IMAPS, trusting the test's own CA
     s = settings(kafka_broker, topic, tmp_path / "state", dovecot, user,
                  imap_port=dovecot.tls_port, imap_security="tls", imap_ca_file=dovecot.cert,
@@ -221,8 +224,27 @@ def test_imap_threads_replies_sides_and_a_resync_adds_nothing(
     assert len(got) == 11
     new = next(e for e in got if e["object_id"] == message_ref("m9@client.test"))
     assert new["context_id"] == message_ref("m1@client.test")
-    cp = Checkpoints(tmp_path / "state" / "checkpoints.json").get(s.account(), "INBOX")
-    assert cp is not None and cp.last_uid == 7
+    assert message_ref("old@client.test") not in {e["object_id"] for e in got}
+    cps = Checkpoints(tmp_path / "state" / "checkpoints.json")
+    inbox, archive = cps.get(s.account(), "INBOX"), cps.get(s.account(), "Archive")
+    assert inbox is not None and inbox.last_uid == 8 and inbox.since is not None
+    assert archive is not None
+
+    # the server renumbers a mailbox (a new UIDVALIDITY): read again, nothing published twice
+    with dovecot.client(user) as c:
+        c.delete_folder("Archive")
+    put(user, "Archive", reply)
+    pipeline = MailPipeline(s)
+    sync = ImapSync(s, pipeline)
+    client = sync.connect()
+    try:
+        assert sync.sync(client) == 0
+    finally:
+        client.logout()
+        pipeline.close()
+    renumbered = Checkpoints(tmp_path / "state" / "checkpoints.json").get(s.account(), "Archive")
+    assert renumbered is not None and renumbered.uidvalidity != archive.uidvalidity
+    assert topic_size(kafka_broker, topic) == 11
 
 
 def test_mail_arriving_while_the_connector_runs_is_an_event_soon(

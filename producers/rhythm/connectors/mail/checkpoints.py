@@ -20,14 +20,15 @@ from pathlib import Path
 class Checkpoint:
     uidvalidity: int
     last_uid: int
+    since: str | None = None  # ISO date: mail delivered before it is never read (since_days)
 
 
 class Checkpoints:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._data: dict[str, dict[str, dict[str, int]]] = self._load()
+        self._data: dict[str, dict[str, dict[str, int | str]]] = self._load()
 
-    def _load(self) -> dict[str, dict[str, dict[str, int]]]:
+    def _load(self) -> dict[str, dict[str, dict[str, int | str]]]:
         try:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
@@ -40,13 +41,19 @@ class Checkpoints:
         entry = self._data.get(account, {}).get(mailbox)
         if entry is None:
             return None
-        return Checkpoint(int(entry["uidvalidity"]), int(entry["last_uid"]))
+        since = entry.get("since")
+        return Checkpoint(
+            int(entry["uidvalidity"]), int(entry["last_uid"]), None if since is None else str(since)
+        )
 
     def put(self, account: str, mailbox: str, checkpoint: Checkpoint) -> None:
-        self._data.setdefault(account, {})[mailbox] = {
+        entry: dict[str, int | str] = {
             "uidvalidity": checkpoint.uidvalidity,
             "last_uid": checkpoint.last_uid,
         }
+        if checkpoint.since is not None:
+            entry["since"] = checkpoint.since
+        self._data.setdefault(account, {})[mailbox] = entry
         write_atomically(self.path, json.dumps(self._data, indent=1, sort_keys=True) + "\n")
 
 

@@ -24,7 +24,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from imapclient import IMAPClient
@@ -97,14 +97,23 @@ class ImapSync:
         uidvalidity = int(info[b"UIDVALIDITY"])
         checkpoint = self.checkpoints.get(self.account, mailbox)
         last = 0
+        since = checkpoint.since if checkpoint is not None else None
         if checkpoint is not None and checkpoint.uidvalidity == uidvalidity:
             last = checkpoint.last_uid
         elif checkpoint is not None:
             log.warning("%s: UIDVALIDITY changed: reading the mailbox again", mailbox)
-        uids = sorted(u for u in client.search(["UID", f"{last + 1}:*"]) if u > last)
+        if checkpoint is None and self.settings.since_days > 0:
+            # a new mailbox: its recent mail only, by delivery date (IMAP SINCE), now and in
+            # every later pass, so mail older than the cut-off is never read, crash or not
+            cutoff = datetime.now(UTC) - timedelta(days=self.settings.since_days)
+            since = cutoff.date().isoformat()
+        criteria: list[Any] = ["UID", f"{last + 1}:*"]
+        if since is not None:
+            criteria += ["SINCE", date.fromisoformat(since)]
+        uids = sorted(u for u in client.search(criteria) if u > last)
         if not uids:
             if checkpoint is None or checkpoint.uidvalidity != uidvalidity:
-                self.checkpoints.put(self.account, mailbox, Checkpoint(uidvalidity, last))
+                self.checkpoints.put(self.account, mailbox, Checkpoint(uidvalidity, last, since))
             return 0
         labels = client.has_capability("X-GM-EXT-1")
         items = [b"BODY.PEEK[HEADER]", b"INTERNALDATE"] + ([b"X-GM-LABELS"] if labels else [])
@@ -114,7 +123,7 @@ class ImapSync:
             data = client.fetch(chunk, items)
             raws = [_raw(data[u], mailbox) for u in chunk if u in data and HEADER in data[u]]
             sent += self.pipeline.process(raws)
-            self.checkpoints.put(self.account, mailbox, Checkpoint(uidvalidity, chunk[-1]))
+            self.checkpoints.put(self.account, mailbox, Checkpoint(uidvalidity, chunk[-1], since))
         log.info("%s: %d new messages, %d events", mailbox, len(uids), sent)
         return sent
 

@@ -92,6 +92,12 @@ class MailSettings(BaseSettings):
     idle: bool = Field(True, description="IMAP IDLE on the first mailbox between passes.")
     poll_s: float = Field(60.0, gt=0, description="A full pass at least this often (IDLE or not).")
     batch: int = Field(200, ge=1, le=5000, description="Messages fetched and published at once.")
+    since_days: float = Field(
+        30.0,
+        ge=0,
+        description="A mailbox's first sync reads mail delivered this many days back (0: all); "
+        "older history is for `rhythm import mbox` before the processors start.",
+    )
     retry_max_s: float = Field(60.0, gt=0, description="Reconnect backoff cap.")
 
     @field_validator("internal_domains")
