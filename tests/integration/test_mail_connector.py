@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from rhythm.connectors.mail.store import Store
 from rhythm.producers import ClientSettings, KafkaSettings
 from rhythm.schemas import decode_event
 from rhythm.stack.kafka import LocalKafka
+from rhythm.stack.ports import free_port
 
 from .conftest import payload, read_topic
 from .dovecot import PASSWORD, Dovecot
@@ -93,6 +95,7 @@ def env(kafka: LocalKafka, topic: str, state: Path, server: Dovecot, user: str) 
         RHYTHM_MAIL_IMAP_PASSWORD=PASSWORD,
         RHYTHM_MAIL_MAILBOXES='["INBOX"]',
         RHYTHM_MAIL_POLL_S="30",
+        RHYTHM_MAIL_METRICS_PORT="0",
     )
 
 
@@ -253,9 +256,11 @@ def test_mail_arriving_while_the_connector_runs_is_an_event_soon(
     user = "live@acme.test"
     dovecot.append(user, "INBOX", mail("old@client.test", "carl@client.test", user, "old", T0))
     log = (tmp_path / "connector.log").open("ab")
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "rhythm.stack.cli", "connect", "imap"],
-        env=env(kafka_broker, topic, tmp_path / "state", dovecot, user),
+        env=env(kafka_broker, topic, tmp_path / "state", dovecot, user)
+        | {"RHYTHM_MAIL_METRICS_PORT": str(port)},
         stdout=subprocess.PIPE,
         stderr=log,
         start_new_session=True,
@@ -276,6 +281,13 @@ def test_mail_arriving_while_the_connector_runs_is_an_event_soon(
         assert {e["object_id"] for e in got} == {message_ref("old@client.test"),
                                                  message_ref("new@client.test")}  # fmt: skip
         print(f"new mail became an event in {took:.1f} s")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+            assert json.loads(r.read())["live"] is True
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        assert "rhythm_mail_events_published_total 2.0" in metrics
+        assert 'rhythm_mail_messages_total{verb="emailed"} 2.0' in metrics
+        assert PASSWORD not in metrics and "client.test" not in metrics and user not in metrics
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

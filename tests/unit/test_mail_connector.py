@@ -346,5 +346,6 @@ def test_rhythm_up_starts_the_connector_when_an_imap_account_is_set(
     monkeypatch.setenv("RHYTHM_MAIL_IMAP_HOST", "imap.example.test")
     (part,) = [p for p in stack._parts("127.0.0.1:9092") if p.name == "mail"]
     assert part.argv[-2:] == ["connect", "imap"]
+    assert part.health_url == "http://127.0.0.1:9469/healthz" and part.ready_port == 9469
     assert part.env["RHYTHM_MAIL_STATE_DIR"] == str(tmp_path.resolve() / "mail-connector")
     assert part.env["RHYTHM_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:9092"

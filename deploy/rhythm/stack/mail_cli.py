@@ -67,6 +67,7 @@ def connect_imap(
     """
     from rhythm.connectors.mail.imap import ImapSync
     from rhythm.connectors.mail.pipeline import MailPipeline
+    from rhythm.producers.health import HealthServer
 
     setup_logging(verbose)
     settings = _settings(bootstrap, tenant=tenant, state_dir=state_dir)
@@ -75,12 +76,19 @@ def connect_imap(
         sync = ImapSync(settings, pipeline)
     except ValueError as exc:
         fail(str(exc))
+    server = None
+    if settings.metrics_port:
+        server = HealthServer(
+            settings.metrics_host, settings.metrics_port, pipeline.metrics.registry, sync.progress
+        ).start()
 
     def run(stop: Any, ready: Any) -> None:
         try:
-            sync.run(stop, ready)
+            sync.run(stop, lambda info: ready({**info, "metrics": server and server.url}))
         finally:
             pipeline.close()
+            if server is not None:
+                server.stop()
 
     run_in_foreground("mail connector", "rhythm.connectors.mail", "stopping", run)
 

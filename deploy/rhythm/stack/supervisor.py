@@ -273,12 +273,14 @@ class Stack:
         return bool(os.environ.get("RHYTHM_MAIL_IMAP_HOST"))
 
     def _mail_part(self, env: dict[str, str], cli: list[str]) -> list[Part]:
-        """`rhythm connect imap` (docs/mail.md): no port of its own, restarted when it exits."""
+        """`rhythm connect imap` (docs/mail.md), watched on its /healthz like the others."""
         if not self.mail_wanted():
             return []
         mail_env = dict(env)
         mail_env.setdefault("RHYTHM_MAIL_STATE_DIR", str(self.home / "mail-connector"))
-        return [Part("mail", [*cli, "connect", "imap"], mail_env, None)]
+        port = int(mail_env.get("RHYTHM_MAIL_METRICS_PORT", "9469"))
+        argv = [*cli, "connect", "imap"]
+        return [Part("mail", argv, mail_env, port or None, _healthz(port))]
 
     def _prometheus_wanted(self) -> bool:
         return bool(self.settings.prometheus_port) and prometheus.binary() is not None

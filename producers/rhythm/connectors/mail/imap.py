@@ -35,6 +35,7 @@ from rhythm.connectors.mail.mapping import Source
 from rhythm.connectors.mail.pipeline import MailPipeline, RawMessage
 from rhythm.connectors.mail.publish import NotDeliveredError
 from rhythm.connectors.mail.settings import MailSettings
+from rhythm.producers.health import Progress
 
 log = logging.getLogger("rhythm.connectors.mail")
 # IMAPClient logs every command at DEBUG (it masks LOGIN, but headers are personal data).
@@ -45,7 +46,9 @@ RETRYABLE = (IMAPClientError, OSError, socket.error, ssl.SSLError, NotDeliveredE
 
 
 class ImapSync:
-    def __init__(self, settings: MailSettings, pipeline: MailPipeline) -> None:
+    def __init__(
+        self, settings: MailSettings, pipeline: MailPipeline, progress: Progress | None = None
+    ) -> None:
         if not settings.imap_host or not settings.imap_user:
             raise ValueError("set RHYTHM_MAIL_IMAP_HOST and RHYTHM_MAIL_IMAP_USER")
         self.settings = settings
@@ -54,6 +57,7 @@ class ImapSync:
         self.account = settings.account()
         self._missing: set[str] = set()
         self.passes = 0
+        self.progress = progress or Progress("mail", settings.stall_after_s)
 
     def connect(self) -> IMAPClient:
         s = self.settings
@@ -83,8 +87,12 @@ class ImapSync:
         """One pass over every mailbox; return the events published."""
         sent = 0
         for mailbox in self.settings.mailboxes:
+            self.progress.beat()
             sent += self.sync_mailbox(client, mailbox)
         self.passes += 1
+        self.pipeline.metrics.passes.inc()
+        self.pipeline.metrics.last_pass.set_to_current_time()
+        self.progress.beat()
         return sent
 
     def sync_mailbox(self, client: IMAPClient, mailbox: str) -> int:
@@ -123,6 +131,7 @@ class ImapSync:
             data = client.fetch(chunk, items)
             raws = [_raw(data[u], mailbox) for u in chunk if u in data and HEADER in data[u]]
             sent += self.pipeline.process(raws)
+            self.progress.beat()
             self.checkpoints.put(self.account, mailbox, Checkpoint(uidvalidity, chunk[-1], since))
         log.info("%s: %d new messages, %d events", mailbox, len(uids), sent)
         return sent
@@ -135,12 +144,15 @@ class ImapSync:
         deadline = time.monotonic() + s.poll_s
         first = next((m for m in s.mailboxes if m not in self._missing), None)
         if not (s.idle and first and client.has_capability("IDLE")):
-            stop.wait(s.poll_s)
+            while not stop.is_set() and time.monotonic() < deadline:
+                self.progress.beat()
+                stop.wait(min(1.0, max(0.0, deadline - time.monotonic())))
             return
         client.select_folder(first, readonly=True)
         client.idle()
         try:
             while not stop.is_set() and time.monotonic() < deadline:
+                self.progress.beat()
                 responses = client.idle_check(timeout=1.0)
                 if any(_news(r) for r in responses):
                     return
@@ -160,16 +172,21 @@ class ImapSync:
                     backoff = 1.0
                     if not ready:
                         ready = True
+                        self.progress.set_ready(True)
                         on_ready({"account": self.account, "mailboxes": self.settings.mailboxes})
                     self.wait(client, stop)
             except RETRYABLE as exc:
+                self.pipeline.metrics.errors.labels(type(exc).__name__).inc()
                 log.warning(
                     "IMAP sync interrupted (%s: %s); again in %.0f s",
                     type(exc).__name__,
                     str(exc)[:200],
                     backoff,
                 )
-                stop.wait(backoff)
+                until = time.monotonic() + backoff
+                while not stop.is_set() and time.monotonic() < until:
+                    self.progress.beat()  # waiting on purpose is not a stall
+                    stop.wait(min(1.0, max(0.0, until - time.monotonic())))
                 backoff = min(backoff * 2, self.settings.retry_max_s)
             finally:
                 if client is not None:

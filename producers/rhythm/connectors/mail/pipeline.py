@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from rhythm.connectors.mail.headers import MailHeaders, parse_headers
 from rhythm.connectors.mail.mapping import Mapper, Source, occurred_at
+from rhythm.connectors.mail.metrics import MailMetrics
 from rhythm.connectors.mail.publish import Publisher
 from rhythm.connectors.mail.settings import MailSettings, Sides, tenant_sides
 from rhythm.connectors.mail.store import Store
@@ -27,7 +28,12 @@ class RawMessage:
 class MailPipeline:
     """One per process: the store, the threader, the mapper and the publisher."""
 
-    def __init__(self, settings: MailSettings, sides: Sides | None = None) -> None:
+    def __init__(
+        self,
+        settings: MailSettings,
+        sides: Sides | None = None,
+        metrics: MailMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.sides = sides or tenant_sides(settings)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -36,6 +42,7 @@ class MailPipeline:
         self.mapper = Mapper(settings, self.sides, settings.key())
         self.publisher = Publisher(self.store, settings.client, settings.state_dir / "publish.lock")
         self.counts: Counter[str] = Counter()
+        self.metrics = metrics or MailMetrics()
 
     def close(self) -> None:
         try:
@@ -51,6 +58,7 @@ class MailPipeline:
             when = occurred_at(h, raw.source.delivered, self.settings)
             if h.sender is None or when is None:
                 self.counts["skipped_no_sender_or_date"] += 1
+                self.metrics.skipped.inc()
                 continue
             self.counts["defects"] += h.defects
             parsed.append((h, raw.source, epoch_millis(when[0])))
@@ -61,7 +69,9 @@ class MailPipeline:
             if mapped:
                 self.counts["messages"] += 1
                 self.counts[f"verb_{mapped[0]['verb']}"] += 1
+                self.metrics.messages.labels(mapped[0]["verb"]).inc()
             events.extend(mapped)
         sent = self.publisher.publish(events)
         self.counts["events"] += sent
+        self.metrics.events.inc(sent)
         return sent
