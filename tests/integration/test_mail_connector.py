@@ -35,6 +35,7 @@ from rhythm.connectors.mail.settings import MailSettings
 from rhythm.connectors.mail.store import Store
 from rhythm.producers import ClientSettings, KafkaSettings
 from rhythm.schemas import decode_event
+from rhythm.schemas.topics import PEOPLE_TOPIC
 from rhythm.stack.kafka import LocalKafka
 from rhythm.stack.ports import free_port
 
@@ -260,7 +261,7 @@ def test_mail_arriving_while_the_connector_runs_is_an_event_soon(
     proc = subprocess.Popen(
         [sys.executable, "-m", "rhythm.stack.cli", "connect", "imap"],
         env=env(kafka_broker, topic, tmp_path / "state", dovecot, user)
-        | {"RHYTHM_MAIL_METRICS_PORT": str(port)},
+        | {"RHYTHM_MAIL_METRICS_PORT": str(port), "RHYTHM_MAIL_IDENTIFY": "true"},
         stdout=subprocess.PIPE,
         stderr=log,
         start_new_session=True,
@@ -288,6 +289,12 @@ def test_mail_arriving_while_the_connector_runs_is_an_event_soon(
         assert "rhythm_mail_events_published_total 2.0" in metrics
         assert 'rhythm_mail_messages_total{verb="emailed"} 2.0' in metrics
         assert PASSWORD not in metrics and "client.test" not in metrics and user not in metrics
+        # our person, in the people directory, so the notifier can reach them
+        people = read_topic(kafka_broker.bootstrap, PEOPLE_TOPIC, 0, timeout=5)
+        ours = [json.loads(payload(m)) for m in people if m.key() == f"acme:user:{user}".encode()]
+        traits = {k: v for k, v in ours[-1]["traits"].items() if v is not None} if ours else {}
+        assert traits == {"email": user, "internal": True}
+        assert not [m for m in people if b"carl@client.test" in (m.key() or b"")]  # not theirs
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

@@ -72,6 +72,15 @@ class MailPipeline:
                 self.metrics.messages.labels(mapped[0]["verb"]).inc()
             events.extend(mapped)
         sent = self.publisher.publish(events)
+        if self.settings.identify and self.mapper.key is None:
+            ours = self.sides.internal_type
+            people = [
+                (e[role]["type"], e[role]["id"])
+                for e in events
+                for role in ("actor", "target")
+                if role in e and e[role]["type"] == ours
+            ]
+            self.publisher.identify(self.settings.tenant, people)
         self.counts["events"] += sent
         self.metrics.events.inc(sent)
         return sent

@@ -94,6 +94,17 @@ class Publisher:
             self.sent += len(ids)
             return len(ids)
 
+    def identify(self, tenant: str, people: Sequence[tuple[str, str]]) -> None:
+        """Our people, to the people directory: {"email": address, "internal": true}."""
+        todo = self.store.unidentified(tenant, people)
+        if not todo:
+            return
+        for kind, address in todo:
+            self.client.identify(tenant, (kind, address), {"email": address, "internal": True})
+        if self.client.flush(self.flush_s):
+            raise NotDeliveredError("the people directory did not take our people in time")
+        self.store.identified(tenant, todo)
+
     def recover(self) -> int:
         """Settle a batch a dead predecessor left pending; return how many of its events
         were found on the topic."""

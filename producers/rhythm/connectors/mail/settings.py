@@ -61,6 +61,12 @@ class MailSettings(BaseSettings):
     )
     hmac_key: SecretStr | None = Field(None, description="The pseudonyms' key...")
     hmac_key_file: Path | None = Field(None, description="...or a file holding it.")
+    identify: bool = Field(
+        False,
+        description="Publish each of our people met in mail to the people directory "
+        "(identify: email, internal) so heads-ups reach them; off when another system keeps "
+        "the directory (the latest record wins) or addresses are pseudonymised.",
+    )
     # -- the mapping ----------------------------------------------------------------------
     weight: Weight = Field(
         "one",

@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS subject (
 CREATE TABLE IF NOT EXISTS published (event_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS pending (event_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
+CREATE TABLE IF NOT EXISTS identified (tenant TEXT, type TEXT, id TEXT,
+  PRIMARY KEY (tenant, type, id));
 """
 _CHUNK = 500  # SQLite's host-parameter limit is 999 in old builds
 
@@ -95,6 +97,26 @@ class Store:
             "INSERT OR REPLACE INTO subject VALUES (?, ?, ?, ?, ?)",
             (tenant, key, root, last_ms, ",".join(participants[:32])),
         )
+
+    # -- the people directory --------------------------------------------------------------
+
+    def unidentified(self, tenant: str, people: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        out = []
+        for kind, ident in dict.fromkeys(people):
+            row = self.db.execute(
+                "SELECT 1 FROM identified WHERE tenant = ? AND type = ? AND id = ?",
+                (tenant, kind, ident),
+            ).fetchone()
+            if row is None:
+                out.append((kind, ident))
+        return out
+
+    def identified(self, tenant: str, people: Iterable[tuple[str, str]]) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR IGNORE INTO identified VALUES (?, ?, ?)",
+                [(tenant, k, i) for k, i in people],
+            )
 
     # -- what was published ----------------------------------------------------------------
 
