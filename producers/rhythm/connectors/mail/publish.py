@@ -125,7 +125,14 @@ class Publisher:
 
     def _consumer(self) -> Consumer:
         conf = self.settings.kafka.to_librdkafka()
-        conf.update({"group.id": "rhythm-mail-recovery", "enable.auto.commit": False})
+        # earliest: a noted offset the topic's retention already dropped reads from the start
+        conf.update(
+            {
+                "group.id": "rhythm-mail-recovery",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
         return Consumer(conf)
 
     def _end_offsets(self) -> dict[int, int]:
