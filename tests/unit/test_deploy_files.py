@@ -25,7 +25,8 @@ import yaml
 from pydantic_settings import BaseSettings
 
 from rhythm.processors.settings import ProcessorSettings
-from rhythm.producers.config import ClientSettings, KafkaSettings
+from rhythm.producers.config import ClientSettings
+from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.schemas.topics import DEFAULT_TOPICS
 from rhythm.sinks.settings import SinkSettings
 

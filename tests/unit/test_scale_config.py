@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rhythm.processors.settings import ProcessorSettings
-from rhythm.producers.config import KafkaSettings
+from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.stack.kafka import (
     LocalKafka,
     LocalKafkaCluster,

@@ -96,7 +96,7 @@ def test_the_sink(sasl_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> 
 def test_sync_tail_and_the_cli_options(
     sasl_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rhythm.producers.config import KafkaSettings
+    from rhythm.runtime.kafka_settings import KafkaSettings
     from rhythm.sinks import sync
     from rhythm.stack import client_cli, sink_cli, tailing
 

@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from rhythm.producers.config import ClientSettings, KafkaSettings
+from rhythm.producers.config import ClientSettings
+from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.schemas import EVENTS_TOPIC
 
 

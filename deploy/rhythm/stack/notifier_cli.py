@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from rhythm.producers.config import KafkaSettings
+from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.schemas.feedback import FeedbackKind
 
 if TYPE_CHECKING:

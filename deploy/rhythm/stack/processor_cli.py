@@ -26,7 +26,7 @@ def processors(
     """Run Faust workers computing signals and alerts (settings: RHYTHM_PROCESSOR_*)."""
     from rhythm.processors.settings import ProcessorSettings
     from rhythm.processors.worker import run
-    from rhythm.producers.config import KafkaSettings
+    from rhythm.runtime.kafka_settings import KafkaSettings
 
     overrides: dict[str, object] = {}
     if bootstrap is not None:

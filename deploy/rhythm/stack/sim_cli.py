@@ -73,7 +73,8 @@ def simulate(
     Planted, and recorded in the manifest: accounts that went silent, threads left
     unanswered, movers in pace and amount. Exit 2 if any event was not delivered.
     """
-    from rhythm.producers.config import ClientSettings, KafkaSettings
+    from rhythm.producers.config import ClientSettings
+    from rhythm.runtime.kafka_settings import KafkaSettings
     from rhythm.stack.simulate import SimConfig, generate
     from rhythm.stack.simulate_send import send, summary, write_manifest
 

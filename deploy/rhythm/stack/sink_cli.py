@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from rhythm.producers.config import KafkaSettings
+from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.stack.foreground import fail, invalid_settings, run_in_foreground, setup_logging
 
 DsnOption = Annotated[

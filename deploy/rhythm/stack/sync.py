@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 
-from rhythm.producers.config import KafkaSettings
+from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.sinks.sync import SyncReport, wait_for_sink
 from rhythm.stack.supervisor import scrape_min
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
-from rhythm.producers.config import KafkaSettings
+from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.schemas import WireError, decode_event
 
 

@@ -13,7 +13,7 @@ from rhythm.processors import faust_private
 from rhythm.processors.ends import EndOffsets
 from rhythm.processors.partition import Output, PartitionProcessor
 from rhythm.processors.stage1 import Stage1Output
-from rhythm.producers.health import Progress
+from rhythm.runtime.health import Progress
 
 EVENTS_IN = Counter(
     "rhythm_processor_events_total", "Events taken by stage 1 (after deduplication).", ["partition"]

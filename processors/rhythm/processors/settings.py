@@ -15,7 +15,7 @@ from rhythm.processors.signals.conversation import ReplyConfig
 from rhythm.processors.signals.entity import SignalConfig
 from rhythm.processors.signals.policy import ANY_ROLE, AlertPolicy, TenantPolicy
 from rhythm.processors.signals.rhythm import SilenceConfig
-from rhythm.producers.config import KafkaSettings
+from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.schemas import ALERTS_TOPIC, DEAD_LETTERS_TOPIC, EVENTS_TOPIC, SIGNALS_TOPIC
 
 UPDATES_TOPIC = "rhythm.updates"

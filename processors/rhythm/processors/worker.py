@@ -85,7 +85,7 @@ def run(settings: ProcessorSettings | None = None) -> None:
     if settings.metrics_port:
         from prometheus_client import REGISTRY
 
-        from rhythm.producers.health import HealthServer
+        from rhythm.runtime.health import HealthServer
 
         HealthServer(
             settings.metrics_host, settings.metrics_port, REGISTRY, processors.metrics.progress

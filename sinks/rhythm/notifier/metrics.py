@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from rhythm.producers.health import Progress
+from rhythm.runtime.health import Progress
 from rhythm.schemas.feedback import FEEDBACK_KINDS
 from rhythm.schemas.outputs import ALERT_KINDS
 from rhythm.schemas.people import DELIVERY_STATES

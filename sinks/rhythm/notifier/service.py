@@ -652,7 +652,7 @@ def run_notifier(
     on_ready: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
     """Run until `stop` is set: the health server, then the loop."""
-    from rhythm.producers.health import HealthServer
+    from rhythm.runtime.health import HealthServer
 
     log.info(
         "notifier: group %s, channels %s, ledger %s", settings.group_id,

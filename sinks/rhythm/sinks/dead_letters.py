@@ -11,7 +11,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from rhythm.producers.config import KafkaSettings
+from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.sinks.transform import DeadLetter
 
 __all__ = ["DeadLetterTopic", "DeliveryFailedError"]

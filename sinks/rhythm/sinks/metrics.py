@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from rhythm.producers.health import Progress
+from rhythm.runtime.health import Progress
 
 __all__ = ["BulkHistogram", "SinkMetrics"]
 

@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, TopicCollection
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
-from rhythm.producers.health import HealthServer
+from rhythm.runtime.health import HealthServer
 from rhythm.sinks.batcher import Batcher
 from rhythm.sinks.consumer import ConsumerLoop, consumer_config
 from rhythm.sinks.dead_letters import DeadLetterTopic

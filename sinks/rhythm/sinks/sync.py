@@ -16,7 +16,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from rhythm.producers.config import KafkaSettings
+from rhythm.runtime.kafka_settings import KafkaSettings
 
 __all__ = ["PartitionGap", "SyncReport", "wait_for_sink"]
 
