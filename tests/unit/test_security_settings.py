@@ -97,12 +97,12 @@ def test_sync_tail_and_the_cli_options(
     sasl_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from rhythm.runtime.kafka_settings import KafkaSettings
-    from rhythm.sinks import sync
+    from rhythm.runtime import offsets
     from rhythm.stack import client_cli, sink_cli, tailing
 
-    capture(monkeypatch, sync, "Consumer")
+    capture(monkeypatch, offsets, "Consumer")
     with pytest.raises(CapturedError) as got:
-        sync._consumer(KafkaSettings(), "rhythm-sink")
+        offsets.Offsets(KafkaSettings(), "rhythm-sink").partitions(["rhythm.events"])
     assert_passes(got.value.conf, sasl_env)
 
     capture(monkeypatch, tailing, "Consumer")

@@ -83,12 +83,11 @@ def run(settings: ProcessorSettings | None = None) -> None:
     ensure_changelog_topics(settings, partitions)
     processors = Processors(settings, partitions)
     if settings.metrics_port:
-        from prometheus_client import REGISTRY
-
         from rhythm.runtime.health import HealthServer
 
+        metrics = processors.metrics
         HealthServer(
-            settings.metrics_host, settings.metrics_port, REGISTRY, processors.metrics.progress
+            settings.metrics_host, settings.metrics_port, metrics.registry, metrics.progress
         ).start()
     worker = faust.Worker(processors.app, loglevel=settings.log_level, quiet=True)
     # Faust's startup spinner sets the root logger to DEBUG (for good): every debug call in
