@@ -7,7 +7,7 @@ count starts at "not found" / "false alarm": an alert the labels do not explain 
 alarm, a planted case no alert matches is a miss.
 
 `run_rules(scenario, settings)` feeds the scenario through the processors' own stage-2 code
-(`PartitionProcessor`, the same object the Faust agent drives) on one partition, in arrival
+(`Stage2Partition`, the same object the Faust agent drives) on one partition, in arrival
 order, with the watermark at the newest event time seen, as stage 1 reports it; then moves
 the watermark to the scenario's end.
 """
@@ -21,9 +21,9 @@ from datetime import date
 from typing import Any
 
 from rhythm.processors.explode import explode
-from rhythm.processors.partition import PartitionProcessor
 from rhythm.processors.settings import ProcessorSettings, TenantSettings
 from rhythm.processors.signals.calendar import HOUR_MS, WORK
+from rhythm.processors.stage2 import Stage2Partition
 from rhythm.schemas.event import validate_record
 
 from .generate import Scenario, WaitLabel
@@ -52,7 +52,7 @@ def settings_for(scenario: Scenario, **overrides: Any) -> ProcessorSettings:
 
 
 def run_rules(scenario: Scenario, settings: ProcessorSettings) -> list[dict[str, Any]]:
-    proc = PartitionProcessor(
+    proc = Stage2Partition(
         0, 1, settings.signal_config(), settings.reply_config(), settings.alert_policy()
     )
     alerts: list[dict[str, Any]] = []

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from rhythm.processors.partition import PartitionProcessor
 from rhythm.processors.signals.conversation import ReplyConfig
 from rhythm.processors.signals.entity import SignalConfig
-from rhythm.processors.stage1 import SourcePartition, Stage1Config
+from rhythm.processors.stage1 import Stage1Config, Stage1Partition
+from rhythm.processors.stage2 import Stage2Partition
 from rhythm.producers import prepare_event
 from rhythm.schemas import encode_event
 from rhythm.stack.simulate import SimConfig, Simulation, generate
@@ -50,8 +50,8 @@ def run_processors(sim: Simulation, sources: int = 2, batch: int = 500) -> Proce
     cfg = Stage1Config(
         updates_partitions=2, dedup_horizon_ms=sig.lateness_ms + sig.late_retention_ms
     )
-    parts = [SourcePartition(p, cfg) for p in range(sources)]
-    procs = [PartitionProcessor(k, sources, sig, ReplyConfig()) for k in range(2)]
+    parts = [Stage1Partition(p, cfg) for p in range(sources)]
+    procs = [Stage2Partition(k, sources, sig, ReplyConfig()) for k in range(2)]
     queues: list[list[bytes]] = [[] for _ in range(sources)]
     for i in sim.arrivals:
         record, key = prepare_event(sim.events[i].to_json(sim.config.tenant))

@@ -12,11 +12,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from rhythm.processors import faust_private
 from rhythm.processors.ends import EndOffsets
-from rhythm.processors.partition import Output, PartitionProcessor
 from rhythm.processors.stage1 import Stage1Output
+from rhythm.processors.stage2 import Stage2Output, Stage2Partition
 from rhythm.runtime.health import Progress
 from rhythm.runtime.metrics import part_registry
 from rhythm.runtime.offsets import lag
+from rhythm.schemas.topics import STAGE1, STAGE2
 
 
 class ProcessorMetrics:
@@ -37,7 +38,8 @@ class ProcessorMetrics:
         )
         self.duplicates = Counter(
             "rhythm_processor_duplicates_total",
-            "Messages skipped as already counted, by stage (1: same event_id, 2: same offset).",
+            "Messages skipped as already counted, by stage (stage1: same event_id, stage2: same "
+            "offset).",
             ["stage"],
             registry=r,
         )
@@ -55,8 +57,9 @@ class ProcessorMetrics:
         )
         self.holes = Counter(
             "rhythm_processor_offset_holes_total",
-            "Runs of input offsets the consumer skipped and the worker read again (see holes.py).",
-            ["input"],
+            "Runs of input offsets the consumer skipped and the worker read again (see holes.py), "
+            "by the stage whose input it was.",
+            ["stage"],
             registry=r,
         )
         self.hot = Counter(
@@ -208,7 +211,7 @@ class ProcessorMetrics:
         label = str(partition)
         self.events_in.labels(label).inc(out.events)
         if out.duplicates:
-            self.duplicates.labels("1").inc(out.duplicates)
+            self.duplicates.labels(STAGE1).inc(out.duplicates)
         if out.degraded:
             self.degraded.inc(out.degraded)
         for dead in out.dead_letters:
@@ -220,15 +223,15 @@ class ProcessorMetrics:
     def over_budget(self, partition: int, tenants: int) -> None:
         self.tenants_over_budget.labels(str(partition)).set(tenants)
 
-    def hole(self, stage_input: str) -> None:
-        self.holes.labels(stage_input).inc()
+    def hole(self, stage: str) -> None:
+        self.holes.labels(stage).inc()
 
     def dead_letter(self, reason: str) -> None:
         self.dead_letters.labels(reason).inc()
 
-    def stage2(self, partition: int, out: Output) -> None:
+    def stage2(self, partition: int, out: Stage2Output) -> None:
         if out.duplicates:
-            self.duplicates.labels("2").inc(out.duplicates)
+            self.duplicates.labels(STAGE2).inc(out.duplicates)
         if out.late:
             self.late.labels("corrected").inc(out.late)
         if out.too_late:
@@ -249,7 +252,7 @@ class ProcessorMetrics:
         for alert in out.alerts:
             self.alerts.labels(alert["kind"]).inc()
 
-    def partition_state(self, partition: int, proc: PartitionProcessor) -> None:
+    def partition_state(self, partition: int, proc: Stage2Partition) -> None:
         if proc.watermark > 0:
             self.stage2_watermark.labels(str(partition)).set(proc.watermark / 1000)
         self.open_windows.labels(str(partition)).set(proc.open_windows())

@@ -52,11 +52,14 @@ class Stage1Config:
 
 @dataclass
 class DeadLetter:
+    """A message refused, for `rhythm.dead_letters` (rhythm.schemas.dead_letters)."""
+
     reason: str
     partition: int
-    offset: int
+    offset: int  # -1: no offset of its own (a saved state value read back at restore)
     value: bytes
     detail: str
+    key: bytes | None = None
 
 
 @dataclass
@@ -83,7 +86,7 @@ def _id_hash(event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
 
 
-class SourcePartition:
+class Stage1Partition:
     def __init__(self, partition: int, cfg: Stage1Config) -> None:
         self.partition = partition
         self.cfg = cfg

@@ -5,6 +5,7 @@ from __future__ import annotations
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rhythm.processors.settings import ProcessorSettings
+from rhythm.schemas.topics import STAGE1, STAGE2, changelog_topic
 
 
 def events_partitions(settings: ProcessorSettings, timeout: float = 30.0) -> int:
@@ -50,16 +51,16 @@ def ensure_changelog_topics(
     existing = admin.list_topics(timeout=timeout).topics
     wanted = [
         NewTopic(
-            f"{settings.app_id}-{table}-changelog",
+            changelog_topic(settings.app_id, stage),
             partitions,
             settings.replication_factor,
             config={"cleanup.policy": "compact"},
         )
-        for table, partitions in (
-            ("stage1", events_partitions),
-            ("state", settings.updates_partitions),
+        for stage, partitions in (
+            (STAGE1, events_partitions),
+            (STAGE2, settings.updates_partitions),
         )
-        if f"{settings.app_id}-{table}-changelog" not in existing
+        if changelog_topic(settings.app_id, stage) not in existing
     ]
     if not wanted:
         return

@@ -59,7 +59,7 @@ MAX_ADVANCE = 20_000  # entities advanced per call (see _advance)
 
 
 @dataclass
-class Output:
+class Stage2Output:
     signals: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     late: int = 0
@@ -90,7 +90,7 @@ def _idle(state: EntityState) -> bool:
     return not state.pending and not state.windows
 
 
-class PartitionProcessor:
+class Stage2Partition:
     def __init__(
         self,
         partition: int,
@@ -147,10 +147,10 @@ class PartitionProcessor:
         self.watermark = self._min_watermark()
         return bad
 
-    def apply(self, message: dict[str, Any]) -> Output:
+    def apply(self, message: dict[str, Any]) -> Stage2Output:
         """One batch from stage 1: {"p": source partition, "wm": its watermark,
         "u": entity updates, "c": context updates} (see explode.py for the update shapes)."""
-        out = Output()
+        out = Stage2Output()
         alerts = AdvanceResult()
         cfg = self.signal_cfg
         final_after = cfg.lateness_ms + 1
@@ -278,7 +278,7 @@ class PartitionProcessor:
             return NO_WATERMARK  # a source partition has said nothing yet: hold everything
         return min(self.source_watermarks.values())
 
-    def _advance(self, watermark: int, out: Output) -> None:
+    def _advance(self, watermark: int, out: Stage2Output) -> None:
         """Advance the entities due by the watermark, at most `MAX_ADVANCE` per call: when a
         million entities' windows close at once, the rest are taken by the next calls (one
         per message; stage 1 sends one per tick when idle), so no batch holds millions of
@@ -297,7 +297,7 @@ class PartitionProcessor:
         out.alerts.extend(_unanswered(a) for a in self.conversations.advance(watermark))
         out.evicted += len(self.conversations.evicted) - forgotten
 
-    def _advance_one(self, key: str, out: Output) -> None:
+    def _advance_one(self, key: str, out: Stage2Output) -> None:
         watermark = self.watermark
         cfg = self.signal_cfg
         entity = self.entities[key]
