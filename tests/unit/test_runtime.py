@@ -41,3 +41,20 @@ def test_a_part_registry_carries_the_process_metrics() -> None:
         "process_resident_memory_bytes"
         not in generate_latest(part_registry(process=False)).decode()
     )
+
+
+def test_a_dead_letter_says_why_and_where_and_reads_back() -> None:
+    from rhythm.schemas import dead_letters
+
+    value, extra = dead_letters.cut(b"x" * (dead_letters.VALUE_MAX_BYTES + 10))
+    assert len(value) == dead_letters.VALUE_MAX_BYTES
+    raw = dead_letters.headers("invalid_update", "é" * 900, "rhythm.updates", 3, 17, extra=extra)
+    got = dead_letters.read(raw)
+    assert (got.reason, got.topic, got.partition, got.offset) == (
+        "invalid_update", "rhythm.updates", 3, 17,
+    )  # fmt: skip
+    assert len(dict(raw)["rhythm.detail"]) <= dead_letters.DETAIL_MAX_BYTES
+    assert got.extra == {"rhythm.value.size": str(dead_letters.VALUE_MAX_BYTES + 10)}
+    # No Kafka position (state read back at restore): no partition/offset headers at all.
+    assert dead_letters.read(dead_letters.headers("invalid_state", "", "t", 0, -1)).offset is None
+    assert dead_letters.cut(b"small") == (b"small", [])

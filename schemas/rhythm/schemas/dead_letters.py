@@ -16,7 +16,7 @@ Headers (all UTF-8 text):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["DeadLetterInfo", "cut", "headers", "read"]
@@ -76,11 +76,15 @@ def headers(
     return out
 
 
-def read(raw: Sequence[tuple[str, bytes | str | None]] | None) -> DeadLetterInfo:
+Headers = Sequence[tuple[str, bytes | str | None]] | Mapping[str, bytes | str | None]
+
+
+def read(raw: Headers | None) -> DeadLetterInfo:
     """The headers of a consumed dead letter, read back (confluent-kafka's `headers()`)."""
+    pairs = raw.items() if isinstance(raw, Mapping) else raw or []
     found = {
         name: (value.decode("utf-8", "replace") if isinstance(value, bytes) else value or "")
-        for name, value in raw or []
+        for name, value in pairs
     }
 
     def number(name: str) -> int | None:
