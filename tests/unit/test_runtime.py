@@ -53,7 +53,7 @@ def test_a_dead_letter_says_why_and_where_and_reads_back() -> None:
     assert (got.reason, got.topic, got.partition, got.offset) == (
         "invalid_update", "rhythm.updates", 3, 17,
     )  # fmt: skip
-    assert len(dict(raw)["rhythm.detail"]) <= dead_letters.DETAIL_MAX_BYTES
+    assert len(dict(raw)["rhythm.detail"] or b"") <= dead_letters.DETAIL_MAX_BYTES
     assert got.extra == {"rhythm.value.size": str(dead_letters.VALUE_MAX_BYTES + 10)}
     # No Kafka position (state read back at restore): no partition/offset headers at all.
     assert dead_letters.read(dead_letters.headers("invalid_state", "", "t", 0, -1)).offset is None

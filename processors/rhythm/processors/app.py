@@ -248,7 +248,7 @@ class Processors:
         *,
         key: bytes | None = None,
         partition: int | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
     ) -> Awaitable[Any]:
         """Hand one message to the producer; the result resolves when Kafka acknowledged it.
         Straight to Faust's producer (what Topic.send ends in): Topic.send first builds a

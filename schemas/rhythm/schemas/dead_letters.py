@@ -62,9 +62,9 @@ def headers(
     offset: int | None = None,
     timestamp_ms: int | None = None,
     extra: Iterable[tuple[str, str]] = (),
-) -> list[tuple[str, bytes]]:
+) -> list[tuple[str, str | bytes | None]]:
     """The headers of a dead letter (see the module's docstring)."""
-    out = [
+    out: list[tuple[str, str | bytes | None]] = [
         (REASON, reason.encode()),
         (DETAIL, detail.encode("utf-8", "replace")[:DETAIL_MAX_BYTES]),
         (TOPIC, topic.encode()),
