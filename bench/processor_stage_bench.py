@@ -27,7 +27,8 @@ from rhythm.processors.stage1 import Stage1Config, Stage1Partition
 from rhythm.processors.stage2 import Stage2Partition
 from rhythm.producers.prepare import prepare_event
 from rhythm.schemas import decode_event, encode_event
-from rhythm.schemas.outputs import alert_id, signal_key
+from rhythm.schemas.keys import signal_key
+from rhythm.schemas.outputs import alert_id
 from rhythm.stack.simulate import SimConfig, generate
 
 SOURCES, DESTINATIONS, PER_BATCH = 4, 4, 500

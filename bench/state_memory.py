@@ -29,9 +29,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from rhythm.processors.explode import EntityKey
 from rhythm.processors.settings import ProcessorSettings
 from rhythm.processors.stage2 import Stage2Partition
+from rhythm.schemas.keys import EntityKey
 
 DAY_MS = 86_400_000
 T0 = 1_790_000_000_000

@@ -21,9 +21,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from rhythm.processors.explode import SEP, partition_for
+from rhythm.processors.explode import partition_for
 from rhythm.producers import Client, ClientSettings, KafkaSettings
 from rhythm.schemas import dead_letters
+from rhythm.schemas.keys import SEP
 from rhythm.schemas.rules import (
     MAX_ENTITY_LEN,
     MAX_PROPERTIES,

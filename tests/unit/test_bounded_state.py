@@ -8,13 +8,13 @@ import pytest
 
 from rhythm.processors import stage2
 from rhythm.processors.codec import MAX_MESSAGE_BYTES, decode_context, encode_context
-from rhythm.processors.explode import EntityKey, context_key
 from rhythm.processors.signals.calendar import BusinessCalendar
 from rhythm.processors.signals.conversation import ContextMessage, Conversations, ReplyConfig
 from rhythm.processors.signals.entity import EntityState, SignalConfig
 from rhythm.processors.signals.policy import AlertPolicy, TenantPolicy
 from rhythm.processors.signals.survival import KindStats
 from rhythm.processors.stage2 import Stage2Partition
+from rhythm.schemas.keys import EntityKey, context_key
 from rhythm.schemas.rules import MAX_ENTITY_LEN, MAX_REF_LEN
 
 MIN = 60_000

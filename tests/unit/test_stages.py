@@ -7,13 +7,14 @@ import random
 from typing import Any
 
 from rhythm.processors.codec import dumps, encode_batch, loads
-from rhythm.processors.explode import EntityKey, entity_keys, partition_for
+from rhythm.processors.explode import entity_keys, partition_for
 from rhythm.processors.signals.conversation import ReplyConfig
 from rhythm.processors.signals.entity import SignalConfig, next_due_ms
 from rhythm.processors.stage1 import Stage1Config, Stage1Partition
 from rhythm.processors.stage2 import Stage2Partition
 from rhythm.producers import prepare_event
 from rhythm.schemas import encode_event
+from rhythm.schemas.keys import EntityKey
 
 MIN = 60_000
 HOUR = 60 * MIN

@@ -28,14 +28,21 @@ from rhythm.processors import faust_private
 from rhythm.processors.codec import dumps, encode_batch, loads
 from rhythm.processors.connection import broker_urls, credentials
 from rhythm.processors.ends import EndOffsets
-from rhythm.processors.explode import SEP, partition_for
+from rhythm.processors.explode import partition_for
 from rhythm.processors.holes import OffsetGuard, deliverable
 from rhythm.processors.metrics import ProcessorMetrics
 from rhythm.processors.settings import ProcessorSettings
-from rhythm.processors.stage1 import DeadLetter, Stage1Config, Stage1Output, Stage1Partition
+from rhythm.processors.stage1 import (
+    DeadLetter,
+    Stage1Config,
+    Stage1Output,
+    Stage1Partition,
+    is_state_key,
+)
 from rhythm.processors.stage2 import WATERMARKS_PREFIX, Stage2Partition
 from rhythm.schemas import dead_letters
-from rhythm.schemas.outputs import alert_id, signal_key
+from rhythm.schemas.keys import display, signal_key
+from rhythm.schemas.outputs import alert_id
 from rhythm.schemas.topics import STAGE1, STAGE2, changelog_topic
 
 log = logging.getLogger("rhythm.processors")
@@ -264,12 +271,11 @@ class Processors:
         source = self.sources.get(partition)
         if source is None:
             source = self.sources[partition] = Stage1Partition(partition, self.stage1_cfg)
-            prefix = (f"wm{SEP}{partition}", f"seen{SEP}{partition}{SEP}")
             bad = source.restore(
                 [
                     (k, v)
                     for k, v in _partition_items(self.stage1_table, partition)
-                    if k == prefix[0] or k.startswith(prefix[1])
+                    if is_state_key(k, partition)
                 ]
             )
             self._unreadable_state(STAGE1, partition, bad)
@@ -500,13 +506,13 @@ class Processors:
                 log.warning(
                     "hot entity %r: over %d events not yet final; its oldest are made final "
                     "early (gaps exact while its events come in order)",
-                    key.replace(SEP, "/"), s.max_pending,
+                    display(key), s.max_pending,
                 )  # fmt: skip
             for key in out.hot_threads:
                 log.warning(
                     "hot thread %r: over %d messages not yet final; its oldest are taken at "
                     "once, out of time order",
-                    key.replace(SEP, "/"), s.reply_config().max_pending,
+                    display(key), s.reply_config().max_pending,
                 )  # fmt: skip
         for signal in signals:
             pending.append(

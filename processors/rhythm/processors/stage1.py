@@ -24,7 +24,6 @@ from typing import Any
 from rhythm.processors.budget import Budget
 from rhythm.processors.codec import dumps, loads
 from rhythm.processors.explode import (
-    SEP,
     entity_keys,
     explode,
     explode_context,
@@ -33,6 +32,7 @@ from rhythm.processors.explode import (
     partition_for,
 )
 from rhythm.schemas import WireError, decode_event
+from rhythm.schemas.keys import SEP
 from rhythm.schemas.wire_check import record_problem
 
 NO_WATERMARK = -(2**62)
@@ -80,6 +80,11 @@ def watermark_key(partition: int) -> str:
 
 def seen_key(partition: int, first_offset: int) -> str:
     return f"seen{SEP}{partition}{SEP}{first_offset:020d}"
+
+
+def is_state_key(key: str, partition: int) -> bool:
+    """Whether `key` of the stage-1 table is `partition`'s (its watermark or a seen block)."""
+    return key == watermark_key(partition) or key.startswith(f"seen{SEP}{partition}{SEP}")
 
 
 def _id_hash(event_id: str) -> int:

@@ -28,7 +28,6 @@ from rhythm.processors.codec import (
     encode_entity,
     loads,
 )
-from rhythm.processors.explode import EntityKey, is_context_key, split_context_key
 from rhythm.processors.signals.conversation import (
     ContextMessage,
     ContextState,
@@ -52,6 +51,7 @@ from rhythm.processors.signals.entity import (
 )
 from rhythm.processors.signals.policy import AlertPolicy
 from rhythm.processors.signals.rhythm import SilenceRule
+from rhythm.schemas.keys import EntityKey, is_context_key, split_context_key
 
 NO_WATERMARK = -(2**62)
 RUN = "run"  # the outcome of a run of a degraded tenant's events: counted by add_runs
@@ -370,23 +370,14 @@ def decode_watermarks(data: bytes) -> dict[int, int]:
 
 
 def _signal(ek: EntityKey, measures: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "tenant": ek.tenant,
-        "role": ek.role,
-        "entity_type": ek.entity_type,
-        "entity_id": ek.entity_id,
-        **measures,
-    }
+    return {**ek.fields(), **measures}
 
 
 def _entity_alert(key: str, alert: EntityAlert) -> dict[str, Any]:
     ek = EntityKey.decode(key)
     return {
         "kind": alert.kind,
-        "tenant": ek.tenant,
-        "role": ek.role,
-        "entity_type": ek.entity_type,
-        "entity_id": ek.entity_id,
+        **ek.fields(),
         "context_id": None,
         "fired_at": alert.fired_at_ms,
         "last_event_at": alert.last_event_at_ms,

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rhythm.schemas.keys import SEP
+
 Role = Literal["actor", "object", "target", "tag"]
 AlertKind = Literal["silence", "resumed", "unanswered", "follow_up"]
 ALERT_KINDS: tuple[AlertKind, ...] = ("silence", "resumed", "unanswered", "follow_up")
@@ -66,19 +68,12 @@ class Alert(BaseModel):
     details: dict[str, Any]
 
 
-def signal_key(s: dict[str, Any]) -> str:
-    return "\x1f".join(
-        (s["tenant"], s["role"], s["entity_type"], s["entity_id"],
-         str(s["window_seconds"]), str(s["window_start"]))
-    )  # fmt: skip
-
-
 def alert_id(a: dict[str, Any]) -> str:
     parts = (
         a["kind"], a["tenant"], a["role"], a["entity_type"], a["entity_id"],
         a.get("context_id") or "", str(a["fired_at"]),
     )  # fmt: skip
-    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(SEP.join(parts).encode(), digest_size=16).hexdigest()
 
 
 def details_dict(value: Any) -> dict[str, Any]:
