@@ -19,7 +19,6 @@ import hashlib
 import time
 import zlib
 from collections import defaultdict
-from typing import Any
 
 from rhythm.processors.codec import dumps, loads
 from rhythm.processors.settings import ProcessorSettings
@@ -28,7 +27,7 @@ from rhythm.processors.stage2 import Stage2Partition
 from rhythm.producers.prepare import prepare_event
 from rhythm.schemas import decode_event, encode_event
 from rhythm.schemas.keys import signal_key
-from rhythm.schemas.outputs import alert_id
+from rhythm.schemas.outputs import AlertRecord, SignalRecord, alert_id
 from rhythm.stack.simulate import SimConfig, generate
 
 SOURCES, DESTINATIONS, PER_BATCH = 4, 4, 500
@@ -91,8 +90,8 @@ def main() -> None:
             timed("stage 1: decode, dedup, explode, encode", t)
         for k, blobs in inbox.items():
             t = time.process_time()
-            signals: list[dict[str, Any]] = []
-            alerts: list[dict[str, Any]] = []
+            signals: list[SignalRecord] = []
+            alerts: list[AlertRecord] = []
             for blob in blobs:
                 result = procs[k].apply(loads(blob))
                 signals += result.signals

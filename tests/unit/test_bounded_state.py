@@ -15,6 +15,7 @@ from rhythm.processors.signals.policy import AlertPolicy, TenantPolicy
 from rhythm.processors.signals.survival import KindStats
 from rhythm.processors.stage2 import Stage2Partition
 from rhythm.schemas.keys import EntityKey, context_key
+from rhythm.schemas.outputs import SignalRecord
 from rhythm.schemas.rules import MAX_ENTITY_LEN, MAX_REF_LEN
 
 MIN = 60_000
@@ -166,7 +167,7 @@ def test_many_windows_closing_at_once_are_emitted_over_several_calls_with_the_sa
         proc.apply(
             {"p": 0, "wm": HOUR, "u": [[k, HOUR + i, 1.0, 0, i] for i, k in enumerate(keys)]}
         )
-        signals: list[dict[str, object]] = []
+        signals: list[SignalRecord] = []
         late = [[keys[3], 2 * HOUR + 5, 2.0, 0, 100], [keys[40], 3 * DAY, 1.0, 0, 101]]
         signals += proc.apply({"p": 0, "wm": 3 * DAY, "u": late}).signals
         while proc.overdue():

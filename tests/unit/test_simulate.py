@@ -7,18 +7,21 @@ import copy
 import itertools
 import zlib
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from rhythm.processors.messages import UpdatesMessage
 from rhythm.processors.signals.conversation import ReplyConfig
 from rhythm.processors.signals.entity import SignalConfig
 from rhythm.processors.stage1 import Stage1Config, Stage1Partition
 from rhythm.processors.stage2 import Stage2Partition
 from rhythm.producers import prepare_event
 from rhythm.schemas import encode_event
+from rhythm.schemas.outputs import AlertRecord, SignalRecord
 from rhythm.stack.simulate import SimConfig, Simulation, generate
 from rhythm.stack.simulate_model import DAY, HOUR, MIN, iso, mover_start
 
@@ -28,8 +31,8 @@ SMALL = SimConfig(now_ms=NOW, days=14, scale=0.15, seed=3)
 
 @dataclass
 class Processed:
-    signals: list[dict[str, Any]]
-    alerts: list[dict[str, Any]]
+    signals: list[SignalRecord]
+    alerts: list[AlertRecord]
     wire: list[tuple[int, int, bytes]]  # (source partition, offset, value) as sent
 
     def open_silences(self) -> set[tuple[str, str, str]]:
@@ -58,7 +61,7 @@ def run_processors(sim: Simulation, sources: int = 2, batch: int = 500) -> Proce
         queues[zlib.crc32(key.encode()) % sources].append(encode_event(record))
     out = Processed([], [], [])
 
-    def feed(messages: dict[int, dict[str, Any]]) -> None:
+    def feed(messages: dict[int, UpdatesMessage]) -> None:
         for k, message in messages.items():
             result = procs[k].apply(copy.deepcopy(message))
             out.signals.extend(result.signals)
@@ -226,7 +229,7 @@ def test_planted_movers_move_in_the_newest_closed_day(
 
     def measure(role: str, eid: str, field: str) -> tuple[float, float]:
         rows = {
-            s["window_start"]: s[field]
+            s["window_start"]: cast(Mapping[str, Any], s)[field]
             for s in day
             if (s["role"], s["entity_type"], s["entity_id"]) == (role, "account", eid)
         }

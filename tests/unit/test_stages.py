@@ -8,6 +8,7 @@ from typing import Any
 
 from rhythm.processors.codec import dumps, encode_batch, loads
 from rhythm.processors.explode import entity_keys, partition_for
+from rhythm.processors.messages import UpdatesMessage
 from rhythm.processors.signals.conversation import ReplyConfig
 from rhythm.processors.signals.entity import SignalConfig, next_due_ms
 from rhythm.processors.stage1 import Stage1Config, Stage1Partition
@@ -15,6 +16,7 @@ from rhythm.processors.stage2 import Stage2Partition
 from rhythm.producers import prepare_event
 from rhythm.schemas import encode_event
 from rhythm.schemas.keys import EntityKey
+from rhythm.schemas.outputs import SignalRecord
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -130,8 +132,8 @@ def test_dedup_memory_is_dropped_past_the_horizon() -> None:
     assert any(v is None for _, v in out.writes)  # the old record is deleted
 
 
-def stage2(messages: list[dict[str, Any]], proc: Stage2Partition) -> list[dict[str, Any]]:
-    signals: list[dict[str, Any]] = []
+def stage2(messages: list[UpdatesMessage], proc: Stage2Partition) -> list[SignalRecord]:
+    signals: list[SignalRecord] = []
     for m in messages:
         signals.extend(proc.apply(copy.deepcopy(m)).signals)
     return signals
@@ -153,7 +155,7 @@ def test_stage2_waits_for_every_source_partition_and_takes_the_minimum() -> None
 def test_stage2_skips_updates_it_already_applied_and_restores_to_the_same_state() -> None:
     proc = Stage2Partition(0, 1, SIG, ReplyConfig())
     key = "acme\x1factor\x1fuser\x1fu-1"
-    first = {"p": 0, "wm": 10 * MIN, "u": [[key, 10 * MIN, 1.0, 0, 7]]}
+    first: UpdatesMessage = {"p": 0, "wm": 10 * MIN, "u": [[key, 10 * MIN, 1.0, 0, 7]]}
     stage2([first], proc)
     saved = proc.take_dirty()
     restored = Stage2Partition(0, 1, SIG, ReplyConfig())

@@ -17,6 +17,7 @@ from rhythm.processors.stage1 import Stage1Config, Stage1Partition
 from rhythm.processors.stage2 import Stage2Partition
 from rhythm.producers import prepare_event
 from rhythm.schemas import encode_event
+from rhythm.schemas.outputs import SignalRecord
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -79,7 +80,7 @@ class Pipeline:
     def __init__(self, budget: int) -> None:
         self.source = Stage1Partition(0, cfg(budget))
         self.stage2 = [Stage2Partition(k, 1, SIG, ReplyConfig()) for k in range(2)]
-        self.signals: dict[tuple[str, ...], dict[str, Any]] = {}
+        self.signals: dict[tuple[str, ...], SignalRecord] = {}
         self.updates_sent = 0
         self.degraded = 0
         self.over: list[str] = []
@@ -98,7 +99,7 @@ class Pipeline:
         for proc in self.stage2:
             self.take(proc.apply({"p": 0, "wm": FAR}).signals)
 
-    def take(self, signals: list[dict[str, Any]]) -> None:
+    def take(self, signals: list[SignalRecord]) -> None:
         for s in signals:
             key = (s["tenant"], s["role"], s["entity_id"], str(s["window_seconds"]))
             self.signals[(*key, str(s["window_start"]))] = s  # the highest version wins

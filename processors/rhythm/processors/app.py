@@ -42,7 +42,7 @@ from rhythm.processors.stage1 import (
 from rhythm.processors.stage2 import WATERMARKS_PREFIX, Stage2Partition
 from rhythm.schemas import dead_letters
 from rhythm.schemas.keys import display, signal_key
-from rhythm.schemas.outputs import alert_id
+from rhythm.schemas.outputs import AlertRecord, SignalRecord, alert_id
 from rhythm.schemas.topics import STAGE1, STAGE2, changelog_topic
 
 log = logging.getLogger("rhythm.processors")
@@ -480,8 +480,8 @@ class Processors:
         proc = self._partition(partition)
         if self._unreadable:
             await self._send_unreadable()
-        signals: list[dict[str, Any]] = []
-        alerts: list[dict[str, Any]] = []
+        signals: list[SignalRecord] = []
+        alerts: list[AlertRecord] = []
         pending: list[Awaitable[Any]] = []
         for event in group:
             value = event.message.value or b""

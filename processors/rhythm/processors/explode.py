@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
+from rhythm.processors.messages import ContextUpdate, EntityUpdate
 from rhythm.schemas.keys import context_key, entity_key, is_context_key, split_context_key
 
 ROLES = ("actor", "object", "target")
@@ -45,31 +46,6 @@ def entity_keys(record: Mapping[str, Any]) -> list[str]:
     for tag in dict.fromkeys(record.get("tags") or ()):  # a tag given twice counts once
         keys.append(entity_key(tenant, TAG_ROLE, "tag", tag))
     return keys
-
-
-# An update as it travels to stage 2: plain lists, cheap to encode.
-# entity:  [key, ts_ms, weight, src_partition, src_offset]
-# run:     [key, first_ms, [weight, ...], src_partition, last_offset, [offset, ...],
-#           [whole seconds after first_ms, ...]]
-#   an entity's events while their tenant is over its budget (budget.py), joined per batch
-#   (any other update of the entity in the batch starts a new run, so each entity's updates
-#   stay in offset order); stage 2 takes them per second. The offsets let it skip those it
-#   already applied when a run is re-sent, after a restart, with other bounds.
-# context: [key, ts_ms, actor_type, actor_id, channel, verb, about, src_partition, src_offset]
-#   (about: the event's target as "type:id", or "")
-EntityUpdate = list[Any]
-ContextUpdate = list[Any]
-
-
-def new_run(key: str, ts: int, src_partition: int) -> EntityUpdate:
-    return [key, ts - ts % 1000, [], src_partition, -1, [], []]
-
-
-def extend_run(run: EntityUpdate, ts: int, weight: float, src_offset: int) -> None:
-    run[2].append(weight)
-    run[4] = src_offset
-    run[5].append(src_offset)
-    run[6].append((ts - run[1]) // 1000)
 
 
 def explode(

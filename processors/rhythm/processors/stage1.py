@@ -23,14 +23,8 @@ from typing import Any
 
 from rhythm.processors.budget import Budget
 from rhythm.processors.codec import dumps, loads
-from rhythm.processors.explode import (
-    entity_keys,
-    explode,
-    explode_context,
-    extend_run,
-    new_run,
-    partition_for,
-)
+from rhythm.processors.explode import entity_keys, explode, explode_context, partition_for
+from rhythm.processors.messages import UpdatesMessage, extend_run, new_run
 from rhythm.schemas import WireError, decode_event
 from rhythm.schemas.keys import SEP
 from rhythm.schemas.wire_check import record_problem
@@ -65,7 +59,7 @@ class DeadLetter:
 @dataclass
 class Stage1Output:
     # destination partition -> batch message for stage 2
-    messages: dict[int, dict[str, Any]] = field(default_factory=dict)
+    messages: dict[int, UpdatesMessage] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     writes: list[tuple[str, bytes | None]] = field(default_factory=list)  # None = delete
     events: int = 0
@@ -204,7 +198,7 @@ class Stage1Partition:
         self._expire(out)
         # Every destination hears this partition's watermark, with or without updates for it.
         for k in range(self.cfg.updates_partitions):
-            message: dict[str, Any] = {"p": self.partition, "wm": self._reported()}
+            message: UpdatesMessage = {"p": self.partition, "wm": self._reported()}
             if updates.get(k):
                 message["u"] = updates[k]
             if contexts.get(k):

@@ -18,7 +18,7 @@ import heapq
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from rhythm.processors.codec import (
     decode_context,
@@ -28,6 +28,7 @@ from rhythm.processors.codec import (
     encode_entity,
     loads,
 )
+from rhythm.processors.messages import UpdatesMessage
 from rhythm.processors.signals.conversation import (
     ContextMessage,
     ContextState,
@@ -52,6 +53,7 @@ from rhythm.processors.signals.entity import (
 from rhythm.processors.signals.policy import AlertPolicy
 from rhythm.processors.signals.rhythm import SilenceRule
 from rhythm.schemas.keys import EntityKey, is_context_key, split_context_key
+from rhythm.schemas.outputs import AlertRecord, SignalRecord
 
 NO_WATERMARK = -(2**62)
 RUN = "run"  # the outcome of a run of a degraded tenant's events: counted by add_runs
@@ -60,8 +62,8 @@ MAX_ADVANCE = 20_000  # entities advanced per call (see _advance)
 
 @dataclass
 class Stage2Output:
-    signals: list[dict[str, Any]] = field(default_factory=list)
-    alerts: list[dict[str, Any]] = field(default_factory=list)
+    signals: list[SignalRecord] = field(default_factory=list)
+    alerts: list[AlertRecord] = field(default_factory=list)
     late: int = 0
     too_late: int = 0
     duplicates: int = 0
@@ -147,7 +149,7 @@ class Stage2Partition:
         self.watermark = self._min_watermark()
         return bad
 
-    def apply(self, message: dict[str, Any]) -> Stage2Output:
+    def apply(self, message: UpdatesMessage) -> Stage2Output:
         """One batch from stage 1: {"p": source partition, "wm": its watermark,
         "u": entity updates, "c": context updates} (see explode.py for the update shapes)."""
         out = Stage2Output()
@@ -369,15 +371,20 @@ def decode_watermarks(data: bytes) -> dict[int, int]:
     return {int(k): int(v) for k, v in loads(data)}
 
 
-def _signal(ek: EntityKey, measures: dict[str, Any]) -> dict[str, Any]:
-    return {**ek.fields(), **measures}
+def _signal(ek: EntityKey, measures: dict[str, Any]) -> SignalRecord:
+    # The window's measures are entity.py's; their keys are checked against the Signal model
+    # (tests/unit/test_stages.py validates real outputs).
+    return cast(SignalRecord, {**ek.fields(), **measures})
 
 
-def _entity_alert(key: str, alert: EntityAlert) -> dict[str, Any]:
+def _entity_alert(key: str, alert: EntityAlert) -> AlertRecord:
     ek = EntityKey.decode(key)
     return {
         "kind": alert.kind,
-        **ek.fields(),
+        "tenant": ek.tenant,
+        "role": ek.role,
+        "entity_type": ek.entity_type,
+        "entity_id": ek.entity_id,
         "context_id": None,
         "fired_at": alert.fired_at_ms,
         "last_event_at": alert.last_event_at_ms,
@@ -388,7 +395,7 @@ def _entity_alert(key: str, alert: EntityAlert) -> dict[str, Any]:
     }
 
 
-def _unanswered(alert: UnansweredAlert) -> dict[str, Any]:
+def _unanswered(alert: UnansweredAlert) -> AlertRecord:
     return {
         "kind": alert.kind,
         "tenant": alert.tenant,
