@@ -29,8 +29,9 @@ from rhythm.processors.codec import dumps, encode_batch, loads
 from rhythm.processors.connection import broker_urls, credentials
 from rhythm.processors.ends import EndOffsets
 from rhythm.processors.explode import partition_for
-from rhythm.processors.holes import OffsetGuard, deliverable
+from rhythm.processors.holes import OffsetGuard
 from rhythm.processors.metrics import ProcessorMetrics
+from rhythm.processors.recovery import HoleRecovery
 from rhythm.processors.settings import ProcessorSettings
 from rhythm.processors.stage1 import (
     DeadLetter,
@@ -148,6 +149,7 @@ class Processors:
         if settings.metrics_port:  # /healthz, /readyz, lag, recovery (served by worker.py)
             app.timer(settings.health_tick_s)(self._watch)
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self.recovery = HoleRecovery(app, settings, self.guard, self._ends, self.metrics)
 
     # -- stage 1 ---------------------------------------------------------------------------
 
@@ -166,7 +168,7 @@ class Processors:
             if not self._owns(topic, partition) or not self._restored():
                 _skipped(topic, partition, arrived)
                 continue  # a rebalance took it or is under way: read again from the commit
-            group = await self._deliverable(topic, partition, arrived)
+            group = await self.recovery.deliverable(topic, partition, arrived)
             if not group:
                 continue
             await process(partition, group)
@@ -274,7 +276,7 @@ class Processors:
             bad = source.restore(
                 [
                     (k, v)
-                    for k, v in _partition_items(self.stage1_table, partition)
+                    for k, v in faust_private.table_items(self.stage1_table, partition)
                     if is_state_key(k, partition)
                 ]
             )
@@ -313,74 +315,6 @@ class Processors:
             ),
         )
 
-    async def _deliverable(
-        self, topic: str, partition: int, group: list[EventT[bytes]]
-    ) -> list[EventT[bytes]]:
-        """The batch's messages of one partition up to the first offset Faust never delivered
-        (see holes.py); the rest is never acked (so never committed) and the partition is
-        sought back to the hole, which brings them again."""
-        group = sorted(group, key=lambda e: e.message.offset)
-        tp = TP(topic, partition)
-        consumer: Any = self.app.consumer
-        offsets = [e.message.offset for e in group]
-        expected = await self._expected(tp)
-        if expected is None:  # the broker did not say: process nothing yet, read them again
-            log.warning(
-                "%s[%d]: where the group starts it is unknown; reading again from %d",
-                topic, partition, offsets[0],
-            )  # fmt: skip
-            for event in group:
-                event.message.acked = True
-            await consumer.seek(tp, offsets[0])
-            return []
-        n, hole = deliverable(expected, offsets)
-        if hole is not None and self.guard.is_new(tp):
-            # Gone from the broker (retention moved the log start past it)? Then go on from
-            # the log start: no seek can bring those offsets back.
-            low = (await self._ends.log_start([(topic, partition)])).get((topic, partition))
-            if low is not None and low > hole:
-                log.error(
-                    "%s[%d]: offsets %d-%d are not on the broker any more (log start %d): "
-                    "going on without them", topic, partition, hole, low - 1, low,
-                )  # fmt: skip
-                self.guard.passed(tp, low - 1, time.monotonic())
-                n, hole = deliverable(low, offsets)
-        if hole is not None:
-            if self.guard.should_seek(tp, hole, time.monotonic()):
-                log.warning(
-                    "%s[%d]: offsets %d-%d never reached this worker (dropped by Faust's "
-                    "fetcher); reading again from %d",
-                    topic, partition, hole, offsets[n] - 1, hole,
-                )  # fmt: skip
-                self.metrics.hole(STAGE1 if topic == self.settings.events_topic else STAGE2)
-                await consumer.seek(tp, hole)
-            for event in group[n:]:
-                event.message.acked = True  # Faust then never records them as acked
-            group = group[:n]
-        if group:
-            self.guard.passed(tp, group[-1].message.offset, time.monotonic())
-        return group
-
-    async def _expected(self, tp: TP) -> int | None:
-        """The next offset `tp` should deliver: what passed in this assignment, else the
-        committed offset the consumer was set to (Faust's record of it), else where the group
-        starts the partition as the broker says: its committed offset, or with nothing
-        committed the log start (`auto_offset_reset` earliest). Without the broker's answer a
-        partition's first batch in a new group was taken as it came: records Faust dropped
-        before it went unnoticed, and its commit (which has nothing to compare with either)
-        stepped over them (make test-scale lost the head of updates partitions). Faust's
-        record alone is not enough: it is also empty while a rebalance revokes the partition,
-        and taking that for "nothing committed" sought a partition back to 0."""
-        committed = faust_private.committed_offsets(self.app.consumer).get(tp)  # Faust's
-        expected = self.guard.expected(tp, committed)
-        if expected is None:
-            key = (tp.topic, tp.partition)
-            expected = (await self._ends.starts([key])).get(key)
-            if expected is not None:
-                log.info("%s[%d]: the group starts it at %d", *key, expected)
-                self.guard.begin(tp, expected)
-        return expected
-
     def _ready(self) -> bool:
         """Tables hold every assigned partition's state: not during the recovery after a
         rebalance (state restored then would be partial, and lost when saved). Not keyed on
@@ -413,7 +347,7 @@ class Processors:
     async def _tick(self) -> None:
         if not self._restored():
             return
-        await self._reseek_quiet()
+        await self.recovery.reseek_quiet()
         now = time.time()
         mine = [
             tp for tp in self.app.consumer.assignment() if tp.topic == self.settings.events_topic
@@ -441,33 +375,6 @@ class Processors:
                     for k, m in out.messages.items()
                 ]
                 await asyncio.gather(*pending)
-
-    async def _reseek_quiet(self) -> None:
-        """A partition with input waiting that delivered nothing for `reseek_after_s` is read
-        again from the offset it owes: Faust may have dropped what it fetched last (a hole at
-        the end, which no later message reveals) or left it unfetched."""
-        s = self.settings
-        consumer: Any = self.app.consumer
-        inputs = [
-            tp for tp in consumer.assignment() if tp.topic in (s.events_topic, s.updates_topic)
-        ]
-        quiet = self.guard.quiet(inputs, time.monotonic(), s.reseek_after_s)
-        if not quiet:
-            return
-        ends = await self._ends.ask([(tp.topic, tp.partition) for tp in quiet])
-        for tp in quiet:
-            expected = await self._expected(tp)
-            end = ends.get((tp.topic, tp.partition))
-            self.guard.touch(tp, time.monotonic())
-            if expected is None or end is None or expected >= end:
-                continue  # nothing owed
-            log.warning(
-                "%s[%d]: offsets %d-%d wait but nothing came for %.0f s; reading again from %d",
-                tp.topic, tp.partition, expected, end - 1, s.reseek_after_s, expected,
-            )  # fmt: skip
-            self.metrics.hole(STAGE1 if tp.topic == s.events_topic else STAGE2)
-            self.guard.reread(tp, time.monotonic())
-            await consumer.seek(tp, expected)
 
     async def _watch(self) -> None:
         topics = {self.settings.events_topic, self.settings.updates_topic}
@@ -540,7 +447,7 @@ class Processors:
             )
             bad = proc.restore(
                 (k, v)
-                for k, v in _partition_items(self.stage2_table, partition)
+                for k, v in faust_private.table_items(self.stage2_table, partition)
                 if _state_partition(k, s.updates_partitions) == partition
             )
             self._unreadable_state(STAGE2, partition, bad)
@@ -581,25 +488,6 @@ def _by_partition(events: Iterable[EventT[bytes]]) -> dict[int, list[EventT[byte
     for event in events:
         groups[event.message.partition].append(event)
     return groups
-
-
-def _partition_items(table: Any, partition: int) -> Iterable[tuple[str, bytes]]:
-    """The table's keys written for one partition. The RocksDB store keeps one database per
-    partition (a write goes to its event's partition), so read only that one: reading the
-    whole table for each partition made restoring P partitions cost P full scans (minutes
-    with a million entities). The callers still filter by key, so a store without
-    per-partition databases (any other) gives the same result, only slower."""
-    items = faust_private.partition_items(table.data, partition)
-    if items is None:
-        items = table.items()
-    for raw, value in items:
-        key = raw
-        if isinstance(raw, bytes):
-            try:
-                key = raw.decode("utf-8", "surrogatepass")
-            except UnicodeDecodeError:  # not a key of ours: restore reports it unreadable
-                key = raw.decode("utf-8", "replace")
-        yield key, value
 
 
 def _state_partition(key: str, partitions: int) -> int:
