@@ -58,3 +58,20 @@ def test_a_dead_letter_says_why_and_where_and_reads_back() -> None:
     # No Kafka position (state read back at restore): no partition/offset headers at all.
     assert dead_letters.read(dead_letters.headers("invalid_state", "", "t", 0, -1)).offset is None
     assert dead_letters.cut(b"small") == (b"small", [])
+
+
+def test_a_client_counts_in_the_registry_it_was_given() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from rhythm.producers import Client, ClientSettings
+    from rhythm.runtime.kafka_settings import KafkaSettings
+
+    mine = CollectorRegistry()
+    client = Client(
+        ClientSettings(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1")), registry=mine
+    )
+    try:
+        before = mine.get_sample_value("rhythm_client_events_tracked_total")
+        assert before == 0.0  # registered with this registry at creation, nothing counted
+    finally:
+        client.close(timeout=0)
