@@ -26,9 +26,9 @@ from rhythm.sinks.endpoint import QueryEndpoint
 from rhythm.sinks.endpoint_engine import EmbeddedEngine
 from rhythm.sinks.endpoint_policy import Credentials
 from rhythm.sinks.migrations import migrate
-from rhythm.sinks.schema import EVENTS
 from rhythm.sinks.service import engine_connection_string
 from rhythm.sinks.store import Store
+from rhythm.sinks.tables import EVENTS
 
 from ..unit.test_sink_store import event_row
 

@@ -33,10 +33,10 @@ from rhythm.sinks.http_codec import (
     decompress_stream,
 )
 from rhythm.sinks.migrations import migrate
-from rhythm.sinks.schema import EVENTS
 from rhythm.sinks.service import _open_and_migrate, engine_connection_string
 from rhythm.sinks.settings import SinkSettings
 from rhythm.sinks.store import Store
+from rhythm.sinks.tables import EVENTS
 from rhythm.stack.ports import free_port
 
 from .test_sink_store import event_row

@@ -12,7 +12,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from rhythm.runtime.kafka_settings import KafkaSettings
-from rhythm.sinks.transform import DeadLetter
+from rhythm.sinks.tables.rows import DeadLetter
 
 __all__ = ["DeadLetterTopic", "DeliveryFailedError"]
 

@@ -28,6 +28,7 @@ from rhythm.schemas.topics import (
     PEOPLE_TOPIC,
     SIGNALS_TOPIC,
 )
+from rhythm.sinks.tables.rows import Kind
 
 __all__ = ["Dsn", "SinkSettings", "default_data_dir", "parse_dsn"]
 
@@ -303,15 +304,20 @@ class SinkSettings(BaseSettings):
         return self.data_dir / "clickhouse.admin"
 
     @property
+    def kind_topics(self) -> dict[Kind, str]:
+        """The topic each kind of message is read from (`tables.TABLES` has its table)."""
+        return {
+            "events": self.events_topic,
+            "signals": self.signals_topic,
+            "alerts": self.alerts_topic,
+            "people": self.people_topic,
+            "notifications": self.notifications_topic,
+            "feedback": self.feedback_topic,
+        }
+
+    @property
     def topics(self) -> list[str]:
-        return [
-            self.events_topic,
-            self.signals_topic,
-            self.alerts_topic,
-            self.people_topic,
-            self.notifications_topic,
-            self.feedback_topic,
-        ]
+        return list(self.kind_topics.values())
 
     def endpoint_state_file(self) -> Path | None:
         """Where a running sink says which endpoint serves its embedded store."""
