@@ -21,8 +21,8 @@ import pytest
 from pydantic import SecretStr
 
 from rhythm.sinks.endpoint import QueryEndpoint
-from rhythm.sinks.endpoint_engine import EmbeddedEngine
-from rhythm.sinks.endpoint_policy import Credentials, Limits
+from rhythm.sinks.endpoint.engine import EmbeddedEngine
+from rhythm.sinks.endpoint.policy import Credentials, Limits
 from rhythm.sinks.migrations import migrate
 from rhythm.sinks.service import endpoint_credentials, engine_connection_string
 from rhythm.sinks.settings import SinkSettings

@@ -23,15 +23,15 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from pydantic import SecretStr
 
 from rhythm.sinks.endpoint import QueryEndpoint
-from rhythm.sinks.endpoint_engine import EmbeddedEngine
-from rhythm.sinks.endpoint_policy import Credentials
-from rhythm.sinks.endpoint_sql import output_format, produces_result, split_insert
-from rhythm.sinks.http_codec import (
+from rhythm.sinks.endpoint.codecs import (
     SUPPORTED,
     choose_encoding,
     compressor,
     decompress_stream,
 )
+from rhythm.sinks.endpoint.engine import EmbeddedEngine
+from rhythm.sinks.endpoint.policy import Credentials
+from rhythm.sinks.endpoint.sql import output_format, produces_result, split_insert
 from rhythm.sinks.migrations import migrate
 from rhythm.sinks.service import _open_and_migrate, engine_connection_string
 from rhythm.sinks.settings import SinkSettings
