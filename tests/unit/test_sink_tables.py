@@ -16,14 +16,14 @@ from rhythm.schemas.outputs import ALERT_KINDS
 from rhythm.sinks.migrations import MIGRATIONS
 from rhythm.sinks.settings import SinkSettings
 from rhythm.sinks.tables import ALERTS, DATA_TABLES, DEAD_LETTER_REASONS, EVENTS, TABLES
-from rhythm.sinks.tables.definition import INGEST_COLUMNS, TS
+from rhythm.sinks.tables.columns import INGEST, TS
 from rhythm.sinks.tables.events import CONTRACT_FIELDS_NOT_STORED
 from rhythm.sinks.tables.events import process as process_event
 from rhythm.sinks.tables.rows import DeadLetter, Message
 
 CONTRACT = SchemaCatalogue.load().current
 FIELDS: list[dict[str, Any]] = CONTRACT.schema["fields"]
-INGEST = [c.name for c in INGEST_COLUMNS]
+INGEST_NAMES = [c.name for c in INGEST]
 #: the one column whose type differs from what the contract's type maps to: process()
 #: stores the event_id, a string on the wire, as a UUID
 STORED_AS = {"event_id": "UUID"}
@@ -72,7 +72,7 @@ def sample(name: str, avro: Any, n: int) -> Any:
 
 def test_every_field_of_the_event_contract_has_its_column() -> None:
     contract = {f["name"] for f in FIELDS}
-    stored = [name for name in EVENTS.column_names if name not in INGEST]
+    stored = [name for name in EVENTS.column_names if name not in INGEST_NAMES]
     missing = contract - set(stored) - CONTRACT_FIELDS_NOT_STORED
     assert not missing, (
         f"event-v{CONTRACT.version}.avsc has {sorted(missing)} but the events table has no "
@@ -81,7 +81,7 @@ def test_every_field_of_the_event_contract_has_its_column() -> None:
     )
     assert not CONTRACT_FIELDS_NOT_STORED - contract, "left out, but not in the contract"
     assert not set(stored) - contract, "columns of events that are neither contract nor ingest"
-    assert EVENTS.column_names[-len(INGEST) :] == INGEST
+    assert EVENTS.column_names[-len(INGEST_NAMES) :] == INGEST_NAMES
 
 
 def test_each_event_column_has_the_type_of_its_contract_field() -> None:
@@ -104,7 +104,7 @@ def test_process_fills_every_contract_field_into_its_column() -> None:
     for name, value in record.items():
         if name not in CONTRACT_FIELDS_NOT_STORED:
             assert got[name] == value, f"{name} is not in its column"
-    assert [got[name] for name in INGEST] == [1_790_000_009_999, 3, 42]
+    assert [got[name] for name in INGEST_NAMES] == [1_790_000_009_999, 3, 42]
 
 
 def test_a_null_optional_field_stays_null() -> None:

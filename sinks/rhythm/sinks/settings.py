@@ -96,6 +96,15 @@ def parse_dsn(text: str) -> Dsn:
     )
 
 
+def _secret(value: SecretStr | None, file: Path | None) -> SecretStr | None:
+    """A secret as given, else read from its file (e.g. a mounted secret), else None."""
+    if value is not None:
+        return value
+    if file is not None:
+        return SecretStr(file.read_text(encoding="utf-8").strip())
+    return None
+
+
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -266,35 +275,22 @@ class SinkSettings(BaseSettings):
         dsn = parse_dsn(self.resolved_dsn_text())
         if dsn.embedded:
             return dsn
-        password = dsn.password
-        if self.clickhouse_password is not None:
-            password = self.clickhouse_password
-        elif self.clickhouse_password_file is not None:
-            text = self.clickhouse_password_file.read_text(encoding="utf-8").strip()
-            password = SecretStr(text)
+        password = _secret(self.clickhouse_password, self.clickhouse_password_file)
         return Dsn(
             dsn.kind,
             host=dsn.host,
             port=dsn.port,
             username=self.clickhouse_user or dsn.username,
-            password=password,
+            password=dsn.password if password is None else password,
             settings=dsn.settings,
         )
 
     def analyst_password(self) -> SecretStr | None:
-        if self.http_password is not None:
-            return self.http_password
-        if self.http_password_file is not None:
-            return SecretStr(self.http_password_file.read_text(encoding="utf-8").strip())
-        return None
+        return _secret(self.http_password, self.http_password_file)
 
     def admin_password(self) -> SecretStr | None:
         """The configured admin password, if any (else the running sink generated one)."""
-        if self.http_admin_password is not None:
-            return self.http_admin_password
-        if self.http_admin_password_file is not None:
-            return SecretStr(self.http_admin_password_file.read_text(encoding="utf-8").strip())
-        return None
+        return _secret(self.http_admin_password, self.http_admin_password_file)
 
     def admin_password_file(self) -> Path:
         """Where a sink writes the admin password it generated (mode 0600), for the CLI."""

@@ -11,16 +11,8 @@ from __future__ import annotations
 import json
 
 from rhythm.schemas.outputs import Alert
-from rhythm.sinks.tables.definition import (
-    DEDUP_SETTINGS,
-    ENTITY_COLUMNS,
-    INGEST_COLUMNS,
-    TS,
-    ZSTD,
-    Column,
-    Engine,
-    Table,
-)
+from rhythm.sinks.tables.columns import DEDUP, ENTITY, INGEST, TS, ZSTD
+from rhythm.sinks.tables.definition import Column, Engine, Table
 from rhythm.sinks.tables.rows import JSON_REASONS, DeadLetter, Message, Outcome, ingest, parse_json
 
 __all__ = ["ALERTS", "ALERTS_V1", "KIND_TYPE", "REASONS", "process"]
@@ -35,19 +27,19 @@ ALERTS_V1 = Table(
     columns=(
         Column("alert_id", "String"),
         Column("kind", "Enum8('silence' = 1, 'resumed' = 2, 'unanswered' = 3)"),
-        *ENTITY_COLUMNS,
+        *ENTITY,
         Column("context_id", "Nullable(String)", ZSTD),
         Column("fired_at", TS, ZSTD),
         Column("last_event_at", TS, ZSTD),
         Column("expected_within_s", "Float64"),
         Column("details", "String", ZSTD, comment="JSON object"),
-        *INGEST_COLUMNS,
+        *INGEST,
     ),
     engine=Engine("ReplacingMergeTree"),
     order_by=("tenant", "alert_id"),
     partition_by="toYYYYMM(fired_at)",
     ttl_column="fired_at",
-    settings=DEDUP_SETTINGS,
+    settings=DEDUP,
     comment="Alerts, one row per alert_id.",
     shard_by=("tenant", "role", "entity_type", "entity_id"),
 )

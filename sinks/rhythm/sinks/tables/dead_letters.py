@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import base64
 
-from rhythm.sinks.tables.definition import DEDUP_SETTINGS, LC, TS, ZSTD, Column, Engine, Table
+from rhythm.sinks.tables.columns import DEDUP, LC, TS, ZSTD
+from rhythm.sinks.tables.definition import Column, Engine, Table
 from rhythm.sinks.tables.rows import DeadLetter, Row
 
 __all__ = ["DEAD_LETTERS", "row"]
@@ -33,7 +34,7 @@ DEAD_LETTERS = Table(
     order_by=("topic", "kafka_partition", "kafka_offset"),
     partition_by="toYYYYMM(received_at)",
     ttl_column="received_at",
-    settings=DEDUP_SETTINGS,
+    settings=DEDUP,
     comment="Messages the sink could not write, and why.",
     shard_by=("topic", "kafka_partition", "kafka_offset"),
 )

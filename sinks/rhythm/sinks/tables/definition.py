@@ -1,13 +1,8 @@
-"""How a table and a view are defined as data, and the column types every table shares.
+"""How a table and a view are defined as data (`columns.py` has the columns they share).
 
 `ddl.py` renders these definitions for a single node, `ddl_cluster.py` for a ClickHouse
 cluster (ON CLUSTER, Replicated*MergeTree, Distributed) from the same objects. Each table's
 own choices (columns, engine, keys) are explained in its module (`events.py`, ...).
-
-All data tables keep `non_replicated_deduplication_window` (`DEDUP_SETTINGS`) so the embedded
-engine (and a single server) honours `insert_deduplication_token`: a retried batch is
-dropped, not doubled. (The cluster form sets `replicated_deduplication_window` to the same
-value instead.)
 
 On a cluster, `shard_by` names the columns whose cityHash64 picks a row's shard. Rows that
 replace each other (the same sorting key) must land on the same shard, because merges and
@@ -22,34 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = [
-    "DEDUP_SETTINGS",
-    "DEDUP_WINDOW",
-    "DELTA_ZSTD",
-    "ENTITY_COLUMNS",
-    "INGEST_COLUMNS",
-    "LC",
-    "LC_NULLABLE",
-    "TS",
-    "ZSTD",
-    "Column",
-    "Engine",
-    "Index",
-    "Table",
-    "View",
-]
-
-#: How many recent insert blocks a table remembers for deduplication. A retry comes right
-#: after its failed attempt (the writer is sequential), so a few hundred would do.
-DEDUP_WINDOW = 1000
-DEDUP_SETTINGS: Mapping[str, str] = {"non_replicated_deduplication_window": str(DEDUP_WINDOW)}
-
-TS = "DateTime64(3, 'UTC')"
-LC = "LowCardinality(String)"
-LC_NULLABLE = "LowCardinality(Nullable(String))"
-ZSTD = "ZSTD(1)"
-#: for columns that grow steadily (times, offsets): deltas compress well
-DELTA_ZSTD = "Delta, ZSTD(1)"
+__all__ = ["Column", "Engine", "Index", "Table", "View"]
 
 
 @dataclass(frozen=True)
@@ -139,19 +107,3 @@ class View:
     comment: str = ""
     #: a materialized view is triggered by inserts into this table (`$source`)
     source: str | None = None
-
-
-# Ingest metadata, the same on every table written from a topic.
-INGEST_COLUMNS = (
-    Column("received_at", TS, DELTA_ZSTD, comment="Kafka message timestamp"),
-    Column("kafka_partition", "UInt16"),
-    Column("kafka_offset", "UInt64", DELTA_ZSTD),
-)
-
-# The entity a signal or an alert is about, and the role it played.
-ENTITY_COLUMNS = (
-    Column("tenant", LC),
-    Column("role", LC),
-    Column("entity_type", LC),
-    Column("entity_id", "String", ZSTD),
-)

@@ -27,20 +27,8 @@ from typing import Any, get_args
 
 from rhythm.schemas import WireError, WireReason, decode_event
 from rhythm.schemas.wire_check import record_problem
-from rhythm.sinks.tables.definition import (
-    DEDUP_SETTINGS,
-    DELTA_ZSTD,
-    INGEST_COLUMNS,
-    LC,
-    LC_NULLABLE,
-    TS,
-    ZSTD,
-    Column,
-    Engine,
-    Index,
-    Table,
-    View,
-)
+from rhythm.sinks.tables.columns import DEDUP, DELTA, INGEST, LC, LCN, TS, ZSTD
+from rhythm.sinks.tables.definition import Column, Engine, Index, Table, View
 from rhythm.sinks.tables.rows import DeadLetter, Message, Outcome, ingest, text
 
 __all__ = [
@@ -64,16 +52,16 @@ EVENTS = Table(
     columns=(
         Column("event_id", "UUID"),
         Column("tenant", LC),
-        Column("occurred_at", TS, DELTA_ZSTD),
+        Column("occurred_at", TS, DELTA),
         Column("sent_at", f"Nullable({TS})", ZSTD),
         Column("actor_type", LC),
         Column("actor_id", "String", ZSTD),
         Column("verb", LC),
-        Column("object_type", LC_NULLABLE),
+        Column("object_type", LCN),
         Column("object_id", "Nullable(String)", ZSTD),
-        Column("target_type", LC_NULLABLE),
+        Column("target_type", LCN),
         Column("target_id", "Nullable(String)", ZSTD),
-        Column("channel", LC_NULLABLE),
+        Column("channel", LCN),
         Column("context_id", "Nullable(String)", ZSTD),
         Column("in_reply_to", "Nullable(String)", ZSTD),
         Column("tags", f"Array({LC})"),
@@ -84,14 +72,14 @@ EVENTS = Table(
             ZSTD,
             comment="values as text: strings as sent, numbers in decimal, bools true/false",
         ),
-        *INGEST_COLUMNS,
+        *INGEST,
     ),
     engine=Engine("ReplacingMergeTree"),
     order_by=("tenant", "toDate(occurred_at)", "event_id"),
     partition_by="toYYYYMM(occurred_at)",
     ttl_column="occurred_at",
     indexes=(Index("event_id_bf", "event_id", "bloom_filter(0.01)", 4),),
-    settings=DEDUP_SETTINGS,
+    settings=DEDUP,
     comment="Raw events, one row per event_id (use FINAL, or it converges on merge).",
     shard_by=("tenant", "actor_type", "actor_id"),
 )
@@ -115,7 +103,7 @@ ENTITY_EVENTS = Table(
     order_by=("tenant", "entity_type", "entity_id", "occurred_at", "event_id", "role"),
     partition_by="toYYYYMM(occurred_at)",
     ttl_column="occurred_at",
-    settings=DEDUP_SETTINGS,
+    settings=DEDUP,
     comment="Events by entity (filled by entity_events_mv): timelines and feeds.",
 )
 

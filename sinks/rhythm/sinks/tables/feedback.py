@@ -9,18 +9,8 @@ thresholds are learned from it. On a cluster the shard is the recipient's.
 from __future__ import annotations
 
 from rhythm.schemas.feedback import Feedback
-from rhythm.sinks.tables.definition import (
-    DEDUP_SETTINGS,
-    DELTA_ZSTD,
-    INGEST_COLUMNS,
-    LC,
-    LC_NULLABLE,
-    TS,
-    ZSTD,
-    Column,
-    Engine,
-    Table,
-)
+from rhythm.sinks.tables.columns import DEDUP, DELTA, INGEST, LC, LCN, TS, ZSTD
+from rhythm.sinks.tables.definition import Column, Engine, Table
 from rhythm.sinks.tables.rows import JSON_REASONS, DeadLetter, Message, Outcome, ingest, parse_json
 
 __all__ = ["FEEDBACK", "REASONS", "process"]
@@ -36,22 +26,20 @@ FEEDBACK = Table(
         Column("recipient", "String", ZSTD, comment="type:id of the person or queue"),
         Column("kind", LC, comment="done, snooze or not_useful"),
         Column("snooze_until", f"Nullable({TS})", ZSTD),
-        Column("at", TS, DELTA_ZSTD, comment="when it was given"),
+        Column("at", TS, DELTA, comment="when it was given"),
         Column("source", LC, comment="link (the heads-up's links) or cli"),
-        Column(
-            "alert_kind", LC_NULLABLE, comment="silence, unanswered, follow_up; NULL: not known"
-        ),
-        Column("role", LC_NULLABLE),
-        Column("entity_type", LC_NULLABLE),
+        Column("alert_kind", LCN, comment="silence, unanswered, follow_up; NULL: not known"),
+        Column("role", LCN),
+        Column("entity_type", LCN),
         Column("entity_id", "Nullable(String)", ZSTD),
         Column("context_id", "Nullable(String)", ZSTD),
         Column("score", "Nullable(Float64)"),
-        *INGEST_COLUMNS,
+        *INGEST,
     ),
     engine=Engine("ReplacingMergeTree"),
     order_by=("tenant", "recipient", "feedback_id"),
     partition_by="toYYYYMM(at)",
-    settings=DEDUP_SETTINGS,
+    settings=DEDUP,
     comment="Feedback on heads-ups (done, snooze, not_useful), one row per feedback_id.",
     shard_by=("tenant", "recipient"),
 )

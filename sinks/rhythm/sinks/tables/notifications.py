@@ -8,17 +8,8 @@ version, and `FINAL` keeps the latest. On a cluster the shard is the alert's.
 from __future__ import annotations
 
 from rhythm.schemas.people import DeliveryRecord
-from rhythm.sinks.tables.definition import (
-    DEDUP_SETTINGS,
-    DELTA_ZSTD,
-    INGEST_COLUMNS,
-    LC,
-    TS,
-    ZSTD,
-    Column,
-    Engine,
-    Table,
-)
+from rhythm.sinks.tables.columns import DEDUP, DELTA, INGEST, LC, TS, ZSTD
+from rhythm.sinks.tables.definition import Column, Engine, Table
 from rhythm.sinks.tables.rows import JSON_REASONS, DeadLetter, Message, Outcome, ingest, parse_json
 
 __all__ = ["NOTIFICATIONS", "REASONS", "process"]
@@ -37,20 +28,20 @@ NOTIFICATIONS = Table(
         Column("reason", LC, comment="why this recipient: owner, engaged or queue"),
         Column("state", LC, comment="pending, held, sending, retry, sent, dead, suppressed"),
         Column("attempts", "UInt16"),
-        Column("created_at", TS, DELTA_ZSTD),
+        Column("created_at", TS, DELTA),
         Column("due_at", TS, ZSTD),
         Column("updated_at", TS, ZSTD),
         Column("sent_at", f"Nullable({TS})", ZSTD),
         Column("last_error", "Nullable(String)", ZSTD),
         Column("idempotency_key", "String", ZSTD),
         Column("version", "UInt64"),
-        *INGEST_COLUMNS,
+        *INGEST,
     ),
     engine=Engine("ReplacingMergeTree", version="version"),
     order_by=("tenant", "alert_id", "recipient", "channel"),
     partition_by="toYYYYMM(created_at)",
     ttl_column="created_at",
-    settings=DEDUP_SETTINGS,
+    settings=DEDUP,
     comment="The notifier's deliveries, one per (alert, recipient, channel) under FINAL.",
     shard_by=("tenant", "alert_id"),
 )

@@ -8,17 +8,8 @@ the latest record of a person wins (`FINAL`). No TTL: a person is kept until sai
 from __future__ import annotations
 
 from rhythm.schemas.people import Person
-from rhythm.sinks.tables.definition import (
-    DEDUP_SETTINGS,
-    INGEST_COLUMNS,
-    LC,
-    LC_NULLABLE,
-    TS,
-    ZSTD,
-    Column,
-    Engine,
-    Table,
-)
+from rhythm.sinks.tables.columns import DEDUP, INGEST, LC, LCN, TS, ZSTD
+from rhythm.sinks.tables.definition import Column, Engine, Table
 from rhythm.sinks.tables.rows import JSON_REASONS, DeadLetter, Message, Outcome, ingest, parse_json
 
 __all__ = ["PEOPLE", "REASONS", "process"]
@@ -34,17 +25,17 @@ PEOPLE = Table(
         Column("name", "Nullable(String)", ZSTD),
         Column("email", "Nullable(String)", ZSTD),
         Column("chat_handle", "Nullable(String)", ZSTD),
-        Column("timezone", LC_NULLABLE, comment="IANA zone; NULL: the tenant's"),
+        Column("timezone", LCN, comment="IANA zone; NULL: the tenant's"),
         Column("working_hours", "Array(UInt8)", comment="[start, end) local hours; []: tenant's"),
         Column("working_days", "Array(UInt8)", comment="0 = Monday; []: the tenant's"),
-        Column("team", LC_NULLABLE),
+        Column("team", LCN),
         Column("internal", "Nullable(Bool)", comment="one of ours; NULL: not said"),
         Column("updated_at", TS, ZSTD, comment="when the client said it: the version"),
-        *INGEST_COLUMNS,
+        *INGEST,
     ),
     engine=Engine("ReplacingMergeTree", version="updated_at"),
     order_by=("tenant", "actor_type", "actor_id"),
-    settings=DEDUP_SETTINGS,
+    settings=DEDUP,
     comment="The people directory (Client.identify), latest record per person under FINAL.",
     shard_by=("tenant", "actor_type", "actor_id"),
 )

@@ -90,7 +90,7 @@ def text(value: str | int | float | bool) -> str:
 
 
 def ingest(message: Message) -> tuple[int, int, int]:
-    """The ingest columns every table fed by a topic ends with (`INGEST_COLUMNS`)."""
+    """The ingest columns every table fed by a topic ends with (`columns.INGEST`)."""
     return message.timestamp_ms, message.partition, message.offset
 
 

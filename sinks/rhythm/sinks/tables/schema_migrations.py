@@ -3,7 +3,8 @@ version with the checksum of its statements."""
 
 from __future__ import annotations
 
-from rhythm.sinks.tables.definition import TS, Column, Engine, Table
+from rhythm.sinks.tables.columns import TS
+from rhythm.sinks.tables.definition import Column, Engine, Table
 
 __all__ = ["SCHEMA_MIGRATIONS"]
 

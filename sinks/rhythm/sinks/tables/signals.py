@@ -9,17 +9,8 @@ of the sorting key).
 from __future__ import annotations
 
 from rhythm.schemas.outputs import Signal
-from rhythm.sinks.tables.definition import (
-    DEDUP_SETTINGS,
-    DELTA_ZSTD,
-    ENTITY_COLUMNS,
-    INGEST_COLUMNS,
-    TS,
-    ZSTD,
-    Column,
-    Engine,
-    Table,
-)
+from rhythm.sinks.tables.columns import DEDUP, DELTA, ENTITY, INGEST, TS, ZSTD
+from rhythm.sinks.tables.definition import Column, Engine, Table
 from rhythm.sinks.tables.rows import JSON_REASONS, DeadLetter, Message, Outcome, ingest, parse_json
 
 __all__ = ["REASONS", "SIGNALS", "process"]
@@ -29,8 +20,8 @@ REASONS = (*JSON_REASONS, "invalid_signal")
 SIGNALS = Table(
     name="signals",
     columns=(
-        *ENTITY_COLUMNS,
-        Column("window_start", TS, DELTA_ZSTD),
+        *ENTITY,
+        Column("window_start", TS, DELTA),
         Column("window_seconds", "UInt32"),
         Column("event_count", "UInt64"),
         Column("weight_sum", "Float64"),
@@ -44,13 +35,13 @@ SIGNALS = Table(
         Column("silence_before_s", "Nullable(Float64)"),
         Column("late_count", "UInt64"),
         Column("version", "UInt64"),
-        *INGEST_COLUMNS,
+        *INGEST,
     ),
     engine=Engine("ReplacingMergeTree", version="version"),
     order_by=("tenant", "role", "entity_type", "entity_id", "window_seconds", "window_start"),
     partition_by="toYYYYMM(window_start)",
     ttl_column="window_start",
-    settings=DEDUP_SETTINGS,
+    settings=DEDUP,
     comment="One row per entity window; FINAL keeps the highest version.",
     shard_by=("tenant", "role", "entity_type", "entity_id"),
 )
