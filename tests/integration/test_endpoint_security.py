@@ -20,9 +20,9 @@ import clickhouse_connect
 import pytest
 from pydantic import SecretStr
 
-from rhythm.sinks.endpoint import QueryEndpoint
 from rhythm.sinks.endpoint.engine import EmbeddedEngine
 from rhythm.sinks.endpoint.policy import Credentials, Limits
+from rhythm.sinks.endpoint.server import QueryEndpoint
 from rhythm.sinks.migrations import migrate
 from rhythm.sinks.service import endpoint_credentials, engine_connection_string
 from rhythm.sinks.settings import SinkSettings

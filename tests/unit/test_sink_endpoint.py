@@ -22,7 +22,6 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 from pydantic import SecretStr
 
-from rhythm.sinks.endpoint import QueryEndpoint
 from rhythm.sinks.endpoint.codecs import (
     SUPPORTED,
     choose_encoding,
@@ -31,6 +30,7 @@ from rhythm.sinks.endpoint.codecs import (
 )
 from rhythm.sinks.endpoint.engine import EmbeddedEngine
 from rhythm.sinks.endpoint.policy import Credentials
+from rhythm.sinks.endpoint.server import QueryEndpoint
 from rhythm.sinks.endpoint.sql import output_format, produces_result, split_insert
 from rhythm.sinks.migrations import migrate
 from rhythm.sinks.service import _open_and_migrate, engine_connection_string

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -28,7 +28,9 @@ from rhythm.schemas.topics import (
     PEOPLE_TOPIC,
     SIGNALS_TOPIC,
 )
-from rhythm.sinks.tables.rows import Kind
+
+if TYPE_CHECKING:
+    from rhythm.sinks.tables.rows import Kind
 
 __all__ = ["Dsn", "SinkSettings", "default_data_dir", "parse_dsn"]
 

@@ -46,8 +46,7 @@ The modules, in the order a request meets them:
 | `engine.py` | the embedded engine: chdb handles, sessions, streamed queries and inserts |
 | `native.py` | `Native` output for a client's protocol revision |
 | `responses.py` | writing a response as a server does: headers, results, streams, errors |
+
+This file imports nothing: a module that needs only `sql.py` (e.g. `rhythm query`) does not
+load the engine. The endpoint itself is `rhythm.sinks.endpoint.server.QueryEndpoint`.
 """
-
-from rhythm.sinks.endpoint.server import QueryEndpoint
-
-__all__ = ["QueryEndpoint"]
