@@ -16,6 +16,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from rhythm.schemas import rules
+
 __all__ = [
     "JSON_REASONS",
     "DeadLetter",
@@ -37,9 +39,9 @@ Kind = Literal["events", "signals", "alerts", "people", "notifications", "feedba
 #: the reasons `parse_json` gives besides the model's own `invalid_<kind>`
 JSON_REASONS = ("empty", "invalid_json")
 
-# What the contract allows (schemas/README.md), which DateTime64(3) holds.
-_MIN_MS = 0
-_MAX_MS = 7_258_118_400_000  # 2200-01-01T00:00:00Z, exclusive
+# What the contract allows (schemas/README.md: 1970 up to 2200), which DateTime64(3) holds.
+_MIN_MS = rules.epoch_millis(rules.EARLIEST)
+_MAX_MS = rules.epoch_millis(rules.LATEST)  # exclusive
 
 
 @dataclass(frozen=True, slots=True)
