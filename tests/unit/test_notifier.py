@@ -30,8 +30,10 @@ from rhythm.producers.prepare import make_person
 from rhythm.schemas import ContractError
 from rhythm.schemas.outputs import Alert
 from rhythm.schemas.people import DeliveryRecord, Person, Traits
-from rhythm.sinks.schema import NOTIFICATIONS, PEOPLE
-from rhythm.sinks.transform import DeadLetter, Message, transform_notification, transform_person
+from rhythm.sinks.tables import NOTIFICATIONS, PEOPLE
+from rhythm.sinks.tables.notifications import process as transform_notification
+from rhythm.sinks.tables.people import process as transform_person
+from rhythm.sinks.tables.rows import DeadLetter, Message
 
 SECRET = b"s3cret"
 T0 = 1_767_000_000.0

@@ -16,15 +16,12 @@ from rich.console import Console
 
 from rhythm.schemas.outputs import alert_id
 from rhythm.sinks.migrations import migrate
-from rhythm.sinks.schema import ALERTS, EVENTS, SIGNALS
 from rhythm.sinks.store import Store
-from rhythm.sinks.transform import (
-    Message,
-    Row,
-    transform_alert,
-    transform_event,
-    transform_signal,
-)
+from rhythm.sinks.tables import ALERTS, EVENTS, SIGNALS
+from rhythm.sinks.tables.alerts import process as transform_alert
+from rhythm.sinks.tables.events import process as transform_event
+from rhythm.sinks.tables.rows import Message, Row
+from rhythm.sinks.tables.signals import process as transform_signal
 from rhythm.stack import report_format as fmt
 from rhythm.stack.report import (
     Pipeline,

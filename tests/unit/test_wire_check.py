@@ -15,7 +15,8 @@ from rhythm.processors.stage1 import Stage1Config, Stage1Partition
 from rhythm.schemas import CURRENT_SCHEMA_ID, decode_event
 from rhythm.schemas.wire import WIRE
 from rhythm.schemas.wire_check import record_problem
-from rhythm.sinks.transform import DeadLetter, Message, transform_event
+from rhythm.sinks.tables.events import process as transform_event
+from rhythm.sinks.tables.rows import DeadLetter, Message
 
 NOW = 1_800_000_000_000
 

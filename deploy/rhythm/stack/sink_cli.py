@@ -200,7 +200,7 @@ def query(
 
     When a running sink owns the embedded store, the query goes through its endpoint.
     """
-    from rhythm.sinks.endpoint_sql import output_format
+    from rhythm.sinks.endpoint.sql import output_format
     from rhythm.sinks.store import StoreBusyError, connect
 
     text = sys.stdin.read() if sql == "-" else sql

@@ -14,7 +14,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.schemas import dead_letters
-from rhythm.sinks.transform import DeadLetter
+from rhythm.sinks.tables.rows import DeadLetter
 
 __all__ = ["DeadLetterTopic", "DeliveryFailedError"]
 

@@ -1,4 +1,4 @@
-"""Native blocks for a client protocol revision. Pure.
+"""`Native` output for a client protocol revision, and the empty block of a result. Pure.
 
 Over HTTP a ClickHouse server writes `Native` for the revision the client names in
 `client_protocol_version` (clickhouse-go always sends it and decodes with the server's
@@ -16,7 +16,12 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["CUSTOM_SERIALIZATION_REVISION", "NativeRevisionWriter", "UnsupportedNativeTypeError"]
+__all__ = [
+    "CUSTOM_SERIALIZATION_REVISION",
+    "NativeRevisionWriter",
+    "UnsupportedNativeTypeError",
+    "empty_block",
+]
 
 CUSTOM_SERIALIZATION_REVISION = 54454
 #: BlockInfo as a server writes it: field 1 is_overflows = 0, field 2 bucket_num = -1, end
@@ -75,6 +80,27 @@ def _element_type(arg: str) -> str:
 def _decimal_width(args: list[str]) -> int:
     precision = int(args[0])
     return 4 if precision <= 9 else 8 if precision <= 18 else 16 if precision <= 38 else 32
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def empty_block(meta: list[dict[str, str]]) -> bytes:
+    """A Native block with the columns (`name`, `type` each) and no rows: what a server sends
+    for an empty result (chdb sends nothing, and a client then would not know the columns)."""
+    out = bytearray(_varint(len(meta)) + _varint(0))
+    for column in meta:
+        for text in (column["name"], column["type"]):
+            raw = text.encode()
+            out += _varint(len(raw)) + raw
+    return bytes(out)
 
 
 class _Reader:

@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import SecretStr
 
-from rhythm.sinks.endpoint_engine import EngineError
+from rhythm.sinks.endpoint.engine import EngineError
 
 __all__ = [
     "ADMIN",

@@ -1,4 +1,4 @@
-"""What the HTTP endpoint needs to know about a statement before handing it to chdb. Pure.
+"""What the endpoint needs to know about a statement before handing it to chdb. Pure.
 
 ClickHouse's HTTP interface takes the query from the `query` URL parameter, the body, or
 both (parameter, newline, body). An `INSERT ... FORMAT <fmt>` is followed by its data; the
@@ -14,10 +14,13 @@ from dataclasses import dataclass
 __all__ = [
     "InsertHead",
     "error_code",
+    "first_word",
     "output_format",
     "produces_result",
     "split_insert",
+    "streams",
     "strip_leading_comments",
+    "without_format",
 ]
 
 _LEADING = re.compile(rb"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/)*", re.DOTALL)
@@ -27,8 +30,11 @@ _INSERT = re.compile(
 )
 _NOT_A_TARGET = re.compile(rb"\b(?:VALUES|SELECT|WITH)\b", re.IGNORECASE)
 _TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z][A-Za-z0-9_]*)\s*;?\s*\Z", re.IGNORECASE)
+_FORMAT_CLAUSE = re.compile(r"\s+FORMAT\s+[A-Za-z][A-Za-z0-9_]*\s*;?\s*\Z", re.IGNORECASE)
 _FIRST_WORD = re.compile(r"[A-Za-z]+|\(")
 _RESULT_WORDS = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN"})
+#: statements chdb can stream (SHOW, DESCRIBE, EXISTS... it cannot)
+_STREAM_WORDS = frozenset({"SELECT", "WITH", "("})
 _ERROR_CODE = re.compile(r"Code: (\d+)\.")
 
 #: How far into a body we look for the INSERT statement before its data.
@@ -75,14 +81,27 @@ def output_format(sql: str, default: str) -> str:
     return match.group(1) if match else default
 
 
+def without_format(sql: str) -> str:
+    """The statement without its trailing FORMAT clause (if any)."""
+    return _FORMAT_CLAUSE.sub("", sql)
+
+
+def first_word(sql: str) -> str:
+    """The statement's first word in upper case, after comments (`(` for a parenthesised
+    query, "" for none)."""
+    match = _FIRST_WORD.match(strip_leading_comments(sql.encode()).decode("utf-8", "replace"))
+    return match.group(0).upper() if match else ""
+
+
 def produces_result(sql: str) -> bool:
     """Whether a statement returns rows (a server sends X-ClickHouse-Format for those)."""
-    text = strip_leading_comments(sql.encode()).decode()
-    match = _FIRST_WORD.match(text)
-    if match is None:
-        return False
-    word = match.group(0).upper()
+    word = first_word(sql)
     return word == "(" or word in _RESULT_WORDS
+
+
+def streams(sql: str) -> bool:
+    """Whether the engine can stream the statement's result block by block."""
+    return first_word(sql) in _STREAM_WORDS
 
 
 def error_code(message: str) -> int:

@@ -1,17 +1,13 @@
-"""The views analysts start from, defined once as data (`ddl.py` renders them).
-
-`$db` stands for the database; `$source` for the table a materialized view is triggered by
-(the local table on a cluster); `${global}` is empty on a single node and `GLOBAL ` on a
-cluster, before a JOIN or IN whose right side reads a Distributed table (so it is computed
-once and shipped to the shards, not once per shard, which ClickHouse refuses by default
-with `distributed_product_mode = 'deny'`). `{name:Type}` are ClickHouse query parameters,
-which make a view parameterized: `SELECT * FROM rhythm.entity_timeline(tenant='acme',
-entity_type='user', entity_id='u-42')`.
+"""The views analysts start from, defined once as data (`ddl.py` renders them; the
+placeholders in their SELECTs are explained at `definition.View`). They read across tables,
+so they live here rather than with one table; `events.ENTITY_EVENTS_MV`, which fills a table,
+lives with it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from rhythm.sinks.tables.definition import View
+from rhythm.sinks.tables.events import ENTITY_EVENTS_MV
 
 __all__ = [
     "ACTIVITY_FEED",
@@ -22,44 +18,8 @@ __all__ = [
     "OPEN_ALERTS_V2",
     "TOP_MOVERS",
     "VIEWS",
-    "View",
 ]
 
-
-@dataclass(frozen=True)
-class View:
-    name: str
-    select: str
-    #: a materialized view writes into this table (in the same database)
-    to_table: str | None = None
-    comment: str = ""
-    #: a materialized view is triggered by inserts into this table (`$source`)
-    source: str | None = None
-
-
-# Every entity an event touches, as the processors count them (explode.py): the actor, the
-# object and the target when present, and each distinct tag as an entity of type `tag`.
-ENTITY_EVENTS_MV = View(
-    name="entity_events_mv",
-    to_table="entity_events",
-    select="""
-SELECT
-    tenant, e.2 AS entity_type, e.3 AS entity_id, e.1 AS role,
-    occurred_at, event_id, verb, actor_type, actor_id, object_type, object_id,
-    target_type, target_id, channel, context_id, weight, tags
-FROM $source
-ARRAY JOIN CAST(arrayConcat(
-    [('actor', toString(actor_type), actor_id)],
-    if(object_type IS NULL OR object_id IS NULL, [],
-       [('object', toString(assumeNotNull(object_type)), assumeNotNull(object_id))]),
-    if(target_type IS NULL OR target_id IS NULL, [],
-       [('target', toString(assumeNotNull(target_type)), assumeNotNull(target_id))]),
-    arrayMap(t -> ('tag', 'tag', toString(t)), arrayDistinct(tags))
-), 'Array(Tuple(String, String, String))') AS e
-""",
-    comment="Fills entity_events on every insert into events.",
-    source="events",
-)
 
 ENTITY_TIMELINE = View(
     name="entity_timeline",
@@ -156,32 +116,31 @@ ORDER BY greatest(abs(pace_z), abs(amplitude_z)) DESC, tenant, role, entity_type
     "window moved most against their own previous windows.",
 )
 
-# As migration 2 created it (migration 3 replaces it with OPEN_ALERTS).
-# Silence is per entity and ends with `resumed`; unanswered is per (entity, thread) and ends
-# when another party writes in that thread after the waiting message.
-OPEN_ALERTS_V2 = View(
-    name="open_alerts",
-    select="""
+
+def _open_alerts(*, latest: str, carried: str, thread: str, waiting: str, result: str) -> str:
+    """Silence is per entity and ends with `resumed`; the `waiting` kinds are per (entity,
+    `thread`) and end when another party writes in that thread after the waiting message.
+    `latest`, `carried` and `result` name the alert columns each part carries."""
+    return f"""
 WITH latest AS (
     SELECT
         tenant, role, entity_type, entity_id,
         a.1 AS alert_id, a.2 AS kind, a.3 AS context_id, a.4 AS fired_at,
-        a.5 AS last_event_at, a.6 AS expected_within_s, a.7 AS details
+        {latest}
     FROM (
         SELECT
             tenant, role, entity_type, entity_id,
             argMax(
                 (alert_id, kind, context_id, fired_at, last_event_at, expected_within_s,
-                 details),
+                 {carried}),
                 (fired_at, kind)
             ) AS a
         FROM $db.alerts FINAL
-        GROUP BY tenant, role, entity_type, entity_id, kind = 'unanswered',
-                 if(kind = 'unanswered', ifNull(context_id, ''), '')
+        GROUP BY tenant, role, entity_type, entity_id, {thread}
     )
 ),
 waiting AS (
-    SELECT * FROM latest WHERE kind = 'unanswered'
+    SELECT * FROM latest WHERE {waiting}
 ),
 replied AS (
     SELECT w.alert_id AS alert_id
@@ -189,70 +148,48 @@ replied AS (
     INNER JOIN (
         SELECT tenant, context_id, actor_type, actor_id, occurred_at
         FROM $db.events
-        WHERE (tenant, context_id) ${global}IN (SELECT tenant, context_id FROM waiting)
+        WHERE (tenant, context_id) ${{global}}IN (SELECT tenant, context_id FROM waiting)
     ) AS e ON e.tenant = w.tenant AND e.context_id = w.context_id
     WHERE e.occurred_at > w.last_event_at
       AND NOT (e.actor_type = w.entity_type AND e.actor_id = w.entity_id)
 )
 SELECT
     alert_id, kind, tenant, role, entity_type, entity_id, context_id, fired_at,
-    last_event_at, expected_within_s, details,
+    {result}
     dateDiff('second', fired_at, now64(3, 'UTC')) AS open_for_s
 FROM latest
 WHERE kind = 'silence'
-   OR (kind = 'unanswered' AND alert_id NOT IN (SELECT alert_id FROM replied))
+   OR ({waiting} AND alert_id NOT IN (SELECT alert_id FROM replied))
 ORDER BY fired_at DESC, alert_id
-""",
+"""
+
+
+# As migration 2 created it (migration 3 replaces it with OPEN_ALERTS): only unanswered
+# waits, grouped by thread; no score or owners yet.
+OPEN_ALERTS_V2 = View(
+    name="open_alerts",
+    select=_open_alerts(
+        latest="a.5 AS last_event_at, a.6 AS expected_within_s, a.7 AS details",
+        carried="details",
+        thread="kind = 'unanswered',\n"
+        "                 if(kind = 'unanswered', ifNull(context_id, ''), '')",
+        waiting="kind = 'unanswered'",
+        result="last_event_at, expected_within_s, details,",
+    ),
     comment="Alerts still open: a silence not followed by resumed, an unanswered message "
     "with no later reply from another party in its thread.",
 )
 
-# Silence is per entity and ends with `resumed`; unanswered is per (entity, thread) and ends
-# when another party writes in that thread after the waiting message.
 OPEN_ALERTS = View(
     name="open_alerts",
-    select="""
-WITH latest AS (
-    SELECT
-        tenant, role, entity_type, entity_id,
-        a.1 AS alert_id, a.2 AS kind, a.3 AS context_id, a.4 AS fired_at,
-        a.5 AS last_event_at, a.6 AS expected_within_s, a.7 AS details, a.8 AS score,
-        a.9 AS owners
-    FROM (
-        SELECT
-            tenant, role, entity_type, entity_id,
-            argMax(
-                (alert_id, kind, context_id, fired_at, last_event_at, expected_within_s,
-                 details, score, owners),
-                (fired_at, kind)
-            ) AS a
-        FROM $db.alerts FINAL
-        GROUP BY tenant, role, entity_type, entity_id, ifNull(context_id, '')
-    )
-),
-waiting AS (
-    SELECT * FROM latest WHERE kind IN ('unanswered', 'follow_up')
-),
-replied AS (
-    SELECT w.alert_id AS alert_id
-    FROM waiting AS w
-    INNER JOIN (
-        SELECT tenant, context_id, actor_type, actor_id, occurred_at
-        FROM $db.events
-        WHERE (tenant, context_id) ${global}IN (SELECT tenant, context_id FROM waiting)
-    ) AS e ON e.tenant = w.tenant AND e.context_id = w.context_id
-    WHERE e.occurred_at > w.last_event_at
-      AND NOT (e.actor_type = w.entity_type AND e.actor_id = w.entity_id)
-)
-SELECT
-    alert_id, kind, tenant, role, entity_type, entity_id, context_id, fired_at,
-    last_event_at, expected_within_s, score, owners, details,
-    dateDiff('second', fired_at, now64(3, 'UTC')) AS open_for_s
-FROM latest
-WHERE kind = 'silence'
-   OR (kind IN ('unanswered', 'follow_up') AND alert_id NOT IN (SELECT alert_id FROM replied))
-ORDER BY fired_at DESC, alert_id
-""",
+    select=_open_alerts(
+        latest="a.5 AS last_event_at, a.6 AS expected_within_s, a.7 AS details, a.8 AS score,"
+        "\n        a.9 AS owners",
+        carried="details, score, owners",
+        thread="ifNull(context_id, '')",
+        waiting="kind IN ('unanswered', 'follow_up')",
+        result="last_event_at, expected_within_s, score, owners, details,",
+    ),
     comment="Alerts still open: a silence not followed by resumed, an unanswered (or "
     "follow_up) message with no later message from another party in its thread.",
 )

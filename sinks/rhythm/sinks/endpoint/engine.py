@@ -25,7 +25,7 @@ from typing import Any
 
 import chdb
 
-from rhythm.sinks.endpoint_sql import error_code
+from rhythm.sinks.endpoint.sql import error_code
 
 __all__ = ["EmbeddedEngine", "EngineError", "Session", "Stats"]
 
