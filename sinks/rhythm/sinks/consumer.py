@@ -31,6 +31,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
+from rhythm.runtime.offsets import lag
 from rhythm.sinks.batcher import MAX_INTENTS, Batch, Batcher, intent_metadata, parse_intent
 from rhythm.sinks.metrics import SinkMetrics
 from rhythm.sinks.settings import SinkSettings
@@ -394,7 +395,7 @@ class ConsumerLoop:
             written = self.written_offsets.get(tp)
             if high is None or high < 0 or written is None:
                 continue
-            self._lag[tp] = max(0, high - written)
+            self._lag[tp] = lag(high, written)
             self.metrics.progress.done(topic, partition, written)
             self.metrics.progress.end(topic, partition, high)
             self.metrics.lag.labels(topic, str(partition)).set(self._lag[tp])
