@@ -419,5 +419,5 @@ class ConsumerLoop:
             "batches_written": self.batches_written,
             "retrying": self.writer.retrying,
             "last_error": self.writer.last_error,
-            "lag": {f"{t}[{p}]": lag for (t, p), lag in sorted(self._lag.items())},
+            "lag": {f"{t}[{p}]": n for (t, p), n in sorted(self._lag.items())},
         }
