@@ -16,10 +16,10 @@ from rhythm.sinks.transform import (
     transform_feedback,
     transform_notification,
 )
-from rhythm.stack.report_feedback import FeedbackLine, feedback_from_rows
-from rhythm.stack.report_html import render_html
-from rhythm.stack.report_sql import render
-from rhythm.stack.report_text import render_text
+from rhythm.stack.report.feedback import FeedbackLine, feedback_from_rows
+from rhythm.stack.report.page import render_html
+from rhythm.stack.report.sql import render
+from rhythm.stack.report.text import render_text
 
 from .test_notifier import alert
 from .test_report import sample_report, store  # noqa: F401 (the store fixture)

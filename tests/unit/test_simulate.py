@@ -19,8 +19,8 @@ from rhythm.processors.signals.entity import SignalConfig
 from rhythm.processors.stage1 import SourcePartition, Stage1Config
 from rhythm.producers import prepare_event
 from rhythm.schemas import encode_event
-from rhythm.stack.simulate import SimConfig, Simulation, generate
-from rhythm.stack.simulate_model import DAY, HOUR, MIN, iso, mover_start
+from rhythm.stack.simulate.generate import SimConfig, Simulation, generate
+from rhythm.stack.simulate.model import DAY, HOUR, MIN, iso, mover_start
 
 NOW = 1_790_000_123_456  # not on any boundary: windows and days cut the data mid-way
 SMALL = SimConfig(now_ms=NOW, days=14, scale=0.15, seed=3)

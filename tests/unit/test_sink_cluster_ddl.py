@@ -45,7 +45,7 @@ from rhythm.sinks.schema import (
 from rhythm.sinks.settings import SinkSettings
 from rhythm.sinks.store import Store, insert_settings
 from rhythm.sinks.views import ENTITY_EVENTS_MV, VIEWS
-from rhythm.stack.cli import app
+from rhythm.stack.cli.main import app
 
 CLUSTER = "rhythm_cluster"
 DB = "analytics"
