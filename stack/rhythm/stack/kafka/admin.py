@@ -1,24 +1,24 @@
 """What a local node and a local cluster offer alike: an admin client, topics, Kafka's tools
-and perf runs; and small helpers both use (log tails, a file lock, a new cluster id)."""
+and perf runs."""
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import fcntl
+import json
 import logging
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from rhythm.schemas.topics import TopicSpec
+from rhythm.stack.kafka.jars import run_tool
 from rhythm.stack.kafka.perf import parse_consumer_perf, parse_producer_perf
 from rhythm.stack.kafka.settings import (
     CONSUMER_PERF,
@@ -28,28 +28,6 @@ from rhythm.stack.kafka.settings import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock (fcntl.flock) held for the duration of the block; it is
-    released by the kernel if the process dies. Not re-entrant: do not nest on one path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def new_cluster_id() -> str:
-    """A Kafka Uuid in its string form (URL-safe base64 of 16 random bytes, no padding), as
-    ``StorageTool random-uuid`` prints, without starting a JVM for it."""
-    while True:
-        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if not text.startswith("-"):
-            return text
 
 
 class LocalKafkaBase:
@@ -71,6 +49,19 @@ class LocalKafkaBase:
     def is_running(self) -> bool:
         raise NotImplementedError
 
+    @property
+    def state_file(self) -> Path:
+        """Where the last start recorded hosts and ports (``rhythm kafka status/down``)."""
+        raise NotImplementedError
+
+    def _read_state(self) -> dict[str, Any]:
+        """The object in state_file; {} when there is none or it is unreadable."""
+        try:
+            state = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
     def run_tool(
         self,
         main_class: str,
@@ -79,7 +70,8 @@ class LocalKafkaBase:
         *,
         check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        raise NotImplementedError
+        """Run a Java main class from the broker's jars (e.g. a perf tool) and wait for it."""
+        return run_tool(self.settings, main_class, args, timeout, check=check)
 
     def _require_running(self) -> None:
         if not self.is_running():

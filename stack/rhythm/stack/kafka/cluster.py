@@ -5,23 +5,16 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from rhythm.schemas.topics import DEFAULT_TOPICS, TopicSpec
-from rhythm.stack.kafka.admin import (
-    LocalKafkaBase,
-    file_lock,
-    new_cluster_id,
-)
+from rhythm.stack.kafka.admin import LocalKafkaBase
+from rhythm.stack.kafka.lock import file_lock
 from rhythm.stack.kafka.node import LocalKafka
-from rhythm.stack.kafka.settings import (
-    LocalKafkaError,
-    LocalKafkaSettings,
-)
+from rhythm.stack.kafka.settings import LocalKafkaError, LocalKafkaSettings, new_cluster_id
 from rhythm.stack.ports import free_ports
 
 log = logging.getLogger(__name__)
@@ -75,13 +68,6 @@ class LocalKafkaCluster(LocalKafkaBase):
             if node.settings.node_id == node_id:
                 return node
         raise LocalKafkaError(f"no node {node_id} in the cluster at {self.home}")
-
-    def _read_state(self) -> dict[str, Any]:
-        try:
-            state = json.loads(self.state_file.read_text())
-        except (OSError, ValueError):
-            return {}
-        return state if isinstance(state, dict) else {}
 
     def _ports(self) -> list[tuple[int, int]]:
         """(port, controller_port) per node: port + 2i and controller_port + 2i, free ones
@@ -153,16 +139,6 @@ class LocalKafkaCluster(LocalKafkaBase):
 
     def fetch(self) -> Path:
         return self.nodes[0].fetch()
-
-    def run_tool(
-        self,
-        main_class: str,
-        args: list[str],
-        timeout: float = 300.0,
-        *,
-        check: bool = True,
-    ) -> subprocess.CompletedProcess[str]:
-        return self.nodes[0].run_tool(main_class, args, timeout, check=check)
 
     def up(self, topics: Iterable[TopicSpec] | None = None) -> str:
         """Start every node that is not running (all at once: a node serves clients only once

@@ -1,5 +1,6 @@
 """The broker's jars: Apache Kafka assembled from Maven Central (``assets/pom.xml``) into a cache
-shared by every home and test run, once per version; and the Java they run on."""
+shared by every home and test run, once per version; the Java they run on; running a tool
+from them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rhythm.stack.kafka.admin import file_lock
+from rhythm.stack.kafka.lock import file_lock
 from rhythm.stack.kafka.settings import (
     FETCH_MARKER,
     LocalKafkaError,
@@ -118,3 +119,50 @@ def java_binary(settings: LocalKafkaSettings) -> str:
             "or set RHYTHM_KAFKA_LOCAL_JAVA to its path."
         )
     return java
+
+
+def run_tool(
+    settings: LocalKafkaSettings,
+    main_class: str,
+    args: list[str],
+    timeout: float = 300.0,
+    *,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run a Java main class from the broker's jars (e.g. a perf tool) and wait for it.
+
+    Tools log warnings only, to stderr (assets/tools-log4j2.yaml); stdout is theirs.
+    With ``check`` a non-zero exit raises LocalKafkaError with the output's tail.
+    """
+    lib = fetch_jars(settings)
+    command = [
+        java_binary(settings),
+        f"-Xmx{settings.tool_heap}",
+        "-Djava.awt.headless=true",
+        # Numbers in tool output are formatted with the default locale: pin it for parsing.
+        "-Duser.language=en",
+        "-Duser.country=US",
+        f"-Dlog4j2.configurationFile={write_asset('tools-log4j2.yaml', lib.parent)}",
+        "-cp",
+        f"{lib}/*",
+        main_class,
+        *args,
+    ]
+    log.debug("running %s", " ".join(command))
+    try:
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise LocalKafkaError(f"{main_class} did not finish within {timeout:.0f} s") from exc
+    if check and result.returncode != 0:
+        raise LocalKafkaError(
+            f"{main_class} failed (exit {result.returncode}):\n"
+            + tail_lines(result.stdout + "\n" + result.stderr)
+        )
+    return result

@@ -40,8 +40,9 @@ from confluent_kafka import KafkaException
 
 from rhythm.runtime.process import alive, cmdline, stop_group
 from rhythm.schemas.topics import DEFAULT_TOPICS, TopicSpec
-from rhythm.stack.kafka.admin import LocalKafkaBase, file_lock, new_cluster_id
+from rhythm.stack.kafka.admin import LocalKafkaBase
 from rhythm.stack.kafka.jars import dist_dir, fetch_jars, java_binary
+from rhythm.stack.kafka.lock import file_lock
 from rhythm.stack.kafka.settings import (
     AUTO_PORT_ATTEMPTS,
     BROKER_MAIN,
@@ -50,6 +51,7 @@ from rhythm.stack.kafka.settings import (
     STORAGE_TOOL,
     LocalKafkaError,
     LocalKafkaSettings,
+    new_cluster_id,
     render_server_properties,
     tail_lines,
     write_asset,
@@ -147,54 +149,6 @@ class LocalKafka(LocalKafkaBase):
     def fetch(self) -> Path:
         """The directory of the broker's jars, downloading them with Maven if not cached."""
         return fetch_jars(self.settings)
-
-    # -- tools ----------------------------------------------------------------------------
-
-    def run_tool(
-        self,
-        main_class: str,
-        args: list[str],
-        timeout: float = 300.0,
-        *,
-        check: bool = True,
-    ) -> subprocess.CompletedProcess[str]:
-        """Run a Java main class from the broker's jars (e.g. a perf tool) and wait for it.
-
-        Tools log warnings only, to stderr (assets/tools-log4j2.yaml); stdout is theirs.
-        With ``check`` a non-zero exit raises LocalKafkaError with the output's tail.
-        """
-        lib = self.fetch()
-        command = [
-            java_binary(self.settings),
-            f"-Xmx{self.settings.tool_heap}",
-            "-Djava.awt.headless=true",
-            # Numbers in tool output are formatted with the default locale: pin it for parsing.
-            "-Duser.language=en",
-            "-Duser.country=US",
-            f"-Dlog4j2.configurationFile={write_asset('tools-log4j2.yaml', lib.parent)}",
-            "-cp",
-            f"{lib}/*",
-            main_class,
-            *args,
-        ]
-        log.debug("running %s", " ".join(command))
-        try:
-            result = subprocess.run(
-                command,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                stdin=subprocess.DEVNULL,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise LocalKafkaError(f"{main_class} did not finish within {timeout:.0f} s") from exc
-        if check and result.returncode != 0:
-            raise LocalKafkaError(
-                f"{main_class} failed (exit {result.returncode}):\n"
-                + tail_lines(result.stdout + "\n" + result.stderr)
-            )
-        return result
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -529,13 +483,6 @@ class LocalKafka(LocalKafkaBase):
 
     def _remove_runtime_files(self) -> None:
         self.pid_file.unlink(missing_ok=True)
-
-    def _read_state(self) -> dict[str, Any]:
-        try:
-            state = json.loads(self.state_file.read_text())
-        except (OSError, ValueError):
-            return {}
-        return state if isinstance(state, dict) else {}
 
     def _write_state(self) -> None:
         state = {

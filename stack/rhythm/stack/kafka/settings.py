@@ -3,11 +3,13 @@ its assets (package data in ``assets/``) and the server.properties rendered from
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
 import re
 import tempfile
+import uuid
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -62,6 +64,15 @@ def write_asset(name: str, directory: Path) -> Path:
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
+
+
+def new_cluster_id() -> str:
+    """A Kafka Uuid in its string form (URL-safe base64 of 16 random bytes, no padding), as
+    ``StorageTool random-uuid`` prints, without starting a JVM for it."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 def _project_root() -> Path:
