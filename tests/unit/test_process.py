@@ -85,7 +85,8 @@ ctypes.CDLL(None).pthread_exit(None)
 def test_cmdline_names_the_arguments_and_is_none_for_a_gone_process() -> None:
     proc = spawn("import time; time.sleep(60)")
     try:
-        assert cmdline(proc.pid) == [PY, "-c", "import time; time.sleep(60)"]
+        # Until the child has exec'd, it still has the parent's command line.
+        wait_for(lambda: cmdline(proc.pid) == [PY, "-c", "import time; time.sleep(60)"])
     finally:
         proc.kill()
         proc.wait(10)
