@@ -28,7 +28,7 @@ from rhythm.producers.prepare import prepare_event
 from rhythm.schemas import decode_event, encode_event
 from rhythm.schemas.keys import signal_key
 from rhythm.schemas.outputs import AlertRecord, SignalRecord, alert_id
-from rhythm.stack.simulate import SimConfig, generate
+from rhythm.stack.simulate.generate import SimConfig, generate
 
 SOURCES, DESTINATIONS, PER_BATCH = 4, 4, 500
 NOW_MS = 1_790_000_000_000  # fixed: the same workload and outputs on every run

@@ -23,6 +23,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from rhythm.processors.explode import partition_for
 from rhythm.producers import Client, ClientSettings, KafkaSettings
+from rhythm.runtime.process import stop_group
 from rhythm.schemas import dead_letters
 from rhythm.schemas.keys import SEP
 from rhythm.schemas.rules import (
@@ -237,13 +238,7 @@ def pipeline(kafka_broker: Any, tmp_path: Path) -> Iterator[Pipeline]:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    stop_group(proc, 30.0)
 
 
 def test_signals_and_alerts_equal_an_independent_computation(pipeline: Pipeline) -> None:

@@ -353,7 +353,7 @@ def test_the_sink_writes_people_and_notifications_rows() -> None:
 def test_rhythm_up_supervises_the_notifier_when_a_channel_is_configured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rhythm.stack.supervisor import Stack, StackSettings
+    from rhythm.stack.supervisor.control import Stack, StackSettings
 
     for name in ("WEBHOOK_URL", "SLACK_WEBHOOK_URL", "SMTP_HOST", "CLICKHOUSE_URL"):
         monkeypatch.delenv(f"RHYTHM_NOTIFIER_{name}", raising=False)

@@ -14,10 +14,10 @@ from rhythm.sinks.tables.alerts import process as transform_alert
 from rhythm.sinks.tables.feedback import process as transform_feedback
 from rhythm.sinks.tables.notifications import process as transform_notification
 from rhythm.sinks.tables.rows import Message
-from rhythm.stack.report_feedback import FeedbackLine, feedback_from_rows
-from rhythm.stack.report_html import render_html
-from rhythm.stack.report_sql import render
-from rhythm.stack.report_text import render_text
+from rhythm.stack.report.feedback import FeedbackLine, feedback_from_rows
+from rhythm.stack.report.page import render_html
+from rhythm.stack.report.sql import render
+from rhythm.stack.report.text import render_text
 
 from .test_notifier import alert
 from .test_report import sample_report, store  # noqa: F401 (the store fixture)

@@ -98,7 +98,9 @@ def test_sync_tail_and_the_cli_options(
 ) -> None:
     from rhythm.runtime import offsets
     from rhythm.runtime.kafka_settings import KafkaSettings
-    from rhythm.stack import client_cli, sink_cli, tailing
+    from rhythm.stack import tailing
+    from rhythm.stack.cli import client as client_cli
+    from rhythm.stack.cli import sink as sink_cli
 
     capture(monkeypatch, offsets, "Consumer")
     with pytest.raises(CapturedError) as got:

@@ -22,8 +22,8 @@ from rhythm.processors.stage2 import Stage2Partition
 from rhythm.producers import prepare_event
 from rhythm.schemas import encode_event
 from rhythm.schemas.outputs import AlertRecord, SignalRecord
-from rhythm.stack.simulate import SimConfig, Simulation, generate
-from rhythm.stack.simulate_model import DAY, HOUR, MIN, iso, mover_start
+from rhythm.stack.simulate.generate import SimConfig, Simulation, generate
+from rhythm.stack.simulate.model import DAY, HOUR, MIN, iso, mover_start
 
 NOW = 1_790_000_123_456  # not on any boundary: windows and days cut the data mid-way
 SMALL = SimConfig(now_ms=NOW, days=14, scale=0.15, seed=3)

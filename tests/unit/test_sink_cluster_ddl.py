@@ -45,7 +45,7 @@ from rhythm.sinks.tables import (
 )
 from rhythm.sinks.tables.definition import Table
 from rhythm.sinks.tables.views import ENTITY_EVENTS_MV, VIEWS
-from rhythm.stack.cli import app
+from rhythm.stack.cli.main import app
 
 CLUSTER = "rhythm_cluster"
 DB = "analytics"
