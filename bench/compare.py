@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-SEP = "\x1f"
+from rhythm.schemas.keys import SEP, EntityKey
+
 COMPARED = ("event_count", "weight_sum", "weight_max")
 
 WindowKey = tuple[str, int, int]  # (tenant␟role␟type␟id, window_seconds, window_start ms)
@@ -28,7 +29,7 @@ def rhythm_windows(signals: Iterable[Mapping[str, Any]]) -> dict[WindowKey, Mapp
     """Rhythm's signal records by window, highest version kept."""
     out: dict[WindowKey, Mapping[str, Any]] = {}
     for s in signals:
-        entity = SEP.join((s["tenant"], s["role"], s["entity_type"], s["entity_id"]))
+        entity = EntityKey.of(s).encode()
         key = (entity, int(s["window_seconds"]), int(s["window_start"]))
         if key not in out or out[key]["version"] < s["version"]:
             out[key] = s

@@ -48,7 +48,7 @@ from bench.harness import (
 from rhythm.producers import Client, ClientSettings, KafkaSettings
 from rhythm.stack.kafka import LocalKafka
 from rhythm.stack.ports import free_port, wait_for_port
-from rhythm.stack.sync import wait_for_pipeline
+from rhythm.stack.supervisor.sync import wait_for_pipeline
 
 #: Events per unit of `rhythm simulate --scale` (scale 1 sends ~169k, scale 4 ~651k).
 EVENTS_PER_SCALE = 160_000

@@ -26,6 +26,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from rhythm.runtime.process import stop_group
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -228,17 +230,7 @@ def start(argv: list[str], env: Mapping[str, str], log: Path) -> subprocess.Pope
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0, sig: int = signal.SIGTERM) -> None:
     """Stop a process group this harness started (by its own pid)."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, sig)
-    except OSError:
-        return
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
+    stop_group(proc, timeout, sig=sig)
 
 
 def rss_bytes(pid: int) -> int:

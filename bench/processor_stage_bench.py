@@ -4,8 +4,8 @@
 
 Builds the simulator's workload (`rhythm simulate`, arrival order with re-sends), encodes it
 as the client would, spreads it over 4 source partitions by key, and runs it through stage 1
-(`SourcePartition.process`, batches of 500 per partition) and stage 2
-(`PartitionProcessor.apply` + `take_dirty`, 4 partitions) the way the Faust agents call them,
+(`Stage1Partition.process`, batches of 500 per partition) and stage 2
+(`Stage2Partition.apply` + `take_dirty`, 4 partitions) the way the Faust agents call them,
 with the internal messages and outputs encoded as on the wire. Prints µs/event per step and a
 digest of every output and saved state byte, so an optimisation can show it changed nothing.
 Not part of `make bench` (bench/run.py): a tool for working on the hot path. Run the old and
@@ -19,16 +19,16 @@ import hashlib
 import time
 import zlib
 from collections import defaultdict
-from typing import Any
 
 from rhythm.processors.codec import dumps, loads
-from rhythm.processors.partition import PartitionProcessor
 from rhythm.processors.settings import ProcessorSettings
-from rhythm.processors.stage1 import SourcePartition, Stage1Config
+from rhythm.processors.stage1 import Stage1Config, Stage1Partition
+from rhythm.processors.stage2 import Stage2Partition
 from rhythm.producers.prepare import prepare_event
 from rhythm.schemas import decode_event, encode_event
-from rhythm.schemas.outputs import alert_id, signal_key
-from rhythm.stack.simulate import SimConfig, generate
+from rhythm.schemas.keys import signal_key
+from rhythm.schemas.outputs import AlertRecord, SignalRecord, alert_id
+from rhythm.stack.simulate.generate import SimConfig, generate
 
 SOURCES, DESTINATIONS, PER_BATCH = 4, 4, 500
 NOW_MS = 1_790_000_000_000  # fixed: the same workload and outputs on every run
@@ -54,9 +54,9 @@ def main() -> None:
         int(s.max_future_s * 1000),
         s.idle_after_s,
     )
-    sources = {p: SourcePartition(p, cfg) for p in range(SOURCES)}
+    sources = {p: Stage1Partition(p, cfg) for p in range(SOURCES)}
     procs = {
-        k: PartitionProcessor(k, SOURCES, s.signal_config(), s.reply_config(), s.alert_policy())
+        k: Stage2Partition(k, SOURCES, s.signal_config(), s.reply_config(), s.alert_policy())
         for k in range(DESTINATIONS)
     }
     spent: dict[str, float] = defaultdict(float)
@@ -90,8 +90,8 @@ def main() -> None:
             timed("stage 1: decode, dedup, explode, encode", t)
         for k, blobs in inbox.items():
             t = time.process_time()
-            signals: list[dict[str, Any]] = []
-            alerts: list[dict[str, Any]] = []
+            signals: list[SignalRecord] = []
+            alerts: list[AlertRecord] = []
             for blob in blobs:
                 result = procs[k].apply(loads(blob))
                 signals += result.signals

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,9 +35,10 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rhythm.producers import ClientSettings, KafkaSettings
+from rhythm.runtime.process import stop_groups
 from rhythm.stack.kafka import LocalKafka, LocalKafkaSettings
-from rhythm.stack.simulate import SimConfig, generate
-from rhythm.stack.simulate_send import send
+from rhythm.stack.simulate.generate import SimConfig, generate
+from rhythm.stack.simulate.send import send
 
 
 @dataclass
@@ -133,10 +133,7 @@ def run_workers(
             time.sleep(0.5)
         finished = time.monotonic()
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(120)
+        stop_groups(procs, 120.0)
     assert first_progress is not None
     return Run(workers, finished - started, finished - first_progress, total)
 

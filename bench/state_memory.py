@@ -4,7 +4,7 @@
 
 Separate processes, as a worker's life has them:
 1. *build* (resident set, /proc/self/statm, against the process's start): N entities in one
-   `PartitionProcessor`, one event each, in batches of 2,000 updates, each batch's changed
+   `Stage2Partition`, one event each, in batches of 2,000 updates, each batch's changed
    state written out (to a file here; RocksDB in a worker); then the watermark passes the
    windows' day of retention so every entity holds nothing.
 2. *restart*: a fresh processor restores that state, as a restarted worker does: the state
@@ -29,9 +29,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from rhythm.processors.explode import EntityKey
-from rhythm.processors.partition import PartitionProcessor
 from rhythm.processors.settings import ProcessorSettings
+from rhythm.processors.stage2 import Stage2Partition
+from rhythm.schemas.keys import EntityKey
 
 DAY_MS = 86_400_000
 T0 = 1_790_000_000_000
@@ -43,9 +43,9 @@ def resident() -> int:
         return int(f.read().split()[1]) * PAGE
 
 
-def processor() -> PartitionProcessor:
+def processor() -> Stage2Partition:
     s = ProcessorSettings()
-    return PartitionProcessor(0, 1, s.signal_config(), s.reply_config(), s.alert_policy())
+    return Stage2Partition(0, 1, s.signal_config(), s.reply_config(), s.alert_policy())
 
 
 def idle_watermark(n: int) -> int:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rhythm.runtime.process import stop_group
 from rhythm.schemas.topics import TopicSpec
 from rhythm.stack.kafka import LocalKafka, LocalKafkaSettings
 from rhythm.stack.ports import free_port
@@ -97,13 +98,8 @@ class ProcessorProcess:
         self.proc.wait(30)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        if self.proc is not None:
+            stop_group(self.proc, 30.0)
 
 
 class Stack:

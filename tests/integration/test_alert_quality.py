@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ class ScenarioPipeline(Pipeline):
         return [json.loads(payload(m)) for m in messages]
 
 
-def key(a: dict[str, Any]) -> AlertKey:
+def key(a: Mapping[str, Any]) -> AlertKey:
     return (
         a["kind"], a["tenant"], a["role"], a["entity_type"], a["entity_id"], a["context_id"],
         int(a["fired_at"]), int(a["last_event_at"]),

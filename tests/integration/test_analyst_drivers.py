@@ -22,13 +22,13 @@ import pytest
 import sqlalchemy
 from pydantic import SecretStr
 
-from rhythm.sinks.endpoint import QueryEndpoint
-from rhythm.sinks.endpoint_engine import EmbeddedEngine
-from rhythm.sinks.endpoint_policy import Credentials
+from rhythm.sinks.endpoint.engine import EmbeddedEngine
+from rhythm.sinks.endpoint.policy import Credentials
+from rhythm.sinks.endpoint.server import QueryEndpoint
 from rhythm.sinks.migrations import migrate
-from rhythm.sinks.schema import EVENTS
 from rhythm.sinks.service import engine_connection_string
 from rhythm.sinks.store import Store
+from rhythm.sinks.tables import EVENTS
 
 from ..unit.test_sink_store import event_row
 

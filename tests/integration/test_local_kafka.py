@@ -13,8 +13,8 @@ from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
 from rhythm.schemas.topics import DEFAULT_TOPICS, TopicSpec
+from rhythm.stack.cli.kafka import app
 from rhythm.stack.kafka import LocalKafka, LocalKafkaError, LocalKafkaSettings
-from rhythm.stack.kafka_cli import app
 
 pytestmark = pytest.mark.integration
 

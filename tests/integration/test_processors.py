@@ -21,8 +21,11 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from rhythm.processors.explode import SEP, partition_for
+from rhythm.processors.explode import partition_for
 from rhythm.producers import Client, ClientSettings, KafkaSettings
+from rhythm.runtime.process import stop_group
+from rhythm.schemas import dead_letters
+from rhythm.schemas.keys import SEP
 from rhythm.schemas.rules import (
     MAX_ENTITY_LEN,
     MAX_PROPERTIES,
@@ -235,13 +238,7 @@ def pipeline(kafka_broker: Any, tmp_path: Path) -> Iterator[Pipeline]:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    stop_group(proc, 30.0)
 
 
 def test_signals_and_alerts_equal_an_independent_computation(pipeline: Pipeline) -> None:
@@ -421,15 +418,15 @@ def test_poison_on_the_updates_topic_is_dead_lettered_and_the_partitions_go_on(
     finally:
         _stop(proc)
     check_signals(got, reference)
-    dead = [
-        json.loads(payload(m)) for m in read_topic(pipeline.bootstrap, pipeline.topics["dead"], 12)
-    ]
-    refused = [d for d in dead if d["reason"] == "invalid_update"]
+    messages = read_topic(pipeline.bootstrap, pipeline.topics["dead"], 12)
+    dead = [(dead_letters.read(m.headers()), m.value()) for m in messages]
+    refused = [(d, value) for d, value in dead if d.reason == "invalid_update"]
     assert len(refused) == 12, dead
-    assert {(d["topic"], d["partition"]) for d in refused} == {
+    assert {(d.topic, d.partition) for d, _ in refused} == {
         (pipeline.topics["updates"], p) for p in range(4)
     }
-    assert {bytes.fromhex(d["value_hex"]) for d in refused} == set(poison)
+    assert all(d.offset is not None and d.offset >= 0 for d, _ in refused)
+    assert {value for _, value in refused} == set(poison)  # as it came, untouched
 
 
 def test_a_flooding_tenant_is_aggregated_and_the_other_tenants_stay_exact(
@@ -526,7 +523,7 @@ def _poison_the_changelogs(pipeline: Pipeline) -> None:
     producer = Producer({"bootstrap.servers": pipeline.bootstrap})
     entity = f"acme{SEP}actor{SEP}user{SEP}poisoned"
     producer.produce(
-        f"{pipeline.name}-state-changelog", b"{not json", entity.encode(),
+        f"{pipeline.name}-stage2-changelog", b"{not json", entity.encode(),
         partition=partition_for(entity, 4),
     )  # fmt: skip
     for partition in range(4):
@@ -578,7 +575,7 @@ def test_a_hot_entity_max_size_events_and_poisoned_changelogs_take_nothing_down(
         pipeline.send(w.arrivals[:50])
         deadline = time.monotonic() + 120
         admin = AdminClient({"bootstrap.servers": pipeline.bootstrap})
-        changelogs = {f"{pipeline.name}-state-changelog", f"{pipeline.name}-stage1-changelog"}
+        changelogs = {f"{pipeline.name}-stage2-changelog", f"{pipeline.name}-stage1-changelog"}
         while not changelogs <= set(admin.list_topics(timeout=10).topics):
             assert time.monotonic() < deadline, "the worker never created its changelogs"
             time.sleep(0.2)  # a poll interval while the worker starts
@@ -600,9 +597,9 @@ def test_a_hot_entity_max_size_events_and_poisoned_changelogs_take_nothing_down(
     assert sum(s["event_count"] for s in hot_hours) == len(hot)
     assert all(s["late_count"] == 0 for s in hot_hours)
     messages = read_topic(pipeline.bootstrap, pipeline.topics["dead"], 5)
-    dead = [json.loads(payload(m)) for m in messages]
-    assert sorted(d["topic"] for d in dead if d["reason"] == "invalid_state") == [
+    dead = [dead_letters.read(m.headers()) for m in messages]
+    assert sorted(d.topic for d in dead if d.reason == "invalid_state") == [
         f"{pipeline.name}-stage1-changelog"
-    ] * 4 + [f"{pipeline.name}-state-changelog"], dead
+    ] * 4 + [f"{pipeline.name}-stage2-changelog"], dead
     log = (pipeline.home / "processor.log").read_text(errors="replace")
     assert "hot entity" in log

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rhythm.stack.report import (
+from rhythm.stack.report.data import (
     EntitySeries,
     Pipeline,
     Report,
@@ -22,7 +22,7 @@ from rhythm.stack.report import (
     silences_from_rows,
     waiting_from_rows,
 )
-from rhythm.stack.report_html import render_html
+from rhythm.stack.report.page import render_html
 
 pytestmark = pytest.mark.integration
 

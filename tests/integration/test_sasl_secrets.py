@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import REGISTRY, generate_latest
 
 from rhythm.producers import Client, ClientSettings, KafkaSettings
+from rhythm.runtime.process import stop_group
 from rhythm.schemas.topics import TopicSpec
 from rhythm.stack.kafka import LocalKafka, LocalKafkaSettings, stop_orphans
 from rhythm.stack.ports import free_ports
@@ -248,8 +249,7 @@ def test_the_processors_connect_with_the_password_and_show_it_nowhere(
             shown["the processors' /metrics"] = r.read().decode()
         assert "rhythm_processor_events_total" in shown["the processors' /metrics"]
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(60)
+        stop_group(proc, 60.0)
     shown["the processors' output"] = (good.home / "processor.log").read_text(errors="replace")
 
     bad, proc, _ = worker(f"sasl-bad-{uuid.uuid4().hex[:6]}", wrong)

@@ -23,6 +23,7 @@ from confluent_kafka import ConsumerGroupState, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rhythm.producers import Client, ClientSettings, KafkaSettings
+from rhythm.runtime.process import stop_group
 from rhythm.schemas import decode_event
 from rhythm.stack.kafka import LocalKafka, LocalKafkaCluster, LocalKafkaSettings, stop_orphans
 
@@ -134,13 +135,7 @@ class Scaled(Pipeline):
 
 
 def stop(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, sig)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    stop_group(proc, 30.0, sig=sig)
 
 
 def wait_until(condition: Any, what: str, timeout: float = 120.0, detail: Any = lambda: "") -> None:

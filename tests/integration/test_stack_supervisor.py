@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from rhythm.runtime.process import alive
 from rhythm.stack.ports import free_ports
-from rhythm.stack.supervisor import _alive
 
 pytestmark = pytest.mark.integration
 
@@ -168,7 +168,7 @@ def test_every_part_sigkilled_in_turn_comes_back_and_keeps_processing(
     assert "killed by SIGKILL" in text.stdout
     pids = [int(p) for p in (stack.status()[n]["pid"] for n in ("supervisor", "processors"))]
     stack.down()
-    assert not any(_alive(p) for p in pids)
+    assert not any(alive(p) for p in pids)
     assert stack.status()["kafka"]["running"] is False
 
 
@@ -215,7 +215,7 @@ def test_a_hung_part_is_replaced_and_a_killed_supervisor_is_replaced_by_the_next
     os.kill(int(last["supervisor"]["pid"]), signal.SIGKILL)
 
     def supervisor_gone() -> bool:
-        return not _alive(int(last["supervisor"]["pid"]))
+        return not alive(int(last["supervisor"]["pid"]))
 
     wait_until(supervisor_gone, 10, "the supervisor gone")
     orphaned = stack.rhythm("status", "--json", timeout=60)
@@ -228,7 +228,7 @@ def test_a_hung_part_is_replaced_and_a_killed_supervisor_is_replaced_by_the_next
     assert now["kafka"]["adopted"] is False  # started by this stack: `down` stops it
     pids = [int(now[n]["pid"]) for n in ("supervisor", "processors", "sink")]
     stack.down()
-    assert not any(_alive(p) for p in pids)
+    assert not any(alive(p) for p in pids)
     assert stack.status()["kafka"]["running"] is False
 
 
@@ -264,7 +264,7 @@ def test_a_part_failing_at_once_is_a_crash_loop_and_a_kafka_cluster_is_adopted(
 
         sink = status["sink"]["pid"]
         stack.down()
-        assert not _alive(int(sink))
+        assert not alive(int(sink))
         after = stack.rhythm("kafka", "status", "--home", kafka_home, "--json", timeout=60)
         assert json.loads(after.stdout)["running"] is True  # adopted: left for `kafka down`
     finally:

@@ -7,7 +7,7 @@ count starts at "not found" / "false alarm": an alert the labels do not explain 
 alarm, a planted case no alert matches is a miss.
 
 `run_rules(scenario, settings)` feeds the scenario through the processors' own stage-2 code
-(`PartitionProcessor`, the same object the Faust agent drives) on one partition, in arrival
+(`Stage2Partition`, the same object the Faust agent drives) on one partition, in arrival
 order, with the watermark at the newest event time seen, as stage 1 reports it; then moves
 the watermark to the scenario's end.
 """
@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 from rhythm.processors.explode import explode
-from rhythm.processors.partition import PartitionProcessor
 from rhythm.processors.settings import ProcessorSettings, TenantSettings
 from rhythm.processors.signals.calendar import HOUR_MS, WORK
+from rhythm.processors.stage2 import Stage2Partition
 from rhythm.schemas.event import validate_record
+from rhythm.schemas.outputs import AlertRecord
 
 from .generate import Scenario, WaitLabel
 
@@ -51,11 +53,11 @@ def settings_for(scenario: Scenario, **overrides: Any) -> ProcessorSettings:
     return ProcessorSettings(tenants=tenant_settings(scenario), **overrides)
 
 
-def run_rules(scenario: Scenario, settings: ProcessorSettings) -> list[dict[str, Any]]:
-    proc = PartitionProcessor(
+def run_rules(scenario: Scenario, settings: ProcessorSettings) -> list[AlertRecord]:
+    proc = Stage2Partition(
         0, 1, settings.signal_config(), settings.reply_config(), settings.alert_policy()
     )
-    alerts: list[dict[str, Any]] = []
+    alerts: list[AlertRecord] = []
     seen: set[str] = set()
     updates: list[Any] = []
     contexts: list[Any] = []
@@ -143,9 +145,9 @@ class WaitScore:
         return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
 
 
-def score_silence(scenario: Scenario, alerts: list[dict[str, Any]]) -> SilenceScore:
+def score_silence(scenario: Scenario, alerts: Sequence[Mapping[str, Any]]) -> SilenceScore:
     policy = ProcessorSettings(tenants=tenant_settings(scenario)).alert_policy()
-    by_key: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    by_key: dict[tuple[str, str, str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for a in alerts:
         if a["kind"] == "silence":
             key = (a["tenant"], a["role"], a["entity_type"], a["entity_id"])
@@ -221,7 +223,7 @@ def wait_segments(scenario: Scenario) -> dict[tuple[str, str, int], list[WaitLab
     return out
 
 
-def score_waits(scenario: Scenario, alerts: list[dict[str, Any]]) -> WaitScore:
+def score_waits(scenario: Scenario, alerts: Sequence[Mapping[str, Any]]) -> WaitScore:
     segments = wait_segments(scenario)
     internal = {t: set(c["internal_types"]) for t, c in scenario.tenants.items()}
     out = WaitScore()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.compare import SEP, compare, quix_windows, rhythm_windows
+from bench.compare import compare, quix_windows, rhythm_windows
+
+from rhythm.schemas.keys import SEP
 
 
 def _signal(entity_id: str, count: int, total: float, top: float, version: int = 1) -> Any:

@@ -6,15 +6,16 @@ import itertools
 
 import pytest
 
-from rhythm.processors import partition
+from rhythm.processors import stage2
 from rhythm.processors.codec import MAX_MESSAGE_BYTES, decode_context, encode_context
-from rhythm.processors.explode import EntityKey, context_key
-from rhythm.processors.partition import PartitionProcessor
 from rhythm.processors.signals.calendar import BusinessCalendar
 from rhythm.processors.signals.conversation import ContextMessage, Conversations, ReplyConfig
 from rhythm.processors.signals.entity import EntityState, SignalConfig
 from rhythm.processors.signals.policy import AlertPolicy, TenantPolicy
 from rhythm.processors.signals.survival import KindStats
+from rhythm.processors.stage2 import Stage2Partition
+from rhythm.schemas.keys import EntityKey, context_key
+from rhythm.schemas.outputs import SignalRecord
 from rhythm.schemas.rules import MAX_ENTITY_LEN, MAX_REF_LEN
 
 MIN = 60_000
@@ -97,7 +98,7 @@ def test_an_idle_thread_is_forgotten_after_its_ttl_with_what_it_taught() -> None
 
 
 def test_an_idle_entity_is_forgotten_with_a_tombstone_and_comes_back_fresh() -> None:
-    proc = PartitionProcessor(0, 1, SIG, REPLY)
+    proc = Stage2Partition(0, 1, SIG, REPLY)
     key = EntityKey("acme", "object", "message", "m-1").encode()
     proc.apply({"p": 0, "wm": HOUR, "u": [[key, HOUR, 1.0, 0, 1]]})
     proc.take_dirty()
@@ -108,7 +109,7 @@ def test_an_idle_entity_is_forgotten_with_a_tombstone_and_comes_back_fresh() -> 
     assert key not in proc.entities and out.evicted == 1
     saved = dict(proc.take_dirty())
     assert key in saved and saved[key] is None  # a tombstone for the table's changelog
-    restored = PartitionProcessor(0, 1, SIG, REPLY)
+    restored = Stage2Partition(0, 1, SIG, REPLY)
     restored.restore(saved.items())
     assert key not in restored.entities
     wm = HOUR + SIG.idle_ttl_ms
@@ -120,7 +121,7 @@ def test_an_idle_entity_is_forgotten_with_a_tombstone_and_comes_back_fresh() -> 
 def test_an_entity_waiting_for_its_silence_is_kept_until_it_has_alerted() -> None:
     always = BusinessCalendar(working_days=frozenset(range(7)), start_hour=0, end_hour=24)
     policy = AlertPolicy(default=TenantPolicy(calendar=always))
-    proc = PartitionProcessor(0, 1, SIG, REPLY, policy)
+    proc = Stage2Partition(0, 1, SIG, REPLY, policy)
     key = EntityKey("acme", "actor", "user", "u-1").encode()
     updates = [[key, i * HOUR, 1.0, 0, i] for i in range(1, 24 * 14)]  # hourly for two weeks
     proc.apply({"p": 0, "wm": 14 * DAY, "u": updates})
@@ -137,7 +138,7 @@ def test_an_entity_waiting_for_its_silence_is_kept_until_it_has_alerted() -> Non
 def test_state_at_the_contracts_maxima_stays_under_the_message_limit() -> None:
     """A hot entity and a hot thread whose every id is as long as the contract allows."""
     long, tenant = "x" * max(MAX_ENTITY_LEN, MAX_REF_LEN), "t" * 64
-    proc = PartitionProcessor(0, 1, SIG, REPLY)
+    proc = Stage2Partition(0, 1, SIG, REPLY)
     key = EntityKey(tenant, "actor", long, long).encode()
     ctx = context_key(tenant, long)
     t0 = 1_800_000_000_000
@@ -160,13 +161,13 @@ def test_many_windows_closing_at_once_are_emitted_over_several_calls_with_the_sa
     is advanced first: the signals are those of advancing everything at once."""
 
     def run(limit: int) -> list[tuple[object, ...]]:
-        monkeypatch.setattr(partition, "MAX_ADVANCE", limit)
-        proc = PartitionProcessor(0, 1, SIG, REPLY)
+        monkeypatch.setattr(stage2, "MAX_ADVANCE", limit)
+        proc = Stage2Partition(0, 1, SIG, REPLY)
         keys = [EntityKey("acme", "object", "doc", f"d-{i}").encode() for i in range(50)]
         proc.apply(
             {"p": 0, "wm": HOUR, "u": [[k, HOUR + i, 1.0, 0, i] for i, k in enumerate(keys)]}
         )
-        signals: list[dict[str, object]] = []
+        signals: list[SignalRecord] = []
         late = [[keys[3], 2 * HOUR + 5, 2.0, 0, 100], [keys[40], 3 * DAY, 1.0, 0, 101]]
         signals += proc.apply({"p": 0, "wm": 3 * DAY, "u": late}).signals
         while proc.overdue():
@@ -177,13 +178,13 @@ def test_many_windows_closing_at_once_are_emitted_over_several_calls_with_the_sa
     at_once = run(10_000)
     assert len(at_once) > 100
     assert run(7) == at_once
-    assert EntityState() == partition._FROZEN  # frozen entities' placeholder never touched
+    assert EntityState() == stage2._FROZEN  # frozen entities' placeholder never touched
 
 
 def test_an_entity_with_a_silence_rule_keeps_a_lone_first_event_past_the_idle_ttl() -> None:
     """A weekly account forgotten a week after its first event would start afresh at each
     event and never learn its rhythm (the scenario evaluation caught it)."""
-    proc = PartitionProcessor(0, 1, SIG, REPLY)
+    proc = Stage2Partition(0, 1, SIG, REPLY)
     key = EntityKey("acme", "target", "account", "a-1").encode()
     proc.apply({"p": 0, "wm": HOUR, "u": [[key, HOUR, 1.0, 0, 1]]})
     proc.apply({"p": 0, "wm": HOUR + 2 * SIG.idle_ttl_ms})

@@ -25,7 +25,8 @@ import yaml
 from pydantic_settings import BaseSettings
 
 from rhythm.processors.settings import ProcessorSettings
-from rhythm.producers.config import ClientSettings, KafkaSettings
+from rhythm.producers.config import ClientSettings
+from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.schemas.topics import DEFAULT_TOPICS
 from rhythm.sinks.settings import SinkSettings
 
@@ -40,7 +41,8 @@ K8S = DEPLOY / "k8s"
 METRICS_PORTS = {"processors": 9465, "sink": 9464}
 #: Files the on-call engineer's work adds (issue 6) that the deploy files mount; checked
 #: like every other mount once they are in the tree.
-FROM_ISSUE_6 = {DEPLOY / "prometheus" / "rules.yml", DEPLOY / "grafana" / "rhythm.json"}
+RULES = ROOT / "stack/rhythm/stack/prometheus/rules.yml"
+FROM_ISSUE_6 = {RULES, DEPLOY / "grafana" / "rhythm.json"}
 
 PREFIXES: dict[str, type[BaseSettings]] = {
     "RHYTHM_KAFKA_": KafkaSettings,
@@ -229,7 +231,7 @@ def test_compose_prometheus_and_grafana(compose: dict[str, Any]) -> None:
     assert jobs["rhythm-sink"] == ["sink:9464"]
     assert scrape["rule_files"] == ["rules.yml"]
     mounts = {t: s for s, t in _bind_sources(services["prometheus"])}
-    assert mounts["/etc/prometheus/rules.yml"] == DEPLOY / "prometheus" / "rules.yml"
+    assert mounts["/etc/prometheus/rules.yml"] == RULES
     assert mounts["/etc/prometheus/prometheus.yml"] == COMPOSE_DIR / "prometheus.yml"
 
     grafana = {t: s for s, t in _bind_sources(services["grafana"])}
@@ -255,8 +257,9 @@ def test_the_image_holds_what_the_wheel_is_built_from() -> None:
     copied = {p for line in re.findall(r"^COPY (.+)$", text, re.M) for p in line.split()[:-1]}
     pyproject = (ROOT / "pyproject.toml").read_text()
     roots = re.findall(r'^\s+"(\w+)/rhythm",$', pyproject, re.M)
-    assert set(roots) <= {p.split("/")[0] for p in copied} | {"deploy"}
-    assert "deploy/rhythm" in copied and "deploy/kafka" in copied  # hatch force-include
+    assert set(roots) <= {p.split("/")[0] for p in copied}
+    assert "stack" in copied  # the CLI and its package data (Kafka's pom.xml, the rules)
+    assert "force-include" not in pyproject  # every asset is package data
     for path in copied:
         assert (ROOT / path).exists(), path
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text()

@@ -33,8 +33,9 @@ from rhythm.notifier.service import plan_deliveries
 from rhythm.notifier.signing import Claims, TokenError, make_token, read_token
 from rhythm.schemas import decode_event, encode_event
 from rhythm.schemas.feedback import DONE_VERB, Feedback
-from rhythm.sinks.schema import FEEDBACK
-from rhythm.sinks.transform import DeadLetter, Message, transform_feedback
+from rhythm.sinks.tables import FEEDBACK
+from rhythm.sinks.tables.feedback import process as transform_feedback
+from rhythm.sinks.tables.rows import DeadLetter, Message
 
 from .test_notifier import alert, settings
 

@@ -8,7 +8,7 @@ import urllib.request
 
 from prometheus_client import CollectorRegistry
 
-from rhythm.producers.health import HealthServer, Progress
+from rhythm.runtime.health import HealthServer, Progress
 
 
 class Clock:

@@ -127,13 +127,13 @@ def _processors(tmp_path: Path, committed: int | None, log_start: int) -> tuple[
     processors = app_module.Processors(settings, events_partitions=4)
     consumer = _Consumer({TP("up", 2): committed})  # type: ignore[dict-item]
     processors.app._consumer = consumer  # type: ignore[assignment]
-    processors._ends = _Ends({("up", 2): log_start})  # type: ignore[assignment]
+    processors.recovery.ends = _Ends({("up", 2): log_start})  # type: ignore[assignment]
     return processors, consumer
 
 
 def _batch(processors: Any, offsets: list[int]) -> tuple[list[int], list[_Event]]:
     events = [_Event(_Message(o)) for o in offsets]
-    got = asyncio.run(processors._deliverable("up", 2, events))
+    got = asyncio.run(processors.recovery.deliverable("up", 2, events))
     return [e.message.offset for e in got], events
 
 
@@ -165,14 +165,14 @@ def test_offsets_gone_from_the_broker_are_not_waited_for(tmp_path: Path) -> None
 def test_a_partition_owing_offsets_that_stays_quiet_is_read_again(tmp_path: Path) -> None:
     """A hole at the very end has no later message to reveal it."""
     processors, consumer = _processors(tmp_path, committed=50, log_start=0)
-    processors.settings = processors.settings.model_copy(update={"reseek_after_s": 0.0})
+    processors.recovery.settings = processors.settings.model_copy(update={"reseek_after_s": 0.0})
     got, _ = _batch(processors, [50, 51])
     assert got == [50, 51]
-    processors._ends.ends = {("up", 2): 60}  # 52-59 were written, nothing more came
-    asyncio.run(processors._reseek_quiet())
+    processors.recovery.ends.ends = {("up", 2): 60}  # 52-59 were written, nothing more came
+    asyncio.run(processors.recovery.reseek_quiet())
     assert consumer.sought == [(TP("up", 2), 52)]
-    processors._ends.ends = {("up", 2): 52}  # nothing owed: no seek
-    asyncio.run(processors._reseek_quiet())
+    processors.recovery.ends.ends = {("up", 2): 52}  # nothing owed: no seek
+    asyncio.run(processors.recovery.reseek_quiet())
     assert len(consumer.sought) == 1
 
 
@@ -193,9 +193,9 @@ def test_with_nothing_committed_a_quiet_partition_is_read_from_the_log_start(
     tmp_path: Path,
 ) -> None:
     processors, consumer = _processors(tmp_path, committed=None, log_start=5)
-    processors.settings = processors.settings.model_copy(update={"reseek_after_s": 0.0})
-    processors._ends.ends = {("up", 2): 9}  # 5-8 were written, nothing came
-    asyncio.run(processors._reseek_quiet())
+    processors.recovery.settings = processors.settings.model_copy(update={"reseek_after_s": 0.0})
+    processors.recovery.ends.ends = {("up", 2): 9}  # 5-8 were written, nothing came
+    asyncio.run(processors.recovery.reseek_quiet())
     assert consumer.sought == [(TP("up", 2), 5)]
 
 
@@ -206,7 +206,7 @@ def test_while_a_rebalance_revokes_the_partition_the_broker_says_where_it_starts
     partition: that is not "nothing committed" (taken for it, the partition was sought back
     to 0 and 9,181 events read again)."""
     processors, consumer = _processors(tmp_path, committed=None, log_start=0)
-    processors._ends.committed = {("up", 2): 9181}
+    processors.recovery.ends.committed = {("up", 2): 9181}
     got, _ = _batch(processors, [9181, 9182])
     assert got == [9181, 9182]
     assert consumer.sought == []

@@ -209,7 +209,7 @@ def _processors_run(tmp_path: Path, committed: int | None, log_start: int = 0) -
         data_dir=tmp_path, events_topic=TOPIC, updates_topic="up", metrics_port=0
     )
     processors = Processors(settings, events_partitions=4)
-    processors._ends = _LogStart(log_start, committed)  # type: ignore[assignment]
+    processors.recovery.ends = _LogStart(log_start, committed)  # type: ignore[assignment]
     # Readiness (tables recovered, no rebalance under way) is not what is tested here.
     processors._restored = lambda: True  # type: ignore[method-assign]
     processors.guard.reseek_after_s = 0.0
@@ -415,7 +415,7 @@ def test_before_the_first_commit_nothing_is_processed_while_the_log_start_is_unk
     async def go() -> None:
         run = _processors_run(tmp_path, committed=None)
         assert run.processors is not None
-        ends: Any = run.processors._ends
+        ends: Any = run.processors.recovery.ends
         ends.low = None
         await run.ready()
         await run.step()

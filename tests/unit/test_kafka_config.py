@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from rhythm.stack.kafka import (
-    FETCH_MARKER,
     LocalKafka,
     LocalKafkaError,
     LocalKafkaSettings,
@@ -16,6 +15,7 @@ from rhythm.stack.kafka import (
     parse_producer_perf,
     render_server_properties,
 )
+from rhythm.stack.kafka.settings import FETCH_MARKER
 
 
 def parse_properties(text: str) -> dict[str, str]:

@@ -338,7 +338,7 @@ def test_mbox_and_maildir_are_read_headers_only(tmp_path: Path) -> None:
 def test_rhythm_up_starts_the_connector_when_an_imap_account_is_set(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from rhythm.stack.supervisor import Stack, StackSettings
+    from rhythm.stack.supervisor.control import Stack, StackSettings
 
     stack = Stack(StackSettings(home=tmp_path))
     monkeypatch.delenv("RHYTHM_MAIL_IMAP_HOST", raising=False)

@@ -1,4 +1,5 @@
-"""deploy/prometheus and deploy/grafana: promtool accepts the config and the rules, every alert
+"""deploy/prometheus, the rules (package data of rhythm.stack.prometheus) and deploy/grafana:
+promtool accepts the config and the rules, every alert
 has its summary and runbook, the dashboard's queries are all PromQL with known variables, and
 `rhythm up`'s generated Prometheus config is valid for the stack's ports.
 
@@ -15,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from rhythm.stack import prometheus
-from rhythm.stack.supervisor import Stack, StackSettings
+from rhythm.stack.supervisor.control import Stack, StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM_DIR = ROOT / "deploy" / "prometheus"
+RULES_DIR = ROOT / "stack" / "rhythm" / "stack" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "rhythm.json"
 ALERTS = {
     "RhythmPipelineDown",
@@ -41,7 +43,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_promtool_accepts_the_rules() -> None:
-    result = promtool("check", "rules", str(PROM_DIR / "rules.yml"))
+    result = promtool("check", "rules", str(RULES_DIR / "rules.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -51,7 +53,8 @@ def test_promtool_accepts_the_scrape_config() -> None:
 
 
 def test_every_alert_asked_for_is_there_with_a_summary_and_a_runbook() -> None:
-    text = (PROM_DIR / "rules.yml").read_text()
+    text = (RULES_DIR / "rules.yml").read_text()
+    assert text == prometheus.rules_text()  # what `rhythm up` loads
     blocks = re.split(r"\n(?=      - (?:alert|record): )", text)
     alerts: dict[str, list[str]] = {}
     for block in blocks:
@@ -119,7 +122,7 @@ def test_rhythm_up_writes_a_valid_prometheus_config_for_its_ports(tmp_path: Path
 
 
 def test_the_alert_logic_on_synthetic_series() -> None:
-    """promtool's rule unit tests (deploy/prometheus/rules_test.yml): the stalled-consumer
+    """promtool's rule unit tests (rules_test.yml beside the rules): the stalled-consumer
     alert from a part's own verdict and from a failing scrape, down, SLO burn, dead letters."""
-    result = promtool("test", "rules", str(PROM_DIR / "rules_test.yml"))
+    result = promtool("test", "rules", str(RULES_DIR / "rules_test.yml"))
     assert result.returncode == 0, result.stdout + result.stderr

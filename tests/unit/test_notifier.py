@@ -30,8 +30,10 @@ from rhythm.producers.prepare import make_person
 from rhythm.schemas import ContractError
 from rhythm.schemas.outputs import Alert
 from rhythm.schemas.people import DeliveryRecord, Person, Traits
-from rhythm.sinks.schema import NOTIFICATIONS, PEOPLE
-from rhythm.sinks.transform import DeadLetter, Message, transform_notification, transform_person
+from rhythm.sinks.tables import NOTIFICATIONS, PEOPLE
+from rhythm.sinks.tables.notifications import process as transform_notification
+from rhythm.sinks.tables.people import process as transform_person
+from rhythm.sinks.tables.rows import DeadLetter, Message
 
 SECRET = b"s3cret"
 T0 = 1_767_000_000.0
@@ -351,7 +353,7 @@ def test_the_sink_writes_people_and_notifications_rows() -> None:
 def test_rhythm_up_supervises_the_notifier_when_a_channel_is_configured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rhythm.stack.supervisor import Stack, StackSettings
+    from rhythm.stack.supervisor.control import Stack, StackSettings
 
     for name in ("WEBHOOK_URL", "SLACK_WEBHOOK_URL", "SMTP_HOST", "CLICKHOUSE_URL"):
         monkeypatch.delenv(f"RHYTHM_NOTIFIER_{name}", raising=False)

@@ -16,17 +16,14 @@ from rich.console import Console
 
 from rhythm.schemas.outputs import alert_id
 from rhythm.sinks.migrations import migrate
-from rhythm.sinks.schema import ALERTS, EVENTS, SIGNALS
 from rhythm.sinks.store import Store
-from rhythm.sinks.transform import (
-    Message,
-    Row,
-    transform_alert,
-    transform_event,
-    transform_signal,
-)
-from rhythm.stack import report_format as fmt
-from rhythm.stack.report import (
+from rhythm.sinks.tables import ALERTS, EVENTS, SIGNALS
+from rhythm.sinks.tables.alerts import process as transform_alert
+from rhythm.sinks.tables.events import process as transform_event
+from rhythm.sinks.tables.rows import Message, Row
+from rhythm.sinks.tables.signals import process as transform_signal
+from rhythm.stack.report import format as fmt
+from rhythm.stack.report.data import (
     Pipeline,
     Report,
     check_against_manifest,
@@ -38,10 +35,10 @@ from rhythm.stack.report import (
     silences_from_rows,
     waiting_from_rows,
 )
-from rhythm.stack.report_html import render_html
-from rhythm.stack.report_sql import QUERIES, render
-from rhythm.stack.report_text import render_text
-from rhythm.stack.simulate import SimConfig, generate
+from rhythm.stack.report.page import render_html
+from rhythm.stack.report.sql import QUERIES, render
+from rhythm.stack.report.text import render_text
+from rhythm.stack.simulate.generate import SimConfig, generate
 
 from .test_simulate import run_processors
 
@@ -214,7 +211,7 @@ def test_text_report_has_every_section() -> None:
 def test_the_report_shows_deliveries_and_says_when_there_are_none() -> None:
     from dataclasses import replace
 
-    from rhythm.stack.report import deliveries_from_rows
+    from rhythm.stack.report.data import deliveries_from_rows
 
     rows = [
         {"what": "digest", "channel": "email", "state": "sent", "deliveries": 3,
@@ -247,7 +244,7 @@ def test_html_report_is_one_escaped_file_with_its_tables() -> None:
 
 
 def test_html_report_draws_its_charts_inline() -> None:
-    from rhythm.stack.report import EntitySeries, Point
+    from rhythm.stack.report.data import EntitySeries, Point
 
     points = tuple(Point(T + timedelta(days=d), 5 + d, 100.0 * d, 3600.0, 7200.0) for d in range(5))
     series = (

@@ -8,18 +8,16 @@ from rich.console import Console
 
 from rhythm.notifier.feedback import feedback_from_cli
 from rhythm.schemas.people import DeliveryRecord
-from rhythm.sinks.schema import ALERTS, FEEDBACK, NOTIFICATIONS
 from rhythm.sinks.store import Store
-from rhythm.sinks.transform import (
-    Message,
-    transform_alert,
-    transform_feedback,
-    transform_notification,
-)
-from rhythm.stack.report_feedback import FeedbackLine, feedback_from_rows
-from rhythm.stack.report_html import render_html
-from rhythm.stack.report_sql import render
-from rhythm.stack.report_text import render_text
+from rhythm.sinks.tables import ALERTS, FEEDBACK, NOTIFICATIONS
+from rhythm.sinks.tables.alerts import process as transform_alert
+from rhythm.sinks.tables.feedback import process as transform_feedback
+from rhythm.sinks.tables.notifications import process as transform_notification
+from rhythm.sinks.tables.rows import Message
+from rhythm.stack.report.feedback import FeedbackLine, feedback_from_rows
+from rhythm.stack.report.page import render_html
+from rhythm.stack.report.sql import render
+from rhythm.stack.report.text import render_text
 
 from .test_notifier import alert
 from .test_report import sample_report, store  # noqa: F401 (the store fixture)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rhythm.processors.settings import ProcessorSettings
-from rhythm.producers.config import KafkaSettings
+from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.stack.kafka import (
     LocalKafka,
     LocalKafkaCluster,
@@ -18,7 +18,7 @@ from rhythm.stack.kafka import (
     open_local_kafka,
     render_server_properties,
 )
-from rhythm.stack.workers import worker_env
+from rhythm.stack.supervisor.workers import worker_env
 
 from .test_kafka_config import parse_properties
 
@@ -133,7 +133,7 @@ def test_each_worker_gets_its_own_state_and_ports(tmp_path: Path) -> None:
 def test_cli_status_of_a_stopped_cluster_lists_its_nodes(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from rhythm.stack.kafka_cli import app
+    from rhythm.stack.cli.kafka import app
 
     cluster(tmp_path, brokers=3, port=29092, controller_port=29093)._write_layout()
     result = CliRunner().invoke(app, ["status", "--home", str(tmp_path), "--json"])

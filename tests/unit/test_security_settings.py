@@ -96,13 +96,15 @@ def test_the_sink(sasl_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> 
 def test_sync_tail_and_the_cli_options(
     sasl_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rhythm.producers.config import KafkaSettings
-    from rhythm.sinks import sync
-    from rhythm.stack import client_cli, sink_cli, tailing
+    from rhythm.runtime import offsets
+    from rhythm.runtime.kafka_settings import KafkaSettings
+    from rhythm.stack import tailing
+    from rhythm.stack.cli import client as client_cli
+    from rhythm.stack.cli import sink as sink_cli
 
-    capture(monkeypatch, sync, "Consumer")
+    capture(monkeypatch, offsets, "Consumer")
     with pytest.raises(CapturedError) as got:
-        sync._consumer(KafkaSettings(), "rhythm-sink")
+        offsets.Offsets(KafkaSettings(), "rhythm-sink").partitions(["rhythm.events"])
     assert_passes(got.value.conf, sasl_env)
 
     capture(monkeypatch, tailing, "Consumer")
@@ -122,7 +124,7 @@ def test_the_processors(sasl_env: dict[str, Any], monkeypatch: pytest.MonkeyPatc
     import faust
 
     from rhythm.processors import app as app_module
-    from rhythm.processors import worker
+    from rhythm.processors import connection, worker
     from rhythm.processors.settings import ProcessorSettings
 
     settings = ProcessorSettings()
@@ -131,7 +133,7 @@ def test_the_processors(sasl_env: dict[str, Any], monkeypatch: pytest.MonkeyPatc
         worker.events_partitions(settings)
     assert_passes(got.value.conf, sasl_env)
 
-    credentials = app_module._credentials(settings)
+    credentials = connection.credentials(settings.kafka)
     assert isinstance(credentials, faust.SASLCredentials)
     assert credentials.username == "rhythm-svc"
     assert credentials.password == "s3cr3t-sasl-pw"
@@ -154,7 +156,7 @@ def test_ssl_without_sasl_loads_the_client_certificate(
 ) -> None:
     import faust
 
-    from rhythm.processors import app as app_module
+    from rhythm.processors import connection
     from rhythm.processors.settings import ProcessorSettings
 
     loaded: list[tuple[Any, ...]] = []
@@ -165,7 +167,7 @@ def test_ssl_without_sasl_loads_the_client_certificate(
     monkeypatch.setenv("RHYTHM_KAFKA_SSL_CERTIFICATE_LOCATION", str(tmp_path / "cert.pem"))
     monkeypatch.setenv("RHYTHM_KAFKA_SSL_KEY_LOCATION", str(tmp_path / "key.pem"))
     monkeypatch.setenv("RHYTHM_KAFKA_SSL_KEY_PASSWORD", "s3cr3t-key-pw")
-    credentials = app_module._credentials(ProcessorSettings())
+    credentials = connection.credentials(ProcessorSettings().kafka)
     assert isinstance(credentials, faust.SSLCredentials)
     assert loaded == [(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"), "s3cr3t-key-pw")]
 

@@ -7,20 +7,23 @@ import copy
 import itertools
 import zlib
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from rhythm.processors.partition import PartitionProcessor
+from rhythm.processors.messages import UpdatesMessage
 from rhythm.processors.signals.conversation import ReplyConfig
 from rhythm.processors.signals.entity import SignalConfig
-from rhythm.processors.stage1 import SourcePartition, Stage1Config
+from rhythm.processors.stage1 import Stage1Config, Stage1Partition
+from rhythm.processors.stage2 import Stage2Partition
 from rhythm.producers import prepare_event
 from rhythm.schemas import encode_event
-from rhythm.stack.simulate import SimConfig, Simulation, generate
-from rhythm.stack.simulate_model import DAY, HOUR, MIN, iso, mover_start
+from rhythm.schemas.outputs import AlertRecord, SignalRecord
+from rhythm.stack.simulate.generate import SimConfig, Simulation, generate
+from rhythm.stack.simulate.model import DAY, HOUR, MIN, iso, mover_start
 
 NOW = 1_790_000_123_456  # not on any boundary: windows and days cut the data mid-way
 SMALL = SimConfig(now_ms=NOW, days=14, scale=0.15, seed=3)
@@ -28,8 +31,8 @@ SMALL = SimConfig(now_ms=NOW, days=14, scale=0.15, seed=3)
 
 @dataclass
 class Processed:
-    signals: list[dict[str, Any]]
-    alerts: list[dict[str, Any]]
+    signals: list[SignalRecord]
+    alerts: list[AlertRecord]
     wire: list[tuple[int, int, bytes]]  # (source partition, offset, value) as sent
 
     def open_silences(self) -> set[tuple[str, str, str]]:
@@ -50,15 +53,15 @@ def run_processors(sim: Simulation, sources: int = 2, batch: int = 500) -> Proce
     cfg = Stage1Config(
         updates_partitions=2, dedup_horizon_ms=sig.lateness_ms + sig.late_retention_ms
     )
-    parts = [SourcePartition(p, cfg) for p in range(sources)]
-    procs = [PartitionProcessor(k, sources, sig, ReplyConfig()) for k in range(2)]
+    parts = [Stage1Partition(p, cfg) for p in range(sources)]
+    procs = [Stage2Partition(k, sources, sig, ReplyConfig()) for k in range(2)]
     queues: list[list[bytes]] = [[] for _ in range(sources)]
     for i in sim.arrivals:
         record, key = prepare_event(sim.events[i].to_json(sim.config.tenant))
         queues[zlib.crc32(key.encode()) % sources].append(encode_event(record))
     out = Processed([], [], [])
 
-    def feed(messages: dict[int, dict[str, Any]]) -> None:
+    def feed(messages: dict[int, UpdatesMessage]) -> None:
         for k, message in messages.items():
             result = procs[k].apply(copy.deepcopy(message))
             out.signals.extend(result.signals)
@@ -226,7 +229,7 @@ def test_planted_movers_move_in_the_newest_closed_day(
 
     def measure(role: str, eid: str, field: str) -> tuple[float, float]:
         rows = {
-            s["window_start"]: s[field]
+            s["window_start"]: cast(Mapping[str, Any], s)[field]
             for s in day
             if (s["role"], s["entity_type"], s["entity_id"]) == (role, "account", eid)
         }

@@ -7,7 +7,7 @@ from prometheus_client import generate_latest
 
 from rhythm.sinks.batcher import Batch, Batcher, intent_metadata, parse_intent
 from rhythm.sinks.metrics import SinkMetrics
-from rhythm.sinks.transform import DeadLetter, Message
+from rhythm.sinks.tables.rows import DeadLetter, Message
 
 IDS = {"ev": "topic-uuid-1"}
 

@@ -33,19 +33,19 @@ from rhythm.sinks.ddl_cluster import (
     sharding_key,
 )
 from rhythm.sinks.migrations import MIGRATIONS, Target, migrate, script
-from rhythm.sinks.schema import (
+from rhythm.sinks.settings import SinkSettings
+from rhythm.sinks.store import Store, insert_settings
+from rhythm.sinks.tables import (
     DATA_TABLES,
     DEAD_LETTERS,
     ENTITY_EVENTS,
     EVENTS,
     SCHEMA_MIGRATIONS,
     SIGNALS,
-    Table,
 )
-from rhythm.sinks.settings import SinkSettings
-from rhythm.sinks.store import Store, insert_settings
-from rhythm.sinks.views import ENTITY_EVENTS_MV, VIEWS
-from rhythm.stack.cli import app
+from rhythm.sinks.tables.definition import Table
+from rhythm.sinks.tables.views import ENTITY_EVENTS_MV, VIEWS
+from rhythm.stack.cli.main import app
 
 CLUSTER = "rhythm_cluster"
 DB = "analytics"
@@ -301,7 +301,7 @@ def run_on_one_shard(work: Path) -> dict[str, Any]:
         signal_row,
     )
 
-    from rhythm.sinks.schema import ALERTS
+    from rhythm.sinks.tables import ALERTS
 
     config = work / "config.xml"
     config.write_text(ONE_SHARD.format(cluster=CLUSTER))

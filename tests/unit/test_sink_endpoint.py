@@ -22,21 +22,21 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 from pydantic import SecretStr
 
-from rhythm.sinks.endpoint import QueryEndpoint
-from rhythm.sinks.endpoint_engine import EmbeddedEngine
-from rhythm.sinks.endpoint_policy import Credentials
-from rhythm.sinks.endpoint_sql import output_format, produces_result, split_insert
-from rhythm.sinks.http_codec import (
+from rhythm.sinks.endpoint.codecs import (
     SUPPORTED,
     choose_encoding,
     compressor,
     decompress_stream,
 )
+from rhythm.sinks.endpoint.engine import EmbeddedEngine
+from rhythm.sinks.endpoint.policy import Credentials
+from rhythm.sinks.endpoint.server import QueryEndpoint
+from rhythm.sinks.endpoint.sql import output_format, produces_result, split_insert
 from rhythm.sinks.migrations import migrate
-from rhythm.sinks.schema import EVENTS
 from rhythm.sinks.service import _open_and_migrate, engine_connection_string
 from rhythm.sinks.settings import SinkSettings
 from rhythm.sinks.store import Store
+from rhythm.sinks.tables import EVENTS
 from rhythm.stack.ports import free_port
 
 from .test_sink_store import event_row

@@ -16,10 +16,14 @@ from clickhouse_connect.driver.client import Client
 from rhythm.schemas import encode_event
 from rhythm.sinks.ddl import create_table, create_view, quote
 from rhythm.sinks.migrations import MIGRATIONS, Migration, MigrationError, migrate
-from rhythm.sinks.schema import ALERTS, DATA_TABLES, EVENTS, SIGNALS, Column, Engine, Table
 from rhythm.sinks.store import Store, insert_settings
-from rhythm.sinks.transform import Message, Row, transform_alert, transform_event, transform_signal
-from rhythm.sinks.views import ENTITY_EVENTS_MV, VIEWS
+from rhythm.sinks.tables import ALERTS, DATA_TABLES, EVENTS, SIGNALS
+from rhythm.sinks.tables.alerts import process as transform_alert
+from rhythm.sinks.tables.definition import Column, Engine, Table
+from rhythm.sinks.tables.events import process as transform_event
+from rhythm.sinks.tables.rows import Message, Row
+from rhythm.sinks.tables.signals import process as transform_signal
+from rhythm.sinks.tables.views import ENTITY_EVENTS_MV, VIEWS
 
 HOUR_MS = 3_600_000
 T0 = 1_790_856_000_000  # 2026-10-01T12:00:00Z, on the hour

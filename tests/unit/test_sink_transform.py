@@ -12,16 +12,12 @@ import pytest
 
 from rhythm.schemas import CURRENT_SCHEMA_ID, encode_event
 from rhythm.schemas.outputs import Alert, Signal
-from rhythm.sinks.schema import ALERTS, DEAD_LETTERS, EVENTS, SIGNALS
-from rhythm.sinks.transform import (
-    DEAD_LETTER_REASONS,
-    DeadLetter,
-    Message,
-    dead_letter_row,
-    transform_alert,
-    transform_event,
-    transform_signal,
-)
+from rhythm.sinks.tables import ALERTS, DEAD_LETTER_REASONS, DEAD_LETTERS, EVENTS, SIGNALS
+from rhythm.sinks.tables.alerts import process as transform_alert
+from rhythm.sinks.tables.dead_letters import row as dead_letter_row
+from rhythm.sinks.tables.events import process as transform_event
+from rhythm.sinks.tables.rows import DeadLetter, Message
+from rhythm.sinks.tables.signals import process as transform_signal
 
 
 def wire_record(**changes: Any) -> dict[str, Any]:

@@ -7,13 +7,16 @@ import random
 from typing import Any
 
 from rhythm.processors.codec import dumps, encode_batch, loads
-from rhythm.processors.explode import EntityKey, entity_keys, partition_for
-from rhythm.processors.partition import PartitionProcessor
+from rhythm.processors.explode import entity_keys, partition_for
+from rhythm.processors.messages import UpdatesMessage
 from rhythm.processors.signals.conversation import ReplyConfig
 from rhythm.processors.signals.entity import SignalConfig, next_due_ms
-from rhythm.processors.stage1 import SourcePartition, Stage1Config
+from rhythm.processors.stage1 import Stage1Config, Stage1Partition
+from rhythm.processors.stage2 import Stage2Partition
 from rhythm.producers import prepare_event
 from rhythm.schemas import encode_event
+from rhythm.schemas.keys import EntityKey
+from rhythm.schemas.outputs import SignalRecord
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -48,12 +51,12 @@ def test_entity_keys_cover_every_role_and_each_tag_once() -> None:
 
 
 def test_same_event_id_counts_once_but_a_replayed_offset_is_forwarded_again() -> None:
-    source = SourcePartition(0, CFG)
+    source = Stage1Partition(0, CFG)
     eid = "0191e2b4-0000-7000-8000-000000000001"
     out = source.process([(0, wire(NOW, event_id=eid)), (1, wire(NOW, event_id=eid))], NOW, 0.0)
     assert (out.events, out.duplicates) == (1, 1)
     # after a crash the same message (same offset) is read again: it must go out again
-    restored = SourcePartition(0, CFG)
+    restored = Stage1Partition(0, CFG)
     restored.restore([(k, v) for k, v in out.writes if v is not None])
     again = restored.process([(0, wire(NOW, event_id=eid))], NOW, 0.0)
     assert (again.events, again.duplicates) == (1, 0)
@@ -63,7 +66,7 @@ def test_same_event_id_counts_once_but_a_replayed_offset_is_forwarded_again() ->
 def test_next_offset_never_goes_back_so_a_drained_partition_still_goes_idle() -> None:
     """After a rebalance Faust can hand over messages fetched before it together with the
     same offsets read again from the commit, in either order."""
-    source = SourcePartition(0, CFG)
+    source = Stage1Partition(0, CFG)
     source.process([(5, wire(NOW)), (6, wire(NOW + 1))], NOW, 0.0)
     source.process([(6, wire(NOW + 1)), (3, wire(NOW - 5)), (4, wire(NOW - 4))], NOW, 0.0)
     assert source.next_offset == 7
@@ -72,21 +75,21 @@ def test_next_offset_never_goes_back_so_a_drained_partition_still_goes_idle() ->
 
 
 def test_a_batch_re_read_from_an_older_offset_never_overwrites_an_earlier_seen_record() -> None:
-    source = SourcePartition(0, CFG)
+    source = Stage1Partition(0, CFG)
     ids = [f"0191e2b4-0000-7000-8000-00000000000{i}" for i in range(4)]
     first = source.process([(i, wire(NOW, event_id=ids[i])) for i in (0, 1)], NOW, 0.0)
     again = source.process([(i, wire(NOW, event_id=ids[i])) for i in (0, 1, 2, 3)], NOW, 0.0)
     seen_first = {k for k, v in first.writes if k.startswith("seen")}
     seen_again = {k for k, v in again.writes if k.startswith("seen")}
     assert seen_first and seen_again and not seen_first & seen_again
-    restored = SourcePartition(0, CFG)
+    restored = Stage1Partition(0, CFG)
     restored.restore([(k, v) for k, v in first.writes + again.writes if v is not None])
     resent = restored.process([(9, wire(NOW, event_id=ids[0]))], NOW, 0.0)
     assert (resent.events, resent.duplicates) == (0, 1)
 
 
 def test_garbage_and_far_future_events_become_dead_letters_with_a_reason() -> None:
-    source = SourcePartition(0, CFG)
+    source = Stage1Partition(0, CFG)
     out = source.process(
         [
             (0, b"\x00\x00\x00\x00\x01garbage"),
@@ -104,7 +107,7 @@ def test_garbage_and_far_future_events_become_dead_letters_with_a_reason() -> No
 
 
 def test_every_destination_hears_the_watermark() -> None:
-    source = SourcePartition(3, CFG)
+    source = Stage1Partition(3, CFG)
     out = source.process([(0, wire(NOW))], NOW, 0.0)
     assert set(out.messages) == {0, 1}
     assert all(m["p"] == 3 and m["wm"] == NOW for m in out.messages.values())
@@ -112,7 +115,7 @@ def test_every_destination_hears_the_watermark() -> None:
 
 
 def test_an_idle_partition_follows_the_clock_only_with_nothing_left_to_read() -> None:
-    source = SourcePartition(0, CFG)
+    source = Stage1Partition(0, CFG)
     source.process([(0, wire(NOW - HOUR))], NOW, 100.0)
     assert source.tick(end_offset=1, wall_ms=NOW, wall_s=105.0) is None  # not quiet long enough
     assert source.tick(end_offset=5, wall_ms=NOW, wall_s=200.0) is None  # input waiting (lag)
@@ -122,22 +125,22 @@ def test_an_idle_partition_follows_the_clock_only_with_nothing_left_to_read() ->
 
 
 def test_dedup_memory_is_dropped_past_the_horizon() -> None:
-    source = SourcePartition(0, CFG)
+    source = Stage1Partition(0, CFG)
     eid = "0191e2b4-0000-7000-8000-000000000002"
     source.process([(0, wire(NOW, event_id=eid))], NOW, 0.0)
     out = source.process([(1, wire(NOW + 3 * HOUR))], NOW + 3 * HOUR, 0.0)
     assert any(v is None for _, v in out.writes)  # the old record is deleted
 
 
-def stage2(messages: list[dict[str, Any]], proc: PartitionProcessor) -> list[dict[str, Any]]:
-    signals: list[dict[str, Any]] = []
+def stage2(messages: list[UpdatesMessage], proc: Stage2Partition) -> list[SignalRecord]:
+    signals: list[SignalRecord] = []
     for m in messages:
         signals.extend(proc.apply(copy.deepcopy(m)).signals)
     return signals
 
 
 def test_stage2_waits_for_every_source_partition_and_takes_the_minimum() -> None:
-    proc = PartitionProcessor(0, 2, SIG, ReplyConfig())
+    proc = Stage2Partition(0, 2, SIG, ReplyConfig())
     key = "acme\x1factor\x1fuser\x1fu-1"
     assert stage2([{"p": 0, "wm": 3 * HOUR, "u": [[key, 10 * MIN, 1.0, 0, 0]]}], proc) == []
     # partition 1 has said nothing: nothing may close, however far partition 0 is
@@ -150,12 +153,12 @@ def test_stage2_waits_for_every_source_partition_and_takes_the_minimum() -> None
 
 
 def test_stage2_skips_updates_it_already_applied_and_restores_to_the_same_state() -> None:
-    proc = PartitionProcessor(0, 1, SIG, ReplyConfig())
+    proc = Stage2Partition(0, 1, SIG, ReplyConfig())
     key = "acme\x1factor\x1fuser\x1fu-1"
-    first = {"p": 0, "wm": 10 * MIN, "u": [[key, 10 * MIN, 1.0, 0, 7]]}
+    first: UpdatesMessage = {"p": 0, "wm": 10 * MIN, "u": [[key, 10 * MIN, 1.0, 0, 7]]}
     stage2([first], proc)
     saved = proc.take_dirty()
-    restored = PartitionProcessor(0, 1, SIG, ReplyConfig())
+    restored = Stage2Partition(0, 1, SIG, ReplyConfig())
     restored.restore(saved)
     out = restored.apply(copy.deepcopy(first))  # the same update re-sent after a crash
     assert out.duplicates == 1
@@ -171,11 +174,11 @@ def test_threads_of_a_tenant_share_a_partition() -> None:
 
 
 def test_watermarks_survive_a_restart() -> None:
-    proc = PartitionProcessor(1, 2, SIG, ReplyConfig())
+    proc = Stage2Partition(1, 2, SIG, ReplyConfig())
     stage2([{"p": 0, "wm": 5 * HOUR}, {"p": 1, "wm": 4 * HOUR}], proc)
     saved = dict(proc.take_dirty())
     assert loads(saved["\x00wm\x1f1"] or b"") == [[0, 5 * HOUR], [1, 4 * HOUR]]
-    restored = PartitionProcessor(1, 2, SIG, ReplyConfig())
+    restored = Stage2Partition(1, 2, SIG, ReplyConfig())
     restored.restore(saved.items())
     assert restored.watermark == 4 * HOUR
 
@@ -185,7 +188,7 @@ def test_the_due_time_of_every_entity_stays_what_next_due_ms_says() -> None:
     # its windows); after any mix of on-time, late and too-late updates, every entity must
     # still be due exactly when advance() would have work for it, or windows close late.
     rng = random.Random(5)
-    proc = PartitionProcessor(0, 1, SIG, ReplyConfig())
+    proc = Stage2Partition(0, 1, SIG, ReplyConfig())
     keys = [f"acme\x1factor\x1fuser\x1fu-{i}" for i in range(6)]
     wm, offset = 0, 0
     for _ in range(300):
@@ -202,7 +205,7 @@ def test_the_due_time_of_every_entity_stays_what_next_due_ms_says() -> None:
             assert due is None or (due, key) in proc._due
         # the window gauge is kept per change: it must equal a fresh count at any point
         assert proc.open_windows() == sum(len(e.state.windows) for e in proc.entities.values())
-    restored = PartitionProcessor(0, 1, SIG, ReplyConfig())
+    restored = Stage2Partition(0, 1, SIG, ReplyConfig())
     restored.restore(proc.take_dirty())
     assert restored.open_windows() == proc.open_windows() > 0
 
@@ -212,7 +215,7 @@ def test_a_batch_at_the_contracts_maxima_is_split_under_the_message_limit() -> N
     stage 1 messages are megabytes; split, each part is under the limit, only the last part
     moves the watermark, and stage 2 ends exactly where the unsplit message leaves it."""
     rng = random.Random(4)
-    source = SourcePartition(0, CFG)
+    source = Stage1Partition(0, CFG)
     batch: list[tuple[int, bytes | None]] = []
     for i in range(2000):
         tags = [f"{rng.randrange(10**6):06d}-" + "t" * 57 for _ in range(32)]
@@ -231,8 +234,8 @@ def test_a_batch_at_the_contracts_maxima_is_split_under_the_message_limit() -> N
         assert sum(len(d.get("u", ())) + len(d.get("c", ())) for d in decoded) == len(
             message.get("u", ())
         ) + len(message.get("c", ()))
-        whole = PartitionProcessor(k, 1, SIG, ReplyConfig())
-        split = PartitionProcessor(k, 1, SIG, ReplyConfig())
+        whole = Stage2Partition(k, 1, SIG, ReplyConfig())
+        split = Stage2Partition(k, 1, SIG, ReplyConfig())
         expected = whole.apply(loads(dumps(message)))
         got = [split.apply(d) for d in decoded]
         assert all(o.signals == [] for o in got[:-1]) and split.watermark == whole.watermark

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from rhythm.stack.supervise import (
+from rhythm.stack.supervisor.supervise import (
     Record,
     RestartPolicy,
     backoff_delay,
@@ -65,7 +65,7 @@ def test_a_long_run_starts_the_backoff_over() -> None:
 
 
 def test_status_shows_tenants_over_their_budget() -> None:
-    from rhythm.stack.stack_cli import _processor_details
+    from rhythm.stack.cli.stack import _processor_details
 
     quiet = _processor_details({"watermark": 1_800_000_000.0, "degraded_events": 0})
     assert quiet == "watermark 2027-01-15 08:00:00Z"

@@ -11,12 +11,13 @@ from typing import Any
 
 from rhythm.processors.budget import MAX_SAVED, Budget
 from rhythm.processors.codec import MAX_MESSAGE_BYTES, encode_batch, loads
-from rhythm.processors.partition import PartitionProcessor
 from rhythm.processors.signals.conversation import ReplyConfig
 from rhythm.processors.signals.entity import SignalConfig
-from rhythm.processors.stage1 import SourcePartition, Stage1Config
+from rhythm.processors.stage1 import Stage1Config, Stage1Partition
+from rhythm.processors.stage2 import Stage2Partition
 from rhythm.producers import prepare_event
 from rhythm.schemas import encode_event
+from rhythm.schemas.outputs import SignalRecord
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -77,9 +78,9 @@ class Pipeline:
     """One events partition, two updates partitions, messages through the real codec."""
 
     def __init__(self, budget: int) -> None:
-        self.source = SourcePartition(0, cfg(budget))
-        self.stage2 = [PartitionProcessor(k, 1, SIG, ReplyConfig()) for k in range(2)]
-        self.signals: dict[tuple[str, ...], dict[str, Any]] = {}
+        self.source = Stage1Partition(0, cfg(budget))
+        self.stage2 = [Stage2Partition(k, 1, SIG, ReplyConfig()) for k in range(2)]
+        self.signals: dict[tuple[str, ...], SignalRecord] = {}
         self.updates_sent = 0
         self.degraded = 0
         self.over: list[str] = []
@@ -98,7 +99,7 @@ class Pipeline:
         for proc in self.stage2:
             self.take(proc.apply({"p": 0, "wm": FAR}).signals)
 
-    def take(self, signals: list[dict[str, Any]]) -> None:
+    def take(self, signals: list[SignalRecord]) -> None:
         for s in signals:
             key = (s["tenant"], s["role"], s["entity_id"], str(s["window_seconds"]))
             self.signals[(*key, str(s["window_start"]))] = s  # the highest version wins
@@ -177,7 +178,7 @@ def test_a_restart_mid_run_neither_loses_nor_counts_twice() -> None:
                 saved[key] = value
         cut = i + 400
     p.feed(events[cut : cut + 1_000])  # applied by stage 2, never saved by stage 1
-    p.source = SourcePartition(0, cfg(BUDGET))
+    p.source = Stage1Partition(0, cfg(BUDGET))
     p.source.restore(sorted(saved.items()))
     for i in range(cut, len(events), 333):
         p.feed(events[i : i + 333])
@@ -209,7 +210,7 @@ def test_budget_counts_per_minute_and_saves_only_what_can_matter() -> None:
 def test_a_run_of_a_whole_batch_stays_under_the_message_limit() -> None:
     """The biggest run: a batch's maximum of events (10,000) of one entity, all degraded,
     with offsets and weights at their longest, and spread over the lateness in time."""
-    source = SourcePartition(0, cfg(1))
+    source = Stage1Partition(0, cfg(1))
     base = 2**50
     rng = random.Random(1)
     batch: list[tuple[int, bytes | None]] = [

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from fastavro import schemaless_writer
 
-from rhythm.processors.stage1 import SourcePartition, Stage1Config
+from rhythm.processors.stage1 import Stage1Config, Stage1Partition
 from rhythm.schemas import CURRENT_SCHEMA_ID, decode_event
 from rhythm.schemas.wire import WIRE
 from rhythm.schemas.wire_check import record_problem
-from rhythm.sinks.transform import DeadLetter, Message, transform_event
+from rhythm.sinks.tables.events import process as transform_event
+from rhythm.sinks.tables.rows import DeadLetter, Message
 
 NOW = 1_800_000_000_000
 
@@ -83,7 +84,7 @@ def test_the_sink_dead_letters_it(changes: dict[str, Any], field: str) -> None:
 
 
 def test_stage1_dead_letters_it_and_takes_the_next_message() -> None:
-    source = SourcePartition(0, Stage1Config(updates_partitions=2, dedup_horizon_ms=3_600_000))
+    source = Stage1Partition(0, Stage1Config(updates_partitions=2, dedup_horizon_ms=3_600_000))
     good = unchecked(record(event_id="0190a8b2-7c3d-7e4f-8a1b-2c3d4e5f6a7c"))
     messages: list[tuple[int, bytes | None]] = [
         (offset, unchecked(record(**changes))) for offset, (changes, _f) in enumerate(BROKEN)

@@ -26,48 +26,27 @@ from faust.types import TP, EventT
 
 from rhythm.processors import faust_private
 from rhythm.processors.codec import dumps, encode_batch, loads
+from rhythm.processors.connection import broker_urls, credentials
 from rhythm.processors.ends import EndOffsets
-from rhythm.processors.explode import SEP, partition_for
-from rhythm.processors.holes import OffsetGuard, deliverable
+from rhythm.processors.explode import partition_for
+from rhythm.processors.holes import OffsetGuard
 from rhythm.processors.metrics import ProcessorMetrics
-from rhythm.processors.partition import WATERMARKS_PREFIX, PartitionProcessor
+from rhythm.processors.recovery import HoleRecovery
 from rhythm.processors.settings import ProcessorSettings
-from rhythm.processors.stage1 import DeadLetter, SourcePartition, Stage1Config, Stage1Output
-from rhythm.schemas.outputs import alert_id, signal_key
+from rhythm.processors.stage1 import (
+    DeadLetter,
+    Stage1Config,
+    Stage1Output,
+    Stage1Partition,
+    is_state_key,
+)
+from rhythm.processors.stage2 import WATERMARKS_PREFIX, Stage2Partition
+from rhythm.schemas import dead_letters
+from rhythm.schemas.keys import display, signal_key
+from rhythm.schemas.outputs import AlertRecord, SignalRecord, alert_id
+from rhythm.schemas.topics import STAGE1, STAGE2, changelog_topic
 
 log = logging.getLogger("rhythm.processors")
-
-
-def _broker_urls(settings: ProcessorSettings) -> list[str]:
-    return [f"kafka://{h.strip()}" for h in settings.kafka.bootstrap_servers.split(",")]
-
-
-def _credentials(settings: ProcessorSettings) -> Any:
-    k = settings.kafka
-    if k.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL") and k.sasl_username:
-        ssl_context = None
-        if k.security_protocol == "SASL_SSL":
-            import ssl
-
-            ssl_context = ssl.create_default_context(cafile=k.ssl_ca_location)
-        return faust.SASLCredentials(
-            username=k.sasl_username,
-            password=k.sasl_password.get_secret_value() if k.sasl_password else None,
-            mechanism=k.sasl_mechanism or "PLAIN",
-            ssl_context=ssl_context,
-        )
-    if k.security_protocol == "SSL":
-        import ssl
-
-        context = ssl.create_default_context(cafile=k.ssl_ca_location)
-        if k.ssl_certificate_location:
-            context.load_cert_chain(
-                k.ssl_certificate_location,
-                k.ssl_key_location,
-                k.ssl_key_password.get_secret_value() if k.ssl_key_password else None,
-            )
-        return faust.SSLCredentials(context)
-    return None
 
 
 class Processors:
@@ -93,13 +72,14 @@ class Processors:
             lateness_ms=int(settings.lateness_s * 1000),
         )
         self.guard: OffsetGuard[TP] = OffsetGuard()
-        self._unreadable: list[bytes] = []  # dead letters of saved state left out at restore
-        self.sources: dict[int, SourcePartition] = {}
-        self.partitions: dict[int, PartitionProcessor] = {}
+        # Dead letters of saved state left out at restore: (changelog topic, dead letter).
+        self._unreadable: list[tuple[str, DeadLetter]] = []
+        self.sources: dict[int, Stage1Partition] = {}
+        self.partitions: dict[int, Stage2Partition] = {}
         app = self.app = faust.App(
             settings.app_id,
-            broker=_broker_urls(settings),
-            broker_credentials=_credentials(settings),
+            broker=broker_urls(settings.kafka),
+            broker_credentials=credentials(settings.kafka),
             store="rocksdb://",
             datadir=str(settings.data_dir),
             topic_replication_factor=settings.replication_factor,
@@ -144,25 +124,32 @@ class Processors:
             "block_cache_size": settings.rocksdb_block_cache_mb * 2**20,
         }
         self.stage1_table = app.Table(
-            "stage1",
+            STAGE1,
             partitions=events_partitions,
             key_type=bytes,
             value_type=bytes,
             options=dict(rocksdb),
         )
-        self.state_table = app.Table(
-            "state",
+        self.stage2_table = app.Table(
+            STAGE2,
             partitions=settings.updates_partitions,
             key_type=bytes,
             value_type=bytes,
             options=dict(rocksdb),
         )
-        app.agent(self.events, name="explode", concurrency=1)(self._stage1)
-        app.agent(self.updates, name="signals", concurrency=1)(self._stage2)
+        # One agent per stage, of one shape: a batch per partition, up to the first offset
+        # Faust never delivered, through the stage's pure step (see `_agent`).
+        app.agent(self.events, name=STAGE1, concurrency=1)(
+            self._agent(settings.events_topic, self._stage1_group)
+        )
+        app.agent(self.updates, name=STAGE2, concurrency=1)(
+            self._agent(settings.updates_topic, self._stage2_group)
+        )
         app.timer(settings.tick_s)(self._tick)
         if settings.metrics_port:  # /healthz, /readyz, lag, recovery (served by worker.py)
             app.timer(settings.health_tick_s)(self._watch)
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self.recovery = HoleRecovery(app, settings, self.guard, self._ends, self.metrics)
 
     # -- stage 1 ---------------------------------------------------------------------------
 
@@ -181,17 +168,25 @@ class Processors:
             if not self._owns(topic, partition) or not self._restored():
                 _skipped(topic, partition, arrived)
                 continue  # a rebalance took it or is under way: read again from the commit
-            group = await self._deliverable(topic, partition, arrived)
+            group = await self.recovery.deliverable(topic, partition, arrived)
             if not group:
                 continue
             await process(partition, group)
             self.guard.done(TP(topic, partition), group[-1].message.offset)
 
-    async def _stage1(self, stream: Any) -> None:  # faust's stubs lack take_events
+    def _agent(
+        self, topic: str, process: Callable[[int, list[EventT[bytes]]], Awaitable[None]]
+    ) -> Callable[[Any], Awaitable[None]]:
+        """The loop of either stage's agent: batches of up to `batch_max` messages (or what
+        came within `batch_within_s`), once the tables are ready, through `_batch`."""
         s = self.settings
-        async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
-            await self._wait_ready()
-            await self._batch(s.events_topic, events, self._stage1_group)
+
+        async def agent(stream: Any) -> None:  # faust's stubs lack take_events
+            async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
+                await self._wait_ready()
+                await self._batch(topic, events, process)
+
+        return agent
 
     async def _stage1_group(self, partition: int, group: list[EventT[bytes]]) -> None:
         s = self.settings
@@ -220,13 +215,7 @@ class Processors:
             for data in encode_batch(message):
                 pending.append(await self._send(self.updates, data, partition=k))
         for dead in out.dead_letters:
-            pending.append(
-                await self._send(
-                    self.dead_letters,
-                    _dead_letter(self.settings.events_topic, dead),
-                    key=dead.reason.encode(),
-                )
-            )
+            pending.append(await self._send_dead(self.settings.events_topic, dead))
         await asyncio.gather(*pending)
         if out.writes and event is not None:
             await self._save(self.stage1_table, event, out.writes)
@@ -262,7 +251,13 @@ class Processors:
         await asyncio.gather(*sent)
 
     async def _send(
-        self, topic: Any, value: bytes, *, key: bytes | None = None, partition: int | None = None
+        self,
+        topic: Any,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
     ) -> Awaitable[Any]:
         """Hand one message to the producer; the result resolves when Kafka acknowledged it.
         Straight to Faust's producer (what Topic.send ends in): Topic.send first builds a
@@ -270,23 +265,22 @@ class Processors:
         cost about as much as computing a signal and which nothing here uses."""
         producer: Any = self.app.producer
         fut: Awaitable[Any] = await producer.send(
-            topic.get_topic_name(), key, value, partition, None, None
+            topic.get_topic_name(), key, value, partition, None, headers
         )
         return fut
 
-    def _source(self, partition: int) -> SourcePartition:
+    def _source(self, partition: int) -> Stage1Partition:
         source = self.sources.get(partition)
         if source is None:
-            source = self.sources[partition] = SourcePartition(partition, self.stage1_cfg)
-            prefix = (f"wm{SEP}{partition}", f"seen{SEP}{partition}{SEP}")
+            source = self.sources[partition] = Stage1Partition(partition, self.stage1_cfg)
             bad = source.restore(
                 [
                     (k, v)
-                    for k, v in _partition_items(self.stage1_table, partition)
-                    if k == prefix[0] or k.startswith(prefix[1])
+                    for k, v in faust_private.table_items(self.stage1_table, partition)
+                    if is_state_key(k, partition)
                 ]
             )
-            self._unreadable_state("stage1", partition, bad)
+            self._unreadable_state(STAGE1, partition, bad)
         return source
 
     def _unreadable_state(
@@ -298,84 +292,28 @@ class Processors:
             detail = f"{table} key {key[:200]!r}: {why}"
             log.error("partition %d: unreadable saved state left out (%s)", partition, detail)
             self.metrics.dead_letter("invalid_state")
-            dead = DeadLetter("invalid_state", partition, -1, value, detail[:500])
-            self._unreadable.append(_dead_letter(f"{self.settings.app_id}-{table}-changelog", dead))
+            dead = DeadLetter(
+                "invalid_state", partition, -1, value, detail[:500], key.encode("utf-8", "replace")
+            )
+            self._unreadable.append((changelog_topic(self.settings.app_id, table), dead))
 
     async def _send_unreadable(self) -> None:
-        pending = [
-            await self._send(self.dead_letters, value, key=b"invalid_state")
-            for value in self._unreadable
-        ]
+        pending = [await self._send_dead(topic, dead) for topic, dead in self._unreadable]
         self._unreadable.clear()
         await asyncio.gather(*pending)
 
-    async def _deliverable(
-        self, topic: str, partition: int, group: list[EventT[bytes]]
-    ) -> list[EventT[bytes]]:
-        """The batch's messages of one partition up to the first offset Faust never delivered
-        (see holes.py); the rest is never acked (so never committed) and the partition is
-        sought back to the hole, which brings them again."""
-        group = sorted(group, key=lambda e: e.message.offset)
-        tp = TP(topic, partition)
-        consumer: Any = self.app.consumer
-        offsets = [e.message.offset for e in group]
-        expected = await self._expected(tp)
-        if expected is None:  # the broker did not say: process nothing yet, read them again
-            log.warning(
-                "%s[%d]: where the group starts it is unknown; reading again from %d",
-                topic, partition, offsets[0],
-            )  # fmt: skip
-            for event in group:
-                event.message.acked = True
-            await consumer.seek(tp, offsets[0])
-            return []
-        n, hole = deliverable(expected, offsets)
-        if hole is not None and self.guard.is_new(tp):
-            # Gone from the broker (retention moved the log start past it)? Then go on from
-            # the log start: no seek can bring those offsets back.
-            low = (await self._ends.log_start([(topic, partition)])).get((topic, partition))
-            if low is not None and low > hole:
-                log.error(
-                    "%s[%d]: offsets %d-%d are not on the broker any more (log start %d): "
-                    "going on without them", topic, partition, hole, low - 1, low,
-                )  # fmt: skip
-                self.guard.passed(tp, low - 1, time.monotonic())
-                n, hole = deliverable(low, offsets)
-        if hole is not None:
-            if self.guard.should_seek(tp, hole, time.monotonic()):
-                log.warning(
-                    "%s[%d]: offsets %d-%d never reached this worker (dropped by Faust's "
-                    "fetcher); reading again from %d",
-                    topic, partition, hole, offsets[n] - 1, hole,
-                )  # fmt: skip
-                self.metrics.hole("events" if topic == self.settings.events_topic else "updates")
-                await consumer.seek(tp, hole)
-            for event in group[n:]:
-                event.message.acked = True  # Faust then never records them as acked
-            group = group[:n]
-        if group:
-            self.guard.passed(tp, group[-1].message.offset, time.monotonic())
-        return group
-
-    async def _expected(self, tp: TP) -> int | None:
-        """The next offset `tp` should deliver: what passed in this assignment, else the
-        committed offset the consumer was set to (Faust's record of it), else where the group
-        starts the partition as the broker says: its committed offset, or with nothing
-        committed the log start (`auto_offset_reset` earliest). Without the broker's answer a
-        partition's first batch in a new group was taken as it came: records Faust dropped
-        before it went unnoticed, and its commit (which has nothing to compare with either)
-        stepped over them (make test-scale lost the head of updates partitions). Faust's
-        record alone is not enough: it is also empty while a rebalance revokes the partition,
-        and taking that for "nothing committed" sought a partition back to 0."""
-        committed = faust_private.committed_offsets(self.app.consumer).get(tp)  # Faust's
-        expected = self.guard.expected(tp, committed)
-        if expected is None:
-            key = (tp.topic, tp.partition)
-            expected = (await self._ends.starts([key])).get(key)
-            if expected is not None:
-                log.info("%s[%d]: the group starts it at %d", *key, expected)
-                self.guard.begin(tp, expected)
-        return expected
+    async def _send_dead(self, topic: str, dead: DeadLetter) -> Awaitable[Any]:
+        """A refused message to the dead letters, as it came, why and where in its headers
+        (rhythm.schemas.dead_letters)."""
+        value, extra = dead_letters.cut(dead.value)
+        return await self._send(
+            self.dead_letters,
+            value,
+            key=dead.key,
+            headers=dead_letters.headers(
+                dead.reason, dead.detail, topic, dead.partition, dead.offset, extra=extra
+            ),
+        )
 
     def _ready(self) -> bool:
         """Tables hold every assigned partition's state: not during the recovery after a
@@ -409,7 +347,7 @@ class Processors:
     async def _tick(self) -> None:
         if not self._restored():
             return
-        await self._reseek_quiet()
+        await self.recovery.reseek_quiet()
         now = time.time()
         mine = [
             tp for tp in self.app.consumer.assignment() if tp.topic == self.settings.events_topic
@@ -438,52 +376,19 @@ class Processors:
                 ]
                 await asyncio.gather(*pending)
 
-    async def _reseek_quiet(self) -> None:
-        """A partition with input waiting that delivered nothing for `reseek_after_s` is read
-        again from the offset it owes: Faust may have dropped what it fetched last (a hole at
-        the end, which no later message reveals) or left it unfetched."""
-        s = self.settings
-        consumer: Any = self.app.consumer
-        inputs = [
-            tp for tp in consumer.assignment() if tp.topic in (s.events_topic, s.updates_topic)
-        ]
-        quiet = self.guard.quiet(inputs, time.monotonic(), s.reseek_after_s)
-        if not quiet:
-            return
-        ends = await self._ends.ask([(tp.topic, tp.partition) for tp in quiet])
-        for tp in quiet:
-            expected = await self._expected(tp)
-            end = ends.get((tp.topic, tp.partition))
-            self.guard.touch(tp, time.monotonic())
-            if expected is None or end is None or expected >= end:
-                continue  # nothing owed
-            log.warning(
-                "%s[%d]: offsets %d-%d wait but nothing came for %.0f s; reading again from %d",
-                tp.topic, tp.partition, expected, end - 1, s.reseek_after_s, expected,
-            )  # fmt: skip
-            self.metrics.hole("events" if tp.topic == s.events_topic else "updates")
-            self.guard.reread(tp, time.monotonic())
-            await consumer.seek(tp, expected)
-
     async def _watch(self) -> None:
         topics = {self.settings.events_topic, self.settings.updates_topic}
         await self.metrics.watch(self.app, self._ready(), topics, self._ends)
 
     # -- stage 2 ---------------------------------------------------------------------------
 
-    async def _stage2(self, stream: Any) -> None:
-        s = self.settings
-        async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
-            await self._wait_ready()
-            await self._batch(s.updates_topic, events, self._stage2_group)
-
     async def _stage2_group(self, partition: int, group: list[EventT[bytes]]) -> None:
         s = self.settings
         proc = self._partition(partition)
         if self._unreadable:
             await self._send_unreadable()
-        signals: list[dict[str, Any]] = []
-        alerts: list[dict[str, Any]] = []
+        signals: list[SignalRecord] = []
+        alerts: list[AlertRecord] = []
         pending: list[Awaitable[Any]] = []
         for event in group:
             value = event.message.value or b""
@@ -499,13 +404,7 @@ class Processors:
                     s.updates_topic, partition, dead.offset, dead.detail,
                 )  # fmt: skip
                 self.metrics.dead_letter(dead.reason)
-                pending.append(
-                    await self._send(
-                        self.dead_letters,
-                        _dead_letter(s.updates_topic, dead),
-                        key=dead.reason.encode(),
-                    )
-                )
+                pending.append(await self._send_dead(s.updates_topic, dead))
                 continue
             signals.extend(out.signals)
             alerts.extend(out.alerts)
@@ -514,13 +413,13 @@ class Processors:
                 log.warning(
                     "hot entity %r: over %d events not yet final; its oldest are made final "
                     "early (gaps exact while its events come in order)",
-                    key.replace(SEP, "/"), s.max_pending,
+                    display(key), s.max_pending,
                 )  # fmt: skip
             for key in out.hot_threads:
                 log.warning(
                     "hot thread %r: over %d messages not yet final; its oldest are taken at "
                     "once, out of time order",
-                    key.replace(SEP, "/"), s.reply_config().max_pending,
+                    display(key), s.reply_config().max_pending,
                 )  # fmt: skip
         for signal in signals:
             pending.append(
@@ -532,14 +431,14 @@ class Processors:
                 await self._send(self.alerts, dumps(alert), key=alert["alert_id"].encode())
             )
         await asyncio.gather(*pending)
-        await self._save(self.state_table, group[-1], proc.take_dirty())  # None: tombstone
+        await self._save(self.stage2_table, group[-1], proc.take_dirty())  # None: tombstone
         self.metrics.partition_state(partition, proc)
 
-    def _partition(self, partition: int) -> PartitionProcessor:
+    def _partition(self, partition: int) -> Stage2Partition:
         proc = self.partitions.get(partition)
         if proc is None:
             s = self.settings
-            proc = self.partitions[partition] = PartitionProcessor(
+            proc = self.partitions[partition] = Stage2Partition(
                 partition,
                 self.events_partitions,
                 s.signal_config(),
@@ -548,10 +447,10 @@ class Processors:
             )
             bad = proc.restore(
                 (k, v)
-                for k, v in _partition_items(self.state_table, partition)
+                for k, v in faust_private.table_items(self.stage2_table, partition)
                 if _state_partition(k, s.updates_partitions) == partition
             )
-            self._unreadable_state("state", partition, bad)
+            self._unreadable_state(STAGE2, partition, bad)
         return proc
 
     async def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
@@ -591,39 +490,7 @@ def _by_partition(events: Iterable[EventT[bytes]]) -> dict[int, list[EventT[byte
     return groups
 
 
-def _partition_items(table: Any, partition: int) -> Iterable[tuple[str, bytes]]:
-    """The table's keys written for one partition. The RocksDB store keeps one database per
-    partition (a write goes to its event's partition), so read only that one: reading the
-    whole table for each partition made restoring P partitions cost P full scans (minutes
-    with a million entities). The callers still filter by key, so a store without
-    per-partition databases (any other) gives the same result, only slower."""
-    items = faust_private.partition_items(table.data, partition)
-    if items is None:
-        items = table.items()
-    for raw, value in items:
-        key = raw
-        if isinstance(raw, bytes):
-            try:
-                key = raw.decode("utf-8", "surrogatepass")
-            except UnicodeDecodeError:  # not a key of ours: restore reports it unreadable
-                key = raw.decode("utf-8", "replace")
-        yield key, value
-
-
 def _state_partition(key: str, partitions: int) -> int:
     if key.startswith(WATERMARKS_PREFIX):
         return int(key[len(WATERMARKS_PREFIX) :])
     return partition_for(key, partitions)
-
-
-def _dead_letter(topic: str, dead: Any) -> bytes:
-    return dumps(
-        {
-            "reason": dead.reason,
-            "detail": dead.detail,
-            "topic": topic,
-            "partition": dead.partition,
-            "offset": dead.offset,
-            "value_hex": dead.value[:4096].hex(),
-        }
-    )

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from rhythm.processors.messages import UpdatesMessage
 from rhythm.processors.signals.conversation import (
     ContextMessage,
     ContextState,
@@ -30,7 +31,7 @@ def dumps(value: Any) -> bytes:
 MAX_MESSAGE_BYTES = 512 * 1024
 
 
-def encode_batch(message: dict[str, Any], max_bytes: int = MAX_MESSAGE_BYTES) -> list[bytes]:
+def encode_batch(message: UpdatesMessage, max_bytes: int = MAX_MESSAGE_BYTES) -> list[bytes]:
     """A stage 1 batch message for one updates partition, as one or more messages of at most
     `max_bytes` each (sent in order). Updates are split in order; only the last part carries
     the watermark, so stage 2 moves its watermark only after applying every update before
@@ -40,13 +41,16 @@ def encode_batch(message: dict[str, Any], max_bytes: int = MAX_MESSAGE_BYTES) ->
     if len(data) <= max_bytes or len(items) <= 1:
         return [data]  # one update alone is bounded by the contract's field limits
     half = len(items) // 2
-    head: dict[str, Any] = {"p": message["p"]}
-    tail: dict[str, Any] = {"p": message["p"]}
+    head: UpdatesMessage = {"p": message["p"]}
+    tail: UpdatesMessage = {"p": message["p"]}
     if "wm" in message:
         tail["wm"] = message["wm"]
     for part, chunk in ((head, items[:half]), (tail, items[half:])):
         for field, update in chunk:
-            part.setdefault(field, []).append(update)
+            if field == "u":
+                part.setdefault("u", []).append(update)
+            else:
+                part.setdefault("c", []).append(update)
     return encode_batch(head, max_bytes) + encode_batch(tail, max_bytes)
 
 

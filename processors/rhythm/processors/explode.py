@@ -5,51 +5,21 @@ target and tags of an event live on other keys. So stage 1 re-keys each event's 
 entity (and by context for the `unanswered` rule) and sends them, batched per destination
 partition, to the internal updates topic; stage 2 owns each key's state.
 
-Keys are strings joined by the unit separator (\\x1f), which the contract does not allow in
-tenants, roles or types (ids may contain anything but stay last). Destination partitions use
-a stable hash (CRC-32), never Python's per-process `hash()`.
+Keys are built by rhythm.schemas.keys. Destination partitions use a stable hash (CRC-32),
+never Python's per-process `hash()`.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-SEP = "\x1f"
+from rhythm.processors.messages import ContextUpdate, EntityUpdate
+from rhythm.schemas.keys import context_key, entity_key, is_context_key, split_context_key
+
 ROLES = ("actor", "object", "target")
 TAG_ROLE = "tag"
-CONTEXT_PREFIX = "ctx"
-
-
-@dataclass(frozen=True, slots=True)
-class EntityKey:
-    tenant: str
-    role: str
-    entity_type: str
-    entity_id: str
-
-    def encode(self) -> str:
-        return SEP.join((self.tenant, self.role, self.entity_type, self.entity_id))
-
-    @classmethod
-    def decode(cls, key: str) -> EntityKey:
-        tenant, role, entity_type, entity_id = key.split(SEP, 3)
-        return cls(tenant, role, entity_type, entity_id)
-
-
-def context_key(tenant: str, context_id: str) -> str:
-    return SEP.join((CONTEXT_PREFIX, tenant, context_id))
-
-
-def split_context_key(key: str) -> tuple[str, str]:
-    _, tenant, context_id = key.split(SEP, 2)
-    return tenant, context_id
-
-
-def is_context_key(key: str) -> bool:
-    return key.startswith(CONTEXT_PREFIX + SEP)
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -68,39 +38,14 @@ def partition_for(key: str, partitions: int) -> int:
 def entity_keys(record: Mapping[str, Any]) -> list[str]:
     """Every (tenant, role, entity) the event counts for, tags as entities of type `tag`."""
     tenant = record["tenant"]
-    keys = [SEP.join((tenant, "actor", record["actor_type"], record["actor_id"]))]
+    keys = [entity_key(tenant, "actor", record["actor_type"], record["actor_id"])]
     for role in ("object", "target"):
         entity_type = record.get(f"{role}_type")
         if entity_type is not None:
-            keys.append(SEP.join((tenant, role, entity_type, record[f"{role}_id"])))
+            keys.append(entity_key(tenant, role, entity_type, record[f"{role}_id"]))
     for tag in dict.fromkeys(record.get("tags") or ()):  # a tag given twice counts once
-        keys.append(SEP.join((tenant, TAG_ROLE, "tag", tag)))
+        keys.append(entity_key(tenant, TAG_ROLE, "tag", tag))
     return keys
-
-
-# An update as it travels to stage 2: plain lists, cheap to encode.
-# entity:  [key, ts_ms, weight, src_partition, src_offset]
-# run:     [key, first_ms, [weight, ...], src_partition, last_offset, [offset, ...],
-#           [whole seconds after first_ms, ...]]
-#   an entity's events while their tenant is over its budget (budget.py), joined per batch
-#   (any other update of the entity in the batch starts a new run, so each entity's updates
-#   stay in offset order); stage 2 takes them per second. The offsets let it skip those it
-#   already applied when a run is re-sent, after a restart, with other bounds.
-# context: [key, ts_ms, actor_type, actor_id, channel, verb, about, src_partition, src_offset]
-#   (about: the event's target as "type:id", or "")
-EntityUpdate = list[Any]
-ContextUpdate = list[Any]
-
-
-def new_run(key: str, ts: int, src_partition: int) -> EntityUpdate:
-    return [key, ts - ts % 1000, [], src_partition, -1, [], []]
-
-
-def extend_run(run: EntityUpdate, ts: int, weight: float, src_offset: int) -> None:
-    run[2].append(weight)
-    run[4] = src_offset
-    run[5].append(src_offset)
-    run[6].append((ts - run[1]) // 1000)
 
 
 def explode(

@@ -1,5 +1,6 @@
 """Prometheus metrics of the processors. Labels are bounded: partition numbers and fixed
-reasons, never an entity, tenant or anything an event carries."""
+reasons, never an entity, tenant or anything an event carries. One registry per worker
+(`ProcessorMetrics.registry`), served by its health server."""
 
 from __future__ import annotations
 
@@ -7,114 +8,154 @@ import contextlib
 import time
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from rhythm.processors import faust_private
 from rhythm.processors.ends import EndOffsets
-from rhythm.processors.partition import Output, PartitionProcessor
 from rhythm.processors.stage1 import Stage1Output
-from rhythm.producers.health import Progress
-
-EVENTS_IN = Counter(
-    "rhythm_processor_events_total", "Events taken by stage 1 (after deduplication).", ["partition"]
-)
-DUPLICATES = Counter(
-    "rhythm_processor_duplicates_total",
-    "Messages skipped as already counted, by stage (1: same event_id, 2: same offset).",
-    ["stage"],
-)
-DEAD_LETTERS = Counter(
-    "rhythm_processor_dead_letters_total",
-    "Messages refused (events by stage 1, updates stage 2 cannot apply), by reason.",
-    ["reason"],
-)
-LATE = Counter(
-    "rhythm_processor_late_events_total",
-    "Entity updates that arrived behind the watermark, by outcome (corrected or too_late).",
-    ["outcome"],
-)
-HOLES = Counter(
-    "rhythm_processor_offset_holes_total",
-    "Runs of input offsets the consumer skipped and the worker read again (see holes.py).",
-    ["input"],
-)
-HOT = Counter(
-    "rhythm_processor_hot_keys_total",
-    "Keys that became hot: more not-yet-final events than the cap (entity: max_pending; "
-    "thread: its messages within the lateness), by kind.",
-    ["kind"],
-)
-EARLY = Counter(
-    "rhythm_processor_early_final_events_total",
-    "Events of hot entities made final before the watermark passed them by the lateness.",
-)
-EVICTED = Counter(
-    "rhythm_processor_evicted_keys_total",
-    "Entities and threads forgotten after their time to live (tombstones in the changelog).",
-)
-DEGRADED = Counter(
-    "rhythm_processor_degraded_events_total",
-    "Events of tenants over their budget, counted exactly but aggregated per entity and "
-    "second (see budget.py).",
-)
-OVER_BUDGET = Gauge(
-    "rhythm_processor_tenants_over_budget",
-    "Tenants over their budget in a minute of event time still counted, per source "
-    "partition (names are in the log: tenants are never labels).",
-    ["partition"],
-)
-SIGNALS = Counter("rhythm_processor_signals_total", "Window signals emitted (all versions).")
-ALERTS = Counter("rhythm_processor_alerts_total", "Alerts emitted, by kind.", ["kind"])
-WATERMARK = Gauge(
-    "rhythm_processor_watermark_seconds",
-    "Stage 1: newest event time per source partition (epoch seconds).",
-    ["partition"],
-)
-EVENT_TIME_LAG = Gauge(
-    "rhythm_processor_event_time_lag_seconds",
-    "Wall clock minus the source partition's watermark.",
-    ["partition"],
-)
-STAGE2_WATERMARK = Gauge(
-    "rhythm_processor_stage2_watermark_seconds",
-    "Stage 2: the watermark windows close on (min over source partitions).",
-    ["partition"],
-)
-OPEN_WINDOWS = Gauge(
-    "rhythm_processor_open_windows", "Entity windows held in state.", ["partition"]
-)
-WINDOWS_CLOSED = Counter(
-    "rhythm_processor_windows_closed_total", "Windows closed (emitted with version 1)."
-)
-WINDOWS_CORRECTED = Counter(
-    "rhythm_processor_windows_corrected_total",
-    "Closed windows emitted again, corrected by late events (version > 1).",
-)
-COMMITTED = Gauge(
-    "rhythm_processor_committed_offset",
-    "The offset the consumer group committed (next to read), per assigned partition.",
-    ["topic", "partition"],
-)
-CONSUMER_LAG = Gauge(
-    "rhythm_processor_consumer_lag",
-    "Messages not yet committed: the partition's end offset minus the committed offset.",
-    ["topic", "partition"],
-)
-RECOVERY = Histogram(
-    "rhythm_processor_recovery_seconds",
-    "From losing readiness (start, rebalance) to tables recovered and agents running.",
-    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
-)
-RECOVERING = Gauge(
-    "rhythm_processor_recovery_in_progress_seconds",
-    "How long the recovery under way has lasted (0 when none is).",
-)
+from rhythm.processors.stage2 import Stage2Output, Stage2Partition
+from rhythm.runtime.health import Progress
+from rhythm.runtime.metrics import part_registry
+from rhythm.runtime.offsets import lag
+from rhythm.schemas.topics import STAGE1, STAGE2
 
 
 class ProcessorMetrics:
     """The agents' counters, plus the worker's progress (what /healthz and /readyz tell)."""
 
-    def __init__(self, stall_after_s: float = 60.0, check_ends_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        stall_after_s: float = 60.0,
+        check_ends_s: float = 5.0,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.registry = r = registry if registry is not None else part_registry()
+        self.events_in = Counter(
+            "rhythm_processor_events_total",
+            "Events taken by stage 1 (after deduplication).",
+            ["partition"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "rhythm_processor_duplicates_total",
+            "Messages skipped as already counted, by stage (stage1: same event_id, stage2: same "
+            "offset).",
+            ["stage"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "rhythm_processor_dead_letters_total",
+            "Messages refused (events by stage 1, updates stage 2 cannot apply), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.late = Counter(
+            "rhythm_processor_late_events_total",
+            "Entity updates that arrived behind the watermark, by outcome (corrected or too_late).",
+            ["outcome"],
+            registry=r,
+        )
+        self.holes = Counter(
+            "rhythm_processor_offset_holes_total",
+            "Runs of input offsets the consumer skipped and the worker read again (see holes.py), "
+            "by the stage whose input it was.",
+            ["stage"],
+            registry=r,
+        )
+        self.hot = Counter(
+            "rhythm_processor_hot_keys_total",
+            "Keys that became hot: more not-yet-final events than the cap (entity: max_pending; "
+            "thread: its messages within the lateness), by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.early = Counter(
+            "rhythm_processor_early_final_events_total",
+            "Events of hot entities made final before the watermark passed them by the lateness.",
+            registry=r,
+        )
+        self.evicted = Counter(
+            "rhythm_processor_evicted_keys_total",
+            "Entities and threads forgotten after their time to live (tombstones in the "
+            "changelog).",
+            registry=r,
+        )
+        self.degraded = Counter(
+            "rhythm_processor_degraded_events_total",
+            "Events of tenants over their budget, counted exactly but aggregated per entity and "
+            "second (see budget.py).",
+            registry=r,
+        )
+        self.tenants_over_budget = Gauge(
+            "rhythm_processor_tenants_over_budget",
+            "Tenants over their budget in a minute of event time still counted, per source "
+            "partition (names are in the log: tenants are never labels).",
+            ["partition"],
+            registry=r,
+        )
+        self.signals = Counter(
+            "rhythm_processor_signals_total", "Window signals emitted (all versions).", registry=r
+        )
+        self.alerts = Counter(
+            "rhythm_processor_alerts_total", "Alerts emitted, by kind.", ["kind"], registry=r
+        )
+        self.watermark = Gauge(
+            "rhythm_processor_watermark_seconds",
+            "Stage 1: newest event time per source partition (epoch seconds).",
+            ["partition"],
+            registry=r,
+        )
+        self.event_time_lag = Gauge(
+            "rhythm_processor_event_time_lag_seconds",
+            "Wall clock minus the source partition's watermark.",
+            ["partition"],
+            registry=r,
+        )
+        self.stage2_watermark = Gauge(
+            "rhythm_processor_stage2_watermark_seconds",
+            "Stage 2: the watermark windows close on (min over source partitions).",
+            ["partition"],
+            registry=r,
+        )
+        self.open_windows = Gauge(
+            "rhythm_processor_open_windows",
+            "Entity windows held in state.",
+            ["partition"],
+            registry=r,
+        )
+        self.windows_closed = Counter(
+            "rhythm_processor_windows_closed_total",
+            "Windows closed (emitted with version 1).",
+            registry=r,
+        )
+        self.windows_corrected = Counter(
+            "rhythm_processor_windows_corrected_total",
+            "Closed windows emitted again, corrected by late events (version > 1).",
+            registry=r,
+        )
+        self.committed = Gauge(
+            "rhythm_processor_committed_offset",
+            "The offset the consumer group committed (next to read), per assigned partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "rhythm_processor_consumer_lag",
+            "Messages not yet committed: the partition's end offset minus the committed offset.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.recovery = Histogram(
+            "rhythm_processor_recovery_seconds",
+            "From losing readiness (start, rebalance) to tables recovered and agents running.",
+            buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+            registry=r,
+        )
+        self.recovering = Gauge(
+            "rhythm_processor_recovery_in_progress_seconds",
+            "How long the recovery under way has lasted (0 when none is).",
+            registry=r,
+        )
         self.progress = Progress("processors", stall_after_s)
         self.check_ends_s = check_ends_s
         self._next_ends = 0.0
@@ -135,18 +176,18 @@ class ProcessorMetrics:
         if not ready:
             if self._recovery_from is None:
                 self._recovery_from = now
-            RECOVERING.set(now - self._recovery_from)
+            self.recovering.set(now - self._recovery_from)
             return
         if self._recovery_from is not None:
-            RECOVERY.observe(now - self._recovery_from)
+            self.recovery.observe(now - self._recovery_from)
             self._recovery_from = None
-            RECOVERING.set(0)
+            self.recovering.set(0)
         consumer = app.consumer
         assigned = {tp for tp in consumer.assignment() if tp.topic in topics}
         keys = {(tp.topic, tp.partition) for tp in assigned}
         self.progress.assigned(keys)  # revoked partitions are another worker's now
         for topic, partition in self._labelled - keys:
-            for gauge in (COMMITTED, CONSUMER_LAG):
+            for gauge in (self.committed, self.consumer_lag):
                 with contextlib.suppress(KeyError):
                     gauge.remove(topic, str(partition))
         self._labelled = keys
@@ -155,7 +196,7 @@ class ProcessorMetrics:
             if offset is not None and (tp.topic, tp.partition) in keys:
                 committed[(tp.topic, tp.partition)] = int(offset)
         for (topic, partition), offset in committed.items():
-            COMMITTED.labels(topic, str(partition)).set(offset)
+            self.committed.labels(topic, str(partition)).set(offset)
             self.progress.done(topic, partition, offset)
         if not keys or now < self._next_ends:
             return
@@ -164,54 +205,54 @@ class ProcessorMetrics:
             self.progress.end(topic, partition, end)
             offset = committed.get((topic, partition))
             if offset is not None:
-                CONSUMER_LAG.labels(topic, str(partition)).set(max(0, end - offset))
+                self.consumer_lag.labels(topic, str(partition)).set(lag(end, offset))
 
     def stage1(self, partition: int, out: Stage1Output, watermark: int, now: float) -> None:
         label = str(partition)
-        EVENTS_IN.labels(label).inc(out.events)
+        self.events_in.labels(label).inc(out.events)
         if out.duplicates:
-            DUPLICATES.labels("1").inc(out.duplicates)
+            self.duplicates.labels(STAGE1).inc(out.duplicates)
         if out.degraded:
-            DEGRADED.inc(out.degraded)
+            self.degraded.inc(out.degraded)
         for dead in out.dead_letters:
-            DEAD_LETTERS.labels(dead.reason).inc()
+            self.dead_letters.labels(dead.reason).inc()
         if watermark > 0:
-            WATERMARK.labels(label).set(watermark / 1000)
-            EVENT_TIME_LAG.labels(label).set(now - watermark / 1000)
+            self.watermark.labels(label).set(watermark / 1000)
+            self.event_time_lag.labels(label).set(now - watermark / 1000)
 
     def over_budget(self, partition: int, tenants: int) -> None:
-        OVER_BUDGET.labels(str(partition)).set(tenants)
+        self.tenants_over_budget.labels(str(partition)).set(tenants)
 
-    def hole(self, stage_input: str) -> None:
-        HOLES.labels(stage_input).inc()
+    def hole(self, stage: str) -> None:
+        self.holes.labels(stage).inc()
 
     def dead_letter(self, reason: str) -> None:
-        DEAD_LETTERS.labels(reason).inc()
+        self.dead_letters.labels(reason).inc()
 
-    def stage2(self, partition: int, out: Output) -> None:
+    def stage2(self, partition: int, out: Stage2Output) -> None:
         if out.duplicates:
-            DUPLICATES.labels("2").inc(out.duplicates)
+            self.duplicates.labels(STAGE2).inc(out.duplicates)
         if out.late:
-            LATE.labels("corrected").inc(out.late)
+            self.late.labels("corrected").inc(out.late)
         if out.too_late:
-            LATE.labels("too_late").inc(out.too_late)
+            self.late.labels("too_late").inc(out.too_late)
         if out.early:
-            EARLY.inc(out.early)
+            self.early.inc(out.early)
         if out.hot:
-            HOT.labels("entity").inc(len(out.hot))
+            self.hot.labels("entity").inc(len(out.hot))
         if out.hot_threads:
-            HOT.labels("thread").inc(len(out.hot_threads))
+            self.hot.labels("thread").inc(len(out.hot_threads))
         if out.evicted:
-            EVICTED.inc(out.evicted)
+            self.evicted.inc(out.evicted)
         if out.signals:
-            SIGNALS.inc(len(out.signals))
+            self.signals.inc(len(out.signals))
             closed = sum(1 for signal in out.signals if signal.get("version") == 1)
-            WINDOWS_CLOSED.inc(closed)
-            WINDOWS_CORRECTED.inc(len(out.signals) - closed)
+            self.windows_closed.inc(closed)
+            self.windows_corrected.inc(len(out.signals) - closed)
         for alert in out.alerts:
-            ALERTS.labels(alert["kind"]).inc()
+            self.alerts.labels(alert["kind"]).inc()
 
-    def partition_state(self, partition: int, proc: PartitionProcessor) -> None:
+    def partition_state(self, partition: int, proc: Stage2Partition) -> None:
         if proc.watermark > 0:
-            STAGE2_WATERMARK.labels(str(partition)).set(proc.watermark / 1000)
-        OPEN_WINDOWS.labels(str(partition)).set(proc.open_windows())
+            self.stage2_watermark.labels(str(partition)).set(proc.watermark / 1000)
+        self.open_windows.labels(str(partition)).set(proc.open_windows())

@@ -15,10 +15,16 @@ from rhythm.processors.signals.conversation import ReplyConfig
 from rhythm.processors.signals.entity import SignalConfig
 from rhythm.processors.signals.policy import ANY_ROLE, AlertPolicy, TenantPolicy
 from rhythm.processors.signals.rhythm import SilenceConfig
-from rhythm.producers.config import KafkaSettings
-from rhythm.schemas import ALERTS_TOPIC, DEAD_LETTERS_TOPIC, EVENTS_TOPIC, SIGNALS_TOPIC
+from rhythm.runtime.kafka_settings import KafkaSettings
+from rhythm.schemas.topics import (
+    ALERTS_TOPIC,
+    DEAD_LETTERS_TOPIC,
+    EVENTS_TOPIC,
+    PROCESSORS_GROUP,
+    SIGNALS_TOPIC,
+    UPDATES_TOPIC,
+)
 
-UPDATES_TOPIC = "rhythm.updates"
 SILENCE_ROLES = ("actor", "object", "target", ANY_ROLE)
 DAY_S = 86400
 
@@ -44,7 +50,7 @@ class ProcessorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RHYTHM_PROCESSOR_", extra="ignore")
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    app_id: str = Field("rhythm-processors", description="Faust app id = consumer group.")
+    app_id: str = Field(PROCESSORS_GROUP, description="Faust app id = consumer group.")
     data_dir: Path = Field(Path(".rhythm/processors"), description="rocksdict state per worker.")
     events_topic: str = EVENTS_TOPIC
     updates_topic: str = UPDATES_TOPIC

@@ -23,16 +23,10 @@ from typing import Any
 
 from rhythm.processors.budget import Budget
 from rhythm.processors.codec import dumps, loads
-from rhythm.processors.explode import (
-    SEP,
-    entity_keys,
-    explode,
-    explode_context,
-    extend_run,
-    new_run,
-    partition_for,
-)
+from rhythm.processors.explode import entity_keys, explode, explode_context, partition_for
+from rhythm.processors.messages import UpdatesMessage, extend_run, new_run
 from rhythm.schemas import WireError, decode_event
+from rhythm.schemas.keys import SEP
 from rhythm.schemas.wire_check import record_problem
 
 NO_WATERMARK = -(2**62)
@@ -52,17 +46,20 @@ class Stage1Config:
 
 @dataclass
 class DeadLetter:
+    """A message refused, for `rhythm.dead_letters` (rhythm.schemas.dead_letters)."""
+
     reason: str
     partition: int
-    offset: int
+    offset: int  # -1: no offset of its own (a saved state value read back at restore)
     value: bytes
     detail: str
+    key: bytes | None = None
 
 
 @dataclass
 class Stage1Output:
     # destination partition -> batch message for stage 2
-    messages: dict[int, dict[str, Any]] = field(default_factory=dict)
+    messages: dict[int, UpdatesMessage] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     writes: list[tuple[str, bytes | None]] = field(default_factory=list)  # None = delete
     events: int = 0
@@ -79,11 +76,16 @@ def seen_key(partition: int, first_offset: int) -> str:
     return f"seen{SEP}{partition}{SEP}{first_offset:020d}"
 
 
+def is_state_key(key: str, partition: int) -> bool:
+    """Whether `key` of the stage-1 table is `partition`'s (its watermark or a seen block)."""
+    return key == watermark_key(partition) or key.startswith(f"seen{SEP}{partition}{SEP}")
+
+
 def _id_hash(event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
 
 
-class SourcePartition:
+class Stage1Partition:
     def __init__(self, partition: int, cfg: Stage1Config) -> None:
         self.partition = partition
         self.cfg = cfg
@@ -196,7 +198,7 @@ class SourcePartition:
         self._expire(out)
         # Every destination hears this partition's watermark, with or without updates for it.
         for k in range(self.cfg.updates_partitions):
-            message: dict[str, Any] = {"p": self.partition, "wm": self._reported()}
+            message: UpdatesMessage = {"p": self.partition, "wm": self._reported()}
             if updates.get(k):
                 message["u"] = updates[k]
             if contexts.get(k):

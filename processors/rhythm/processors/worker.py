@@ -5,6 +5,7 @@ from __future__ import annotations
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rhythm.processors.settings import ProcessorSettings
+from rhythm.schemas.topics import STAGE1, STAGE2, changelog_topic
 
 
 def events_partitions(settings: ProcessorSettings, timeout: float = 30.0) -> int:
@@ -50,16 +51,16 @@ def ensure_changelog_topics(
     existing = admin.list_topics(timeout=timeout).topics
     wanted = [
         NewTopic(
-            f"{settings.app_id}-{table}-changelog",
+            changelog_topic(settings.app_id, stage),
             partitions,
             settings.replication_factor,
             config={"cleanup.policy": "compact"},
         )
-        for table, partitions in (
-            ("stage1", events_partitions),
-            ("state", settings.updates_partitions),
+        for stage, partitions in (
+            (STAGE1, events_partitions),
+            (STAGE2, settings.updates_partitions),
         )
-        if f"{settings.app_id}-{table}-changelog" not in existing
+        if changelog_topic(settings.app_id, stage) not in existing
     ]
     if not wanted:
         return
@@ -83,12 +84,11 @@ def run(settings: ProcessorSettings | None = None) -> None:
     ensure_changelog_topics(settings, partitions)
     processors = Processors(settings, partitions)
     if settings.metrics_port:
-        from prometheus_client import REGISTRY
+        from rhythm.runtime.health import HealthServer
 
-        from rhythm.producers.health import HealthServer
-
+        metrics = processors.metrics
         HealthServer(
-            settings.metrics_host, settings.metrics_port, REGISTRY, processors.metrics.progress
+            settings.metrics_host, settings.metrics_port, metrics.registry, metrics.progress
         ).start()
     worker = faust.Worker(processors.app, loglevel=settings.log_level, quiet=True)
     # Faust's startup spinner sets the root logger to DEBUG (for good): every debug call in

@@ -6,8 +6,9 @@ client.track(tenant="acme", actor=("user", "u-42"), verb="replied", object=("mes
 """
 
 from rhythm.producers.client import Client, ClientClosedError, ErrorCallback
-from rhythm.producers.config import ClientSettings, KafkaSettings
+from rhythm.producers.config import ClientSettings
 from rhythm.producers.prepare import partition_key, prepare_event
+from rhythm.runtime.kafka_settings import KafkaSettings
 
 __all__ = [
     "Client",

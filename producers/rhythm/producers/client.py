@@ -33,9 +33,10 @@ from types import TracebackType
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from prometheus_client import CollectorRegistry
 
 from rhythm.producers.config import ClientSettings
-from rhythm.producers.metrics import COLLECTOR, ClientStats
+from rhythm.producers.metrics import ClientStats, collector_for
 from rhythm.producers.prepare import EntityLike, make_person, prepare_event
 from rhythm.schemas import Event, decode_event, encode_event
 from rhythm.schemas.people import Person, Traits
@@ -72,7 +73,10 @@ class Client:
         settings: ClientSettings | None = None,
         *,
         on_error: ErrorCallback | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
+        """`registry`: where the client's metrics are counted (default: prometheus_client's
+        default registry, which the application's /metrics serves)."""
         self.settings = settings or ClientSettings()
         self.on_error = on_error
         self.stats = ClientStats()
@@ -89,7 +93,7 @@ class Client:
         self._delivery_cb = self._on_delivery
         self._identify_cb = self._on_identify_delivery
         _LIVE.add(self)
-        COLLECTOR.add(self)
+        collector_for(registry).add(self)
 
     # -- the API ---------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ The hot path bumps plain integers on the client (no lock: delivery reports arriv
 thread at a time, and `track()` counts under the GIL); a collector turns every live client's
 numbers into counter and gauge families when Prometheus scrapes. That keeps the per-event
 cost to an integer add instead of a locked `Counter.inc()` per event.
-Labels are bounded: `reason` comes from a fixed set, never from an event.
+Labels are bounded: `reason` comes from a fixed set, never from an event. The registry is
+the caller's (`Client(registry=...)`), by default the application's default registry.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -152,5 +153,17 @@ def _latency(clients: list[_HasStats]) -> HistogramMetricFamily:
     return family
 
 
-COLLECTOR = _ClientCollector()
-REGISTRY.register(COLLECTOR)
+_COLLECTORS: dict[int, _ClientCollector] = {}  # by id() of the registry
+_COLLECTORS_LOCK = threading.Lock()
+
+
+def collector_for(registry: CollectorRegistry | None = None) -> _ClientCollector:
+    """The collector of every client counted in `registry` (the application's default
+    registry when None: where a library's metrics are expected), registered with it once."""
+    registry = REGISTRY if registry is None else registry
+    with _COLLECTORS_LOCK:
+        collector = _COLLECTORS.get(id(registry))
+        if collector is None:
+            collector = _COLLECTORS[id(registry)] = _ClientCollector()
+            registry.register(collector)
+        return collector

@@ -14,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from rhythm.schemas.keys import SEP
 
 Role = Literal["actor", "object", "target", "tag"]
 AlertKind = Literal["silence", "resumed", "unanswered", "follow_up"]
@@ -66,19 +68,55 @@ class Alert(BaseModel):
     details: dict[str, Any]
 
 
-def signal_key(s: dict[str, Any]) -> str:
-    return "\x1f".join(
-        (s["tenant"], s["role"], s["entity_type"], s["entity_id"],
-         str(s["window_seconds"]), str(s["window_start"]))
-    )  # fmt: skip
+class SignalRecord(TypedDict):
+    """A signal as the processors build it (the `Signal` model's fields; a unit test keeps
+    the two equal)."""
+
+    tenant: str
+    role: str  # a Role; the sink's model checks the value
+    entity_type: str
+    entity_id: str
+    window_start: int
+    window_seconds: int
+    event_count: int
+    weight_sum: float
+    weight_max: float
+    gap_count: int
+    gap_min_s: float | None
+    gap_max_s: float | None
+    gap_mean_s: float | None
+    first_event_at: int
+    last_event_at: int
+    silence_before_s: float | None
+    late_count: int
+    version: int
 
 
-def alert_id(a: dict[str, Any]) -> str:
+class AlertRecord(TypedDict):
+    """An alert as the processors build it (the `Alert` model's fields; `alert_id` is added
+    last, from the others)."""
+
+    alert_id: NotRequired[str]
+    kind: str  # an AlertKind; the sink's model checks the value
+    tenant: str
+    role: str  # a Role; the sink's model checks the value
+    entity_type: str
+    entity_id: str
+    context_id: str | None
+    fired_at: int
+    last_event_at: int
+    expected_within_s: float
+    score: float
+    owners: list[str]
+    details: dict[str, Any]
+
+
+def alert_id(a: Mapping[str, Any]) -> str:
     parts = (
         a["kind"], a["tenant"], a["role"], a["entity_type"], a["entity_id"],
         a.get("context_id") or "", str(a["fired_at"]),
     )  # fmt: skip
-    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(SEP.join(parts).encode(), digest_size=16).hexdigest()
 
 
 def details_dict(value: Any) -> dict[str, Any]:

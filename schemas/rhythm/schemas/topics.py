@@ -1,5 +1,7 @@
-"""Kafka topics and how they are created. Replication and min.insync.replicas are the broker
-manager's business (they depend on the cluster size), so they are not set here."""
+"""Every Kafka topic and consumer-group name Rhythm uses, and how its topics are created: the
+one source for them (settings take their defaults from here). Replication and
+min.insync.replicas are the broker manager's business (they depend on the cluster size), so
+they are not set here."""
 
 from __future__ import annotations
 
@@ -19,7 +21,30 @@ NOTIFICATIONS_TOPIC = "rhythm.notifications"
 #: by alert id so one alert's feedback keeps its order.
 FEEDBACK_TOPIC = "rhythm.feedback"
 
+#: The processors' internal topic between their two stages (created by the processors).
+UPDATES_TOPIC = "rhythm.updates"
+
+#: The processors' two stages, by one name each: the Faust agent, its table (whose
+#: changelog is `changelog_topic(app_id, stage)`) and the `stage` label of their metrics.
+#: Stage 1 reads events and explodes them into per-entity updates; stage 2 turns updates
+#: into signals and alerts.
+STAGE1 = "stage1"
+STAGE2 = "stage2"
+
+#: Consumer groups (the processors' is also their Faust app id).
+PROCESSORS_GROUP = "rhythm-processors"
+SINK_GROUP = "rhythm-sink"
+NOTIFIER_GROUP = "rhythm-notifier"
+
+#: What the sink writes to ClickHouse by default.
+SINK_TOPICS = (EVENTS_TOPIC, SIGNALS_TOPIC, ALERTS_TOPIC)
+
 _DAY_MS = 24 * 60 * 60 * 1000
+
+
+def changelog_topic(app_id: str, stage: str) -> str:
+    """The changelog of a stage's Faust table (Faust names it so: `<app>-<table>-changelog`)."""
+    return f"{app_id}-{stage}-changelog"
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from rhythm.producers.health import Progress
+from rhythm.runtime.health import Progress
+from rhythm.runtime.metrics import part_registry
 from rhythm.schemas.feedback import FEEDBACK_KINDS
 from rhythm.schemas.outputs import ALERT_KINDS
 from rhythm.schemas.people import DELIVERY_STATES
@@ -65,7 +66,7 @@ class _Feedback(Collector):
 
 class NotifierMetrics:
     def __init__(self, stall_after_s: float) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = part_registry()
         r = self.registry
         self.sent = Counter("rhythm_notifier_sent", "Heads-ups delivered.", ["channel"], registry=r)
         self.failed = Counter(

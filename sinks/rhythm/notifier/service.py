@@ -82,7 +82,7 @@ from rhythm.notifier.schedule import (
     working_time,
 )
 from rhythm.notifier.settings import NotifierSettings
-from rhythm.schemas import encode_event
+from rhythm.schemas import dead_letters, encode_event
 from rhythm.schemas.feedback import Feedback
 from rhythm.schemas.outputs import Alert
 from rhythm.schemas.people import Person
@@ -626,13 +626,15 @@ class Notifier:
             self.settings.dead_letters_topic,
             json.dumps(d.alert, sort_keys=True).encode(),
             d.key,
-            headers=[
-                ("rhythm.reason", b"notification_failed"),
-                ("rhythm.detail", f"{d.channel} to {d.recipient}: {d.last_error}".encode()),
-                ("rhythm.source.topic", self.settings.alerts_topic.encode()),
-                ("rhythm.delivery.key", d.key.encode()),
-                ("rhythm.delivery.attempts", str(d.attempts).encode()),
-            ],
+            headers=dead_letters.headers(
+                "notification_failed",
+                f"{d.channel} to {d.recipient}: {d.last_error}",
+                self.settings.alerts_topic,
+                extra=[
+                    ("rhythm.notifier.delivery_key", d.key),
+                    ("rhythm.notifier.attempts", str(d.attempts)),
+                ],
+            ),
         )
 
     def _collect_acks(self) -> None:
@@ -652,7 +654,7 @@ def run_notifier(
     on_ready: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
     """Run until `stop` is set: the health server, then the loop."""
-    from rhythm.producers.health import HealthServer
+    from rhythm.runtime.health import HealthServer
 
     log.info(
         "notifier: group %s, channels %s, ledger %s", settings.group_id,

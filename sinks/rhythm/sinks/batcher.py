@@ -22,7 +22,7 @@ import collections
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from rhythm.sinks.transform import DeadLetter, Kind, Message, Outcome, Row
+from rhythm.sinks.tables.rows import DeadLetter, Kind, Message, Outcome, Row
 
 __all__ = ["INTENT_PREFIX", "Batch", "Batcher", "intent_metadata", "parse_intent"]
 

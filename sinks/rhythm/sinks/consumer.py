@@ -1,4 +1,4 @@
-"""The consumer loop: poll, transform, batch, commit intents, hand batches to the writer,
+"""The consumer loop: poll, process (tables/), batch, commit intents, hand batches to the writer,
 commit what it wrote, and keep memory bounded with pause/resume.
 
 This thread alone calls the Kafka consumer (confluent-kafka blocks a second thread's calls
@@ -31,10 +31,12 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
+from rhythm.runtime.offsets import lag
 from rhythm.sinks.batcher import MAX_INTENTS, Batch, Batcher, intent_metadata, parse_intent
 from rhythm.sinks.metrics import SinkMetrics
 from rhythm.sinks.settings import SinkSettings
-from rhythm.sinks.transform import TRANSFORMS, Kind, Message
+from rhythm.sinks.tables import TABLES
+from rhythm.sinks.tables.rows import Kind, Message
 from rhythm.sinks.writer import Done, Writer, error_reason
 
 __all__ = ["ConsumerLoop", "FatalConsumerError", "consumer_config"]
@@ -76,14 +78,7 @@ class ConsumerLoop:
         self.batcher = batcher
         self.metrics = metrics
         self.poll_timeout_s = poll_timeout_s
-        self.kinds: dict[str, Kind] = {
-            settings.events_topic: "events",
-            settings.signals_topic: "signals",
-            settings.alerts_topic: "alerts",
-            settings.people_topic: "people",
-            settings.notifications_topic: "notifications",
-            settings.feedback_topic: "feedback",
-        }
+        self.kinds: dict[str, Kind] = {topic: kind for kind, topic in settings.kind_topics.items()}
         self._topic_ids = topic_ids
         self._done: queue.SimpleQueue[Done] = queue.SimpleQueue()
         self.writer = writer_factory(self._done.put)
@@ -204,7 +199,7 @@ class ConsumerLoop:
             key=key,
             value=value,
         )
-        outcome = TRANSFORMS[kind][1](message)
+        outcome = TABLES[kind].process(message)
         self.held_messages += 1
         self.held_bytes += size
         self.held_messages_max = max(self.held_messages_max, self.held_messages)
@@ -400,7 +395,7 @@ class ConsumerLoop:
             written = self.written_offsets.get(tp)
             if high is None or high < 0 or written is None:
                 continue
-            self._lag[tp] = max(0, high - written)
+            self._lag[tp] = lag(high, written)
             self.metrics.progress.done(topic, partition, written)
             self.metrics.progress.end(topic, partition, high)
             self.metrics.lag.labels(topic, str(partition)).set(self._lag[tp])
@@ -424,5 +419,5 @@ class ConsumerLoop:
             "batches_written": self.batches_written,
             "retrying": self.writer.retrying,
             "last_error": self.writer.last_error,
-            "lag": {f"{t}[{p}]": lag for (t, p), lag in sorted(self._lag.items())},
+            "lag": {f"{t}[{p}]": n for (t, p), n in sorted(self._lag.items())},
         }

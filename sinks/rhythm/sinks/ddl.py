@@ -1,4 +1,4 @@
-"""Single-node DDL rendered from the definitions in `schema.py` and `views.py`.
+"""Single-node DDL rendered from the definitions in `tables/`.
 
 Pure functions of (definition, database, retention). `ddl_cluster.py` renders the same
 objects for a cluster (ON CLUSTER, Replicated engines, Distributed tables) through the
@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from string import Template
 
-from rhythm.sinks.schema import Column, Engine, Table
-from rhythm.sinks.views import View
+from rhythm.sinks.tables.definition import Column, Engine, Table, View
 
 __all__ = [
     "create_database",

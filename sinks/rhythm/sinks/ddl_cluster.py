@@ -7,7 +7,7 @@ Layout (`rhythm migrate --cluster NAME`, the sink with `RHYTHM_SINK_CLUSTER=NAME
   {database}/{table}', '{replica}'[, version])`, the `{shard}`/`{replica}` macros from each
   server's config) and the same columns, keys, partitioning, TTL and comment;
 - `T` itself is a Distributed table over `T_local`, sharded by `cityHash64(<shard_by>)` (the
-  entity, see `schema.py`): the names the sink inserts into and analysts query stay the same
+  entity, see `tables/`): the names the sink inserts into and analysts query stay the same
   as on a single node;
 - the materialized view `entity_events_mv` reads `events_local` and writes
   `entity_events_local` on each node: an insert reaching a shard fans out there, in the same
@@ -28,8 +28,8 @@ from `non_replicated_deduplication_window` to `replicated_deduplication_window`.
 from __future__ import annotations
 
 from rhythm.sinks.ddl import create_database, create_table, create_view, on_cluster, quote
-from rhythm.sinks.schema import SCHEMA_MIGRATIONS, Engine, Table
-from rhythm.sinks.views import View
+from rhythm.sinks.tables import SCHEMA_MIGRATIONS
+from rhythm.sinks.tables.definition import Engine, Table, View
 
 __all__ = [
     "BOOKKEEPING_PATH",

@@ -1,7 +1,8 @@
 """The dead-letter topic: each poison message as it came (key and value untouched), with
-where it came from and why in its headers. Delivery is confirmed before the batch's offsets
-are committed; a batch retried after a crash may publish a dead letter twice (the headers
-name the source position, and the dead_letters table is deduplicated on it)."""
+where it came from and why in its headers (rhythm.schemas.dead_letters). Delivery is
+confirmed before the batch's offsets are committed; a batch retried after a crash may publish
+a dead letter twice (the headers name the source position, and the dead_letters table is
+deduplicated on it)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from rhythm.producers.config import KafkaSettings
-from rhythm.sinks.transform import DeadLetter
+from rhythm.runtime.kafka_settings import KafkaSettings
+from rhythm.schemas import dead_letters
+from rhythm.sinks.tables.rows import DeadLetter
 
 __all__ = ["DeadLetterTopic", "DeliveryFailedError"]
 
@@ -21,16 +23,11 @@ class DeliveryFailedError(RuntimeError):
     pass
 
 
-def headers(dead: DeadLetter) -> list[tuple[str, str | bytes | None]]:
+def headers(dead: DeadLetter, extra: list[tuple[str, str]]) -> list[tuple[str, str | bytes | None]]:
     m = dead.message
-    return [
-        ("rhythm.reason", dead.reason.encode()),
-        ("rhythm.detail", dead.detail[:1000].encode("utf-8", "replace")),
-        ("rhythm.source.topic", m.topic.encode()),
-        ("rhythm.source.partition", str(m.partition).encode()),
-        ("rhythm.source.offset", str(m.offset).encode()),
-        ("rhythm.source.timestamp", str(m.timestamp_ms).encode()),
-    ]
+    return dead_letters.headers(
+        dead.reason, dead.detail, m.topic, m.partition, m.offset, m.timestamp_ms, extra
+    )
 
 
 class DeadLetterTopic:
@@ -51,11 +48,12 @@ class DeadLetterTopic:
 
         with self._lock:
             for item in dead:
+                value, extra = dead_letters.cut(item.message.value or b"")
                 self._producer.produce(
                     self.topic,
-                    value=item.message.value,
+                    value=value,
                     key=item.message.key,
-                    headers=headers(item),
+                    headers=headers(item, extra),
                     on_delivery=report,
                 )
             left = self._producer.flush(timeout)

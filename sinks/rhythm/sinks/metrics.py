@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from rhythm.producers.health import Progress
+from rhythm.runtime.health import Progress
+from rhythm.runtime.metrics import part_registry
 
 __all__ = ["BulkHistogram", "SinkMetrics"]
 
@@ -70,7 +71,7 @@ class SinkMetrics:
     def __init__(
         self, registry: CollectorRegistry | None = None, stall_after_s: float = 60.0
     ) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+        self.registry = registry if registry is not None else part_registry()
         #: what /healthz and /readyz tell (written offsets vs end offsets; health.py)
         self.progress = Progress("sink", stall_after_s)
         r = self.registry

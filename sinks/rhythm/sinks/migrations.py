@@ -27,6 +27,7 @@ from rhythm.sinks.ddl import (
     create_table,
     create_view,
     on_cluster,
+    quote,
     ttl_expression,
 )
 from rhythm.sinks.ddl_cluster import (
@@ -35,10 +36,8 @@ from rhythm.sinks.ddl_cluster import (
     cluster_view,
     local_name,
 )
-from rhythm.sinks.schema import (
-    ALERT_KINDS,
+from rhythm.sinks.tables import (
     ALERTS,
-    ALERTS_V1,
     DATA_TABLES,
     DEAD_LETTERS,
     ENTITY_EVENTS,
@@ -48,17 +47,17 @@ from rhythm.sinks.schema import (
     PEOPLE,
     SCHEMA_MIGRATIONS,
     SIGNALS,
-    Table,
 )
-from rhythm.sinks.views import (
+from rhythm.sinks.tables.alerts import ALERTS_V1, KIND_TYPE
+from rhythm.sinks.tables.definition import Table, View
+from rhythm.sinks.tables.events import ENTITY_EVENTS_MV
+from rhythm.sinks.tables.views import (
     ACTIVITY_FEED,
     ALERTS_RANKED,
-    ENTITY_EVENTS_MV,
     ENTITY_TIMELINE,
     OPEN_ALERTS,
     OPEN_ALERTS_V2,
     TOP_MOVERS,
-    View,
 )
 
 __all__ = [
@@ -157,7 +156,7 @@ def _views(target: Target, _days: int) -> list[str]:
 def _alert_owners(target: Target, _days: int) -> list[str]:
     """follow_up alerts, each alert's score and owners, the noise budget's view."""
     columns = [
-        f"MODIFY COLUMN kind {ALERT_KINDS}",
+        f"MODIFY COLUMN kind {KIND_TYPE}",
         "ADD COLUMN IF NOT EXISTS score Float64 AFTER expected_within_s",
         "ADD COLUMN IF NOT EXISTS owners Array(String) AFTER score",
     ]
@@ -235,7 +234,7 @@ def applied_versions(client: SqlClient, database: str) -> dict[int, str]:
 def _record(database: str, migration: Migration, checksum: str) -> str:
     return (
         f"INSERT INTO {database}.schema_migrations (version, name, checksum) "
-        f"VALUES ({migration.version}, '{_escape(migration.name)}', '{checksum}')"
+        f"VALUES ({migration.version}, {quote(migration.name)}, '{checksum}')"
     )
 
 
@@ -297,7 +296,7 @@ def current_retention(client: SqlClient, target: Target, table: Table) -> int:
     rows = _rows(
         client,
         f"SELECT engine_full FROM system.tables WHERE database = "
-        f"'{_escape(target.database)}' AND name = '{target.storage_table(table)}'",
+        f"{quote(target.database)} AND name = '{target.storage_table(table)}'",
     )
     engine_full = "\t".join(rows[0]) if rows else ""
     match = _TTL_DAYS.search(engine_full)
@@ -318,7 +317,3 @@ def apply_retention(client: SqlClient, target: Target, retention_days: int) -> l
             client.command(f"{target.alter_table(table)} MODIFY TTL {expression}")
         changed.append(table.name)
     return changed
-
-
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("'", "\\'")

@@ -19,13 +19,13 @@ from confluent_kafka import Consumer, TopicCollection
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
-from rhythm.producers.health import HealthServer
+from rhythm.runtime.health import HealthServer
 from rhythm.sinks.batcher import Batcher
 from rhythm.sinks.consumer import ConsumerLoop, consumer_config
 from rhythm.sinks.dead_letters import DeadLetterTopic
-from rhythm.sinks.endpoint import QueryEndpoint
-from rhythm.sinks.endpoint_engine import EmbeddedEngine
-from rhythm.sinks.endpoint_policy import Credentials, Limits
+from rhythm.sinks.endpoint.engine import EmbeddedEngine
+from rhythm.sinks.endpoint.policy import Credentials, Limits
+from rhythm.sinks.endpoint.server import QueryEndpoint
 from rhythm.sinks.metrics import SinkMetrics
 from rhythm.sinks.migrations import MigrationError, migrate
 from rhythm.sinks.settings import SinkSettings

@@ -12,13 +12,13 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from rhythm.producers.config import KafkaSettings
+from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.schemas.topics import (
     ALERTS_TOPIC,
     DEAD_LETTERS_TOPIC,
@@ -28,6 +28,9 @@ from rhythm.schemas.topics import (
     PEOPLE_TOPIC,
     SIGNALS_TOPIC,
 )
+
+if TYPE_CHECKING:
+    from rhythm.sinks.tables.rows import Kind
 
 __all__ = ["Dsn", "SinkSettings", "default_data_dir", "parse_dsn"]
 
@@ -93,6 +96,15 @@ def parse_dsn(text: str) -> Dsn:
         password=SecretStr(unquote(parts.password)) if parts.password else None,
         settings=dict(parse_qsl(parts.query)),
     )
+
+
+def _secret(value: SecretStr | None, file: Path | None) -> SecretStr | None:
+    """A secret as given, else read from its file (e.g. a mounted secret), else None."""
+    if value is not None:
+        return value
+    if file is not None:
+        return SecretStr(file.read_text(encoding="utf-8").strip())
+    return None
 
 
 def _loopback(host: str) -> bool:
@@ -265,35 +277,22 @@ class SinkSettings(BaseSettings):
         dsn = parse_dsn(self.resolved_dsn_text())
         if dsn.embedded:
             return dsn
-        password = dsn.password
-        if self.clickhouse_password is not None:
-            password = self.clickhouse_password
-        elif self.clickhouse_password_file is not None:
-            text = self.clickhouse_password_file.read_text(encoding="utf-8").strip()
-            password = SecretStr(text)
+        password = _secret(self.clickhouse_password, self.clickhouse_password_file)
         return Dsn(
             dsn.kind,
             host=dsn.host,
             port=dsn.port,
             username=self.clickhouse_user or dsn.username,
-            password=password,
+            password=dsn.password if password is None else password,
             settings=dsn.settings,
         )
 
     def analyst_password(self) -> SecretStr | None:
-        if self.http_password is not None:
-            return self.http_password
-        if self.http_password_file is not None:
-            return SecretStr(self.http_password_file.read_text(encoding="utf-8").strip())
-        return None
+        return _secret(self.http_password, self.http_password_file)
 
     def admin_password(self) -> SecretStr | None:
         """The configured admin password, if any (else the running sink generated one)."""
-        if self.http_admin_password is not None:
-            return self.http_admin_password
-        if self.http_admin_password_file is not None:
-            return SecretStr(self.http_admin_password_file.read_text(encoding="utf-8").strip())
-        return None
+        return _secret(self.http_admin_password, self.http_admin_password_file)
 
     def admin_password_file(self) -> Path:
         """Where a sink writes the admin password it generated (mode 0600), for the CLI."""
@@ -303,15 +302,20 @@ class SinkSettings(BaseSettings):
         return self.data_dir / "clickhouse.admin"
 
     @property
+    def kind_topics(self) -> dict[Kind, str]:
+        """The topic each kind of message is read from (`tables.TABLES` has its table)."""
+        return {
+            "events": self.events_topic,
+            "signals": self.signals_topic,
+            "alerts": self.alerts_topic,
+            "people": self.people_topic,
+            "notifications": self.notifications_topic,
+            "feedback": self.feedback_topic,
+        }
+
+    @property
     def topics(self) -> list[str]:
-        return [
-            self.events_topic,
-            self.signals_topic,
-            self.alerts_topic,
-            self.people_topic,
-            self.notifications_topic,
-            self.feedback_topic,
-        ]
+        return list(self.kind_topics.values())
 
     def endpoint_state_file(self) -> Path | None:
         """Where a running sink says which endpoint serves its embedded store."""

@@ -15,9 +15,9 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from rhythm.sinks.schema import Table
 from rhythm.sinks.settings import Dsn, SinkSettings
-from rhythm.sinks.transform import Row
+from rhythm.sinks.tables.definition import Table
+from rhythm.sinks.tables.rows import Row
 
 __all__ = [
     "EndpointState",

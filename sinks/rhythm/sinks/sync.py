@@ -9,14 +9,11 @@ unwritten messages). Messages published after the call started are not waited fo
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
-
-from rhythm.producers.config import KafkaSettings
+from rhythm.runtime.kafka_settings import KafkaSettings
+from rhythm.runtime.offsets import TP, Offsets, lag
 
 __all__ = ["PartitionGap", "SyncReport", "wait_for_sink"]
 
@@ -30,7 +27,7 @@ class PartitionGap:
 
     @property
     def missing(self) -> int:
-        return self.end - max(self.committed or 0, 0)
+        return lag(self.end, self.committed)
 
     def __str__(self) -> str:
         done = "nothing committed" if self.committed is None else f"committed {self.committed}"
@@ -55,29 +52,14 @@ class SyncReport:
         return "\n".join(lines)
 
 
-def _consumer(kafka: KafkaSettings, group_id: str) -> Consumer:
-    conf: dict[str, Any] = kafka.to_librdkafka()
-    # The sink's group id, to read its commits; this consumer never subscribes, so it
-    # never joins the group or commits anything.
-    conf.update({"group.id": group_id, "enable.auto.commit": False})
-    conf["client.id"] = f"rhythm-sync-{uuid.uuid4().hex[:8]}"
-    return Consumer(conf)
-
-
-def _ends(consumer: Consumer, topics: Sequence[str], timeout: float) -> dict[tuple[str, int], int]:
-    ends: dict[tuple[str, int], int] = {}
-    metadata = consumer.list_topics(timeout=timeout)
-    for topic in topics:
-        info = metadata.topics.get(topic)
-        if info is None or info.error is not None:
-            continue  # no topic: nothing was published to it
-        for partition in info.partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout
-            )
-            if high > low:  # else empty (or emptied by retention): nothing to wait for
-                ends[(topic, partition)] = high
-    return ends
+def _ends(offsets: Offsets, topics: Sequence[str]) -> dict[TP, int]:
+    tps = offsets.partitions(topics)
+    marks = offsets.watermarks(tps)
+    unanswered = sorted(set(tps) - set(marks))
+    if unanswered:  # waiting for less than was published would say "in sync" too early
+        raise RuntimeError(f"the broker gave no end offsets for {unanswered}")
+    # An empty partition (or one emptied by retention) has nothing to wait for.
+    return {tp: high for tp, (low, high) in marks.items() if high > low}
 
 
 def wait_for_sink(
@@ -92,12 +74,14 @@ def wait_for_sink(
     of `topics` as they were when this was called; else, at `timeout`, what is missing."""
     started = time.monotonic()
     deadline = started + timeout
-    consumer = _consumer(kafka, group_id)
+    # The sink's group id, to read its commits; never joined, nothing committed.
+    offsets = Offsets(kafka, group_id, timeout_s=max(1.0, min(10.0, timeout)))
     try:
-        ends = _ends(consumer, topics, timeout=max(1.0, min(10.0, timeout)))
+        ends = _ends(offsets, topics)
         gaps: list[PartitionGap] = []
         while True:
-            gaps = _gaps(consumer, ends, timeout=max(1.0, min(10.0, deadline - time.monotonic())))
+            offsets.timeout_s = max(1.0, min(10.0, deadline - time.monotonic()))
+            gaps = _gaps(offsets, ends)
             elapsed = time.monotonic() - started
             if not gaps:
                 return SyncReport(True, [], elapsed)
@@ -105,25 +89,16 @@ def wait_for_sink(
                 return SyncReport(False, gaps, elapsed)
             time.sleep(poll_interval)
     finally:
-        consumer.close()
+        offsets.close()
 
 
-def _gaps(
-    consumer: Consumer, ends: dict[tuple[str, int], int], timeout: float
-) -> list[PartitionGap]:
+def _gaps(offsets: Offsets, ends: dict[TP, int]) -> list[PartitionGap]:
     if not ends:
         return []
-    try:
-        committed = consumer.committed(
-            [TopicPartition(t, p) for t, p in sorted(ends)], timeout=timeout
-        )
-    except KafkaException:
-        committed = []
-    offsets = {(tp.topic, tp.partition): tp.offset for tp in committed if tp.error is None}
+    committed = offsets.committed(sorted(ends)) or {}
     gaps = []
     for (topic, partition), end in sorted(ends.items()):
-        offset = offsets.get((topic, partition))
-        if offset is None or offset < end:
-            done = offset if offset is not None and offset >= 0 else None
+        done = committed.get((topic, partition))
+        if done is None or done < end:
             gaps.append(PartitionGap(topic, partition, end, done))
     return gaps

@@ -3,8 +3,8 @@
 Per batch (its intent already committed, see batcher.py): insert the rows with the batch's
 token, insert its dead letters with a token of their own and publish them to the
 dead-letter topic, then report it done (the consumer thread commits). Any failure is
-retried with exponential backoff (jittered) for as long as it takes: the transform only
-emits rows that fit the columns, so a refusal means the store is unavailable or its schema
+retried with exponential backoff (jittered) for as long as it takes: the processors (tables/)
+only emit rows that fit the columns, so a refusal means the store is unavailable or its schema
 drifted - for an operator to fix, not a reason to drop data. Meanwhile the consumer keeps
 polling with its partitions paused (the buffer is full), so the group membership holds and
 memory stays bounded.
@@ -30,23 +30,14 @@ from dataclasses import dataclass
 from rhythm.sinks.batcher import Batch, TopicPartition
 from rhythm.sinks.dead_letters import DeadLetterTopic
 from rhythm.sinks.metrics import SinkMetrics
-from rhythm.sinks.schema import DEAD_LETTERS
 from rhythm.sinks.store import Store
-from rhythm.sinks.transform import TRANSFORMS, dead_letter_row
+from rhythm.sinks.tables import DEAD_LETTERS, TABLES
+from rhythm.sinks.tables import dead_letters as dead_letter_rows
 
 __all__ = ["Done", "Writer", "error_reason"]
 
 log = logging.getLogger(__name__)
 
-#: the event-time column of each table, for the freshness histogram
-_EVENT_TIME = {
-    "events": "occurred_at",
-    "signals": "last_event_at",
-    "alerts": "fired_at",
-    "people": "updated_at",
-    "notifications": "updated_at",
-    "feedback": "at",
-}
 _ERROR_NAME = re.compile(r"\(([A-Z][A-Z0-9_]{2,})\)")
 
 
@@ -174,11 +165,11 @@ class Writer:
             self.on_done(Done(batch, written))
 
     def _write(self, batch: Batch) -> None:
-        table, _ = TRANSFORMS[batch.kind]
+        table = TABLES[batch.kind].table
         if batch.rows:
             self._attempt(batch, table.name, lambda: self._insert(batch))
         if batch.dead:
-            rows = [dead_letter_row(d, self.dead_letter_max_bytes) for d in batch.dead]
+            rows = [dead_letter_rows.row(d, self.dead_letter_max_bytes) for d in batch.dead]
             self._attempt(
                 batch,
                 DEAD_LETTERS.name,
@@ -193,12 +184,13 @@ class Writer:
         self.metrics.batch_rows.labels(batch.kind).observe(batch.messages)
 
     def _insert(self, batch: Batch) -> None:
-        table, _ = TRANSFORMS[batch.kind]
+        topic_table = TABLES[batch.kind]
+        table = topic_table.table
         started = time.monotonic()
         self.store.insert(table, batch.rows, batch.token())
         self.metrics.insert_seconds.labels(table.name).observe(time.monotonic() - started)
         self.metrics.rows_written.labels(table.name).inc(len(batch.rows))
-        column = table.column_names.index(_EVENT_TIME[batch.kind])
+        column = topic_table.event_time_index
         now_ms = time.time() * 1000
         self.metrics.freshness.observe_many(
             (max(0.0, (now_ms - row[column]) / 1000) for row in batch.rows), table.name

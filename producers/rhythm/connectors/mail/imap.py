@@ -35,7 +35,7 @@ from rhythm.connectors.mail.mapping import Source
 from rhythm.connectors.mail.pipeline import MailPipeline, RawMessage
 from rhythm.connectors.mail.publish import NotDeliveredError
 from rhythm.connectors.mail.settings import MailSettings
-from rhythm.producers.health import Progress
+from rhythm.runtime.health import Progress
 
 log = logging.getLogger("rhythm.connectors.mail")
 # IMAPClient logs every command at DEBUG (it masks LOGIN, but headers are personal data).

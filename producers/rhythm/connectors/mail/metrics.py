@@ -1,5 +1,5 @@
 """The mail connector's metrics (its own registry, served with /healthz by
-`rhythm.producers.health.HealthServer` on `RHYTHM_MAIL_METRICS_PORT`).
+`rhythm.runtime.health.HealthServer` on `RHYTHM_MAIL_METRICS_PORT`).
 
 Labels are fixed sets only (verbs, error classes): never an address, a mailbox name or an
 account, which are personal data or credentials' neighbours.

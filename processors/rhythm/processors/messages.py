@@ -1,0 +1,45 @@
+"""The processors' internal messages on `rhythm.updates`, from stage 1 to stage 2: one place
+for their shapes (plain lists and dicts, cheap to encode with orjson), and the helpers that
+build a degraded tenant's runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Required, TypedDict
+
+__all__ = ["ContextUpdate", "EntityUpdate", "UpdatesMessage", "extend_run", "new_run"]
+
+# An update as it travels to stage 2: plain lists, cheap to encode.
+# entity:  [key, ts_ms, weight, src_partition, src_offset]
+# run:     [key, first_ms, [weight, ...], src_partition, last_offset, [offset, ...],
+#           [whole seconds after first_ms, ...]]
+#   an entity's events while their tenant is over its budget (budget.py), joined per batch
+#   (any other update of the entity in the batch starts a new run, so each entity's updates
+#   stay in offset order); stage 2 takes them per second. The offsets let it skip those it
+#   already applied when a run is re-sent, after a restart, with other bounds.
+# context: [key, ts_ms, actor_type, actor_id, channel, verb, about, src_partition, src_offset]
+#   (about: the event's target as "type:id", or "")
+EntityUpdate = list[Any]
+ContextUpdate = list[Any]
+
+
+class UpdatesMessage(TypedDict, total=False):
+    """One message on the updates topic: stage 1's batch for one stage 2 partition (split in
+    order into parts under the size limit by `codec.encode_batch`; only the last part
+    carries the watermark)."""
+
+    p: Required[int]  # the source (events) partition
+    wm: int | None  # its watermark, epoch ms (None: none yet); stage 2 closes windows up to it
+    u: list[EntityUpdate]
+    c: list[ContextUpdate]
+
+
+def new_run(key: str, ts: int, src_partition: int) -> EntityUpdate:
+    return [key, ts - ts % 1000, [], src_partition, -1, [], []]
+
+
+def extend_run(run: EntityUpdate, ts: int, weight: float, src_offset: int) -> None:
+    run[2].append(weight)
+    run[4] = src_offset
+    run[5].append(src_offset)
+    run[6].append((ts - run[1]) // 1000)

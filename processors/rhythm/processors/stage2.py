@@ -1,0 +1,412 @@
+"""Stage 2, one partition of the updates topic: entity signals, silence and unanswered alerts.
+
+No I/O here: the Faust agent feeds `apply()` one batch message at a time, sends what it
+returns, and saves the keys in `take_dirty()`. After a restart, `restore()` takes back the
+saved keys; everything else (the due-time heap, the learned reply stats) is rebuilt from them.
+
+Exactly once per key: every entity and context remembers the last source offset it applied
+from each source partition, so updates re-sent after a stage 1 restart are skipped, and each
+key's state is saved in one write, so a crash between two keys' writes never splits a key.
+
+The watermark of this partition is the minimum over all source partitions of the newest
+event time each has reported (stage 1 stamps it on every batch, and on idle ticks).
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_right
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from rhythm.processors.codec import (
+    decode_context,
+    decode_entity,
+    dumps,
+    encode_context,
+    encode_entity,
+    loads,
+)
+from rhythm.processors.messages import UpdatesMessage
+from rhythm.processors.signals.conversation import (
+    ContextMessage,
+    ContextState,
+    Conversations,
+    ReplyConfig,
+    UnansweredAlert,
+)
+from rhythm.processors.signals.entity import (
+    ADDED,
+    LATE,
+    TOO_LATE,
+    AdvanceResult,
+    EntityAlert,
+    EntityState,
+    SignalConfig,
+    add_event,
+    add_runs,
+    advance,
+    expires_at,
+    next_due_ms,
+)
+from rhythm.processors.signals.policy import AlertPolicy
+from rhythm.processors.signals.rhythm import SilenceRule
+from rhythm.schemas.keys import EntityKey, is_context_key, split_context_key
+from rhythm.schemas.outputs import AlertRecord, SignalRecord
+
+NO_WATERMARK = -(2**62)
+RUN = "run"  # the outcome of a run of a degraded tenant's events: counted by add_runs
+MAX_ADVANCE = 20_000  # entities advanced per call (see _advance)
+
+
+@dataclass
+class Stage2Output:
+    signals: list[SignalRecord] = field(default_factory=list)
+    alerts: list[AlertRecord] = field(default_factory=list)
+    late: int = 0
+    too_late: int = 0
+    duplicates: int = 0
+    evicted: int = 0  # entities and threads forgotten after their time to live
+    early: int = 0  # events of hot entities made final before W - L
+    hot: list[str] = field(default_factory=list)  # entity keys that became hot
+    hot_threads: list[str] = field(default_factory=list)  # likewise context keys
+
+
+@dataclass(slots=True)
+class _Entity:
+    """`state` and `applied` are valid only while `frozen` is None: an entity holding
+    nothing (no window, no pending event) is kept as its saved bytes, a third of its objects'
+    memory, and decoded again when something touches it (most idle entities never are)."""
+
+    state: EntityState
+    applied: dict[int, int]
+    rule: SilenceRule | None
+    frozen: bytes | None = None
+
+
+_FROZEN = EntityState()  # the placeholder state of a frozen entity: never read nor changed
+
+
+def _idle(state: EntityState) -> bool:
+    return not state.pending and not state.windows
+
+
+class Stage2Partition:
+    def __init__(
+        self,
+        partition: int,
+        source_partitions: int,
+        signal_cfg: SignalConfig,
+        reply_cfg: ReplyConfig,
+        policy: AlertPolicy | None = None,
+    ) -> None:
+        self.partition = partition
+        self.source_partitions = source_partitions
+        self.signal_cfg = signal_cfg
+        self.policy = policy if policy is not None else AlertPolicy()
+        self.entities: dict[str, _Entity] = {}
+        self.conversations = Conversations(reply_cfg, self.policy)
+        self.source_watermarks: dict[int, int] = {}
+        self.watermark = NO_WATERMARK
+        self._due: list[tuple[int, str]] = []  # (due, key); stale entries are skipped
+        self._due_of: dict[str, int] = {}
+        self._dirty: set[str] = set()
+        self._evicted: set[str] = set()  # keys forgotten since the last take_dirty
+        # Kept up to date per change: summing over every entity per batch (for the gauge)
+        # cost O(entities) each time, most of the batch with a million entities.
+        self.window_count = 0
+        self._watermarks_key = f"{WATERMARKS_PREFIX}{partition}"
+
+    # -- input -----------------------------------------------------------------------------
+
+    def restore(self, items: Iterable[tuple[str, bytes | None]]) -> list[tuple[str, bytes, str]]:
+        """Take back the saved keys; returns those that cannot be read (key, value, why),
+        left out: a foreign record on the changelog must not stop the partition at every
+        start (the key starts afresh, as a forgotten one would)."""
+        contexts: dict[str, ContextState] = {}
+        bad: list[tuple[str, bytes, str]] = []
+        for key, value in items:
+            if value is None:
+                continue  # forgotten (a tombstone)
+            try:
+                if key.startswith(WATERMARKS_PREFIX):
+                    self.source_watermarks.update(decode_watermarks(value))
+                elif is_context_key(key):
+                    split_context_key(key)
+                    contexts[key] = decode_context(value)
+                else:
+                    rule = self._rule(key)
+                    state, applied = decode_entity(value)
+                    entity = self.entities[key] = _Entity(state, applied, rule)
+                    self.window_count += len(state.windows)
+                    self._schedule(key, entity)
+                    if _idle(state):
+                        self._freeze(entity, value)
+            except Exception as exc:
+                bad.append((key, value, f"{type(exc).__name__}: {exc}"[:500]))
+        self.conversations.restore(contexts)
+        self.watermark = self._min_watermark()
+        return bad
+
+    def apply(self, message: UpdatesMessage) -> Stage2Output:
+        """One batch from stage 1: {"p": source partition, "wm": its watermark,
+        "u": entity updates, "c": context updates} (see explode.py for the update shapes)."""
+        out = Stage2Output()
+        alerts = AdvanceResult()
+        cfg = self.signal_cfg
+        final_after = cfg.lateness_ms + 1
+        due_of = self._due_of
+        for key, ts, weight, src_partition, src_offset, *run in message.get("u", ()):
+            overdue = due_of.get(key)
+            if overdue is not None and overdue <= self.watermark:
+                del due_of[key]  # not yet advanced to the watermark (_advance): first that
+                self._advance_one(key, out)
+            entity = self.entities.get(key)
+            if entity is None:
+                entity = self.entities[key] = _Entity(EntityState(), {}, self._rule(key))
+                self._evicted.discard(key)
+            elif entity.frozen is not None:
+                self._thaw(entity)
+            applied = entity.applied.get(src_partition, -1)
+            if src_offset <= applied:
+                out.duplicates += len(run[0]) if run else 1
+                continue
+            entity.applied[src_partition] = src_offset
+            held = len(entity.state.windows)
+            if run:  # a degraded tenant's events (explode.py)
+                offsets, seconds = run
+                skip = bisect_right(offsets, applied) if offsets[0] <= applied else 0
+                out.duplicates += skip  # re-sent with other bounds: skip what was applied
+                late, too_late = add_runs(
+                    entity.state, ts, weight[skip:], seconds[skip:],
+                    self.watermark, cfg, alerts, entity.rule,
+                )  # fmt: skip
+                out.late += late
+                out.too_late += too_late
+                outcome = RUN
+            else:
+                outcome = add_event(
+                    entity.state, ts, weight, self.watermark, cfg, alerts, entity.rule
+                )
+            self.window_count += len(entity.state.windows) - held
+            self._dirty.add(key)
+            if alerts.early:
+                out.early += alerts.early
+                alerts.early = 0
+                if alerts.became_hot:
+                    out.hot.append(key)
+                    alerts.became_hot = False
+                self._schedule(key, entity)
+            if alerts.alerts:  # a late event, or a hot entity's early final, can end a silence
+                out.alerts.extend(_entity_alert(key, a) for a in alerts.alerts)
+                alerts.alerts.clear()
+            if outcome == ADDED:
+                # An on-time event joins `pending` and dirties windows that close no earlier
+                # than it becomes final, so next_due_ms becomes min(old, ts + L + 1): no
+                # need to rescan the entity's windows (kept a day after closing) per event.
+                due = ts + final_after
+                old = due_of.get(key)
+                if old is None or due < old:
+                    due_of[key] = due
+                    heapq.heappush(self._due, (due, key))
+                continue
+            if outcome == LATE:
+                out.late += 1
+            elif outcome == TOO_LATE:
+                out.too_late += 1
+            self._schedule(key, entity)
+        for update in message.get("c", ()):
+            key, ts, actor_type, actor_id, channel, verb, about, src_partition, src_offset = update
+            tenant, context_id = split_context_key(key)
+            context_message = ContextMessage(
+                ts, (actor_type, actor_id), channel, verb, about, src_partition, src_offset
+            )
+            if not self.conversations.add(key, tenant, context_id, context_message):
+                out.duplicates += 1
+        if self.conversations.hot:
+            out.hot_threads.extend(self.conversations.hot)
+            self.conversations.hot.clear()
+        watermark = message.get("wm")
+        if watermark is not None:
+            source = int(message["p"])
+            if watermark > self.source_watermarks.get(source, NO_WATERMARK):
+                self.source_watermarks[source] = int(watermark)
+                self._dirty.add(self._watermarks_key)
+            self._advance(self._min_watermark(), out)
+        return out
+
+    # -- output ----------------------------------------------------------------------------
+
+    def take_dirty(self) -> list[tuple[str, bytes | None]]:
+        """The keys changed since the last call, encoded for the table (None: forgotten, a
+        tombstone), the watermarks last: the changelog keeps their order, so a restored
+        watermark is never ahead of the keys it was computed with (a replayed update is then
+        late only if it was late before)."""
+        items: list[tuple[str, bytes | None]] = [(key, None) for key in sorted(self._evicted)]
+        items.extend((key, None) for key in sorted(self.conversations.evicted))
+        self._evicted.clear()
+        self.conversations.evicted.clear()
+        for key in self._dirty:
+            if key != self._watermarks_key:
+                entity = self.entities[key]
+                data = entity.frozen
+                if data is None:
+                    data = encode_entity(entity.state, entity.applied)
+                items.append((key, data))
+        for key in self.conversations.dirty:
+            items.append((key, encode_context(self.conversations.contexts[key])))
+        if self._watermarks_key in self._dirty:
+            items.append((self._watermarks_key, encode_watermarks(self.source_watermarks)))
+        self._dirty.clear()
+        self.conversations.dirty.clear()
+        return items
+
+    def overdue(self) -> bool:
+        """Entities due by the watermark not yet advanced (`_advance` takes at most
+        MAX_ADVANCE per call): the next message with a watermark takes more of them."""
+        due = self._due
+        while due and self._due_of.get(due[0][1]) != due[0][0]:
+            heapq.heappop(due)  # stale entries first
+        return bool(due) and due[0][0] <= self.watermark
+
+    def open_windows(self) -> int:
+        return self.window_count
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _min_watermark(self) -> int:
+        if len(self.source_watermarks) < self.source_partitions:
+            return NO_WATERMARK  # a source partition has said nothing yet: hold everything
+        return min(self.source_watermarks.values())
+
+    def _advance(self, watermark: int, out: Stage2Output) -> None:
+        """Advance the entities due by the watermark, at most `MAX_ADVANCE` per call: when a
+        million entities' windows close at once, the rest are taken by the next calls (one
+        per message; stage 1 sends one per tick when idle), so no batch holds millions of
+        signals. An entity touched while still overdue is advanced first (`apply`)."""
+        self.watermark = max(self.watermark, watermark)
+        watermark = self.watermark
+        ready: list[str] = []
+        while self._due and self._due[0][0] <= watermark and len(ready) < MAX_ADVANCE:
+            due, key = heapq.heappop(self._due)
+            if self._due_of.get(key) == due:
+                del self._due_of[key]
+                ready.append(key)
+        for key in sorted(ready):  # sorted: the same output order on every run
+            self._advance_one(key, out)
+        forgotten = len(self.conversations.evicted)
+        out.alerts.extend(_unanswered(a) for a in self.conversations.advance(watermark))
+        out.evicted += len(self.conversations.evicted) - forgotten
+
+    def _advance_one(self, key: str, out: Stage2Output) -> None:
+        watermark = self.watermark
+        cfg = self.signal_cfg
+        entity = self.entities[key]
+        if entity.frozen is not None:
+            self._thaw(entity)
+        held = len(entity.state.windows)
+        result = advance(entity.state, watermark, cfg, entity.rule)
+        self.window_count += len(entity.state.windows) - held
+        expiry = expires_at(entity.state, cfg, entity.rule)
+        if expiry is not None and expiry <= watermark:
+            del self.entities[key]
+            self._dirty.discard(key)
+            self._due_of.pop(key, None)
+            self._evicted.add(key)
+            out.evicted += 1
+        else:
+            self._dirty.add(key)
+            self._schedule(key, entity)
+            if _idle(entity.state):
+                # A copy: orjson's result keeps its whole output buffer (4 KiB at least)
+                # allocated, whatever its length; this one is kept for long.
+                data = encode_entity(entity.state, entity.applied)
+                self._freeze(entity, bytes(memoryview(data)))
+        if result.signals or result.alerts:
+            ek = EntityKey.decode(key)
+            out.signals.extend(_signal(ek, s) for s in result.signals)
+            out.alerts.extend(_entity_alert(key, a) for a in result.alerts)
+
+    def entity_state(self, key: str) -> EntityState:
+        """An entity's state (decoded if it was kept frozen)."""
+        entity = self.entities[key]
+        if entity.frozen is not None:
+            self._thaw(entity)
+        return entity.state
+
+    @staticmethod
+    def _freeze(entity: _Entity, data: bytes) -> None:
+        entity.frozen = data
+        entity.state = _FROZEN
+        entity.applied = {}
+
+    @staticmethod
+    def _thaw(entity: _Entity) -> None:
+        assert entity.frozen is not None
+        entity.state, entity.applied = decode_entity(entity.frozen)
+        entity.frozen = None
+
+    def _rule(self, key: str) -> SilenceRule | None:
+        ek = EntityKey.decode(key)
+        return self.policy.silence_rule(ek.tenant, ek.role, ek.entity_type)
+
+    def _schedule(self, key: str, entity: _Entity) -> None:
+        due = next_due_ms(entity.state, self.signal_cfg, entity.rule)
+        if due is None:
+            self._due_of.pop(key, None)
+        elif self._due_of.get(key) != due:
+            self._due_of[key] = due
+            heapq.heappush(self._due, (due, key))
+
+
+WATERMARKS_PREFIX = "\x00wm\x1f"  # + partition number: one record per partition
+
+
+def encode_watermarks(marks: dict[int, int]) -> bytes:
+    return dumps([[k, v] for k, v in sorted(marks.items())])
+
+
+def decode_watermarks(data: bytes) -> dict[int, int]:
+    return {int(k): int(v) for k, v in loads(data)}
+
+
+def _signal(ek: EntityKey, measures: dict[str, Any]) -> SignalRecord:
+    # The window's measures are entity.py's; their keys are checked against the Signal model
+    # (tests/unit/test_stages.py validates real outputs).
+    return cast(SignalRecord, {**ek.fields(), **measures})
+
+
+def _entity_alert(key: str, alert: EntityAlert) -> AlertRecord:
+    ek = EntityKey.decode(key)
+    return {
+        "kind": alert.kind,
+        "tenant": ek.tenant,
+        "role": ek.role,
+        "entity_type": ek.entity_type,
+        "entity_id": ek.entity_id,
+        "context_id": None,
+        "fired_at": alert.fired_at_ms,
+        "last_event_at": alert.last_event_at_ms,
+        "expected_within_s": alert.expected_within_ms / 1000,
+        "score": round(alert.score, 6),
+        "owners": [],
+        "details": alert.details,
+    }
+
+
+def _unanswered(alert: UnansweredAlert) -> AlertRecord:
+    return {
+        "kind": alert.kind,
+        "tenant": alert.tenant,
+        "role": "actor",
+        "entity_type": alert.sender[0],
+        "entity_id": alert.sender[1],
+        "context_id": alert.context_id,
+        "fired_at": alert.fired_at_ms,
+        "last_event_at": alert.since_ms,
+        "expected_within_s": alert.expected_within_ms / 1000,
+        "score": alert.score,
+        "owners": alert.owners,
+        "details": alert.details,
+    }

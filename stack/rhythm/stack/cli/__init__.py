@@ -1,0 +1,1 @@
+"""The `rhythm` command line: `main` assembles it, one module per group of commands."""

@@ -1,0 +1,1 @@
+"""`rhythm report`: the queries, the report as data, and its terminal and HTML renderings."""

@@ -1,0 +1,1 @@
+"""`rhythm simulate`: a seedable month of a realistic enterprise, and its sending."""
