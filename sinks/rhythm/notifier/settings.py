@@ -23,6 +23,7 @@ from rhythm.schemas.topics import (
     EVENTS_TOPIC,
     FEEDBACK_TOPIC,
     NOTIFICATIONS_TOPIC,
+    NOTIFIER_GROUP,
     PEOPLE_TOPIC,
 )
 
@@ -45,7 +46,7 @@ class NotifierSettings(BaseSettings):
         default_factory=default_data_dir,
         description="Holds the delivery ledger (state.db): one running notifier per directory.",
     )
-    group_id: str = "rhythm-notifier"
+    group_id: str = NOTIFIER_GROUP
     group_instance_id: str | None = Field(
         None,
         description="Static group membership: a restarted notifier gets its partitions back "

@@ -27,6 +27,7 @@ from rhythm.schemas.topics import (
     NOTIFICATIONS_TOPIC,
     PEOPLE_TOPIC,
     SIGNALS_TOPIC,
+    SINK_GROUP,
 )
 
 if TYPE_CHECKING:
@@ -190,7 +191,7 @@ class SinkSettings(BaseSettings):
     http_max_threads: int = Field(2, ge=0)
 
     # -- Kafka side -------------------------------------------------------------------------
-    group_id: str = "rhythm-sink"
+    group_id: str = SINK_GROUP
     group_instance_id: str | None = Field(
         None,
         description="Static group membership: a restarted sink gets its partitions back at "

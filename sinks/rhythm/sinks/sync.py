@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.runtime.offsets import TP, Offsets, lag
+from rhythm.schemas.topics import SINK_GROUP
 
 __all__ = ["PartitionGap", "SyncReport", "wait_for_sink"]
 
@@ -67,7 +68,7 @@ def wait_for_sink(
     topics: Sequence[str],
     timeout: float = 60.0,
     *,
-    group_id: str = "rhythm-sink",
+    group_id: str = SINK_GROUP,
     poll_interval: float = 0.2,
 ) -> SyncReport:
     """True-ish (a `SyncReport`) once the sink group has committed past every end offset

@@ -12,6 +12,7 @@ import typer
 from pydantic import ValidationError
 
 from rhythm.runtime.kafka_settings import KafkaSettings
+from rhythm.schemas.topics import NOTIFIER_GROUP
 from rhythm.stack.cli.foreground import fail, invalid_settings, run_in_foreground, setup_logging
 
 DsnOption = Annotated[
@@ -180,7 +181,7 @@ def sync(
             timeout,
             sink_topics=tuple(settings.topics),
             sink_group=settings.group_id,
-            notifier_group="rhythm-notifier" if notifier else None,
+            notifier_group=NOTIFIER_GROUP if notifier else None,
             watermark_at_least=mark,
         )
     if not report:

@@ -24,18 +24,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rhythm.runtime.kafka_settings import KafkaSettings
+from rhythm.runtime.offsets import group_lag
 from rhythm.runtime.process import alive, stop_group
+from rhythm.schemas.topics import (
+    EVENTS_TOPIC,
+    PROCESSORS_GROUP,
+    SINK_GROUP,
+    SINK_TOPICS,
+    UPDATES_TOPIC,
+)
 from rhythm.sinks.settings import default_data_dir
 from rhythm.stack import prometheus
 from rhythm.stack.kafka import LocalKafkaSettings, open_local_kafka
 from rhythm.stack.ports import port_open
-
-PROCESSOR_GROUP = "rhythm-processors"
-SINK_GROUP = "rhythm-sink"
 
 
 class StackSettings(BaseSettings):
@@ -160,13 +165,11 @@ class Stack:
                 ok, detail = probe_health(f"http://127.0.0.1:{port}/healthz")
                 parts[name]["health"] = {"ok": bool(ok), "detail": detail}
         if parts["kafka"]["running"]:
-            bootstrap = self.kafka.bootstrap
-            parts["processors"]["lag"] = consumer_lag(
-                bootstrap, PROCESSOR_GROUP, ["rhythm.events", "rhythm.updates"]
+            conn = KafkaSettings(bootstrap_servers=self.kafka.bootstrap)
+            parts["processors"]["lag"] = group_lag(
+                conn, PROCESSORS_GROUP, [EVENTS_TOPIC, UPDATES_TOPIC]
             )
-            parts["sink"]["lag"] = consumer_lag(
-                bootstrap, SINK_GROUP, ["rhythm.events", "rhythm.signals", "rhythm.alerts"]
-            )
+            parts["sink"]["lag"] = group_lag(conn, SINK_GROUP, list(SINK_TOPICS))
         if self.notifier_wanted() or "notifier" in state:
             pid = state.get("notifier", {}).get("pid")
             port = self.settings.notifier_metrics_port
@@ -365,30 +368,6 @@ class Stack:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.state_file)
-
-
-def consumer_lag(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:
-    """Messages each topic still holds for `group` (end offset minus committed offset)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    lag: dict[str, int] = {}
-    try:
-        for topic in topics:
-            meta = consumer.list_topics(topic, timeout=5).topics.get(topic)
-            if meta is None or meta.error is not None:
-                continue
-            tps = [TopicPartition(topic, p) for p in meta.partitions]
-            try:
-                committed = consumer.committed(tps, timeout=5)
-            except KafkaException:  # e.g. the group coordinator still loading: unknown now
-                continue
-            total = 0
-            for tp in committed:
-                _, high = consumer.get_watermark_offsets(tp, timeout=5)
-                total += high - max(tp.offset, 0)
-            lag[topic] = total
-    finally:
-        consumer.close()
-    return lag
 
 
 def scrape(port: int, metric: str) -> list[float] | None:

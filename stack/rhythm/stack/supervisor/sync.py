@@ -19,23 +19,29 @@ from __future__ import annotations
 import time
 
 from rhythm.runtime.kafka_settings import KafkaSettings
+from rhythm.schemas.topics import (
+    ALERTS_TOPIC,
+    EVENTS_TOPIC,
+    PROCESSORS_GROUP,
+    SINK_GROUP,
+    SINK_TOPICS,
+    UPDATES_TOPIC,
+)
 from rhythm.sinks.sync import SyncReport, wait_for_sink
 from rhythm.stack.supervisor.control import scrape_min
-
-PROCESSOR_GROUP = "rhythm-processors"
 
 
 def wait_for_pipeline(
     kafka: KafkaSettings,
     timeout: float,
     *,
-    events_topic: str = "rhythm.events",
-    updates_topic: str = "rhythm.updates",
-    sink_topics: tuple[str, ...] = ("rhythm.events", "rhythm.signals", "rhythm.alerts"),
-    processor_group: str = PROCESSOR_GROUP,
-    sink_group: str = "rhythm-sink",
+    events_topic: str = EVENTS_TOPIC,
+    updates_topic: str = UPDATES_TOPIC,
+    sink_topics: tuple[str, ...] = SINK_TOPICS,
+    processor_group: str = PROCESSORS_GROUP,
+    sink_group: str = SINK_GROUP,
     notifier_group: str | None = None,
-    alerts_topic: str = "rhythm.alerts",
+    alerts_topic: str = ALERTS_TOPIC,
     watermark_at_least: float | None = None,
     metrics_port: int = 9465,
 ) -> SyncReport:
