@@ -30,7 +30,7 @@ from rhythm.connectors.mail.checkpoints import Checkpoints
 from rhythm.connectors.mail.imap import ImapSync
 from rhythm.connectors.mail.mapping import message_ref
 from rhythm.connectors.mail.pipeline import MailPipeline
-from rhythm.connectors.mail.publish import Publisher
+from rhythm.connectors.mail.publish import NotDeliveredError, Publisher
 from rhythm.connectors.mail.settings import MailSettings
 from rhythm.connectors.mail.store import Store
 from rhythm.producers import ClientSettings, KafkaSettings
@@ -288,6 +288,7 @@ def test_mail_arriving_while_the_connector_runs_is_an_event_soon(
             metrics = r.read().decode()
         assert "rhythm_mail_events_published_total 2.0" in metrics
         assert 'rhythm_mail_messages_total{verb="emailed"} 2.0' in metrics
+        assert "rhythm_client_events_delivered_total" in metrics  # the client's, beside it
         assert PASSWORD not in metrics and "client.test" not in metrics and user not in metrics
         # our person, in the people directory, so the notifier can reach them
         people = read_topic(kafka_broker.bootstrap, PEOPLE_TOPIC, 0, timeout=5)
@@ -470,3 +471,20 @@ def test_a_companys_mailbox_gives_exactly_the_planted_unanswered_heads_ups(
 def pipeline_alerts(pipeline: Pipeline) -> list[dict[str, Any]]:
     messages = read_topic(pipeline.bootstrap, pipeline.topics["alerts"], 0, timeout=5)
     return [json.loads(payload(m)) for m in messages]
+
+
+def test_kafka_away_is_a_retryable_error_and_nothing_is_marked(tmp_path: Path) -> None:
+    client = ClientSettings(
+        kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"),
+        delivery_timeout_ms=2000,
+    )
+    store = Store(tmp_path / "index.db")
+    publisher = Publisher(store, client, tmp_path / "lock", flush_s=5, kafka_timeout_s=2)
+    event = {"event_id": _id(1), "tenant": "acme", "occurred_at": T0,
+             "actor": {"type": "contact", "id": "c"}, "verb": "emailed"}  # fmt: skip
+    try:
+        with pytest.raises(NotDeliveredError):
+            publisher.publish([event])
+    finally:
+        publisher.close()
+    assert store.published_count() == 0 and store.unpublished([_id(1)]) == {_id(1)}

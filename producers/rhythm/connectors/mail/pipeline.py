@@ -40,9 +40,14 @@ class MailPipeline:
         self.store = Store(settings.state_dir / "index.db")
         self.threader = Threader(self.store, settings.tenant)
         self.mapper = Mapper(settings, self.sides, settings.key())
-        self.publisher = Publisher(self.store, settings.client, settings.state_dir / "publish.lock")
         self.counts: Counter[str] = Counter()
         self.metrics = metrics or MailMetrics()
+        self.publisher = Publisher(
+            self.store,
+            settings.client,
+            settings.state_dir / "publish.lock",
+            registry=self.metrics.registry,  # the client's metrics on the connector's /metrics
+        )
 
     def close(self) -> None:
         try:

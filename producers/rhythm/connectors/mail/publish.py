@@ -23,7 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+from prometheus_client import CollectorRegistry
 
 from rhythm.connectors.mail.store import Store
 from rhythm.producers import Client, ClientSettings
@@ -38,14 +39,22 @@ class NotDeliveredError(RuntimeError):
 
 class Publisher:
     def __init__(
-        self, store: Store, client_settings: ClientSettings, lock_path: Path, flush_s: float = 120
+        self,
+        store: Store,
+        client_settings: ClientSettings,
+        lock_path: Path,
+        flush_s: float = 120,
+        registry: CollectorRegistry | None = None,
+        kafka_timeout_s: float = 30,
     ) -> None:
         self.store = store
         self.settings = client_settings
         self.lock_path = lock_path
         self.flush_s = flush_s
+        self.registry = registry
+        self.kafka_timeout_s = kafka_timeout_s  # metadata and offsets requests
         self.failed: list[tuple[str, str]] = []
-        self.client = Client(client_settings, on_error=self._on_error)
+        self.client = Client(client_settings, on_error=self._on_error, registry=registry)
         self.sent = 0
 
     def _on_error(self, event: dict[str, Any], reason: str) -> None:
@@ -67,6 +76,12 @@ class Publisher:
     def publish(self, events: Sequence[dict[str, Any]]) -> int:
         """Publish what was not published yet; return how many events went out. Raises
         NotDeliveredError when Kafka did not take all of them (nothing is marked)."""
+        try:
+            return self._publish(events)
+        except KafkaException as exc:  # the broker away while noting or reading back
+            raise NotDeliveredError(f"Kafka unavailable: {exc}") from exc
+
+    def _publish(self, events: Sequence[dict[str, Any]]) -> int:
         with self._locked():
             self.recover()
             fresh = self.store.unpublished([e["event_id"] for e in events])
@@ -85,7 +100,11 @@ class Publisher:
             left = self.client.flush(self.flush_s)
             if left or self.failed:
                 reasons = sorted({r for _, r in self.failed}) or ["timed_out"]
-                self.recover()  # what did arrive counts; the rest is sent again later
+                # what is still queued is given up now (purged), not delivered behind the
+                # read-back below; then what did arrive counts and the rest goes again later
+                self.client.close(0)
+                self.client = Client(self.settings, on_error=self._on_error, registry=self.registry)
+                self.recover()
                 raise NotDeliveredError(
                     f"{left + len(self.failed)} of {len(ids)} events not delivered: "
                     + ", ".join(reasons)
@@ -139,11 +158,11 @@ class Publisher:
         consumer = self._consumer()
         try:
             topic = self.settings.topic
-            meta = consumer.list_topics(topic, timeout=30).topics[topic]
+            meta = consumer.list_topics(topic, timeout=self.kafka_timeout_s).topics[topic]
             if meta.error is not None:
                 raise NotDeliveredError(f"topic {topic}: {meta.error}")
             return {
-                p: consumer.get_watermark_offsets(TopicPartition(topic, p), 30)[1]
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), self.kafka_timeout_s)[1]
                 for p in meta.partitions
             }
         finally:
@@ -155,7 +174,8 @@ class Publisher:
         found: set[str] = set()
         try:
             ends = {
-                p: consumer.get_watermark_offsets(TopicPartition(topic, p), 30)[1] for p in since
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), self.kafka_timeout_s)[1]
+                for p in since
             }
             todo = {p for p in since if ends[p] > since[p]}
             consumer.assign(
