@@ -349,3 +349,9 @@ def test_rhythm_up_starts_the_connector_when_an_imap_account_is_set(
     assert part.health_url == "http://127.0.0.1:9469/healthz" and part.ready_port == 9469
     assert part.env["RHYTHM_MAIL_STATE_DIR"] == str(tmp_path.resolve() / "mail-connector")
     assert part.env["RHYTHM_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:9092"
+
+
+def test_the_header_block_ends_at_its_first_blank_line_whatever_the_line_ends() -> None:
+    raw = b"From: a@b.test\nTo: c@d.test\nMessage-ID: <x@y>\n\nSubject: not a header\r\n\r\n"
+    h = parse_headers(raw)
+    assert h.message_id == "x@y" and h.subject == ""

@@ -84,10 +84,9 @@ def parse_headers(raw: bytes | str) -> MailHeaders:
     """Parse a header block (or a whole message: the body is not looked at)."""
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "surrogateescape")
-    end = raw.find(b"\r\n\r\n")
-    end = raw.find(b"\n\n") if end < 0 else end
-    if end >= 0:
-        raw = raw[: end + 2]  # headers only: a body never reaches the parser
+    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+    if ends:
+        raw = raw[: min(ends) + 2]  # headers only: a body never reaches the parser
     msg = _PARSER.parsebytes(raw)
     return from_message(msg)
 
