@@ -128,6 +128,18 @@ def topic_size(kafka: LocalKafka, topic: str) -> int:
         consumer.close()
 
 
+def one_pass(s: MailSettings) -> int:
+    """One IMAP pass of a fresh connector process's objects over the same state."""
+    pipeline = MailPipeline(s)
+    sync = ImapSync(s, pipeline)
+    client = sync.connect()
+    try:
+        return sync.sync(client)
+    finally:
+        client.logout()
+        pipeline.close()
+
+
 def test_imap_threads_replies_sides_and_a_resync_adds_nothing(
     kafka_broker: LocalKafka, topic: str, dovecot: Dovecot, tmp_path: Path
 ) -> None:
@@ -171,14 +183,7 @@ def test_imap_threads_replies_sides_and_a_resync_adds_nothing(
     s = settings(kafka_broker, topic, tmp_path / "state", dovecot, user,
                  imap_port=dovecot.tls_port, imap_security="tls", imap_ca_file=dovecot.cert,
                  mailboxes=["INBOX", "Sent", "Archive"])  # fmt: skip
-    pipeline = MailPipeline(s)
-    sync = ImapSync(s, pipeline)
-    client = sync.connect()
-    try:
-        assert sync.sync(client) == 10
-    finally:
-        client.logout()
-        pipeline.close()
+    assert one_pass(s) == 10
     got = events(kafka_broker, topic, 10)
     assert len(got) == 10 and len({e["event_id"] for e in got}) == 10
     by_object: dict[str, list[Any]] = {}
@@ -212,18 +217,11 @@ def test_imap_threads_replies_sides_and_a_resync_adds_nothing(
 
     # a re-sync from scratch (the checkpoints gone, the index kept) publishes nothing
     (tmp_path / "state" / "checkpoints.json").unlink()
-    pipeline = MailPipeline(s)
-    sync = ImapSync(s, pipeline)
-    client = sync.connect()
-    try:
-        assert sync.sync(client) == 0
-        put(user, "INBOX", mail("m9@client.test", "carl@client.test", "ann@acme.test",
-                                "Re: again", T0 + timedelta(hours=3),
-                                "In-Reply-To: <m3@client.test>\r\n"))  # fmt: skip
-        assert sync.sync(client) == 1  # only the new one
-    finally:
-        client.logout()
-        pipeline.close()
+    assert one_pass(s) == 0
+    m9 = mail("m9@client.test", "carl@client.test", "ann@acme.test", "Re: again",
+              T0 + timedelta(hours=3), "In-Reply-To: <m3@client.test>\r\n")  # fmt: skip
+    put(user, "INBOX", m9)
+    assert one_pass(s) == 1  # only the new one
     got = events(kafka_broker, topic, 11)
     assert len(got) == 11
     new = next(e for e in got if e["object_id"] == message_ref("m9@client.test"))
@@ -238,14 +236,7 @@ def test_imap_threads_replies_sides_and_a_resync_adds_nothing(
     with dovecot.client(user) as c:
         c.delete_folder("Archive")
     put(user, "Archive", reply)
-    pipeline = MailPipeline(s)
-    sync = ImapSync(s, pipeline)
-    client = sync.connect()
-    try:
-        assert sync.sync(client) == 0
-    finally:
-        client.logout()
-        pipeline.close()
+    assert one_pass(s) == 0
     renumbered = Checkpoints(tmp_path / "state" / "checkpoints.json").get(s.account(), "Archive")
     assert renumbered is not None and renumbered.uidvalidity != archive.uidvalidity
     assert topic_size(kafka_broker, topic) == 11

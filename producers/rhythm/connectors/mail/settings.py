@@ -116,7 +116,7 @@ class MailSettings(BaseSettings):
     @field_validator("internal_domains")
     @classmethod
     def _domains(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else [d.strip().lower().lstrip("@.") for d in value if d]
+        return None if value is None else normal_domains(value)
 
     def account(self) -> str:
         """The checkpoints' name for this account: user@host:port, no secret in it."""
@@ -186,5 +186,9 @@ def tenant_sides(settings: MailSettings) -> Sides:
             "RHYTHM_PROCESSOR_TENANTS (or RHYTHM_PROCESSOR_INTERNAL_DOMAINS, "
             "RHYTHM_MAIL_INTERNAL_DOMAINS)"
         )
-    normalised = tuple(d.strip().lower().lstrip("@.") for d in domains if d.strip())
-    return Sides(normalised, internal_type, external_type)
+    return Sides(tuple(normal_domains(domains)), internal_type, external_type)
+
+
+def normal_domains(domains: list[str]) -> list[str]:
+    """`@Acme.COM ` -> `acme.com`; blanks left out."""
+    return [d.strip().lower().lstrip("@.") for d in domains if d.strip()]
