@@ -368,3 +368,19 @@ def test_rhythm_up_supervises_the_notifier_when_a_channel_is_configured(
     assert notifier.env["RHYTHM_NOTIFIER_DATA_DIR"] == str(tmp_path.resolve() / "notifier")
     assert notifier.env["RHYTHM_NOTIFIER_CLICKHOUSE_URL"] == "http://127.0.0.1:8123"
     assert notifier.env["RHYTHM_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:9"
+
+
+def test_every_alert_kind_has_its_own_words_and_a_delivery_decision() -> None:
+    """A new alert kind must say what it is (not fall through to another kind's words), and
+    be either delivered by default or deliberately not (resumed: good news)."""
+    from rhythm.schemas.outputs import ALERT_KINDS
+
+    zone = ZoneInfo("UTC")
+    base = {
+        "entity_type": "account", "entity_id": "a-1", "fired_at": 10 * 86_400_000,
+        "last_event_at": 86_400_000, "expected_within_s": 3600.0, "details": {},
+    }  # fmt: skip
+    words = {kind: headline({**base, "kind": kind}, zone) for kind in ALERT_KINDS}
+    assert len(set(words.values())) == len(ALERT_KINDS), words
+    not_delivered_by_default = {"resumed"}
+    assert set(NotifierSettings().kinds) | not_delivered_by_default == set(ALERT_KINDS)

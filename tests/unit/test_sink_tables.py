@@ -156,3 +156,13 @@ def test_applied_migrations_never_change() -> None:
         ("a54b65d32fb15d9f", "7f02a55818471971"),
         ("338468358ca208bd", "b23f65b4cdc0ecb4"),
     ]
+
+
+def test_every_topic_the_sink_reads_is_created_by_default() -> None:
+    """A new table's topic must be in DEFAULT_TOPICS, or a fresh stack never creates it."""
+    from rhythm.schemas.topics import DEFAULT_TOPICS
+
+    created = {spec.name for spec in DEFAULT_TOPICS}
+    settings = SinkSettings()
+    missing = {*settings.kind_topics.values(), settings.dead_letter_topic} - created
+    assert not missing, missing
