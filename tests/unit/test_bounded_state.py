@@ -200,12 +200,12 @@ def test_a_window_with_every_field_set_survives_the_codec() -> None:
     from rhythm.processors.codec import decode_entity, encode_entity
     from rhythm.processors.signals.entity import EntityState, Window
 
-    values: dict[str, object] = {}
+    values: dict[str, float] = {}
     for i, f in enumerate(dataclasses.fields(Window)):
         if f.name == "dirty":
             continue  # not saved: a restored window is emitted only when it changes again
         values[f.name] = 0.5 + i if f.type in ("float", float) else 7 + i
-    window = Window(**values)
+    window = Window(**values)  # type: ignore[arg-type]
     state = EntityState(last_ms=5, windows={(window.size_ms, window.start_ms): window})
     restored, applied = decode_entity(encode_entity(state, {0: 3}))
     got = restored.windows[(window.size_ms, window.start_ms)]
