@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from rhythm.stack.client_cli import register as register_client_commands
+from rhythm.stack.collector_cli import register as register_collector_commands
 from rhythm.stack.digest_cli import register as register_digest_commands
 from rhythm.stack.kafka_cli import app as kafka_app
 from rhythm.stack.notifier_cli import register as register_notifier_commands
@@ -27,6 +28,7 @@ register_notifier_commands(app)
 register_digest_commands(app)
 register_stack_commands(app)
 register_sim_commands(app)
+register_collector_commands(app)
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rhythm.sinks.settings import default_data_dir
 from rhythm.stack import prometheus
+from rhythm.stack.collector_part import collector_part, collector_status
 from rhythm.stack.kafka import LocalKafkaSettings, open_local_kafka
 from rhythm.stack.ports import port_open
 
@@ -51,6 +52,9 @@ class StackSettings(BaseSettings):
     sink_metrics_port: int = 9464
     notifier_metrics_port: int = Field(
         9467, description="The notifier's /metrics and /healthz (started when a channel is set)."
+    )
+    collector_port: int = Field(
+        8088, ge=0, description="The HTTP collector (docs/collector.md); 0 = do not start it."
     )
     prometheus_port: int = Field(
         9090, ge=0, description="The local Prometheus (when installed); 0 = do not start it."
@@ -118,7 +122,7 @@ class Stack:
             _stop_group(pid, timeout)
         state = self._state()  # as the supervisor left it
         # the sink last in, first out: it commits on TERM
-        for name in ("prometheus", "notifier", "sink", "processors"):
+        for name in ("prometheus", "collector", "notifier", "sink", "processors"):
             pid = state.get(name, {}).get("pid")
             if pid and _alive(pid):
                 _stop_group(pid, timeout)
@@ -177,6 +181,7 @@ class Stack:
             if port and running:
                 ok, detail = probe_health(f"http://127.0.0.1:{port}/healthz")
                 parts["notifier"]["health"] = {"ok": bool(ok), "detail": detail}
+        parts.update(collector_status(state, self.settings.collector_port))
         if self._prometheus_wanted() or "prometheus" in state:
             pid = state.get("prometheus", {}).get("pid")
             port = self.settings.prometheus_port
@@ -239,6 +244,7 @@ class Stack:
                 _healthz(s.sink_metrics_port),
             ),
             *self._notifier_part(env, cli),
+            *collector_part(self.home, s.collector_port, env, cli),
             *self._prometheus_part(),
         ]
 
