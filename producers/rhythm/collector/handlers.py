@@ -138,9 +138,12 @@ class Collector:
         headers = {**headers, **self._cors(request)}
         self.metrics.requests.labels(route, str(status)).inc()
         self.metrics.latency.labels(route).observe(time.perf_counter() - started)
-        return web.Response(
+        response = web.Response(
             body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
         )
+        if status == 408:
+            response.force_close()  # the rest of a slow body is not waited for
+        return response
 
     async def _collect(
         self, request: web.Request, route: str
@@ -283,6 +286,5 @@ class Collector:
                 408,
                 "body_timeout",
                 f"the body did not arrive within {self.settings.body_timeout_s:g} s",
-                {"Connection": "close"},
             ) from None
         return b"".join(chunks)
