@@ -6,15 +6,17 @@ from __future__ import annotations
 import base64
 import gzip
 import stat
+import uuid
 import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from rhythm.collector import keys
 from rhythm.collector.body import BodyError, decode_body
 from rhythm.collector.canonical import BatchShapeError, canonical_items
-from rhythm.collector.items import corrected_time, message_event_id
+from rhythm.collector.items import RHYTHM_ID_NAMESPACE, corrected_time, message_event_id
 from rhythm.collector.keys import AuthError, KeyStore, credential_from_headers
 from rhythm.collector.ratelimit import RateLimiter, TokenBucket
 from rhythm.collector.segment import normalise_verb, segment_items
@@ -39,14 +41,18 @@ def test_keys_are_stored_hashed_private_and_revocable(tmp_path: Path) -> None:
     with pytest.raises(AuthError) as unknown:
         store.tenant_of(key + "x")
     assert unknown.value.reason == "unknown_key"
-    # a second store (the collector) notices the revocation on its next lookup
+    # a second store (the collector) notices the revocation (it looks every RECHECK_S)
     reader = KeyStore(store.path)
     assert reader.tenant_of(key)[0] == "acme"
     store.revoke(record.id)
+    reader._checked_at -= keys.RECHECK_S
     with pytest.raises(AuthError) as revoked:
         reader.tenant_of(key)
     assert revoked.value.reason == "revoked_key"
     assert reader.tenant_of(other)[0] == "globex"
+    reader._checked_at -= keys.MISS_RECHECK_S  # a new key: known at once (a miss looks again)
+    third, _ = store.create("initech")
+    assert reader.tenant_of(third)[0] == "initech"
     with pytest.raises(KeyError):
         store.revoke("key_nope")
     with pytest.raises(ValueError, match="tenant"):
@@ -160,7 +166,7 @@ def test_segment_track_maps_field_by_field() -> None:
     assert event["actor"] == {"type": "user", "id": "u-42"}
     assert event["verb"] == "order_completed"
     assert event["event_id"] == message_event_id("acme", "msg-1")
-    assert event["occurred_at"] == "2026-12-06T14:59:50.000Z"  # no skew: sentAt == now
+    assert event["occurred_at"] == NOW - timedelta(seconds=10)  # no skew: sentAt == now
     assert event["channel"] == "web"
     assert event["target"] == {"type": "group", "id": "acct-7"}
     assert event["object"] == {"type": "order", "id": "o-1"}
@@ -188,7 +194,7 @@ def test_clock_skew_from_sent_at_is_taken_off() -> None:
     message = {"anonymousId": "anon-1", "event": "clicked", **device}
     (item,) = segment_items(message, "track", "acme", NOW, 32 * 1024)
     assert item.event is not None
-    assert item.event["occurred_at"] == "2026-12-06T14:59:50.000Z"
+    assert item.event["occurred_at"] == NOW - timedelta(seconds=10)
     assert item.event["actor"] == {"type": "anonymous", "id": "anon-1"}
     ts = datetime(2026, 1, 1, tzinfo=UTC)
     assert corrected_time(ts, None, NOW) == ts
@@ -197,7 +203,7 @@ def test_clock_skew_from_sent_at_is_taken_off() -> None:
     body = {"batch": [{"userId": "u", "event": "x", "timestamp": device["timestamp"]}]}
     (batched,) = segment_items({**body, "sentAt": device["sentAt"]}, "batch", "acme", NOW, 32768)
     assert batched.event is not None
-    assert batched.event["occurred_at"] == "2026-12-06T14:59:50.000Z"
+    assert batched.event["occurred_at"] == NOW - timedelta(seconds=10)
 
 
 def test_segment_batch_errors_are_per_message() -> None:
@@ -239,6 +245,11 @@ def test_segment_batch_errors_are_per_message() -> None:
         segment_items([1, 2], "track", "acme", NOW, 32768)
 
 
+def test_derived_ids_are_uuid5() -> None:
+    assert message_event_id("acme", "m-1") == str(uuid.uuid5(RHYTHM_ID_NAMESPACE, "acme\nm-1"))
+    assert uuid.UUID(message_event_id("acme", "é")).version == 5
+
+
 def test_verbs_from_event_names() -> None:
     assert normalise_verb("Order Completed") == "order_completed"
     assert normalise_verb("  page.viewed  ") == "page.viewed"
@@ -276,3 +287,10 @@ def test_canonical_tenant_from_key_and_ids_from_content() -> None:
     assert canonical_items([_event(event_id="x" * 10)], "acme", NOW, 32768)[0].event is not None
     with pytest.raises(BatchShapeError):
         canonical_items("text", "acme", NOW, 32768)
+
+
+def test_a_look_before_reading_takes_nothing() -> None:
+    limiter = RateLimiter(10, 10, 100, 100, clock=lambda: 0.0)
+    assert limiter.admit("k", "t", 1, take=False) is None
+    assert limiter.admit("k", "t", 10) is None
+    assert limiter.admit("k", "t", 1, take=False) == ("key", 1)

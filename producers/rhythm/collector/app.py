@@ -97,4 +97,9 @@ def run_collector(settings: CollectorSettings, stop: threading.Event, on_ready: 
         finally:
             await server.stop()
 
-    asyncio.run(main())
+    try:  # libuv's loop when installed (the `collector` extra has it): less per request
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())

@@ -154,6 +154,7 @@ class Collector:
         tenant = key_id = None
         if authorization:  # refused before reading the body
             tenant, key_id = self._authenticate(authorization)
+            self._limit(key_id, tenant, 1, take=False)  # an empty bucket: no need to read
         raw = await self._read(request)
         try:
             body = decode_body(
@@ -187,15 +188,7 @@ class Collector:
             raise RefusedError(
                 413, "too_many_events", f"{len(items)} messages: {s.max_batch_events} at most"
             )
-        limited = self.limiter.admit(key_id, tenant, len(items))
-        if limited is not None:
-            which, retry = limited
-            raise RefusedError(
-                429,
-                f"rate_limited_{which}",
-                f"over this {which}'s rate: retry after {retry} s",
-                {"Retry-After": str(retry)},
-            )
+        self._limit(key_id, tenant, len(items))
         try:
             delivery = self.publisher.publish(items, asyncio.get_running_loop())
         except BufferFullError:
@@ -216,7 +209,7 @@ class Collector:
                     {"Retry-After": str(s.retry_after_s)},
                 ) from None
             if delivery.failed:
-                first = next(iter(delivery.failed.values()))
+                first = delivery.failed[0]
                 raise RefusedError(
                     503,
                     "kafka_error",
@@ -246,6 +239,17 @@ class Collector:
             return 200, body, {}
         too_large = all(e.reason == "event_too_large" for e in errors)
         return (413 if too_large else 400), body, {}
+
+    def _limit(self, key_id: str, tenant: str, events: int, *, take: bool = True) -> None:
+        limited = self.limiter.admit(key_id, tenant, events, take=take)
+        if limited is not None:
+            which, retry = limited
+            raise RefusedError(
+                429,
+                f"rate_limited_{which}",
+                f"over this {which}'s rate: retry after {retry} s",
+                {"Retry-After": str(retry)},
+            )
 
     def _authenticate(self, authorization: str | None) -> tuple[str, str]:
         try:

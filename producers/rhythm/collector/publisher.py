@@ -37,30 +37,40 @@ class BufferFullError(Exception):
 
 @dataclass
 class Delivery:
-    """The outcome of one request's messages: `failed[index] = reason` for those Kafka did
-    not take. `done` resolves on the loop once every message has its report."""
+    """The outcome of one request's messages: `failed` holds a reason for each message Kafka
+    did not take. `done` resolves on the loop once every message has its report."""
 
     done: asyncio.Future[None]
     pending: int
-    failed: dict[int, str] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
 
 
 class _Request:
-    """Counts one request's delivery reports (on librdkafka's poll thread)."""
+    """Counts one request's delivery reports (on librdkafka's poll thread). One bound method
+    per request serves all its messages: no closure per event."""
 
-    __slots__ = ("_lock", "delivery", "loop", "publisher", "sent")
+    __slots__ = ("_lock", "client", "delivery", "loop", "publisher", "sent")
 
     def __init__(self, publisher: Publisher, loop: asyncio.AbstractEventLoop, sent: int) -> None:
         self.publisher = publisher
+        self.client = publisher.client
         self.loop = loop
         self.sent = sent
         self._lock = threading.Lock()
         self.delivery = Delivery(loop.create_future(), sent)
 
-    def report(self, index: int, reason: str | None) -> None:
+    def on_event(self, err: KafkaError | None, msg: Message) -> None:
+        self.client._on_delivery(err, msg)  # the client's counts and on_error
+        self.report(None if err is None else _REASONS.get(err.code(), "kafka_error"))
+
+    def on_person(self, err: KafkaError | None, msg: Message) -> None:
+        self.client._on_identify_delivery(err, msg)
+        self.report(None if err is None else _REASONS.get(err.code(), "kafka_error"))
+
+    def report(self, reason: str | None) -> None:
         with self._lock:
             if reason is not None:
-                self.delivery.failed[index] = reason
+                self.delivery.failed.append(reason)
             self.delivery.pending -= 1
             last = self.delivery.pending == 0
         if last:
@@ -74,28 +84,16 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 class _ConfirmingClient(Client):
-    """The client, producing with a callback per message that also tells the request."""
+    """The client, producing with the request's own delivery callback."""
 
-    def produce_event(self, record: dict[str, Any], key: str, callback: Any) -> None:
+    def produce_event(self, record: dict[str, Any], key: str, on_delivery: Any) -> None:
         payload = encode_event(record)
         producer = self._producer or self._open()
-        own = self._delivery_cb
-
-        def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            own(err, msg)  # the client's counts and on_error
-            callback(None if err is None else _REASONS.get(err.code(), "kafka_error"))
-
         self.stats.tracked += 1
         producer.produce(self._topic, payload, key, on_delivery=on_delivery)
 
-    def produce_person(self, payload: bytes, key: str, callback: Any) -> None:
+    def produce_person(self, payload: bytes, key: str, on_delivery: Any) -> None:
         producer = self._producer or self._open()
-        own = self._identify_cb
-
-        def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            own(err, msg)
-            callback(None if err is None else _REASONS.get(err.code(), "kafka_error"))
-
         self.stats.tracked += 1
         producer.produce(self.settings.people_topic, payload, key, on_delivery=on_delivery)
 
@@ -150,27 +148,20 @@ class Publisher:
         if not self._reserve(len(prepared)):
             raise BufferFullError
         request = _Request(self, loop, len(prepared))
-        for index, kind, value, key in prepared:
-            callback = _bound(request, index)
+        client = self.client
+        for _index, kind, value, key in prepared:
             try:
                 if kind == "event":
                     assert isinstance(value, dict)
-                    self.client.produce_event(value, key, callback)
+                    client.produce_event(value, key, request.on_event)
                 else:
                     assert isinstance(value, bytes)
-                    self.client.produce_person(value, key, callback)
+                    client.produce_person(value, key, request.on_person)
             except BufferError:
-                callback("buffer_full")
+                request.report("buffer_full")
             except KafkaException as exc:
-                callback(_REASONS.get(exc.args[0].code(), "kafka_error"))
+                request.report(_REASONS.get(exc.args[0].code(), "kafka_error"))
         return request.delivery
 
     def close(self, timeout: float) -> int:
         return self.client.close(timeout)
-
-
-def _bound(request: _Request, index: int) -> Any:
-    def callback(reason: str | None) -> None:
-        request.report(index, reason)
-
-    return callback

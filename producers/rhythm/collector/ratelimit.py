@@ -57,8 +57,12 @@ class RateLimiter:
         self._keys: dict[str, TokenBucket] = {}
         self._tenants: dict[str, TokenBucket] = {}
 
-    def admit(self, key_id: str, tenant: str, events: int) -> tuple[str, int] | None:
-        """None when admitted (tokens taken); else (`key` or `tenant`, Retry-After seconds)."""
+    def admit(
+        self, key_id: str, tenant: str, events: int, *, take: bool = True
+    ) -> tuple[str, int] | None:
+        """None when admitted (tokens taken, unless `take` is false: a look before reading a
+        body, so that a flood's requests are refused cheaply); else (`key` or `tenant`,
+        Retry-After seconds)."""
         now = self._clock()
         key = self._keys.get(key_id)
         if key is None:
@@ -71,6 +75,7 @@ class RateLimiter:
         if key_wait > 0 or tenant_wait > 0:
             which = "key" if key_wait >= tenant_wait else "tenant"
             return which, max(1, math.ceil(max(key_wait, tenant_wait)))
-        key.take(events)
-        bucket.take(events)
+        if take:
+            key.take(events)
+            bucket.take(events)
         return None

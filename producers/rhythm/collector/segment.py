@@ -29,6 +29,7 @@ contract. Field by field (docs/collector.md has the table):
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 from typing import Any
@@ -40,7 +41,6 @@ from rhythm.collector.items import (
     Item,
     content_event_id,
     corrected_time,
-    iso,
     message_event_id,
     parse_time,
 )
@@ -61,6 +61,10 @@ CONTEXT_PROPERTIES = (
     ("device", "type"),
     ("campaign", "source"),
 )
+# the same, by the context's top-level key: only the keys a message has are looked at
+_CONTEXT_SECTIONS: dict[str, list[tuple[str, ...]]] = {}
+for _path in CONTEXT_PROPERTIES:
+    _CONTEXT_SECTIONS.setdefault(_path[0], []).append(_path)
 _RHYTHM_FIELDS = ("object", "target", "channel", "context_id", "in_reply_to", "tags", "weight")
 _CHANNELS = {"browser": "web", "mobile": "mobile"}
 _TRAITS = (
@@ -72,6 +76,7 @@ _MAX_PROPERTIES = 64
 _SUPPORTED = ("track", "identify", "page", "screen")
 
 
+@functools.lru_cache(maxsize=4096)  # event names repeat: "Order Completed" again and again
 def normalise_verb(name: str) -> str:
     return _NOT_VERB.sub("_", name.strip().lower()).strip("_")[:64]
 
@@ -174,12 +179,14 @@ def _map(
     if not isinstance(raw_props, dict):
         raise ValueError("properties: must be an object")
     properties = flatten(raw_props)
-    for path in CONTEXT_PROPERTIES:
-        if len(properties) >= _MAX_PROPERTIES:
-            break
-        value = _dig(context, path)
-        if isinstance(value, str | int | float | bool) and value != "":
-            properties["context." + ".".join(path)] = value
+    for section, paths in _CONTEXT_SECTIONS.items():
+        if section not in context:
+            continue
+        for path in paths:
+            value = _dig(context, path)
+            kept = isinstance(value, str | int | float | bool) and value != ""
+            if kept and len(properties) < _MAX_PROPERTIES:
+                properties["context." + ".".join(path)] = value
     event["properties"] = properties
     group = context.get("groupId")
     if isinstance(group, str | int) and not isinstance(group, bool) and str(group):
@@ -211,7 +218,7 @@ def _map(
         None if sent is None else parse_time(sent, "sentAt"),
         received_at,
     )
-    event["occurred_at"] = iso(occurred)
+    event["occurred_at"] = occurred  # an aware datetime: the contract takes it as it is
     item.event = event
 
 
