@@ -32,9 +32,9 @@ HOW = """## How these numbers are made
 
 - `make bench` runs every section on a private local Kafka broker (free ports, data in
   bench/.work, git-ignored) and writes bench/results/<section>.md and this file;
-  `python -m bench.run --only peers` (or client, e2e, scale, workers) re-runs one section and keeps
-  the others' last results. `make bench-smoke` runs all of them on small sizes (about 20
-  minutes here) and writes bench/.work-smoke/BENCHMARKS.md instead.
+  `python -m bench.run --only peers` (or client, e2e, scale, workers, collector) re-runs one
+  section and keeps the others' last results. `make bench-smoke` runs all of them on small
+  sizes (about 20 minutes here) and writes bench/.work-smoke/BENCHMARKS.md instead.
 - Sizes come from the environment: `RHYTHM_BENCH_EVENTS` (end to end, default 1,000,000),
   `RHYTHM_BENCH_PEER_SCALE` (peers: `rhythm simulate --scale`, default 1.0 ≈ 169k messages),
   `RHYTHM_BENCH_PEER_PARTITIONS` / `RHYTHM_BENCH_QUIX_GRACE_S` (the peers' input topic, 1

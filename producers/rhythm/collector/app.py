@@ -12,6 +12,7 @@ is the slowloris guard for headers (`header_timeout_s`); request decompression i
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from collections.abc import Callable
@@ -90,6 +91,10 @@ def run_collector(settings: CollectorSettings, stop: threading.Event, on_ready: 
     async def main() -> None:
         server = CollectorServer(settings)
         await server.start()
+        # What start-up made (modules, pydantic's schemas, librdkafka's config) lives for
+        # good: out of the cyclic GC's sight, so its full collections stay short.
+        gc.collect()
+        gc.freeze()
         log.info("collector on http://%s:%d", settings.host, server.port)
         on_ready({"url": f"http://{settings.host}:{server.port}", "port": server.port})
         try:
