@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import os
 import stat
 import uuid
 import zlib
@@ -294,3 +295,19 @@ def test_a_look_before_reading_takes_nothing() -> None:
     assert limiter.admit("k", "t", 1, take=False) is None
     assert limiter.admit("k", "t", 10) is None
     assert limiter.admit("k", "t", 1, take=False) == ("key", 1)
+
+
+def test_rhythm_up_starts_the_collector_unless_its_port_is_zero(tmp_path: Path) -> None:
+    from rhythm.stack.collector_part import collector_part
+
+    env = {"RHYTHM_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}
+    (part,) = collector_part(tmp_path, 18088, env, ["python", "-m", "rhythm.stack.cli"])
+    assert part.name == "collector" and part.argv[-1] == "collector"
+    assert part.ready_port == 18088
+    assert part.health_url == "http://127.0.0.1:18088/healthz"
+    assert part.env["RHYTHM_COLLECTOR_HOST"] == "127.0.0.1"
+    assert part.env["RHYTHM_COLLECTOR_PORT"] == "18088"
+    assert part.env["RHYTHM_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:9"
+    if "RHYTHM_COLLECTOR_KEYS_FILE" not in os.environ:
+        assert part.env["RHYTHM_COLLECTOR_KEYS_FILE"] == str(tmp_path / "collector-keys.json")
+    assert collector_part(tmp_path, 0, env, ["rhythm"]) == []
