@@ -32,9 +32,9 @@ HOW = """## How these numbers are made
 
 - `make bench` runs every section on a private local Kafka broker (free ports, data in
   bench/.work, git-ignored) and writes bench/results/<section>.md and this file;
-  `python -m bench.run --only peers` (or client, e2e, scale, workers) re-runs one section and keeps
-  the others' last results. `make bench-smoke` runs all of them on small sizes (about 20
-  minutes here) and writes bench/.work-smoke/BENCHMARKS.md instead.
+  `python -m bench.run --only peers` (or client, e2e, scale, workers, collector) re-runs one
+  section and keeps the others' last results. `make bench-smoke` runs all of them on small
+  sizes (about 20 minutes here) and writes bench/.work-smoke/BENCHMARKS.md instead.
 - Sizes come from the environment: `RHYTHM_BENCH_EVENTS` (end to end, default 1,000,000),
   `RHYTHM_BENCH_PEER_SCALE` (peers: `rhythm simulate --scale`, default 1.0 ≈ 169k messages),
   `RHYTHM_BENCH_PEER_PARTITIONS` / `RHYTHM_BENCH_QUIX_GRACE_S` (the peers' input topic, 1
@@ -45,6 +45,9 @@ HOW = """## How these numbers are made
   `RHYTHM_BENCH_LIVE_S` / `RHYTHM_BENCH_LIVE_ENTITIES` (latency tail, 90 s / 200),
   `RHYTHM_BENCH_SCALE_EVENTS` / `RHYTHM_BENCH_SCALE_ENTITIES` (50,000 / 5,000; events 0
   skips the throughput runs and keeps their last table),
+  `RHYTHM_BENCH_COLLECTOR_EVENTS` / `_CONNECTIONS` / `_LATENCY_S` / `_LIMIT` (the HTTP
+  collector: 200,000 events in batches of 100, 16 connections, 20 s at half rate, 5,000
+  events/s per tenant in the flood),
   `RHYTHM_BENCH_RECOVERY_ENTITIES` (1,000,000; 0 skips), `RHYTHM_BENCH_RECOVERY_QUIET_S`
   (30: how long a worker's memory must be settled), `RHYTHM_BENCH_RECOVERY_RESEEK_S`
   (3600: the recovery workers' `RHYTHM_PROCESSOR_RESEEK_AFTER_S`).
@@ -152,7 +155,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["client", "peers", "e2e", "scale", "workers"],
+        choices=["client", "peers", "e2e", "scale", "workers", "collector"],
         default=None,
     )
     parser.add_argument(
@@ -161,7 +164,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    sections = [] if args.assemble else args.only or ["client", "peers", "e2e", "scale", "workers"]
+    every = ["client", "peers", "e2e", "scale", "workers", "collector"]
+    sections = [] if args.assemble else args.only or every
     began = time.monotonic()
     results = Path(os.environ.get("RHYTHM_BENCH_RESULTS", RESULTS)).resolve()
     # A run with its own results directory (make bench-smoke) writes its BENCHMARKS.md beside.
@@ -202,6 +206,10 @@ def run_sections(sections: list[str], args: argparse.Namespace, results: Path) -
                 from bench.scale_bench import scale_section
 
                 text = scale_section(kafka, Path(home))
+            elif section == "collector":
+                from bench.collector_bench import collector_section
+
+                text = collector_section(bootstrap, Path(home))
             else:
                 text = workers_section(bootstrap)
             text += f"\n_Section run at load {loadavg()} (1-minute average, 2 shared cores)._\n"

@@ -32,7 +32,7 @@ class UpStack:
 
     def __init__(self, home: Path, **extra: str) -> None:
         self.home = home
-        http, proc_metrics, sink_metrics, sup_metrics = free_ports(4)
+        http, proc_metrics, sink_metrics, sup_metrics, collector = free_ports(5)
         self.http_port, self.supervisor_port = http, sup_metrics
         self.env = dict(
             os.environ,
@@ -42,6 +42,7 @@ class UpStack:
             RHYTHM_STACK_SINK_METRICS_PORT=str(sink_metrics),
             RHYTHM_STACK_SUPERVISOR_METRICS_PORT=str(sup_metrics),
             RHYTHM_STACK_PROMETHEUS_PORT="0",
+            RHYTHM_STACK_COLLECTOR_PORT=str(collector),
             RHYTHM_STACK_RESTART_BACKOFF_S="0.2",
             RHYTHM_STACK_RESTART_BACKOFF_MAX_S="2",
             RHYTHM_STACK_HEALTH_INTERVAL_S="1",

@@ -357,7 +357,9 @@ def test_rhythm_up_supervises_the_notifier_when_a_channel_is_configured(
 
     for name in ("WEBHOOK_URL", "SLACK_WEBHOOK_URL", "SMTP_HOST", "CLICKHOUSE_URL"):
         monkeypatch.delenv(f"RHYTHM_NOTIFIER_{name}", raising=False)
-    settings = StackSettings(home=tmp_path, prometheus_port=0, notifier_metrics_port=19467)
+    settings = StackSettings(
+        home=tmp_path, prometheus_port=0, notifier_metrics_port=19467, collector_port=0
+    )
     names = [p.name for p in Stack(settings)._parts("127.0.0.1:9")]
     assert names == ["processors", "sink"]
     monkeypatch.setenv("RHYTHM_NOTIFIER_SMTP_HOST", "127.0.0.1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from rhythm.stack.cli.client import register as register_client_commands
+from rhythm.stack.cli.collector import register as register_collector_commands
 from rhythm.stack.cli.digest import register as register_digest_commands
 from rhythm.stack.cli.kafka import app as kafka_app
 from rhythm.stack.cli.mail import register as register_mail_commands
@@ -29,6 +30,7 @@ register_digest_commands(app)
 register_stack_commands(app)
 register_sim_commands(app)
 register_mail_commands(app)
+register_collector_commands(app)
 
 
 def main() -> None:

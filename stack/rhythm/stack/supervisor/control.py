@@ -41,6 +41,7 @@ from rhythm.sinks.settings import default_data_dir
 from rhythm.stack import prometheus
 from rhythm.stack.kafka import LocalKafkaSettings, open_local_kafka
 from rhythm.stack.ports import port_open
+from rhythm.stack.supervisor.collector_part import collector_part, collector_status
 
 
 class StackSettings(BaseSettings):
@@ -55,6 +56,9 @@ class StackSettings(BaseSettings):
     sink_metrics_port: int = 9464
     notifier_metrics_port: int = Field(
         9467, description="The notifier's /metrics and /healthz (started when a channel is set)."
+    )
+    collector_port: int = Field(
+        8088, ge=0, description="The HTTP collector (docs/collector.md); 0 = do not start it."
     )
     prometheus_port: int = Field(
         9090, ge=0, description="The local Prometheus (when installed); 0 = do not start it."
@@ -122,7 +126,7 @@ class Stack:
             stop_group(pid, timeout)
         state = self._state()  # as the supervisor left it
         # the sink last in, first out: it commits on TERM
-        for name in ("prometheus", "mail", "notifier", "sink", "processors"):
+        for name in ("prometheus", "collector", "mail", "notifier", "sink", "processors"):
             pid = state.get(name, {}).get("pid")
             if pid and alive(pid):
                 stop_group(pid, timeout)
@@ -183,6 +187,7 @@ class Stack:
             pid = state.get("mail", {}).get("pid")
             parts["mail"] = {"running": bool(pid and alive(pid)), "pid": pid}
             parts["mail"]["log"] = state.get("mail", {}).get("log")
+        parts.update(collector_status(state, self.settings.collector_port))
         if self._prometheus_wanted() or "prometheus" in state:
             pid = state.get("prometheus", {}).get("pid")
             port = self.settings.prometheus_port
@@ -246,6 +251,7 @@ class Stack:
             ),
             *self._notifier_part(env, cli),
             *self._mail_part(env, cli),
+            *collector_part(self.home, s.collector_port, env, cli),
             *self._prometheus_part(),
         ]
 
