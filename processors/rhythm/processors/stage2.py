@@ -28,7 +28,7 @@ from rhythm.processors.codec import (
     encode_entity,
     loads,
 )
-from rhythm.processors.messages import UpdatesMessage
+from rhythm.processors.messages import ROUTED, UpdatesMessage
 from rhythm.processors.signals.conversation import (
     ContextMessage,
     ContextState,
@@ -49,6 +49,7 @@ from rhythm.processors.signals.entity import (
     advance,
     expires_at,
     next_due_ms,
+    note_routed,
 )
 from rhythm.processors.signals.policy import AlertPolicy
 from rhythm.processors.signals.rhythm import SilenceRule
@@ -66,6 +67,7 @@ class Stage2Output:
     alerts: list[AlertRecord] = field(default_factory=list)
     late: int = 0
     too_late: int = 0
+    routed: int = 0  # entity updates of events routed to the history lane (lanes.py)
     duplicates: int = 0
     evicted: int = 0  # entities and threads forgotten after their time to live
     early: int = 0  # events of hot entities made final before W - L
@@ -174,6 +176,12 @@ class Stage2Partition:
                 continue
             entity.applied[src_partition] = src_offset
             held = len(entity.state.windows)
+            if run and run[0] == ROUTED:  # its event went to the history lane
+                out.routed += 1
+                if note_routed(entity.state, ts, cfg, entity.rule):
+                    self._dirty.add(key)
+                    self._schedule(key, entity)
+                continue
             if run:  # a degraded tenant's events (explode.py)
                 offsets, seconds = run
                 skip = bisect_right(offsets, applied) if offsets[0] <= applied else 0
