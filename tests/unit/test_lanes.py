@@ -78,6 +78,7 @@ def test_the_history_lane_has_its_own_names_unless_given() -> None:
         HISTORY_UPDATES_TOPIC,
     )
     assert not s.routes
+    assert s.lateness_s == s.history_lateness_s == 3 * 86400
     given = ProcessorSettings(lane="history", app_id="t-h", events_topic="t.h")
     assert (given.app_id, given.events_topic) == ("t-h", "t.h")
     assert ProcessorSettings().routes
@@ -126,6 +127,7 @@ def test_an_idle_history_partition_closes_what_it_holds_and_never_follows_the_cl
     out = source.tick(1, NOW, 100.0)
     assert out is not None
     mark = out.messages[0]["wm"]
+    assert out.messages[0].get("f") == 1  # a flush: no evidence that anything stayed quiet
     assert mark == flush_mark(NOW - 30 * DAY, SIZES, L)
     assert mark is not None and mark < NOW - 28 * DAY
     # a history lane routes nothing, however old
@@ -209,3 +211,16 @@ def test_backfill_progress_gives_a_rate_and_an_eta() -> None:
     assert t.done == 250 and t.event_time_s == 1_700_000_000.0
     t.update(5000, None, 120.0)
     assert t.done == 1000 and t.eta_s() == 0.0
+
+
+def test_alerts_past_the_evidence_of_a_flush_are_held_back_and_it_survives_a_restart() -> None:
+    proc = _stage2()
+    proc.apply({"p": 0, "wm": NOW})
+    proc.apply({"p": 0, "wm": NOW + DAY, "f": 1})
+    assert proc.watermark == NOW + DAY and proc._evidence() == NOW
+    restored = _stage2()
+    restored.restore(proc.take_dirty())
+    assert restored.watermark == NOW + DAY and restored._evidence() == NOW
+    live = _stage2()  # the clock's watermark is evidence
+    live.apply({"p": 0, "wm": NOW + DAY})
+    assert live._evidence() == NOW + DAY

@@ -34,6 +34,7 @@ class UpdatesMessage(TypedDict, total=False):
 
     p: Required[int]  # the source (events) partition
     wm: int | None  # its watermark, epoch ms (None: none yet); stage 2 closes windows up to it
+    f: int  # 1: `wm` is a history lane's flush (lanes.py), not evidence that time passed
     u: list[EntityUpdate]
     c: list[ContextUpdate]
 

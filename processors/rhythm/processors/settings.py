@@ -62,6 +62,13 @@ class ProcessorSettings(BaseSettings):
         description="Where the live lane routes events it would drop as too late; empty: "
         "nowhere (counted too_late). Unused by the history lane.",
     )
+    history_lateness_s: float = Field(
+        3 * DAY_S,
+        ge=0,
+        description="The history lane's allowed lateness (its lateness_s): what it is given "
+        "is sorted (rhythm backfill) or routed from several live partitions, each in order, "
+        "interleaved by the live lane's batches; within this much it is put back in order.",
+    )
     app_id: str = Field(PROCESSORS_GROUP, description="Faust app id = consumer group.")
     data_dir: Path = Field(Path(".rhythm/processors"), description="rocksdict state per worker.")
     events_topic: str = EVENTS_TOPIC
@@ -221,6 +228,7 @@ class ProcessorSettings(BaseSettings):
                 self.events_topic = events
             if "updates_topic" not in given:
                 self.updates_topic = updates
+            self.lateness_s = self.history_lateness_s
         return self
 
     @property

@@ -272,6 +272,8 @@ class Stage1Partition:
         self.reported = max(self.reported, mark)
         for k in range(self.cfg.updates_partitions):
             out.messages[k] = {"p": self.partition, "wm": mark}
+            if not self.cfg.follow_clock:
+                out.messages[k]["f"] = 1  # closes windows; says nothing stayed quiet
         return out
 
     def _reported(self) -> int | None:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from rhythm.schemas.topics import HISTORY_GROUP, HISTORY_TOPIC, HISTORY_UPDATES_TOPIC
+from rhythm.schemas.topics import HISTORY_LANE
 
 
 def register(app: typer.Typer) -> None:
@@ -49,6 +49,7 @@ def backfill(
     were not delivered or the lane did not finish within --timeout."""
     import time
 
+    from rhythm.processors.settings import ProcessorSettings
     from rhythm.runtime.kafka_settings import KafkaSettings
     from rhythm.runtime.offsets import group_lag
     from rhythm.stack import backfill as bf
@@ -58,6 +59,9 @@ def backfill(
         typer.echo("error: give a FILE or --topic, one of the two", err=True)
         raise typer.Exit(2)
     kafka = KafkaSettings() if bootstrap is None else KafkaSettings(bootstrap_servers=bootstrap)
+    # The lane's names as its worker reads them (RHYTHM_PROCESSOR_*, lane history).
+    lane = ProcessorSettings(lane=HISTORY_LANE)
+    history_topic, updates_topic, group = lane.events_topic, lane.updates_topic, lane.app_id
     selection = bf.Selection(tenant, _ms(from_), _ms(to))
     rejects_path: Path | None = None
     if file is not None:
@@ -79,9 +83,9 @@ def backfill(
     if rejects_path is not None and not read.invalid:
         rejects_path.unlink(missing_ok=True)
     # What the lane already had to do: its progress counts from here.
-    before = sum(group_lag(kafka, HISTORY_GROUP, [HISTORY_TOPIC]).values())
-    failed = bf.publish(kafka, HISTORY_TOPIC, events)
-    typer.echo(f"published {len(events) - failed:,} to {HISTORY_TOPIC}; {failed:,} not delivered")
+    before = sum(group_lag(kafka, group, [history_topic]).values())
+    failed = bf.publish(kafka, history_topic, events)
+    typer.echo(f"published {len(events) - failed:,} to {history_topic}; {failed:,} not delivered")
     code = 2 if failed else (1 if read.invalid else 0)
     if not wait or not events:
         raise typer.Exit(code)
@@ -90,10 +94,10 @@ def backfill(
     def remaining() -> int | None:
         """Events not yet through the lane: its input's lag, and at least 1 while stage 2
         still has updates to apply."""
-        lag = group_lag(kafka, HISTORY_GROUP, [HISTORY_TOPIC, HISTORY_UPDATES_TOPIC])
-        if HISTORY_TOPIC not in lag:
+        lag = group_lag(kafka, group, [history_topic, updates_topic])
+        if history_topic not in lag:
             return None
-        return max(lag[HISTORY_TOPIC], 1 if lag.get(HISTORY_UPDATES_TOPIC) else 0)
+        return max(lag[history_topic], 1 if lag.get(updates_topic) else 0)
 
     def event_time() -> float | None:
         marks = scrape(metrics_port, "rhythm_processor_watermark_seconds")
