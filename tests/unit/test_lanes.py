@@ -224,3 +224,27 @@ def test_alerts_past_the_evidence_of_a_flush_are_held_back_and_it_survives_a_res
     live = _stage2()  # the clock's watermark is evidence
     live.apply({"p": 0, "wm": NOW + DAY})
     assert live._evidence() == NOW + DAY
+
+
+def test_sync_waits_for_the_live_lane_then_the_history_lane_then_the_sink(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rhythm.runtime.kafka_settings import KafkaSettings
+    from rhythm.sinks.sync import SyncReport
+    from rhythm.stack.supervisor import sync
+
+    hops: list[tuple[list[str], str | None]] = []
+
+    def wait(_kafka: Any, topics: list[str], _left: float, group_id: str | None) -> SyncReport:
+        hops.append((topics, group_id))
+        return SyncReport(True)
+
+    monkeypatch.setattr(sync, "wait_for_sink", wait)
+    assert sync.wait_for_pipeline(KafkaSettings(), 1.0)
+    assert [group for _, group in hops] == [
+        "rhythm-processors", "rhythm-processors", HISTORY_GROUP, HISTORY_GROUP, "rhythm-sink",
+    ]  # fmt: skip
+    assert hops[2][0] == [HISTORY_TOPIC] and hops[3][0] == [HISTORY_UPDATES_TOPIC]
+    hops.clear()
+    assert sync.wait_for_pipeline(KafkaSettings(), 1.0, history_group=None)
+    assert HISTORY_GROUP not in [group for _, group in hops]
