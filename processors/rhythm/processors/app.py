@@ -459,9 +459,6 @@ class Processors:
                 s.signal_config(),
                 s.reply_config(),
                 s.alert_policy(),
-                alerts_within_ms=int((s.lateness_s + s.late_retention_s) * 1000)
-                if s.routes
-                else None,
             )
             bad = proc.restore(
                 (k, v)

@@ -68,7 +68,7 @@ class Stage2Output:
     late: int = 0
     too_late: int = 0
     routed: int = 0  # entity updates of events routed to the history lane (lanes.py)
-    beyond_evidence: int = 0  # alerts held back: after the sources' evidence, or too old
+    beyond_evidence: int = 0  # alerts held back: fired after the sources' evidence
     duplicates: int = 0
     evicted: int = 0  # entities and threads forgotten after their time to live
     early: int = 0  # events of hot entities made final before W - L
@@ -103,13 +103,8 @@ class Stage2Partition:
         signal_cfg: SignalConfig,
         reply_cfg: ReplyConfig,
         policy: AlertPolicy | None = None,
-        alerts_within_ms: int | None = None,
     ) -> None:
         self.partition = partition
-        # The live lane, which routes older events to the history lane (lanes.py): an alert
-        # about a time more than this behind the watermark concerns the history lane's
-        # period (the times of routed events it noted, out of order), so it is not fired.
-        self.alerts_within_ms = alerts_within_ms
         self.source_partitions = source_partitions
         self.signal_cfg = signal_cfg
         self.policy = policy if policy is not None else AlertPolicy()
@@ -260,10 +255,7 @@ class Stage2Partition:
             self._advance(self._min_watermark(), out)
         if out.alerts:
             evidence = self._evidence()
-            since = NO_WATERMARK
-            if self.alerts_within_ms is not None:
-                since = self.watermark - self.alerts_within_ms
-            kept = [a for a in out.alerts if since <= a["fired_at"] <= evidence]
+            kept = [a for a in out.alerts if a["fired_at"] <= evidence]
             out.beyond_evidence += len(out.alerts) - len(kept)
             out.alerts = kept
         return out
