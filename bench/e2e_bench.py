@@ -136,6 +136,7 @@ class Stack:
             sink_topics=(t["events"], t["signals"], t["alerts"]),
             processor_group=self.name,
             sink_group=f"{self.name}-sink",
+            history_group=None,  # the bench runs the live lane only
             watermark_at_least=watermark_at_least,
             metrics_port=self.metrics_port,
         )

@@ -332,6 +332,7 @@ def processor_env(
         RHYTHM_PROCESSOR_SIGNALS_TOPIC=t.signals,
         RHYTHM_PROCESSOR_ALERTS_TOPIC=t.alerts,
         RHYTHM_PROCESSOR_DEAD_LETTERS_TOPIC=t.dead,
+        RHYTHM_PROCESSOR_HISTORY_TOPIC="",  # no history lane here: too-late events counted
         RHYTHM_PROCESSOR_WEB_PORT="0",
         RHYTHM_PROCESSOR_METRICS_PORT=str(metrics_port),
         RHYTHM_PROCESSOR_IDLE_AFTER_S="3",

@@ -32,13 +32,14 @@ class UpStack:
 
     def __init__(self, home: Path, **extra: str) -> None:
         self.home = home
-        http, proc_metrics, sink_metrics, sup_metrics, collector = free_ports(5)
+        http, proc_metrics, sink_metrics, sup_metrics, collector, history_metrics = free_ports(6)
         self.http_port, self.supervisor_port = http, sup_metrics
         self.env = dict(
             os.environ,
             RHYTHM_STACK_HOME=str(home),
             RHYTHM_STACK_SINK_HTTP_PORT=str(http),
             RHYTHM_STACK_PROCESSOR_METRICS_PORT=str(proc_metrics),
+            RHYTHM_STACK_HISTORY_METRICS_PORT=str(history_metrics),
             RHYTHM_STACK_SINK_METRICS_PORT=str(sink_metrics),
             RHYTHM_STACK_SUPERVISOR_METRICS_PORT=str(sup_metrics),
             RHYTHM_STACK_PROMETHEUS_PORT="0",

@@ -53,6 +53,7 @@ def generate(
     threads: int = 60,
     jitter_ms: int = 2 * MIN,
     resend_share: float = 0.02,
+    tenant: str = "acme",
 ) -> Workload:
     rng = random.Random(seed)
     w = Workload()
@@ -61,7 +62,7 @@ def generate(
     def add(ts: int, **fields: Any) -> None:
         event = {
             "event_id": str(uuid.UUID(int=rng.getrandbits(128))),
-            "tenant": "acme",
+            "tenant": tenant,
             "occurred_at": iso(ts),
             "weight": round(rng.uniform(0.5, 20.0), 2),
             **fields,

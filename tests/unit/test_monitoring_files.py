@@ -97,6 +97,7 @@ def test_rhythm_up_writes_a_valid_prometheus_config_for_its_ports(tmp_path: Path
         StackSettings(
             home=tmp_path,
             processor_metrics_port=19465,
+            history_metrics_port=19469,
             sink_metrics_port=19464,
             prometheus_port=19090,
             supervisor_metrics_port=19466,
@@ -111,7 +112,7 @@ def test_rhythm_up_writes_a_valid_prometheus_config_for_its_ports(tmp_path: Path
         job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]
     }
     assert targets == {
-        "rhythm-processors": ["127.0.0.1:19465"],
+        "rhythm-processors": ["127.0.0.1:19465", "127.0.0.1:19469"],  # both lanes
         "rhythm-sink": ["127.0.0.1:19464"],
         "rhythm-supervisor": ["127.0.0.1:19466"],
         "prometheus": ["127.0.0.1:19090"],

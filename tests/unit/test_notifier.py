@@ -361,7 +361,7 @@ def test_rhythm_up_supervises_the_notifier_when_a_channel_is_configured(
         home=tmp_path, prometheus_port=0, notifier_metrics_port=19467, collector_port=0
     )
     names = [p.name for p in Stack(settings)._parts("127.0.0.1:9")]
-    assert names == ["processors", "sink"]
+    assert names == ["processors", "history", "sink"]
     monkeypatch.setenv("RHYTHM_NOTIFIER_SMTP_HOST", "127.0.0.1")
     parts = {p.name: p for p in Stack(settings)._parts("127.0.0.1:9")}
     notifier = parts["notifier"]
@@ -386,3 +386,18 @@ def test_every_alert_kind_has_its_own_words_and_a_delivery_decision() -> None:
     assert len(set(words.values())) == len(ALERT_KINDS), words
     not_delivered_by_default = {"resumed"}
     assert set(NotifierSettings().kinds) | not_delivered_by_default == set(ALERT_KINDS)
+
+
+def test_a_historical_alert_is_never_routed_nor_delivered(tmp_path: Path) -> None:
+    from rhythm.notifier.service import Notifier
+
+    notifier = Notifier(settings(tmp_path), engaged=lambda alert, n: [])
+    try:
+        past = alert(alert_id="h1", historical=True).model_dump_json().encode()
+        assert not notifier.handle_alert(past)
+        assert not notifier.ledger.routed("h1") and notifier.ledger.all() == []
+        assert notifier.metrics.alerts.labels("historical")._value.get() == 1
+        assert notifier.handle_alert(alert(alert_id="l1").model_dump_json().encode())
+        assert notifier.ledger.routed("l1")
+    finally:
+        notifier.ledger.close()

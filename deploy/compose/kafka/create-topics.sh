@@ -27,6 +27,8 @@ create() { # name partitions [config=value ...]
 
 create rhythm.events 4 cleanup.policy=delete retention.ms=604800000 \
     message.timestamp.type=CreateTime max.message.bytes=1048576
+create rhythm.history 1 cleanup.policy=delete retention.ms=604800000 \
+    message.timestamp.type=CreateTime max.message.bytes=1048576
 create rhythm.signals 4 cleanup.policy=delete retention.ms=604800000
 create rhythm.alerts 2 cleanup.policy=delete retention.ms=2592000000
 create rhythm.dead_letters 1 cleanup.policy=delete retention.ms=2592000000

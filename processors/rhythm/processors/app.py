@@ -30,6 +30,7 @@ from rhythm.processors.connection import broker_urls, credentials
 from rhythm.processors.ends import EndOffsets
 from rhythm.processors.explode import partition_for
 from rhythm.processors.holes import OffsetGuard
+from rhythm.processors.lanes import signal_version
 from rhythm.processors.metrics import ProcessorMetrics
 from rhythm.processors.recovery import HoleRecovery
 from rhythm.processors.settings import ProcessorSettings
@@ -44,7 +45,7 @@ from rhythm.processors.stage2 import WATERMARKS_PREFIX, Stage2Partition
 from rhythm.schemas import dead_letters
 from rhythm.schemas.keys import display, signal_key
 from rhythm.schemas.outputs import AlertRecord, SignalRecord, alert_id
-from rhythm.schemas.topics import STAGE1, STAGE2, changelog_topic
+from rhythm.schemas.topics import HISTORY_LANE, STAGE1, STAGE2, changelog_topic
 
 log = logging.getLogger("rhythm.processors")
 
@@ -70,7 +71,12 @@ class Processors:
             idle_after_s=settings.idle_after_s,
             tenant_budget=settings.tenant_budget_per_min,
             lateness_ms=int(settings.lateness_s * 1000),
+            window_sizes_ms=tuple(w * 1000 for w in settings.window_seconds),
+            late_retention_ms=int(settings.late_retention_s * 1000),
+            route=settings.routes,
+            follow_clock=settings.lane != HISTORY_LANE,
         )
+        self.historical = settings.lane == HISTORY_LANE
         self.guard: OffsetGuard[TP] = OffsetGuard()
         # Dead letters of saved state left out at restore: (changelog topic, dead letter).
         self._unreadable: list[tuple[str, DeadLetter]] = []
@@ -114,6 +120,8 @@ class Processors:
         self.signals = app.topic(settings.signals_topic, schema=_raw())
         self.alerts = app.topic(settings.alerts_topic, schema=_raw())
         self.dead_letters = app.topic(settings.dead_letters_topic, schema=_raw())
+        # The live lane's too-late events, as they came, to the history lane (lanes.py).
+        self.history = app.topic(settings.history_topic, schema=_raw()) if settings.routes else None
         # Tables take their codecs from key_type/value_type (bytes -> "raw"), not a Schema.
         # One RocksDB database per partition, each with Faust's defaults of 3 x 64 MiB of
         # write buffers and a 2 GiB block cache: a worker building state grew by gigabytes
@@ -216,6 +224,9 @@ class Processors:
                 pending.append(await self._send(self.updates, data, partition=k))
         for dead in out.dead_letters:
             pending.append(await self._send_dead(self.settings.events_topic, dead))
+        if out.routed and self.history is not None:
+            for value in out.routed:
+                pending.append(await self._send(self.history, value))
         await asyncio.gather(*pending)
         if out.writes and event is not None:
             await self._save(self.stage1_table, event, out.writes)
@@ -422,11 +433,15 @@ class Processors:
                     display(key), s.reply_config().max_pending,
                 )  # fmt: skip
         for signal in signals:
+            if self.historical:
+                signal["version"] = signal_version(HISTORY_LANE, signal["version"])
             pending.append(
                 await self._send(self.signals, dumps(signal), key=signal_key(signal).encode())
             )
         for alert in alerts:
             alert["alert_id"] = alert_id(alert)
+            if self.historical:  # computed on history: stored, never delivered as a heads-up
+                alert["historical"] = True
             pending.append(
                 await self._send(self.alerts, dumps(alert), key=alert["alert_id"].encode())
             )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Required, TypedDict
 
-__all__ = ["ContextUpdate", "EntityUpdate", "UpdatesMessage", "extend_run", "new_run"]
+__all__ = ["ROUTED", "ContextUpdate", "EntityUpdate", "UpdatesMessage", "extend_run", "new_run"]
 
 # An update as it travels to stage 2: plain lists, cheap to encode.
 # entity:  [key, ts_ms, weight, src_partition, src_offset]
@@ -17,9 +17,13 @@ __all__ = ["ContextUpdate", "EntityUpdate", "UpdatesMessage", "extend_run", "new
 #   (any other update of the entity in the batch starts a new run, so each entity's updates
 #   stay in offset order); stage 2 takes them per second. The offsets let it skip those it
 #   already applied when a run is re-sent, after a restart, with other bounds.
+# routed:  [key, ts_ms, 0.0, src_partition, src_offset, ROUTED]
+#   an event the live lane routed to the history lane (lanes.py): stage 2 only notes its
+#   time in the entity's sequence of final events, so the next event's gap is exact
 # context: [key, ts_ms, actor_type, actor_id, channel, verb, about, src_partition, src_offset]
 #   (about: the event's target as "type:id", or "")
 EntityUpdate = list[Any]
+ROUTED = "routed"
 ContextUpdate = list[Any]
 
 
@@ -30,6 +34,7 @@ class UpdatesMessage(TypedDict, total=False):
 
     p: Required[int]  # the source (events) partition
     wm: int | None  # its watermark, epoch ms (None: none yet); stage 2 closes windows up to it
+    f: int  # 1: `wm` is a history lane's flush (lanes.py), not evidence that time passed
     u: list[EntityUpdate]
     c: list[ContextUpdate]
 

@@ -51,8 +51,15 @@ class ProcessorMetrics:
         )
         self.late = Counter(
             "rhythm_processor_late_events_total",
-            "Entity updates that arrived behind the watermark, by outcome (corrected or too_late).",
+            "Entity updates that arrived behind the watermark, by outcome (corrected, too_late: "
+            "lost to signals, routed: their events went to the history lane).",
             ["outcome"],
+            registry=r,
+        )
+        self.routed = Counter(
+            "rhythm_processor_routed_events_total",
+            "Events the live lane would have dropped as too late, sent to the history lane "
+            "(processors/lanes.py) instead.",
             registry=r,
         )
         self.holes = Counter(
@@ -214,6 +221,8 @@ class ProcessorMetrics:
             self.duplicates.labels(STAGE1).inc(out.duplicates)
         if out.degraded:
             self.degraded.inc(out.degraded)
+        if out.routed:
+            self.routed.inc(len(out.routed))
         for dead in out.dead_letters:
             self.dead_letters.labels(dead.reason).inc()
         if watermark > 0:
@@ -236,6 +245,8 @@ class ProcessorMetrics:
             self.late.labels("corrected").inc(out.late)
         if out.too_late:
             self.late.labels("too_late").inc(out.too_late)
+        if out.routed:
+            self.late.labels("routed").inc(out.routed)
         if out.early:
             self.early.inc(out.early)
         if out.hot:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import date
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,9 +20,12 @@ from rhythm.schemas.topics import (
     ALERTS_TOPIC,
     DEAD_LETTERS_TOPIC,
     EVENTS_TOPIC,
+    HISTORY_LANE,
+    HISTORY_TOPIC,
     PROCESSORS_GROUP,
     SIGNALS_TOPIC,
     UPDATES_TOPIC,
+    lane_names,
 )
 
 SILENCE_ROLES = ("actor", "object", "target", ANY_ROLE)
@@ -50,6 +53,24 @@ class ProcessorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RHYTHM_PROCESSOR_", extra="ignore")
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    lane: Literal["live", "history"] = Field(
+        "live",
+        description="live: rhythm.events in the wall clock's event time, too-late events "
+        "routed to the history lane; history: rhythm.history in its own event time (the "
+        "app id, input and updates topics default to the lane's), alerts marked historical.",
+    )
+    history_topic: str = Field(
+        HISTORY_TOPIC,
+        description="Where the live lane routes events it would drop as too late; empty: "
+        "nowhere (counted too_late). Unused by the history lane.",
+    )
+    history_lateness_s: float = Field(
+        3 * DAY_S,
+        ge=0,
+        description="The history lane's allowed lateness (its lateness_s): what it is given "
+        "is sorted (rhythm backfill) or routed from several live partitions, each in order, "
+        "interleaved by the live lane's batches; within this much it is put back in order.",
+    )
     app_id: str = Field(PROCESSORS_GROUP, description="Faust app id = consumer group.")
     data_dir: Path = Field(Path(".rhythm/processors"), description="rocksdict state per worker.")
     events_topic: str = EVENTS_TOPIC
@@ -201,6 +222,26 @@ class ProcessorSettings(BaseSettings):
         5, gt=0, description="How often the end offsets are asked from the broker."
     )
     log_level: str = "warn"
+
+    @model_validator(mode="after")
+    def _lane_defaults(self) -> Self:
+        """The history lane's own names, unless given (tests give their own)."""
+        if self.lane == HISTORY_LANE:
+            events, updates, group = lane_names(self.lane)
+            given = self.model_fields_set
+            if "app_id" not in given:
+                self.app_id = group
+            if "events_topic" not in given:
+                self.events_topic = events
+            if "updates_topic" not in given:
+                self.updates_topic = updates
+            self.lateness_s = self.history_lateness_s
+        return self
+
+    @property
+    def routes(self) -> bool:
+        """Whether too-late events go to the history lane (the live lane, with a topic)."""
+        return self.lane != HISTORY_LANE and bool(self.history_topic)
 
     @model_validator(mode="after")
     def _check_policy(self) -> Self:

@@ -24,7 +24,8 @@ from typing import Any
 from rhythm.processors.budget import Budget
 from rhythm.processors.codec import dumps, loads
 from rhythm.processors.explode import entity_keys, explode, explode_context, partition_for
-from rhythm.processors.messages import UpdatesMessage, extend_run, new_run
+from rhythm.processors.lanes import flush_mark, too_late
+from rhythm.processors.messages import ROUTED, UpdatesMessage, extend_run, new_run
 from rhythm.schemas import WireError, decode_event
 from rhythm.schemas.keys import SEP
 from rhythm.schemas.wire_check import record_problem
@@ -42,6 +43,13 @@ class Stage1Config:
     # that minute goes in the degraded mode (0: never); see `Budget`.
     tenant_budget: int = 0
     lateness_ms: int = 300_000  # how long a minute's count may still grow
+    # The lanes (lanes.py): the live lane routes events stage 2 would drop as too late
+    # (`route`), and an idle partition's watermark follows the wall clock (`follow_clock`);
+    # the history lane's instead moves to close every window it holds (`lanes.flush_mark`).
+    window_sizes_ms: tuple[int, ...] = (3_600_000, 86_400_000)
+    late_retention_ms: int = 86_400_000
+    route: bool = False
+    follow_clock: bool = True
 
 
 @dataclass
@@ -66,6 +74,9 @@ class Stage1Output:
     duplicates: int = 0
     degraded: int = 0  # events aggregated into runs (their tenant was over its budget)
     over_budget: list[str] = field(default_factory=list)  # tenants that went over, this batch
+    # Events too late for this lane, as they came, for the history lane (lanes.py); their
+    # entity updates go to stage 2 marked routed (it only notes their times).
+    routed: list[bytes] = field(default_factory=list)
 
 
 def watermark_key(partition: int) -> str:
@@ -94,6 +105,9 @@ class Stage1Partition:
         self._seen: dict[int, int] = {}  # id hash -> offset of the first message with it
         self._records: list[tuple[str, int, list[list[int]]]] = []  # (key, newest, [h, offset])
         self.last_activity = 0.0  # wall clock seconds of the last message
+        # The highest watermark this partition reported to stage 2 (its events' or an idle
+        # tick's): the stage-2 watermark its next events meet is never ahead of it.
+        self.reported = NO_WATERMARK
         self.budget = Budget(cfg.tenant_budget, cfg.lateness_ms) if cfg.tenant_budget else None
 
     def restore(self, items: list[tuple[str, bytes]]) -> list[tuple[str, bytes, str]]:
@@ -103,10 +117,13 @@ class Stage1Partition:
         for key, value in sorted(items):
             try:
                 if key == watermark_key(self.partition):
-                    watermark, next_offset, *budget = loads(value)
+                    watermark, next_offset, *rest = loads(value)
                     self.watermark, self.next_offset = int(watermark), int(next_offset)
-                    if budget and self.budget is not None:
-                        self.budget.restore(budget[0])
+                    self.reported = max(self.reported, self.watermark)
+                    if rest and rest[0] is not None and self.budget is not None:
+                        self.budget.restore(rest[0])
+                    if len(rest) > 1:
+                        self.reported = max(self.reported, int(rest[1]))
                 else:
                     newest, pairs = loads(value)
                     seen = [(int(h), int(o)) for h, o in pairs]
@@ -133,6 +150,8 @@ class Stage1Partition:
         updates: dict[int, list[Any]] = defaultdict(list)
         contexts: dict[int, list[Any]] = defaultdict(list)
         budget = self.budget
+        cfg = self.cfg
+        route_before = self.reported if cfg.route else NO_WATERMARK
         runs: dict[str, list[Any]] = {}  # entity key -> its open run (degraded mode)
         for offset, value in messages:
             try:
@@ -166,6 +185,14 @@ class Stage1Partition:
                 self._seen[h] = offset
                 new_hashes.append([h, offset])
             out.events += 1
+            if route_before != NO_WATERMARK and too_late(
+                ts, route_before, cfg.window_sizes_ms, cfg.lateness_ms, cfg.late_retention_ms
+            ):
+                out.routed.append(value or b"")
+                for key in entity_keys(record):  # stage 2 notes the time only
+                    k = partition_for(key, cfg.updates_partitions)
+                    updates[k].append([key, ts, 0.0, self.partition, offset, ROUTED])
+                continue
             newest = max(newest, ts)
             if budget is not None and not budget.take(record["tenant"], ts, out.over_budget):
                 out.degraded += 1
@@ -190,10 +217,11 @@ class Stage1Partition:
         self.watermark = max(self.watermark, newest)
         if messages:
             self.next_offset = max(self.next_offset, messages[-1][0] + 1)
-            saved: list[Any] = [self.watermark, self.next_offset]
+            self.reported = max(self.reported, self.watermark)
+            saved: list[Any] = [self.watermark, self.next_offset, None, self.reported]
             if budget is not None:
                 budget.expire(self.watermark)
-                saved.append(budget.saved())
+                saved[2] = budget.saved()
             out.writes.append((watermark_key(self.partition), dumps(saved)))
         self._expire(out)
         # Every destination hears this partition's watermark, with or without updates for it.
@@ -235,9 +263,17 @@ class Stage1Partition:
         if end_offset > self.next_offset or wall_s - self.last_activity < self.cfg.idle_after_s:
             return None
         out = Stage1Output()
-        mark = max(self.watermark, wall_ms - int(self.cfg.idle_after_s * 1000))
+        if self.cfg.follow_clock:
+            mark = max(self.watermark, wall_ms - int(self.cfg.idle_after_s * 1000))
+        elif self.watermark == NO_WATERMARK:
+            return None  # a history lane that has seen nothing has nothing to close
+        else:  # the history lane: close every window holding what it was given
+            mark = flush_mark(self.watermark, self.cfg.window_sizes_ms, self.cfg.lateness_ms)
+        self.reported = max(self.reported, mark)
         for k in range(self.cfg.updates_partitions):
             out.messages[k] = {"p": self.partition, "wm": mark}
+            if not self.cfg.follow_clock:
+                out.messages[k]["f"] = 1  # closes windows; says nothing stayed quiet
         return out
 
     def _reported(self) -> int | None:

@@ -28,7 +28,7 @@ from rhythm.processors.codec import (
     encode_entity,
     loads,
 )
-from rhythm.processors.messages import UpdatesMessage
+from rhythm.processors.messages import ROUTED, UpdatesMessage
 from rhythm.processors.signals.conversation import (
     ContextMessage,
     ContextState,
@@ -49,6 +49,7 @@ from rhythm.processors.signals.entity import (
     advance,
     expires_at,
     next_due_ms,
+    note_routed,
 )
 from rhythm.processors.signals.policy import AlertPolicy
 from rhythm.processors.signals.rhythm import SilenceRule
@@ -66,6 +67,8 @@ class Stage2Output:
     alerts: list[AlertRecord] = field(default_factory=list)
     late: int = 0
     too_late: int = 0
+    routed: int = 0  # entity updates of events routed to the history lane (lanes.py)
+    beyond_evidence: int = 0  # alerts held back: fired after the sources' evidence
     duplicates: int = 0
     evicted: int = 0  # entities and threads forgotten after their time to live
     early: int = 0  # events of hot entities made final before W - L
@@ -108,6 +111,11 @@ class Stage2Partition:
         self.entities: dict[str, _Entity] = {}
         self.conversations = Conversations(reply_cfg, self.policy)
         self.source_watermarks: dict[int, int] = {}
+        # Per source, the newest watermark that was evidence of time passing (its events', or
+        # the clock's), as opposed to a history lane's flush (messages.py "f"), which closes
+        # windows without saying that anything stayed quiet: alerts fired after the evidence
+        # are held back (lanes.py, "Idle history").
+        self.source_evidence: dict[int, int] = {}
         self.watermark = NO_WATERMARK
         self._due: list[tuple[int, str]] = []  # (due, key); stale entries are skipped
         self._due_of: dict[str, int] = {}
@@ -131,7 +139,9 @@ class Stage2Partition:
                 continue  # forgotten (a tombstone)
             try:
                 if key.startswith(WATERMARKS_PREFIX):
-                    self.source_watermarks.update(decode_watermarks(value))
+                    marks, evidence = decode_watermarks(value)
+                    self.source_watermarks.update(marks)
+                    self.source_evidence.update(evidence)
                 elif is_context_key(key):
                     split_context_key(key)
                     contexts[key] = decode_context(value)
@@ -174,6 +184,12 @@ class Stage2Partition:
                 continue
             entity.applied[src_partition] = src_offset
             held = len(entity.state.windows)
+            if run and run[0] == ROUTED:  # its event went to the history lane
+                out.routed += 1
+                if note_routed(entity.state, ts, cfg, entity.rule):
+                    self._dirty.add(key)
+                    self._schedule(key, entity)
+                continue
             if run:  # a degraded tenant's events (explode.py)
                 offsets, seconds = run
                 skip = bisect_right(offsets, applied) if offsets[0] <= applied else 0
@@ -233,8 +249,23 @@ class Stage2Partition:
             if watermark > self.source_watermarks.get(source, NO_WATERMARK):
                 self.source_watermarks[source] = int(watermark)
                 self._dirty.add(self._watermarks_key)
+            if not message.get("f") and watermark > self.source_evidence.get(source, NO_WATERMARK):
+                self.source_evidence[source] = int(watermark)
+                self._dirty.add(self._watermarks_key)
             self._advance(self._min_watermark(), out)
+        if out.alerts:
+            evidence = self._evidence()
+            kept = [a for a in out.alerts if a["fired_at"] <= evidence]
+            out.beyond_evidence += len(out.alerts) - len(kept)
+            out.alerts = kept
         return out
+
+    def _evidence(self) -> int:
+        """Up to when the sources say time passed (their events or the clock): never ahead
+        of the watermark; behind it only after a history lane's flush."""
+        if len(self.source_evidence) < self.source_partitions:
+            return self.watermark
+        return min(self.source_evidence.values())
 
     # -- output ----------------------------------------------------------------------------
 
@@ -257,7 +288,12 @@ class Stage2Partition:
         for key in self.conversations.dirty:
             items.append((key, encode_context(self.conversations.contexts[key])))
         if self._watermarks_key in self._dirty:
-            items.append((self._watermarks_key, encode_watermarks(self.source_watermarks)))
+            items.append(
+                (
+                    self._watermarks_key,
+                    encode_watermarks(self.source_watermarks, self.source_evidence),
+                )
+            )
         self._dirty.clear()
         self.conversations.dirty.clear()
         return items
@@ -363,12 +399,24 @@ class Stage2Partition:
 WATERMARKS_PREFIX = "\x00wm\x1f"  # + partition number: one record per partition
 
 
-def encode_watermarks(marks: dict[int, int]) -> bytes:
-    return dumps([[k, v] for k, v in sorted(marks.items())])
+def encode_watermarks(marks: dict[int, int], evidence: dict[int, int] | None = None) -> bytes:
+    """[[source, watermark], ...], then [-1 - source, evidence] for each source whose
+    evidence is behind its watermark (a history lane's flush): older records read the same."""
+    pairs = [[k, v] for k, v in sorted(marks.items())]
+    pairs += [[-1 - k, v] for k, v in sorted((evidence or {}).items()) if v < marks.get(k, v)]
+    return dumps(pairs)
 
 
-def decode_watermarks(data: bytes) -> dict[int, int]:
-    return {int(k): int(v) for k, v in loads(data)}
+def decode_watermarks(data: bytes) -> tuple[dict[int, int], dict[int, int]]:
+    """(watermarks, evidence) per source; a source's evidence is its watermark unless saved."""
+    marks: dict[int, int] = {}
+    evidence: dict[int, int] = {}
+    for k, v in loads(data):
+        if int(k) >= 0:
+            marks[int(k)] = int(v)
+        else:
+            evidence[-1 - int(k)] = int(v)
+    return marks, {**marks, **evidence}
 
 
 def _signal(ek: EntityKey, measures: dict[str, Any]) -> SignalRecord:

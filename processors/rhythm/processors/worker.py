@@ -5,7 +5,7 @@ from __future__ import annotations
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rhythm.processors.settings import ProcessorSettings
-from rhythm.schemas.topics import STAGE1, STAGE2, changelog_topic
+from rhythm.schemas.topics import DEFAULT_TOPICS, HISTORY_TOPIC, STAGE1, STAGE2, changelog_topic
 
 
 def events_partitions(settings: ProcessorSettings, timeout: float = 30.0) -> int:
@@ -33,6 +33,26 @@ def ensure_updates_topic(settings: ProcessorSettings, timeout: float = 30.0) -> 
         settings.replication_factor,
         config={"retention.ms": str(int(settings.updates_retention_s * 1000))},
     )
+    try:
+        admin.create_topics([topic])[name].result(timeout)
+    except Exception as exc:  # created meanwhile by another worker: fine
+        if "TOPIC_ALREADY_EXISTS" not in str(exc):
+            raise
+
+
+def ensure_history_topic(settings: ProcessorSettings, timeout: float = 30.0) -> None:
+    """The live lane routes too-late events to the history lane's input: create it as
+    `rhythm kafka up` does (one partition, the events' retention) if a broker lacks it, or
+    the first routed event would stall the worker on a topic that does not exist."""
+    if not settings.routes:
+        return
+    admin = AdminClient(settings.kafka.to_librdkafka())
+    name = settings.history_topic
+    if name in admin.list_topics(timeout=timeout).topics:
+        return
+    spec = next((t for t in DEFAULT_TOPICS if t.name == HISTORY_TOPIC), None)
+    config = dict(spec.config) if spec is not None else {}
+    topic = NewTopic(name, 1, settings.replication_factor, config=config)
     try:
         admin.create_topics([topic])[name].result(timeout)
     except Exception as exc:  # created meanwhile by another worker: fine
@@ -81,6 +101,7 @@ def run(settings: ProcessorSettings | None = None) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     partitions = events_partitions(settings)
     ensure_updates_topic(settings)
+    ensure_history_topic(settings)
     ensure_changelog_topics(settings, partitions)
     processors = Processors(settings, partitions)
     if settings.metrics_port:

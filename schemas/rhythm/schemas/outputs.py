@@ -66,6 +66,11 @@ class Alert(BaseModel):
     score: float = Field(0.0, ge=0, le=1, description="how sure the rule is; ranks alerts")
     owners: list[str] = Field(default_factory=list, description="who should act, type:id")
     details: dict[str, Any]
+    historical: bool = Field(
+        False,
+        description="computed by the history lane (an import or events the live lane had "
+        "to route): stored, never delivered as a heads-up",
+    )
 
 
 class SignalRecord(TypedDict):
@@ -109,6 +114,7 @@ class AlertRecord(TypedDict):
     score: float
     owners: list[str]
     details: dict[str, Any]
+    historical: NotRequired[bool]  # set by the history lane only
 
 
 def alert_id(a: Mapping[str, Any]) -> str:

@@ -24,6 +24,19 @@ FEEDBACK_TOPIC = "rhythm.feedback"
 #: The processors' internal topic between their two stages (created by the processors).
 UPDATES_TOPIC = "rhythm.updates"
 
+#: The two lanes of processing (ARCHITECTURE.md, "the history lane"): `live` reads
+#: `rhythm.events` in the wall clock's event time; `history` reads `rhythm.history` (what
+#: `rhythm backfill` publishes and what the live lane would drop as too late) in its own
+#: event time, with its own group, updates topic and tables. Both write the same signals and
+#: alerts topics.
+LIVE_LANE = "live"
+HISTORY_LANE = "history"
+LANES = (LIVE_LANE, HISTORY_LANE)
+#: The history lane's input: one partition, so its watermark is the one stream's newest
+#: event time, in the order the history was published (sorted by `rhythm backfill`).
+HISTORY_TOPIC = "rhythm.history"
+HISTORY_UPDATES_TOPIC = "rhythm.history.updates"
+
 #: The processors' two stages, by one name each: the Faust agent, its table (whose
 #: changelog is `changelog_topic(app_id, stage)`) and the `stage` label of their metrics.
 #: Stage 1 reads events and explodes them into per-entity updates; stage 2 turns updates
@@ -33,6 +46,7 @@ STAGE2 = "stage2"
 
 #: Consumer groups (the processors' is also their Faust app id).
 PROCESSORS_GROUP = "rhythm-processors"
+HISTORY_GROUP = "rhythm-history"
 SINK_GROUP = "rhythm-sink"
 NOTIFIER_GROUP = "rhythm-notifier"
 
@@ -40,6 +54,13 @@ NOTIFIER_GROUP = "rhythm-notifier"
 SINK_TOPICS = (EVENTS_TOPIC, SIGNALS_TOPIC, ALERTS_TOPIC)
 
 _DAY_MS = 24 * 60 * 60 * 1000
+
+
+def lane_names(lane: str) -> tuple[str, str, str]:
+    """(input topic, updates topic, group = Faust app id) of a lane."""
+    if lane == HISTORY_LANE:
+        return HISTORY_TOPIC, HISTORY_UPDATES_TOPIC, HISTORY_GROUP
+    return EVENTS_TOPIC, UPDATES_TOPIC, PROCESSORS_GROUP
 
 
 def changelog_topic(app_id: str, stage: str) -> str:
@@ -65,6 +86,12 @@ DEFAULT_TOPICS: list[TopicSpec] = [
     TopicSpec(
         EVENTS_TOPIC,
         4,
+        {**_retention(7), "message.timestamp.type": "CreateTime", "max.message.bytes": "1048576"},
+    ),
+    # History waiting for (or routed to) the history lane: the events topic's week.
+    TopicSpec(
+        HISTORY_TOPIC,
+        1,
         {**_retention(7), "message.timestamp.type": "CreateTime", "max.message.bytes": "1048576"},
     ),
     # Signals are derived and can be recomputed from events: the same week.

@@ -88,7 +88,8 @@ class NotifierMetrics:
         )
         self.alerts = Counter(
             "rhythm_notifier_alerts",
-            "Alerts read, by outcome (routed, duplicate, skipped_kind, invalid).",
+            "Alerts read, by outcome (routed, duplicate, skipped_kind, historical: the history "
+            "lane's, never delivered, invalid).",
             ["outcome"],
             registry=r,
         )

@@ -329,6 +329,9 @@ class Notifier:
             log.warning("an invalid alert skipped: %s", exc.errors()[:1])
             self.metrics.alerts.labels("invalid").inc()
             return False
+        if alert.historical:  # the history lane's: what happened then, not a heads-up now
+            self.metrics.alerts.labels("historical").inc()
+            return False
         if alert.kind not in self.settings.kinds:
             self.metrics.alerts.labels("skipped_kind").inc()
             return False

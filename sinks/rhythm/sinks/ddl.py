@@ -37,6 +37,11 @@ def create_database(database: str, *, cluster: str | None = None) -> str:
     return f"CREATE DATABASE IF NOT EXISTS {database}{on_cluster(cluster)}"
 
 
+def column_sql(column: Column) -> str:
+    """A column's definition, as CREATE TABLE and ALTER TABLE ... ADD COLUMN write it."""
+    return _column(column)
+
+
 def _column(column: Column) -> str:
     parts = [column.name, column.type]
     if column.default is not None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from rhythm.sinks.ddl import (
+    column_sql,
     create_database,
     create_table,
     create_view,
@@ -48,7 +49,7 @@ from rhythm.sinks.tables import (
     SCHEMA_MIGRATIONS,
     SIGNALS,
 )
-from rhythm.sinks.tables.alerts import ALERTS_V1, KIND_TYPE
+from rhythm.sinks.tables.alerts import ALERTS_V1, HISTORICAL, KIND_TYPE
 from rhythm.sinks.tables.definition import Table, View
 from rhythm.sinks.tables.events import ENTITY_EVENTS_MV
 from rhythm.sinks.tables.views import (
@@ -170,6 +171,15 @@ def _alert_owners(target: Target, _days: int) -> list[str]:
     ]
 
 
+def _historical_alerts(target: Target, _days: int) -> list[str]:
+    """Alerts of the history lane (`rhythm backfill`, routed too-late events), marked."""
+    column = f"ADD COLUMN IF NOT EXISTS {column_sql(HISTORICAL)} AFTER details"
+    tables = [target.alter_table(ALERTS)]
+    if target.cluster is not None:  # the Distributed table in front of the local one
+        tables.append(f"ALTER TABLE {target.database}.{ALERTS.name}{on_cluster(target.cluster)}")
+    return [f"{table} {column}" for table in tables]
+
+
 def _people_and_notifications(target: Target, days: int) -> list[str]:
     """The people directory (Client.identify) and the notifier's deliveries."""
     return [sql for t in (PEOPLE, NOTIFICATIONS) for sql in target.create_tables(t, days)]
@@ -186,6 +196,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "alert owners, scores and the noise budget", _alert_owners),
     Migration(4, "people directory and notifications", _people_and_notifications),
     Migration(5, "feedback on heads-ups", _feedback),
+    Migration(6, "historical alerts", _historical_alerts),
 )
 
 

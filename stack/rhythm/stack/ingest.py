@@ -72,12 +72,12 @@ def ingest_lines(
                     continue
                 report.lines += 1
                 try:
-                    obj: Any = _parse(raw)
+                    obj: Any = parse_line(raw)
                     client.send(obj)
                     report.valid += 1
                 except ValueError as exc:  # ContractError, bad JSON and bad UTF-8 alike
                     report.invalid_lines.append(number)
-                    rejects_out.write(_reject(number, raw, exc))
+                    rejects_out.write(reject_line(number, raw, exc))
                 if number % _PROGRESS_EVERY == 0:
                     elapsed = time.monotonic() - started
                     rate = report.lines / elapsed if elapsed > 0 else 0.0
@@ -91,7 +91,7 @@ def ingest_lines(
     return report
 
 
-def _parse(raw: bytes) -> dict[str, Any]:
+def parse_line(raw: bytes) -> dict[str, Any]:
     try:
         obj = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -103,6 +103,6 @@ def _parse(raw: bytes) -> dict[str, Any]:
     return obj
 
 
-def _reject(number: int, raw: bytes, exc: Exception) -> str:
+def reject_line(number: int, raw: bytes, exc: Exception) -> str:
     entry = {"line": number, "error": str(exc), "raw": raw.decode("utf-8", "replace").rstrip()}
     return json.dumps(entry, ensure_ascii=False) + "\n"

@@ -154,6 +154,9 @@ class AdvanceResult:
 
 
 ADDED, LATE, TOO_LATE = "added", "late", "too_late"
+#: `silent_since_ms` after a routed event (note_routed): the quiet since it is the history
+#: lane's to judge, not this lane's; the next event here resumes judging, with no `resumed`.
+ROUTED_QUIET = -1
 
 
 def window_start(ts: int, size_ms: int) -> int:
@@ -268,6 +271,26 @@ def _add(
     return LATE
 
 
+def note_routed(
+    state: EntityState, ts: int, cfg: SignalConfig, rule: SilenceRule | None = None
+) -> bool:
+    """An event the live lane routed to the history lane (processors/lanes.py): it counts in
+    no window here, but, newer than every final event and older than every pending one, it
+    takes its place in the entity's final sequence, so the next event's gap, and the
+    silence rule's norms, are those of the whole sequence. Its alerts are the history
+    lane's (marked historical), not this lane's, and so is the quiet after it (a later routed
+    event may end it; the lane's notes arrive interleaved from its source partitions): no
+    silence is judged here until the entity's next event in this lane. Returns whether it
+    was placed."""
+    if (state.last_ms is not None and ts <= state.last_ms) or (
+        state.pending and ts >= min(state.pending)
+    ):
+        return False
+    _finalize(state, ts, cfg, rule, AdvanceResult(), gaps_in_windows=False)
+    state.silent_since_ms = ROUTED_QUIET
+    return True
+
+
 def _finalize_early(
     state: EntityState, cfg: SignalConfig, rule: SilenceRule | None, out: AdvanceResult
 ) -> None:
@@ -375,7 +398,12 @@ def _window(state: EntityState, size: int, ts: int) -> Window:
 
 
 def _finalize(
-    state: EntityState, ts: int, cfg: SignalConfig, rule: SilenceRule | None, out: AdvanceResult
+    state: EntityState,
+    ts: int,
+    cfg: SignalConfig,
+    rule: SilenceRule | None,
+    out: AdvanceResult,
+    gaps_in_windows: bool = True,
 ) -> None:
     last = state.last_ms
     if last is not None:
@@ -396,10 +424,11 @@ def _finalize(
                     out.alerts.append(_silence(model, last, when))
                     state.silent_since_ms = last
             if state.silent_since_ms is not None:
-                out.alerts.append(_resumed(model, last, ts))
+                if state.silent_since_ms != ROUTED_QUIET:
+                    out.alerts.append(_resumed(model, last, ts))
                 state.silent_since_ms = None
             rhythm.observe_gap(model, last, ts, rule, split)
-        for size in cfg.window_sizes_ms:
+        for size in cfg.window_sizes_ms if gaps_in_windows else ():
             window = state.windows.get((size, window_start(ts, size)))
             if window is not None:
                 window.add_gap(ts, gap)

@@ -3,7 +3,8 @@
 ReplacingMergeTree on (tenant, alert_id): alert ids are stable hashes, so re-sent alerts
 collapse. On a cluster the shard is the entity's, which `alert_id` hashes
 (`rhythm.schemas.outputs.alert_id`). `ALERTS_V1` is the table as migration 1 created it;
-migration 3 brings it to `ALERTS` (follow_up, score, owners).
+migration 3 brings it to `ALERTS_V3` (follow_up, score, owners), migration 6 to `ALERTS`
+(`historical`: alerts of the history lane).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from rhythm.sinks.tables.columns import DEDUP, ENTITY, INGEST, TS, ZSTD
 from rhythm.sinks.tables.definition import Column, Engine, Table
 from rhythm.sinks.tables.rows import JSON_REASONS, DeadLetter, Message, Outcome, ingest, parse_json
 
-__all__ = ["ALERTS", "ALERTS_V1", "KIND_TYPE", "REASONS", "process"]
+__all__ = ["ALERTS", "ALERTS_V1", "ALERTS_V3", "HISTORICAL", "KIND_TYPE", "REASONS", "process"]
 
 REASONS = (*JSON_REASONS, "invalid_alert")
 
@@ -44,7 +45,7 @@ ALERTS_V1 = Table(
     shard_by=("tenant", "role", "entity_type", "entity_id"),
 )
 
-ALERTS = ALERTS_V1.changed(
+ALERTS_V3 = ALERTS_V1.changed(
     after="expected_within_s",
     add=(
         Column("score", "Float64", comment="how sure the rule is, 0 to 1: ranks a day's alerts"),
@@ -52,6 +53,16 @@ ALERTS = ALERTS_V1.changed(
     ),
     retype={"kind": KIND_TYPE},
 )
+
+#: Migration 6: alerts the history lane computed (`rhythm backfill`, or events the live lane
+#: routed there), never delivered as heads-ups.
+HISTORICAL = Column(
+    "historical",
+    "Bool",  # rows from before the migration read false, the type's default
+    comment="computed by the history lane: stored, never delivered as a heads-up",
+)
+
+ALERTS = ALERTS_V3.changed(after="details", add=(HISTORICAL,), retype={})
 
 
 def process(message: Message) -> Outcome:
@@ -66,5 +77,5 @@ def process(message: Message) -> Outcome:
     return (
         a.alert_id, a.kind, a.tenant, a.role, a.entity_type, a.entity_id, a.context_id,
         a.fired_at, a.last_event_at, a.expected_within_s, a.score, a.owners, details,
-        *ingest(message),
+        a.historical, *ingest(message),
     )  # fmt: skip

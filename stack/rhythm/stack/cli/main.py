@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from rhythm.stack.cli.backfill import register as register_backfill_commands
 from rhythm.stack.cli.client import register as register_client_commands
 from rhythm.stack.cli.collector import register as register_collector_commands
 from rhythm.stack.cli.digest import register as register_digest_commands
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 app.add_typer(kafka_app, name="kafka")
 register_client_commands(app)
+register_backfill_commands(app)
 register_processor_commands(app)
 register_sink_commands(app)
 register_notifier_commands(app)

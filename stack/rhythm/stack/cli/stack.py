@@ -16,7 +16,8 @@ def register(app: typer.Typer) -> None:
 
 
 def up() -> None:
-    """Start Kafka, the processors, the sink (embedded ClickHouse) and, when installed,
+    """Start Kafka, the processors (live and history lanes), the sink (embedded ClickHouse)
+    and, when installed,
     Prometheus (port RHYTHM_STACK_PROMETHEUS_PORT, default 9090) in the background."""
     from rhythm.stack.supervisor.control import Stack
 
@@ -88,6 +89,8 @@ def _processor_details(part: dict[str, Any]) -> str:
         )
     elif part.get("degraded_events"):
         details.append(f"{part['degraded_events']:,} events aggregated over budget")
+    if part.get("routed_events"):
+        details.append(f"{part['routed_events']:,} too-late events routed to history")
     return "; ".join(details)
 
 
@@ -103,7 +106,7 @@ def _print(parts: dict[str, Any]) -> None:
         details = ""
         if name == "kafka":
             details = str(part.get("bootstrap", ""))
-        elif name == "processors":
+        elif name in ("processors", "history"):  # the live lane and the history lane
             details = _processor_details(part)
         elif name == "sink":
             details = str(part.get("http") or "")

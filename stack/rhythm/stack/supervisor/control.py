@@ -1,7 +1,8 @@
 """`rhythm up|down|status`: the local stack in the background, logs in one place.
 
 Parts, in start order: Kafka (rhythm.stack.kafka; one already started by `rhythm kafka up` from
-`<home>/kafka`, one node or a cluster, is adopted), the processor worker, the sink (which owns
+`<home>/kafka`, one node or a cluster, is adopted), the processor worker (the live lane), the
+history lane's worker (`history`: `rhythm backfill` and too-late events), the sink (which owns
 the embedded ClickHouse and serves its HTTP endpoint), and Prometheus when the `prometheus`
 binary is installed (rhythm.stack.prometheus: scrapes the parts' actual ports, data in
 `<home>/prometheus`). `up` starts one detached supervisor process
@@ -32,6 +33,10 @@ from rhythm.runtime.offsets import group_lag
 from rhythm.runtime.process import alive, stop_group
 from rhythm.schemas.topics import (
     EVENTS_TOPIC,
+    HISTORY_GROUP,
+    HISTORY_LANE,
+    HISTORY_TOPIC,
+    HISTORY_UPDATES_TOPIC,
     PROCESSORS_GROUP,
     SINK_GROUP,
     SINK_TOPICS,
@@ -53,6 +58,9 @@ class StackSettings(BaseSettings):
     )
     sink_http_port: int = Field(8123, description="The embedded store's ClickHouse HTTP port.")
     processor_metrics_port: int = 9465
+    history_metrics_port: int = Field(
+        9469, description="The history lane's worker: /metrics (its progress), /healthz."
+    )
     sink_metrics_port: int = 9464
     notifier_metrics_port: int = Field(
         9467, description="The notifier's /metrics and /healthz (started when a channel is set)."
@@ -126,7 +134,15 @@ class Stack:
             stop_group(pid, timeout)
         state = self._state()  # as the supervisor left it
         # the sink last in, first out: it commits on TERM
-        for name in ("prometheus", "collector", "mail", "notifier", "sink", "processors"):
+        for name in (
+            "prometheus",
+            "collector",
+            "mail",
+            "notifier",
+            "sink",
+            "history",
+            "processors",
+        ):
             pid = state.get(name, {}).get("pid")
             if pid and alive(pid):
                 stop_group(pid, timeout)
@@ -156,12 +172,13 @@ class Stack:
             },
             "kafka": {"running": kafka.get("running", False), **kafka},
         }
-        for name in ("processors", "sink"):
+        for name in ("processors", "history", "sink"):
             pid = state.get(name, {}).get("pid")
             parts[name] = {"running": bool(pid and alive(pid)), "pid": pid}
             parts[name]["log"] = state.get(name, {}).get("log")
         health = {
             "processors": self.settings.processor_metrics_port,
+            "history": self.settings.history_metrics_port,
             "sink": self.settings.sink_metrics_port,
         }
         for name, port in health.items():
@@ -172,6 +189,9 @@ class Stack:
             conn = KafkaSettings(bootstrap_servers=self.kafka.bootstrap)
             parts["processors"]["lag"] = group_lag(
                 conn, PROCESSORS_GROUP, [EVENTS_TOPIC, UPDATES_TOPIC]
+            )
+            parts["history"]["lag"] = group_lag(
+                conn, HISTORY_GROUP, [HISTORY_TOPIC, HISTORY_UPDATES_TOPIC]
             )
             parts["sink"]["lag"] = group_lag(conn, SINK_GROUP, list(SINK_TOPICS))
         if self.notifier_wanted() or "notifier" in state:
@@ -197,10 +217,16 @@ class Stack:
                 "log": state.get("prometheus", {}).get("log"),
                 "url": f"http://127.0.0.1:{port}" if port_open("127.0.0.1", port) else None,
             }
-        watermark = scrape_min(
-            self.settings.processor_metrics_port, "rhythm_processor_stage2_watermark_seconds"
+        for name, port in (
+            ("processors", self.settings.processor_metrics_port),
+            ("history", self.settings.history_metrics_port),
+        ):  # each lane's own event time
+            parts[name]["watermark"] = scrape_min(port, "rhythm_processor_stage2_watermark_seconds")
+        routed = scrape(
+            self.settings.processor_metrics_port, "rhythm_processor_routed_events_total"
         )
-        parts["processors"]["watermark"] = watermark
+        if routed is not None:
+            parts["processors"]["routed_events"] = int(sum(routed))
         port = self.settings.processor_metrics_port
         over = scrape(port, "rhythm_processor_tenants_over_budget")
         degraded = scrape(port, "rhythm_processor_degraded_events_total")
@@ -236,6 +262,18 @@ class Stack:
                 ),
                 s.processor_metrics_port or None,
                 _healthz(s.processor_metrics_port),
+            ),
+            Part(
+                "history",
+                [*cli, "processors"],
+                dict(
+                    env,
+                    RHYTHM_PROCESSOR_LANE=HISTORY_LANE,
+                    RHYTHM_PROCESSOR_DATA_DIR=str(self.home / "history"),
+                    RHYTHM_PROCESSOR_METRICS_PORT=str(s.history_metrics_port),
+                ),
+                s.history_metrics_port or None,
+                _healthz(s.history_metrics_port),
             ),
             Part(
                 "sink",
@@ -302,10 +340,11 @@ class Stack:
         home = self.home / "prometheus"
         ports = (s.processor_metrics_port, s.sink_metrics_port)
         sup = s.supervisor_metrics_port
+        workers = (s.processor_metrics_port, s.history_metrics_port)
         config = prometheus.write_config(
             home,
             prometheus.render_config(
-                processors=[f"127.0.0.1:{ports[0]}"] if ports[0] else [],
+                processors=[f"127.0.0.1:{port}" for port in workers if port],
                 sinks=[f"127.0.0.1:{ports[1]}"] if ports[1] else [],
                 supervisors=(f"127.0.0.1:{sup}",) if sup else (),
                 notifiers=(
@@ -333,7 +372,7 @@ class Stack:
         log = self.logs / "supervisor.log"
         timeout = self.settings.start_timeout_s + self.kafka.settings.start_timeout_s
         deadline = time.monotonic() + timeout
-        names = ["kafka", "processors", "sink"]
+        names = ["kafka", "processors", "history", "sink"]
         if self.notifier_wanted():
             names.append("notifier")
         if self._prometheus_wanted():

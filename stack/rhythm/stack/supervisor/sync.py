@@ -1,9 +1,11 @@
 """`rhythm sync`: wait until everything published so far has gone all the way through.
 
-Three hops, each waited for in turn, each "so far" captured when its hop starts:
+Hops, each waited for in turn, each "so far" captured when its hop starts:
 1. the processors have consumed the events topic (stage 1);
 2. they have consumed the internal updates topic (stage 2: every window the watermark has
    closed is emitted, with its alerts, and acknowledged by Kafka before the commit);
+2b. with `history_group` (the default): the history lane has consumed its input
+   (`rhythm backfill`'s and what the live lane routed to it in hop 1) and its updates topic;
 3. with `notifier_group`: the notifier has routed every alert (its group is past the alerts
    topic's end, and it publishes the routing's delivery records before committing);
 4. the sink has written its topics to ClickHouse (the deliveries among them).
@@ -22,6 +24,9 @@ from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.schemas.topics import (
     ALERTS_TOPIC,
     EVENTS_TOPIC,
+    HISTORY_GROUP,
+    HISTORY_TOPIC,
+    HISTORY_UPDATES_TOPIC,
     PROCESSORS_GROUP,
     SINK_GROUP,
     SINK_TOPICS,
@@ -41,6 +46,8 @@ def wait_for_pipeline(
     processor_group: str = PROCESSORS_GROUP,
     sink_group: str = SINK_GROUP,
     notifier_group: str | None = None,
+    history_group: str | None = HISTORY_GROUP,
+    history_topics: tuple[str, str] = (HISTORY_TOPIC, HISTORY_UPDATES_TOPIC),
     alerts_topic: str = ALERTS_TOPIC,
     watermark_at_least: float | None = None,
     metrics_port: int = 9465,
@@ -57,6 +64,11 @@ def wait_for_pipeline(
     hops: list[tuple[list[str], str]] = [
         ([events_topic], processor_group),
         ([updates_topic], processor_group),
+        *(
+            [([history_topics[0]], history_group), ([history_topics[1]], history_group)]
+            if history_group
+            else []
+        ),
         *([([alerts_topic], notifier_group)] if notifier_group else []),
         (list(sink_topics), sink_group),
     ]

@@ -1,0 +1,233 @@
+"""`rhythm backfill`: history into the history lane (ARCHITECTURE.md, "the history lane").
+
+History (a JSON Lines file of canonical events, or a topic of wire-format events, e.g. an
+archive) is selected (`--tenant`, `--from`, `--to`), sorted by event time and published in
+that order to `rhythm.history` (one partition: the lane's watermark is this stream's newest
+event time). The history lane's worker (`rhythm up` runs it) computes its windows exactly as
+the live lane would have, live and in order, and writes them to the same signals and alerts
+topics (alerts marked historical). Then this command follows the lane until it has done
+what was published: events processed, event time reached, an ETA.
+
+Pure parts (`select`, `Tracker`) apart from the I/O (`read_file`, `read_topic`, `publish`,
+`follow`).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from rhythm.producers.prepare import prepare_event
+from rhythm.runtime.kafka_settings import KafkaSettings
+from rhythm.schemas import WireError, decode_event, encode_event
+from rhythm.stack.ingest import parse_line, reject_line
+
+#: (event time in epoch ms, the event in the wire format)
+Timed = tuple[int, bytes]
+
+
+@dataclass
+class Selection:
+    """Which history goes to the lane: a tenant (None: all) and [from, to) in epoch ms."""
+
+    tenant: str | None = None
+    from_ms: int | None = None
+    to_ms: int | None = None
+
+    def wants(self, tenant: str, ts: int) -> bool:
+        return (
+            (self.tenant is None or tenant == self.tenant)
+            and (self.from_ms is None or ts >= self.from_ms)
+            and (self.to_ms is None or ts < self.to_ms)
+        )
+
+
+@dataclass
+class Read:
+    events: list[Timed] = field(default_factory=list)
+    lines: int = 0
+    invalid: int = 0
+    left_out: int = 0  # valid, outside the selection
+
+
+def select(records: Iterable[tuple[str, int, bytes]], selection: Selection, read: Read) -> None:
+    """(tenant, event time, wire bytes) into `read.events` when selected."""
+    for tenant, ts, value in records:
+        if selection.wants(tenant, ts):
+            read.events.append((ts, value))
+        else:
+            read.left_out += 1
+
+
+def in_order(events: list[Timed]) -> list[Timed]:
+    """By event time (stable: a file's order among equal times is kept)."""
+    return sorted(events, key=lambda e: e[0])
+
+
+def read_file(
+    lines: Iterable[bytes], selection: Selection, rejects: TextIO, now_ms: int | None = None
+) -> Read:
+    """Canonical JSON lines, validated as the client does (an event without an id gets a
+    UUIDv7); invalid lines go to `rejects` with their number and reason."""
+    read = Read()
+    sent_at = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+
+    def records() -> Iterator[tuple[str, int, bytes]]:
+        for number, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            read.lines += 1
+            try:
+                record, _key = prepare_event(parse_line(raw))
+            except ValueError as exc:
+                read.invalid += 1
+                rejects.write(reject_line(number, raw, exc))
+                continue
+            record["sent_at"] = sent_at
+            yield record["tenant"], int(record["occurred_at"]), encode_event(record)
+
+    select(records(), selection, read)
+    return read
+
+
+def read_topic(
+    kafka: KafkaSettings, topic: str, selection: Selection, idle_timeout: float = 5.0
+) -> Read:
+    """Every message of `topic` from its beginning until it has been quiet `idle_timeout`
+    seconds; wire-format events (undecodable ones counted invalid)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    read = Read()
+    conf = kafka.to_librdkafka()
+    conf.update({"group.id": f"rhythm-backfill-{uuid.uuid4()}", "enable.auto.commit": False})
+    consumer = Consumer(conf)
+
+    def records() -> Iterator[tuple[str, int, bytes]]:
+        info = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if info is None or info.error is not None:
+            raise SystemExit(f"topic {topic!r} not found on {kafka.bootstrap_servers}")
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in info.partitions])
+        last = time.monotonic()
+        while time.monotonic() - last < idle_timeout:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            last = time.monotonic()
+            read.lines += 1
+            value = msg.value() or b""
+            try:
+                record = decode_event(value)
+            except WireError:
+                read.invalid += 1
+                continue
+            yield record["tenant"], int(record["occurred_at"]), value
+
+    try:
+        select(records(), selection, read)
+    finally:
+        consumer.close()
+    return read
+
+
+def publish(kafka: KafkaSettings, topic: str, events: list[Timed], timeout: float = 120.0) -> int:
+    """In the order given, to partition 0 of `topic` (idempotent, acks=all: Kafka keeps the
+    order); returns how many were not delivered."""
+    from confluent_kafka import KafkaError, Producer
+
+    failed = 0
+
+    def report(err: KafkaError | None, _msg: Any) -> None:
+        nonlocal failed
+        if err is not None:
+            failed += 1
+
+    producer = Producer(
+        {
+            **kafka.to_librdkafka(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 20,
+            "compression.type": "lz4",
+        }
+    )
+    for _ts, value in events:
+        while True:
+            try:
+                producer.produce(topic, value, partition=0, on_delivery=report)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    left = producer.flush(timeout)
+    return failed + left
+
+
+@dataclass
+class Tracker:
+    """The lane's progress through what was published: `update(done, event_time_s, now)`
+    with the monotonic clock; the rate over the whole run so far gives the ETA."""
+
+    total: int
+    started: float
+    done: int = 0
+    event_time_s: float | None = None
+    at: float = 0.0
+
+    def update(self, done: int, event_time_s: float | None, now: float) -> None:
+        self.done = max(self.done, min(done, self.total))
+        if event_time_s is not None:
+            self.event_time_s = event_time_s
+        self.at = now
+
+    @property
+    def rate(self) -> float:
+        elapsed = self.at - self.started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def eta_s(self) -> float | None:
+        """Seconds to go at the rate so far (None: no rate yet); 0 when done."""
+        if self.done >= self.total:
+            return 0.0
+        rate = self.rate
+        return (self.total - self.done) / rate if rate > 0 else None
+
+    def line(self) -> str:
+        reached = (
+            datetime.fromtimestamp(self.event_time_s, UTC).strftime("%Y-%m-%d %H:%M")
+            if self.event_time_s is not None
+            else "-"
+        )
+        eta = self.eta_s()
+        eta_text = "-" if eta is None else f"{eta:,.0f}s"
+        return (
+            f"{self.done:,}/{self.total:,} events, event time reached {reached}, "
+            f"{self.rate:,.0f}/s, ETA {eta_text}"
+        )
+
+
+def follow(
+    tracker: Tracker,
+    remaining: Callable[[], int | None],
+    event_time_s: Callable[[], float | None],
+    show: Callable[[str], None],
+    timeout: float,
+    poll_s: float = 1.0,
+) -> bool:
+    """Until the lane has nothing of it left (`remaining()` 0), or `timeout`; shows a line
+    per poll. True when done."""
+    deadline = tracker.started + timeout
+    while True:
+        now = time.monotonic()
+        left = remaining()
+        if left is not None:
+            tracker.update(tracker.total - left, event_time_s(), now)
+            show(tracker.line())
+            if left == 0:
+                return True
+        if now > deadline:
+            return False
+        time.sleep(poll_s)

@@ -1,0 +1,211 @@
+"""The history lane on the real broker (ARCHITECTURE.md, "the history lane"): a live worker
+takes a live stream while `rhythm backfill` imports two weeks of labelled history into a
+history worker, and then a client that was offline for days replays its buffer into the
+live lane, which routes what it would have dropped as too late to the history lane. Every
+closed window of each tenant equals an independent sorted computation; live alerts fire,
+the history lane's are marked historical; the routed events are counted both ways."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from rhythm.processors.lanes import lane_of_version
+from rhythm.runtime.process import stop_group
+from rhythm.stack.ports import free_ports
+
+from .conftest import payload, read_topic
+from .test_processors import WINDOWS_MS, Pipeline, check_alerts, check_signals, expected_closed
+from .workload import DAY, generate, reference_signals
+
+pytestmark = pytest.mark.integration
+
+Key = tuple[str, str, str, str, int, int]  # tenant, role, type, id, window seconds, start
+
+
+class Lanes:
+    """A live pipeline and a history pipeline writing the same signals and alerts topics."""
+
+    def __init__(self, bootstrap: str, home: Path) -> None:
+        name = f"lanes-{uuid.uuid4().hex[:8]}"
+        self.live = Pipeline(bootstrap, name, home / "live")
+        self.history = Pipeline(bootstrap, f"{name}-history", home / "history")
+        self.input = f"{name}.history"  # the history lane's input: one partition
+        self.ports = free_ports(2)
+        (home / "live").mkdir()
+        (home / "history").mkdir()
+        self.live.create_topics()
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic(self.input, 1, 1)])[self.input].result(30)
+        t = self.live.topics
+        self.live.extra_env = {
+            "RHYTHM_PROCESSOR_HISTORY_TOPIC": self.input,
+            "RHYTHM_PROCESSOR_METRICS_PORT": str(self.ports[0]),
+        }
+        self.history.extra_env = {
+            "RHYTHM_PROCESSOR_LANE": "history",
+            "RHYTHM_PROCESSOR_EVENTS_TOPIC": self.input,
+            "RHYTHM_PROCESSOR_SIGNALS_TOPIC": t["signals"],
+            "RHYTHM_PROCESSOR_ALERTS_TOPIC": t["alerts"],
+            "RHYTHM_PROCESSOR_DEAD_LETTERS_TOPIC": t["dead"],
+            "RHYTHM_PROCESSOR_METRICS_PORT": str(self.ports[1]),
+        }
+
+    def latest(self) -> dict[Key, dict[str, Any]]:
+        """The highest version of every window, as the store's FINAL keeps it."""
+        out: dict[Key, dict[str, Any]] = {}
+        for m in read_topic(self.live.bootstrap, self.live.topics["signals"], 0, timeout=5):
+            s = json.loads(payload(m))
+            key = (
+                s["tenant"], s["role"], s["entity_type"], s["entity_id"], s["window_seconds"],
+                s["window_start"],
+            )  # fmt: skip
+            if key not in out or out[key]["version"] < s["version"]:
+                out[key] = s
+        return out
+
+    def wait_for(self, keys: set[Key], timeout: float = 180) -> dict[Key, dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        seen: dict[Key, dict[str, Any]] = {}
+        while time.monotonic() < deadline:
+            seen = self.latest()
+            if keys <= set(seen):
+                return seen
+        missing = sorted(keys - set(seen))[:5]
+        raise AssertionError(
+            f"{len(keys - set(seen))} windows never emitted, e.g. {missing}\nlive: "
+            f"{self.live.diagnosis()}\nhistory: {self.history.diagnosis()}"
+        )
+
+    def alerts(self) -> list[dict[str, Any]]:
+        messages = read_topic(self.live.bootstrap, self.live.topics["alerts"], 0, timeout=5)
+        return [json.loads(payload(m)) for m in messages]
+
+    def metric(self, lane: int, name: str) -> float:
+        url = f"http://127.0.0.1:{self.ports[lane]}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name + " ") or line.startswith(name + "{")
+        )
+
+
+@pytest.fixture
+def lanes(kafka_broker: Any, tmp_path: Path) -> Iterator[Lanes]:
+    yield Lanes(kafka_broker.bootstrap, tmp_path)
+
+
+def tenant_reference(tenant: str, events: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
+    return {(tenant, *k): v for k, v in reference_signals(events, WINDOWS_MS).items()}
+
+
+def check(got: dict[Key, dict[str, Any]], reference: dict[Key, dict[str, Any]]) -> None:
+    tenant = next(iter(reference))[0]
+    check_signals(
+        {k[1:]: s for k, s in got.items() if k[0] == tenant},
+        {k[1:]: v for k, v in reference.items()},
+    )
+
+
+def alert_tuples(alerts: list[dict[str, Any]]) -> set[tuple[str, str, str, str, str | None, int]]:
+    return {
+        (a["kind"], a["role"], a["entity_type"], a["entity_id"], a["context_id"], a["fired_at"])
+        for a in alerts
+    }
+
+
+def backfill(lanes: Lanes, events: list[dict[str, Any]], home: Path) -> str:
+    """`rhythm backfill FILE` against the test's history lane (its names as its worker
+    reads them); returns what it printed."""
+    path = home / "history.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    env = dict(
+        os.environ,
+        RHYTHM_PROCESSOR_LANE="history",
+        RHYTHM_PROCESSOR_APP_ID=lanes.history.name,
+        RHYTHM_PROCESSOR_EVENTS_TOPIC=lanes.input,
+        RHYTHM_PROCESSOR_UPDATES_TOPIC=lanes.history.topics["updates"],
+    )
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "rhythm.stack.cli", "backfill", str(path),
+            "--bootstrap", lanes.live.bootstrap, "--metrics-port", str(lanes.ports[1]),
+            "--timeout", "180",
+        ],
+        env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_history_and_a_replayed_outage_beside_a_live_stream_are_exact(
+    lanes: Lanes, tmp_path: Path
+) -> None:
+    now = int(time.time() * 1000)
+    today = now - now % DAY
+    live = generate(now, seed=31, tenant="live")
+    # two weeks of history, ending six days ago
+    past_end = today - 6 * DAY
+    past = generate(past_end, seed=32, days=14, tenant="past")
+    # a client offline for two days up to two days ago (older than the live lane keeps
+    # windows open for: all of it too late there)
+    offline = generate(today - 2 * DAY, seed=33, days=2, tenant="offline")
+    procs = [lanes.live.start(), lanes.history.start()]
+    try:
+        lanes.live.send(live.arrivals)
+        live_ref = tenant_reference("live", live.events)
+        closed = expected_closed(reference_signals(live.events, WINDOWS_MS), now - 60_000)
+        got = lanes.wait_for({("live", *k) for k in closed})
+        # the import, while the live worker runs
+        out = backfill(lanes, past.arrivals, tmp_path)
+        assert f"{len(past.arrivals):,} selected" in out and "history lane: " in out
+        past_ref = tenant_reference("past", past.events)
+        # the replayed outage: into the live lane, which routes it
+        lanes.live.send(offline.arrivals)
+        offline_ref = tenant_reference("offline", offline.events)
+        got = lanes.wait_for(set(past_ref) | set(offline_ref) | set(got))
+        routed = lanes.metric(0, "rhythm_processor_routed_events_total")
+        noted = lanes.metric(0, 'rhythm_processor_late_events_total{outcome="routed"}')
+        lost_live = lanes.metric(0, 'rhythm_processor_late_events_total{outcome="too_late"}')
+        lost_history = lanes.metric(1, 'rhythm_processor_late_events_total{outcome="too_late"}')
+        history_events = lanes.metric(1, "rhythm_processor_events_total")
+    finally:
+        for proc in procs:
+            stop_group(proc, 30.0)
+    check(got, live_ref)
+    check(got, past_ref)
+    check(got, offline_ref)
+    lanes_of = {(k[0], lane_of_version(s["version"])) for k, s in got.items()}
+    assert lanes_of == {("live", "live"), ("past", "history"), ("offline", "history")}
+    # every event of the outage went to the history lane (re-sent ones too: the live lane's
+    # memory of ids is a day, the history lane's deduplicates them), nothing was lost to
+    # signals in either lane, and both lanes counted it
+    counts = (noted > 0, lost_live, lost_history, history_events)
+    assert counts == (True, 0, 0, len(past.events) + len(offline.events))
+    assert len(offline.events) <= routed <= len(offline.arrivals)
+    alerts = lanes.alerts()
+    live_alerts = [a for a in alerts if a["tenant"] == "live"]
+    assert not any(a.get("historical") for a in live_alerts)
+    check_alerts(alert_tuples(live_alerts), live)
+    past_alerts = [a for a in alerts if a["tenant"] == "past"]
+    assert past_alerts and all(a.get("historical") is True for a in past_alerts)
+    # Judged up to the import's end, the planted ones and only those. (Later, the outage's
+    # events moved the lane's event time on, and with it this tenant's quiet: a known limit,
+    # ARCHITECTURE.md.)
+    check_alerts(alert_tuples([a for a in past_alerts if a["fired_at"] <= past_end]), past)
+    # The outage's alerts are the history lane's only: the live lane noted the routed
+    # events' times (for its gaps and norms) and judges nothing about them.
+    assert all(a.get("historical") is True for a in alerts if a["tenant"] == "offline")
