@@ -141,7 +141,11 @@ def test_one_digest_per_person_per_day_at_their_day_start_not_resent_after_a_res
 
     silence = alert("silence", "account", "acct-7", [])
     waiting = alert("unanswered", "contact", "c-9", ["user:ann"])
-    publish(bootstrap, sink_topics.alerts, [silence, waiting])
+    # The history lane's alert (rhythm backfill): what happened then, never in a digest.
+    past = alert("unanswered", "contact", "c-10", ["user:ann"]).model_copy(
+        update={"historical": True}
+    )
+    publish(bootstrap, sink_topics.alerts, [silence, waiting, past])
     (smtp_port,) = free_ports(1)
     (tmp_path / "sink").mkdir()
     with (
@@ -177,6 +181,7 @@ def test_one_digest_per_person_per_day_at_their_day_start_not_resent_after_a_res
         assert str(mail["Subject"]).startswith(f"Your Rhythm digest for {day}: 1 you owe")
         plain, page = _parts(mail)
         assert "contact c-9 has waited" in plain and "account acct-7 has gone quiet" in plain
+        assert "c-10" not in plain
         assert "you had 6 events with it in 30 days" in plain  # Ann's, not Bob's
         assert page.count('class="item ') == 2
         # Sent in Ann's working day, after it started (10:00 at her offset).
