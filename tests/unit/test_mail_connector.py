@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -346,7 +347,7 @@ def test_rhythm_up_starts_the_connector_when_an_imap_account_is_set(
     monkeypatch.setenv("RHYTHM_MAIL_IMAP_HOST", "imap.example.test")
     (part,) = [p for p in stack._parts("127.0.0.1:9092") if p.name == "mail"]
     assert part.argv[-2:] == ["connect", "imap"]
-    assert part.health_url == "http://127.0.0.1:9469/healthz" and part.ready_port == 9469
+    assert part.health_url == "http://127.0.0.1:9470/healthz" and part.ready_port == 9470
     assert part.env["RHYTHM_MAIL_STATE_DIR"] == str(tmp_path.resolve() / "mail-connector")
     assert part.env["RHYTHM_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:9092"
 
@@ -355,3 +356,31 @@ def test_the_header_block_ends_at_its_first_blank_line_whatever_the_line_ends() 
     raw = b"From: a@b.test\nTo: c@d.test\nMessage-ID: <x@y>\n\nSubject: not a header\r\n\r\n"
     h = parse_headers(raw)
     assert h.message_id == "x@y" and h.subject == ""
+
+
+def test_every_part_rhythm_up_may_start_listens_on_its_own_default_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two parts on one default port: the second never starts (the mail connector and the
+    history lane once both took 9469)."""
+    for key in list(os.environ):
+        if key.startswith("RHYTHM_"):
+            monkeypatch.delenv(key)
+    from rhythm.connectors.mail.settings import MailSettings
+    from rhythm.notifier.settings import NotifierSettings
+    from rhythm.stack.supervisor.control import StackSettings
+
+    stack = StackSettings()
+    ports = {
+        "store": stack.sink_http_port,
+        "processors": stack.processor_metrics_port,
+        "history": stack.history_metrics_port,
+        "sink": stack.sink_metrics_port,
+        "notifier": stack.notifier_metrics_port,
+        "feedback": NotifierSettings().feedback_port,
+        "collector": stack.collector_port,
+        "prometheus": stack.prometheus_port,
+        "supervisor": stack.supervisor_metrics_port,
+        "mail": MailSettings().metrics_port,
+    }
+    assert len(set(ports.values())) == len(ports), ports

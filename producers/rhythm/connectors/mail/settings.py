@@ -107,7 +107,7 @@ class MailSettings(BaseSettings):
     retry_max_s: float = Field(60.0, gt=0, description="Reconnect backoff cap.")
     metrics_host: str = Field("127.0.0.1", description="Where /metrics and /healthz bind.")
     metrics_port: int = Field(
-        9469, ge=0, le=65535, description="rhythm connect imap's /metrics, /healthz; 0 = none."
+        9470, ge=0, le=65535, description="rhythm connect imap's /metrics, /healthz; 0 = none."
     )
     stall_after_s: float = Field(
         300.0, gt=0, description="/healthz fails when the sync loop has not turned this long."

@@ -324,7 +324,7 @@ class Stack:
             return []
         mail_env = dict(env)
         mail_env.setdefault("RHYTHM_MAIL_STATE_DIR", str(self.home / "mail-connector"))
-        port = int(mail_env.get("RHYTHM_MAIL_METRICS_PORT", "9469"))
+        port = int(mail_env.get("RHYTHM_MAIL_METRICS_PORT", "9470"))
         argv = [*cli, "connect", "imap"]
         return [Part("mail", argv, mail_env, port or None, _healthz(port))]
 
