@@ -133,7 +133,9 @@ def test_events_tracked_while_the_broker_is_down_arrive_when_it_comes_up(
         on_error=lambda _e, reason: failures.append(reason),
     )
     ids = [client.track("acme", ("user", f"u-{i}"), "signed_in") for i in range(500)]
-    assert client.queue_depth() == 500  # queued, not lost, while nothing listens
+    # queued, not lost, while nothing listens; librdkafka counts its own waiting protocol
+    # requests too (a metadata request while the broker is unreachable: seen once in CI)
+    assert 500 <= client.queue_depth() <= 510
     broker = LocalKafka(
         LocalKafkaSettings(home=tmp_path / "kafka", port=port, controller_port=controller)
     )
