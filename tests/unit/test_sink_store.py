@@ -221,12 +221,13 @@ def alert_row(
     context: str | None = None,
     score: float = 0.5,
     owners: tuple[str, ...] = (),
+    historical: bool = False,
 ) -> Row:
     value: dict[str, Any] = {
         "alert_id": alert_id, "kind": kind, "tenant": "acme", "role": "actor",
         "entity_type": entity[0], "entity_id": entity[1], "context_id": context,
         "fired_at": at, "last_event_at": at - 60_000, "expected_within_s": 30.0,
-        "score": score, "owners": list(owners), "details": {},
+        "score": score, "owners": list(owners), "details": {}, "historical": historical,
     }  # fmt: skip
     row = transform_alert(Message("al", 0, 0, at, None, json.dumps(value).encode()))
     assert isinstance(row, tuple), row
@@ -319,6 +320,32 @@ def test_open_alerts_are_those_not_resolved(client: Client) -> None:
         "SELECT alert_id, kind FROM rhythm.open_alerts ORDER BY alert_id"
     ).result_rows
     assert open_alerts == [("s2", "silence"), ("u2", "unanswered")]
+
+
+def test_the_history_lanes_alerts_are_neither_open_nor_ranked(client: Client) -> None:
+    """What happened then (`rhythm backfill`) is no heads-up now: it must not show as open
+    nor take a place in a person's daily cap."""
+    migrate(client, "rhythm")
+    store = Store(client, "rhythm")
+    t = T0 + 10 * HOUR_MS
+    e7 = ("employee:e-7",)
+    rows = [
+        alert_row("h1", "unanswered", ("customer", "c-1"), t, "th-1", 0.99, e7, historical=True),
+        alert_row("h2", "silence", ("account", "a-1"), t, None, 0.99, historical=True),
+        alert_row("l1", "unanswered", ("customer", "c-2"), t + 1, "th-2", 0.5, e7),
+        alert_row("l2", "silence", ("account", "a-2"), t, None, 0.9),
+    ]
+    store.insert(ALERTS, rows, "lanes")
+    stored = client.query("SELECT alert_id, historical FROM rhythm.alerts ORDER BY alert_id")
+    assert stored.result_rows == [("h1", True), ("h2", True), ("l1", False), ("l2", False)]
+    open_ids = client.query("SELECT alert_id FROM rhythm.open_alerts ORDER BY alert_id")
+    assert [r[0] for r in open_ids.result_rows] == ["l1", "l2"]
+    ranked = client.query(
+        "SELECT alert_id, rank_of_day, suppressed FROM rhythm.alerts_ranked(cap=1) "
+        "ORDER BY alert_id"
+    ).result_rows
+    # the live alert keeps the recipient's one place although the historical one scored higher
+    assert ranked == [("l1", 1, False), ("l2", 1, False)]
 
 
 def test_the_noise_budget_keeps_each_persons_best_alerts_of_the_day(client: Client) -> None:

@@ -156,6 +156,7 @@ def test_applied_migrations_never_change() -> None:
         ("a54b65d32fb15d9f", "7f02a55818471971"),
         ("338468358ca208bd", "b23f65b4cdc0ecb4"),
         ("b9b0598d868fbeb4", "fb3f32a0cc74238e"),
+        ("7d024ca111980eab", "f871c6df8ac53c92"),
     ]
 
 

@@ -65,15 +65,11 @@ SELECT alert_id, toString(kind) AS kind, entity_type, entity_id, context_id,
        expected_within_s, score, details
 FROM $db.open_alerts
 """
-# The history lane's alerts are what happened then, not a heads-up now: never in a digest.
-_LIVE = "\n  AND alert_id NOT IN (SELECT alert_id FROM $db.alerts WHERE historical)"
 
 OWED = (
     _OPEN
     + """WHERE tenant = {tenant:String} AND kind IN ('unanswered', 'follow_up')
-  AND has(owners, {ref:String})"""
-    + _LIVE
-    + """
+  AND has(owners, {ref:String})
 ORDER BY last_event_at, alert_id
 """
 )
@@ -81,9 +77,7 @@ ORDER BY last_event_at, alert_id
 QUIET = (
     _OPEN
     + f"""WHERE tenant = {{tenant:String}} AND kind = 'silence'
-  AND (entity_type, entity_id) IN ({_ENGAGED})"""
-    + _LIVE
-    + """
+  AND (entity_type, entity_id) IN ({_ENGAGED})
 ORDER BY fired_at DESC, alert_id
 """
 )

@@ -55,9 +55,11 @@ from rhythm.sinks.tables.events import ENTITY_EVENTS_MV
 from rhythm.sinks.tables.views import (
     ACTIVITY_FEED,
     ALERTS_RANKED,
+    ALERTS_RANKED_V3,
     ENTITY_TIMELINE,
     OPEN_ALERTS,
     OPEN_ALERTS_V2,
+    OPEN_ALERTS_V3,
     TOP_MOVERS,
 )
 
@@ -166,8 +168,8 @@ def _alert_owners(target: Target, _days: int) -> list[str]:
         tables.append(f"ALTER TABLE {target.database}.{ALERTS.name}{on_cluster(target.cluster)}")
     return [
         *(f"{table} {change}" for table in tables for change in columns),
-        target.create_view(OPEN_ALERTS),
-        target.create_view(ALERTS_RANKED),
+        target.create_view(OPEN_ALERTS_V3),
+        target.create_view(ALERTS_RANKED_V3),
     ]
 
 
@@ -178,6 +180,11 @@ def _historical_alerts(target: Target, _days: int) -> list[str]:
     if target.cluster is not None:  # the Distributed table in front of the local one
         tables.append(f"ALTER TABLE {target.database}.{ALERTS.name}{on_cluster(target.cluster)}")
     return [f"{table} {column}" for table in tables]
+
+
+def _live_alert_views(target: Target, _days: int) -> list[str]:
+    """open_alerts and alerts_ranked without the history lane's alerts."""
+    return [target.create_view(OPEN_ALERTS), target.create_view(ALERTS_RANKED)]
 
 
 def _people_and_notifications(target: Target, days: int) -> list[str]:
@@ -197,6 +204,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "people directory and notifications", _people_and_notifications),
     Migration(5, "feedback on heads-ups", _feedback),
     Migration(6, "historical alerts", _historical_alerts),
+    Migration(7, "open and ranked alerts are live ones", _live_alert_views),
 )
 
 

@@ -117,10 +117,13 @@ ORDER BY greatest(abs(pace_z), abs(amplitude_z)) DESC, tenant, role, entity_type
 )
 
 
-def _open_alerts(*, latest: str, carried: str, thread: str, waiting: str, result: str) -> str:
+def _open_alerts(
+    *, latest: str, carried: str, thread: str, waiting: str, result: str, alerts: str = ""
+) -> str:
     """Silence is per entity and ends with `resumed`; the `waiting` kinds are per (entity,
     `thread`) and end when another party writes in that thread after the waiting message.
-    `latest`, `carried` and `result` name the alert columns each part carries."""
+    `latest`, `carried` and `result` name the alert columns each part carries; `alerts`
+    filters the alerts read."""
     return f"""
 WITH latest AS (
     SELECT
@@ -135,7 +138,7 @@ WITH latest AS (
                  {carried}),
                 (fired_at, kind)
             ) AS a
-        FROM $db.alerts FINAL
+        FROM $db.alerts FINAL{alerts}
         GROUP BY tenant, role, entity_type, entity_id, {thread}
     )
 ),
@@ -180,7 +183,8 @@ OPEN_ALERTS_V2 = View(
     "with no later reply from another party in its thread.",
 )
 
-OPEN_ALERTS = View(
+# As migration 3 created them (migration 7 replaces both: the history lane's alerts left out).
+OPEN_ALERTS_V3 = View(
     name="open_alerts",
     select=_open_alerts(
         latest="a.5 AS last_event_at, a.6 AS expected_within_s, a.7 AS details, a.8 AS score,"
@@ -197,7 +201,7 @@ OPEN_ALERTS = View(
 # The noise budget: a person gets at most `cap` heads-ups a day, the highest scores first;
 # the rest stay here, marked suppressed. An alert's recipient is its first owner; alerts
 # without one (silence: routed elsewhere) are never suppressed here.
-ALERTS_RANKED = View(
+ALERTS_RANKED_V3 = View(
     name="alerts_ranked",
     select="""
 SELECT
@@ -215,6 +219,34 @@ ORDER BY tenant, recipient, day, rank_of_day
 """,
     comment="Every alert with its recipient and rank among that person's alerts of the day "
     "(UTC); suppressed past `cap`: SELECT * FROM rhythm.alerts_ranked(cap=5).",
+)
+
+# The history lane's alerts (`historical`) are what happened then, not heads-ups now: they
+# are neither open nor ranked against a person's cap (the notifier never delivers them).
+OPEN_ALERTS = View(
+    name="open_alerts",
+    select=_open_alerts(
+        latest="a.5 AS last_event_at, a.6 AS expected_within_s, a.7 AS details, a.8 AS score,"
+        "\n        a.9 AS owners",
+        carried="details, score, owners",
+        thread="ifNull(context_id, '')",
+        waiting="kind IN ('unanswered', 'follow_up')",
+        result="last_event_at, expected_within_s, score, owners, details,",
+        alerts="\n        WHERE NOT historical",
+    ),
+    comment="Alerts still open: a silence not followed by resumed, an unanswered (or "
+    "follow_up) message with no later message from another party in its thread; the "
+    "history lane's alerts (historical) are never open.",
+)
+
+ALERTS_RANKED = View(
+    name="alerts_ranked",
+    select=ALERTS_RANKED_V3.select.replace(
+        "WHERE kind != 'resumed'", "WHERE kind != 'resumed' AND NOT historical"
+    ),
+    comment="Every live alert with its recipient and rank among that person's alerts of the "
+    "day (UTC); suppressed past `cap`: SELECT * FROM rhythm.alerts_ranked(cap=5). The "
+    "history lane's alerts (historical) are not heads-ups and are left out.",
 )
 
 #: in creation order (the materialized view needs its tables; the rest only read)
