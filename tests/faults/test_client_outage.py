@@ -169,6 +169,8 @@ def test_a_topic_that_does_not_exist_is_reported_not_raised(kafka_broker: LocalK
         kafka=KafkaSettings(bootstrap_servers=kafka_broker.bootstrap),
         topic=f"missing-{uuid.uuid4().hex[:8]}",
         linger_ms=5,
+        # librdkafka waits this long (30 s by default) before it believes a topic missing
+        extra={"topic.metadata.propagation.max.ms": 2000},
     )
     client = Client(settings, on_error=lambda _e, reason: reported.append(reason))
     try:
