@@ -24,11 +24,11 @@ from collections.abc import Sequence
 from rhythm.processors import copies
 from rhythm.processors.explode import entity_keys
 from rhythm.processors.settings import ProcessorSettings
-from rhythm.runtime.offsets import Offsets
 from rhythm.runtime.store_http import StoreUnavailableError, query_rows
 from rhythm.schemas import WireError, decode_event
 from rhythm.schemas.topics import KIND_ROUTED_EXPANDED
 from rhythm.schemas.wire_check import record_problem
+from rhythm.sinks.sync import wait_for_sink
 
 log = logging.getLogger("rhythm.processors")
 
@@ -37,7 +37,6 @@ class Expansion:
     def __init__(self, settings: ProcessorSettings) -> None:
         self.settings = settings
         self.window_sizes_ms = tuple(w * 1000 for w in settings.window_seconds)
-        self._offsets = Offsets(settings.kafka, settings.sink_group, timeout_s=5.0)
         self.missed = 0  # batches used without their copies (the store did not answer)
 
     async def expand(self, routed: Sequence[bytes]) -> list[tuple[int, bytes, copies.Headers]]:
@@ -64,7 +63,11 @@ class Expansion:
         stored: list[dict[str, object]] = []
         previous: list[dict[str, object]] = []
         try:
-            self._wait_for_sink(deadline)
+            report = wait_for_sink(
+                s.kafka, [s.live_events_topic], s.copies_wait_s, group_id=s.sink_group
+            )
+            if not report:
+                raise TimeoutError(f"the sink ({s.sink_group}) is behind on {s.live_events_topic}")
             for sql in copies.stored_queries(s.store_database, spans):
                 stored += self._rows(sql, deadline)
             for sql in copies.neighbour_queries(s.store_database, spans, before=True):
@@ -80,21 +83,6 @@ class Expansion:
         merged = copies.merge(own, stored, previous, spans, stored_wins=False)
         return merged.messages
 
-    def _wait_for_sink(self, deadline: float) -> None:
-        """Until the sink's group has committed past the live topic's end as of now."""
-        topic = self.settings.live_events_topic
-        tps = self._offsets.partitions([topic])
-        ends = self._offsets.ends(tps)
-        while True:
-            committed = self._offsets.committed(tps)
-            if committed is not None and all(
-                (committed.get(tp) or 0) >= end for tp, end in ends.items()
-            ):
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the sink ({self.settings.sink_group}) is behind on {topic}")
-            time.sleep(0.2)
-
     def _rows(self, sql: str, deadline: float) -> list[dict[str, object]]:
         s = self.settings
         password = s.store_password.get_secret_value() if s.store_password else None
@@ -107,6 +95,3 @@ class Expansion:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(1.0)
-
-    def close(self) -> None:
-        self._offsets.close()
