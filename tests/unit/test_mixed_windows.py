@@ -108,7 +108,7 @@ def run_history_lane(messages: list[tuple[int, bytes, copies.Headers]]) -> dict[
         0, 1, SignalConfig(window_sizes_ms=SIZES, lateness_ms=L, late_retention_ms=DAY),
         ReplyConfig(lateness_ms=L), ProcessorSettings().alert_policy(),
     )  # fmt: skip
-    batch = [(i, value) for i, (_, value, _) in enumerate(messages)]
+    batch: list[tuple[int, bytes | None]] = [(i, v) for i, (_, v, _) in enumerate(messages)]
     marks = {}
     for i, (_, _, headers) in enumerate(messages):
         h = dict(headers)
