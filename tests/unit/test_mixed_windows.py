@@ -46,7 +46,7 @@ L = 5 * MIN
 SIZES = (HOUR, DAY)
 HISTORY = Stage1Config(
     updates_partitions=1, dedup_horizon_ms=DAY + L, lateness_ms=L, window_sizes_ms=SIZES,
-    late_retention_ms=DAY, follow_clock=False,
+    late_retention_ms=DAY, follow_clock=False, takes_copies=True,
 )  # fmt: skip
 U1 = entity_key("acme", "actor", "user", "u-1")
 TAG = entity_key("acme", "tag", "tag", "x")
@@ -252,8 +252,9 @@ def test_extend_stops_at_windows_the_live_lane_may_still_change() -> None:
 def test_stage1_takes_a_copy_once_per_event_and_key_and_only_for_its_keys() -> None:
     source = Stage1Partition(0, HISTORY)
     event = wire(
-        D0 + HOUR, actor="u-1", tags=["x"], event_id="0190c1a1-0000-7000-8000-000000000001"
-    )
+        D0 + HOUR, actor="u-1", tags=["x"], object=("doc", "d-1"),
+        event_id="0190c1a1-0000-7000-8000-000000000001",
+    )  # fmt: skip
     marks = {
         0: (KIND_COPY, (U1,)),
         1: (KIND_COPY, (U1, TAG)),  # the same event for the tag too (another span)
@@ -273,6 +274,8 @@ def test_stage1_takes_a_copy_once_per_event_and_key_and_only_for_its_keys() -> N
     # the event itself after its copies: the lane has it, for those keys (the rest, new)
     again = source.process([(4, event)], NOW, 1.0)
     assert again.events == 1 and again.duplicates == 0
+    doc = entity_key("acme", "object", "doc", "d-1")
+    assert [u[0] for u in again.messages[0]["u"]] == [doc]
     # a copy after the event itself: dropped
     late = source.process([(5, event)], NOW, 2.0, {5: (KIND_COPY, (U1,))})
     assert (late.copies, late.duplicates) == (0, 1)

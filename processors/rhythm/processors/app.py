@@ -88,6 +88,7 @@ class Processors:
             late_retention_ms=int(settings.late_retention_s * 1000),
             route=settings.routes,
             follow_clock=settings.lane != HISTORY_LANE,
+            takes_copies=settings.lane == HISTORY_LANE,
         )
         self.historical = settings.lane == HISTORY_LANE
         # The history lane brings in the stored events of a routed event's windows first.

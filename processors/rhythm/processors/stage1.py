@@ -57,6 +57,9 @@ class Stage1Config:
     late_retention_ms: int = 86_400_000
     route: bool = False
     follow_clock: bool = True
+    # The history lane's input holds copies of stored events (rhythm.processors.copies):
+    # an event that comes itself after a copy of it counts only for the other keys.
+    takes_copies: bool = False
 
 
 @dataclass
@@ -105,6 +108,11 @@ def is_state_key(key: str, partition: int) -> bool:
 
 def _id_hash(event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
+
+
+def _copy_hash(event_id: str, key: str) -> int:
+    """A copy's (event, entity key), beside the events' own ids in the seen records."""
+    return _id_hash(f"{event_id}{SEP}{key}")
 
 
 class Stage1Partition:
@@ -240,6 +248,10 @@ class Stage1Partition:
                 context_update = explode_context(record, ts, self.partition, offset)
             else:
                 entity_updates, context_update = explode(record, ts, self.partition, offset)
+                if cfg.takes_copies:  # keys a copy of it already counted it for
+                    entity_updates = [
+                        u for u in entity_updates if not self._copied(record, u[0], offset)
+                    ]
             for update in entity_updates:
                 if runs:
                     runs.pop(update[0], None)  # its next degraded event starts a new run
@@ -287,17 +299,19 @@ class Stage1Partition:
         updates, _context = explode(record, ts, self.partition, offset)
         kept: list[Any] = []
         for update in updates:
-            if update[0] not in keys:
+            if update[0] not in keys or self._copied(record, update[0], offset):
                 continue
-            h = _id_hash(f"{record['event_id']}{SEP}{update[0]}")
-            first = self._seen.get(h)
-            if first is not None and first != offset:
-                continue
-            if first is None:
+            h = _copy_hash(record["event_id"], update[0])
+            if h not in self._seen:
                 self._seen[h] = offset
                 new_hashes.append([h, offset])
             kept.append(update)
         return kept
+
+    def _copied(self, record: Mapping[str, Any], key: str, offset: int) -> bool:
+        """Whether a message before `offset` already counted this event for `key`."""
+        first = self._seen.get(_copy_hash(record["event_id"], key))
+        return first is not None and first != offset
 
     def _join_runs(
         self,
