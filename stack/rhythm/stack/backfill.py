@@ -80,6 +80,19 @@ def in_order(events: list[Timed]) -> list[Timed]:
     return sorted(events, key=lambda e: e[0])
 
 
+def unique(events: list[Timed]) -> tuple[list[Timed], int]:
+    """The first of each event id (an export re-sent in part): the sink stores each once.
+    Returns the events and how many were left out."""
+    seen: set[str] = set()
+    out: list[Timed] = []
+    for ts, value in events:
+        event_id = str(decode_event(value)["event_id"])
+        if event_id not in seen:
+            seen.add(event_id)
+            out.append((ts, value))
+    return out, len(events) - len(out)
+
+
 def cut(
     watermark_ms: int, window_sizes_ms: tuple[int, ...], lateness_ms: int, retention_ms: int
 ) -> int:

@@ -82,11 +82,12 @@ def backfill(
     else:
         assert topic is not None
         read = bf.read_topic(kafka, topic, selection)
-    events = bf.in_order(read.events)
+    events, repeated = bf.unique(bf.in_order(read.events))
     typer.echo(
-        f"{read.lines:,} read: {len(events):,} selected, {read.left_out:,} outside the "
-        f"selection, {read.invalid:,} invalid"
+        f"{read.lines:,} read: {len(events) + repeated:,} selected, {read.left_out:,} outside "
+        f"the selection, {read.invalid:,} invalid"
         + (f" (in {rejects_path})" if read.invalid and rejects_path else "")
+        + (f", {repeated:,} repeated event ids left out" if repeated else "")
     )
     if rejects_path is not None and not read.invalid:
         rejects_path.unlink(missing_ok=True)
