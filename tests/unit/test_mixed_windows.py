@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
+
+import clickhouse_connect
 
 from rhythm.processors import copies
 from rhythm.processors.explode import entity_keys
@@ -20,7 +23,7 @@ from rhythm.processors.signals.conversation import ReplyConfig
 from rhythm.processors.signals.entity import SignalConfig
 from rhythm.processors.stage1 import SKIP, Stage1Config, Stage1Partition
 from rhythm.processors.stage2 import Stage2Partition
-from rhythm.schemas import decode_event
+from rhythm.schemas import decode_event, encode_event
 from rhythm.schemas.keys import EntityKey, entity_key
 from rhythm.schemas.topics import (
     HISTORY_KEYS_HEADER,
@@ -31,6 +34,9 @@ from rhythm.schemas.topics import (
     KIND_ROUTED_EXPANDED,
 )
 from rhythm.sinks.batcher import Batcher
+from rhythm.sinks.migrations import migrate
+from rhythm.sinks.store import Store
+from rhythm.sinks.tables import EVENTS
 from rhythm.sinks.tables.events import process as process_event
 from rhythm.sinks.tables.rows import Message, Skipped
 from rhythm.stack.backfill import cut, split_recent
@@ -96,7 +102,7 @@ def neighbours(
         outside = row["ts"] < span[0] if before else row["ts"] >= span[1]
         closer = key not in best or (row["ts"] > best[key]["ts"]) == before
         if outside and closer:
-            best[key] = row
+            best[key] = {**row, "id": row["event_id"]}
     return list(best.values())
 
 
@@ -306,3 +312,46 @@ def test_backfill_cut_is_where_the_live_lane_stops_routing() -> None:
         assert not too_late(boundary, watermark, SIZES, L, DAY)
     events = [(NOW - 3 * DAY, b"a"), (NOW - HOUR, b"b")]
     assert split_recent(events, cut(NOW, SIZES, L, DAY)) == ([events[0]], [events[1]])
+
+
+def test_the_store_queries_select_what_the_merge_expects(tmp_path: Path) -> None:
+    """copies.py's SQL on the real engine (entity_events filled by its view from events)
+    gives the rows the pure model above gives."""
+    live, imported = live_and_imported()
+    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'clickhouse'}")
+    try:
+        migrate(client, "rhythm")
+        rows = [process_event(Message("ev", 0, i, D0, None, v)) for i, v in enumerate(live)]
+        Store(client, "rhythm").insert(EVENTS, [r for r in rows if isinstance(r, tuple)], "t")
+
+        def run(sql: str) -> list[dict[str, Any]]:
+            return [dict(r) for r in client.query(sql).named_results()]
+
+        stored = rows_of(live)
+        touched = [(decode_event(v)["occurred_at"], entity_keys(decode_event(v))) for v in imported]
+        spans = copies.spans(touched, SIZES)
+        for before in (True, False):
+            got = [r for sql in copies.neighbour_queries("rhythm", spans, before) for r in run(sql)]
+            want = neighbours(stored, spans, before)
+            assert sorted((copies.row_key(r), str(r["id"]), int(r["ts"])) for r in got) == sorted(
+                (copies.row_key(r), r["id"], r["ts"]) for r in want
+            )
+        got = [r for sql in copies.stored_queries("rhythm", spans) for r in run(sql)]
+        want = within(stored, spans)
+        assert len(got) == len(want) > 0
+        assert sorted((copies.row_key(r), str(r["event_id"]), int(r["ts"])) for r in got) == sorted(
+            (copies.row_key(r), r["event_id"], r["ts"]) for r in want
+        )
+        # a copy rebuilt from a stored row is the stored event, for the stage's purposes
+        row = got[0]
+        record = decode_event(encode_event(copies._record(row)))
+        original = decode_event(
+            next(v for v in live if decode_event(v)["event_id"] == str(row["event_id"]))
+        )
+        assert entity_keys(record) == entity_keys(original)
+        assert (record["occurred_at"], record["weight"]) == (
+            original["occurred_at"],
+            original["weight"],
+        )
+    finally:
+        client.close()

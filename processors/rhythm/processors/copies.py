@@ -86,8 +86,9 @@ def _chunks(items: Mapping[str, Span]) -> list[dict[str, Span]]:
     ]
 
 
+# Aliases never reuse a column's name: ClickHouse would take the alias inside the expression.
 _ROW = (
-    "tenant, role, entity_type, entity_id, toString(event_id) AS event_id, "
+    "tenant, role, entity_type, entity_id, event_id, "
     f"{_ms()} AS ts, verb, actor_type, actor_id, object_type, object_id, target_type, "
     "target_id, channel, context_id, weight, tags"
 )
@@ -111,8 +112,8 @@ def stored_queries(database: str, spans_of: Mapping[str, Span]) -> list[str]:
 
 def neighbour_queries(database: str, spans_of: Mapping[str, Span], before: bool) -> list[str]:
     """Per key, its last stored event before its span (`before`) or its first at or after
-    the span's end: one row per key that has one (tenant, role, entity_type, entity_id,
-    event_id, ts)."""
+    the span's end: one row per key that has one (tenant, role, entity_type, entity_id, id:
+    the event's, ts)."""
     pick, cmp = ("argMax", "<") if before else ("argMin", ">=")
     out = []
     for chunk in _chunks(spans_of):
@@ -123,7 +124,7 @@ def neighbour_queries(database: str, spans_of: Mapping[str, Span], before: bool)
         )
         out.append(
             f"SELECT tenant, role, entity_type, entity_id, "
-            f"toString({pick}(event_id, occurred_at)) AS event_id, "
+            f"{pick}(event_id, occurred_at) AS id, "
             f"{'max' if before else 'min'}({_ms()}) AS ts "
             f"FROM {database}.entity_events WHERE {where} "
             "GROUP BY tenant, role, entity_type, entity_id"
@@ -174,7 +175,7 @@ def _record(row: Mapping[str, Any]) -> dict[str, Any]:
     """A stored row as a wire record: what the lane needs (time, weight, entities, thread);
     the fields `entity_events` does not keep are left empty (the sink never stores a copy)."""
     return {
-        "event_id": row["event_id"],
+        "event_id": str(row["event_id"]),
         "tenant": row["tenant"],
         "occurred_at": int(row["ts"]),
         "sent_at": None,
@@ -247,7 +248,7 @@ def merge(
     for row in previous:
         key = row_key(row)
         if key in spans_of:
-            note_of = notes.setdefault(str(row["event_id"]), (int(row["ts"]), set()))
+            note_of = notes.setdefault(str(row["id"]), (int(row["ts"]), set()))
             note_of[1].add(key)
     for event_id, (ts, keys) in notes.items():
         out.notes += 1
