@@ -20,7 +20,7 @@ to `rhythm.history` (value and headers, `rhythm.schemas.topics`). The I/O is the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,42 +94,45 @@ _ROW = (
 )
 
 
+def _wheres(spans_of: Mapping[str, Span], when: Callable[[Span], str]) -> list[str]:
+    """One WHERE per chunk of keys: each key's entity, and `when` of its span."""
+    return [
+        " OR ".join(f"({_key_condition(k)} AND {when(span)})" for k, span in chunk.items())
+        for chunk in _chunks(spans_of)
+    ]
+
+
+def _at(ms: int) -> str:
+    return f"fromUnixTimestamp64Milli({ms})"
+
+
 def stored_queries(database: str, spans_of: Mapping[str, Span]) -> list[str]:
     """The stored (event, key) rows within each key's span, in time order."""
-    out = []
-    for chunk in _chunks(spans_of):
-        where = " OR ".join(
-            f"({_key_condition(k)} AND occurred_at >= fromUnixTimestamp64Milli({s}) "
-            f"AND occurred_at < fromUnixTimestamp64Milli({e}))"
-            for k, (s, e) in chunk.items()
+    return [
+        f"SELECT DISTINCT {_ROW} FROM {database}.entity_events WHERE {where} "
+        "ORDER BY ts, event_id, role"
+        for where in _wheres(
+            spans_of, lambda span: f"occurred_at >= {_at(span[0])} AND occurred_at < {_at(span[1])}"
         )
-        out.append(
-            f"SELECT DISTINCT {_ROW} FROM {database}.entity_events WHERE {where} "
-            "ORDER BY ts, event_id, role"
-        )
-    return out
+    ]
 
 
 def neighbour_queries(database: str, spans_of: Mapping[str, Span], before: bool) -> list[str]:
     """Per key, its last stored event before its span (`before`) or its first at or after
     the span's end: one row per key that has one (tenant, role, entity_type, entity_id, id:
     the event's, ts)."""
-    pick, cmp = ("argMax", "<") if before else ("argMin", ">=")
-    out = []
-    for chunk in _chunks(spans_of):
-        where = " OR ".join(
-            f"({_key_condition(k)} AND occurred_at {cmp} "
-            f"fromUnixTimestamp64Milli({s if before else e}))"
-            for k, (s, e) in chunk.items()
+    pick, ts = ("argMax", "max") if before else ("argMin", "min")
+    return [
+        f"SELECT tenant, role, entity_type, entity_id, {pick}(event_id, occurred_at) AS id, "
+        f"{ts}({_ms()}) AS ts FROM {database}.entity_events WHERE {where} "
+        "GROUP BY tenant, role, entity_type, entity_id"
+        for where in _wheres(
+            spans_of,
+            lambda span: (
+                f"occurred_at < {_at(span[0])}" if before else f"occurred_at >= {_at(span[1])}"
+            ),
         )
-        out.append(
-            f"SELECT tenant, role, entity_type, entity_id, "
-            f"{pick}(event_id, occurred_at) AS id, "
-            f"{'max' if before else 'min'}({_ms()}) AS ts "
-            f"FROM {database}.entity_events WHERE {where} "
-            "GROUP BY tenant, role, entity_type, entity_id"
-        )
-    return out
+    ]
 
 
 def row_key(row: Mapping[str, Any]) -> str:
