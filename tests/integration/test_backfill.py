@@ -88,9 +88,14 @@ class Lanes:
             **self.store,
         }
 
-    def start(self) -> list[subprocess.Popen[bytes]]:
+    def start(self, live: list[dict[str, Any]] | None = None) -> list[subprocess.Popen[bytes]]:
+        """The sink, then the two workers; `live` is published before the workers start, so
+        no partition goes idle before its events (its watermark would follow the clock and
+        the older of them would be routed)."""
         self.sink.start()
         self.sink.keep_raw_rows()  # every row the sink writes stays a row
+        if live is not None:
+            self.live.send(live)
         return [self.live.start(), self.history.start()]
 
     def stored(self, timeout: float = 120) -> None:
@@ -327,9 +332,8 @@ def test_live_and_history_of_the_same_entities_share_windows_exactly_and_are_sto
     routed = replayed(base - DAY, 30)
     everything = live.events + imported + routed
     reference = tenant_reference("acme", everything)
-    procs = lanes.start()
+    procs = lanes.start(once(live.arrivals))
     try:
-        lanes.live.send(once(live.arrivals))
         closed = expected_closed(reference_signals(live.events, WINDOWS_MS), now - 60_000)
         lanes.wait_for({("acme", *k) for k in closed})
         out = backfill(lanes, imported, tmp_path)

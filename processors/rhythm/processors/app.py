@@ -266,7 +266,10 @@ class Processors:
         for dead in out.dead_letters:
             pending.append(await self._send_dead(self.settings.events_topic, dead))
         if out.routed and self.history is not None:
-            routed: list[tuple[str, str | bytes | None]] = [(HISTORY_KIND_HEADER, KIND_ROUTED)]
+            # aiokafka takes header values as bytes only
+            routed: list[tuple[str, str | bytes | None]] = [
+                (HISTORY_KIND_HEADER, KIND_ROUTED.encode())
+            ]
             for value in out.routed:
                 pending.append(await self._send(self.history, value, headers=routed))
         await asyncio.gather(*pending)
