@@ -96,10 +96,10 @@ def backfill(
         # The live lane's windows: what it may still change is left out; the rest goes with
         # the stored events of its windows, once the sink has stored what live was given.
         mark = scrape_min(live_metrics_port, "rhythm_processor_stage2_watermark_seconds")
-        if mark is None:
+        if mark is None or mark <= 0:  # not running, or not yet heard from every partition
             typer.echo(
                 f"error: the live lane's watermark is unknown (no /metrics on "
-                f"127.0.0.1:{live_metrics_port}): is it running (`rhythm status`)?",
+                f"127.0.0.1:{live_metrics_port}, or none yet): is it running (`rhythm status`)?",
                 err=True,
             )
             raise typer.Exit(2)
