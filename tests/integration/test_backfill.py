@@ -1,9 +1,12 @@
-"""The history lane on the real broker (ARCHITECTURE.md, "the history lane"): a live worker
-takes a live stream while `rhythm backfill` imports two weeks of labelled history into a
-history worker, and then a client that was offline for days replays its buffer into the
-live lane, which routes what it would have dropped as too late to the history lane. Every
-closed window of each tenant equals an independent sorted computation; live alerts fire,
-the history lane's are marked historical; the routed events are counted both ways."""
+"""The history lane on the real broker and a real sink and store (ARCHITECTURE.md, "the
+history lane"): a live worker takes a live stream while `rhythm backfill` imports two weeks of
+labelled history into a history worker, and then a client that was offline for days replays
+its buffer into the live lane, which routes what it would have dropped as too late to the
+history lane. Every closed window of each tenant equals an independent sorted computation;
+live alerts fire, the history lane's are marked historical; the routed events are counted
+both ways. Then the same with live and history events of the same tenant and entities in the
+same windows (an import overlapping the live period, routed events among live ones), each
+event stored once in the raw `events` rows."""
 
 from __future__ import annotations
 
@@ -22,12 +25,22 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rhythm.processors.lanes import lane_of_version
+from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.runtime.process import stop_group
+from rhythm.sinks.sync import wait_for_sink
 from rhythm.stack.ports import free_ports
 
 from .conftest import payload, read_topic
-from .test_processors import WINDOWS_MS, Pipeline, check_alerts, check_signals, expected_closed
-from .workload import DAY, generate, reference_signals
+from .test_processors import (
+    LATENESS_MS,
+    WINDOWS_MS,
+    Pipeline,
+    check_alerts,
+    check_signals,
+    expected_closed,
+)
+from .test_sink_support import SinkProcess, Topics
+from .workload import DAY, HOUR, MIN, generate, iso, ms_of, reference_signals
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +62,18 @@ class Lanes:
         admin = AdminClient({"bootstrap.servers": bootstrap})
         admin.create_topics([NewTopic(self.input, 1, 1)])[self.input].result(30)
         t = self.live.topics
+        # The sink stores the live events and the imported history, skipping the history
+        # lane's routed events, copies and notes; the lane and `rhythm backfill` read it.
+        self.sink = SinkProcess(
+            bootstrap, Topics(t["events"], t["signals"], t["alerts"], t["dead"]),
+            home, f"{name}-sink", history_topic=self.input,
+        )  # fmt: skip
+        self.store = {
+            "RHYTHM_PROCESSOR_STORE_URL": f"http://127.0.0.1:{self.sink.http_port}",
+            "RHYTHM_PROCESSOR_SINK_GROUP": self.sink.group,
+            "RHYTHM_PROCESSOR_LIVE_EVENTS_TOPIC": t["events"],
+            "RHYTHM_PROCESSOR_COPIES_WAIT_S": "120",
+        }
         self.live.extra_env = {
             "RHYTHM_PROCESSOR_HISTORY_TOPIC": self.input,
             "RHYTHM_PROCESSOR_METRICS_PORT": str(self.ports[0]),
@@ -60,7 +85,39 @@ class Lanes:
             "RHYTHM_PROCESSOR_ALERTS_TOPIC": t["alerts"],
             "RHYTHM_PROCESSOR_DEAD_LETTERS_TOPIC": t["dead"],
             "RHYTHM_PROCESSOR_METRICS_PORT": str(self.ports[1]),
+            **self.store,
         }
+
+    def start(self, live: list[dict[str, Any]] | None = None) -> list[subprocess.Popen[bytes]]:
+        """The sink, then the two workers; `live` is published before the workers start, so
+        no partition goes idle before its events (its watermark would follow the clock and
+        the older of them would be routed)."""
+        self.sink.start()
+        self.sink.keep_raw_rows()  # every row the sink writes stays a row
+        if live is not None:
+            self.live.send(live)
+        return [self.live.start(), self.history.start()]
+
+    def stored(self, timeout: float = 120) -> None:
+        """Until the sink has written everything published so far."""
+        t = self.live.topics
+        topics = [t["events"], t["signals"], t["alerts"], self.input]
+        kafka = KafkaSettings(bootstrap_servers=self.live.bootstrap)
+        report = wait_for_sink(kafka, topics, timeout, group_id=self.sink.group)
+        assert report, f"{report}\n{self.sink.log()[-2000:]}"
+
+    def raw_events(self, tenant: str) -> dict[str, int]:
+        """rhythm.events as written (no FINAL, no merges): rows per event_id."""
+        client = self.sink.client()
+        try:
+            rows = client.query(
+                "SELECT toString(event_id), count() FROM rhythm.events "
+                "WHERE tenant = {t:String} GROUP BY event_id",
+                parameters={"t": tenant},
+            ).result_rows
+        finally:
+            client.close()
+        return {str(i): int(n) for i, n in rows}
 
     def latest(self) -> dict[Key, dict[str, Any]]:
         """The highest version of every window, as the store's FINAL keeps it."""
@@ -105,7 +162,11 @@ class Lanes:
 
 @pytest.fixture
 def lanes(kafka_broker: Any, tmp_path: Path) -> Iterator[Lanes]:
-    yield Lanes(kafka_broker.bootstrap, tmp_path)
+    lanes = Lanes(kafka_broker.bootstrap, tmp_path)
+    try:
+        yield lanes
+    finally:
+        lanes.sink.close()
 
 
 def tenant_reference(tenant: str, events: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
@@ -138,12 +199,13 @@ def backfill(lanes: Lanes, events: list[dict[str, Any]], home: Path) -> str:
         RHYTHM_PROCESSOR_APP_ID=lanes.history.name,
         RHYTHM_PROCESSOR_EVENTS_TOPIC=lanes.input,
         RHYTHM_PROCESSOR_UPDATES_TOPIC=lanes.history.topics["updates"],
+        **lanes.store,
     )
     done = subprocess.run(
         [
             sys.executable, "-m", "rhythm.stack.cli", "backfill", str(path),
             "--bootstrap", lanes.live.bootstrap, "--metrics-port", str(lanes.ports[1]),
-            "--timeout", "180",
+            "--live-metrics-port", str(lanes.ports[0]), "--timeout", "180",
         ],
         env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
@@ -163,7 +225,7 @@ def test_history_and_a_replayed_outage_beside_a_live_stream_are_exact(
     # a client offline for two days up to two days ago (older than the live lane keeps
     # windows open for: all of it too late there)
     offline = generate(today - 2 * DAY, seed=33, days=2, tenant="offline")
-    procs = [lanes.live.start(), lanes.history.start()]
+    procs = lanes.start()
     try:
         lanes.live.send(live.arrivals)
         live_ref = tenant_reference("live", live.events)
@@ -209,3 +271,110 @@ def test_history_and_a_replayed_outage_beside_a_live_stream_are_exact(
     # The outage's alerts are the history lane's only: the live lane noted the routed
     # events' times (for its gaps and norms) and judges nothing about them.
     assert all(a.get("historical") is True for a in alerts if a["tenant"] == "offline")
+    # Each event is one row of the raw events, imported history included (the history
+    # lane's input holds the routed events too: the sink skipped them).
+    lanes.stored()
+    assert lanes.raw_events("past") == {e["event_id"]: 1 for e in past.events}
+    assert set(lanes.raw_events("offline")) == {e["event_id"] for e in offline.events}
+
+
+def once(arrivals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Arrival order, each event id once (a re-sent event is two messages, two raw rows)."""
+    seen: set[str] = set()
+    out = []
+    for e in arrivals:
+        if e["event_id"] not in seen:
+            seen.add(e["event_id"])
+            out.append(e)
+    return out
+
+
+def replayed(day_start: int, n: int) -> list[dict[str, Any]]:
+    """A client's buffered events of one day, among the live stream's entities, in the middle
+    of the day: each is followed by live events of its entities the same day (ARCHITECTURE.md,
+    the limits: the first event after a routed one in a window the live lane still keeps
+    keeps its gap from the event before the routed one)."""
+    tags = ["bikes", "launch-q4", "pricing"]
+    return [
+        {
+            "event_id": str(uuid.UUID(int=(7 << 100) + i)),
+            "tenant": "acme",
+            "occurred_at": iso(day_start + 4 * HOUR + i * 23 * MIN + 11_000),
+            "weight": 1.5 + i % 4,
+            "actor": {"type": "user", "id": f"u-{i % 12}"},
+            "verb": "edited",
+            "object": {"type": "document", "id": f"doc-{(i * 7) % 40}"},
+            "target": {"type": "account", "id": f"acct-{i % 5}"},
+            "tags": [tags[i % 3]],
+            "channel": "web",
+        }
+        for i in range(n)
+    ]
+
+
+def test_live_and_history_of_the_same_entities_share_windows_exactly_and_are_stored_once(
+    lanes: Lanes, tmp_path: Path
+) -> None:
+    now = int(time.time() * 1000)
+    # The oldest day the live lane may still change starts at `base` (rhythm backfill's cut,
+    # a minute early for the live lane's idle watermark behind the clock).
+    mark = now - 60_000 - LATENESS_MS - DAY
+    base = mark - mark % DAY
+    live = generate(now, seed=41, days=6, tenant="acme")
+    # A day of the same company's history the live lane also saw (its users' events: the
+    # same users, documents, accounts and tags), imported after a day of live events...
+    imported = [
+        e for e in generate(base - 2 * DAY, seed=42, days=1, tenant="acme").events
+        if e["actor"]["type"] == "user" and ms_of(e) >= base - 3 * DAY
+    ]  # fmt: skip
+    # ...and a client's buffered events of a later day, replayed into the live lane: too late
+    # there, routed to the history lane, in windows holding live events.
+    routed = replayed(base - DAY, 30)
+    everything = live.events + imported + routed
+    reference = tenant_reference("acme", everything)
+    procs = lanes.start(once(live.arrivals))
+    try:
+        closed = expected_closed(reference_signals(live.events, WINDOWS_MS), now - 60_000)
+        lanes.wait_for({("acme", *k) for k in closed})
+        out = backfill(lanes, imported, tmp_path)
+        assert f"{len(imported):,} selected" in out and "stored events of the same windows" in out
+        lanes.live.send(routed)
+        # The windows the history lane must re-emit, from every event: for the import's
+        # entities its day and the next (their next events), for the routed events' entities
+        # their day.
+        touched = tenant_reference("acme", imported + routed)
+        spans = [(imported, base - 3 * DAY, base - DAY), (routed, base - DAY, base)]
+        redone = {
+            k for events, start, end in spans
+            for entity in {t[0:4] for t in tenant_reference("acme", events)}
+            for k in reference if k[0:4] == entity and start <= k[5] < end
+        }  # fmt: skip
+        deadline = time.monotonic() + 240
+        got = lanes.latest()
+        while time.monotonic() < deadline:
+            got = lanes.latest()
+            if all(k in got and lane_of_version(got[k]["version"]) == "history" for k in redone):
+                break
+        late = [
+            k for k in redone if k not in got or lane_of_version(got[k]["version"]) != "history"
+        ]
+        assert not late, (late[:5], lanes.history.diagnosis())
+        got = lanes.wait_for({("acme", *k) for k in closed} | redone)
+        lanes.stored()
+        raw = lanes.raw_events("acme")
+        copied = lanes.metric(1, "rhythm_processor_history_copies_total")
+        lost = lanes.metric(1, 'rhythm_processor_late_events_total{outcome="too_late"}')
+        corrected = lanes.metric(1, 'rhythm_processor_late_events_total{outcome="corrected"}')
+    finally:
+        for proc in procs:
+            stop_group(proc, 30.0)
+    # every closed window, live or re-emitted, is the sorted computation over all events
+    check(got, reference)
+    # among them windows holding both live and history events, of both kinds
+    mixed = set(tenant_reference("acme", live.events)) & set(touched)
+    assert {k[5] < base - 2 * DAY for k in mixed} == {True, False}
+    assert mixed <= redone
+    assert (lost, corrected) == (0, 0)  # the history lane placed all of it in order
+    assert copied > 0
+    # each event once in the raw rows: live, imported and routed alike
+    assert raw == {e["event_id"]: 1 for e in everything}

@@ -25,7 +25,10 @@ def test_defaults_put_the_embedded_store_under_the_data_directory(tmp_path: Path
         "rhythm.people",
         "rhythm.notifications",
         "rhythm.feedback",
+        "rhythm.history",  # imported history, into events
     ]
+    assert settings.topic_kinds["rhythm.history"] == "events"
+    assert "rhythm.history" not in SinkSettings(data_dir=tmp_path, history_topic="").topics
     assert settings.dead_letter_topic == "rhythm.dead_letters"
     assert settings.group_id == "rhythm-sink"
 

@@ -98,7 +98,7 @@ def test_process_fills_every_contract_field_into_its_column() -> None:
     row = process_event(
         Message("rhythm.events", 3, 42, 1_790_000_009_999, None, encode_event(record))
     )
-    assert not isinstance(row, DeadLetter), row
+    assert isinstance(row, tuple), row
     assert len(row) == len(EVENTS.column_names)
     got = dict(zip(EVENTS.column_names, row, strict=True))
     for name, value in record.items():
@@ -112,7 +112,7 @@ def test_a_null_optional_field_stays_null() -> None:
     record = {f["name"]: sample(f["name"], f["type"], n) for n, f in enumerate(FIELDS, 1)}
     record |= dict.fromkeys(nullable)
     row = process_event(Message("rhythm.events", 0, 0, 0, None, encode_event(record)))
-    assert not isinstance(row, DeadLetter), row
+    assert isinstance(row, tuple), row
     got = dict(zip(EVENTS.column_names, row, strict=True))
     assert nullable and all(got[name] is None for name in nullable)
 

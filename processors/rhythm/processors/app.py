@@ -15,6 +15,7 @@ when a worker owns several partitions and never closes windows restored from the
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import defaultdict
@@ -28,6 +29,7 @@ from rhythm.processors import faust_private
 from rhythm.processors.codec import dumps, encode_batch, loads
 from rhythm.processors.connection import broker_urls, credentials
 from rhythm.processors.ends import EndOffsets
+from rhythm.processors.expansion import Expansion
 from rhythm.processors.explode import partition_for
 from rhythm.processors.holes import OffsetGuard
 from rhythm.processors.lanes import signal_version
@@ -35,6 +37,7 @@ from rhythm.processors.metrics import ProcessorMetrics
 from rhythm.processors.recovery import HoleRecovery
 from rhythm.processors.settings import ProcessorSettings
 from rhythm.processors.stage1 import (
+    SKIP,
     DeadLetter,
     Stage1Config,
     Stage1Output,
@@ -45,7 +48,17 @@ from rhythm.processors.stage2 import WATERMARKS_PREFIX, Stage2Partition
 from rhythm.schemas import dead_letters
 from rhythm.schemas.keys import display, signal_key
 from rhythm.schemas.outputs import AlertRecord, SignalRecord, alert_id
-from rhythm.schemas.topics import HISTORY_LANE, STAGE1, STAGE2, changelog_topic
+from rhythm.schemas.topics import (
+    HISTORY_KEYS_HEADER,
+    HISTORY_KIND_HEADER,
+    HISTORY_LANE,
+    KIND_COPY,
+    KIND_NOTE,
+    KIND_ROUTED,
+    STAGE1,
+    STAGE2,
+    changelog_topic,
+)
 
 log = logging.getLogger("rhythm.processors")
 
@@ -75,8 +88,11 @@ class Processors:
             late_retention_ms=int(settings.late_retention_s * 1000),
             route=settings.routes,
             follow_clock=settings.lane != HISTORY_LANE,
+            takes_copies=settings.lane == HISTORY_LANE,
         )
         self.historical = settings.lane == HISTORY_LANE
+        # The history lane brings in the stored events of a routed event's windows first.
+        self.expansion = Expansion(settings) if self.historical and settings.store_url else None
         self.guard: OffsetGuard[TP] = OffsetGuard()
         # Dead letters of saved state left out at restore: (changelog topic, dead letter).
         self._unreadable: list[tuple[str, DeadLetter]] = []
@@ -202,8 +218,9 @@ class Processors:
         if self._unreadable:
             await self._send_unreadable()
         batch = [(e.message.offset, e.message.value) for e in group]
+        marks = await self._marks(group) if self.historical else None
         now = time.time()
-        out = source.process(batch, int(now * 1000), now)
+        out = source.process(batch, int(now * 1000), now, marks)
         await self._emit_stage1(partition, out, group[-1])
         self.metrics.stage1(partition, out, source.watermark, now)
         if source.budget is not None:
@@ -215,6 +232,30 @@ class Processors:
                 tenant, partition, s.tenant_budget_per_min,
             )  # fmt: skip
 
+    async def _marks(self, group: list[EventT[bytes]]) -> dict[int, tuple[str, tuple[str, ...]]]:
+        """The history lane's marks (stage1.Marks) from the headers; routed events are first
+        re-published with the stored events of their windows (expansion.py) and skipped
+        here: they come back expanded, behind their copies."""
+        marks: dict[int, tuple[str, tuple[str, ...]]] = {}
+        routed: list[EventT[bytes]] = []
+        for event in group:
+            kind, keys = _history_headers(event.message.headers)
+            if kind == KIND_ROUTED and self.expansion is not None:
+                routed.append(event)
+                marks[event.message.offset] = (SKIP, ())
+            elif kind in (KIND_COPY, KIND_NOTE):
+                marks[event.message.offset] = (kind, keys)
+        if routed:
+            assert self.expansion is not None
+            expanded = await self.expansion.expand([e.message.value or b"" for e in routed])
+            pending = [
+                await self._send(self.events, value, partition=0, headers=list(extra))
+                for _ts, value, extra in expanded
+            ]
+            await asyncio.gather(*pending)
+            self.metrics.expanded(len(routed), len(expanded) - len(routed), self.expansion.missed)
+        return marks
+
     async def _emit_stage1(
         self, partition: int, out: Stage1Output, event: EventT[bytes] | None
     ) -> None:
@@ -225,8 +266,12 @@ class Processors:
         for dead in out.dead_letters:
             pending.append(await self._send_dead(self.settings.events_topic, dead))
         if out.routed and self.history is not None:
+            # aiokafka takes header values as bytes only
+            routed: list[tuple[str, str | bytes | None]] = [
+                (HISTORY_KIND_HEADER, KIND_ROUTED.encode())
+            ]
             for value in out.routed:
-                pending.append(await self._send(self.history, value))
+                pending.append(await self._send(self.history, value, headers=routed))
         await asyncio.gather(*pending)
         if out.writes and event is not None:
             await self._save(self.stage1_table, event, out.writes)
@@ -476,6 +521,20 @@ class Processors:
                 self.sources.pop(tp.partition, None)
             elif tp.topic == self.settings.updates_topic:
                 self.partitions.pop(tp.partition, None)
+
+
+def _history_headers(headers: Any) -> tuple[str | None, tuple[str, ...]]:
+    """(kind, entity keys) of a message of the history lane's input (rhythm.schemas.topics):
+    no kind for imported history."""
+    items = headers.items() if hasattr(headers, "items") else (headers or ())
+    kind: str | None = None
+    keys: tuple[str, ...] = ()
+    for name, value in items:
+        if name == HISTORY_KIND_HEADER and value is not None:
+            kind = bytes(value).decode() if not isinstance(value, str) else value
+        elif name == HISTORY_KEYS_HEADER and value:
+            keys = tuple(json.loads(value))
+    return kind, keys
 
 
 def _raw() -> Any:

@@ -8,9 +8,11 @@ the two lanes' versions of one window merge in the store.
   watermark its partition last reported, which is never behind the stage-2 watermark the
   event will meet (stage 2's is the minimum over the source partitions'): so every event
   stage 2 would drop as too late is routed, and every event not routed is one stage 2 still
-  counts. A routed event goes to the history lane whole; the live lane's stage 2 only notes
-  its time in the entity's sequence of final events (so the next live event's gap is exact)
-  and counts it (`late_events_total{outcome="routed"}`).
+  counts. A routed event goes to the history lane whole (header `routed`); the live lane's
+  stage 2 only notes its time in the entity's sequence of final events (so the next live
+  event's gap is exact) and counts it (`late_events_total{outcome="routed"}`). The history
+  lane first brings in the stored events of its windows (copies.py, expansion.py), so the
+  windows it re-emits hold the live events too.
 - **Idle history.** The history lane's watermark never follows the wall clock (history is
   older than the clock by design). When its input is drained and has been quiet for the
   idle time, the lane has been told all it will be told for now: its watermark moves to the
@@ -19,8 +21,11 @@ the two lanes' versions of one window merge in the store.
 - **Versions.** Both lanes emit a window with the same key; the store keeps the highest
   `version` (ReplacingMergeTree). The history lane's versions are offset by
   `HISTORY_VERSION_BASE` (2^32): for a window both lanes emitted, the history lane's row,
-  computed in order after the period was imported, wins whatever the live lane's
-  correction count; within a lane the later correction wins, as before.
+  computed in order after the period was imported from every event of the window (its
+  own, and the stored ones it was given as copies: copies.py), wins whatever the live
+  lane's correction count; within a lane the later correction wins, as before. It only
+  re-emits windows the live lane will never change again (closed and past its late
+  retention: `rhythm backfill` leaves out newer history).
 """
 
 from __future__ import annotations

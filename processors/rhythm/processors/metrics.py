@@ -62,6 +62,20 @@ class ProcessorMetrics:
             "(processors/lanes.py) instead.",
             registry=r,
         )
+        self.copies = Counter(
+            "rhythm_processor_history_copies_total",
+            "The history lane's input that is not history of its own (processors/copies.py), "
+            "by kind: copies of stored events and notes of an entity's previous event taken "
+            "in (stage 1), and messages re-published by the expansion of routed events.",
+            ["kind"],
+            registry=r,
+        )
+        self.copies_missed = Gauge(
+            "rhythm_processor_history_copies_missed",
+            "Batches of routed events the history lane used without their windows' stored "
+            "events since it started (the sink or the store did not answer in time).",
+            registry=r,
+        )
         self.holes = Counter(
             "rhythm_processor_offset_holes_total",
             "Runs of input offsets the consumer skipped and the worker read again (see holes.py), "
@@ -223,11 +237,20 @@ class ProcessorMetrics:
             self.degraded.inc(out.degraded)
         if out.routed:
             self.routed.inc(len(out.routed))
+        if out.copies:
+            self.copies.labels("copy").inc(out.copies)
+        if out.notes:
+            self.copies.labels("note").inc(out.notes)
         for dead in out.dead_letters:
             self.dead_letters.labels(dead.reason).inc()
         if watermark > 0:
             self.watermark.labels(label).set(watermark / 1000)
             self.event_time_lag.labels(label).set(now - watermark / 1000)
+
+    def expanded(self, routed: int, added: int, missed: int) -> None:
+        self.copies.labels("expanded_routed").inc(routed)
+        self.copies.labels("expansion_added").inc(added)
+        self.copies_missed.set(missed)
 
     def over_budget(self, partition: int, tenants: int) -> None:
         self.tenants_over_budget.labels(str(partition)).set(tenants)

@@ -7,7 +7,7 @@ from datetime import date
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rhythm.processors.signals.calendar import BusinessCalendar
@@ -24,6 +24,7 @@ from rhythm.schemas.topics import (
     HISTORY_TOPIC,
     PROCESSORS_GROUP,
     SIGNALS_TOPIC,
+    SINK_GROUP,
     UPDATES_TOPIC,
     lane_names,
 )
@@ -70,6 +71,28 @@ class ProcessorSettings(BaseSettings):
         description="The history lane's allowed lateness (its lateness_s): what it is given "
         "is sorted (rhythm backfill) or routed from several live partitions, each in order, "
         "interleaved by the live lane's batches; within this much it is put back in order.",
+    )
+    # The history lane's routed events: before using one, it waits until the sink has
+    # stored what the live lane had been given, then takes the stored events of the routed
+    # event's windows from the store (copies.py, expansion.py).
+    store_url: str = Field(
+        "http://127.0.0.1:8123",
+        description="The history lane's store: ClickHouse's HTTP interface (the sink's "
+        "endpoint or a server); empty: routed events are used without the stored events of "
+        "their windows (a window holding both is then the history lane's own events only).",
+    )
+    store_user: str | None = Field(None, description="The store's user (none: the default).")
+    store_password: SecretStr | None = None
+    store_database: str = Field("rhythm", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    sink_group: str = Field(SINK_GROUP, description="The sink whose writes the lane waits for.")
+    live_events_topic: str = Field(
+        EVENTS_TOPIC, description="The live lane's input, which that sink stores."
+    )
+    copies_wait_s: float = Field(
+        300,
+        gt=0,
+        description="How long the history lane waits for the sink and the store before it "
+        "uses a routed event without its windows' stored events (logged and counted).",
     )
     app_id: str = Field(PROCESSORS_GROUP, description="Faust app id = consumer group.")
     data_dir: Path = Field(Path(".rhythm/processors"), description="rocksdict state per worker.")

@@ -28,9 +28,16 @@ from rhythm.processors.lanes import flush_mark, too_late
 from rhythm.processors.messages import ROUTED, UpdatesMessage, extend_run, new_run
 from rhythm.schemas import WireError, decode_event
 from rhythm.schemas.keys import SEP
+from rhythm.schemas.topics import KIND_COPY, KIND_NOTE
 from rhythm.schemas.wire_check import record_problem
 
 NO_WATERMARK = -(2**62)
+#: A message the caller handled itself (the history lane re-published it with its windows'
+#: stored events, app.py): only its offset counts as done.
+SKIP = "skip"
+#: offset -> (kind, entity keys): how the history lane's input marks a message that is not
+#: history of its own (rhythm.schemas.topics, HISTORY_KIND_HEADER), or SKIP.
+Marks = Mapping[int, tuple[str, tuple[str, ...]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,9 @@ class Stage1Config:
     late_retention_ms: int = 86_400_000
     route: bool = False
     follow_clock: bool = True
+    # The history lane's input holds copies of stored events (rhythm.processors.copies):
+    # an event that comes itself after a copy of it counts only for the other keys.
+    takes_copies: bool = False
 
 
 @dataclass
@@ -77,6 +87,10 @@ class Stage1Output:
     # Events too late for this lane, as they came, for the history lane (lanes.py); their
     # entity updates go to stage 2 marked routed (it only notes their times).
     routed: list[bytes] = field(default_factory=list)
+    # The history lane's copies of stored events and notes of an entity's previous event
+    # (rhythm.schemas.topics): not events of its own, so not in `events`.
+    copies: int = 0
+    notes: int = 0
 
 
 def watermark_key(partition: int) -> str:
@@ -94,6 +108,11 @@ def is_state_key(key: str, partition: int) -> bool:
 
 def _id_hash(event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
+
+
+def _copy_hash(event_id: str, key: str) -> int:
+    """A copy's (event, entity key), beside the events' own ids in the seen records."""
+    return _id_hash(f"{event_id}{SEP}{key}")
 
 
 class Stage1Partition:
@@ -134,13 +153,18 @@ class Stage1Partition:
         return bad
 
     def process(
-        self, messages: list[tuple[int, bytes | None]], wall_ms: int, wall_s: float
+        self,
+        messages: list[tuple[int, bytes | None]],
+        wall_ms: int,
+        wall_s: float,
+        marks: Marks | None = None,
     ) -> Stage1Output:
         """`messages`: (offset, value) of one partition. Usually in offset order and new, but
         after a rebalance Faust may hand over messages fetched before it (still in its take
         buffer) together with the same offsets read again from the commit: so sort, and never
         let `next_offset` go back (a partition that seemed to have input waiting for ever
-        would never let its watermark follow the clock)."""
+        would never let its watermark follow the clock). `marks`: the history lane's copies,
+        notes and skipped messages (`Marks`); a message without one is an event."""
         out = Stage1Output()
         if any(messages[i][0] >= messages[i + 1][0] for i in range(len(messages) - 1)):
             messages = sorted(dict(messages).items())
@@ -154,6 +178,9 @@ class Stage1Partition:
         route_before = self.reported if cfg.route else NO_WATERMARK
         runs: dict[str, list[Any]] = {}  # entity key -> its open run (degraded mode)
         for offset, value in messages:
+            mark = marks.get(offset) if marks else None
+            if mark is not None and mark[0] == SKIP:
+                continue
             try:
                 record = decode_event(value or b"")
             except WireError as exc:
@@ -176,7 +203,27 @@ class Stage1Partition:
                     )
                 )  # fmt: skip
                 continue
+            if mark is not None and mark[0] == KIND_NOTE:
+                out.notes += 1
+                for key in mark[1]:  # stage 2 notes the time only
+                    k = partition_for(key, cfg.updates_partitions)
+                    updates[k].append([key, ts, 0.0, self.partition, offset, ROUTED])
+                continue
             h = _id_hash(record["event_id"])
+            if mark is not None and mark[0] == KIND_COPY:
+                first = self._seen.get(h)
+                if first is not None and first != offset:
+                    out.duplicates += 1  # the lane has the event itself
+                    continue
+                copied = self._copy(record, ts, offset, set(mark[1]), new_hashes)
+                if not copied:
+                    out.duplicates += 1
+                    continue
+                out.copies += 1
+                newest = max(newest, ts)
+                for update in copied:
+                    updates[partition_for(update[0], cfg.updates_partitions)].append(update)
+                continue
             first = self._seen.get(h)
             if first is not None and first != offset:
                 out.duplicates += 1
@@ -201,6 +248,10 @@ class Stage1Partition:
                 context_update = explode_context(record, ts, self.partition, offset)
             else:
                 entity_updates, context_update = explode(record, ts, self.partition, offset)
+                if cfg.takes_copies:  # keys a copy of it already counted it for
+                    entity_updates = [
+                        u for u in entity_updates if not self._copied(record, u[0], offset)
+                    ]
             for update in entity_updates:
                 if runs:
                     runs.pop(update[0], None)  # its next degraded event starts a new run
@@ -233,6 +284,34 @@ class Stage1Partition:
                 message["c"] = contexts[k]
             out.messages[k] = message
         return out
+
+    def _copy(
+        self,
+        record: Mapping[str, Any],
+        ts: int,
+        offset: int,
+        keys: set[str],
+        new_hashes: list[list[int]],
+    ) -> list[Any]:
+        """A stored event's updates for the `keys` it was copied for, each (event, key) once:
+        the same event may be copied again for other keys (another import, a routed event's
+        windows), never counted twice for one."""
+        updates, _context = explode(record, ts, self.partition, offset)
+        kept: list[Any] = []
+        for update in updates:
+            if update[0] not in keys or self._copied(record, update[0], offset):
+                continue
+            h = _copy_hash(record["event_id"], update[0])
+            if h not in self._seen:
+                self._seen[h] = offset
+                new_hashes.append([h, offset])
+            kept.append(update)
+        return kept
+
+    def _copied(self, record: Mapping[str, Any], key: str, offset: int) -> bool:
+        """Whether a message before `offset` already counted this event for `key`."""
+        first = self._seen.get(_copy_hash(record["event_id"], key))
+        return first is not None and first != offset
 
     def _join_runs(
         self,

@@ -36,6 +36,21 @@ LANES = (LIVE_LANE, HISTORY_LANE)
 #: event time, in the order the history was published (sorted by `rhythm backfill`).
 HISTORY_TOPIC = "rhythm.history"
 HISTORY_UPDATES_TOPIC = "rhythm.history.updates"
+#: What a message on `rhythm.history` is besides history of its own (no header: an imported
+#: event, which the sink stores like a live one). The sink stores none of these.
+#: - `routed`: a live event the live lane routed as too late (stored from `rhythm.events`);
+#:   `routed-expanded` once the history lane has brought in its windows' stored events;
+#: - `copy`: an event already stored, re-sent so that the history lane sees every event of
+#:   the windows it re-emits; it counts only for the entity keys in `HISTORY_KEYS_HEADER`;
+#: - `note`: an entity's previous stored event: only its time is noted, for those keys
+#:   (the first gap of what follows).
+HISTORY_KIND_HEADER = "rhythm-history-kind"
+#: The entity keys (`rhythm.schemas.keys`) a `copy` or a `note` is for, newline-separated.
+HISTORY_KEYS_HEADER = "rhythm-history-keys"
+KIND_ROUTED = "routed"
+KIND_ROUTED_EXPANDED = "routed-expanded"
+KIND_COPY = "copy"
+KIND_NOTE = "note"
 
 #: The processors' two stages, by one name each: the Faust agent, its table (whose
 #: changelog is `changelog_topic(app_id, stage)`) and the `stage` label of their metrics.
@@ -50,8 +65,9 @@ HISTORY_GROUP = "rhythm-history"
 SINK_GROUP = "rhythm-sink"
 NOTIFIER_GROUP = "rhythm-notifier"
 
-#: What the sink writes to ClickHouse by default.
-SINK_TOPICS = (EVENTS_TOPIC, SIGNALS_TOPIC, ALERTS_TOPIC)
+#: What the sink writes to ClickHouse by default (the history lane's input: its imported
+#: events, into events).
+SINK_TOPICS = (EVENTS_TOPIC, SIGNALS_TOPIC, ALERTS_TOPIC, HISTORY_TOPIC)
 
 _DAY_MS = 24 * 60 * 60 * 1000
 

@@ -5,13 +5,8 @@ interface: the sink's endpoint, read-only, or a server)."""
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,6 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from pydantic import ValidationError
 
 from rhythm.notifier.settings import NotifierSettings
+from rhythm.runtime.store_http import StoreUnavailableError, query_rows
 from rhythm.schemas.outputs import Alert
 from rhythm.schemas.people import Person
 
@@ -102,10 +98,6 @@ class Directory:
         self._consumer.close()
 
 
-class StoreUnavailableError(RuntimeError):
-    """The store did not answer: the alert is routed later (never differently)."""
-
-
 def _quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -137,28 +129,18 @@ def most_engaged(settings: NotifierSettings, alert: Alert, limit: int) -> list[s
 
 
 def store_rows(settings: NotifierSettings) -> Callable[[str, dict[str, Any]], list[dict[str, Any]]]:
-    """Run a query on the store's HTTP interface: `{name:Type}` parameters are bound by the
-    server (`param_<name>`), rows come back as dicts; StoreUnavailableError when the store
-    cannot be asked."""
+    """Run a query on the store's HTTP interface (`rhythm.runtime.store_http`):
+    StoreUnavailableError when the store cannot be asked."""
 
     def rows(sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        query = {f"param_{k}": str(v) for k, v in params.items()}
-        query["default_format"] = "JSONEachRow"
-        url = f"{settings.clickhouse_url}?{urllib.parse.urlencode(query)}"
-        request = urllib.request.Request(url, data=sql.encode(), method="POST")
-        if settings.clickhouse_user:
-            password = settings.clickhouse_password
-            secret = password.get_secret_value() if password is not None else ""
-            token = base64.b64encode(f"{settings.clickhouse_user}:{secret}".encode()).decode()
-            request.add_header("Authorization", f"Basic {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=settings.request_timeout_s) as response:
-                text = response.read().decode()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:300].decode(errors="replace")
-            raise StoreUnavailableError(f"store answered {exc.code}: {detail}") from None
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            raise StoreUnavailableError(f"store unreachable: {exc}") from None
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        password = settings.clickhouse_password
+        return query_rows(
+            settings.clickhouse_url,
+            sql,
+            params,
+            user=settings.clickhouse_user,
+            password=password.get_secret_value() if password is not None else None,
+            timeout_s=settings.request_timeout_s,
+        )
 
     return rows

@@ -22,7 +22,7 @@ import collections
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from rhythm.sinks.tables.rows import DeadLetter, Kind, Message, Outcome, Row
+from rhythm.sinks.tables.rows import DeadLetter, Kind, Message, Outcome, Row, Skipped
 
 __all__ = ["INTENT_PREFIX", "Batch", "Batcher", "intent_metadata", "parse_intent"]
 
@@ -61,6 +61,7 @@ class Batch:
     topic_id: str = ""
     rows: list[Row] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
+    skipped: int = 0  # messages that are no row (tables/rows.py, Skipped)
     nbytes: int = 0
     opened_at: float = 0.0
     #: rebuilt from an intent: it must end exactly at `end`
@@ -68,7 +69,7 @@ class Batch:
 
     @property
     def messages(self) -> int:
-        return len(self.rows) + len(self.dead)
+        return len(self.rows) + len(self.dead) + self.skipped
 
     @property
     def tp(self) -> TopicPartition:
@@ -132,6 +133,8 @@ class Batcher:
             self._open[tp] = batch
         if isinstance(outcome, DeadLetter):
             batch.dead.append(outcome)
+        elif isinstance(outcome, Skipped):
+            batch.skipped += 1
         else:
             batch.rows.append(outcome)
         batch.end = message.offset

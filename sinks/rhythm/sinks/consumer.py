@@ -78,7 +78,7 @@ class ConsumerLoop:
         self.batcher = batcher
         self.metrics = metrics
         self.poll_timeout_s = poll_timeout_s
-        self.kinds: dict[str, Kind] = {topic: kind for kind, topic in settings.kind_topics.items()}
+        self.kinds: dict[str, Kind] = settings.topic_kinds
         self._topic_ids = topic_ids
         self._done: queue.SimpleQueue[Done] = queue.SimpleQueue()
         self.writer = writer_factory(self._done.put)
@@ -198,6 +198,7 @@ class ConsumerLoop:
             timestamp_ms=ts if ts_type != 0 and ts >= 0 else int(time.time() * 1000),
             key=key,
             value=value,
+            headers=_headers(km.headers()),
         )
         outcome = TABLES[kind].process(message)
         self.held_messages += 1
@@ -421,3 +422,12 @@ class ConsumerLoop:
             "last_error": self.writer.last_error,
             "lag": {f"{t}[{p}]": n for (t, p), n in sorted(self._lag.items())},
         }
+
+
+def _headers(
+    headers: dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]] | None,
+) -> tuple[tuple[str, bytes], ...]:
+    items = headers.items() if isinstance(headers, dict) else headers or ()
+    return tuple(
+        (name, value.encode() if isinstance(value, str) else value or b"") for name, value in items
+    )

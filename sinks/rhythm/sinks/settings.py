@@ -24,6 +24,7 @@ from rhythm.schemas.topics import (
     DEAD_LETTERS_TOPIC,
     EVENTS_TOPIC,
     FEEDBACK_TOPIC,
+    HISTORY_TOPIC,
     NOTIFICATIONS_TOPIC,
     PEOPLE_TOPIC,
     SIGNALS_TOPIC,
@@ -204,6 +205,11 @@ class SinkSettings(BaseSettings):
     people_topic: str = PEOPLE_TOPIC
     notifications_topic: str = NOTIFICATIONS_TOPIC
     feedback_topic: str = FEEDBACK_TOPIC
+    history_topic: str = Field(
+        HISTORY_TOPIC,
+        description="Imported history (`rhythm backfill`), stored in events like live events; "
+        "its routed events, copies and notes are skipped (stored already). Empty: not read.",
+    )
     dead_letter_topic: str = DEAD_LETTERS_TOPIC
     consumer_extra: dict[str, Any] = Field(
         default_factory=dict, description="Any other librdkafka consumer setting."
@@ -315,8 +321,17 @@ class SinkSettings(BaseSettings):
         }
 
     @property
+    def topic_kinds(self) -> dict[str, Kind]:
+        """Every topic read and the kind of its messages: `kind_topics`, and the history
+        lane's input, whose imported events are events too."""
+        out: dict[str, Kind] = {topic: kind for kind, topic in self.kind_topics.items()}
+        if self.history_topic:
+            out[self.history_topic] = "events"
+        return out
+
+    @property
     def topics(self) -> list[str]:
-        return list(self.kind_topics.values())
+        return list(self.topic_kinds)
 
     def endpoint_state_file(self) -> Path | None:
         """Where a running sink says which endpoint serves its embedded store."""

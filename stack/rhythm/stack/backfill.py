@@ -8,8 +8,17 @@ the live lane would have, live and in order, and writes them to the same signals
 topics (alerts marked historical). Then this command follows the lane until it has done
 what was published: events processed, event time reached, an ETA.
 
-Pure parts (`select`, `Tracker`) apart from the I/O (`read_file`, `read_topic`, `publish`,
-`follow`).
+Windows the live lane also saw (the same tenant and entities, the same period): the import
+holds only the history, so before publishing, this command waits until the sink has stored
+what the live lane was given, and sends the lane, merged in time order with the import, the
+stored events of the windows the import touches as copies, each entity's previous stored
+event as a note (rhythm.processors.copies; the sink stores neither again), so the lane
+re-emits those windows from every event. The lane may re-emit only windows the live lane
+will never change again: history newer than that (`cut`: the live lane's watermark less its
+lateness and late retention, to its largest window) is left out and named.
+
+Pure parts (`select`, `cut`, `split_recent`, `touched`, `Tracker`) apart from the I/O
+(`read_file`, `read_topic`, `with_copies`, `publish`, `follow`).
 """
 
 from __future__ import annotations
@@ -21,6 +30,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from rhythm.processors import copies
+from rhythm.processors.explode import entity_keys
+from rhythm.processors.lanes import too_late
 from rhythm.producers.prepare import prepare_event
 from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.schemas import WireError, decode_event, encode_event
@@ -66,6 +78,82 @@ def select(records: Iterable[tuple[str, int, bytes]], selection: Selection, read
 def in_order(events: list[Timed]) -> list[Timed]:
     """By event time (stable: a file's order among equal times is kept)."""
     return sorted(events, key=lambda e: e[0])
+
+
+def unique(events: list[Timed]) -> tuple[list[Timed], int]:
+    """The first of each event id (an export re-sent in part): the sink stores each once.
+    Returns the events and how many were left out."""
+    seen: set[str] = set()
+    out: list[Timed] = []
+    for ts, value in events:
+        event_id = str(decode_event(value)["event_id"])
+        if event_id not in seen:
+            seen.add(event_id)
+            out.append((ts, value))
+    return out, len(events) - len(out)
+
+
+def cut(
+    watermark_ms: int, window_sizes_ms: tuple[int, ...], lateness_ms: int, retention_ms: int
+) -> int:
+    """The start of the oldest window the live lane may still change at `watermark_ms`:
+    every event before it is too late there (lanes.too_late), every event at or after it
+    is not (the largest window nests the others)."""
+    size = max(window_sizes_ms)
+    mark = watermark_ms - lateness_ms - retention_ms
+    return mark - mark % size
+
+
+def split_recent(events: list[Timed], before_ms: int) -> tuple[list[Timed], list[Timed]]:
+    """(older than `before_ms`, the rest)."""
+    return [e for e in events if e[0] < before_ms], [e for e in events if e[0] >= before_ms]
+
+
+@dataclass
+class Own:
+    """The import, decoded for the planning: (event time, event id, value, headers) and each
+    event's (time, entity keys)."""
+
+    events: list[tuple[int, str, bytes, copies.Headers]] = field(default_factory=list)
+    touched: list[tuple[int, list[str]]] = field(default_factory=list)
+
+
+def touched(events: list[Timed]) -> Own:
+    own = Own()
+    for ts, value in events:
+        record = decode_event(value)
+        own.events.append((ts, str(record["event_id"]), value, []))
+        own.touched.append((ts, entity_keys(record)))
+    return own
+
+
+Rows = Callable[[str], list[dict[str, Any]]]
+
+
+def with_copies(
+    events: list[Timed],
+    rows: Rows,
+    database: str,
+    window_sizes_ms: tuple[int, ...],
+    live_final: Callable[[int], bool],
+) -> tuple[copies.Merged, int]:
+    """The import merged with the stored events of its windows (module doc): `rows(sql)`
+    asks the store. Returns the merge and how many entity keys could not be extended to
+    their next stored event's window (the live lane may still change it)."""
+    own = touched(events)
+    spans = copies.spans(own.touched, window_sizes_ms)
+    following = [r for sql in copies.neighbour_queries(database, spans, False) for r in rows(sql)]
+    spans, kept = copies.extend(spans, following, window_sizes_ms, live_final)
+    stored = [r for sql in copies.stored_queries(database, spans) for r in rows(sql)]
+    previous = [r for sql in copies.neighbour_queries(database, spans, True) for r in rows(sql)]
+    return copies.merge(own.events, stored, previous, spans, stored_wins=True), kept
+
+
+def live_final(
+    watermark_ms: int, window_sizes_ms: tuple[int, ...], lateness_ms: int, retention_ms: int
+) -> Callable[[int], bool]:
+    """Whether the live lane will never change the windows of an event at `ts` again."""
+    return lambda ts: too_late(ts, watermark_ms, window_sizes_ms, lateness_ms, retention_ms)
 
 
 def read_file(
@@ -133,9 +221,14 @@ def read_topic(
     return read
 
 
-def publish(kafka: KafkaSettings, topic: str, events: list[Timed], timeout: float = 120.0) -> int:
-    """In the order given, to partition 0 of `topic` (idempotent, acks=all: Kafka keeps the
-    order); returns how many were not delivered."""
+def publish(
+    kafka: KafkaSettings,
+    topic: str,
+    events: list[tuple[int, bytes, copies.Headers]],
+    timeout: float = 120.0,
+) -> int:
+    """(event time, value, headers) in the order given, to partition 0 of `topic`
+    (idempotent, acks=all: Kafka keeps the order); returns how many were not delivered."""
     from confluent_kafka import KafkaError, Producer
 
     failed = 0
@@ -154,10 +247,11 @@ def publish(kafka: KafkaSettings, topic: str, events: list[Timed], timeout: floa
             "compression.type": "lz4",
         }
     )
-    for _ts, value in events:
+    for _ts, value, headers in events:
+        extra: list[tuple[str, str | bytes | None]] = list(headers)
         while True:
             try:
-                producer.produce(topic, value, partition=0, on_delivery=report)
+                producer.produce(topic, value, partition=0, on_delivery=report, headers=extra)
                 break
             except BufferError:
                 producer.poll(0.1)

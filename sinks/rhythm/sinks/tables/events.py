@@ -26,10 +26,11 @@ import uuid
 from typing import Any, get_args
 
 from rhythm.schemas import WireError, WireReason, decode_event
+from rhythm.schemas.topics import HISTORY_KIND_HEADER
 from rhythm.schemas.wire_check import record_problem
 from rhythm.sinks.tables.columns import DEDUP, DELTA, INGEST, LC, LCN, TS, ZSTD
 from rhythm.sinks.tables.definition import Column, Engine, Index, Table, View
-from rhythm.sinks.tables.rows import DeadLetter, Message, Outcome, ingest, text
+from rhythm.sinks.tables.rows import DeadLetter, Message, Outcome, Skipped, ingest, text
 
 __all__ = [
     "CONTRACT_FIELDS_NOT_STORED",
@@ -134,7 +135,13 @@ ARRAY JOIN CAST(arrayConcat(
 
 def process(message: Message) -> Outcome:
     """An Avro event as its `events` row: the contract's fields in the table's order (each as
-    decoded, the event_id in canonical lowercase, property values as text), then ingest."""
+    decoded, the event_id in canonical lowercase, property values as text), then ingest.
+    A message of `rhythm.history` with a kind (rhythm.schemas.topics, HISTORY_KIND_HEADER)
+    is skipped: a routed event, a copy and a note are events stored already (from
+    `rhythm.events` or an earlier import); only imported history is new."""
+    kind = message.header(HISTORY_KIND_HEADER)
+    if kind is not None:
+        return Skipped(message, kind.decode(errors="replace"))
     try:
         record: dict[str, Any] = dict(decode_event(message.value or b""))
     except WireError as exc:

@@ -26,6 +26,7 @@ __all__ = [
     "Message",
     "Outcome",
     "Row",
+    "Skipped",
     "check_time",
     "ingest",
     "parse_json",
@@ -54,10 +55,15 @@ class Message:
     timestamp_ms: int
     key: bytes | None
     value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def size(self) -> int:
         return len(self.value or b"") + len(self.key or b"")
+
+    def header(self, name: str) -> bytes | None:
+        """The first value of header `name` (None: not there)."""
+        return next((value for key, value in self.headers if key == name), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +73,15 @@ class DeadLetter:
     detail: str
 
 
-Outcome = Row | DeadLetter
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A message that is no row of its table (and no dead letter): its offset is done."""
+
+    message: Message
+    why: str
+
+
+Outcome = Row | DeadLetter | Skipped
 
 
 class InvalidError(ValueError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -41,19 +41,27 @@ def backfill(
     metrics_port: Annotated[
         int, typer.Option(help="The history lane's /metrics (its event time).")
     ] = 9469,
+    live_metrics_port: Annotated[
+        int, typer.Option(help="The live lane's /metrics (its watermark: what it still keeps).")
+    ] = 9465,
 ) -> None:
     """Publish history, sorted by event time, to the history lane (rhythm.history): its
     signals land in the same tables with the same keys, exactly as if processed live in
-    order; its alerts are stored marked historical and never delivered. Then follow the
-    lane: events done, event time reached, ETA. Exit 1 if lines were invalid, 2 if events
-    were not delivered or the lane did not finish within --timeout."""
+    order, windows the live lane also saw included (the stored events of the windows it
+    touches go with it); its alerts are stored marked historical and never delivered. Then
+    follow the lane: events done, event time reached, ETA. History in windows the live lane
+    may still change (about the last day) is left out and named. Exit 1 if lines were
+    invalid or history was left out, 2 if events were not delivered, the store or the live
+    lane could not be asked, or the lane did not finish within --timeout."""
     import time
 
     from rhythm.processors.settings import ProcessorSettings
     from rhythm.runtime.kafka_settings import KafkaSettings
     from rhythm.runtime.offsets import group_lag
+    from rhythm.runtime.store_http import StoreUnavailableError, query_rows
+    from rhythm.sinks.sync import wait_for_sink
     from rhythm.stack import backfill as bf
-    from rhythm.stack.supervisor.control import scrape
+    from rhythm.stack.supervisor.control import scrape, scrape_min
 
     if (file is None) == (topic is None):
         typer.echo("error: give a FILE or --topic, one of the two", err=True)
@@ -74,22 +82,77 @@ def backfill(
     else:
         assert topic is not None
         read = bf.read_topic(kafka, topic, selection)
-    events = bf.in_order(read.events)
+    events, repeated = bf.unique(bf.in_order(read.events))
     typer.echo(
-        f"{read.lines:,} read: {len(events):,} selected, {read.left_out:,} outside the "
-        f"selection, {read.invalid:,} invalid"
+        f"{read.lines:,} read: {len(events) + repeated:,} selected, {read.left_out:,} outside "
+        f"the selection, {read.invalid:,} invalid"
         + (f" (in {rejects_path})" if read.invalid and rejects_path else "")
+        + (f", {repeated:,} repeated event ids left out" if repeated else "")
     )
     if rejects_path is not None and not read.invalid:
         rejects_path.unlink(missing_ok=True)
+    code = 1 if read.invalid else 0
+    if events:
+        # The live lane's windows: what it may still change is left out; the rest goes with
+        # the stored events of its windows, once the sink has stored what live was given.
+        mark = scrape_min(live_metrics_port, "rhythm_processor_stage2_watermark_seconds")
+        if mark is None or mark <= 0:  # not running, or not yet heard from every partition
+            typer.echo(
+                f"error: the live lane's watermark is unknown (no /metrics on "
+                f"127.0.0.1:{live_metrics_port}, or none yet): is it running (`rhythm status`)?",
+                err=True,
+            )
+            raise typer.Exit(2)
+        live = ProcessorSettings(lane="live")
+        sizes = tuple(w * 1000 for w in live.window_seconds)
+        lateness, retention = int(live.lateness_s * 1000), int(live.late_retention_s * 1000)
+        watermark = int(mark * 1000)
+        boundary = bf.cut(watermark, sizes, lateness, retention)
+        events, recent = bf.split_recent(events, boundary)
+        if recent:
+            code = 1
+            since = datetime.fromtimestamp(boundary / 1000, UTC).isoformat()
+            typer.echo(
+                f"{len(recent):,} events at or after {since} left out: the live lane may "
+                "still change their windows (it keeps them a day after they close); import "
+                f"them once it has moved on a day: `rhythm backfill ... --from {since}`",
+                err=True,
+            )
+        synced = wait_for_sink(kafka, [lane.live_events_topic], timeout, group_id=lane.sink_group)
+        if not synced:
+            typer.echo(f"error: the sink has not stored the live events: {synced}", err=True)
+            raise typer.Exit(2)
+        secret = lane.store_password.get_secret_value() if lane.store_password else None
+
+        def rows(sql: str) -> list[dict[str, Any]]:
+            return query_rows(lane.store_url, sql, user=lane.store_user, password=secret)
+
+        final = bf.live_final(watermark, sizes, lateness, retention)
+        try:
+            merged, kept = bf.with_copies(events, rows, lane.store_database, sizes, final)
+        except StoreUnavailableError as exc:
+            typer.echo(f"error: the store ({lane.store_url}): {exc}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(
+            f"with {merged.copies:,} stored events of the same windows and {merged.notes:,} "
+            f"previous events; {merged.already_stored:,} of the import were stored already"
+            + (
+                f"; {kept:,} entities' next events are in windows the live lane still keeps"
+                if kept
+                else ""
+            )
+        )
+        messages = merged.messages
+    else:
+        messages = []
     # What the lane already had to do: its progress counts from here.
     before = sum(group_lag(kafka, group, [history_topic]).values())
-    failed = bf.publish(kafka, history_topic, events)
-    typer.echo(f"published {len(events) - failed:,} to {history_topic}; {failed:,} not delivered")
-    code = 2 if failed else (1 if read.invalid else 0)
-    if not wait or not events:
+    failed = bf.publish(kafka, history_topic, messages)
+    typer.echo(f"published {len(messages) - failed:,} to {history_topic}; {failed:,} not delivered")
+    code = 2 if failed else code
+    if not wait or not messages:
         raise typer.Exit(code)
-    tracker = bf.Tracker(total=before + len(events) - failed, started=time.monotonic())
+    tracker = bf.Tracker(total=before + len(messages) - failed, started=time.monotonic())
 
     def remaining() -> int | None:
         """Events not yet through the lane: its input's lag, and at least 1 while stage 2

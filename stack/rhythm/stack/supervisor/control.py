@@ -271,6 +271,12 @@ class Stack:
                     RHYTHM_PROCESSOR_LANE=HISTORY_LANE,
                     RHYTHM_PROCESSOR_DATA_DIR=str(self.home / "history"),
                     RHYTHM_PROCESSOR_METRICS_PORT=str(s.history_metrics_port),
+                    # routed events are computed with the stored events of their windows
+                    # (none without the sink's endpoint)
+                    RHYTHM_PROCESSOR_STORE_URL=env.get(
+                        "RHYTHM_PROCESSOR_STORE_URL",
+                        f"http://127.0.0.1:{s.sink_http_port}" if s.sink_http_port else "",
+                    ),
                 ),
                 s.history_metrics_port or None,
                 _healthz(s.history_metrics_port),

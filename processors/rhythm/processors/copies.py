@@ -1,0 +1,274 @@
+"""Mixed windows, pure: what the history lane must be given besides its own events so that
+every window it emits holds every event of its entity, live or history (ARCHITECTURE.md,
+"the history lane").
+
+The history lane re-emits, with versions that win in the store, every window holding an
+event it is given. For a window that also holds live events, it must see those too, and for
+the first gap of what it is given, the entity's previous event. So, per entity key touched
+(`spans`): the whole largest windows holding its history events (a contiguous *span*), the
+events the store already holds in it (re-sent as *copies*, counted only for that key), and
+its last stored event before the span (a *note*: only its time). `rhythm backfill` also
+extends a span to the window of the entity's next stored event, whose gap an import may
+change, when the live lane will never change that window again.
+
+Everything here is plain data: the SQL text for the store's `entity_events` (sorted by
+tenant, entity type, id and time), the rows it answers as dicts, and the messages to publish
+to `rhythm.history` (value and headers, `rhythm.schemas.topics`). The I/O is the caller's
+(`rhythm.stack.backfill`, `rhythm.processors.expansion`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rhythm.schemas import encode_event
+from rhythm.schemas.keys import EntityKey
+from rhythm.schemas.topics import (
+    HISTORY_KEYS_HEADER,
+    HISTORY_KIND_HEADER,
+    KIND_COPY,
+    KIND_NOTE,
+)
+
+#: (start, end) in epoch ms: [start, end), whole windows of the largest size
+Span = tuple[int, int]
+Headers = list[tuple[str, bytes]]
+#: keys per query: each adds a condition to the WHERE (ClickHouse's max_query_size is 256 KiB)
+KEYS_PER_QUERY = 400
+
+
+def span_of(ts: int, window_sizes_ms: Sequence[int]) -> Span:
+    """The largest window holding `ts` (the others nest in it)."""
+    size = max(window_sizes_ms)
+    start = ts - ts % size
+    return start, start + size
+
+
+def spans(
+    events: Iterable[tuple[int, Iterable[str]]], window_sizes_ms: Sequence[int]
+) -> dict[str, Span]:
+    """Per entity key of the (event time, keys) given: from the largest window of its
+    oldest event to the end of that of its newest, all of it (the gaps within are exact
+    only if the lane sees every event between)."""
+    out: dict[str, Span] = {}
+    for ts, keys in events:
+        start, end = span_of(ts, window_sizes_ms)
+        for key in keys:
+            old = out.get(key)
+            out[key] = (start, end) if old is None else (min(old[0], start), max(old[1], end))
+    return out
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _key_condition(key: str) -> str:
+    k = EntityKey.decode(key)
+    return (
+        f"tenant = {_quote(k.tenant)} AND entity_type = {_quote(k.entity_type)} "
+        f"AND entity_id = {_quote(k.entity_id)} AND role = {_quote(k.role)}"
+    )
+
+
+def _ms(column: str = "occurred_at") -> str:
+    return f"toUnixTimestamp64Milli({column})"
+
+
+def _chunks(items: Mapping[str, Span]) -> list[dict[str, Span]]:
+    keys = sorted(items)
+    return [
+        {k: items[k] for k in keys[i : i + KEYS_PER_QUERY]}
+        for i in range(0, len(keys), KEYS_PER_QUERY)
+    ]
+
+
+# Aliases never reuse a column's name: ClickHouse would take the alias inside the expression.
+_ROW = (
+    "tenant, role, entity_type, entity_id, event_id, "
+    f"{_ms()} AS ts, verb, actor_type, actor_id, object_type, object_id, target_type, "
+    "target_id, channel, context_id, weight, tags"
+)
+
+
+def _wheres(spans_of: Mapping[str, Span], when: Callable[[Span], str]) -> list[str]:
+    """One WHERE per chunk of keys: each key's entity, and `when` of its span."""
+    return [
+        " OR ".join(f"({_key_condition(k)} AND {when(span)})" for k, span in chunk.items())
+        for chunk in _chunks(spans_of)
+    ]
+
+
+def _at(ms: int) -> str:
+    return f"fromUnixTimestamp64Milli({ms})"
+
+
+def stored_queries(database: str, spans_of: Mapping[str, Span]) -> list[str]:
+    """The stored (event, key) rows within each key's span, in time order."""
+    return [
+        f"SELECT DISTINCT {_ROW} FROM {database}.entity_events WHERE {where} "
+        "ORDER BY ts, event_id, role"
+        for where in _wheres(
+            spans_of, lambda span: f"occurred_at >= {_at(span[0])} AND occurred_at < {_at(span[1])}"
+        )
+    ]
+
+
+def neighbour_queries(database: str, spans_of: Mapping[str, Span], before: bool) -> list[str]:
+    """Per key, its last stored event before its span (`before`) or its first at or after
+    the span's end: one row per key that has one (tenant, role, entity_type, entity_id, id:
+    the event's, ts)."""
+    pick, ts = ("argMax", "max") if before else ("argMin", "min")
+    return [
+        f"SELECT tenant, role, entity_type, entity_id, {pick}(event_id, occurred_at) AS id, "
+        f"{ts}({_ms()}) AS ts FROM {database}.entity_events WHERE {where} "
+        "GROUP BY tenant, role, entity_type, entity_id"
+        for where in _wheres(
+            spans_of,
+            lambda span: (
+                f"occurred_at < {_at(span[0])}" if before else f"occurred_at >= {_at(span[1])}"
+            ),
+        )
+    ]
+
+
+def row_key(row: Mapping[str, Any]) -> str:
+    return EntityKey.of(row).encode()
+
+
+def extend(
+    spans_of: Mapping[str, Span],
+    next_rows: Iterable[Mapping[str, Any]],
+    window_sizes_ms: Sequence[int],
+    final: Any,
+) -> tuple[dict[str, Span], int]:
+    """Each key's span up to the end of the largest window of its next stored event, when
+    `final(ts)` says the live lane will never change that event's windows again (its gap
+    may change: its previous event may be one of the span's history events). Returns the
+    spans and how many keys could not be extended (their next event's windows are still
+    the live lane's: ARCHITECTURE.md, the limits)."""
+    out = dict(spans_of)
+    kept = 0
+    for row in next_rows:
+        key = row_key(row)
+        if key not in out:
+            continue
+        ts = int(row["ts"])
+        if final(ts):
+            out[key] = (out[key][0], max(out[key][1], span_of(ts, window_sizes_ms)[1]))
+        else:
+            kept += 1
+    return out, kept
+
+
+@dataclass
+class Merged:
+    """What to publish to `rhythm.history`, in time order: (event time, value, headers)."""
+
+    messages: list[tuple[int, bytes, Headers]] = field(default_factory=list)
+    copies: int = 0  # stored events re-sent (once per event, for all its keys in a span)
+    notes: int = 0
+    already_stored: int = 0  # given events the store already held: sent as copies instead
+
+
+def _record(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored row as a wire record: what the lane needs (time, weight, entities, thread);
+    the fields `entity_events` does not keep are left empty (the sink never stores a copy)."""
+    return {
+        "event_id": str(row["event_id"]),
+        "tenant": row["tenant"],
+        "occurred_at": int(row["ts"]),
+        "sent_at": None,
+        "actor_type": row["actor_type"],
+        "actor_id": row["actor_id"],
+        "verb": row["verb"],
+        "object_type": row["object_type"],
+        "object_id": row["object_id"],
+        "target_type": row["target_type"],
+        "target_id": row["target_id"],
+        "channel": row["channel"],
+        "context_id": row["context_id"],
+        "in_reply_to": None,
+        "tags": list(row["tags"]),
+        "weight": float(row["weight"]),
+        "properties": {},
+    }
+
+
+def headers(kind: str, keys: Iterable[str] = ()) -> Headers:
+    out: Headers = [(HISTORY_KIND_HEADER, kind.encode())]
+    keys = sorted(keys)
+    if keys:
+        out.append((HISTORY_KEYS_HEADER, json.dumps(keys).encode()))
+    return out
+
+
+def merge(
+    own: Sequence[tuple[int, str, bytes, Headers]],
+    stored: Iterable[Mapping[str, Any]],
+    previous: Iterable[Mapping[str, Any]],
+    spans_of: Mapping[str, Span],
+    *,
+    stored_wins: bool,
+) -> Merged:
+    """The lane's input for these spans: its own events (`own`: event time, event id, wire
+    value, headers), each stored event of a span as a copy for the keys whose span holds
+    it, and each key's previous stored event as a note, in time order (notes first, then
+    by event time; equal times in a stable order).
+
+    An event both given and stored: with `stored_wins` (an import) it is sent as a copy
+    only (the sink holds it already; `already_stored`); else (a routed event, stored from
+    the live topic) it is sent itself and its stored rows are left out."""
+    own_ids = {event_id for _, event_id, _, _ in own}
+    by_event: dict[str, tuple[Mapping[str, Any], set[str]]] = {}
+    for row in stored:
+        key = row_key(row)
+        span = spans_of.get(key)
+        ts = int(row["ts"])
+        if span is None or not span[0] <= ts < span[1]:
+            continue
+        event_id = str(row["event_id"])
+        if event_id in own_ids and not stored_wins:
+            continue
+        entry = by_event.setdefault(event_id, (row, set()))
+        entry[1].add(key)
+    out = Merged()
+    items: list[tuple[int, int, str, bytes, Headers]] = []
+    for ts, event_id, value, extra in own:
+        if event_id in by_event:
+            out.already_stored += 1
+            continue
+        items.append((ts, 1, event_id, value, extra))
+    for event_id, (row, keys) in by_event.items():
+        out.copies += 1
+        items.append(
+            (int(row["ts"]), 1, event_id, encode_event(_record(row)), headers(KIND_COPY, keys))
+        )
+    notes: dict[str, tuple[int, set[str]]] = {}
+    for row in previous:
+        key = row_key(row)
+        if key in spans_of:
+            note_of = notes.setdefault(str(row["id"]), (int(row["ts"]), set()))
+            note_of[1].add(key)
+    for event_id, (ts, keys) in notes.items():
+        out.notes += 1
+        note = {**_NOTE, "event_id": event_id, "tenant": EntityKey.decode(min(keys)).tenant}
+        items.append(
+            (ts, 0, event_id, encode_event({**note, "occurred_at": ts}), headers(KIND_NOTE, keys))
+        )
+    items.sort(key=lambda i: (i[0], i[1], i[2]))
+    out.messages = [(ts, value, extra) for ts, _, _, value, extra in items]
+    return out
+
+
+# A note is only a time for its keys: the rest of the record is a placeholder the lane
+# never reads (stage 1 takes the keys from the header).
+_NOTE: dict[str, Any] = {
+    "sent_at": None, "actor_type": "note", "actor_id": "note", "verb": "note",
+    "object_type": None, "object_id": None, "target_type": None, "target_id": None,
+    "channel": None, "context_id": None, "in_reply_to": None, "tags": [], "weight": 1.0,
+    "properties": {},
+}  # fmt: skip

@@ -1,0 +1,97 @@
+"""The history lane's I/O for routed events (ARCHITECTURE.md, "the history lane"): before it
+uses an event the live lane routed to it, it brings in the stored events of that event's
+windows, so that the windows it re-emits hold every event of the entity (copies.py).
+
+Per batch of routed events: the live events topic's end offsets are taken now; the lane
+waits until the sink's group has committed past them (everything the live lane had been
+given when these arrived is then in the store: events of a window this old that reach the
+live lane later are routed too, and come the same way); it asks the store for each touched
+entity's stored events in the routed events' largest windows and its last one before; and
+returns, in time order, the notes, the copies and the routed events marked expanded, for
+the caller to publish to the lane's own input. The routed events themselves are then done
+(stage 1 `SKIP`): they come back expanded, behind the copies.
+
+Blocking calls run in a thread (`asyncio.to_thread`), off the worker's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from rhythm.processors import copies
+from rhythm.processors.explode import entity_keys
+from rhythm.processors.settings import ProcessorSettings
+from rhythm.runtime.store_http import StoreUnavailableError, query_rows
+from rhythm.schemas import WireError, decode_event
+from rhythm.schemas.topics import KIND_ROUTED_EXPANDED
+from rhythm.schemas.wire_check import record_problem
+from rhythm.sinks.sync import wait_for_sink
+
+log = logging.getLogger("rhythm.processors")
+
+
+class Expansion:
+    def __init__(self, settings: ProcessorSettings) -> None:
+        self.settings = settings
+        self.window_sizes_ms = tuple(w * 1000 for w in settings.window_seconds)
+        self.missed = 0  # batches used without their copies (the store did not answer)
+
+    async def expand(self, routed: Sequence[bytes]) -> list[tuple[int, bytes, copies.Headers]]:
+        return await asyncio.to_thread(self._expand, list(routed))
+
+    def _expand(self, routed: list[bytes]) -> list[tuple[int, bytes, copies.Headers]]:
+        own: list[tuple[int, str, bytes, copies.Headers]] = []
+        touched: list[tuple[int, list[str]]] = []
+        expanded = copies.headers(KIND_ROUTED_EXPANDED)
+        for value in routed:
+            try:
+                record = decode_event(value)
+            except WireError:
+                record = None
+            if record is None or record_problem(record) is not None:
+                own.append((0, "", value, expanded))  # stage 1 dead-letters it as before
+                continue
+            ts = int(record["occurred_at"])
+            own.append((ts, str(record["event_id"]), value, expanded))
+            touched.append((ts, entity_keys(record)))
+        spans = copies.spans(touched, self.window_sizes_ms)
+        s = self.settings
+        deadline = time.monotonic() + s.copies_wait_s
+        stored: list[dict[str, object]] = []
+        previous: list[dict[str, object]] = []
+        try:
+            report = wait_for_sink(
+                s.kafka, [s.live_events_topic], s.copies_wait_s, group_id=s.sink_group
+            )
+            if not report:
+                raise TimeoutError(f"the sink ({s.sink_group}) is behind on {s.live_events_topic}")
+            for sql in copies.stored_queries(s.store_database, spans):
+                stored += self._rows(sql, deadline)
+            for sql in copies.neighbour_queries(s.store_database, spans, before=True):
+                previous += self._rows(sql, deadline)
+        except (StoreUnavailableError, TimeoutError) as exc:
+            self.missed += 1
+            log.warning(
+                "%d routed event(s) used without the stored events of their windows (%s): "
+                "windows holding live events too are the history lane's own events only",
+                len(routed), exc,
+            )  # fmt: skip
+            return [(ts, value, extra) for ts, _, value, extra in own]
+        merged = copies.merge(own, stored, previous, spans, stored_wins=False)
+        return merged.messages
+
+    def _rows(self, sql: str, deadline: float) -> list[dict[str, object]]:
+        s = self.settings
+        password = s.store_password.get_secret_value() if s.store_password else None
+        while True:
+            try:
+                return query_rows(
+                    s.store_url, sql, user=s.store_user, password=password, timeout_s=30.0
+                )
+            except StoreUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
