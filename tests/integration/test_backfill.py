@@ -27,7 +27,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from rhythm.processors.lanes import lane_of_version
 from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.runtime.process import stop_group
-from rhythm.sinks.sync import wait_for_sink
+from rhythm.runtime.sink_sync import wait_for_sink
 from rhythm.stack.ports import free_ports
 
 from .conftest import payload, read_topic

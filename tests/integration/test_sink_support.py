@@ -23,8 +23,8 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client as ChClient
 
 from rhythm.producers import Client, ClientSettings, KafkaSettings
+from rhythm.runtime.sink_sync import SyncReport, wait_for_sink
 from rhythm.schemas.topics import TopicSpec
-from rhythm.sinks.sync import SyncReport, wait_for_sink
 from rhythm.stack.kafka import LocalKafka
 from rhythm.stack.ports import free_ports
 

@@ -230,7 +230,7 @@ def test_sync_waits_for_the_live_lane_then_the_history_lane_then_the_sink(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from rhythm.runtime.kafka_settings import KafkaSettings
-    from rhythm.sinks.sync import SyncReport
+    from rhythm.runtime.sink_sync import SyncReport
     from rhythm.stack.supervisor import sync
 
     hops: list[tuple[list[str], str | None]] = []

@@ -24,11 +24,11 @@ from collections.abc import Sequence
 from rhythm.processors import copies
 from rhythm.processors.explode import entity_keys
 from rhythm.processors.settings import ProcessorSettings
+from rhythm.runtime.sink_sync import wait_for_sink
 from rhythm.runtime.store_http import StoreUnavailableError, query_rows
 from rhythm.schemas import WireError, decode_event
 from rhythm.schemas.topics import KIND_ROUTED_EXPANDED
 from rhythm.schemas.wire_check import record_problem
-from rhythm.sinks.sync import wait_for_sink
 
 log = logging.getLogger("rhythm.processors")
 

@@ -58,8 +58,8 @@ def backfill(
     from rhythm.processors.settings import ProcessorSettings
     from rhythm.runtime.kafka_settings import KafkaSettings
     from rhythm.runtime.offsets import group_lag
+    from rhythm.runtime.sink_sync import wait_for_sink
     from rhythm.runtime.store_http import StoreUnavailableError, query_rows
-    from rhythm.sinks.sync import wait_for_sink
     from rhythm.stack import backfill as bf
     from rhythm.stack.supervisor.control import scrape, scrape_min
 

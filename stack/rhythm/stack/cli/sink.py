@@ -166,7 +166,7 @@ def sync(
     topics. Exit 1 on timeout, naming what is missing. Tests and backfills use this instead
     of sleeping.
     """
-    from rhythm.sinks.sync import wait_for_sink
+    from rhythm.runtime.sink_sync import wait_for_sink
     from rhythm.stack.supervisor.sync import wait_for_pipeline
 
     settings = _settings(bootstrap=bootstrap, group_id=group_id)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 
 from rhythm.runtime.kafka_settings import KafkaSettings
+from rhythm.runtime.sink_sync import SyncReport, wait_for_sink
 from rhythm.schemas.topics import (
     ALERTS_TOPIC,
     EVENTS_TOPIC,
@@ -32,7 +33,6 @@ from rhythm.schemas.topics import (
     SINK_TOPICS,
     UPDATES_TOPIC,
 )
-from rhythm.sinks.sync import SyncReport, wait_for_sink
 from rhythm.stack.supervisor.control import scrape_min
 
 
