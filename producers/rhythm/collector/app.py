@@ -45,6 +45,9 @@ class CollectorServer:
         self.collector = Collector(settings, self.publisher, metrics)
         self._runner: web.AppRunner | None = None
         self._probe: asyncio.Task[None] | None = None
+        self._pump: asyncio.Task[None] | None = None
+        if settings.reports_on_loop:
+            self.publisher.reports_on_loop()
         self.port = settings.port
 
     async def start(self) -> None:
@@ -63,6 +66,8 @@ class CollectorServer:
         self._runner = runner
         self.port = int(runner.addresses[0][1])
         self._probe = asyncio.create_task(self._probe_kafka())
+        if self.settings.reports_on_loop:
+            self._pump = asyncio.create_task(self.publisher.pump(s.report_poll_ms / 1000))
 
     async def _probe_kafka(self) -> None:
         """Ready once Kafka answered a metadata request for the events topic."""
@@ -84,6 +89,8 @@ class CollectorServer:
             self._probe.cancel()
         if self._runner is not None:
             await self._runner.cleanup()  # stops accepting, lets requests in hand finish
+        if self._pump is not None:
+            self._pump.cancel()  # close() below serves what is left, from its own thread
         await asyncio.to_thread(self.publisher.close, 10.0)
 
 
@@ -91,12 +98,20 @@ def run_collector(settings: CollectorSettings, stop: threading.Event, on_ready: 
     """Serve until `stop` is set; then finish the requests in hand and flush."""
 
     async def main() -> None:
-        server = CollectorServer(settings)
+        metrics = CollectorMetrics()
+        metrics.watch_gc()
+        server = CollectorServer(settings, metrics)
         await server.start()
         # What start-up made (modules, pydantic's schemas, librdkafka's config) lives for
         # good: out of the cyclic GC's sight, so its full collections stay short.
         gc.collect()
         gc.freeze()
+        # A request of 100 events allocates thousands of objects that all die with it: with
+        # Python's default (700) the young generation is collected several times per
+        # request and promotes live requests' objects into older generations, whose
+        # collections then cost more; a larger threshold collects far less often.
+        _, older1, older2 = gc.get_threshold()
+        gc.set_threshold(settings.gc_threshold, older1, older2)
         log.info("collector on http://%s:%d", settings.host, server.port)
         on_ready({"url": f"http://{settings.host}:{server.port}", "port": server.port})
         try:

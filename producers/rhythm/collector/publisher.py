@@ -14,13 +14,14 @@ answers for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import CollectorRegistry
 
 from rhythm.collector.items import Item
@@ -44,6 +45,9 @@ class Delivery:
     done: asyncio.Future[None]
     pending: int
     failed: list[str] = field(default_factory=list)
+    #: perf_counter() when the last report arrived (on the poll thread): what Kafka took is
+    #: up to here, the rest of the wait is the event loop's
+    reported_at: float = 0.0
 
 
 class _Request:
@@ -75,8 +79,12 @@ class _Request:
             self.delivery.pending -= 1
             last = self.delivery.pending == 0
         if last:
+            self.delivery.reported_at = time.perf_counter()
             self.publisher.release(self.sent)
-            self.loop.call_soon_threadsafe(_resolve, self.delivery.done)
+            if threading.get_ident() == self.publisher.loop_thread:
+                _resolve(self.delivery.done)
+            else:  # the poll thread, or close()'s flush
+                self.loop.call_soon_threadsafe(_resolve, self.delivery.done)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -85,7 +93,18 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 class _ConfirmingClient(Client):
-    """The client, producing with the request's own delivery callback."""
+    """The client, producing with the request's own delivery callback; with
+    `poll_thread=False` no thread polls its producer (`Publisher.pump` does, on the loop)."""
+
+    poll_thread = True
+
+    def _open(self) -> Producer:
+        if self.poll_thread:
+            return super()._open()
+        with self._lock:
+            if self._producer is None:
+                self._producer = Producer(self._conf)
+            return self._producer
 
     def produce_event(self, record: dict[str, Any], key: str, on_delivery: Any) -> None:
         payload = encode_event(record)
@@ -112,6 +131,32 @@ class Publisher:
         self.buffer_max = buffer_max
         self._inflight = 0
         self._lock = threading.Lock()
+        #: the event loop's thread once `pump()` serves the delivery reports there
+        self.loop_thread: int | None = None
+        self._wake: asyncio.Event | None = None
+
+    def reports_on_loop(self) -> None:
+        """Serve delivery reports from `pump()` on the event loop instead of the client's
+        poll thread (call before the first publish). Why: a report is a Python callback
+        per message; from another thread each one waits for the GIL while the loop maps
+        and validates the next requests (up to the 5 ms switch interval each), which made
+        the acknowledgement wait the collector's latency tail under load."""
+        self.client.poll_thread = False
+
+    async def pump(self, interval_s: float) -> None:
+        """Serve delivery reports on this loop: every `interval_s` while anything is in
+        flight, else when a publish wakes it (or every 0.1 s for librdkafka's own events)."""
+        self.loop_thread = threading.get_ident()
+        self._wake = wake = asyncio.Event()
+        producer = self.client._producer or self.client._open()
+        while True:
+            producer.poll(0)
+            if self._inflight:
+                await asyncio.sleep(interval_s)
+                continue
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), 0.1)
 
     @property
     def inflight(self) -> int:
@@ -166,6 +211,8 @@ class Publisher:
                 request.report("buffer_full")
             except KafkaException as exc:
                 request.report(_REASONS.get(exc.args[0].code(), "kafka_error"))
+        if self._wake is not None:
+            self._wake.set()
         return request.delivery
 
     def close(self, timeout: float) -> int:

@@ -63,5 +63,21 @@ class CollectorSettings(BaseSettings):
         default_factory=list,
         description='Browser origins allowed (JSON list; ["*"] = any): empty = none.',
     )
+    reports_on_loop: bool = Field(
+        True,
+        description="Serve Kafka's delivery reports on the event loop (else a poll thread).",
+    )
+    report_poll_ms: float = Field(
+        1.0, gt=0, le=100, description="How often the loop polls for reports while any wait."
+    )
+    gc_threshold: int = Field(
+        50_000,
+        ge=100,
+        description="Allocations between young-generation collections (Python's default 700).",
+    )
+    server_timing: bool = Field(
+        False,
+        description="Answer with a Server-Timing header: each stage's milliseconds (benchmarks).",
+    )
     retry_after_s: int = Field(5, ge=1, description="Retry-After of a 503.")
     client: ClientSettings = Field(default_factory=_client_defaults)
