@@ -24,6 +24,7 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from rhythm.collector.settings import CollectorSettings
 from rhythm.processors.settings import ProcessorSettings
 from rhythm.producers.config import ClientSettings
 from rhythm.runtime.kafka_settings import KafkaSettings
@@ -36,9 +37,9 @@ COMPOSE_DIR = DEPLOY / "compose"
 COMPOSE = COMPOSE_DIR / "docker-compose.yml"
 K8S = DEPLOY / "k8s"
 
-#: The health contract (notes: processors 9465, sink 9464; /healthz liveness, /readyz
-#: readiness, /metrics).
-METRICS_PORTS = {"processors": 9465, "sink": 9464}
+#: The health contract (notes: processors 9465, the history lane 9469, sink 9464, the
+#: collector on its API port 8088; /healthz liveness, /readyz readiness, /metrics).
+METRICS_PORTS = {"processors": 9465, "history": 9469, "sink": 9464, "collector": 8088}
 #: Files the on-call engineer's work adds (issue 6) that the deploy files mount; checked
 #: like every other mount once they are in the tree.
 RULES = ROOT / "stack/rhythm/stack/prometheus/rules.yml"
@@ -49,6 +50,7 @@ PREFIXES: dict[str, type[BaseSettings]] = {
     "RHYTHM_PROCESSOR_": ProcessorSettings,
     "RHYTHM_SINK_": SinkSettings,
     "RHYTHM_CLIENT_": ClientSettings,
+    "RHYTHM_COLLECTOR_": CollectorSettings,
 }
 
 
@@ -135,24 +137,41 @@ def test_compose_rhythm_settings_exist_and_validate(
 ) -> None:
     services = compose["services"]
     rhythm = {n: s for n, s in services.items() if s.get("image") == "rhythm:dev"}
-    assert set(rhythm) == {"processors-1", "processors-2", "sink"}
+    parts = {
+        "processors-1": "processors",
+        "processors-2": "processors",
+        "processors-history": "history",
+        "sink": "sink",
+        "collector": "collector",
+    }
+    assert set(rhythm) == set(parts)
     for name, service in rhythm.items():
         env = {k: str(v) for k, v in service["environment"].items()}
         # ${VAR:?message} is interpolated by compose from the shell; stand in a value.
         env = {k: re.sub(r"\$\{[^}]+\}", "placeholder", v) for k, v in env.items()}
         assert_settings_accept(env, monkeypatch)
-        part = "sink" if name == "sink" else "processors"
-        prefix = "RHYTHM_SINK_" if part == "sink" else "RHYTHM_PROCESSOR_"
-        assert env[prefix + "METRICS_PORT"] == str(METRICS_PORTS[part])
-        assert env[prefix + "METRICS_HOST"] == "0.0.0.0"  # reachable from other containers
+        part = parts[name]
+        port_setting, host_setting = PORT_SETTINGS[part]
+        assert env[port_setting] == str(METRICS_PORTS[part])
+        assert env[host_setting] == "0.0.0.0"  # reachable from other containers
+        assert service["command"] == [COMMANDS[part]]
+        assert env.get("RHYTHM_PROCESSOR_LANE") == ("history" if part == "history" else None)
         probe = " ".join(service["healthcheck"]["test"])
         assert f"http://localhost:{METRICS_PORTS[part]}/readyz" in probe
         brokers = env["RHYTHM_KAFKA_BOOTSTRAP_SERVERS"].split(",")
         assert {b.split(":")[0] for b in brokers} == {"kafka-1", "kafka-2", "kafka-3"}
-    for name in ("processors-1", "processors-2"):
+    for name, setting in (
+        ("processors-1", "RHYTHM_PROCESSOR_DATA_DIR"),
+        ("processors-2", "RHYTHM_PROCESSOR_DATA_DIR"),
+        ("processors-history", "RHYTHM_PROCESSOR_DATA_DIR"),
+        ("collector", "RHYTHM_COLLECTOR_KEYS_FILE"),
+    ):
         env = rhythm[name]["environment"]
         mounts = dict(str(v).split(":")[::-1] for v in rhythm[name]["volumes"])
-        assert env["RHYTHM_PROCESSOR_DATA_DIR"] in mounts  # the state is on a volume
+        # The state, and the collector's keys (`rhythm keys` writes them), are on a volume.
+        assert str(Path(env[setting])) in mounts or str(Path(env[setting]).parent) in mounts
+    volumes = {str(v).split(":")[0] for s in rhythm.values() for v in s.get("volumes", [])}
+    assert len(volumes) == sum(len(s.get("volumes", [])) for s in rhythm.values())  # unshared
     assert rhythm["sink"]["environment"]["RHYTHM_SINK_DSN"].startswith("http://clickhouse-1:")
 
 
@@ -227,8 +246,13 @@ def test_compose_prometheus_and_grafana(compose: dict[str, Any]) -> None:
     services = compose["services"]
     scrape = yaml.safe_load((COMPOSE_DIR / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in scrape["scrape_configs"]}
-    assert jobs["rhythm-processors"] == [f"processors-{i}:9465" for i in (1, 2)]
+    assert jobs["rhythm-processors"] == [
+        "processors-1:9465",
+        "processors-2:9465",
+        "processors-history:9469",
+    ]
     assert jobs["rhythm-sink"] == ["sink:9464"]
+    assert jobs["rhythm-collector"] == ["collector:8088"]
     assert scrape["rule_files"] == ["rules.yml"]
     mounts = {t: s for s, t in _bind_sources(services["prometheus"])}
     assert mounts["/etc/prometheus/rules.yml"] == RULES
@@ -267,8 +291,10 @@ def test_the_image_holds_what_the_wheel_is_built_from() -> None:
         assert f"!{path.rstrip('/')}" in ignore.replace("/\n", "\n"), path
     for name, value in re.findall(r"(RHYTHM_\w+)=(\S+)", text):
         setting_for(name)
-        if name.endswith("METRICS_HOST"):
+        if name.endswith(("METRICS_HOST", "COLLECTOR_HOST")):
             assert value == "0.0.0.0"
+    extras = re.search(r'pip install "\.\[([\w,]+)\]"', text)
+    assert extras is not None and "collector" in extras.group(1).split(",")
 
 
 # -- Kubernetes -----------------------------------------------------------------------------
@@ -294,8 +320,8 @@ def test_manifests_match_the_kubernetes_schemas() -> None:
     docs = k8s_documents()
     kinds = sorted(d["kind"] for _, d in docs)
     assert kinds == [
-        "ConfigMap", "Deployment", "Namespace", "PodDisruptionBudget", "Service", "Service",
-        "StatefulSet",
+        "ConfigMap", "Deployment", "Deployment", "Namespace", "PodDisruptionBudget", "Service",
+        "Service", "Service", "Service", "StatefulSet", "StatefulSet",
     ]  # fmt: skip
     for _name, doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -339,7 +365,30 @@ def _env(workload: dict[str, Any]) -> dict[str, str]:
 
 WORKLOADS = {
     "processors": ("StatefulSet", "rhythm-processors"),
+    "history": ("StatefulSet", "rhythm-processors-history"),
     "sink": ("Deployment", "rhythm-sink"),
+    "collector": ("Deployment", "rhythm-collector"),
+}
+#: the `rhythm` command each part runs
+COMMANDS = {
+    "processors": "processors",
+    "history": "processors",
+    "sink": "sink",
+    "collector": "collector",
+}
+#: the settings of each part's port and address (/metrics, /healthz, /readyz)
+PORT_SETTINGS = {
+    "processors": ("RHYTHM_PROCESSOR_METRICS_PORT", "RHYTHM_PROCESSOR_METRICS_HOST"),
+    "history": ("RHYTHM_PROCESSOR_METRICS_PORT", "RHYTHM_PROCESSOR_METRICS_HOST"),
+    "sink": ("RHYTHM_SINK_METRICS_PORT", "RHYTHM_SINK_METRICS_HOST"),
+    "collector": ("RHYTHM_COLLECTOR_PORT", "RHYTHM_COLLECTOR_HOST"),
+}
+#: the alert rules' job of each part (the history lane is a processor worker)
+JOBS = {
+    "processors": "rhythm-processors",
+    "history": "rhythm-processors",
+    "sink": "rhythm-sink",
+    "collector": "rhythm-collector",
 }
 
 
@@ -349,17 +398,22 @@ def test_workload_settings_probes_and_scrapes(part: str, monkeypatch: pytest.Mon
     workload = by_kind(kind)[name]
     env = _env(workload)
     assert_settings_accept(env, monkeypatch)
-    prefix = "RHYTHM_SINK_" if part == "sink" else "RHYTHM_PROCESSOR_"
     port = METRICS_PORTS[part]
-    assert env[prefix + "METRICS_PORT"] == str(port)
-    assert env[prefix + "METRICS_HOST"] == "0.0.0.0"
+    port_setting, host_setting = PORT_SETTINGS[part]
+    assert env[port_setting] == str(port)
+    assert env[host_setting] == "0.0.0.0"
+    assert env.get("RHYTHM_PROCESSOR_LANE") == ("history" if part == "history" else None)
     container = _container(workload)
-    assert container["args"] == [part]
+    assert container["args"] == [COMMANDS[part]]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"metrics": port}
-    for probe, path in (("livenessProbe", "/healthz"), ("startupProbe", "/healthz"),
-                        ("readinessProbe", "/readyz")):  # fmt: skip
-        assert container[probe]["httpGet"] == {"path": path, "port": "metrics"}, probe
+    # The collector's API and its health and metrics share one port.
+    port_name = "http" if part == "collector" else "metrics"
+    assert ports == {port_name: port}
+    probes = [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")]
+    if part != "collector":  # starts in seconds: no recovery to wait for
+        probes.append(("startupProbe", "/healthz"))
+    for probe, path in probes:
+        assert container[probe]["httpGet"] == {"path": path, "port": port_name}, probe
     annotations = workload["spec"]["template"]["metadata"]["annotations"]
     assert annotations == {
         "prometheus.io/scrape": "true",
@@ -371,17 +425,28 @@ def test_workload_settings_probes_and_scrapes(part: str, monkeypatch: pytest.Mon
     labels = workload["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
     assert workload["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert service["spec"]["ports"] == [{"name": "metrics", "port": port, "targetPort": "metrics"}]
-    assert service["metadata"]["labels"]["rhythm.io/job"] == f"rhythm-{part}"  # rules.yml's jobs
+    assert service["spec"]["ports"] == [{"name": port_name, "port": port, "targetPort": port_name}]
+    assert service["metadata"]["labels"]["rhythm.io/job"] == JOBS[part]  # rules.yml's jobs
+    if kind == "StatefulSet":
+        assert workload["spec"]["serviceName"] == name
 
 
-def test_processor_state_is_on_a_claimed_volume() -> None:
-    workload = by_kind("StatefulSet")["rhythm-processors"]
+@pytest.mark.parametrize("name", ["rhythm-processors", "rhythm-processors-history"])
+def test_processor_state_is_on_a_claimed_volume(name: str) -> None:
+    workload = by_kind("StatefulSet")[name]
     mounts = {m["name"]: m["mountPath"] for m in _container(workload)["volumeMounts"]}
     (claim,) = workload["spec"]["volumeClaimTemplates"]
     assert mounts[claim["metadata"]["name"]] == _env(workload)["RHYTHM_PROCESSOR_DATA_DIR"]
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
     assert workload["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == 10001
+
+
+def test_one_history_lane_worker() -> None:
+    # One partition in rhythm.history: a second worker would sit idle or, worse, split the
+    # lane's event time.
+    (history,) = [t for t in DEFAULT_TOPICS if t.name == "rhythm.history"]
+    assert history.partitions == 1
+    assert by_kind("StatefulSet")["rhythm-processors-history"]["spec"]["replicas"] == 1
 
 
 def test_no_secret_is_inline_and_referenced_files_are_mounted() -> None:
@@ -397,6 +462,15 @@ def test_no_secret_is_inline_and_referenced_files_are_mounted() -> None:
     assert Path(mounts[secret_volume]["mountPath"]) == password_file.parent
     items = volumes[secret_volume]["secret"]["items"]
     assert [i["path"] for i in items] == [password_file.name]
+    # The collector's write keys (hashed) come from a Secret mounted read-only.
+    collector = by_kind("Deployment")["rhythm-collector"]
+    keys_file = Path(_env(collector)["RHYTHM_COLLECTOR_KEYS_FILE"])
+    mounts = {m["name"]: m for m in _container(collector)["volumeMounts"]}
+    volumes = {v["name"]: v for v in collector["spec"]["template"]["spec"]["volumes"]}
+    (secret_volume,) = [n for n, v in volumes.items() if "secret" in v]
+    assert Path(mounts[secret_volume]["mountPath"]) == keys_file.parent
+    assert mounts[secret_volume]["readOnly"] is True
+    assert [i["path"] for i in volumes[secret_volume]["secret"]["items"]] == [keys_file.name]
 
 
 def test_the_service_monitor_selects_the_services() -> None:
@@ -407,8 +481,14 @@ def test_the_service_monitor_selects_the_services() -> None:
         s for s in services.values()
         if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
     ]  # fmt: skip
-    assert {s["metadata"]["name"] for s in selected} == {"rhythm-processors", "rhythm-sink"}
-    (endpoint,) = monitor["spec"]["endpoints"]
+    assert {s["metadata"]["name"] for s in selected} == {
+        "rhythm-processors",
+        "rhythm-processors-history",
+        "rhythm-sink",
+        "rhythm-collector",
+    }
+    endpoints = {e["port"]: e for e in monitor["spec"]["endpoints"]}
     for service in selected:
-        assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+        (port,) = [p["name"] for p in service["spec"]["ports"]]
+        assert endpoints[port]["path"] == "/metrics"
         assert monitor["spec"]["jobLabel"] in service["metadata"]["labels"]
