@@ -7,6 +7,7 @@ import base64
 import gzip
 import os
 import stat
+import time
 import uuid
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ import pytest
 from rhythm.collector import keys
 from rhythm.collector.body import BodyError, decode_body
 from rhythm.collector.canonical import BatchShapeError, canonical_items
+from rhythm.collector.handlers import STAGES, Stages
 from rhythm.collector.items import RHYTHM_ID_NAMESPACE, corrected_time, message_event_id
 from rhythm.collector.keys import AuthError, KeyStore, credential_from_headers
 from rhythm.collector.ratelimit import RateLimiter, TokenBucket
@@ -311,3 +313,22 @@ def test_rhythm_up_starts_the_collector_unless_its_port_is_zero(tmp_path: Path) 
     if "RHYTHM_COLLECTOR_KEYS_FILE" not in os.environ:
         assert part.env["RHYTHM_COLLECTOR_KEYS_FILE"] == str(tmp_path / "collector-keys.json")
     assert collector_part(tmp_path, 0, env, ["rhythm"]) == []
+
+
+def test_stages_account_for_the_handler_time_and_clamp_the_report_time() -> None:
+    started = time.perf_counter()
+    stages = Stages(started)
+    stages.mark("read")
+    stages.mark("map")
+    stages.mark("publish")
+    # A report time before the last mark (a clock read on another thread) counts as zero
+    # Kafka time, never as negative.
+    stages.acknowledged(started - 1.0)
+    assert [name for name, _ in stages.spent] == list(STAGES)
+    assert all(seconds >= 0 for _, seconds in stages.spent)
+    assert dict(stages.spent)["kafka"] == 0.0
+    total = time.perf_counter() - started
+    assert sum(seconds for _, seconds in stages.spent) <= total
+    header = stages.header(total)
+    assert header.split(", ")[0].startswith("read;dur=")
+    assert header.endswith(f"total;dur={1000 * total:.3f}")
