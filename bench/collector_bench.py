@@ -47,7 +47,7 @@ LOADGEN = ROOT / "bench" / "loadgen"
 #: poll thread, Python's default young-generation GC threshold
 BEFORE = {"reports_on_loop": "false", "gc_threshold": 700}
 #: Server-Timing's stages (rhythm.collector.handlers.STAGES), then the handler's total
-STAGES = ("read", "map", "publish", "kafka", "wake", "total")
+STAGES = ("read", "map", "publish", "kafka", "report", "wake", "total")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -511,12 +511,14 @@ def collector_section(bootstrap: str, home: Path) -> str:
         + "\n".join(spread)
         + "\n\n**Where the slowest 1% spent their time** (mean ms per request, from the "
         "collector's Server-Timing: `read` auth and body, `map` JSON and mapping, `publish` "
-        "validation, Avro and produce, `kafka` until Kafka's last acknowledgement reached "
-        "the collector, `wake` until the event loop resumed the request; `outside` is the rest "
+        "validation, Avro and produce, `kafka` produce to Kafka's acknowledgement as "
+        "librdkafka measured it (linger, the broker, the network), `report` until that "
+        "delivery report was served (poll thread or loop), `wake` until the event loop "
+        "resumed the request; `outside` is the rest "
         "of the time loadgen measured: the socket, aiohttp's queue before the handler, the "
         "answer, the generator).\n\n"
-        "| collector | round | latency | read | map | publish | kafka | wake | outside |\n"
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+        "| collector | round | latency | read | map | publish | kafka | report | wake | outside |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
         + "\n".join(tails)
         + "\n\n"
         + flood_text
@@ -531,7 +533,7 @@ def _tail_cause(results: Sequence[Round]) -> str:
     """The largest contributor to the worst round's tail, in words."""
     worst = max(results, key=lambda r: _ms(r.latencies, 0.99))
     t = worst.tail or {}
-    parts = {k: t.get(k, 0.0) for k in ("map", "publish", "kafka", "wake", "outside")}
+    parts = {k: t.get(k, 0.0) for k in ("map", "publish", "kafka", "report", "wake", "outside")}
     top = max(parts, key=lambda k: parts[k])
     return (
         f"worst round at load {worst.load}, machine {worst.busy:.0f}% busy: its slowest 1% "

@@ -47,7 +47,7 @@ ROUTES = {
     "/v1/batch": "batch",
 }
 #: the stages of a request's time (the stage metric's bounded label set; Server-Timing names)
-STAGES = ("read", "map", "publish", "kafka", "wake")
+STAGES = ("read", "map", "publish", "kafka", "report", "wake")
 _ALLOWED_HEADERS = "Authorization, Content-Type, Content-Encoding"
 
 
@@ -65,9 +65,11 @@ class RefusedError(Exception):
 
 class Stages:
     """Where one request's time went, stage by stage (`STAGES`): each mark closes the stage
-    that ran since the previous one. `kafka` ends when the last delivery report arrived on
-    librdkafka's poll thread; `wake` is from then until the handler ran again (the event
-    loop's queue)."""
+    that ran since the previous one. After `publish`, the wait for Kafka is split in three:
+    `kafka`, the longest produce-to-acknowledgement time librdkafka measured for one of the
+    request's messages (linger, the broker, the network); `report`, the rest of the time
+    until the last delivery report was served (waiting for the poll thread, or for the loop
+    to poll); `wake`, from then until the handler ran again (the event loop's queue)."""
 
     __slots__ = ("_last", "spent")
 
@@ -80,10 +82,13 @@ class Stages:
         self.spent.append((stage, now - self._last))
         self._last = now
 
-    def acknowledged(self, reported_at: float) -> None:
+    def acknowledged(self, reported_at: float, acked_s: float) -> None:
         now = time.perf_counter()
         reported_at = min(max(reported_at, self._last), now)
-        self.spent.append(("kafka", reported_at - self._last))
+        # produce() ran inside `publish`: what overlaps it is not counted twice.
+        kafka = min(max(acked_s, 0.0), reported_at - self._last)
+        self.spent.append(("kafka", kafka))
+        self.spent.append(("report", reported_at - self._last - kafka))
         self.spent.append(("wake", now - reported_at))
         self._last = now
 
@@ -251,7 +256,7 @@ class Collector:
                     f"Kafka did not acknowledge within {s.ack_timeout_s:g} s: retry later",
                     {"Retry-After": str(s.retry_after_s)},
                 ) from None
-            stages.acknowledged(delivery.reported_at)
+            stages.acknowledged(delivery.reported_at, delivery.acked_s)
             if delivery.failed:
                 first = delivery.failed[0]
                 raise RefusedError(

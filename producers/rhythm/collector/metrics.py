@@ -47,8 +47,9 @@ class CollectorMetrics:
         self.stages = Histogram(
             "rhythm_collector_stage_seconds",
             "Where requests' time goes: read (auth and body), map (JSON and the field mapping), "
-            "publish (validation, Avro, produce), kafka (until the last acknowledgement), wake "
-            "(from that acknowledgement until the event loop resumed the request).",
+            "publish (validation, Avro, produce), kafka (produce to acknowledgement, as "
+            "librdkafka measured it), report (until the delivery report was served), wake "
+            "(until the event loop resumed the request).",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,

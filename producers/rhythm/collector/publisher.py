@@ -45,9 +45,12 @@ class Delivery:
     done: asyncio.Future[None]
     pending: int
     failed: list[str] = field(default_factory=list)
-    #: perf_counter() when the last report arrived (on the poll thread): what Kafka took is
-    #: up to here, the rest of the wait is the event loop's
+    #: perf_counter() when the last report was served (on the poll thread or the loop)
     reported_at: float = 0.0
+    #: the longest produce()-to-acknowledgement time librdkafka measured for a message (s):
+    #: linger, the broker and the network; the rest, up to `reported_at`, is how long the
+    #: report waited to be served
+    acked_s: float = 0.0
 
 
 class _Request:
@@ -66,11 +69,18 @@ class _Request:
 
     def on_event(self, err: KafkaError | None, msg: Message) -> None:
         self.client._on_delivery(err, msg)  # the client's counts and on_error
+        self._acked(msg)
         self.report(None if err is None else _REASONS.get(err.code(), "kafka_error"))
 
     def on_person(self, err: KafkaError | None, msg: Message) -> None:
         self.client._on_identify_delivery(err, msg)
+        self._acked(msg)
         self.report(None if err is None else _REASONS.get(err.code(), "kafka_error"))
+
+    def _acked(self, msg: Message) -> None:
+        latency = msg.latency()
+        if latency is not None and latency > self.delivery.acked_s:
+            self.delivery.acked_s = latency
 
     def report(self, reason: str | None) -> None:
         with self._lock:
