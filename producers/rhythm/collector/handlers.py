@@ -82,11 +82,13 @@ class Stages:
         self.spent.append((stage, now - self._last))
         self._last = now
 
-    def acknowledged(self, reported_at: float, acked_s: float) -> None:
+    def acknowledged(self, reported_at: float, acked_at: float) -> None:
+        """`reported_at`: when the last delivery report was served; `acked_at`: when the last
+        acknowledgement reached librdkafka (both perf_counter(), maybe from another thread)."""
         now = time.perf_counter()
         reported_at = min(max(reported_at, self._last), now)
-        # produce() ran inside `publish`: what overlaps it is not counted twice.
-        kafka = min(max(acked_s, 0.0), reported_at - self._last)
+        # The first produce() ran inside `publish`: only the wait after it counts here.
+        kafka = min(max(acked_at - self._last, 0.0), reported_at - self._last)
         self.spent.append(("kafka", kafka))
         self.spent.append(("report", reported_at - self._last - kafka))
         self.spent.append(("wake", now - reported_at))
@@ -256,7 +258,7 @@ class Collector:
                     f"Kafka did not acknowledge within {s.ack_timeout_s:g} s: retry later",
                     {"Retry-After": str(s.retry_after_s)},
                 ) from None
-            stages.acknowledged(delivery.reported_at, delivery.acked_s)
+            stages.acknowledged(delivery.reported_at, delivery.produced_at + delivery.acked_s)
             if delivery.failed:
                 first = delivery.failed[0]
                 raise RefusedError(

@@ -47,9 +47,13 @@ class Delivery:
     failed: list[str] = field(default_factory=list)
     #: perf_counter() when the last report was served (on the poll thread or the loop)
     reported_at: float = 0.0
+    #: perf_counter() just before the first produce() (the request's produce calls take a
+    #: fraction of a millisecond together)
+    produced_at: float = 0.0
     #: the longest produce()-to-acknowledgement time librdkafka measured for a message (s):
-    #: linger, the broker and the network; the rest, up to `reported_at`, is how long the
-    #: report waited to be served
+    #: linger, the broker and the network. `produced_at + acked_s` is when the last
+    #: acknowledgement reached librdkafka; from then to `reported_at` the report waited to
+    #: be served
     acked_s: float = 0.0
 
 
@@ -208,6 +212,7 @@ class Publisher:
         if not self._reserve(len(prepared)):
             raise BufferFullError
         request = _Request(self, loop, len(prepared))
+        request.delivery.produced_at = time.perf_counter()
         client = self.client
         for _index, kind, value, key in prepared:
             try:
