@@ -343,6 +343,21 @@ class Round:
     busy: float
     niced: float
     tail: dict[str, float] | None = None
+    #: librdkafka's worst 1 s windows in the round (ms): p99 of its queue and of the broker's
+    #: round trip
+    kafka: dict[str, float] = field(default_factory=dict)
+
+
+def kafka_stats(log_text: str) -> dict[str, float]:
+    """The worst of each figure over the `kafka stats {...}` lines the collector logged
+    (rhythm.collector.publisher: `RHYTHM_COLLECTOR_KAFKA_STATS_S`)."""
+    worst: dict[str, float] = {}
+    for line in log_text.splitlines():
+        _, found, payload = line.partition("kafka stats ")
+        if found:
+            for key, value in json.loads(payload).items():
+                worst[key] = max(worst.get(key, 0.0), float(value))
+    return worst
 
 
 def _statuses(requests: Sequence[Request]) -> dict[int, int]:
@@ -366,6 +381,7 @@ def _latency_round(
     seconds: float,
 ) -> Round:  # fmt: skip
     before = cpu_times()
+    log_from = collector.log.stat().st_size if collector.log.exists() else 0
     if loadgen is not None:
         requests = loadgen.run("open", int(per_s * seconds), rate=per_s)
         latencies, statuses = [r.latency for r in requests], _statuses(requests)
@@ -380,7 +396,10 @@ def _latency_round(
         result = asyncio.run(paced())
         latencies, statuses, tail = result["latencies"], result["statuses"], None
     busy, niced = machine_use(before, cpu_times())
-    return Round(latencies, statuses, loadavg(), busy, niced, tail)
+    with collector.log.open("rb") as f:
+        f.seek(log_from)
+        stats = kafka_stats(f.read().decode(errors="replace"))
+    return Round(latencies, statuses, loadavg(), busy, niced, tail, stats)
 
 
 def collector_section(bootstrap: str, home: Path) -> str:
@@ -392,10 +411,9 @@ def collector_section(bootstrap: str, home: Path) -> str:
     topic = f"bench.collector.{int(time.time())}"
     create_topic(bootstrap, topic, 4)
     unlimited = {"key_rate": 1e9, "key_burst": 1e9, "tenant_rate": 1e9, "tenant_burst": 1e9}
-    now = Collector(home, bootstrap, topic, "collector", server_timing="true", **unlimited)
-    was = Collector(
-        home, bootstrap, topic, "collector-before", server_timing="true", **BEFORE, **unlimited
-    )
+    measured = {"server_timing": "true", "kafka_stats_s": 1}
+    now = Collector(home, bootstrap, topic, "collector", **measured, **unlimited)
+    was = Collector(home, bootstrap, topic, "collector-before", **measured, **BEFORE, **unlimited)
     say(f"collector: building {events // BATCH} batches of {BATCH}")
     bodies = _bodies("tp", events // BATCH, BATCH)
     bodies_file = home / "collector-bodies.jsonl"
@@ -473,10 +491,12 @@ def collector_section(bootstrap: str, home: Path) -> str:
     for name in ("before, loadgen", "now, loadgen"):
         for i, r in enumerate(runs[name]):
             t = r.tail or {}
+            k = r.kafka
             tails.append(
                 f"| {name} | {i + 1} | {t.get('latency', 0):.1f} | "
                 + " | ".join(f"{t.get(s, 0):.1f}" for s in (*STAGES[:-1], "outside"))
-                + " |"
+                + f" | {k.get('int_p99_ms', 0) + k.get('outbuf_p99_ms', 0):.1f} / "
+                f"{k.get('rtt_p99_ms', 0):.1f} / {k.get('rtt_max_ms', 0):.1f} |"
             )
     return (
         "## Collector\n\n"
@@ -516,9 +536,12 @@ def collector_section(bootstrap: str, home: Path) -> str:
         "delivery report was served (poll thread or loop), `wake` until the event loop "
         "resumed the request; `outside` is the rest "
         "of the time loadgen measured: the socket, aiohttp's queue before the handler, the "
-        "answer, the generator).\n\n"
-        "| collector | round | latency | read | map | publish | kafka | report | wake | outside |\n"
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+        "answer, the generator). The last column is librdkafka's own statistics, the worst "
+        "1 s window of the round (ms): `queue` from produce() until the request went out "
+        "(linger included), `rtt` the broker's round trip.\n\n"
+        "| collector | round | latency | read | map | publish | kafka | report | wake | outside "
+        "| librdkafka: queue p99 / broker rtt p99 / rtt max |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
         + "\n".join(tails)
         + "\n\n"
         + flood_text

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
+import logging
 import os
 import stat
 import time
@@ -21,6 +23,7 @@ from rhythm.collector.canonical import BatchShapeError, canonical_items
 from rhythm.collector.handlers import STAGES, Stages
 from rhythm.collector.items import RHYTHM_ID_NAMESPACE, corrected_time, message_event_id
 from rhythm.collector.keys import AuthError, KeyStore, credential_from_headers
+from rhythm.collector.publisher import _log_stats
 from rhythm.collector.ratelimit import RateLimiter, TokenBucket
 from rhythm.collector.segment import normalise_verb, segment_items
 from rhythm.producers import prepare_event
@@ -342,3 +345,20 @@ def test_stages_account_for_the_handler_time_and_clamp_the_report_time() -> None
     header = stages.header(total)
     assert header.split(", ")[0].startswith("read;dur=")
     assert header.endswith(f"total;dur={1000 * total:.3f}")
+
+
+def test_librdkafka_statistics_become_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    window = {"p50": 1000, "p99": 9000, "max": 20000, "cnt": 5}  # µs, as librdkafka gives them
+    idle = {"p50": 0, "p99": 0, "max": 0, "cnt": 0}
+    stats = {
+        "brokers": {
+            "b1": {"rtt": window, "int_latency": window, "outbuf_latency": idle},
+            "bootstrap": {"rtt": idle, "int_latency": idle, "outbuf_latency": idle},
+        }
+    }
+    with caplog.at_level(logging.INFO, "rhythm.collector"):
+        _log_stats(json.dumps(stats))
+    (line,) = [r.getMessage() for r in caplog.records]
+    figures = json.loads(line.removeprefix("kafka stats "))
+    assert figures["rtt_p99_ms"] == 9.0 and figures["int_max_ms"] == 20.0
+    assert figures["outbuf_p99_ms"] == 0.0

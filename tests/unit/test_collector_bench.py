@@ -9,6 +9,7 @@ import pytest
 from bench.collector_bench import (
     STAGES,
     Request,
+    kafka_stats,
     machine_use,
     parse_loadgen,
     server_timing,
@@ -64,3 +65,15 @@ def test_machine_use_between_two_readings() -> None:
     busy, niced = machine_use(before, after)
     assert busy == pytest.approx(100 * 90 / 200)
     assert niced == pytest.approx(100 * 20 / 200)
+
+
+def test_kafka_stats_takes_the_worst_window() -> None:
+    log = "\n".join(
+        [
+            "2026-12-06 INFO rhythm.collector: collector on http://127.0.0.1:1",
+            'INFO rhythm.collector: kafka stats {"int_p99_ms": 2.5, "rtt_p99_ms": 4.0}',
+            'INFO rhythm.collector: kafka stats {"int_p99_ms": 1.5, "rtt_p99_ms": 40.0}',
+        ]
+    )
+    assert kafka_stats(log) == {"int_p99_ms": 2.5, "rtt_p99_ms": 40.0}
+    assert kafka_stats("") == {}

@@ -48,6 +48,8 @@ class CollectorServer:
         self._pump: asyncio.Task[None] | None = None
         if settings.reports_on_loop:
             self.publisher.reports_on_loop()
+        if settings.kafka_stats_s:
+            self.publisher.client.log_kafka_stats(settings.kafka_stats_s)
         self.port = settings.port
 
     async def start(self) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -31,6 +33,8 @@ from rhythm.producers.prepare import make_person, prepare_event
 from rhythm.schemas import ContractError, encode_event
 
 __all__ = ["BufferFullError", "Delivery", "Publisher"]
+
+log = logging.getLogger("rhythm.collector")
 
 
 class BufferFullError(Exception):
@@ -101,6 +105,27 @@ class _Request:
                 self.loop.call_soon_threadsafe(_resolve, self.delivery.done)
 
 
+def _log_stats(raw: str) -> None:
+    """One line per statistics interval: the p50/p99/max (ms) of librdkafka's windows, worst
+    broker that carried traffic (`int_latency` + `outbuf_latency` as `queue`; `rtt`)."""
+    stats = json.loads(raw)
+    out: dict[str, float] = {}
+    for broker in stats.get("brokers", {}).values():
+        rtt = broker.get("rtt", {})
+        if not rtt.get("cnt"):
+            continue
+        for name, window in (
+            ("int", broker.get("int_latency", {})),
+            ("outbuf", broker.get("outbuf_latency", {})),
+            ("rtt", rtt),
+        ):
+            for q in ("p50", "p99", "max"):
+                key = f"{name}_{q}_ms"
+                out[key] = max(out.get(key, 0.0), window.get(q, 0) / 1000)
+    if out:
+        log.info("kafka stats %s", json.dumps(out, sort_keys=True))
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -111,6 +136,14 @@ class _ConfirmingClient(Client):
     `poll_thread=False` no thread polls its producer (`Publisher.pump` does, on the loop)."""
 
     poll_thread = True
+
+    def log_kafka_stats(self, interval_s: float) -> None:
+        """Log librdkafka's own latency percentiles every `interval_s` (before the first
+        produce): where the wait for an acknowledgement goes, inside the client (`queue`:
+        produce() until sent, linger included) or at the broker (`rtt`: request sent until
+        its response)."""
+        self._conf["statistics.interval.ms"] = max(1, int(interval_s * 1000))
+        self._conf["stats_cb"] = _log_stats
 
     def _open(self) -> Producer:
         if self.poll_thread:

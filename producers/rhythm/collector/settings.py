@@ -75,6 +75,12 @@ class CollectorSettings(BaseSettings):
         ge=100,
         description="Allocations between young-generation collections (Python's default 700).",
     )
+    kafka_stats_s: float = Field(
+        0.0,
+        ge=0,
+        description="Log librdkafka's latency percentiles (queue, broker round trip) this "
+        "often; 0 = never (benchmarks).",
+    )
     server_timing: bool = Field(
         False,
         description="Answer with a Server-Timing header: each stage's milliseconds (benchmarks).",
