@@ -43,9 +43,9 @@ from rhythm.stack.ports import free_port
 
 BATCH = 100
 LOADGEN = ROOT / "bench" / "loadgen"
-#: the collector's settings before the latency work: delivery reports served by the client's
-#: poll thread, Python's default young-generation GC threshold
-BEFORE = {"reports_on_loop": "false", "gc_threshold": 700}
+#: the collector's settings before the latency work: Python's default young-generation GC
+#: threshold
+BEFORE = {"gc_threshold": 700}
 #: Server-Timing's stages (rhythm.collector.handlers.STAGES), then the handler's total
 STAGES = ("read", "map", "publish", "kafka", "report", "wake", "total")
 
@@ -533,7 +533,7 @@ def collector_section(bootstrap: str, home: Path) -> str:
         "collector's Server-Timing: `read` auth and body, `map` JSON and mapping, `publish` "
         "validation, Avro and produce, `kafka` produce to Kafka's acknowledgement as "
         "librdkafka measured it (linger, the broker, the network), `report` until that "
-        "delivery report was served (poll thread or loop), `wake` until the event loop "
+        "delivery report was served by librdkafka's poll thread, `wake` until the event loop "
         "resumed the request; `outside` is the rest "
         "of the time loadgen measured: the socket, aiohttp's queue before the handler, the "
         "answer, the generator). The last column is librdkafka's own statistics, the worst "

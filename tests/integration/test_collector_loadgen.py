@@ -1,8 +1,7 @@
 """bench/loadgen (the collector bench's Go load generator) against a real `rhythm collector` on
-the session broker, with delivery reports served on the event loop and on the poll thread:
-every request answered 200 once Kafka acknowledged, the open loop's schedule, the collector's
-Server-Timing stages, and every event counted in the topic. Go is required (CI installs it):
-without it the build fails, and so does this test."""
+the session broker: every request answered 200 once Kafka acknowledged, the open loop's
+schedule, the collector's Server-Timing stages, and every event counted in the topic. Go is
+required (CI installs it): without it the build fails, and so does this test."""
 
 from __future__ import annotations
 
@@ -24,16 +23,13 @@ def test_loadgen_builds() -> None:
     assert loadgen_binary().is_file()
 
 
-@pytest.mark.parametrize("reports_on_loop", [True, False], ids=["loop", "poll-thread"])
 def test_loadgen_drives_the_collector_and_reads_its_stages(
-    kafka_broker: LocalKafka, tmp_path: Path, reports_on_loop: bool
+    kafka_broker: LocalKafka, tmp_path: Path
 ) -> None:
     bootstrap = kafka_broker.bootstrap
     topic = f"loadgen.{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, topic, 2)
-    collector = CollectorProcess(
-        tmp_path, bootstrap, "loadgen", server_timing=True, reports_on_loop=reports_on_loop
-    )
+    collector = CollectorProcess(tmp_path, bootstrap, "loadgen", server_timing=True)
     collector.env["RHYTHM_CLIENT_TOPIC"] = topic
     key, _ = collector.key("acme")
     bodies = tmp_path / "bodies.jsonl"

@@ -45,9 +45,6 @@ class CollectorServer:
         self.collector = Collector(settings, self.publisher, metrics)
         self._runner: web.AppRunner | None = None
         self._probe: asyncio.Task[None] | None = None
-        self._pump: asyncio.Task[None] | None = None
-        if settings.reports_on_loop:
-            self.publisher.reports_on_loop()
         if settings.kafka_stats_s:
             self.publisher.client.log_kafka_stats(settings.kafka_stats_s)
         self.port = settings.port
@@ -68,8 +65,6 @@ class CollectorServer:
         self._runner = runner
         self.port = int(runner.addresses[0][1])
         self._probe = asyncio.create_task(self._probe_kafka())
-        if self.settings.reports_on_loop:
-            self._pump = asyncio.create_task(self.publisher.pump(s.report_poll_ms / 1000))
 
     async def _probe_kafka(self) -> None:
         """Ready once Kafka answered a metadata request for the events topic."""
@@ -91,8 +86,6 @@ class CollectorServer:
             self._probe.cancel()
         if self._runner is not None:
             await self._runner.cleanup()  # stops accepting, lets requests in hand finish
-        if self._pump is not None:
-            self._pump.cancel()  # close() below serves what is left, from its own thread
         await asyncio.to_thread(self.publisher.close, 10.0)
 
 

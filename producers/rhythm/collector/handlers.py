@@ -68,8 +68,8 @@ class Stages:
     that ran since the previous one. After `publish`, the wait for Kafka is split in three:
     `kafka`, the longest produce-to-acknowledgement time librdkafka measured for one of the
     request's messages (linger, the broker, the network); `report`, the rest of the time
-    until the last delivery report was served (waiting for the poll thread, or for the loop
-    to poll); `wake`, from then until the handler ran again (the event loop's queue)."""
+    until the last delivery report was served (librdkafka's poll thread waiting for the GIL);
+    `wake`, from then until the handler ran again (the event loop's queue)."""
 
     __slots__ = ("_last", "spent")
 

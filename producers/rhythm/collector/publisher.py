@@ -14,7 +14,6 @@ answers for it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import threading
@@ -23,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message
 from prometheus_client import CollectorRegistry
 
 from rhythm.collector.items import Item
@@ -49,7 +48,7 @@ class Delivery:
     done: asyncio.Future[None]
     pending: int
     failed: list[str] = field(default_factory=list)
-    #: perf_counter() when the last report was served (on the poll thread or the loop)
+    #: perf_counter() when the last report was served (on librdkafka's poll thread)
     reported_at: float = 0.0
     #: perf_counter() just before the first produce() (the request's produce calls take a
     #: fraction of a millisecond together)
@@ -99,10 +98,7 @@ class _Request:
         if last:
             self.delivery.reported_at = time.perf_counter()
             self.publisher.release(self.sent)
-            if threading.get_ident() == self.publisher.loop_thread:
-                _resolve(self.delivery.done)
-            else:  # the poll thread, or close()'s flush
-                self.loop.call_soon_threadsafe(_resolve, self.delivery.done)
+            self.loop.call_soon_threadsafe(_resolve, self.delivery.done)
 
 
 def _log_stats(raw: str) -> None:
@@ -132,10 +128,7 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 class _ConfirmingClient(Client):
-    """The client, producing with the request's own delivery callback; with
-    `poll_thread=False` no thread polls its producer (`Publisher.pump` does, on the loop)."""
-
-    poll_thread = True
+    """The client, producing with the request's own delivery callback."""
 
     def log_kafka_stats(self, interval_s: float) -> None:
         """Log librdkafka's own latency percentiles every `interval_s` (before the first
@@ -144,14 +137,6 @@ class _ConfirmingClient(Client):
         its response)."""
         self._conf["statistics.interval.ms"] = max(1, int(interval_s * 1000))
         self._conf["stats_cb"] = _log_stats
-
-    def _open(self) -> Producer:
-        if self.poll_thread:
-            return super()._open()
-        with self._lock:
-            if self._producer is None:
-                self._producer = Producer(self._conf)
-            return self._producer
 
     def produce_event(self, record: dict[str, Any], key: str, on_delivery: Any) -> None:
         payload = encode_event(record)
@@ -178,32 +163,6 @@ class Publisher:
         self.buffer_max = buffer_max
         self._inflight = 0
         self._lock = threading.Lock()
-        #: the event loop's thread once `pump()` serves the delivery reports there
-        self.loop_thread: int | None = None
-        self._wake: asyncio.Event | None = None
-
-    def reports_on_loop(self) -> None:
-        """Serve delivery reports from `pump()` on the event loop instead of the client's
-        poll thread (call before the first publish). Why: a report is a Python callback
-        per message; from another thread each one waits for the GIL while the loop maps
-        and validates the next requests (up to the 5 ms switch interval each), which made
-        the acknowledgement wait the collector's latency tail under load."""
-        self.client.poll_thread = False
-
-    async def pump(self, interval_s: float) -> None:
-        """Serve delivery reports on this loop: every `interval_s` while anything is in
-        flight, else when a publish wakes it (or every 0.1 s for librdkafka's own events)."""
-        self.loop_thread = threading.get_ident()
-        self._wake = wake = asyncio.Event()
-        producer = self.client._producer or self.client._open()
-        while True:
-            producer.poll(0)
-            if self._inflight:
-                await asyncio.sleep(interval_s)
-                continue
-            wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), 0.1)
 
     @property
     def inflight(self) -> int:
@@ -259,8 +218,6 @@ class Publisher:
                 request.report("buffer_full")
             except KafkaException as exc:
                 request.report(_REASONS.get(exc.args[0].code(), "kafka_error"))
-        if self._wake is not None:
-            self._wake.set()
         return request.delivery
 
     def close(self, timeout: float) -> int:

@@ -63,13 +63,6 @@ class CollectorSettings(BaseSettings):
         default_factory=list,
         description='Browser origins allowed (JSON list; ["*"] = any): empty = none.',
     )
-    reports_on_loop: bool = Field(
-        True,
-        description="Serve Kafka's delivery reports on the event loop (else a poll thread).",
-    )
-    report_poll_ms: float = Field(
-        1.0, gt=0, le=100, description="How often the loop polls for reports while any wait."
-    )
     gc_threshold: int = Field(
         50_000,
         ge=100,
