@@ -449,7 +449,7 @@ def collector_section(bootstrap: str, home: Path) -> str:
                 runs[name].append(result)
                 p99 = _ms(result.latencies, 0.99)
                 say(f"collector: {name}: p99 {p99:.1f} ms, load {result.load}")
-        gc_now = _gc_pauses(now.url)
+        gc_now, gc_was = _gc_pauses(now.url), _gc_pauses(was.url)
     finally:
         for c in (now, was):
             c.stop()
@@ -516,7 +516,7 @@ def collector_section(bootstrap: str, home: Path) -> str:
         f"{1e6 * cpu_b / max(sent_b, 1):.1f} µs |\n"
         f"| request p50 / p99 in that run (saturated) | {_ms(tp_lat, 0.5):.1f} / "
         f"{_ms(tp_lat, 0.99):.1f} ms | |\n"
-        f"| GC pauses in the collector, whole run (count, total) | {gc_now} | |\n"
+        f"| Python GC pauses in the collector, whole run (count, total) | {gc_now} | {gc_was} |\n"
         f"| events in the topic afterwards / acknowledged | {stored:,} / {acknowledged:,} | |\n"
         f"| load average before / after the throughput runs | {load_before} / {load_tp} | |\n\n"
         f"**Latency at half rate** ({half:,.0f} events/s, {half / BATCH:.0f} requests/s on a "
