@@ -368,7 +368,6 @@ def _statuses(requests: Sequence[Request]) -> dict[int, int]:
 
 
 def _throughput_go(collector: Collector, loadgen: Loadgen, events: int, conns: int) -> Any:
-    loadgen.run("closed", 20, conns=4)  # warm: connections, the first produce
     cpu0, began = collector.cpu(), time.perf_counter()
     requests = loadgen.run("closed", events // BATCH, conns=conns)
     elapsed, cpu = time.perf_counter() - began, collector.cpu() - cpu0
@@ -431,10 +430,16 @@ def collector_section(bootstrap: str, home: Path) -> str:
     for c in (now, was):
         c.start()
     try:
+        # Warm-up: the broker's JIT and page cache, each collector's connections and imports
+        # (whichever ran first was slower by 2-25% in earlier runs).
+        warm = max(20, events // BATCH // 10)
+        for c in (now, was):
+            done = gens[c].run("closed", warm, conns=connections)
+            acknowledged += BATCH * _statuses(done).get(200, 0)
         load_before = loadavg()
-        for name, c in (("now", now), ("before", was)):
+        for name, c in (("before", was), ("now", now)):
             sent, rate, cpu, lat = _throughput_go(c, gens[c], events, connections)
-            acknowledged += sent + 20 * BATCH
+            acknowledged += sent
             throughput[name] = (sent, rate, cpu, lat, loadavg())
             say(f"collector ({name}): {rate:,.0f} events/s")
         half = throughput["now"][1] / 2
@@ -505,9 +510,10 @@ def collector_section(bootstrap: str, home: Path) -> str:
         "open-loop generator that costs the shared 2 cores little) over keep-alive "
         f"connections. Segment `/v1/batch` requests of {BATCH} events, every answer a 200 only "
         "after Kafka's acknowledgement (acks=all). *Now* is the collector as it is; *before* "
-        "is it with the settings of the earlier measurement "
-        "(`RHYTHM_COLLECTOR_REPORTS_ON_LOOP=false`: delivery reports on librdkafka's poll "
-        "thread; `RHYTHM_COLLECTOR_GC_THRESHOLD=700`: Python's default).\n\n"
+        "is it with the setting of the earlier measurement "
+        "(`RHYTHM_COLLECTOR_GC_THRESHOLD=700`: Python's default young-generation threshold). "
+        "Both answer with Server-Timing and log librdkafka's statistics every second. The "
+        "throughput runs follow a warm-up of the broker and both collectors.\n\n"
         "| measure | now | before |\n| --- | ---: | ---: |\n"
         f"| **events/s, one collector process** ({connections} connections, closed loop) | "
         f"**{rate:,.0f}** | {rate_b:,.0f} |\n"
