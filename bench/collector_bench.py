@@ -39,6 +39,7 @@ import aiohttp
 
 from bench.harness import ROOT, create_topic, env_float, env_int, goal, loadavg, messages_in
 from bench.harness import progress as say
+from rhythm.stack.kafka import LocalKafka, LocalKafkaSettings
 from rhythm.stack.ports import free_port
 
 BATCH = 100
@@ -46,6 +47,8 @@ LOADGEN = ROOT / "bench" / "loadgen"
 #: the collector's settings before the latency work: Python's default young-generation GC
 #: threshold
 BEFORE = {"gc_threshold": 700}
+#: the local broker's JVM options before the latency work: none (G1's 200 ms pause goal)
+BEFORE_JVM: list[str] = []
 #: Server-Timing's stages (rhythm.collector.handlers.STAGES), then the handler's total
 STAGES = ("read", "map", "publish", "kafka", "report", "wake", "total")
 
@@ -401,18 +404,64 @@ def _latency_round(
     return Round(latencies, statuses, loadavg(), busy, niced, tail, stats)
 
 
+def broker_gc(log: Path) -> str:
+    """A JVM's GC pauses from its `-Xlog:gc` file: count, how many over 10 ms, the longest."""
+    pauses = []
+    for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+        if "Pause" in line and line.endswith("ms"):
+            pauses.append(float(line.rsplit(" ", 1)[1].removesuffix("ms")))
+    if not pauses:
+        return "none logged"
+    over = sum(1 for p in pauses if p > 10)
+    return f"{len(pauses)}, {over} over 10 ms, longest {max(pauses):.0f} ms"
+
+
+def _broker(home: Path, name: str, jvm_options: list[str]) -> LocalKafka:
+    """A broker of the section's own, its GC logged, so that the collector before and now
+    each run against the broker options of their time side by side."""
+    gc_log = home / f"{name}-gc.log"
+    settings = LocalKafkaSettings(
+        home=home / name,
+        port=free_port(),
+        controller_port=free_port(),
+        start_timeout_s=300,
+        jvm_options=[*jvm_options, f"-Xlog:gc:file={gc_log}:time"],
+    )
+    return LocalKafka(settings)
+
+
 def collector_section(bootstrap: str, home: Path) -> str:
+    """`bootstrap` (the run's broker) is not used: the section starts a broker for the
+    collector now (the local broker's options) and one for it before (`BEFORE_JVM`)."""
+    del bootstrap
+    brokers = {
+        "now": _broker(home, "kafka-now", LocalKafkaSettings().jvm_options),
+        "before": _broker(home, "kafka-before", BEFORE_JVM),
+    }
+    servers = {name: broker.up() for name, broker in brokers.items()}
+    try:
+        return _section(home, servers)
+    finally:
+        for broker in brokers.values():
+            broker.down()
+
+
+def _section(home: Path, servers: dict[str, str]) -> str:
     events = env_int("RHYTHM_BENCH_COLLECTOR_EVENTS", 200_000)
     connections = env_int("RHYTHM_BENCH_COLLECTOR_CONNECTIONS", 16)
     latency_s = env_float("RHYTHM_BENCH_COLLECTOR_LATENCY_S", 20)
     rounds = env_int("RHYTHM_BENCH_COLLECTOR_ROUNDS", 3)
     limit = env_int("RHYTHM_BENCH_COLLECTOR_LIMIT", 5000)
     topic = f"bench.collector.{int(time.time())}"
-    create_topic(bootstrap, topic, 4)
+    for server in servers.values():
+        create_topic(server, topic, 4)
+    bootstrap = servers["now"]
     unlimited = {"key_rate": 1e9, "key_burst": 1e9, "tenant_rate": 1e9, "tenant_burst": 1e9}
     measured = {"server_timing": "true", "kafka_stats_s": 1}
     now = Collector(home, bootstrap, topic, "collector", **measured, **unlimited)
-    was = Collector(home, bootstrap, topic, "collector-before", **measured, **BEFORE, **unlimited)
+    was = Collector(
+        home, servers["before"], topic, "collector-before", **measured, **BEFORE, **unlimited
+    )
     say(f"collector: building {events // BATCH} batches of {BATCH}")
     bodies = _bodies("tp", events // BATCH, BATCH)
     bodies_file = home / "collector-bodies.jsonl"
@@ -458,7 +507,8 @@ def collector_section(bootstrap: str, home: Path) -> str:
     finally:
         for c in (now, was):
             c.stop()
-    stored = messages_in(bootstrap, topic)
+    stored = sum(messages_in(server, topic) for server in servers.values())
+    gc_brokers = {name: broker_gc(home / f"kafka-{name}-gc.log") for name in servers}
     flood_text = _flood_section(home, bootstrap, topic, limit, latency_s)
 
     sent, rate, cpu, tp_lat, load_tp = throughput["now"]
@@ -511,9 +561,12 @@ def collector_section(bootstrap: str, home: Path) -> str:
         f"connections. Segment `/v1/batch` requests of {BATCH} events, every answer a 200 only "
         "after Kafka's acknowledgement (acks=all). *Now* is the collector as it is; *before* "
         "is it with the setting of the earlier measurement "
-        "(`RHYTHM_COLLECTOR_GC_THRESHOLD=700`: Python's default young-generation threshold). "
-        "Both answer with Server-Timing and log librdkafka's statistics every second. The "
-        "throughput runs follow a warm-up of the broker and both collectors.\n\n"
+        "(`RHYTHM_COLLECTOR_GC_THRESHOLD=700`: Python's default young-generation threshold) "
+        "against a broker with the JVM options of then (none: G1's 200 ms pause goal; now "
+        "Kafka's own, `RHYTHM_KAFKA_LOCAL_JVM_OPTIONS`). Each has a local broker of its own "
+        "on the same machine (the other one idle meanwhile). Both answer with Server-Timing "
+        "and log librdkafka's statistics every second. The throughput runs follow a warm-up "
+        "of both.\n\n"
         "| measure | now | before |\n| --- | ---: | ---: |\n"
         f"| **events/s, one collector process** ({connections} connections, closed loop) | "
         f"**{rate:,.0f}** | {rate_b:,.0f} |\n"
@@ -523,6 +576,8 @@ def collector_section(bootstrap: str, home: Path) -> str:
         f"| request p50 / p99 in that run (saturated) | {_ms(tp_lat, 0.5):.1f} / "
         f"{_ms(tp_lat, 0.99):.1f} ms | |\n"
         f"| Python GC pauses in the collector, whole run (count, total) | {gc_now} | {gc_was} |\n"
+        f"| its broker's JVM GC pauses, whole run (count, over 10 ms, longest) | "
+        f"{gc_brokers['now']} | {gc_brokers['before']} |\n"
         f"| events in the topic afterwards / acknowledged | {stored:,} / {acknowledged:,} | |\n"
         f"| load average before / after the throughput runs | {load_before} / {load_tp} | |\n\n"
         f"**Latency at half rate** ({half:,.0f} events/s, {half / BATCH:.0f} requests/s on a "

@@ -4,11 +4,13 @@ requests' breakdown, the machine's CPU use between two readings."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from bench.collector_bench import (
     STAGES,
     Request,
+    broker_gc,
     kafka_stats,
     machine_use,
     parse_loadgen,
@@ -77,3 +79,16 @@ def test_kafka_stats_takes_the_worst_window() -> None:
     )
     assert kafka_stats(log) == {"int_p99_ms": 2.5, "rtt_p99_ms": 40.0}
     assert kafka_stats("") == {}
+
+
+def test_broker_gc_reads_the_pauses_of_a_jvm_gc_log(tmp_path: Path) -> None:
+    log = tmp_path / "gc.log"
+    log.write_text(
+        "[2026-12-06T18:48:38.708+0000] Using G1\n"
+        "[2026-12-06T18:48:39.000+0000] GC(0) Pause Young (Normal) (G1 Evacuation Pause) "
+        "24M->3M(512M) 4.044ms\n"
+        "[2026-12-06T18:48:45.431+0000] GC(1) Pause Young (Normal) (G1 Evacuation Pause) "
+        "40M->5M(512M) 40.517ms\n"
+    )
+    assert broker_gc(log) == "2, 1 over 10 ms, longest 41 ms"
+    assert broker_gc(tmp_path / "absent.log") == "none logged"
