@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jsonschema
 import kubernetes_validate
@@ -151,10 +151,9 @@ def test_compose_rhythm_settings_exist_and_validate(
         env = {k: re.sub(r"\$\{[^}]+\}", "placeholder", v) for k, v in env.items()}
         assert_settings_accept(env, monkeypatch)
         part = parts[name]
-        port_setting, host_setting = PORT_SETTINGS[part]
-        assert env[port_setting] == str(METRICS_PORTS[part])
-        assert env[host_setting] == "0.0.0.0"  # reachable from other containers
-        assert service["command"] == [COMMANDS[part]]
+        assert env[PARTS[part].port_setting] == str(METRICS_PORTS[part])
+        assert env[PARTS[part].host_setting] == "0.0.0.0"  # reachable from other containers
+        assert service["command"] == [PARTS[part].command]
         assert env.get("RHYTHM_PROCESSOR_LANE") == ("history" if part == "history" else None)
         probe = " ".join(service["healthcheck"]["test"])
         assert f"http://localhost:{METRICS_PORTS[part]}/readyz" in probe
@@ -363,48 +362,46 @@ def _env(workload: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-WORKLOADS = {
-    "processors": ("StatefulSet", "rhythm-processors"),
-    "history": ("StatefulSet", "rhythm-processors-history"),
-    "sink": ("Deployment", "rhythm-sink"),
-    "collector": ("Deployment", "rhythm-collector"),
-}
-#: the `rhythm` command each part runs
-COMMANDS = {
-    "processors": "processors",
-    "history": "processors",
-    "sink": "sink",
-    "collector": "collector",
-}
-#: the settings of each part's port and address (/metrics, /healthz, /readyz)
-PORT_SETTINGS = {
-    "processors": ("RHYTHM_PROCESSOR_METRICS_PORT", "RHYTHM_PROCESSOR_METRICS_HOST"),
-    "history": ("RHYTHM_PROCESSOR_METRICS_PORT", "RHYTHM_PROCESSOR_METRICS_HOST"),
-    "sink": ("RHYTHM_SINK_METRICS_PORT", "RHYTHM_SINK_METRICS_HOST"),
-    "collector": ("RHYTHM_COLLECTOR_PORT", "RHYTHM_COLLECTOR_HOST"),
-}
-#: the alert rules' job of each part (the history lane is a processor worker)
-JOBS = {
-    "processors": "rhythm-processors",
-    "history": "rhythm-processors",
-    "sink": "rhythm-sink",
-    "collector": "rhythm-collector",
-}
+class Part(NamedTuple):
+    """A deployed part: its workload, the `rhythm` command it runs, the settings of its port
+    and address (/metrics, /healthz, /readyz), and the alert rules' job it belongs to."""
+
+    kind: str
+    name: str
+    command: str
+    port_setting: str
+    host_setting: str
+    job: str
 
 
-@pytest.mark.parametrize("part", sorted(WORKLOADS))
+_PROCESSOR = ("processors", "RHYTHM_PROCESSOR_METRICS_PORT", "RHYTHM_PROCESSOR_METRICS_HOST")
+PARTS = {
+    "processors": Part("StatefulSet", "rhythm-processors", *_PROCESSOR, "rhythm-processors"),
+    # the history lane is a processor worker: the same command, settings and job
+    "history": Part("StatefulSet", "rhythm-processors-history", *_PROCESSOR, "rhythm-processors"),
+    "sink": Part(
+        "Deployment", "rhythm-sink", "sink", "RHYTHM_SINK_METRICS_PORT",
+        "RHYTHM_SINK_METRICS_HOST", "rhythm-sink",
+    ),
+    "collector": Part(
+        "Deployment", "rhythm-collector", "collector", "RHYTHM_COLLECTOR_PORT",
+        "RHYTHM_COLLECTOR_HOST", "rhythm-collector",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("part", sorted(PARTS))
 def test_workload_settings_probes_and_scrapes(part: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    kind, name = WORKLOADS[part]
+    kind, name, command, port_setting, host_setting, job = PARTS[part]
     workload = by_kind(kind)[name]
     env = _env(workload)
     assert_settings_accept(env, monkeypatch)
     port = METRICS_PORTS[part]
-    port_setting, host_setting = PORT_SETTINGS[part]
     assert env[port_setting] == str(port)
     assert env[host_setting] == "0.0.0.0"
     assert env.get("RHYTHM_PROCESSOR_LANE") == ("history" if part == "history" else None)
     container = _container(workload)
-    assert container["args"] == [COMMANDS[part]]
+    assert container["args"] == [command]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     # The collector's API and its health and metrics share one port.
     port_name = "http" if part == "collector" else "metrics"
@@ -426,7 +423,7 @@ def test_workload_settings_probes_and_scrapes(part: str, monkeypatch: pytest.Mon
     assert service["spec"]["selector"].items() <= labels.items()
     assert workload["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert service["spec"]["ports"] == [{"name": port_name, "port": port, "targetPort": port_name}]
-    assert service["metadata"]["labels"]["rhythm.io/job"] == JOBS[part]  # rules.yml's jobs
+    assert service["metadata"]["labels"]["rhythm.io/job"] == job  # rules.yml's jobs
     if kind == "StatefulSet":
         assert workload["spec"]["serviceName"] == name
 
@@ -449,28 +446,28 @@ def test_one_history_lane_worker() -> None:
     assert by_kind("StatefulSet")["rhythm-processors-history"]["spec"]["replicas"] == 1
 
 
+def _secret_file_mount(workload: dict[str, Any], setting: str) -> tuple[Path, dict[str, Any]]:
+    """The file a setting names, and the mount of the one Secret volume holding it (checked:
+    mounted at the file's folder, the file its only item)."""
+    path = Path(_env(workload)[setting])
+    mounts = {m["name"]: m for m in _container(workload)["volumeMounts"]}
+    volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+    (secret_volume,) = [n for n, v in volumes.items() if "secret" in v]
+    assert Path(mounts[secret_volume]["mountPath"]) == path.parent
+    assert [i["path"] for i in volumes[secret_volume]["secret"]["items"]] == [path.name]
+    return path, mounts[secret_volume]
+
+
 def test_no_secret_is_inline_and_referenced_files_are_mounted() -> None:
     docs = k8s_documents()
     assert all(d["kind"] != "Secret" for _, d in docs)
     config = by_kind("ConfigMap")["rhythm-settings"]["data"]
     assert not [k for k in config if re.search("PASSWORD|SECRET|TOKEN", k)]
-    sink = by_kind("Deployment")["rhythm-sink"]
-    password_file = Path(_env(sink)["RHYTHM_SINK_CLICKHOUSE_PASSWORD_FILE"])
-    mounts = {m["name"]: m for m in _container(sink)["volumeMounts"]}
-    volumes = {v["name"]: v for v in sink["spec"]["template"]["spec"]["volumes"]}
-    (secret_volume,) = [n for n, v in volumes.items() if "secret" in v]
-    assert Path(mounts[secret_volume]["mountPath"]) == password_file.parent
-    items = volumes[secret_volume]["secret"]["items"]
-    assert [i["path"] for i in items] == [password_file.name]
+    _secret_file_mount(by_kind("Deployment")["rhythm-sink"], "RHYTHM_SINK_CLICKHOUSE_PASSWORD_FILE")
     # The collector's write keys (hashed) come from a Secret mounted read-only.
     collector = by_kind("Deployment")["rhythm-collector"]
-    keys_file = Path(_env(collector)["RHYTHM_COLLECTOR_KEYS_FILE"])
-    mounts = {m["name"]: m for m in _container(collector)["volumeMounts"]}
-    volumes = {v["name"]: v for v in collector["spec"]["template"]["spec"]["volumes"]}
-    (secret_volume,) = [n for n, v in volumes.items() if "secret" in v]
-    assert Path(mounts[secret_volume]["mountPath"]) == keys_file.parent
-    assert mounts[secret_volume]["readOnly"] is True
-    assert [i["path"] for i in volumes[secret_volume]["secret"]["items"]] == [keys_file.name]
+    _, mount = _secret_file_mount(collector, "RHYTHM_COLLECTOR_KEYS_FILE")
+    assert mount["readOnly"] is True
 
 
 def test_the_service_monitor_selects_the_services() -> None:
