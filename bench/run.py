@@ -45,8 +45,9 @@ HOW = """## How these numbers are made
   `RHYTHM_BENCH_LIVE_S` / `RHYTHM_BENCH_LIVE_ENTITIES` (latency tail, 90 s / 200),
   `RHYTHM_BENCH_SCALE_EVENTS` / `RHYTHM_BENCH_SCALE_ENTITIES` (50,000 / 5,000; events 0
   skips the throughput runs and keeps their last table),
-  `RHYTHM_BENCH_COLLECTOR_EVENTS` / `_CONNECTIONS` / `_LATENCY_S` / `_LIMIT` (the HTTP
-  collector: 200,000 events in batches of 100, 16 connections, 20 s at half rate, 5,000
+  `RHYTHM_BENCH_COLLECTOR_EVENTS` / `_CONNECTIONS` / `_LATENCY_S` / `_ROUNDS` / `_LIMIT` (the
+  HTTP collector, driven by bench/loadgen, built with `go build`: 200,000 events in batches of
+  100, 16 connections, 3 rounds of 20 s at half rate for each configuration, 5,000
   events/s per tenant in the flood),
   `RHYTHM_BENCH_RECOVERY_ENTITIES` (1,000,000; 0 skips), `RHYTHM_BENCH_RECOVERY_QUIET_S`
   (30: how long a worker's memory must be settled), `RHYTHM_BENCH_RECOVERY_RESEEK_S`

@@ -1,15 +1,19 @@
 """The pipeline under a real Prometheus: the processors and the sink as `rhythm` processes on
 the session broker, events published with the client (its metrics served from this process),
-Prometheus scraping all three every second with the project's rules (shortened `for:`).
+Prometheus scraping all three every second with the project's rules (shortened `for:`), and
+an HTTP collector whose Kafka never answers.
 
 Then: every dashboard expression and every rule expression evaluates without error and the
 core panels have data; a processor blocked on its output (its internal updates topic
 deleted) fails /healthz and fires RhythmConsumerStalled
 from its own verdict; once the process is frozen (SIGSTOP) it fires again from Prometheus'
-side (the scrape fails while input was waiting), and RhythmPipelineDown fires too."""
+side (the scrape fails while input was waiting), and RhythmPipelineDown fires too. The
+collector, its acknowledgements never coming, answers 503 (Kafka's timeout, then its buffer
+full) and fires RhythmCollectorShedding and RhythmCollectorBufferFull."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -111,6 +115,45 @@ def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
             proc.wait(30)
 
 
+def collector_without_kafka(tmp_path: Path, port: int) -> tuple[list[str], dict[str, str], str]:
+    """`rhythm collector` whose bootstrap is a port nobody listens on: whatever it sends
+    waits in its buffer (for ten minutes), so requests time out after 1 s and, once 20
+    events wait, are refused as buffer_full. Returns argv, env and a write key."""
+    (nobody,) = free_ports(1)
+    env = dict(
+        os.environ,
+        RHYTHM_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{nobody}",
+        RHYTHM_CLIENT_DELIVERY_TIMEOUT_MS="600000",
+        RHYTHM_COLLECTOR_PORT=str(port),
+        RHYTHM_COLLECTOR_KEYS_FILE=str(tmp_path / "collector-keys.json"),
+        RHYTHM_COLLECTOR_BUFFER_MAX_EVENTS="20",
+        RHYTHM_COLLECTOR_ACK_TIMEOUT_S="1",
+    )
+    cli = [sys.executable, "-m", "rhythm.stack.cli"]
+    created = subprocess.run(
+        [*cli, "keys", "create", "acme"], env=env, capture_output=True, text=True, check=True
+    )
+    return [*cli, "collector"], env, json.loads(created.stdout)["key"]
+
+
+def post_batch(port: int, key: str, n: int) -> int:
+    """A Segment batch of `n` events to the collector; its status."""
+    body = json.dumps(
+        {"batch": [{"type": "track", "userId": f"u{i}", "event": "Viewed"} for i in range(n)]}
+    ).encode()
+    token = base64.b64encode(f"{key}:".encode()).decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/batch",
+        data=body,
+        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
 def firing(port: int, alertname: str, **labels: str) -> list[dict[str, Any]]:
     alerts = prom.query(port, "/api/v1/alerts")["data"]["alerts"]
     return [
@@ -130,7 +173,7 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
     bootstrap = kafka_broker.bootstrap
     topics = make_topics(kafka_broker, "monitoring")
     updates = f"upd.{topics.events}"
-    proc_port, client_port, prom_port = free_ports(3)
+    proc_port, client_port, prom_port, collector_port = free_ports(4)
     name = f"mon-{uuid.uuid4().hex[:8]}"
     env = dict(
         os.environ,
@@ -157,6 +200,7 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
         bootstrap, topics, tmp_path / "sink", f"{name}-sink", stall_after_s=STALL_AFTER_S
     )
     sink.workdir.mkdir()
+    collector_argv, collector_env, collector_key = collector_without_kafka(tmp_path, collector_port)
     client_server, _thread = start_http_server(client_port, "127.0.0.1")
     config = prom.write_config(
         tmp_path / "prometheus",
@@ -164,6 +208,7 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
             processors=[f"127.0.0.1:{proc_port}"],
             sinks=[f"127.0.0.1:{sink.metrics_port}"],
             clients=(f"127.0.0.1:{client_port}",),
+            collectors=(f"127.0.0.1:{collector_port}",),
             prometheus=f"127.0.0.1:{prom_port}",
             scrape_interval="1s",
             scrape_timeout="1s",
@@ -179,6 +224,7 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
         with (
             process(processors, env, tmp_path / "processors.log") as worker,
             process(prom_argv, dict(os.environ), tmp_path / "prometheus.log"),
+            process(collector_argv, collector_env, tmp_path / "collector.log"),
         ):
             sink.start()
             assert prom.wait_ready(prom_port, 60), (tmp_path / "prometheus.log").read_text()
@@ -239,6 +285,34 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
             while (empty := empty_core_queries()) and time.monotonic() < deadline:
                 time.sleep(1)
             assert not empty, f"core panel queries without data: {empty}"
+
+            # -- a collector whose Kafka never acknowledges: 503s, its buffer full ----------
+            collector_url = f"http://127.0.0.1:{collector_port}"
+            poll(lambda: http_status(collector_url + "/healthz")[0] == 200, 60, "the collector")
+            assert http_status(collector_url + "/readyz")[0] == 503  # Kafka not reached
+            statuses = [post_batch(collector_port, collector_key, 10) for _ in range(4)]
+            # Two batches wait for Kafka (timing out: 503) and fill the buffer of 20; the
+            # next are refused at once (503 buffer_full).
+            assert statuses == [503] * 4, statuses
+            assert not firing(prom_port, "RhythmCollectorShedding")
+
+            def shedding() -> list[dict[str, Any]]:
+                post_batch(collector_port, collector_key, 10)
+                return firing(prom_port, "RhythmCollectorShedding", job="rhythm-collector")
+
+            poll(shedding, 60, "RhythmCollectorShedding", interval=0.5)
+            poll(
+                lambda: firing(prom_port, "RhythmCollectorBufferFull", job="rhythm-collector"),
+                60,
+                "RhythmCollectorBufferFull",
+            )
+            rejects = prom.query(
+                prom_port,
+                "/api/v1/query",
+                query='sum by (reason) (rhythm_collector_rejects_total{job="rhythm-collector"})',
+            )["data"]["result"]
+            reasons = {r["metric"]["reason"]: float(r["value"][1]) for r in rejects}
+            assert reasons.get("kafka_timeout") == 2 and reasons.get("buffer_full", 0) >= 2, reasons
 
             # -- a processor blocked on its output: /healthz fails, the alert fires --------
             # Its internal topic deleted (the broker creates no topics by itself), stage 1

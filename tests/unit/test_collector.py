@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
+import logging
 import os
 import stat
+import time
 import uuid
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -17,8 +20,10 @@ import pytest
 from rhythm.collector import keys
 from rhythm.collector.body import BodyError, decode_body
 from rhythm.collector.canonical import BatchShapeError, canonical_items
+from rhythm.collector.handlers import STAGES, Stages
 from rhythm.collector.items import RHYTHM_ID_NAMESPACE, corrected_time, message_event_id
 from rhythm.collector.keys import AuthError, KeyStore, credential_from_headers
+from rhythm.collector.publisher import _log_stats
 from rhythm.collector.ratelimit import RateLimiter, TokenBucket
 from rhythm.collector.segment import normalise_verb, segment_items
 from rhythm.producers import prepare_event
@@ -311,3 +316,49 @@ def test_rhythm_up_starts_the_collector_unless_its_port_is_zero(tmp_path: Path) 
     if "RHYTHM_COLLECTOR_KEYS_FILE" not in os.environ:
         assert part.env["RHYTHM_COLLECTOR_KEYS_FILE"] == str(tmp_path / "collector-keys.json")
     assert collector_part(tmp_path, 0, env, ["rhythm"]) == []
+
+
+def test_stages_account_for_the_handler_time_and_clamp_the_report_time() -> None:
+    started = time.perf_counter()
+    stages = Stages(started)
+    stages.mark("read")
+    stages.mark("map")
+    stages.mark("publish")
+    # A report time before the last mark (a clock read on another thread) counts as zero
+    # time waiting, never as negative; the acknowledgement cannot come after the report.
+    stages.acknowledged(started - 1.0, started + 5.0)
+    assert [name for name, _ in stages.spent] == list(STAGES)
+    assert all(seconds >= 0 for _, seconds in stages.spent)
+    assert dict(stages.spent)["kafka"] == dict(stages.spent)["report"] == 0.0
+    begun = time.perf_counter()
+    again = Stages(begun)
+    again.acknowledged(begun - 0.001, begun - 0.002)  # both before the wait: nothing waited
+    assert dict(again.spent) == {"kafka": 0.0, "report": 0.0, "wake": dict(again.spent)["wake"]}
+    begun = time.perf_counter() - 0.3
+    again = Stages(begun)
+    again.acknowledged(begun + 0.2, begun + 0.1)  # acked after 0.1 s, served 0.1 s later
+    spent = dict(again.spent)
+    assert spent["kafka"] == pytest.approx(0.1) and spent["report"] == pytest.approx(0.1)
+    assert spent["wake"] >= 0.1
+    total = time.perf_counter() - started
+    assert sum(seconds for _, seconds in stages.spent) <= total
+    header = stages.header(total)
+    assert header.split(", ")[0].startswith("read;dur=")
+    assert header.endswith(f"total;dur={1000 * total:.3f}")
+
+
+def test_librdkafka_statistics_become_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    window = {"p50": 1000, "p99": 9000, "max": 20000, "cnt": 5}  # µs, as librdkafka gives them
+    idle = {"p50": 0, "p99": 0, "max": 0, "cnt": 0}
+    stats = {
+        "brokers": {
+            "b1": {"rtt": window, "int_latency": window, "outbuf_latency": idle},
+            "bootstrap": {"rtt": idle, "int_latency": idle, "outbuf_latency": idle},
+        }
+    }
+    with caplog.at_level(logging.INFO, "rhythm.collector"):
+        _log_stats(json.dumps(stats))
+    (line,) = [r.getMessage() for r in caplog.records]
+    figures = json.loads(line.removeprefix("kafka stats "))
+    assert figures["rtt_p99_ms"] == 9.0 and figures["int_max_ms"] == 20.0
+    assert figures["outbuf_p99_ms"] == 0.0

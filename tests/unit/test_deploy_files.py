@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jsonschema
 import kubernetes_validate
@@ -24,6 +24,7 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from rhythm.collector.settings import CollectorSettings
 from rhythm.processors.settings import ProcessorSettings
 from rhythm.producers.config import ClientSettings
 from rhythm.runtime.kafka_settings import KafkaSettings
@@ -36,9 +37,9 @@ COMPOSE_DIR = DEPLOY / "compose"
 COMPOSE = COMPOSE_DIR / "docker-compose.yml"
 K8S = DEPLOY / "k8s"
 
-#: The health contract (notes: processors 9465, sink 9464; /healthz liveness, /readyz
-#: readiness, /metrics).
-METRICS_PORTS = {"processors": 9465, "sink": 9464}
+#: The health contract (notes: processors 9465, the history lane 9469, sink 9464, the
+#: collector on its API port 8088; /healthz liveness, /readyz readiness, /metrics).
+METRICS_PORTS = {"processors": 9465, "history": 9469, "sink": 9464, "collector": 8088}
 #: Files the on-call engineer's work adds (issue 6) that the deploy files mount; checked
 #: like every other mount once they are in the tree.
 RULES = ROOT / "stack/rhythm/stack/prometheus/rules.yml"
@@ -49,6 +50,7 @@ PREFIXES: dict[str, type[BaseSettings]] = {
     "RHYTHM_PROCESSOR_": ProcessorSettings,
     "RHYTHM_SINK_": SinkSettings,
     "RHYTHM_CLIENT_": ClientSettings,
+    "RHYTHM_COLLECTOR_": CollectorSettings,
 }
 
 
@@ -135,24 +137,40 @@ def test_compose_rhythm_settings_exist_and_validate(
 ) -> None:
     services = compose["services"]
     rhythm = {n: s for n, s in services.items() if s.get("image") == "rhythm:dev"}
-    assert set(rhythm) == {"processors-1", "processors-2", "sink"}
+    parts = {
+        "processors-1": "processors",
+        "processors-2": "processors",
+        "processors-history": "history",
+        "sink": "sink",
+        "collector": "collector",
+    }
+    assert set(rhythm) == set(parts)
     for name, service in rhythm.items():
         env = {k: str(v) for k, v in service["environment"].items()}
         # ${VAR:?message} is interpolated by compose from the shell; stand in a value.
         env = {k: re.sub(r"\$\{[^}]+\}", "placeholder", v) for k, v in env.items()}
         assert_settings_accept(env, monkeypatch)
-        part = "sink" if name == "sink" else "processors"
-        prefix = "RHYTHM_SINK_" if part == "sink" else "RHYTHM_PROCESSOR_"
-        assert env[prefix + "METRICS_PORT"] == str(METRICS_PORTS[part])
-        assert env[prefix + "METRICS_HOST"] == "0.0.0.0"  # reachable from other containers
+        part = parts[name]
+        assert env[PARTS[part].port_setting] == str(METRICS_PORTS[part])
+        assert env[PARTS[part].host_setting] == "0.0.0.0"  # reachable from other containers
+        assert service["command"] == [PARTS[part].command]
+        assert env.get("RHYTHM_PROCESSOR_LANE") == ("history" if part == "history" else None)
         probe = " ".join(service["healthcheck"]["test"])
         assert f"http://localhost:{METRICS_PORTS[part]}/readyz" in probe
         brokers = env["RHYTHM_KAFKA_BOOTSTRAP_SERVERS"].split(",")
         assert {b.split(":")[0] for b in brokers} == {"kafka-1", "kafka-2", "kafka-3"}
-    for name in ("processors-1", "processors-2"):
+    for name, setting in (
+        ("processors-1", "RHYTHM_PROCESSOR_DATA_DIR"),
+        ("processors-2", "RHYTHM_PROCESSOR_DATA_DIR"),
+        ("processors-history", "RHYTHM_PROCESSOR_DATA_DIR"),
+        ("collector", "RHYTHM_COLLECTOR_KEYS_FILE"),
+    ):
         env = rhythm[name]["environment"]
         mounts = dict(str(v).split(":")[::-1] for v in rhythm[name]["volumes"])
-        assert env["RHYTHM_PROCESSOR_DATA_DIR"] in mounts  # the state is on a volume
+        # The state, and the collector's keys (`rhythm keys` writes them), are on a volume.
+        assert str(Path(env[setting])) in mounts or str(Path(env[setting]).parent) in mounts
+    volumes = {str(v).split(":")[0] for s in rhythm.values() for v in s.get("volumes", [])}
+    assert len(volumes) == sum(len(s.get("volumes", [])) for s in rhythm.values())  # unshared
     assert rhythm["sink"]["environment"]["RHYTHM_SINK_DSN"].startswith("http://clickhouse-1:")
 
 
@@ -227,8 +245,13 @@ def test_compose_prometheus_and_grafana(compose: dict[str, Any]) -> None:
     services = compose["services"]
     scrape = yaml.safe_load((COMPOSE_DIR / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in scrape["scrape_configs"]}
-    assert jobs["rhythm-processors"] == [f"processors-{i}:9465" for i in (1, 2)]
+    assert jobs["rhythm-processors"] == [
+        "processors-1:9465",
+        "processors-2:9465",
+        "processors-history:9469",
+    ]
     assert jobs["rhythm-sink"] == ["sink:9464"]
+    assert jobs["rhythm-collector"] == ["collector:8088"]
     assert scrape["rule_files"] == ["rules.yml"]
     mounts = {t: s for s, t in _bind_sources(services["prometheus"])}
     assert mounts["/etc/prometheus/rules.yml"] == RULES
@@ -267,8 +290,10 @@ def test_the_image_holds_what_the_wheel_is_built_from() -> None:
         assert f"!{path.rstrip('/')}" in ignore.replace("/\n", "\n"), path
     for name, value in re.findall(r"(RHYTHM_\w+)=(\S+)", text):
         setting_for(name)
-        if name.endswith("METRICS_HOST"):
+        if name.endswith(("METRICS_HOST", "COLLECTOR_HOST")):
             assert value == "0.0.0.0"
+    extras = re.search(r'pip install "\.\[([\w,]+)\]"', text)
+    assert extras is not None and "collector" in extras.group(1).split(",")
 
 
 # -- Kubernetes -----------------------------------------------------------------------------
@@ -294,8 +319,8 @@ def test_manifests_match_the_kubernetes_schemas() -> None:
     docs = k8s_documents()
     kinds = sorted(d["kind"] for _, d in docs)
     assert kinds == [
-        "ConfigMap", "Deployment", "Namespace", "PodDisruptionBudget", "Service", "Service",
-        "StatefulSet",
+        "ConfigMap", "Deployment", "Deployment", "Namespace", "PodDisruptionBudget", "Service",
+        "Service", "Service", "Service", "StatefulSet", "StatefulSet",
     ]  # fmt: skip
     for _name, doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -337,29 +362,55 @@ def _env(workload: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-WORKLOADS = {
-    "processors": ("StatefulSet", "rhythm-processors"),
-    "sink": ("Deployment", "rhythm-sink"),
-}
+class Part(NamedTuple):
+    """A deployed part: its workload, the `rhythm` command it runs, the settings of its port
+    and address (/metrics, /healthz, /readyz), and the alert rules' job it belongs to."""
+
+    kind: str
+    name: str
+    command: str
+    port_setting: str
+    host_setting: str
+    job: str
 
 
-@pytest.mark.parametrize("part", sorted(WORKLOADS))
+_PROCESSOR = ("processors", "RHYTHM_PROCESSOR_METRICS_PORT", "RHYTHM_PROCESSOR_METRICS_HOST")
+PARTS = {
+    "processors": Part("StatefulSet", "rhythm-processors", *_PROCESSOR, "rhythm-processors"),
+    # the history lane is a processor worker: the same command, settings and job
+    "history": Part("StatefulSet", "rhythm-processors-history", *_PROCESSOR, "rhythm-processors"),
+    "sink": Part(
+        "Deployment", "rhythm-sink", "sink", "RHYTHM_SINK_METRICS_PORT",
+        "RHYTHM_SINK_METRICS_HOST", "rhythm-sink",
+    ),
+    "collector": Part(
+        "Deployment", "rhythm-collector", "collector", "RHYTHM_COLLECTOR_PORT",
+        "RHYTHM_COLLECTOR_HOST", "rhythm-collector",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("part", sorted(PARTS))
 def test_workload_settings_probes_and_scrapes(part: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    kind, name = WORKLOADS[part]
+    kind, name, command, port_setting, host_setting, job = PARTS[part]
     workload = by_kind(kind)[name]
     env = _env(workload)
     assert_settings_accept(env, monkeypatch)
-    prefix = "RHYTHM_SINK_" if part == "sink" else "RHYTHM_PROCESSOR_"
     port = METRICS_PORTS[part]
-    assert env[prefix + "METRICS_PORT"] == str(port)
-    assert env[prefix + "METRICS_HOST"] == "0.0.0.0"
+    assert env[port_setting] == str(port)
+    assert env[host_setting] == "0.0.0.0"
+    assert env.get("RHYTHM_PROCESSOR_LANE") == ("history" if part == "history" else None)
     container = _container(workload)
-    assert container["args"] == [part]
+    assert container["args"] == [command]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"metrics": port}
-    for probe, path in (("livenessProbe", "/healthz"), ("startupProbe", "/healthz"),
-                        ("readinessProbe", "/readyz")):  # fmt: skip
-        assert container[probe]["httpGet"] == {"path": path, "port": "metrics"}, probe
+    # The collector's API and its health and metrics share one port.
+    port_name = "http" if part == "collector" else "metrics"
+    assert ports == {port_name: port}
+    probes = [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")]
+    if part != "collector":  # starts in seconds: no recovery to wait for
+        probes.append(("startupProbe", "/healthz"))
+    for probe, path in probes:
+        assert container[probe]["httpGet"] == {"path": path, "port": port_name}, probe
     annotations = workload["spec"]["template"]["metadata"]["annotations"]
     assert annotations == {
         "prometheus.io/scrape": "true",
@@ -371,12 +422,15 @@ def test_workload_settings_probes_and_scrapes(part: str, monkeypatch: pytest.Mon
     labels = workload["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
     assert workload["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert service["spec"]["ports"] == [{"name": "metrics", "port": port, "targetPort": "metrics"}]
-    assert service["metadata"]["labels"]["rhythm.io/job"] == f"rhythm-{part}"  # rules.yml's jobs
+    assert service["spec"]["ports"] == [{"name": port_name, "port": port, "targetPort": port_name}]
+    assert service["metadata"]["labels"]["rhythm.io/job"] == job  # rules.yml's jobs
+    if kind == "StatefulSet":
+        assert workload["spec"]["serviceName"] == name
 
 
-def test_processor_state_is_on_a_claimed_volume() -> None:
-    workload = by_kind("StatefulSet")["rhythm-processors"]
+@pytest.mark.parametrize("name", ["rhythm-processors", "rhythm-processors-history"])
+def test_processor_state_is_on_a_claimed_volume(name: str) -> None:
+    workload = by_kind("StatefulSet")[name]
     mounts = {m["name"]: m["mountPath"] for m in _container(workload)["volumeMounts"]}
     (claim,) = workload["spec"]["volumeClaimTemplates"]
     assert mounts[claim["metadata"]["name"]] == _env(workload)["RHYTHM_PROCESSOR_DATA_DIR"]
@@ -384,19 +438,36 @@ def test_processor_state_is_on_a_claimed_volume() -> None:
     assert workload["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == 10001
 
 
+def test_one_history_lane_worker() -> None:
+    # One partition in rhythm.history: a second worker would sit idle or, worse, split the
+    # lane's event time.
+    (history,) = [t for t in DEFAULT_TOPICS if t.name == "rhythm.history"]
+    assert history.partitions == 1
+    assert by_kind("StatefulSet")["rhythm-processors-history"]["spec"]["replicas"] == 1
+
+
+def _secret_file_mount(workload: dict[str, Any], setting: str) -> tuple[Path, dict[str, Any]]:
+    """The file a setting names, and the mount of the one Secret volume holding it (checked:
+    mounted at the file's folder, the file its only item)."""
+    path = Path(_env(workload)[setting])
+    mounts = {m["name"]: m for m in _container(workload)["volumeMounts"]}
+    volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+    (secret_volume,) = [n for n, v in volumes.items() if "secret" in v]
+    assert Path(mounts[secret_volume]["mountPath"]) == path.parent
+    assert [i["path"] for i in volumes[secret_volume]["secret"]["items"]] == [path.name]
+    return path, mounts[secret_volume]
+
+
 def test_no_secret_is_inline_and_referenced_files_are_mounted() -> None:
     docs = k8s_documents()
     assert all(d["kind"] != "Secret" for _, d in docs)
     config = by_kind("ConfigMap")["rhythm-settings"]["data"]
     assert not [k for k in config if re.search("PASSWORD|SECRET|TOKEN", k)]
-    sink = by_kind("Deployment")["rhythm-sink"]
-    password_file = Path(_env(sink)["RHYTHM_SINK_CLICKHOUSE_PASSWORD_FILE"])
-    mounts = {m["name"]: m for m in _container(sink)["volumeMounts"]}
-    volumes = {v["name"]: v for v in sink["spec"]["template"]["spec"]["volumes"]}
-    (secret_volume,) = [n for n, v in volumes.items() if "secret" in v]
-    assert Path(mounts[secret_volume]["mountPath"]) == password_file.parent
-    items = volumes[secret_volume]["secret"]["items"]
-    assert [i["path"] for i in items] == [password_file.name]
+    _secret_file_mount(by_kind("Deployment")["rhythm-sink"], "RHYTHM_SINK_CLICKHOUSE_PASSWORD_FILE")
+    # The collector's write keys (hashed) come from a Secret mounted read-only.
+    collector = by_kind("Deployment")["rhythm-collector"]
+    _, mount = _secret_file_mount(collector, "RHYTHM_COLLECTOR_KEYS_FILE")
+    assert mount["readOnly"] is True
 
 
 def test_the_service_monitor_selects_the_services() -> None:
@@ -407,8 +478,14 @@ def test_the_service_monitor_selects_the_services() -> None:
         s for s in services.values()
         if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
     ]  # fmt: skip
-    assert {s["metadata"]["name"] for s in selected} == {"rhythm-processors", "rhythm-sink"}
-    (endpoint,) = monitor["spec"]["endpoints"]
+    assert {s["metadata"]["name"] for s in selected} == {
+        "rhythm-processors",
+        "rhythm-processors-history",
+        "rhythm-sink",
+        "rhythm-collector",
+    }
+    endpoints = {e["port"]: e for e in monitor["spec"]["endpoints"]}
     for service in selected:
-        assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+        (port,) = [p["name"] for p in service["spec"]["ports"]]
+        assert endpoints[port]["path"] == "/metrics"
         assert monitor["spec"]["jobLabel"] in service["metadata"]["labels"]

@@ -38,6 +38,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         "RHYTHM_KAFKA_LOCAL_PORT",
         "RHYTHM_KAFKA_LOCAL_CONTROLLER_PORT",
         "RHYTHM_KAFKA_LOCAL_EXTRA_PROPERTIES",
+        "RHYTHM_KAFKA_LOCAL_JVM_OPTIONS",
     ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
@@ -51,6 +52,8 @@ def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
     assert (settings.host, settings.port, settings.controller_port) == ("127.0.0.1", 9092, 9093)
     assert settings.heap == "512m"
     assert settings.start_timeout_s == 60
+    # Kafka's own start script's GC options (G1, a 20 ms pause goal)
+    assert "-XX:MaxGCPauseMillis=20" in settings.jvm_options
 
 
 def test_environment(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -63,6 +66,8 @@ def test_environment(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert settings.port == 19092
     assert settings.home == tmp_path / "home"
     assert settings.extra_properties == {"log.retention.ms": "60000"}
+    clean_env.setenv("RHYTHM_KAFKA_LOCAL_JVM_OPTIONS", "[]")
+    assert LocalKafkaSettings().jvm_options == []
     assert LocalKafka(settings).lib_dir == tmp_path / "shared" / "kafka-4.1.2" / "lib"
 
     clean_env.setenv("RHYTHM_KAFKA_LOCAL_CACHE_DIR", str(tmp_path / "mine"))

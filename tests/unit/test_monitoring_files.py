@@ -32,6 +32,8 @@ ALERTS = {
     "RhythmSlowRecovery",
     "RhythmPartCrashLoop",
     "RhythmNotifierDeliveryFailing",
+    "RhythmCollectorShedding",
+    "RhythmCollectorBufferFull",
 }
 
 
@@ -90,7 +92,9 @@ def test_the_dashboard_has_queries_on_every_panel_and_no_unknown_variables() -> 
             assert variables <= {"__rate_interval"} | declared, (panel["title"], variables)
 
 
-def test_rhythm_up_writes_a_valid_prometheus_config_for_its_ports(tmp_path: Path) -> None:
+def test_rhythm_up_writes_a_valid_prometheus_config_for_its_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if prometheus.binary() is None:
         pytest.fail("prometheus is missing: `apt-get install prometheus` (CI's .ci/run does)")
     stack = Stack(
@@ -101,8 +105,12 @@ def test_rhythm_up_writes_a_valid_prometheus_config_for_its_ports(tmp_path: Path
             sink_metrics_port=19464,
             prometheus_port=19090,
             supervisor_metrics_port=19466,
+            collector_port=18088,
         )
     )
+    # The mail connector runs (and is scraped) when an IMAP account is configured.
+    monkeypatch.setenv("RHYTHM_MAIL_IMAP_HOST", "imap.example.com")
+    monkeypatch.setenv("RHYTHM_MAIL_METRICS_PORT", "19470")
     (part,) = stack._prometheus_part()
     assert part.ready_port == 19090
     assert f"--storage.tsdb.path={tmp_path.resolve() / 'prometheus' / 'data'}" in part.argv
@@ -115,10 +123,17 @@ def test_rhythm_up_writes_a_valid_prometheus_config_for_its_ports(tmp_path: Path
         "rhythm-processors": ["127.0.0.1:19465", "127.0.0.1:19469"],  # both lanes
         "rhythm-sink": ["127.0.0.1:19464"],
         "rhythm-supervisor": ["127.0.0.1:19466"],
+        "rhythm-collector": ["127.0.0.1:18088"],
+        "rhythm-mail": ["127.0.0.1:19470"],
         "prometheus": ["127.0.0.1:19090"],
     }
     result = promtool("check", "config", str(config_path))
     assert result.returncode == 0, result.stdout + result.stderr
+    # Neither the collector switched off nor the mail connector without an account is scraped.
+    monkeypatch.delenv("RHYTHM_MAIL_IMAP_HOST")
+    Stack(StackSettings(home=tmp_path, collector_port=0))._prometheus_part()
+    jobs = {job["job_name"] for job in json.loads(config_path.read_text())["scrape_configs"]}
+    assert not jobs & {"rhythm-collector", "rhythm-mail"}
     assert Stack(StackSettings(home=tmp_path, prometheus_port=0))._prometheus_part() == []
 
 

@@ -45,6 +45,8 @@ class CollectorServer:
         self.collector = Collector(settings, self.publisher, metrics)
         self._runner: web.AppRunner | None = None
         self._probe: asyncio.Task[None] | None = None
+        if settings.kafka_stats_s:
+            self.publisher.client.log_kafka_stats(settings.kafka_stats_s)
         self.port = settings.port
 
     async def start(self) -> None:
@@ -91,12 +93,20 @@ def run_collector(settings: CollectorSettings, stop: threading.Event, on_ready: 
     """Serve until `stop` is set; then finish the requests in hand and flush."""
 
     async def main() -> None:
-        server = CollectorServer(settings)
+        metrics = CollectorMetrics()
+        metrics.watch_gc()
+        server = CollectorServer(settings, metrics)
         await server.start()
         # What start-up made (modules, pydantic's schemas, librdkafka's config) lives for
         # good: out of the cyclic GC's sight, so its full collections stay short.
         gc.collect()
         gc.freeze()
+        # A request of 100 events allocates thousands of objects that all die with it: with
+        # Python's default (700) the young generation is collected several times per
+        # request and promotes live requests' objects into older generations, whose
+        # collections then cost more; a larger threshold collects far less often.
+        _, older1, older2 = gc.get_threshold()
+        gc.set_threshold(settings.gc_threshold, older1, older2)
         log.info("collector on http://%s:%d", settings.host, server.port)
         on_ready({"url": f"http://{settings.host}:{server.port}", "port": server.port})
         try:

@@ -35,7 +35,7 @@ from rhythm.collector.ratelimit import RateLimiter
 from rhythm.collector.segment import segment_items
 from rhythm.collector.settings import CollectorSettings
 
-__all__ = ["ROUTES", "Collector"]
+__all__ = ["ROUTES", "STAGES", "Collector", "Stages"]
 
 log = logging.getLogger("rhythm.collector")
 
@@ -46,6 +46,8 @@ ROUTES = {
     "/v1/identify": "identify",
     "/v1/batch": "batch",
 }
+#: the stages of a request's time (the stage metric's bounded label set; Server-Timing names)
+STAGES = ("read", "map", "publish", "kafka", "report", "wake")
 _ALLOWED_HEADERS = "Authorization, Content-Type, Content-Encoding"
 
 
@@ -59,6 +61,44 @@ class RefusedError(Exception):
         self.status = status
         self.reason = reason
         self.headers = headers or {}
+
+
+class Stages:
+    """Where one request's time went, stage by stage (`STAGES`): each mark closes the stage
+    that ran since the previous one. After `publish`, the wait for Kafka is split in three:
+    `kafka`, the longest produce-to-acknowledgement time librdkafka measured for one of the
+    request's messages (linger, the broker, the network); `report`, the rest of the time
+    until the last delivery report was served (librdkafka's poll thread waiting for the GIL);
+    `wake`, from then until the handler ran again (the event loop's queue)."""
+
+    __slots__ = ("_last", "spent")
+
+    def __init__(self, started: float) -> None:
+        self._last = started
+        self.spent: list[tuple[str, float]] = []
+
+    def mark(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.spent.append((stage, now - self._last))
+        self._last = now
+
+    def acknowledged(self, reported_at: float, acked_at: float) -> None:
+        """`reported_at`: when the last delivery report was served; `acked_at`: when the last
+        acknowledgement reached librdkafka (both perf_counter(), maybe from another thread)."""
+        now = time.perf_counter()
+        reported_at = min(max(reported_at, self._last), now)
+        # The first produce() ran inside `publish`: only the wait after it counts here.
+        kafka = min(max(acked_at - self._last, 0.0), reported_at - self._last)
+        self.spent.append(("kafka", kafka))
+        self.spent.append(("report", reported_at - self._last - kafka))
+        self.spent.append(("wake", now - reported_at))
+        self._last = now
+
+    def header(self, total: float) -> str:
+        """Server-Timing (W3C): each stage's milliseconds, then the whole handler's."""
+        parts = [f"{stage};dur={1000 * seconds:.3f}" for stage, seconds in self.spent]
+        parts.append(f"total;dur={1000 * total:.3f}")
+        return ", ".join(parts)
 
 
 class Collector:
@@ -78,6 +118,7 @@ class Collector:
         )
         self.kafka_ready = False
         self.metrics.buffer_max.set(settings.buffer_max_events)
+        self._stage_seconds = {stage: self.metrics.stages.labels(stage) for stage in STAGES}
         origins = settings.cors_origins
         self._any_origin = "*" in origins
         self._origins = frozenset(origins)
@@ -127,8 +168,9 @@ class Collector:
     async def collect(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         route = ROUTES[request.path]
+        stages = Stages(started)
         try:
-            status, body, headers = await self._collect(request, route)
+            status, body, headers = await self._collect(request, route, stages)
         except RefusedError as exc:
             self.metrics.rejects.labels(exc.reason).inc()
             status, headers = exc.status, exc.headers
@@ -136,8 +178,13 @@ class Collector:
             if status >= 500:
                 log.warning("%s: %d %s: %s", request.path, status, exc.reason, exc)
         headers = {**headers, **self._cors(request)}
+        elapsed = time.perf_counter() - started
         self.metrics.requests.labels(route, str(status)).inc()
-        self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+        self.metrics.latency.labels(route).observe(elapsed)
+        for stage, seconds in stages.spent:
+            self._stage_seconds[stage].observe(seconds)
+        if self.settings.server_timing:
+            headers["Server-Timing"] = stages.header(elapsed)
         response = web.Response(
             body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
         )
@@ -146,7 +193,7 @@ class Collector:
         return response
 
     async def _collect(
-        self, request: web.Request, route: str
+        self, request: web.Request, route: str, stages: Stages
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
         s = self.settings
         received_at = datetime.now(UTC)
@@ -156,6 +203,7 @@ class Collector:
             tenant, key_id = self._authenticate(authorization)
             self._limit(key_id, tenant, 1, take=False)  # an empty bucket: no need to read
         raw = await self._read(request)
+        stages.mark("read")
         try:
             body = decode_body(
                 raw,
@@ -189,6 +237,7 @@ class Collector:
                 413, "too_many_events", f"{len(items)} messages: {s.max_batch_events} at most"
             )
         self._limit(key_id, tenant, len(items))
+        stages.mark("map")
         try:
             delivery = self.publisher.publish(items, asyncio.get_running_loop())
         except BufferFullError:
@@ -198,6 +247,7 @@ class Collector:
                 "the collector's buffer is full (Kafka is slow or away): retry later",
                 {"Retry-After": str(s.retry_after_s)},
             ) from None
+        stages.mark("publish")
         if delivery is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(delivery.done), s.ack_timeout_s)
@@ -208,6 +258,7 @@ class Collector:
                     f"Kafka did not acknowledge within {s.ack_timeout_s:g} s: retry later",
                     {"Retry-After": str(s.retry_after_s)},
                 ) from None
+            stages.acknowledged(delivery.reported_at, delivery.produced_at + delivery.acked_s)
             if delivery.failed:
                 first = delivery.failed[0]
                 raise RefusedError(

@@ -14,6 +14,8 @@ answers for it.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -31,6 +33,8 @@ from rhythm.schemas import ContractError, encode_event
 
 __all__ = ["BufferFullError", "Delivery", "Publisher"]
 
+log = logging.getLogger("rhythm.collector")
+
 
 class BufferFullError(Exception):
     """No room for the request: answer 503 with Retry-After (nothing of it was sent)."""
@@ -44,6 +48,16 @@ class Delivery:
     done: asyncio.Future[None]
     pending: int
     failed: list[str] = field(default_factory=list)
+    #: perf_counter() when the last report was served (on librdkafka's poll thread)
+    reported_at: float = 0.0
+    #: perf_counter() just before the first produce() (the request's produce calls take a
+    #: fraction of a millisecond together)
+    produced_at: float = 0.0
+    #: the longest produce()-to-acknowledgement time librdkafka measured for a message (s):
+    #: linger, the broker and the network. `produced_at + acked_s` is when the last
+    #: acknowledgement reached librdkafka; from then to `reported_at` the report waited to
+    #: be served
+    acked_s: float = 0.0
 
 
 class _Request:
@@ -62,11 +76,18 @@ class _Request:
 
     def on_event(self, err: KafkaError | None, msg: Message) -> None:
         self.client._on_delivery(err, msg)  # the client's counts and on_error
+        self._acked(msg)
         self.report(None if err is None else _REASONS.get(err.code(), "kafka_error"))
 
     def on_person(self, err: KafkaError | None, msg: Message) -> None:
         self.client._on_identify_delivery(err, msg)
+        self._acked(msg)
         self.report(None if err is None else _REASONS.get(err.code(), "kafka_error"))
+
+    def _acked(self, msg: Message) -> None:
+        latency = msg.latency()
+        if latency is not None and latency > self.delivery.acked_s:
+            self.delivery.acked_s = latency
 
     def report(self, reason: str | None) -> None:
         with self._lock:
@@ -75,8 +96,30 @@ class _Request:
             self.delivery.pending -= 1
             last = self.delivery.pending == 0
         if last:
+            self.delivery.reported_at = time.perf_counter()
             self.publisher.release(self.sent)
             self.loop.call_soon_threadsafe(_resolve, self.delivery.done)
+
+
+def _log_stats(raw: str) -> None:
+    """One line per statistics interval: the p50/p99/max (ms) of librdkafka's windows, worst
+    broker that carried traffic (`int_latency` + `outbuf_latency` as `queue`; `rtt`)."""
+    stats = json.loads(raw)
+    out: dict[str, float] = {}
+    for broker in stats.get("brokers", {}).values():
+        rtt = broker.get("rtt", {})
+        if not rtt.get("cnt"):
+            continue
+        for name, window in (
+            ("int", broker.get("int_latency", {})),
+            ("outbuf", broker.get("outbuf_latency", {})),
+            ("rtt", rtt),
+        ):
+            for q in ("p50", "p99", "max"):
+                key = f"{name}_{q}_ms"
+                out[key] = max(out.get(key, 0.0), window.get(q, 0) / 1000)
+    if out:
+        log.info("kafka stats %s", json.dumps(out, sort_keys=True))
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -86,6 +129,14 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 class _ConfirmingClient(Client):
     """The client, producing with the request's own delivery callback."""
+
+    def log_kafka_stats(self, interval_s: float) -> None:
+        """Log librdkafka's own latency percentiles every `interval_s` (before the first
+        produce): where the wait for an acknowledgement goes, inside the client (`queue`:
+        produce() until sent, linger included) or at the broker (`rtt`: request sent until
+        its response)."""
+        self._conf["statistics.interval.ms"] = max(1, int(interval_s * 1000))
+        self._conf["stats_cb"] = _log_stats
 
     def produce_event(self, record: dict[str, Any], key: str, on_delivery: Any) -> None:
         payload = encode_event(record)
@@ -153,6 +204,7 @@ class Publisher:
         if not self._reserve(len(prepared)):
             raise BufferFullError
         request = _Request(self, loop, len(prepared))
+        request.delivery.produced_at = time.perf_counter()
         client = self.client
         for _index, kind, value, key in prepared:
             try:

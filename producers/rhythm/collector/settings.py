@@ -63,5 +63,20 @@ class CollectorSettings(BaseSettings):
         default_factory=list,
         description='Browser origins allowed (JSON list; ["*"] = any): empty = none.',
     )
+    gc_threshold: int = Field(
+        50_000,
+        ge=100,
+        description="Allocations between young-generation collections (Python's default 700).",
+    )
+    kafka_stats_s: float = Field(
+        0.0,
+        ge=0,
+        description="Log librdkafka's latency percentiles (queue, broker round trip) this "
+        "often; 0 = never (benchmarks).",
+    )
+    server_timing: bool = Field(
+        False,
+        description="Answer with a Server-Timing header: each stage's milliseconds (benchmarks).",
+    )
     retry_after_s: int = Field(5, ge=1, description="Retry-After of a 503.")
     client: ClientSettings = Field(default_factory=_client_defaults)

@@ -287,6 +287,7 @@ class LocalKafka(LocalKafkaBase):
         command = [
             java,
             f"-Xmx{self.settings.heap}",
+            *self.settings.jvm_options,
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.home / 'log4j2.yaml'}",
             "-cp",

@@ -129,6 +129,20 @@ class LocalKafkaSettings(BaseSettings):
         "for 0; topics get min(3, N) replicas and min.insync.replicas min(2, N).",
     )
     heap: str = Field(default="512m", description="JVM heap of the broker (-Xmx).")
+    # Kafka's own start script (kafka-run-class.sh) runs the broker with these, so the local
+    # broker collects as a deployed one does (G1 otherwise aims at 200 ms pauses). Every
+    # produce request waits out a pause: the collector bench reports both brokers' pauses
+    # (on the shared 2-core machine up to 33-100 ms without these, 13-66 ms with them, the
+    # CPU left to the JVM deciding more than the goal).
+    jvm_options: list[str] = Field(
+        default_factory=lambda: [
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:InitiatingHeapOccupancyPercent=35",
+            "-XX:+ExplicitGCInvokesConcurrent",
+        ],
+        description="The broker's JVM options besides the heap (JSON list).",
+    )
     tool_heap: str = Field(default="512m", description="JVM heap of tools (perf, storage).")
     start_timeout_s: float = Field(
         default=60.0, gt=0, description="How long `up` waits for the port to open."

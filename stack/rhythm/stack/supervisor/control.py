@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -330,9 +331,13 @@ class Stack:
             return []
         mail_env = dict(env)
         mail_env.setdefault("RHYTHM_MAIL_STATE_DIR", str(self.home / "mail-connector"))
-        port = int(mail_env.get("RHYTHM_MAIL_METRICS_PORT", "9470"))
+        port = self._mail_metrics_port(mail_env)
         argv = [*cli, "connect", "imap"]
         return [Part("mail", argv, mail_env, port or None, _healthz(port))]
+
+    @staticmethod
+    def _mail_metrics_port(env: Mapping[str, str]) -> int:
+        return int(env.get("RHYTHM_MAIL_METRICS_PORT", "9470"))
 
     def _prometheus_wanted(self) -> bool:
         return bool(self.settings.prometheus_port) and prometheus.binary() is not None
@@ -347,6 +352,7 @@ class Stack:
         ports = (s.processor_metrics_port, s.sink_metrics_port)
         sup = s.supervisor_metrics_port
         workers = (s.processor_metrics_port, s.history_metrics_port)
+        mail_port = self._mail_metrics_port(os.environ)
         config = prometheus.write_config(
             home,
             prometheus.render_config(
@@ -358,6 +364,8 @@ class Stack:
                     if s.notifier_metrics_port and self.notifier_wanted()
                     else ()
                 ),
+                collectors=(f"127.0.0.1:{s.collector_port}",) if s.collector_port else (),
+                mail=(f"127.0.0.1:{mail_port}",) if mail_port and self.mail_wanted() else (),
                 prometheus=f"127.0.0.1:{s.prometheus_port}",
             ),
             prometheus.rules_text(),

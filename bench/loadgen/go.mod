@@ -1,0 +1,3 @@
+module rhythm/bench/loadgen
+
+go 1.22
