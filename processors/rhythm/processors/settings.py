@@ -64,6 +64,12 @@ class ProcessorSettings(BaseSettings):
         description="Where the live lane routes events it would drop as too late; empty: "
         "nowhere (counted too_late). Unused by the history lane.",
     )
+    handoff_topic: str = Field(
+        UPDATES_TOPIC,
+        description="The history lane: where the norms it learned go once its input is "
+        "drained (the live lane's updates topic, which must have `updates_partitions` "
+        "partitions, as the history lane's does); empty: nowhere. Unused by the live lane.",
+    )
     history_lateness_s: float = Field(
         3 * DAY_S,
         ge=0,
@@ -237,6 +243,11 @@ class ProcessorSettings(BaseSettings):
                 self.updates_topic = updates
             self.lateness_s = self.history_lateness_s
         return self
+
+    @property
+    def hands_off(self) -> bool:
+        """Whether learned norms go to the live lane (the history lane, with a topic)."""
+        return self.lane == HISTORY_LANE and bool(self.handoff_topic)
 
     @property
     def routes(self) -> bool:
