@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -19,15 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rhythm.processors.lanes import lane_of_version
+from rhythm.processors.settings import ProcessorSettings
+from rhythm.processors.stage2 import Stage2Partition
 from rhythm.runtime.process import stop_group
+from rhythm.schemas.keys import EntityKey
 from rhythm.stack.ports import free_ports
 
 from .conftest import payload, read_topic
 from .test_processors import WINDOWS_MS, Pipeline, check_alerts, check_signals, expected_closed
-from .workload import DAY, generate, reference_signals
+from .workload import DAY, HOUR, generate, iso, reference_signals
 
 pytestmark = pytest.mark.integration
 
@@ -209,3 +214,135 @@ def test_history_and_a_replayed_outage_beside_a_live_stream_are_exact(
     # The outage's alerts are the history lane's only: the live lane noted the routed
     # events' times (for its gaps and norms) and judges nothing about them.
     assert all(a.get("historical") is True for a in alerts if a["tenant"] == "offline")
+
+
+def _events(tenant: str, account: str, stamps: list[int]) -> list[dict[str, Any]]:
+    actor = {"type": "account", "id": account}
+    return [
+        {
+            "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant}/{account}/{ts}")),
+            "tenant": tenant,
+            "occurred_at": iso(ts),
+            "actor": actor,
+            "verb": "purchased",
+            "channel": "web",
+        }
+        for ts in stamps
+    ]
+
+
+def _one_sequence(lanes: Lanes, account: str, stamps: list[int], end: int) -> set[tuple[str, int]]:
+    """The alerts of one stage-2 partition given the entity's whole sequence at once, with
+    the workers' settings: no lanes, no hand-off (the rule's own code, in process)."""
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in lanes.live.env().items():
+            if name.startswith("RHYTHM_PROCESSOR_"):
+                env.setenv(name, value)
+        s = ProcessorSettings()
+    proc = Stage2Partition(0, 1, s.signal_config(), s.reply_config(), s.alert_policy())
+    key = EntityKey("norms", "actor", "account", account).encode()
+    got = []
+    for message in (
+        {"p": 0, "u": [[key, ts, 1.0, 0, i] for i, ts in enumerate(stamps)], "wm": stamps[-1]},
+        {"p": 0, "wm": end},
+    ):
+        got += [(a["kind"], a["fired_at"]) for a in proc.apply(message).alerts]  # type: ignore[arg-type]
+    return set(got)
+
+
+def _norms_messages(lanes: Lanes) -> list[Any]:
+    out = []
+    for m in read_topic(lanes.live.bootstrap, lanes.live.topics["updates"], 0, timeout=5):
+        value = json.loads(payload(m))
+        if value.get("n"):
+            out.append(m)
+    return out
+
+
+def _wait_metric(lanes: Lanes, lane: int, name: str, at_least: float, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    value = 0.0
+    while time.monotonic() < deadline:
+        try:
+            value = lanes.metric(lane, name)
+        except OSError:
+            value = 0.0  # restarting
+        if value >= at_least:
+            return
+        time.sleep(0.2)
+    raise AssertionError(
+        f"{name} = {value} < {at_least}\nlive: {lanes.live.diagnosis()}\nhistory: "
+        f"{lanes.history.diagnosis()}"
+    )
+
+
+def _history_applied_new_flushes(lanes: Lanes, timeout: float = 120) -> None:
+    """Wait until the history lane's stage 2 has applied messages sent after now (while idle,
+    its stage 1 sends a flush every tick: each is a chance to hand off)."""
+    topic = lanes.history.topics["updates"]
+    consumer = Consumer({"bootstrap.servers": lanes.live.bootstrap, "group.id": lanes.history.name})
+    try:
+        tps = [TopicPartition(topic, p) for p in range(4)]
+        start = [consumer.get_watermark_offsets(tp, 5)[1] for tp in tps]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = [tp.offset for tp in consumer.committed(tps, timeout=10)]
+            if all(d > e for d, e in zip(done, start, strict=True)):
+                return
+            time.sleep(0.2)
+    finally:
+        consumer.close()
+    raise AssertionError(f"the history lane applied nothing new\n{lanes.history.diagnosis()}")
+
+
+def test_norms_learned_from_a_backfill_let_the_live_lane_alert_the_silence_once(
+    lanes: Lanes, tmp_path: Path
+) -> None:
+    now = int(time.time() * 1000)
+    rng = random.Random(41)
+    history, t = [], now - 14 * DAY
+    while t < now - 3 * DAY:  # eleven days, every two hours or so
+        history.append(t)
+        t += int(2 * HOUR * rng.uniform(0.7, 1.3))
+    live = [now - 30 * HOUR, now - 28 * HOUR, now - 26 * HOUR]  # then quiet
+    expected = _one_sequence(lanes, "a-1", history + live, now)
+    silences = sorted(at for kind, at in expected if kind == "silence")
+    assert len(silences) == 2 and silences[-1] < now - HOUR, expected  # the scenario holds
+    assert _one_sequence(lanes, "a-2", live, now) == set()  # three events: too short
+    lanes.history.extra_env["RHYTHM_PROCESSOR_HANDOFF_TOPIC"] = lanes.live.topics["updates"]
+    procs = [lanes.live.start(), lanes.history.start()]
+    try:
+        lanes.live.send([_events("warmup", "w", [now - HOUR])[0]])  # the live lane is up
+        _wait_metric(lanes, 0, "rhythm_processor_events_total", 1)
+        backfill(lanes, _events("norms", "a-1", history), tmp_path)
+        _wait_metric(lanes, 0, 'rhythm_processor_norms_total{outcome="adopted"}', 1)
+        lanes.live.send(_events("norms", "a-1", live) + _events("norms", "a-2", live))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            mine = [a for a in lanes.alerts() if a["tenant"] == "norms"]
+            if {(a["kind"], a["fired_at"]) for a in mine} >= expected:
+                break
+        # restarts: the history lane must not hand off again; the live lane, given the same
+        # norms again (as a restart re-reading its input would), must not take them twice
+        for proc in procs:
+            stop_group(proc, 30.0)
+        sent = _norms_messages(lanes)
+        procs = [lanes.live.start(), lanes.history.start()]
+        again = sent[0]
+        producer = Producer({"bootstrap.servers": lanes.live.bootstrap})
+        producer.produce(again.topic(), again.value(), partition=again.partition())
+        assert producer.flush(30) == 0
+        _wait_metric(lanes, 0, 'rhythm_processor_norms_total{outcome="overlap"}', 1)
+        _history_applied_new_flushes(lanes)
+        mine = [a for a in lanes.alerts() if a["tenant"] == "norms"]
+        resent = _norms_messages(lanes)
+    finally:
+        for proc in procs:
+            stop_group(proc, 30.0)
+    got = [(a["kind"], a["entity_id"], a["fired_at"]) for a in mine]
+    # the live lane alerted what one sequence of history and live events says, when it says,
+    # once each (raw messages counted), not historical; nothing for the entity without history
+    assert sorted(got) == sorted((k, "a-1", at) for k, at in expected)
+    assert len(got) == len(set(got))
+    assert not any(a.get("historical") for a in mine)
+    assert len(sent) == 1 and len(resent) == 2  # the restarted history lane sent nothing new
