@@ -12,6 +12,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -25,14 +26,18 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from rhythm.processors.lanes import lane_of_version
 from rhythm.processors.settings import ProcessorSettings
+from rhythm.processors.stage1 import Stage1Config, Stage1Partition
 from rhythm.processors.stage2 import Stage2Partition
+from rhythm.producers.prepare import prepare_event
 from rhythm.runtime.process import stop_group
+from rhythm.schemas import encode_event
 from rhythm.schemas.keys import EntityKey
+from rhythm.schemas.outputs import alert_id
 from rhythm.stack.ports import free_ports
 
 from .conftest import payload, read_topic
 from .test_processors import WINDOWS_MS, Pipeline, check_alerts, check_signals, expected_closed
-from .workload import DAY, HOUR, generate, iso, reference_signals
+from .workload import DAY, HOUR, generate, iso, ms_of, reference_signals
 
 pytestmark = pytest.mark.integration
 
@@ -349,3 +354,85 @@ def test_norms_learned_from_a_backfill_let_the_live_lane_alert_the_silence_once(
     assert len(got) == len(set(got))
     assert not any(a.get("historical") for a in mine)
     assert len(sent) == 1 and len(resent) == 2  # the restarted history lane sent nothing new
+
+
+def _without_lanes(lanes: Lanes, events: list[dict[str, Any]], now: int) -> set[tuple[Any, ...]]:
+    """The alerts a live lane gives these events with no backfill beside it: the stages'
+    pure steps in process, one partition each, the workers' settings, the clock at `now`."""
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in lanes.live.env().items():
+            if name.startswith("RHYTHM_PROCESSOR_"):
+                env.setenv(name, value)
+        s = ProcessorSettings()
+    source = Stage1Partition(
+        0,
+        Stage1Config(
+            updates_partitions=1, dedup_horizon_ms=int((s.lateness_s + s.late_retention_s) * 1000),
+            lateness_ms=int(s.lateness_s * 1000), idle_after_s=s.idle_after_s,
+            window_sizes_ms=tuple(w * 1000 for w in s.window_seconds),
+            late_retention_ms=int(s.late_retention_s * 1000),
+        ),
+    )  # fmt: skip
+    proc = Stage2Partition(0, 1, s.signal_config(), s.reply_config(), s.alert_policy())
+    wire: list[tuple[int, bytes | None]] = [
+        (i, encode_event(prepare_event(e)[0])) for i, e in enumerate(events)
+    ]
+    out = source.process(wire, now, 0.0)
+    tick = source.tick(len(wire), now, 1e9)
+    got = set()
+    for part in (out, tick):
+        for message in part.messages.values() if part else ():
+            for alert in proc.apply(message).alerts:
+                got.add((alert_id(alert), alert["kind"], alert["entity_id"], alert["fired_at"]))
+    return got
+
+
+def test_live_windows_close_and_alerts_fire_during_a_backfill_as_without_it(
+    lanes: Lanes, tmp_path: Path
+) -> None:
+    now = int(time.time() * 1000)
+    today = now - now % DAY
+    live = generate(now, seed=51, tenant="live")
+    past = generate(today - 6 * DAY, seed=52, days=14, tenant="past")
+    split = now - 12 * HOUR  # the last twelve hours of the live stream arrive during it
+    before = [e for e in live.arrivals if ms_of(e) < split]
+    during = [e for e in live.arrivals if ms_of(e) >= split]
+    procs = [lanes.live.start(), lanes.history.start()]
+    try:
+        lanes.live.send(before)
+        lanes.wait_for({("live", *k) for k in expected_closed(
+            reference_signals([e for e in live.events if ms_of(e) < split], WINDOWS_MS),
+            split - HOUR)})  # fmt: skip
+        began = time.time() * 1000
+        importing = threading.Thread(target=backfill, args=(lanes, past.arrivals, tmp_path))
+        importing.start()
+        for i in range(0, len(during), max(1, len(during) // 10)):  # in ten sends
+            lanes.live.send(during[i : i + max(1, len(during) // 10)])
+        importing.join()
+        ended = time.time() * 1000
+        closed = expected_closed(reference_signals(live.events, WINDOWS_MS), now - 60_000)
+        lanes.wait_for({("live", *k) for k in closed})
+        signals = read_topic(lanes.live.bootstrap, lanes.live.topics["signals"], 0, timeout=5)
+        alerts = read_topic(lanes.live.bootstrap, lanes.live.topics["alerts"], 0, timeout=5)
+    finally:
+        for proc in procs:
+            stop_group(proc, 30.0)
+
+    def during_backfill(messages: list[Any]) -> int:
+        return sum(
+            1
+            for m in messages
+            if json.loads(payload(m))["tenant"] == "live" and began <= m.timestamp()[1] <= ended
+        )
+
+    # live windows kept closing and live alerts kept firing while the history lane imported
+    assert during_backfill(signals) > 0 and during_backfill(alerts) > 0
+    got = [json.loads(payload(m)) for m in alerts]
+    mine = {
+        (a["alert_id"], a["kind"], a["entity_id"], a["fired_at"])
+        for a in got
+        if a["tenant"] == "live" and a["fired_at"] <= now - HOUR
+    }
+    expected = {a for a in _without_lanes(lanes, live.arrivals, now) if a[3] <= now - HOUR}
+    assert expected and mine == expected  # the same alerts, ids and times as without it
+    assert not any(a.get("historical") for a in got if a["tenant"] == "live")
