@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from math import nan
 import random
 import subprocess
 import sys
@@ -124,7 +125,7 @@ class LiveStream:
         out = []
         for (_, start_ms), seen in self.seen.items():
             close = start_ms / 1000 + WINDOW_S + LATENESS_S
-            if begin <= start_ms / 1000 and close <= end:
+            if begin <= close <= end:
                 out.append(seen - close)
         return out
 
@@ -198,9 +199,7 @@ def lanes_run(kafka: LocalKafka, home: Path) -> dict[str, Any]:
         if backfill.returncode != 0:
             raise RuntimeError(f"rhythm backfill exited {backfill.returncode}; see {home}")
         progress("lanes: waiting for the last windows")
-        settle = time.time()
-        live.run_for(2 * (WINDOW_S + LATENESS_S) + 3)  # windows closing at b_end, and later
-        del settle
+        live.run_for(2 * (WINDOW_S + LATENESS_S) + 3)  # rows of windows closing at b_end
         live.client.close()
         metrics = scrape(history_port)
         lat_a = live.latencies(a_begin, a_end)
@@ -212,8 +211,18 @@ def lanes_run(kafka: LocalKafka, home: Path) -> dict[str, Any]:
             "backfill": backfill_n,
             "backfill_s": b_end - b_begin,
             "history_events": int(metrics.get("rhythm_processor_events_total", 0.0)),
-            "a": (len(lat_a), percentile(lat_a, 50), percentile(lat_a, 99), max(lat_a)),
-            "b": (len(lat_b), percentile(lat_b, 50), percentile(lat_b, 99), max(lat_b)),
+            "a": (
+                len(lat_a),
+                percentile(lat_a, 50),
+                percentile(lat_a, 99),
+                max(lat_a, default=nan),
+            ),
+            "b": (
+                len(lat_b),
+                percentile(lat_b, 50),
+                percentile(lat_b, 99),
+                max(lat_b, default=nan),
+            ),
             "load_a": f"{load_a0} → {load_a1}",
             "load_b": f"{load_b0} → {load_b1}",
         }

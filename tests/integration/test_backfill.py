@@ -8,6 +8,7 @@ the history lane's are marked historical; the routed events are counted both way
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import subprocess
@@ -16,7 +17,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from rhythm.processors.lanes import lane_of_version
 from rhythm.processors.settings import ProcessorSettings
 from rhythm.processors.stage1 import Stage1Config, Stage1Partition
 from rhythm.processors.stage2 import Stage2Partition
+from rhythm.producers import Client, ClientSettings, KafkaSettings
 from rhythm.producers.prepare import prepare_event
 from rhythm.runtime.process import stop_group
 from rhythm.schemas import encode_event
@@ -391,52 +393,94 @@ def _without_lanes(lanes: Lanes, events: list[dict[str, Any]], now: int) -> set[
     return got
 
 
+class LiveStream:
+    """Events stamped with the wall clock as they are sent: every event is on time, so the
+    live lane's alerts depend on nothing but the events (a late one could end a silence
+    the watermark had already alerted). Each entity sends every 0.5-1.5 s until its stop."""
+
+    def __init__(self, lanes: Lanes, stops: dict[str, float]) -> None:
+        settings = ClientSettings(
+            kafka=KafkaSettings(bootstrap_servers=lanes.live.bootstrap),
+            topic=lanes.live.topics["events"],
+        )
+        self.client = Client(settings)
+        self.stops = stops  # entity -> wall time it stops at (inf: never)
+        self.next = dict.fromkeys(stops, time.time())
+        self.rng = random.Random(53)
+        self.sent: list[dict[str, Any]] = []
+
+    def run_until(self, done: Callable[[], bool]) -> None:
+        while not done():
+            now = time.time()
+            for entity, at in self.next.items():
+                if at <= now < self.stops[entity]:
+                    ms = int(time.time() * 1000)
+                    event = {
+                        "event_id": str(uuid.UUID(int=self.rng.getrandbits(128))),
+                        "tenant": "live", "occurred_at": iso(ms),
+                        "actor": {"type": "account", "id": entity}, "verb": "viewed",
+                    }  # fmt: skip
+                    self.client.send(event)
+                    self.sent.append(event)
+                    self.next[entity] = now + self.rng.uniform(0.5, 1.5)
+            self.client.flush(0)
+            time.sleep(0.01)  # the stream's pace
+
+
 def test_live_windows_close_and_alerts_fire_during_a_backfill_as_without_it(
     lanes: Lanes, tmp_path: Path
 ) -> None:
+    # seconds, not hours: 10 s windows, 2 s lateness, a silence judged after a minute of history
+    lanes.live.extra_env |= {
+        "RHYTHM_PROCESSOR_WINDOW_SECONDS": "[10]", "RHYTHM_PROCESSOR_LATENESS_S": "2",
+        "RHYTHM_PROCESSOR_SILENCE_MIN_S": "3", "RHYTHM_PROCESSOR_SILENCE_MIN_SPAN_S": "60",
+    }  # fmt: skip
     now = int(time.time() * 1000)
-    today = now - now % DAY
-    live = generate(now, seed=51, tenant="live")
-    past = generate(today - 6 * DAY, seed=52, days=14, tenant="past")
-    split = now - 12 * HOUR  # the last twelve hours of the live stream arrive during it
-    before = [e for e in live.arrivals if ms_of(e) < split]
-    during = [e for e in live.arrivals if ms_of(e) >= split]
+    past = generate(now - now % DAY - 6 * DAY, seed=52, days=14, tenant="past")
+    start = time.time() + 5
+    stops = {"steady-1": math.inf, "steady-2": math.inf, "steady-3": math.inf}
+    stops |= {"quiet-1": start + 80, "quiet-2": start + 90}  # then silent
     procs = [lanes.live.start(), lanes.history.start()]
+    stream = LiveStream(lanes, stops)
     try:
-        lanes.live.send(before)
-        lanes.wait_for({("live", *k) for k in expected_closed(
-            reference_signals([e for e in live.events if ms_of(e) < split], WINDOWS_MS),
-            split - HOUR)})  # fmt: skip
-        began = time.time() * 1000
+        stream.run_until(lambda: time.time() >= start + 95)
+        # when the quiet accounts' silences are due, by the rule over what was sent
+        judged = _without_lanes(lanes, stream.sent, now=10**13)
+        due = sorted(a[3] for a in judged if a[1] == "silence" and a[2].startswith("quiet"))
+        assert len(due) == 2, due  # the scenario holds: both quiet accounts alert
+        # the import starts just before the first is due (its close: due + lateness)
+        stream.run_until(lambda: time.time() * 1000 >= due[0] + 2000 - 3000)
         importing = threading.Thread(target=backfill, args=(lanes, past.arrivals, tmp_path))
+        began = time.time() * 1000
         importing.start()
-        for i in range(0, len(during), max(1, len(during) // 10)):  # in ten sends
-            lanes.live.send(during[i : i + max(1, len(during) // 10)])
-        importing.join()
+        stream.run_until(lambda: not importing.is_alive())
         ended = time.time() * 1000
-        closed = expected_closed(reference_signals(live.events, WINDOWS_MS), now - 60_000)
-        lanes.wait_for({("live", *k) for k in closed})
+        stream.run_until(lambda: time.time() * 1000 >= max(ended, due[-1]) + 10_000)
+        stream.client.close()
+        end = ms_of(stream.sent[-1])
+        expected = {a for a in _without_lanes(lanes, stream.sent, now=end) if a[3] <= end}
+        deadline = time.monotonic() + 120
+        mine: set[tuple[Any, ...]] = set()
+        while time.monotonic() < deadline and not mine >= expected:
+            alerts = read_topic(lanes.live.bootstrap, lanes.live.topics["alerts"], 0, timeout=5)
+            got = [(json.loads(payload(m)), m.timestamp()[1]) for m in alerts]
+            mine = {
+                (a["alert_id"], a["kind"], a["entity_id"], a["fired_at"])
+                for a, _ in got
+                if a["tenant"] == "live" and a["fired_at"] <= end
+            }
         signals = read_topic(lanes.live.bootstrap, lanes.live.topics["signals"], 0, timeout=5)
-        alerts = read_topic(lanes.live.bootstrap, lanes.live.topics["alerts"], 0, timeout=5)
     finally:
         for proc in procs:
             stop_group(proc, 30.0)
 
-    def during_backfill(messages: list[Any]) -> int:
-        return sum(
-            1
-            for m in messages
-            if json.loads(payload(m))["tenant"] == "live" and began <= m.timestamp()[1] <= ended
-        )
+    def during(messages: list[tuple[dict[str, Any], int]]) -> int:
+        return sum(1 for v, at in messages if v["tenant"] == "live" and began <= at <= ended)
 
+    assert ended - began > 10_000  # a backfill long enough to see windows close in it
     # live windows kept closing and live alerts kept firing while the history lane imported
-    assert during_backfill(signals) > 0 and during_backfill(alerts) > 0
-    got = [json.loads(payload(m)) for m in alerts]
-    mine = {
-        (a["alert_id"], a["kind"], a["entity_id"], a["fired_at"])
-        for a in got
-        if a["tenant"] == "live" and a["fired_at"] <= now - HOUR
-    }
-    expected = {a for a in _without_lanes(lanes, live.arrivals, now) if a[3] <= now - HOUR}
-    assert expected and mine == expected  # the same alerts, ids and times as without it
-    assert not any(a.get("historical") for a in got if a["tenant"] == "live")
+    assert during([(json.loads(payload(m)), m.timestamp()[1]) for m in signals]) > 0
+    assert during(got) > 0, (began, ended, due)
+    # the same alerts (ids, event times) as the live lane's rule gives without a backfill
+    assert mine == expected
+    assert not any(a.get("historical") for a, _ in got if a["tenant"] == "live")
