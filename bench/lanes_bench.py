@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import json
 import os
-from math import nan
 import random
 import subprocess
 import sys
 import time
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +228,15 @@ def lanes_run(kafka: LocalKafka, home: Path) -> dict[str, Any]:
         }
     finally:
         stack.down()
+
+
+def _summary(latencies: list[float]) -> tuple[int, float, float, float]:
+    return (
+        len(latencies),
+        percentile(latencies, 50),
+        percentile(latencies, 99),
+        max(latencies, default=nan),
+    )
 
 
 def lanes_section(kafka: LocalKafka, home: Path) -> str:
