@@ -72,6 +72,7 @@ class Lanes:
             "RHYTHM_PROCESSOR_ALERTS_TOPIC": t["alerts"],
             "RHYTHM_PROCESSOR_DEAD_LETTERS_TOPIC": t["dead"],
             "RHYTHM_PROCESSOR_METRICS_PORT": str(self.ports[1]),
+            "RHYTHM_PROCESSOR_HANDOFF_TOPIC": t["updates"],
         }
 
     def latest(self) -> dict[Key, dict[str, Any]]:
@@ -309,7 +310,6 @@ def test_norms_learned_from_a_backfill_let_the_live_lane_alert_the_silence_once(
     # ten-second history (the rule scores gaps once history spans a day), up to a minute
     # ago; the live lane's lateness 30 s
     lanes.live.extra_env["RHYTHM_PROCESSOR_LATENESS_S"] = "30"
-    lanes.history.extra_env["RHYTHM_PROCESSOR_HANDOFF_TOPIC"] = lanes.live.topics["updates"]
     now = int(time.time() * 1000)
     rng = random.Random(41)
     history, t = [], now - 26 * HOUR
@@ -450,11 +450,20 @@ def test_live_windows_close_and_alerts_fire_during_a_backfill_as_without_it(
         assert len(due) == 2, due  # the scenario holds: both quiet accounts alert
         # the import starts just before the first is due (its close: due + lateness)
         stream.run_until(lambda: time.time() * 1000 >= due[0] + 2000 - 3000)
-        importing = threading.Thread(target=backfill, args=(lanes, past.arrivals, tmp_path))
+        failed: list[BaseException] = []
+
+        def importer() -> None:
+            try:
+                backfill(lanes, past.arrivals, tmp_path)
+            except BaseException as exc:  # the test's thread must see it
+                failed.append(exc)
+
+        importing = threading.Thread(target=importer)
         began = time.time() * 1000
         importing.start()
         stream.run_until(lambda: not importing.is_alive())
         ended = time.time() * 1000
+        assert not failed, failed
         stream.run_until(lambda: time.time() * 1000 >= max(ended, due[-1]) + 10_000)
         stream.client.close()
         end = ms_of(stream.sent[-1])
