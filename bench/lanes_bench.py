@@ -40,6 +40,7 @@ from bench.harness import (
     scrape,
     start,
 )
+from rhythm.processors.settings import HISTORY_NICE
 from rhythm.producers import Client, ClientSettings, KafkaSettings
 from rhythm.stack.kafka import LocalKafka
 from rhythm.stack.ports import free_port
@@ -135,6 +136,7 @@ def lanes_run(kafka: LocalKafka, home: Path) -> dict[str, Any]:
     entities = env_int("RHYTHM_BENCH_LANES_ENTITIES", 100)
     phase_s = env_float("RHYTHM_BENCH_LANES_S", 60.0)
     backfill_n = env_int("RHYTHM_BENCH_LANES_BACKFILL", 200_000)
+    nice = os.environ.get("RHYTHM_BENCH_LANES_NICE", "")  # the history worker's; "": default
     bootstrap = kafka.bootstrap
     topics = _topics(kafka, "lanes")
     history_input = "lanes.history"
@@ -165,6 +167,7 @@ def lanes_run(kafka: LocalKafka, home: Path) -> dict[str, Any]:
             "RHYTHM_PROCESSOR_ALERTS_TOPIC": topics["alerts"],
             "RHYTHM_PROCESSOR_DEAD_LETTERS_TOPIC": topics["dead"],
             "RHYTHM_PROCESSOR_HANDOFF_TOPIC": "bench-lanes.updates",
+            **({"RHYTHM_PROCESSOR_NICE": nice} if nice else {}),
         },
     )
     stack.procs.append(start([*rhythm_cli(), "processors"], env, home / "lanes-history.log"))
@@ -225,6 +228,7 @@ def lanes_run(kafka: LocalKafka, home: Path) -> dict[str, Any]:
             ),
             "load_a": f"{load_a0} → {load_a1}",
             "load_b": f"{load_b0} → {load_b1}",
+            "nice": nice or f"default ({HISTORY_NICE})",
         }
     finally:
         stack.down()
@@ -259,7 +263,8 @@ def lanes_section(kafka: LocalKafka, home: Path) -> str:
         f"stamped with the wall clock ({r['sent']:,} events in all), 10 s windows, "
         f"{LATENESS_S:.0f} s lateness. Phase A: the live stream alone; phase B: the same while "
         f"`rhythm backfill` imports {r['backfill']:,} events (a month of 1,000 accounts) "
-        f"into the history lane, {r['backfill_s']:.0f} s from its start until it had "
+        f"into the history lane (worker niceness {r['nice']}; `RHYTHM_BENCH_LANES_NICE`), "
+        f"{r['backfill_s']:.0f} s from its start until it had "
         f"followed the lane to the end ({r['history_events']:,} events counted there). "
         "Close = window_end + lateness; latency = first seen in ClickHouse (polled every "
         "0.1 s) − close.\n\n"

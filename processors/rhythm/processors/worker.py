@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rhythm.processors.settings import ProcessorSettings
@@ -109,6 +111,8 @@ def run(settings: ProcessorSettings | None = None) -> None:
     from rhythm.processors.app import Processors
 
     settings = settings or ProcessorSettings()
+    if settings.niceness:
+        os.nice(settings.niceness)  # the history lane yields the CPU to the live lane
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     partitions = events_partitions(settings)
     ensure_updates_topic(settings)
