@@ -73,30 +73,40 @@ def test_combining_the_parts_gives_the_whole_sequences_counts_exposure_and_gaps(
             assert rhythm.due(got, ts[-1], RULE) == rhythm.due(whole, ts[-1], RULE)
 
 
-def test_with_no_model_here_the_history_is_taken_and_the_quiet_after_it_judged() -> None:
+def test_with_no_model_here_the_history_is_taken_and_judged_from_the_next_event() -> None:
     ts = times(60, seed=2)
     learned = model_of(ts)
     state = EntityState()
-    assert take_norms(state, learned, ts[-1], False, ts[-1], CFG, RULE) == ADOPTED
-    assert state.last_ms == ts[-1] and state.silent_since_ms is None
-    due = rhythm.due(learned, ts[-1], RULE)
+    assert take_norms(state, learned, ts[-1], ts[-1], CFG, RULE) == ADOPTED
+    assert state.last_ms == ts[-1]
+    # the quiet after the history's last event is the history lane's to judge, as after a
+    # routed event: nothing here, and no `resumed` when the next event ends it
+    assert advance(state, ts[-1] + 30 * DAY_MS, CFG, RULE).alerts == []
+    nxt = ts[-1] + 30 * DAY_MS + MIN
+    out = AdvanceResult()
+    add_event(state, nxt, 1.0, nxt, CFG, out, RULE)
+    out.alerts += advance(state, nxt + L + 1, CFG, RULE).alerts
+    assert out.alerts == []
+    # from the next event on, the norms judge the quiet after it
+    assert state.rhythm is not None
+    due = rhythm.due(state.rhythm, nxt, RULE)
     assert due is not None
-    out = advance(state, due + L + 1, CFG, RULE)
-    assert [(a.kind, a.fired_at_ms) for a in out.alerts] == [("silence", due)]
+    got = advance(state, due + L + 1, CFG, RULE).alerts
+    assert [(a.kind, a.fired_at_ms) for a in got] == [("silence", due)]
 
 
 def test_the_same_norms_again_are_left_so_taking_is_idempotent() -> None:
     ts = times(60, seed=3)
     learned = model_of(ts)
     state = EntityState()
-    assert take_norms(state, learned, ts[-1], False, ts[-1], CFG, RULE) == ADOPTED
+    assert take_norms(state, learned, ts[-1], ts[-1], CFG, RULE) == ADOPTED
     saved = encode_entity(state, {})
     for _ in range(3):  # a restart re-reads the message; a re-sent one
-        assert take_norms(state, learned, ts[-1], False, ts[-1], CFG, RULE) == OVERLAP
+        assert take_norms(state, learned, ts[-1], ts[-1], CFG, RULE) == OVERLAP
     assert encode_entity(state, {}) == saved
     # a later hand-off of the history lane, with more of the same history: overlaps too
     more = model_of([*ts, ts[-1] + HOUR_MS])
-    assert take_norms(state, more, ts[-1] + HOUR_MS, False, ts[-1], CFG, RULE) == OVERLAP
+    assert take_norms(state, more, ts[-1] + HOUR_MS, ts[-1], CFG, RULE) == OVERLAP
 
 
 def test_norms_of_events_not_older_than_every_live_event_are_left() -> None:
@@ -106,11 +116,11 @@ def test_norms_of_events_not_older_than_every_live_event_are_left() -> None:
     add_event(state, ts[20], 1.0, ts[20], CFG, out, RULE)
     advance(state, ts[20] + L + 1, CFG, RULE)  # final here: the live lane's first event
     before = encode_entity(state, {})
-    assert take_norms(state, model_of(ts[:25]), ts[24], False, ts[24], CFG, RULE) == OVERLAP
+    assert take_norms(state, model_of(ts[:25]), ts[24], ts[24], CFG, RULE) == OVERLAP
     assert encode_entity(state, {}) == before
     pending = EntityState()
     add_event(pending, ts[20], 1.0, ts[20], CFG, out, RULE)  # not final yet
-    assert take_norms(pending, model_of(ts[:25]), ts[24], False, ts[24], CFG, RULE) == OVERLAP
+    assert take_norms(pending, model_of(ts[:25]), ts[24], ts[24], CFG, RULE) == OVERLAP
     assert pending.rhythm is None
 
 
@@ -122,32 +132,21 @@ def test_a_live_model_of_later_events_is_combined_and_its_events_counted_once() 
         add_event(state, t, 1.0, t, CFG, out, RULE)
     advance(state, ts[-1] + L + 1, CFG, RULE)
     assert state.rhythm is not None and state.rhythm.first_ms == ts[50]
-    assert take_norms(state, model_of(ts[:50]), ts[49], False, ts[-1], CFG, RULE) == COMBINED
+    assert take_norms(state, model_of(ts[:50]), ts[49], ts[-1], CFG, RULE) == COMBINED
     whole = model_of(ts)
     assert state.rhythm.gaps == whole.gaps == len(ts) - 1
     assert state.rhythm.counts == pytest.approx(whole.counts, rel=1e-9)
     assert state.last_ms == ts[-1]
     # and once only
-    assert take_norms(state, model_of(ts[:50]), ts[49], False, ts[-1], CFG, RULE) == OVERLAP
+    assert take_norms(state, model_of(ts[:50]), ts[49], ts[-1], CFG, RULE) == OVERLAP
 
 
 def test_norms_older_than_the_live_lane_keeps_them_are_left() -> None:
     ts = times(40, seed=6)
     state = EntityState()
     watermark = ts[-1] + CFG.norms_ttl_ms
-    assert take_norms(state, model_of(ts), ts[-1], False, watermark, CFG, RULE) == EXPIRED
+    assert take_norms(state, model_of(ts), ts[-1], watermark, CFG, RULE) == EXPIRED
     assert state.rhythm is None
-
-
-def test_a_quiet_the_history_lane_alerted_is_not_alerted_again_nor_resumed() -> None:
-    ts = times(60, seed=7)
-    state = EntityState()
-    assert take_norms(state, model_of(ts), ts[-1], True, ts[-1], CFG, RULE) == ADOPTED
-    assert advance(state, ts[-1] + 60 * DAY_MS, CFG, RULE).alerts == []
-    out = AdvanceResult()
-    add_event(state, ts[-1] + 61 * DAY_MS, 1.0, ts[-1] + 60 * DAY_MS, CFG, out, RULE)
-    late = advance(state, ts[-1] + 62 * DAY_MS, CFG, RULE)
-    assert [a.kind for a in out.alerts + late.alerts] == []
 
 
 def test_an_entity_saved_before_the_hand_off_decodes_with_none_handed() -> None:

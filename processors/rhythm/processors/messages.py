@@ -31,9 +31,9 @@ __all__ = [
 #   time in the entity's sequence of final events, so the next event's gap is exact
 # context: [key, ts_ms, actor_type, actor_id, channel, verb, about, src_partition, src_offset]
 #   (about: the event's target as "type:id", or "")
-# norms:   [key, last_ms, judged, rhythm]  (on the live lane's updates topic only)
+# norms:   [key, last_ms, rhythm]  (on the live lane's updates topic only)
 #   what the history lane learned of an entity's rhythm from its events up to last_ms
-#   (rhythm: codec.encode_rhythm's list; judged: 1 if it alerted the quiet after last_ms),
+#   (rhythm: codec.encode_rhythm's list),
 #   sent once its input is drained; live stage 2 takes it by entity.take_norms's rule
 EntityUpdate = list[Any]
 ROUTED = "routed"

@@ -31,7 +31,6 @@ from rhythm.processors.codec import (
     loads,
 )
 from rhythm.processors.messages import ROUTED, NormsUpdate, UpdatesMessage
-from rhythm.processors.signals import rhythm
 from rhythm.processors.signals.conversation import (
     ContextMessage,
     ContextState,
@@ -283,7 +282,7 @@ class Stage2Partition:
 
     def _take_norms(self, norms: NormsUpdate, out: Stage2Output) -> None:
         """The live lane: an entity's norms from the history lane (take_norms's rule)."""
-        key, learned_last, judged, model = norms
+        key, learned_last, model = norms
         entity = self.entities.get(key)
         if entity is None:
             entity = _Entity(EntityState(), {}, self._rule(key))
@@ -295,7 +294,7 @@ class Stage2Partition:
             learned = decode_rhythm(model)
             assert learned is not None
             outcome = take_norms(
-                entity.state, learned, int(learned_last), bool(judged), self.watermark,
+                entity.state, learned, int(learned_last), self.watermark,
                 self.signal_cfg, entity.rule,
             )  # fmt: skip
         out.norms_taken[outcome] = out.norms_taken.get(outcome, 0) + 1
@@ -312,7 +311,6 @@ class Stage2Partition:
         MAX_ADVANCE, goes at a later flush; a flush comes every tick while idle)."""
         watermark = self.watermark
         waiting: set[str] = set()
-        evidence = self._evidence()
         for key in sorted(self._learned):
             entity = self.entities.get(key)
             if entity is None or entity.rule is None:
@@ -328,9 +326,7 @@ class Stage2Partition:
             model, last = state.rhythm, state.last_ms
             if model is None or last is None or state.handed_ms == last:
                 continue
-            when = rhythm.due(model, last, entity.rule)
-            judged = state.silent_since_ms == last and when is not None and when <= evidence
-            out.norms.append([key, last, int(judged), encode_rhythm(model)])
+            out.norms.append([key, last, encode_rhythm(model)])
             state.handed_ms = last
             if frozen is not None:
                 entity.frozen = bytes(memoryview(encode_entity(state, applied)))

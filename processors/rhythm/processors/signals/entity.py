@@ -483,13 +483,12 @@ def take_norms(
     state: EntityState,
     learned: Rhythm,
     learned_last: int,
-    judged: bool,
     watermark_ms: int,
     cfg: SignalConfig,
     rule: SilenceRule,
 ) -> str:
     """The live lane takes an entity's norms the history lane `learned` from its events up
-    to `learned_last` (`judged`: the history lane alerted the quiet after it). The rule:
+    to `learned_last`. The rule:
     only norms of events older than every event this lane's model has counted are taken
     (the model's first event; or, with no final event yet, every pending one), so nothing is
     counted twice; a taken model starts at the history's first event, so the same norms
@@ -499,7 +498,8 @@ def take_norms(
 
     With no model here, the history's is taken whole, with its last event (the next event's
     gap is then the whole sequence's, as for a routed event), and the quiet after it is
-    judged here unless the history lane already alerted it. With a model of later events,
+    the history lane's to judge (as after a routed event: `note_routed`): this lane judges
+    the entity's silence from its next event on, with no `resumed`. With a model of later events,
     the two are combined (`rhythm.combine`)."""
     if learned_last + cfg.norms_ttl_ms <= watermark_ms:
         return EXPIRED
@@ -510,7 +510,7 @@ def take_norms(
         state.rhythm = rhythm.copy(learned)
         rhythm.rejudge(state.rhythm, learned_last, rule)  # by this lane's rule
         state.last_ms = learned_last
-        state.silent_since_ms = ROUTED_QUIET if judged else None
+        state.silent_since_ms = ROUTED_QUIET
         return ADOPTED
     if learned_last >= own.first_ms:
         return OVERLAP
