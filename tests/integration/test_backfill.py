@@ -436,7 +436,8 @@ def test_live_windows_close_and_alerts_fire_during_a_backfill_as_without_it(
         "RHYTHM_PROCESSOR_SILENCE_MIN_S": "3", "RHYTHM_PROCESSOR_SILENCE_MIN_SPAN_S": "60",
     }  # fmt: skip
     now = int(time.time() * 1000)
-    past = generate(now - now % DAY - 6 * DAY, seed=52, days=14, tenant="past")
+    # a history large enough to take tens of seconds here: windows close while it runs
+    past = generate(now - now % DAY - 6 * DAY, seed=52, days=14, users=48, tenant="past")
     start = time.time() + 5
     stops = {"steady-1": math.inf, "steady-2": math.inf, "steady-3": math.inf}
     stops |= {"quiet-1": start + 80, "quiet-2": start + 90}  # then silent
