@@ -48,11 +48,13 @@ test: lint kafka-fetch
 
 # The whole fault suite, the `long` tests included (200k events through kills, a broker
 # restart and a ClickHouse outage; the client through a broker outage; the processors killed
-# a dozen times mid-stream): tens of minutes.
+# a dozen times mid-stream; the history lane's norms hand-off and a live stream beside a
+# backfill, in wall-clock time): tens of minutes.
 # The table it prints also goes to .rhythm/faults-report.md (for RELIABILITY.md).
 test-faults: kafka-fetch
 	RHYTHM_FAULTS_REPORT=$(RUN_HOME)/faults-report.md $(PY) -m pytest tests/faults \
 		tests/integration/test_processors.py tests/integration/test_stack_supervisor.py \
+		tests/integration/test_backfill.py \
 		--timeout 5400
 
 # Scale-out on a real 3-node Kafka cluster (minutes: three JVMs and several workers); not in
@@ -76,7 +78,8 @@ bench: kafka-fetch
 bench-smoke: kafka-fetch
 	RHYTHM_BENCH_EVENTS=20000 RHYTHM_BENCH_PEER_SCALE=0.05 RHYTHM_BENCH_ROUNDS=1 \
 	RHYTHM_BENCH_FAUST_EVENTS=3000 RHYTHM_BENCH_PROFILE_S=5 RHYTHM_BENCH_LIVE_S=20 \
-	RHYTHM_BENCH_LIVE_ENTITIES=50 RHYTHM_BENCH_SCALE_EVENTS=5000 RHYTHM_BENCH_SCALE_ENTITIES=500 \
+	RHYTHM_BENCH_LIVE_ENTITIES=50 RHYTHM_BENCH_LANES_S=20 RHYTHM_BENCH_LANES_BACKFILL=5000 \
+	RHYTHM_BENCH_SCALE_EVENTS=5000 RHYTHM_BENCH_SCALE_ENTITIES=500 \
 	RHYTHM_BENCH_RECOVERY_ENTITIES=5000 RHYTHM_BENCH_COLLECTOR_EVENTS=20000 \
 	RHYTHM_BENCH_COLLECTOR_LATENCY_S=5 RHYTHM_BENCH_COLLECTOR_ROUNDS=1 \
 	RHYTHM_BENCH_RESULTS=bench/.work-smoke/results \

@@ -32,7 +32,7 @@ HOW = """## How these numbers are made
 
 - `make bench` runs every section on a private local Kafka broker (free ports, data in
   bench/.work, git-ignored) and writes bench/results/<section>.md and this file;
-  `python -m bench.run --only peers` (or client, e2e, scale, workers, collector) re-runs one
+  `python -m bench.run --only peers` (or client, e2e, lanes, scale, workers, collector) re-runs one
   section and keeps the others' last results. `make bench-smoke` runs all of them on small
   sizes (about 20 minutes here) and writes bench/.work-smoke/BENCHMARKS.md instead.
 - Sizes come from the environment: `RHYTHM_BENCH_EVENTS` (end to end, default 1,000,000),
@@ -43,6 +43,8 @@ HOW = """## How these numbers are made
   Faust agent's share, default 30,000), `RHYTHM_BENCH_PROFILE_S` (> 0: py-spy over one extra
   whole pass; 0: none),
   `RHYTHM_BENCH_LIVE_S` / `RHYTHM_BENCH_LIVE_ENTITIES` (latency tail, 90 s / 200),
+  `RHYTHM_BENCH_LANES_S` / `_LANES_RATE` / `_LANES_ENTITIES` / `_LANES_BACKFILL` (live
+  beside a backfill: 60 s per phase, 50 events/s, 100 users, 200,000 history events),
   `RHYTHM_BENCH_SCALE_EVENTS` / `RHYTHM_BENCH_SCALE_ENTITIES` (50,000 / 5,000; events 0
   skips the throughput runs and keeps their last table),
   `RHYTHM_BENCH_COLLECTOR_EVENTS` / `_CONNECTIONS` / `_LATENCY_S` / `_ROUNDS` / `_LIMIT` (the
@@ -156,7 +158,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["client", "peers", "e2e", "scale", "workers", "collector"],
+        choices=["client", "peers", "e2e", "lanes", "scale", "workers", "collector"],
         default=None,
     )
     parser.add_argument(
@@ -165,7 +167,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    every = ["client", "peers", "e2e", "scale", "workers", "collector"]
+    every = ["client", "peers", "e2e", "lanes", "scale", "workers", "collector"]
     sections = [] if args.assemble else args.only or every
     began = time.monotonic()
     results = Path(os.environ.get("RHYTHM_BENCH_RESULTS", RESULTS)).resolve()
@@ -203,6 +205,10 @@ def run_sections(sections: list[str], args: argparse.Namespace, results: Path) -
                 from bench.e2e_bench import e2e_section
 
                 text = e2e_section(kafka, Path(home))
+            elif section == "lanes":
+                from bench.lanes_bench import lanes_section
+
+                text = lanes_section(kafka, Path(home))
             elif section == "scale":
                 from bench.scale_bench import scale_section
 

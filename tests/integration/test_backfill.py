@@ -6,28 +6,41 @@ history lane. Every closed window of each tenant equals an independent sorted co
 live alerts fire, the history lane's are marked historical; the routed events are counted
 both ways. Then the same with live and history events of the same tenant and entities in the
 same windows (an import overlapping the live period, routed events among live ones), each
-event stored once in the raw `events` rows."""
+event stored once in the raw `events` rows. Then the silence norms a backfill learned,
+handed to the live lane; and live windows and alerts while a backfill runs, as without it."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import random
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rhythm.processors.lanes import lane_of_version
+from rhythm.processors.settings import ProcessorSettings
+from rhythm.processors.stage1 import Stage1Config, Stage1Partition
+from rhythm.processors.stage2 import Stage2Partition
+from rhythm.producers import Client, ClientSettings
+from rhythm.producers.prepare import prepare_event
 from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.runtime.process import stop_group
 from rhythm.runtime.sink_sync import wait_for_sink
+from rhythm.schemas import encode_event
+from rhythm.schemas.keys import EntityKey
+from rhythm.schemas.outputs import alert_id
 from rhythm.stack.ports import free_ports
 
 from .conftest import payload, read_topic
@@ -85,6 +98,7 @@ class Lanes:
             "RHYTHM_PROCESSOR_ALERTS_TOPIC": t["alerts"],
             "RHYTHM_PROCESSOR_DEAD_LETTERS_TOPIC": t["dead"],
             "RHYTHM_PROCESSOR_METRICS_PORT": str(self.ports[1]),
+            "RHYTHM_PROCESSOR_HANDOFF_TOPIC": t["updates"],
             **self.store,
         }
 
@@ -188,6 +202,13 @@ def alert_tuples(alerts: list[dict[str, Any]]) -> set[tuple[str, str, str, str, 
     }
 
 
+_LIVE_WINDOW_SETTINGS = (
+    "RHYTHM_PROCESSOR_WINDOW_SECONDS",
+    "RHYTHM_PROCESSOR_LATENESS_S",
+    "RHYTHM_PROCESSOR_LATE_RETENTION_S",
+)
+
+
 def backfill(lanes: Lanes, events: list[dict[str, Any]], home: Path) -> str:
     """`rhythm backfill FILE` against the test's history lane (its names as its worker
     reads them); returns what it printed."""
@@ -200,6 +221,8 @@ def backfill(lanes: Lanes, events: list[dict[str, Any]], home: Path) -> str:
         RHYTHM_PROCESSOR_EVENTS_TOPIC=lanes.input,
         RHYTHM_PROCESSOR_UPDATES_TOPIC=lanes.history.topics["updates"],
         **lanes.store,
+        # the live lane's windows, as the command reads them to leave out what it may change
+        **{k: v for k, v in lanes.live.extra_env.items() if k in _LIVE_WINDOW_SETTINGS},
     )
     done = subprocess.run(
         [
@@ -378,3 +401,282 @@ def test_live_and_history_of_the_same_entities_share_windows_exactly_and_are_sto
     assert copied > 0
     # each event once in the raw rows: live, imported and routed alike
     assert raw == {e["event_id"]: 1 for e in everything}
+
+
+def _events(tenant: str, account: str, stamps: list[int]) -> list[dict[str, Any]]:
+    actor = {"type": "account", "id": account}
+    return [
+        {
+            "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant}/{account}/{ts}")),
+            "tenant": tenant,
+            "occurred_at": iso(ts),
+            "actor": actor,
+            "verb": "purchased",
+            "channel": "web",
+        }
+        for ts in stamps
+    ]
+
+
+def _one_sequence(lanes: Lanes, account: str, stamps: list[int], end: int) -> set[tuple[str, int]]:
+    """The alerts of one stage-2 partition given the entity's whole sequence at once, with
+    the workers' settings: no lanes, no hand-off (the rule's own code, in process)."""
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in lanes.live.env().items():
+            if name.startswith("RHYTHM_PROCESSOR_"):
+                env.setenv(name, value)
+        s = ProcessorSettings()
+    proc = Stage2Partition(0, 1, s.signal_config(), s.reply_config(), s.alert_policy())
+    key = EntityKey("norms", "actor", "account", account).encode()
+    got = []
+    for message in (
+        {"p": 0, "u": [[key, ts, 1.0, 0, i] for i, ts in enumerate(stamps)], "wm": stamps[-1]},
+        {"p": 0, "wm": end},
+    ):
+        got += [(a["kind"], a["fired_at"]) for a in proc.apply(message).alerts]  # type: ignore[arg-type]
+    return set(got)
+
+
+def _norms_messages(lanes: Lanes) -> list[Any]:
+    out = []
+    for m in read_topic(lanes.live.bootstrap, lanes.live.topics["updates"], 0, timeout=5):
+        value = json.loads(payload(m))
+        if value.get("n"):
+            out.append(m)
+    return out
+
+
+def _wait_metric(lanes: Lanes, lane: int, name: str, at_least: float, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    value = 0.0
+    while time.monotonic() < deadline:
+        try:
+            value = lanes.metric(lane, name)
+        except OSError:
+            value = 0.0  # restarting
+        if value >= at_least:
+            return
+        time.sleep(0.2)
+    raise AssertionError(
+        f"{name} = {value} < {at_least}\nlive: {lanes.live.diagnosis()}\nhistory: "
+        f"{lanes.history.diagnosis()}"
+    )
+
+
+def _history_applied_new_flushes(lanes: Lanes, timeout: float = 120) -> None:
+    """Wait until the history lane's stage 2 has applied messages sent after now (while idle,
+    its stage 1 sends a flush every tick: each is a chance to hand off)."""
+    topic = lanes.history.topics["updates"]
+    consumer = Consumer({"bootstrap.servers": lanes.live.bootstrap, "group.id": lanes.history.name})
+    try:
+        tps = [TopicPartition(topic, p) for p in range(4)]
+        start = [consumer.get_watermark_offsets(tp, 5)[1] for tp in tps]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = [tp.offset for tp in consumer.committed(tps, timeout=10)]
+            if all(d > e for d, e in zip(done, start, strict=True)):
+                return
+            time.sleep(0.2)
+    finally:
+        consumer.close()
+    raise AssertionError(f"the history lane applied nothing new\n{lanes.history.diagnosis()}")
+
+
+@pytest.mark.long  # minutes of a wall-clock live stream: `make test-faults` runs it
+def test_norms_learned_from_a_backfill_let_the_live_lane_alert_the_silence_once(
+    lanes: Lanes, tmp_path: Path
+) -> None:
+    # In seconds, so the quiet after the live events is a silence within minutes: a day of
+    # ten-second history (the rule scores gaps once history spans a day), up to a minute
+    # ago; the live lane's lateness 30 s
+    # (and windows of 10 s kept 10 s: `rhythm backfill` leaves out history in windows the
+    # live lane may still change, and this history reaches up to a minute ago)
+    lanes.live.extra_env |= {
+        "RHYTHM_PROCESSOR_LATENESS_S": "30", "RHYTHM_PROCESSOR_WINDOW_SECONDS": "[10]",
+        "RHYTHM_PROCESSOR_LATE_RETENTION_S": "10",
+    }  # fmt: skip
+    now = int(time.time() * 1000)
+    rng = random.Random(41)
+    history, t = [], now - 26 * HOUR
+    while t < now - MIN:
+        history.append(t)
+        t += int(10_000 * rng.uniform(0.7, 1.3))
+    procs = lanes.start()
+    try:
+        lanes.live.send(_events("warmup", "w", [now]))  # the live lane is up
+        _wait_metric(lanes, 0, "rhythm_processor_events_total", 1)
+        backfill(lanes, _events("norms", "a-1", history), tmp_path)
+        _wait_metric(lanes, 0, 'rhythm_processor_norms_total{outcome="adopted"}', 1)
+        live = []
+        for _ in range(3):  # live, on time: stamped as sent, ten seconds apart
+            live.append(int(time.time() * 1000))
+            lanes.live.send(_events("norms", "a-1", live[-1:]) + _events("norms", "a-2", live[-1:]))
+            time.sleep(10)  # the entity's pace, not a wait for anything
+        expected = _one_sequence(lanes, "a-1", history + live, live[-1] + HOUR)
+        assert [k for k, _ in expected].count("silence") >= 1, expected  # the scenario holds
+        assert _one_sequence(lanes, "a-2", live, live[-1] + HOUR) == set()  # too short alone
+        deadline = time.monotonic() + 420
+        mine: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            mine = [a for a in lanes.alerts() if a["tenant"] == "norms"]
+            if {(a["kind"], a["fired_at"]) for a in mine} >= expected:
+                break
+        # restarts: the history lane must not hand off again; the live lane, given the same
+        # norms again (as a restart re-reading its input would), must not take them twice
+        for proc in procs:
+            stop_group(proc, 30.0)
+        sent = _norms_messages(lanes)
+        procs = [lanes.live.start(), lanes.history.start()]
+        again = sent[0]
+        producer = Producer({"bootstrap.servers": lanes.live.bootstrap})
+        producer.produce(again.topic(), again.value(), partition=again.partition())
+        assert producer.flush(30) == 0
+        _wait_metric(lanes, 0, 'rhythm_processor_norms_total{outcome="overlap"}', 1)
+        _history_applied_new_flushes(lanes)
+        mine = [a for a in lanes.alerts() if a["tenant"] == "norms"]
+        resent = _norms_messages(lanes)
+    finally:
+        for proc in procs:
+            stop_group(proc, 30.0)
+    got = [(a["kind"], a["entity_id"], a["fired_at"]) for a in mine if not a.get("historical")]
+    # the live lane alerted what one sequence of history and live events says, when it says,
+    # once each (raw messages counted); nothing for the entity without history
+    everything = sorted((a["kind"], a["fired_at"], a.get("historical")) for a in mine)
+    assert sorted(got) == sorted((k, "a-1", at) for k, at in expected), everything
+    assert len(got) == len(set(got))
+    assert len(sent) == 1 and len(resent) == 2  # the restarted history lane sent nothing new
+
+
+def _without_lanes(lanes: Lanes, events: list[dict[str, Any]], now: int) -> set[tuple[Any, ...]]:
+    """The alerts a live lane gives these events with no backfill beside it: the stages'
+    pure steps in process, one partition each, the workers' settings, the clock at `now`."""
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in lanes.live.env().items():
+            if name.startswith("RHYTHM_PROCESSOR_"):
+                env.setenv(name, value)
+        s = ProcessorSettings()
+    source = Stage1Partition(
+        0,
+        Stage1Config(
+            updates_partitions=1, dedup_horizon_ms=int((s.lateness_s + s.late_retention_s) * 1000),
+            lateness_ms=int(s.lateness_s * 1000), idle_after_s=s.idle_after_s,
+            window_sizes_ms=tuple(w * 1000 for w in s.window_seconds),
+            late_retention_ms=int(s.late_retention_s * 1000),
+        ),
+    )  # fmt: skip
+    proc = Stage2Partition(0, 1, s.signal_config(), s.reply_config(), s.alert_policy())
+    wire: list[tuple[int, bytes | None]] = [
+        (i, encode_event(prepare_event(e)[0])) for i, e in enumerate(events)
+    ]
+    out = source.process(wire, now, 0.0)
+    tick = source.tick(len(wire), now, 1e9)
+    got = set()
+    for part in (out, tick):
+        for message in part.messages.values() if part else ():
+            for alert in proc.apply(message).alerts:
+                got.add((alert_id(alert), alert["kind"], alert["entity_id"], alert["fired_at"]))
+    return got
+
+
+class LiveStream:
+    """Events stamped with the wall clock as they are sent: every event is on time, so the
+    live lane's alerts depend on nothing but the events (a late one could end a silence
+    the watermark had already alerted). Each entity sends every 0.5-1.5 s until its stop."""
+
+    def __init__(self, lanes: Lanes, stops: dict[str, float]) -> None:
+        settings = ClientSettings(
+            kafka=KafkaSettings(bootstrap_servers=lanes.live.bootstrap),
+            topic=lanes.live.topics["events"],
+        )
+        self.client = Client(settings)
+        self.stops = stops  # entity -> wall time it stops at (inf: never)
+        self.next = dict.fromkeys(stops, time.time())
+        self.rng = random.Random(53)
+        self.sent: list[dict[str, Any]] = []
+
+    def run_until(self, done: Callable[[], bool]) -> None:
+        while not done():
+            now = time.time()
+            for entity, at in self.next.items():
+                if at <= now < self.stops[entity]:
+                    ms = int(time.time() * 1000)
+                    event = {
+                        "event_id": str(uuid.UUID(int=self.rng.getrandbits(128))),
+                        "tenant": "live", "occurred_at": iso(ms),
+                        "actor": {"type": "account", "id": entity}, "verb": "viewed",
+                    }  # fmt: skip
+                    self.client.send(event)
+                    self.sent.append(event)
+                    self.next[entity] = now + self.rng.uniform(0.5, 1.5)
+            self.client.flush(0)
+            time.sleep(0.01)  # the stream's pace
+
+
+@pytest.mark.long  # minutes of a wall-clock live stream: `make test-faults` runs it
+def test_live_windows_close_and_alerts_fire_during_a_backfill_as_without_it(
+    lanes: Lanes, tmp_path: Path
+) -> None:
+    # seconds, not hours: 10 s windows, 2 s lateness, a silence judged after a minute of history
+    lanes.live.extra_env |= {
+        "RHYTHM_PROCESSOR_WINDOW_SECONDS": "[10]", "RHYTHM_PROCESSOR_LATENESS_S": "2",
+        "RHYTHM_PROCESSOR_SILENCE_MIN_S": "3", "RHYTHM_PROCESSOR_SILENCE_MIN_SPAN_S": "60",
+    }  # fmt: skip
+    now = int(time.time() * 1000)
+    # a history large enough to take tens of seconds here: windows close while it runs
+    past = generate(now - now % DAY - 6 * DAY, seed=52, days=14, users=48, tenant="past")
+    start = time.time() + 5
+    stops = {"steady-1": math.inf, "steady-2": math.inf, "steady-3": math.inf}
+    stops |= {"quiet-1": start + 80, "quiet-2": start + 90}  # then silent
+    procs = lanes.start()
+    stream = LiveStream(lanes, stops)
+    try:
+        stream.run_until(lambda: time.time() >= start + 95)
+        # when the quiet accounts' silences are due, by the rule over what was sent
+        judged = _without_lanes(lanes, stream.sent, now=10**13)
+        due = sorted(a[3] for a in judged if a[1] == "silence" and a[2].startswith("quiet"))
+        assert len(due) == 2, due  # the scenario holds: both quiet accounts alert
+        # the import starts just before the first is due (its close: due + lateness)
+        stream.run_until(lambda: time.time() * 1000 >= due[0] + 2000 - 3000)
+        failed: list[BaseException] = []
+
+        def importer() -> None:
+            try:
+                backfill(lanes, past.arrivals, tmp_path)
+            except BaseException as exc:  # the test's thread must see it
+                failed.append(exc)
+
+        importing = threading.Thread(target=importer)
+        began = time.time() * 1000
+        importing.start()
+        stream.run_until(lambda: not importing.is_alive())
+        ended = time.time() * 1000
+        assert not failed, failed
+        stream.run_until(lambda: time.time() * 1000 >= max(ended, due[-1]) + 10_000)
+        stream.client.close()
+        end = ms_of(stream.sent[-1])
+        expected = {a for a in _without_lanes(lanes, stream.sent, now=end) if a[3] <= end}
+        deadline = time.monotonic() + 120
+        mine: set[tuple[Any, ...]] = set()
+        while time.monotonic() < deadline and not mine >= expected:
+            alerts = read_topic(lanes.live.bootstrap, lanes.live.topics["alerts"], 0, timeout=5)
+            got = [(json.loads(payload(m)), m.timestamp()[1]) for m in alerts]
+            mine = {
+                (a["alert_id"], a["kind"], a["entity_id"], a["fired_at"])
+                for a, _ in got
+                if a["tenant"] == "live" and a["fired_at"] <= end
+            }
+        signals = read_topic(lanes.live.bootstrap, lanes.live.topics["signals"], 0, timeout=5)
+    finally:
+        for proc in procs:
+            stop_group(proc, 30.0)
+
+    def during(messages: list[tuple[dict[str, Any], int]]) -> int:
+        return sum(1 for v, at in messages if v["tenant"] == "live" and began <= at <= ended)
+
+    assert ended - began > 10_000  # a backfill long enough to see windows close in it
+    # live windows kept closing and live alerts kept firing while the history lane imported
+    assert during([(json.loads(payload(m)), m.timestamp()[1]) for m in signals]) > 0
+    assert during(got) > 0, (began, ended, due)
+    # the same alerts (ids, event times) as the live lane's rule gives without a backfill
+    assert mine == expected
+    assert not any(a.get("historical") for a, _ in got if a["tenant"] == "live")

@@ -83,6 +83,14 @@ def test_the_history_lane_has_its_own_names_unless_given() -> None:
     assert (given.app_id, given.events_topic) == ("t-h", "t.h")
     assert ProcessorSettings().routes
     assert not ProcessorSettings(history_topic="").routes
+    # the history lane yields the CPU to the live lane unless told; it hands off its norms
+    assert (
+        s.niceness,
+        ProcessorSettings().niceness,
+        ProcessorSettings(lane="history", nice=0).niceness,
+    ) == (10, 0, 0)
+    assert s.hands_off and not ProcessorSettings().hands_off
+    assert not ProcessorSettings(lane="history", handoff_topic="").hands_off
 
 
 LIVE = Stage1Config(

@@ -33,6 +33,7 @@ from rhythm.processors.expansion import Expansion
 from rhythm.processors.explode import partition_for
 from rhythm.processors.holes import OffsetGuard
 from rhythm.processors.lanes import signal_version
+from rhythm.processors.messages import HANDOFF, NormsUpdate, UpdatesMessage
 from rhythm.processors.metrics import ProcessorMetrics
 from rhythm.processors.recovery import HoleRecovery
 from rhythm.processors.settings import ProcessorSettings
@@ -61,6 +62,7 @@ from rhythm.schemas.topics import (
 )
 
 log = logging.getLogger("rhythm.processors")
+NORMS_PER_MESSAGE = 1000  # a few hundred bytes each: well under the message limit
 
 
 class Processors:
@@ -138,6 +140,10 @@ class Processors:
         self.dead_letters = app.topic(settings.dead_letters_topic, schema=_raw())
         # The live lane's too-late events, as they came, to the history lane (lanes.py).
         self.history = app.topic(settings.history_topic, schema=_raw()) if settings.routes else None
+        # The history lane's learned norms, to the live lane's stage 2 (messages.py "n").
+        self.handoff = (
+            app.topic(settings.handoff_topic, schema=_raw()) if settings.hands_off else None
+        )
         # Tables take their codecs from key_type/value_type (bytes -> "raw"), not a Schema.
         # One RocksDB database per partition, each with Faust's defaults of 3 x 64 MiB of
         # write buffers and a 2 GiB block cache: a worker building state grew by gigabytes
@@ -445,6 +451,7 @@ class Processors:
             await self._send_unreadable()
         signals: list[SignalRecord] = []
         alerts: list[AlertRecord] = []
+        norms: list[NormsUpdate] = []
         pending: list[Awaitable[Any]] = []
         for event in group:
             value = event.message.value or b""
@@ -464,6 +471,7 @@ class Processors:
                 continue
             signals.extend(out.signals)
             alerts.extend(out.alerts)
+            norms.extend(out.norms)
             self.metrics.stage2(partition, out)
             for key in out.hot:
                 log.warning(
@@ -483,6 +491,7 @@ class Processors:
             pending.append(
                 await self._send(self.signals, dumps(signal), key=signal_key(signal).encode())
             )
+        pending.extend(await self._send_norms(norms))
         for alert in alerts:
             alert["alert_id"] = alert_id(alert)
             if self.historical:  # computed on history: stored, never delivered as a heads-up
@@ -494,6 +503,24 @@ class Processors:
         await self._save(self.stage2_table, group[-1], proc.take_dirty())  # None: tombstone
         self.metrics.partition_state(partition, proc)
 
+    async def _send_norms(self, norms: list[NormsUpdate]) -> list[Awaitable[Any]]:
+        """The history lane's hand-off: each entity's norms to the live lane's stage-2
+        partition of that entity (the live lane's stage 1 places it the same way), in
+        messages of at most `NORMS_PER_MESSAGE`; acknowledged before the state that says
+        they were handed off is saved."""
+        if self.handoff is None or not norms:
+            return []
+        per: dict[int, list[NormsUpdate]] = defaultdict(list)
+        for item in norms:
+            per[partition_for(item[0], self.settings.updates_partitions)].append(item)
+        pending = []
+        for k, items in sorted(per.items()):
+            for i in range(0, len(items), NORMS_PER_MESSAGE):
+                message: UpdatesMessage = {"p": HANDOFF, "n": items[i : i + NORMS_PER_MESSAGE]}
+                pending.append(await self._send(self.handoff, dumps(message), partition=k))
+        self.metrics.norms_handed(len(norms))
+        return pending
+
     def _partition(self, partition: int) -> Stage2Partition:
         proc = self.partitions.get(partition)
         if proc is None:
@@ -504,6 +531,7 @@ class Processors:
                 s.signal_config(),
                 s.reply_config(),
                 s.alert_policy(),
+                hand_off=self.handoff is not None,
             )
             bad = proc.restore(
                 (k, v)

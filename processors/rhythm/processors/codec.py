@@ -76,9 +76,10 @@ def encode_entity(state: EntityState, applied: dict[int, int]) -> bytes:
             "l": state.last_ms,
             "w": windows,
             "pd": True,  # "p" as deltas (a held watermark can leave tens of thousands)
-            "r": _encode_rhythm(state.rhythm),
+            "r": encode_rhythm(state.rhythm),
             "s": state.silent_since_ms,
             "a": [[k, v] for k, v in applied.items()],
+            **({} if state.handed_ms is None else {"h": state.handed_ms}),
         }
     )
 
@@ -105,8 +106,9 @@ def decode_entity(data: bytes) -> tuple[EntityState, dict[int, int]]:
     state = EntityState(
         pending=_undelta(raw["p"], raw.get("pd", False)),
         last_ms=raw["l"],
-        rhythm=_decode_rhythm(raw.get("r")),
+        rhythm=decode_rhythm(raw.get("r")),
         silent_since_ms=raw["s"],
+        handed_ms=raw.get("h"),  # saved before the hand-off: none yet
     )
     for f in raw["w"]:
         window = Window(
@@ -118,7 +120,7 @@ def decode_entity(data: bytes) -> tuple[EntityState, dict[int, int]]:
     return state, {int(k): int(v) for k, v in raw["a"]}
 
 
-def _encode_rhythm(m: Rhythm | None) -> list[Any] | None:
+def encode_rhythm(m: Rhythm | None) -> list[Any] | None:
     if m is None:
         return None
     return [
@@ -127,7 +129,7 @@ def _encode_rhythm(m: Rhythm | None) -> list[Any] | None:
     ]  # fmt: skip
 
 
-def _decode_rhythm(f: list[Any] | None) -> Rhythm | None:
+def decode_rhythm(f: list[Any] | None) -> Rhythm | None:
     if f is None:
         return None
     return Rhythm(

@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from typing import Any, Required, TypedDict
 
-__all__ = ["ROUTED", "ContextUpdate", "EntityUpdate", "UpdatesMessage", "extend_run", "new_run"]
+__all__ = [
+    "HANDOFF",
+    "ROUTED",
+    "ContextUpdate",
+    "EntityUpdate",
+    "NormsUpdate",
+    "UpdatesMessage",
+    "extend_run",
+    "new_run",
+]
 
 # An update as it travels to stage 2: plain lists, cheap to encode.
 # entity:  [key, ts_ms, weight, src_partition, src_offset]
@@ -22,9 +31,16 @@ __all__ = ["ROUTED", "ContextUpdate", "EntityUpdate", "UpdatesMessage", "extend_
 #   time in the entity's sequence of final events, so the next event's gap is exact
 # context: [key, ts_ms, actor_type, actor_id, channel, verb, about, src_partition, src_offset]
 #   (about: the event's target as "type:id", or "")
+# norms:   [key, last_ms, rhythm]  (on the live lane's updates topic only)
+#   what the history lane learned of an entity's rhythm from its events up to last_ms
+#   (rhythm: codec.encode_rhythm's list),
+#   sent once its input is drained; live stage 2 takes it by entity.take_norms's rule
 EntityUpdate = list[Any]
 ROUTED = "routed"
 ContextUpdate = list[Any]
+NormsUpdate = list[Any]
+#: The "p" of a message of norms: no events partition (it carries no watermark).
+HANDOFF = -1
 
 
 class UpdatesMessage(TypedDict, total=False):
@@ -37,6 +53,7 @@ class UpdatesMessage(TypedDict, total=False):
     f: int  # 1: `wm` is a history lane's flush (lanes.py), not evidence that time passed
     u: list[EntityUpdate]
     c: list[ContextUpdate]
+    n: list[NormsUpdate]  # from the history lane (p = HANDOFF)
 
 
 def new_run(key: str, ts: int, src_partition: int) -> EntityUpdate:

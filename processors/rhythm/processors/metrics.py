@@ -56,6 +56,14 @@ class ProcessorMetrics:
             ["outcome"],
             registry=r,
         )
+        self.norms = Counter(
+            "rhythm_processor_norms_total",
+            "Entities' silence norms handed from the history lane to the live lane "
+            "(outcome handed: sent by the history lane; adopted, combined: taken by the live "
+            "lane; overlap, expired, no_rule: left, see processors/README.md).",
+            ["outcome"],
+            registry=r,
+        )
         self.routed = Counter(
             "rhythm_processor_routed_events_total",
             "Events the live lane would have dropped as too late, sent to the history lane "
@@ -285,6 +293,11 @@ class ProcessorMetrics:
             self.windows_corrected.inc(len(out.signals) - closed)
         for alert in out.alerts:
             self.alerts.labels(alert["kind"]).inc()
+        for outcome, n in out.norms_taken.items():
+            self.norms.labels(outcome).inc(n)
+
+    def norms_handed(self, n: int) -> None:
+        self.norms.labels("handed").inc(n)
 
     def partition_state(self, partition: int, proc: Stage2Partition) -> None:
         if proc.watermark > 0:

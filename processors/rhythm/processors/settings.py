@@ -30,6 +30,7 @@ from rhythm.schemas.topics import (
 )
 
 SILENCE_ROLES = ("actor", "object", "target", ANY_ROLE)
+HISTORY_NICE = 10
 DAY_S = 86400
 
 
@@ -64,6 +65,20 @@ class ProcessorSettings(BaseSettings):
         HISTORY_TOPIC,
         description="Where the live lane routes events it would drop as too late; empty: "
         "nowhere (counted too_late). Unused by the history lane.",
+    )
+    nice: int | None = Field(
+        None,
+        ge=0,
+        le=19,
+        description="CPU niceness the worker adds to its own at start (os.nice); unset: 10 "
+        "for the history lane, 0 for the live lane, so on a shared machine a backfill takes "
+        "the CPU the live lane leaves (BENCHMARKS.md, the lanes section).",
+    )
+    handoff_topic: str = Field(
+        UPDATES_TOPIC,
+        description="The history lane: where the norms it learned go once its input is "
+        "drained (the live lane's updates topic, which must have `updates_partitions` "
+        "partitions, as the history lane's does); empty: nowhere. Unused by the live lane.",
     )
     history_lateness_s: float = Field(
         3 * DAY_S,
@@ -260,6 +275,17 @@ class ProcessorSettings(BaseSettings):
                 self.updates_topic = updates
             self.lateness_s = self.history_lateness_s
         return self
+
+    @property
+    def niceness(self) -> int:
+        if self.nice is not None:
+            return self.nice
+        return HISTORY_NICE if self.lane == HISTORY_LANE else 0
+
+    @property
+    def hands_off(self) -> bool:
+        """Whether learned norms go to the live lane (the history lane, with a topic)."""
+        return self.lane == HISTORY_LANE and bool(self.handoff_topic)
 
     @property
     def routes(self) -> bool:

@@ -23,12 +23,14 @@ from typing import Any, cast
 from rhythm.processors.codec import (
     decode_context,
     decode_entity,
+    decode_rhythm,
     dumps,
     encode_context,
     encode_entity,
+    encode_rhythm,
     loads,
 )
-from rhythm.processors.messages import ROUTED, UpdatesMessage
+from rhythm.processors.messages import ROUTED, NormsUpdate, UpdatesMessage
 from rhythm.processors.signals.conversation import (
     ContextMessage,
     ContextState,
@@ -38,6 +40,8 @@ from rhythm.processors.signals.conversation import (
 )
 from rhythm.processors.signals.entity import (
     ADDED,
+    ADOPTED,
+    COMBINED,
     LATE,
     TOO_LATE,
     AdvanceResult,
@@ -50,6 +54,7 @@ from rhythm.processors.signals.entity import (
     expires_at,
     next_due_ms,
     note_routed,
+    take_norms,
 )
 from rhythm.processors.signals.policy import AlertPolicy
 from rhythm.processors.signals.rhythm import SilenceRule
@@ -74,6 +79,8 @@ class Stage2Output:
     early: int = 0  # events of hot entities made final before W - L
     hot: list[str] = field(default_factory=list)  # entity keys that became hot
     hot_threads: list[str] = field(default_factory=list)  # likewise context keys
+    norms: list[NormsUpdate] = field(default_factory=list)  # the history lane's hand-off
+    norms_taken: dict[str, int] = field(default_factory=dict)  # live: take_norms's outcomes
 
 
 @dataclass(slots=True)
@@ -103,6 +110,7 @@ class Stage2Partition:
         signal_cfg: SignalConfig,
         reply_cfg: ReplyConfig,
         policy: AlertPolicy | None = None,
+        hand_off: bool = False,
     ) -> None:
         self.partition = partition
         self.source_partitions = source_partitions
@@ -125,6 +133,10 @@ class Stage2Partition:
         # cost O(entities) each time, most of the batch with a million entities.
         self.window_count = 0
         self._watermarks_key = f"{WATERMARKS_PREFIX}{partition}"
+        # The history lane: entities whose norms changed since they were last handed to the
+        # live lane, handed off at the next flush (its input drained: `_hand_off`).
+        self.hand_off = hand_off
+        self._learned: set[str] = set()
 
     # -- input -----------------------------------------------------------------------------
 
@@ -151,6 +163,8 @@ class Stage2Partition:
                     entity = self.entities[key] = _Entity(state, applied, rule)
                     self.window_count += len(state.windows)
                     self._schedule(key, entity)
+                    if hand_off_due(state) and self.hand_off:
+                        self._learned.add(key)
                     if _idle(state):
                         self._freeze(entity, value)
             except Exception as exc:
@@ -207,6 +221,8 @@ class Stage2Partition:
                 )
             self.window_count += len(entity.state.windows) - held
             self._dirty.add(key)
+            if self.hand_off:
+                self._learned.add(key)
             if alerts.early:
                 out.early += alerts.early
                 alerts.early = 0
@@ -243,6 +259,8 @@ class Stage2Partition:
         if self.conversations.hot:
             out.hot_threads.extend(self.conversations.hot)
             self.conversations.hot.clear()
+        for norms in message.get("n", ()):
+            self._take_norms(norms, out)
         watermark = message.get("wm")
         if watermark is not None:
             source = int(message["p"])
@@ -253,12 +271,67 @@ class Stage2Partition:
                 self.source_evidence[source] = int(watermark)
                 self._dirty.add(self._watermarks_key)
             self._advance(self._min_watermark(), out)
+            if message.get("f") and self.hand_off:
+                self._hand_off(out)
         if out.alerts:
             evidence = self._evidence()
             kept = [a for a in out.alerts if a["fired_at"] <= evidence]
             out.beyond_evidence += len(out.alerts) - len(kept)
             out.alerts = kept
         return out
+
+    def _take_norms(self, norms: NormsUpdate, out: Stage2Output) -> None:
+        """The live lane: an entity's norms from the history lane (take_norms's rule)."""
+        key, learned_last, model = norms
+        entity = self.entities.get(key)
+        if entity is None:
+            entity = _Entity(EntityState(), {}, self._rule(key))
+        elif entity.frozen is not None:
+            self._thaw(entity)
+        if entity.rule is None:  # no silence rule for it here: nothing to judge by
+            outcome = "no_rule"
+        else:
+            learned = decode_rhythm(model)
+            assert learned is not None
+            outcome = take_norms(
+                entity.state, learned, int(learned_last), self.watermark,
+                self.signal_cfg, entity.rule,
+            )  # fmt: skip
+        out.norms_taken[outcome] = out.norms_taken.get(outcome, 0) + 1
+        if outcome in (ADOPTED, COMBINED):
+            if key not in self.entities:
+                self.entities[key] = entity
+                self._evicted.discard(key)
+            self._dirty.add(key)
+            self._schedule(key, entity)
+
+    def _hand_off(self, out: Stage2Output) -> None:
+        """The history lane, at a flush: the norms of the entities that learned since their
+        last hand-off and have nothing left to finalize (an entity still overdue, see
+        MAX_ADVANCE, goes at a later flush; a flush comes every tick while idle)."""
+        watermark = self.watermark
+        waiting: set[str] = set()
+        for key in sorted(self._learned):
+            entity = self.entities.get(key)
+            if entity is None or entity.rule is None:
+                continue  # forgotten, or nothing learned
+            due = self._due_of.get(key)
+            if due is not None and due <= watermark:
+                waiting.add(key)
+                continue
+            frozen = entity.frozen
+            state, applied = (
+                decode_entity(frozen) if frozen is not None else (entity.state, entity.applied)
+            )
+            model, last = state.rhythm, state.last_ms
+            if model is None or last is None or state.handed_ms == last:
+                continue
+            out.norms.append([key, last, encode_rhythm(model)])
+            state.handed_ms = last
+            if frozen is not None:
+                entity.frozen = bytes(memoryview(encode_entity(state, applied)))
+            self._dirty.add(key)
+        self._learned = waiting
 
     def _evidence(self) -> int:
         """Up to when the sources say time passed (their events or the clock): never ahead
@@ -394,6 +467,11 @@ class Stage2Partition:
         elif self._due_of.get(key) != due:
             self._due_of[key] = due
             heapq.heappush(self._due, (due, key))
+
+
+def hand_off_due(state: EntityState) -> bool:
+    """Whether the history lane still owes the live lane this entity's norms."""
+    return state.rhythm is not None and state.last_ms != state.handed_ms
 
 
 WATERMARKS_PREFIX = "\x00wm\x1f"  # + partition number: one record per partition

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rhythm.processors.settings import ProcessorSettings
@@ -20,12 +22,23 @@ def events_partitions(settings: ProcessorSettings, timeout: float = 30.0) -> int
     return len(info.partitions)
 
 
-def ensure_updates_topic(settings: ProcessorSettings, timeout: float = 30.0) -> None:
+def ensure_updates_topic(
+    settings: ProcessorSettings, timeout: float = 30.0, name: str | None = None
+) -> None:
     """Create the internal updates topic before Faust starts: Faust creates internal topics
-    too, but a consumer that subscribes first ignores the missing topic for good."""
+    too, but a consumer that subscribes first ignores the missing topic for good. The
+    history lane also creates the live lane's (`name`, where it hands off norms), as the
+    live worker would: a send to a topic that does not exist stalls the worker."""
     admin = AdminClient(settings.kafka.to_librdkafka())
-    name = settings.updates_topic
-    if name in admin.list_topics(timeout=timeout).topics:
+    handoff, name = name is not None, name or settings.updates_topic
+    existing = admin.list_topics(timeout=timeout).topics
+    if name in existing:
+        found = len(existing[name].partitions)
+        if handoff and found != settings.updates_partitions:  # norms would miss their entity
+            raise SystemExit(
+                f"topic {name!r} has {found} partitions, not RHYTHM_PROCESSOR_UPDATES_PARTITIONS"
+                f" ({settings.updates_partitions}): both lanes must have the same"
+            )
         return
     topic = NewTopic(
         name,
@@ -98,10 +111,14 @@ def run(settings: ProcessorSettings | None = None) -> None:
     from rhythm.processors.app import Processors
 
     settings = settings or ProcessorSettings()
+    if settings.niceness:
+        os.nice(settings.niceness)  # the history lane yields the CPU to the live lane
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     partitions = events_partitions(settings)
     ensure_updates_topic(settings)
     ensure_history_topic(settings)
+    if settings.hands_off:
+        ensure_updates_topic(settings, name=settings.handoff_topic)
     ensure_changelog_topics(settings, partitions)
     processors = Processors(settings, partitions)
     if settings.metrics_port:

@@ -133,6 +133,9 @@ class EntityState:
     rhythm: Rhythm | None = None  # only for entities a silence rule is given for
     silent_since_ms: int | None = None  # last event time of an alerted silence episode
     hot: bool = False  # pending hit max_pending; not saved (a restart may log it again)
+    # The history lane only: the last event time whose norms went to the live lane (None:
+    # not yet), so a restart hands off what changed since, and nothing else (take_norms).
+    handed_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -469,3 +472,47 @@ def _silence(model: Rhythm, last: int, due: int) -> EntityAlert:
 
 def _resumed(model: Rhythm, last: int, ts: int) -> EntityAlert:
     return EntityAlert("resumed", ts, last, ts - last, 0.0, _details(model))
+
+
+#: take_norms's outcomes: the live lane had no model of its own (the history's is taken as
+#: it is), had one of later events only (the two are combined), or kept its own.
+ADOPTED, COMBINED, OVERLAP, EXPIRED = "adopted", "combined", "overlap", "expired"
+
+
+def take_norms(
+    state: EntityState,
+    learned: Rhythm,
+    learned_last: int,
+    watermark_ms: int,
+    cfg: SignalConfig,
+    rule: SilenceRule,
+) -> str:
+    """The live lane takes an entity's norms the history lane `learned` from its events up
+    to `learned_last`. The rule:
+    only norms of events older than every event this lane's model has counted are taken
+    (the model's first event; or, with no final event yet, every pending one), so nothing is
+    counted twice; a taken model starts at the history's first event, so the same norms
+    handed off again (a restart, a re-sent message) are older than nothing and are left
+    (OVERLAP): taking is idempotent. Norms of an entity whose last event is older than
+    `norms_ttl_ms` are left too (EXPIRED): this lane would have forgotten them.
+
+    With no model here, the history's is taken whole, with its last event (the next event's
+    gap is then the whole sequence's, as for a routed event), and the quiet after it is
+    the history lane's to judge (as after a routed event: `note_routed`): this lane judges
+    the entity's silence from its next event on, with no `resumed`. With a model of later events,
+    the two are combined (`rhythm.combine`)."""
+    if learned_last + cfg.norms_ttl_ms <= watermark_ms:
+        return EXPIRED
+    own, last = state.rhythm, state.last_ms
+    if own is None or last is None:  # (a model without a final event: never)
+        if last is not None or (state.pending and learned_last >= min(state.pending)):
+            return OVERLAP  # events here already, none older than the learned ones
+        state.rhythm = rhythm.copy(learned)
+        rhythm.rejudge(state.rhythm, learned_last, rule)  # by this lane's rule
+        state.last_ms = learned_last
+        state.silent_since_ms = ROUTED_QUIET
+        return ADOPTED
+    if learned_last >= own.first_ms:
+        return OVERLAP
+    state.rhythm = rhythm.combine(learned, learned_last, own, last, rule)
+    return COMBINED

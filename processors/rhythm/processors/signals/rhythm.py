@@ -141,13 +141,7 @@ def observe_gap(
     model.far_excess *= decay
     model.counts[cal.category(ts)] += 1.0
     model.gaps += 1
-    verdict = judge(model, ts, rule)
-    model.armed = verdict is not None
-    model.due_ms = None
-    if verdict is not None:
-        model.expected = verdict.expected_events
-        model.per_quarter = verdict.events_per_quarter
-        model.chance = verdict.chance
+    rejudge(model, ts, rule)
 
 
 def due(model: Rhythm, last: int, rule: SilenceRule) -> int | None:
@@ -187,3 +181,57 @@ def judge(model: Rhythm, last: int, rule: SilenceRule) -> Verdict | None:
         events_per_quarter=per_quarter,
         chance=chance,
     )
+
+
+def combine(
+    earlier: Rhythm, earlier_last: int, later: Rhythm, later_last: int, rule: SilenceRule
+) -> Rhythm:
+    """One model of an entity's whole sequence from two models of its consecutive parts:
+    `earlier` learned from events up to `earlier_last` (the history lane's), `later` from
+    events from `later.first_ms` (> earlier_last) to `later_last` (the live lane's own).
+
+    The gap between the parts is learned as `observe_gap` would learn it after `earlier`;
+    then the decayed sums add, each part's decayed by the time since its end (decay is
+    exponential in time, so it does not matter how many gaps that time held). Counts,
+    exposure and the number of gaps are what one model over the whole sequence holds; the
+    later part's gap tail (scored, over, excess) is as the later model scored its gaps,
+    against its own younger rates (their times are not kept to score them again)."""
+    bridge = copy(earlier)
+    first = later.first_ms
+    observe_gap(bridge, earlier_last, first, rule, rule.calendar.split(earlier_last, first))
+    # `later` counted its first event when it started; the bridge counted it as the gap's end
+    bridge.counts[rule.calendar.category(first)] -= 1.0
+    decay = 0.5 ** ((later_last - first) / rule.cfg.half_life_ms)
+    out = Rhythm(
+        first_ms=earlier.first_ms,
+        counts=[b * decay + x for b, x in zip(bridge.counts, later.counts, strict=True)],
+        exposure=[b * decay + x for b, x in zip(bridge.exposure, later.exposure, strict=True)],
+        gaps=bridge.gaps + later.gaps,
+        scored=bridge.scored * decay + later.scored,
+        over=bridge.over * decay + later.over,
+        excess=bridge.excess * decay + later.excess,
+        far=bridge.far * decay + later.far,
+        far_excess=bridge.far_excess * decay + later.far_excess,
+    )
+    rejudge(out, later_last, rule)
+    return out
+
+
+def copy(model: Rhythm) -> Rhythm:
+    return Rhythm(
+        first_ms=model.first_ms, counts=list(model.counts), exposure=list(model.exposure),
+        gaps=model.gaps, scored=model.scored, over=model.over, excess=model.excess,
+        far=model.far, far_excess=model.far_excess, armed=model.armed, due_ms=model.due_ms,
+        expected=model.expected, per_quarter=model.per_quarter, chance=model.chance,
+    )  # fmt: skip
+
+
+def rejudge(model: Rhythm, last: int, rule: SilenceRule) -> None:
+    """The verdict after the last event, as `observe_gap` leaves it."""
+    verdict = judge(model, last, rule)
+    model.armed = verdict is not None
+    model.due_ms = None
+    if verdict is not None:
+        model.expected = verdict.expected_events
+        model.per_quarter = verdict.events_per_quarter
+        model.chance = verdict.chance
