@@ -186,13 +186,20 @@ def lanes_run(kafka: LocalKafka, home: Path) -> dict[str, Any]:
             RHYTHM_PROCESSOR_APP_ID=history_app,
             RHYTHM_PROCESSOR_EVENTS_TOPIC=history_input,
             RHYTHM_PROCESSOR_UPDATES_TOPIC=f"{history_app}.updates",
+            # what `rhythm backfill` asks before it publishes: the live lane's windows (to
+            # leave out what it may still change) and the store (the live events to copy)
+            RHYTHM_PROCESSOR_WINDOW_SECONDS=f"[{WINDOW_S}]",
+            RHYTHM_PROCESSOR_LATENESS_S=str(LATENESS_S),
+            RHYTHM_PROCESSOR_STORE_URL=f"http://127.0.0.1:{stack.http_port}",
+            RHYTHM_PROCESSOR_SINK_GROUP=f"{stack.name}-sink",
+            RHYTHM_PROCESSOR_LIVE_EVENTS_TOPIC=topics["events"],
         )
         with (home / "lanes-backfill.log").open("w") as log:
             backfill = subprocess.Popen(
                 [
                     sys.executable, "-m", "rhythm.stack.cli", "backfill", str(path),
                     "--bootstrap", bootstrap, "--metrics-port", str(history_port),
-                    "--timeout", "3600",
+                    "--live-metrics-port", str(stack.metrics_port), "--timeout", "3600",
                 ],
                 env=backfill_env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
