@@ -418,14 +418,19 @@ def _events(tenant: str, account: str, stamps: list[int]) -> list[dict[str, Any]
     ]
 
 
-def _one_sequence(lanes: Lanes, account: str, stamps: list[int], end: int) -> set[tuple[str, int]]:
-    """The alerts of one stage-2 partition given the entity's whole sequence at once, with
-    the workers' settings: no lanes, no hand-off (the rule's own code, in process)."""
+def _live_settings(lanes: Lanes) -> ProcessorSettings:
+    """The live worker's settings, as it reads them from its environment."""
     with pytest.MonkeyPatch.context() as env:
         for name, value in lanes.live.env().items():
             if name.startswith("RHYTHM_PROCESSOR_"):
                 env.setenv(name, value)
-        s = ProcessorSettings()
+        return ProcessorSettings()
+
+
+def _one_sequence(lanes: Lanes, account: str, stamps: list[int], end: int) -> set[tuple[str, int]]:
+    """The alerts of one stage-2 partition given the entity's whole sequence at once, with
+    the workers' settings: no lanes, no hand-off (the rule's own code, in process)."""
+    s = _live_settings(lanes)
     proc = Stage2Partition(0, 1, s.signal_config(), s.reply_config(), s.alert_policy())
     key = EntityKey("norms", "actor", "account", account).encode()
     got = []
@@ -550,11 +555,7 @@ def test_norms_learned_from_a_backfill_let_the_live_lane_alert_the_silence_once(
 def _without_lanes(lanes: Lanes, events: list[dict[str, Any]], now: int) -> set[tuple[Any, ...]]:
     """The alerts a live lane gives these events with no backfill beside it: the stages'
     pure steps in process, one partition each, the workers' settings, the clock at `now`."""
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in lanes.live.env().items():
-            if name.startswith("RHYTHM_PROCESSOR_"):
-                env.setenv(name, value)
-        s = ProcessorSettings()
+    s = _live_settings(lanes)
     source = Stage1Partition(
         0,
         Stage1Config(

@@ -183,17 +183,20 @@ OPEN_ALERTS_V2 = View(
     "with no later reply from another party in its thread.",
 )
 
+# Since migration 3: every thread's waits, with each alert's score and owners.
+_SCORED: dict[str, str] = {
+    "latest": "a.5 AS last_event_at, a.6 AS expected_within_s, a.7 AS details, a.8 AS score,"
+    "\n        a.9 AS owners",
+    "carried": "details, score, owners",
+    "thread": "ifNull(context_id, '')",
+    "waiting": "kind IN ('unanswered', 'follow_up')",
+    "result": "last_event_at, expected_within_s, score, owners, details,",
+}
+
 # As migration 3 created them (migration 7 replaces both: the history lane's alerts left out).
 OPEN_ALERTS_V3 = View(
     name="open_alerts",
-    select=_open_alerts(
-        latest="a.5 AS last_event_at, a.6 AS expected_within_s, a.7 AS details, a.8 AS score,"
-        "\n        a.9 AS owners",
-        carried="details, score, owners",
-        thread="ifNull(context_id, '')",
-        waiting="kind IN ('unanswered', 'follow_up')",
-        result="last_event_at, expected_within_s, score, owners, details,",
-    ),
+    select=_open_alerts(**_SCORED),
     comment="Alerts still open: a silence not followed by resumed, an unanswered (or "
     "follow_up) message with no later message from another party in its thread.",
 )
@@ -225,15 +228,7 @@ ORDER BY tenant, recipient, day, rank_of_day
 # are neither open nor ranked against a person's cap (the notifier never delivers them).
 OPEN_ALERTS = View(
     name="open_alerts",
-    select=_open_alerts(
-        latest="a.5 AS last_event_at, a.6 AS expected_within_s, a.7 AS details, a.8 AS score,"
-        "\n        a.9 AS owners",
-        carried="details, score, owners",
-        thread="ifNull(context_id, '')",
-        waiting="kind IN ('unanswered', 'follow_up')",
-        result="last_event_at, expected_within_s, score, owners, details,",
-        alerts="\n        WHERE NOT historical",
-    ),
+    select=_open_alerts(**_SCORED, alerts="\n        WHERE NOT historical"),
     comment="Alerts still open: a silence not followed by resumed, an unanswered (or "
     "follow_up) message with no later message from another party in its thread; the "
     "history lane's alerts (historical) are never open.",
