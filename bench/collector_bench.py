@@ -15,8 +15,9 @@ collector for the same 2 cores), and by the earlier aiohttp generator for compar
    slowest 1% spent their time (the collector's Server-Timing stages).
 3. A flood: a second collector with per-tenant limits of `RHYTHM_BENCH_COLLECTOR_LIMIT`
    (5,000) events/s; a calm tenant sends 10-event batches 20 times a second, alone and then
-   while a flooding tenant sends as fast as 8 connections go: the flood's answers (200 / 429,
-   Retry-After), and the calm tenant's latency and errors in both phases.
+   while a flooding tenant sends 100-event batches as fast as 8 connections go (both loadgen):
+   the flood's answers (200 / 429, Retry-After), and the calm tenant's latency and errors in
+   both phases.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ from rhythm.stack.kafka import LocalKafka, LocalKafkaSettings
 from rhythm.stack.ports import free_port
 
 BATCH = 100
+#: the flood's calm tenant: 10-event batches this many times a second; the flood's connections
+CALM_PER_S = 20
+FLOOD_CONNECTIONS = 8
 LOADGEN = ROOT / "bench" / "loadgen"
 #: the collector's settings before the latency work: Python's default young-generation GC
 #: threshold
@@ -146,26 +150,6 @@ async def _post(
         return response.status, time.perf_counter() - began, response.headers.get("Retry-After")
 
 
-async def _throughput(url: str, key: str, bodies: list[bytes], connections: int) -> dict[str, Any]:
-    headers = _auth(key)
-    statuses: dict[int, int] = {}
-    latencies: list[float] = []
-    todo = iter(bodies)
-    connector = aiohttp.TCPConnector(limit=connections)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def worker() -> None:
-            for body in todo:
-                status, latency, _ = await _post(session, url, body, headers)
-                statuses[status] = statuses.get(status, 0) + 1
-                latencies.append(latency)
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(connections)))
-        elapsed = time.perf_counter() - began
-    return {"elapsed": elapsed, "statuses": statuses, "latencies": latencies}
-
-
 async def _paced(
     session: aiohttp.ClientSession,
     url: str,
@@ -200,34 +184,6 @@ def _ms(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def _flood(url: str, calm_key: str, flood_key: str, seconds: float) -> dict[str, Any]:
-    calm_bodies = _bodies("calm", 50, 10)
-    flood_bodies = _bodies("flood", 50, BATCH)
-    calm_headers, flood_headers = _auth(calm_key), _auth(flood_key)
-    flood_statuses: dict[int, int] = {}
-    retry_after: set[str] = set()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32)) as session:
-        alone = await _paced(session, url, calm_headers, calm_bodies, 20, seconds / 2)
-        stop = asyncio.Event()
-
-        async def flooder(n: int) -> None:
-            i = n
-            while not stop.is_set():
-                status, _, retry = await _post(
-                    session, url, flood_bodies[i % len(flood_bodies)], flood_headers
-                )
-                flood_statuses[status] = flood_statuses.get(status, 0) + 1
-                if retry:
-                    retry_after.add(retry)
-                i += 8
-
-        flooders = [asyncio.create_task(flooder(n)) for n in range(8)]
-        during = await _paced(session, url, calm_headers, calm_bodies, 20, seconds)
-        stop.set()
-        await asyncio.gather(*flooders)
-    return {"alone": alone, "during": during, "flood": flood_statuses, "retry": retry_after}
 
 
 def loadgen_binary() -> Path:
@@ -328,12 +284,32 @@ class Loadgen:
         self.url, self.bodies = url + "/v1/batch", bodies
         self.auth = _auth(key)["Authorization"]
 
-    def run(self, mode: str, n: int, rate: float = 1.0, conns: int = 64) -> list[Request]:
+    def argv(
+        self, mode: str, n: int, rate: float = 1.0, conns: int = 64, seconds: float = 0.0
+    ) -> list[str]:
         argv = [str(self.binary), "-url", self.url, "-bodies", str(self.bodies)]
         argv += ["-auth", self.auth, "-mode", mode, "-n", str(n), "-rate", f"{rate:.3f}"]
-        argv += ["-conns", str(conns)]
-        done = subprocess.run(argv, capture_output=True, text=True, check=True)
+        argv += ["-conns", str(conns), "-duration", f"{seconds:.3f}s"]
+        return argv
+
+    def run(self, mode: str, n: int, rate: float = 1.0, conns: int = 64) -> list[Request]:
+        done = subprocess.run(
+            self.argv(mode, n, rate, conns), capture_output=True, text=True, check=True
+        )
         return parse_loadgen(done.stdout)
+
+    def start(self, mode: str, n: int, rate: float = 1.0, conns: int = 64, seconds: float = 0.0
+    ) -> subprocess.Popen[str]:  # fmt: skip
+        """The same in the background; `finish` reads its requests."""
+        argv = self.argv(mode, n, rate, conns, seconds)
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    @staticmethod
+    def finish(proc: subprocess.Popen[str]) -> list[Request]:
+        out, err = proc.communicate(timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"loadgen exited {proc.returncode}: {err[-2000:]}")
+        return parse_loadgen(out)
 
 
 @dataclass
@@ -639,32 +615,57 @@ def _gc_pauses(url: str) -> str:
     return f"{count:,.0f}, {1000 * total:.0f} ms"
 
 
+def _flood(limited: Collector, home: Path, seconds: float) -> dict[str, Any]:
+    """The calm tenant alone for `seconds` / 2, then beside the flood for `seconds`: two
+    loadgen processes, the calm one open loop (its latency counted from when each request was
+    due), the flood closed loop on 8 connections, back to back whatever the answers say."""
+    calm_file, flood_file = home / "collector-calm.jsonl", home / "collector-flood.jsonl"
+    calm_file.write_bytes(b"\n".join(_bodies("calm", 50, 10)) + b"\n")
+    flood_file.write_bytes(b"\n".join(_bodies("flood", 50, BATCH)) + b"\n")
+    calm = Loadgen(limited.url, limited.key("calm"), calm_file)
+    flood = Loadgen(limited.url, limited.key("flood"), flood_file)
+    alone = calm.run("open", int(CALM_PER_S * seconds / 2), rate=CALM_PER_S)
+    flooding = flood.start("closed", 2_000_000, conns=FLOOD_CONNECTIONS, seconds=seconds)
+    during = calm.run("open", int(CALM_PER_S * seconds), rate=CALM_PER_S)
+    return {"alone": alone, "during": during, "flood": Loadgen.finish(flooding)}
+
+
 def _flood_section(home: Path, bootstrap: str, topic: str, limit: int, latency_s: float) -> str:
     limited = Collector(
-        home, bootstrap, topic, "collector-limited",
+        home, bootstrap, topic, "collector-limited", server_timing="true",
         key_rate=limit, key_burst=limit, tenant_rate=limit, tenant_burst=limit,
     )  # fmt: skip
-    calm_key, flood_key = limited.key("calm"), limited.key("flood")
     limited.start()
     try:
         say("collector: flood")
-        flood = asyncio.run(_flood(limited.url, calm_key, flood_key, max(10.0, latency_s)))
+        before = cpu_times()
+        flood = _flood(limited, home, max(10.0, latency_s))
+        busy, _ = machine_use(before, cpu_times())
         load_flood = loadavg()
     finally:
         limited.stop()
-    alone, during = flood["alone"], flood["during"]
-    calm_errors = sum(n for s, n in during["statuses"].items() if s != 200)
+    alone = [r.latency for r in flood["alone"]]
+    during = [r.latency for r in flood["during"]]
+    flood_statuses = _statuses(flood["flood"])
+    retry = sorted({r.retry_after for r in flood["flood"] if r.retry_after})
+    calm_errors = sum(n for s, n in _statuses(flood["during"]).items() if s != 200)
+    seconds = max(10.0, latency_s)
+    refused = [r.done - r.sent for r in flood["flood"] if r.status == 429]
     return (
         f"**Flood.** A collector with limits of {limit:,} events/s per key and per tenant; a "
-        "calm tenant sends 10-event batches 20 times a second (aiohttp generator), first "
-        "alone, then while a flooding tenant sends 100-event batches as fast as 8 "
-        "connections go.\n\n"
-        "| | calm p50 / p99 (ms) | calm answers | flood answers |\n| --- | ---: | --- | --- |\n"
-        f"| calm alone | {_ms(alone['latencies'], 0.5):.1f} / {_ms(alone['latencies'], 0.99):.1f}"
-        f" | {alone['statuses']} | |\n"
-        f"| during the flood | {_ms(during['latencies'], 0.5):.1f} / "
-        f"{_ms(during['latencies'], 0.99):.1f} | {during['statuses']} | {flood['flood']} "
-        f"(Retry-After {sorted(flood['retry'])}) |\n\n"
-        f"The calm tenant got {calm_errors} non-200 answers during the flood; "
-        f"load average after the flood {load_flood}.\n"
+        f"calm tenant sends 10-event batches {CALM_PER_S} times a second (loadgen, open loop), "
+        f"first alone for {seconds / 2:g} s, then for {seconds:g} s while a flooding tenant "
+        f"sends 100-event batches back to back on {FLOOD_CONNECTIONS} connections (a second "
+        "loadgen, ignoring Retry-After).\n\n"
+        "| | calm p50 / p99 / max (ms) | calm answers | flood answers | flood 429 p50 (ms) |\n"
+        "| --- | ---: | --- | --- | ---: |\n"
+        f"| calm alone | {_ms(alone, 0.5):.1f} / {_ms(alone, 0.99):.1f} / {_ms(alone, 1.0):.1f}"
+        f" | {_statuses(flood['alone'])} | | |\n"
+        f"| during the flood | {_ms(during, 0.5):.1f} / {_ms(during, 0.99):.1f} / "
+        f"{_ms(during, 1.0):.1f} | {_statuses(flood['during'])} | {flood_statuses} "
+        f"(Retry-After {retry}) | {_ms(refused, 0.5):.2f} |\n\n"
+        f"The calm tenant got {calm_errors} non-200 answers during the flood; the flood got "
+        f"{BATCH * flood_statuses.get(200, 0):,} events in ({limit:,}/s × {seconds:g} s + a "
+        f"burst of {limit:,} allowed); machine {busy:.0f}% busy over the flood's phases, load "
+        f"average after it {load_flood}.\n"
     )

@@ -6,8 +6,8 @@
 //   - open (-rate R -n N): request i is due at start + i/R whatever the answers do; its
 //     latency is measured from when it was due, so a request that waited for a free
 //     connection or for the generator itself counts that wait (no coordinated omission).
-//   - closed (-conns C -n N): C connections each send the next body as soon as the previous
-//     answer arrived (throughput).
+//   - closed (-conns C -n N [-duration D]): C connections each send the next body as soon as
+//     the previous answer arrived (throughput; a flood), until N were sent or D has passed.
 //
 // One JSON object per request goes to stdout: due, sent and answered times (ns since the
 // start), the status, and the answer's Server-Timing header when the collector sends one.
@@ -66,6 +66,7 @@ func main() {
 	n := flag.Int("n", 100, "requests to send")
 	conns := flag.Int("conns", 64, "connections at most")
 	timeout := flag.Duration("timeout", 30*time.Second, "one request's time limit")
+	duration := flag.Duration("duration", 0, "closed: stop sending after this long (0: never)")
 	flag.Parse()
 
 	bodies, err := readBodies(*bodiesPath)
@@ -109,6 +110,7 @@ func main() {
 	}
 
 	var wg sync.WaitGroup
+	var next atomic.Int64 // closed: the next request's index
 	switch *mode {
 	case "open":
 		interval := time.Duration(float64(time.Second) / *rate)
@@ -124,12 +126,14 @@ func main() {
 			}(i, due)
 		}
 	case "closed":
-		var next atomic.Int64
 		for c := 0; c < *conns; c++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				for {
+					if *duration > 0 && time.Since(start) >= *duration {
+						return
+					}
 					i := int(next.Add(1) - 1)
 					if i >= *n {
 						return
@@ -143,6 +147,9 @@ func main() {
 		os.Exit(2)
 	}
 	wg.Wait()
+	if sent := int(next.Load()); *mode == "closed" && sent < len(records) {
+		records = records[:sent] // stopped by -duration: the rest were never sent
+	}
 	out := bufio.NewWriter(os.Stdout)
 	enc := json.NewEncoder(out)
 	for i := range records {

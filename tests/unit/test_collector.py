@@ -302,6 +302,25 @@ def test_a_look_before_reading_takes_nothing() -> None:
     assert limiter.admit("k", "t", 1, take=False) == ("key", 1)
 
 
+def test_a_look_expects_the_keys_last_batch_size() -> None:
+    """A key over its rate is refused before its body is read until a batch of its last
+    size fits, not as soon as one token is back (which let a flood's bodies all be read)."""
+    clock = [0.0]
+    limiter = RateLimiter(1000, 1000, 10**6, 10**6, clock=lambda: clock[0])
+    assert limiter.look("flood", "t") is None  # nothing known yet: one event
+    assert limiter.admit("flood", "t", 100) is None
+    for _ in range(9):
+        assert limiter.admit("flood", "t", 100) is None
+    clock[0] = 0.001  # one token back: enough for a 1-event look, not for a batch of 100
+    assert limiter.admit("flood", "t", 1, take=False) is None
+    assert limiter.look("flood", "t") == ("key", 1)
+    clock[0] = 0.1  # 100 tokens back
+    assert limiter.look("flood", "t") is None
+    assert limiter.look("calm", "t") is None  # another key: its own size, its own bucket
+    assert limiter.admit("calm", "t", 5) is None
+    assert limiter.look("calm", "t") is None
+
+
 def test_rhythm_up_starts_the_collector_unless_its_port_is_zero(tmp_path: Path) -> None:
     from rhythm.stack.supervisor.collector_part import collector_part
 

@@ -201,7 +201,7 @@ class Collector:
         tenant = key_id = None
         if authorization:  # refused before reading the body
             tenant, key_id = self._authenticate(authorization)
-            self._limit(key_id, tenant, 1, take=False)  # an empty bucket: no need to read
+            self._refuse(self.limiter.look(key_id, tenant))  # no need to read the body
         raw = await self._read(request)
         stages.mark("read")
         try:
@@ -291,8 +291,11 @@ class Collector:
         too_large = all(e.reason == "event_too_large" for e in errors)
         return (413 if too_large else 400), body, {}
 
-    def _limit(self, key_id: str, tenant: str, events: int, *, take: bool = True) -> None:
-        limited = self.limiter.admit(key_id, tenant, events, take=take)
+    def _limit(self, key_id: str, tenant: str, events: int) -> None:
+        self._refuse(self.limiter.admit(key_id, tenant, events))
+
+    @staticmethod
+    def _refuse(limited: tuple[str, int] | None) -> None:
         if limited is not None:
             which, retry = limited
             raise RefusedError(

@@ -56,6 +56,15 @@ class RateLimiter:
         self._clock = clock
         self._keys: dict[str, TokenBucket] = {}
         self._tenants: dict[str, TokenBucket] = {}
+        #: each key's last batch size: what a look before reading its next body expects
+        self._sizes: dict[str, int] = {}
+
+    def look(self, key_id: str, tenant: str) -> tuple[str, int] | None:
+        """`admit` without taking, for as many events as the key's last batch had: asked
+        before a body is read, so that a flood is refused before its body is parsed. With one
+        event instead, a refill of a single token let nearly every request of a key over its
+        rate be read and mapped before its refusal, and a flood cost as much as its events."""
+        return self.admit(key_id, tenant, self._sizes.get(key_id, 1), take=False)
 
     def admit(
         self, key_id: str, tenant: str, events: int, *, take: bool = True
@@ -63,6 +72,8 @@ class RateLimiter:
         """None when admitted (tokens taken, unless `take` is false: a look before reading a
         body, so that a flood's requests are refused cheaply); else (`key` or `tenant`,
         Retry-After seconds)."""
+        if take:
+            self._sizes[key_id] = events
         now = self._clock()
         key = self._keys.get(key_id)
         if key is None:
