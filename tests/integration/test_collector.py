@@ -542,6 +542,8 @@ def test_a_flooding_tenant_gets_429_and_another_tenant_goes_on(stack: Stack) -> 
             if answer.status_code == 429:
                 retry_after = answer.headers["Retry-After"]
                 assert answer.json()["reason"] in ("rate_limited_key", "rate_limited_tenant")
+                # answered after refusal_delay_s (0.5): a flood ignoring Retry-After is slowed
+                assert answer.elapsed.total_seconds() >= 0.45, answer.elapsed
             calm_answer = client.post(
                 f"{url}/v1/track",
                 json={"userId": "calm-1", "event": "fine", "messageId": f"calm-{n}"},

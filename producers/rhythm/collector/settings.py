@@ -79,4 +79,12 @@ class CollectorSettings(BaseSettings):
         description="Answer with a Server-Timing header: each stage's milliseconds (benchmarks).",
     )
     retry_after_s: int = Field(5, ge=1, description="Retry-After of a 503.")
+    refusal_delay_s: float = Field(
+        0.5,
+        ge=0,
+        le=10,
+        description="A 429 is answered this much later (not past its Retry-After): a sender "
+        "that ignores Retry-After then costs a few requests a second per connection, not "
+        "the collector's whole loop.",
+    )
     client: ClientSettings = Field(default_factory=_client_defaults)
