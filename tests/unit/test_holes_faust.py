@@ -17,6 +17,7 @@ records the offsets it was given, or raises).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -423,5 +424,104 @@ def test_before_the_first_commit_nothing_is_processed_while_the_log_start_is_unk
         ends.low = 0  # the broker answers again
         await _to_the_end(run)
         _sees_everything(run)
+
+    asyncio.run(go())
+
+
+# -- the fetch loop's delivery (faust_private.drain_messages) ------------------------------
+
+
+def test_the_fetch_loop_delivers_inline_and_waits_where_faust_waits(tmp_path: Path) -> None:
+    """A callback that does not suspend is delivered without a task; one that waits (the
+    stream's queue full) holds the loop until it is done, in order, as in Faust's loop."""
+
+    async def go() -> None:
+        run = _processors_run(tmp_path, committed=None)
+        room = asyncio.Event()
+        deliver = run._deliver
+
+        async def callback(message: Any) -> None:
+            if message.offset == 2:
+                await room.wait()  # the queue is full until the stream takes some
+            await deliver(message)
+
+        run.consumer.callback = callback
+        await run.ready()
+        draining = asyncio.create_task(run.drain())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert [m.offset for m in run.delivered] == [0, 1]  # waiting at 2, nothing after it
+        assert not draining.done()
+        room.set()
+        await draining
+        assert [m.offset for m in run.delivered] == [0, 1, 2, 3, 4]
+        assert run.consumer._read_offset[TPX] == 4
+
+    asyncio.run(go())
+
+
+def test_a_delivery_still_waiting_when_the_flow_stops_is_dropped_and_never_committed_over(
+    tmp_path: Path,
+) -> None:
+    """Faust drops a message whose callback waits when a rebalance suspends the flow (its
+    `wait_first`); the loop here does the same, and the guard reads it again."""
+
+    async def go() -> None:
+        run = _processors_run(tmp_path, committed=None)
+        room = asyncio.Event()
+        deliver = run._deliver
+
+        async def callback(message: Any) -> None:
+            if message.offset == 2 and not room.is_set():
+                await room.wait()
+            await deliver(message)
+
+        run.consumer.callback = callback
+        await run.ready()
+        draining = asyncio.create_task(run.drain())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        run.consumer.suspend_flow.set()  # a rebalance begins
+        await draining
+        run.consumer.suspend_flow.clear()
+        room.set()
+        assert [m.offset for m in run.delivered] == [0, 1, 3, 4]  # 2 dropped, as Faust does
+        await _to_the_end(run)
+        _sees_everything(run)  # read again from the hole
+
+    asyncio.run(go())
+
+
+def test_the_rest_of_a_coroutine_gets_its_values_and_exceptions() -> None:
+    async def inner(a: asyncio.Future[int], b: asyncio.Future[int]) -> int:
+        x = await a
+        try:
+            await b
+        except KeyError:
+            return x * 10
+        return -1
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        a, b = loop.create_future(), loop.create_future()
+        coro = inner(a, b)
+        pending = coro.send(None)
+        assert pending is a
+        rest = asyncio.ensure_future(faust_private._Rest(coro, pending))
+        a.set_result(7)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not rest.done()  # now waiting on b
+        b.set_exception(KeyError("x"))
+        assert await rest == 70
+
+        c = loop.create_future()
+        coro2 = inner(c, loop.create_future())
+        waiting = asyncio.ensure_future(faust_private._Rest(coro2, coro2.send(None)))
+        await asyncio.sleep(0)
+        waiting.cancel()  # cancelling the task cancels the coroutine inside
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert inspect.getcoroutinestate(coro2) == inspect.CORO_CLOSED  # not left suspended
 
     asyncio.run(go())

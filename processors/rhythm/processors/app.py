@@ -33,8 +33,10 @@ from rhythm.processors.expansion import Expansion
 from rhythm.processors.explode import partition_for
 from rhythm.processors.holes import OffsetGuard
 from rhythm.processors.lanes import signal_version
+from rhythm.processors.lean_monitor import LeanMonitor
 from rhythm.processors.messages import HANDOFF, NormsUpdate, UpdatesMessage
 from rhythm.processors.metrics import ProcessorMetrics
+from rhythm.processors.partitioner import partition_of
 from rhythm.processors.recovery import HoleRecovery
 from rhythm.processors.settings import ProcessorSettings
 from rhythm.processors.stage1 import (
@@ -122,6 +124,8 @@ class Processors:
             consumer_metadata_max_age_ms=int(settings.metadata_max_age_s * 1000),
             broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
             stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+            Monitor=LeanMonitor,  # Faust's per-message statistics feed only its web views
+            producer_partitioner=partition_of,  # aiokafka's choice, in fewer Python steps
         )
         # Faust commits, for the two inputs, only what the agents finished without a gap
         # (holes.py, faust_private.py): its own choice steps over offsets it dropped.
