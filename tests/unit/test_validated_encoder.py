@@ -282,3 +282,50 @@ def test_aware_datetimes_in_any_offset_give_the_same_bytes() -> None:
         )
     }
     assert len(outputs) == 1
+
+
+def test_the_send_time_memo_follows_the_value() -> None:
+    valid = validate_event_dict(
+        {
+            "tenant": "acme",
+            "occurred_at": "2026-10-01T12:00:00.123Z",
+            "actor": {"type": "user", "id": "u-42"},
+            "verb": "replied",
+        }
+    )
+    event_id = "0190a8b2-7c3d-7e4f-8a1b-2c3d4e5f6a7b"
+    for sent_at in [1_790_856_001_000, 1_790_856_001_000, 1_790_856_001_001, 5, 5, 2**48, 0]:
+        got = encode_validated(valid, event_id, sent_at)
+        assert got == fastavro_bytes(_expected_record(valid, event_id, sent_at))
+        assert decode_event(got)["sent_at"] == sent_at
+
+
+def test_occurred_at_in_any_zone_in_any_order() -> None:
+    """The epoch is kept in the last fixed-offset zone seen; a zone with daylight saving
+    time (whose same-zone differences are wall time) is never kept."""
+    try:
+        from zoneinfo import ZoneInfo
+
+        berlin: Any = ZoneInfo("Europe/Berlin")
+    except Exception:  # no time zone database on this machine
+        berlin = None
+    winter = datetime(2026, 1, 15, 12, 0, 0, 1000, tzinfo=UTC)
+    summer = datetime(2026, 7, 15, 12, 0, 0, 999_999, tzinfo=UTC)
+    zones: list[Any] = [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5)), berlin]
+    times: list[Any] = [
+        instant.astimezone(zone)
+        for zone in zones
+        if zone is not None
+        for instant in (winter, summer)
+    ]
+    times += ["2026-01-15T12:00:00.001Z", "2026-07-15T14:00:00.999999+02:00"]
+    rng = random.Random(3)
+    event = {"tenant": "acme", "actor": {"type": "u", "id": "1"}, "verb": "v"}
+    for when in rng.choices(times, k=400):
+        valid = validate_event_dict(event | {"occurred_at": when})
+        got = encode_validated(valid, "x" * 36, 7)
+        assert got == fastavro_bytes(_expected_record(valid, "x" * 36, 7))
+        assert decode_event(got)["occurred_at"] in (
+            rules.epoch_millis(winter),
+            rules.epoch_millis(summer),
+        )

@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry
 
 from rhythm.producers.config import ClientSettings
 from rhythm.producers.metrics import ClientStats, collector_for
-from rhythm.producers.prepare import EntityLike, make_person, prepare_payload
+from rhythm.producers.prepare import EntityLike, entity_as_dict, make_person, prepare_payload
 from rhythm.schemas import Event, decode_event
 from rhythm.schemas.people import Person, Traits
 
@@ -120,24 +120,34 @@ class Client:
         `actor`, `object`, `target` are `{"type": ..., "id": ...}` dicts or `(type, id)` pairs.
         `occurred_at` defaults to now (UTC); `event_id` to a fresh UUIDv7.
         """
+        if self._closed:  # before the pairs, whose errors would otherwise come first
+            raise ClientClosedError("this client is closed")
+        # Pairs become dicts here, where they are known to be entities: send() would first
+        # try the event as given (validation refuses a pair), then again converted.
         event: dict[str, Any] = {
             "tenant": tenant,
-            "actor": actor,
+            "actor": entity_as_dict("actor", actor),
             "verb": verb,
             "occurred_at": occurred_at if occurred_at is not None else datetime.now(UTC),
             "weight": weight,
         }
-        optional = {
-            "object": object,
-            "target": target,
-            "channel": channel,
-            "context_id": context_id,
-            "in_reply_to": in_reply_to,
-            "tags": tags,
-            "properties": properties,
-            "event_id": event_id,
-        }
-        event.update((k, v) for k, v in optional.items() if v is not None)
+        # None means absent: only what was given goes in (one test each, no dict of options).
+        if object is not None:
+            event["object"] = entity_as_dict("object", object)
+        if target is not None:
+            event["target"] = entity_as_dict("target", target)
+        if channel is not None:
+            event["channel"] = channel
+        if context_id is not None:
+            event["context_id"] = context_id
+        if in_reply_to is not None:
+            event["in_reply_to"] = in_reply_to
+        if tags is not None:
+            event["tags"] = tags
+        if properties is not None:
+            event["properties"] = properties
+        if event_id is not None:
+            event["event_id"] = event_id
         return self.send(event)
 
     def identify(

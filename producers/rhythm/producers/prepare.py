@@ -1,4 +1,5 @@
-"""Turn what a caller gives `track()`/`send()` into a validated wire record and its key.
+"""Turn what a caller gives `track()`/`send()` into a validated wire record (or straight into
+its wire bytes, `send()`'s path) and its key.
 
 Pure: no I/O, so the rules are unit-tested without a broker.
 """
@@ -51,11 +52,19 @@ def prepare_payload(event: Mapping[str, Any] | Event, sent_at: int) -> tuple[byt
     the same bytes, but a dict event goes from validation straight to bytes, without the
     record in between (the client's per-event cost). Raises ContractError.
     """
-    if isinstance(event, Event):
+    if type(event) is not dict and isinstance(event, Event):  # the dict test is the cheap one
         record, key = prepare_event(event)
         record["sent_at"] = sent_at
         return encode_event(record), key, record["event_id"]
-    valid = validate_event_dict(_entity_pairs_as_dicts(event))
+    try:
+        valid = validate_event_dict(event)
+    except ContractError:
+        # (type, id) pairs fail as entities: converted only then, so dicts pay nothing for
+        # them, and the errors are those of the converted event, as in prepare_event.
+        paired = _entity_pairs_as_dicts(event)
+        if paired is event:
+            raise
+        valid = validate_event_dict(paired)
     event_id = valid.get("event_id") or str(uuid_utils.uuid7())
     actor = valid["actor"]
     key = f"{valid['tenant']}:{actor['type']}:{actor['id']}"
@@ -73,6 +82,11 @@ def _entity_pairs_as_dicts(data: Mapping[str, Any]) -> Mapping[str, Any]:
 def partition_key(record: Mapping[str, Any]) -> str:
     """One actor's events share a key, so Kafka keeps their order (one partition)."""
     return f"{record['tenant']}:{record['actor_type']}:{record['actor_id']}"
+
+
+def entity_as_dict(role: str, entity: Any) -> Any:
+    """A (type, id) pair as the entity dict; anything else as it is (validation judges it)."""
+    return _entity_from_pair(role, entity) if isinstance(entity, tuple) else entity
 
 
 def _entity_from_pair(role: str, pair: tuple[Any, ...]) -> dict[str, Any]:

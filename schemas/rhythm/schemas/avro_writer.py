@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
+from datetime import datetime, timezone, tzinfo
 from typing import Any
+
+from pydantic_core import TzInfo
 
 from rhythm.schemas import rules
 
@@ -185,6 +188,16 @@ _NULL_STR, _SOME_STR = "\x00", "\x02"
 _TRUE_STR, _FALSE_STR = "\x06\x01", "\x06\x00"
 _NO_ENTITY = "\x00\x00"  # an absent object or target: both of its optional strings null
 _EPOCH, _ONE_MS = rules.EPOCH, rules.ONE_MS
+# Subtracting datetimes of two zones asks each for its UTC offset, through pydantic's TzInfo
+# (Rust) for parsed strings: most of a microsecond. Two datetimes of the same tzinfo object
+# subtract by their fields alone, which is the true difference when the zone's offset is fixed:
+# so the epoch is kept in the zone of the last event (they nearly all share one). Not for
+# zones with daylight saving time (zoneinfo), whose same-object difference is wall time.
+_FIXED_OFFSET = (timezone, TzInfo)
+_epoch_in_zone: tuple[tzinfo | None, datetime] = (_EPOCH.tzinfo, _EPOCH)
+# sent_at is the send time in milliseconds: a busy client stamps the same value on many
+# events in a row, so the last one's bytes are kept (a tuple, replaced whole: thread-safe).
+_last_sent_at: tuple[int, bytes] = (-1, b"")
 
 
 def encode_validated(header: bytes, e: Mapping[str, Any], event_id: str, sent_at: int) -> bytes:
@@ -242,19 +255,37 @@ def encode_validated(header: bytes, e: Mapping[str, Any], event_id: str, sent_at
                 _NULL,
             )
         )
+    global _last_sent_at  # noqa: PLW0603 - a one-entry memo, replaced whole
+    last = _last_sent_at
+    if sent_at == last[0]:
+        sent = last[1]
+    else:
+        sent = _SOME + (_timestamp(sent_at) if 1 << 34 <= sent_at < 1 << 48 else _long(sent_at))
+        _last_sent_at = (sent_at, sent)
+    when = e["occurred_at"]
+    zone = _epoch_in_zone
+    same_zone = when.tzinfo is zone[0]
+    occurred_at = (when - zone[1]) // _ONE_MS if same_zone else _epoch_millis(when)
     properties = get("properties")
     return b"".join(
         (
             header,
             head_utf8,
-            _long((e["occurred_at"] - _EPOCH) // _ONE_MS),
-            _SOME,
-            _long(sent_at),
+            _timestamp(occurred_at) if 1 << 34 <= occurred_at < 1 << 48 else _long(occurred_at),
+            sent,
             middle_utf8,
             _pack_double(get("weight", 1.0)),
             _properties(properties) if properties else _NULL,
         )
     )
+
+
+def _epoch_millis(when: datetime) -> int:
+    global _epoch_in_zone  # noqa: PLW0603 - a one-entry memo, replaced whole
+    zone = when.tzinfo
+    if type(zone) in _FIXED_OFFSET:
+        _epoch_in_zone = (zone, _EPOCH.astimezone(zone))
+    return (when - _EPOCH) // _ONE_MS
 
 
 def _entity(entity: Mapping[str, str] | None) -> bytes:
