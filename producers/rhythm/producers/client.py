@@ -57,6 +57,7 @@ _REASONS = {
 }
 
 
+_ANY_PARTITION = -1  # RD_KAFKA_PARTITION_UA
 _ERROR_LOG_INTERVAL_S = 30
 _PURGE_REPORT_TIMEOUT_S = 5.0
 
@@ -203,7 +204,9 @@ class Client:
             # One bound method for every message: a per-message closure would keep a dict per
             # queued event alive, and the cyclic GC rescans all of them over and over. A
             # failed event is rebuilt from its payload instead (failures are rare).
-            producer.produce(self._topic, payload, key, on_delivery=self._delivery_cb)
+            # Positional (partition -1 is librdkafka's "unassigned": the partitioner picks by
+            # key; the fifth is on_delivery): keywords cost produce() a dict parse per call.
+            producer.produce(self._topic, payload, key, _ANY_PARTITION, self._delivery_cb)
         except BufferError:
             self._when_full(producer, payload, key)
         except KafkaException as exc:  # refused outright, e.g. a topic known not to exist
@@ -265,7 +268,7 @@ class Client:
                 # Serving delivery reports here is what frees room in the queue.
                 producer.poll(0.005)
                 try:
-                    producer.produce(self._topic, payload, key, on_delivery=self._delivery_cb)
+                    producer.produce(self._topic, payload, key, _ANY_PARTITION, self._delivery_cb)
                     return
                 except BufferError:
                     continue
