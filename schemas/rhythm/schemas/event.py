@@ -2,9 +2,11 @@
 
 Two ways in, one set of rules (`rules.py`):
 - `Event.model_validate(data)`: the model, for code that wants attributes and datetimes.
-- `validate_record(data)`: the client's hot path. It validates the same input against
-  `EventDict` (a TypedDict with the same field types: no model objects to build) and flattens
-  it straight into the wire record. tests/unit/test_model_avro_agree.py proves both agree.
+- `validate_record(data)`: the fast path. It validates the same input against `EventDict`
+  (a TypedDict with the same field types: no model objects to build) and flattens it straight
+  into the wire record. tests/unit/test_model_avro_agree.py proves both agree. The client
+  goes one step further: `validate_event_dict(data)`, then `wire.encode_validated` writes the
+  bytes of that record without building it.
 """
 
 from collections.abc import Mapping
