@@ -128,6 +128,15 @@ def test_send_refuses_what_prepare_event_refuses_with_the_same_message() -> None
         with pytest.raises(ContractError) as got:
             prepare_payload(event, 0)
         assert str(got.value) == str(want.value)
+        # shown with pydantic's error when validation found it, alone for a bad pair
+        assert type(_shown_with(got.value)) is type(_shown_with(want.value))
+
+
+def _shown_with(exc: BaseException) -> BaseException | None:
+    """The exception a traceback prints before this one."""
+    if exc.__cause__ is not None or exc.__suppress_context__:
+        return exc.__cause__
+    return exc.__context__
 
 
 def test_a_dropped_event_is_reported_with_its_wire_record() -> None:

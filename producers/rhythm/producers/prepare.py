@@ -57,14 +57,18 @@ def prepare_payload(event: Mapping[str, Any] | Event, sent_at: int) -> tuple[byt
         record, key = prepare_event(event)
         record["sent_at"] = sent_at
         return encode_event(record), key, record["event_id"]
+    refused: ValidationError | None = None
     try:
         valid = _validate_event_dict(event)  # validate_event_dict's work, one call fewer
     except ValidationError as exc:
+        refused = exc
+    if refused is not None:
         # (type, id) pairs fail as entities: converted only then, so dicts pay nothing for
-        # them, and the errors are those of the converted event, as in prepare_event.
+        # them, and the errors are those of the converted event, as in prepare_event (a bad
+        # pair's error is raised out here, not chained to the first validation's).
         paired = _entity_pairs_as_dicts(event)
         if paired is event:
-            raise ContractError.from_validation_error(exc) from exc
+            raise ContractError.from_validation_error(refused) from refused
         valid = validate_event_dict(paired)
     event_id = valid.get("event_id") or str(uuid_utils.uuid7())
     actor = valid["actor"]
