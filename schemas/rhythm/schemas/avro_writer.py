@@ -9,6 +9,10 @@ fastavro, so a new event-vN.avsc can never be written wrongly, only more slowly 
 file learns it.
 
 Like fastavro, missing nullable fields write null and missing defaulted fields their default.
+
+`encode_validated` is the client's variant: the same bytes from the EventDict that validation
+returns, without a record in between (~2.5 us for a typical event, header included);
+tests/unit/test_validated_encoder.py checks it against fastavro on random valid events.
 """
 
 from __future__ import annotations
