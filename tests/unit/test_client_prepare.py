@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections import Counter
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
 from rhythm.producers import Client, ClientSettings, KafkaSettings, prepare_event
+from rhythm.producers.prepare import prepare_payload
 from rhythm.schemas import ContractError, Event, decode_event, encode_event
+
+from .test_validated_encoder import random_event
 
 BASE = {
     "tenant": "acme",
@@ -80,3 +85,75 @@ def test_metrics_count_what_the_client_did() -> None:
     assert client.stats.dropped == Counter({"queue_full": 3})
     client.close(0)
     assert client.stats.failed == Counter({"purged": 2})
+
+
+def test_send_publishes_the_bytes_of_the_prepared_record() -> None:
+    """send()'s payload (no record built) is encode_event() of prepare_event()'s record."""
+    rng = random.Random(42)
+    events: list[Any] = [random_event(rng) for _ in range(300)]
+    events += [
+        {**BASE, "actor": ("user", "u-1"), "object": ("doc", "d-1")},
+        Event.model_validate({**BASE, "event_id": "0191e2b4-0000-7000-8000-000000000001"}),
+        Event.model_validate(BASE),
+    ]
+    for event in events:
+        payload, key, event_id = prepare_payload(event, 1_790_856_001_000)
+        given = event.event_id if isinstance(event, Event) else event.get("event_id")
+        same = event
+        if given is None:  # prepare_payload assigned a UUIDv7: prepare_event gets the same
+            assert uuid.UUID(event_id).version == 7
+            if isinstance(event, Event):
+                same = event.model_copy(update={"event_id": event_id})
+            else:
+                same = {**event, "event_id": event_id}
+        else:
+            assert event_id == given
+        record, want_key = prepare_event(same)
+        record["sent_at"] = 1_790_856_001_000
+        assert payload == encode_event(record)
+        assert key == want_key
+
+
+def test_send_refuses_what_prepare_event_refuses_with_the_same_message() -> None:
+    bad: list[dict[str, Any]] = [
+        {**BASE, "tenant": "Acme Corp", "verb": "Replied!"},
+        {**BASE, "actor": ("user",)},
+        {**BASE, "object": ("doc", "d", "x"), "tenant": 5},
+        {**BASE, "properties": {"a": [1]}, "occurred_at": "2026-10-01"},
+        {k: v for k, v in BASE.items() if k != "actor"},
+    ]
+    for event in bad:
+        with pytest.raises(ContractError) as want:
+            prepare_event(event)
+        with pytest.raises(ContractError) as got:
+            prepare_payload(event, 0)
+        assert str(got.value) == str(want.value)
+        # shown with pydantic's error when validation found it, alone for a bad pair
+        assert type(_shown_with(got.value)) is type(_shown_with(want.value))
+
+
+def _shown_with(exc: BaseException) -> BaseException | None:
+    """The exception a traceback prints before this one."""
+    if exc.__cause__ is not None or exc.__suppress_context__:
+        return exc.__cause__
+    return exc.__context__
+
+
+def test_a_dropped_event_is_reported_with_its_wire_record() -> None:
+    reported: list[dict[str, Any]] = []
+    client = Client(
+        ClientSettings(
+            kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+            queue_max_messages=1,
+            full_queue_policy="drop",
+        ),
+        on_error=lambda record, _reason: reported.append(record),
+    )
+    event = {**BASE, "object": ("doc", "d-1"), "tags": ["a"], "properties": {"n": 2**40}}
+    client.send(event)
+    dropped_id = client.send(event)
+    client.close(0)
+    dropped = next(r for r in reported if r["event_id"] == dropped_id)
+    record, _ = prepare_event({**event, "event_id": dropped_id})
+    assert isinstance(dropped["sent_at"], int)
+    assert dropped == record | {"sent_at": dropped["sent_at"]}

@@ -37,8 +37,8 @@ from prometheus_client import CollectorRegistry
 
 from rhythm.producers.config import ClientSettings
 from rhythm.producers.metrics import ClientStats, collector_for
-from rhythm.producers.prepare import EntityLike, make_person, prepare_event
-from rhythm.schemas import Event, decode_event, encode_event
+from rhythm.producers.prepare import EntityLike, entity_as_dict, make_person, prepare_payload
+from rhythm.schemas import Event, decode_event
 from rhythm.schemas.people import Person, Traits
 
 log = logging.getLogger("rhythm.producers")
@@ -57,6 +57,7 @@ _REASONS = {
 }
 
 
+_ANY_PARTITION = -1  # RD_KAFKA_PARTITION_UA
 _ERROR_LOG_INTERVAL_S = 30
 _PURGE_REPORT_TIMEOUT_S = 5.0
 
@@ -120,24 +121,34 @@ class Client:
         `actor`, `object`, `target` are `{"type": ..., "id": ...}` dicts or `(type, id)` pairs.
         `occurred_at` defaults to now (UTC); `event_id` to a fresh UUIDv7.
         """
+        if self._closed:  # before the pairs, whose errors would otherwise come first
+            raise ClientClosedError("this client is closed")
+        # Pairs become dicts here, where they are known to be entities: send() would first
+        # try the event as given (validation refuses a pair), then again converted.
         event: dict[str, Any] = {
             "tenant": tenant,
-            "actor": actor,
+            "actor": entity_as_dict("actor", actor),
             "verb": verb,
             "occurred_at": occurred_at if occurred_at is not None else datetime.now(UTC),
             "weight": weight,
         }
-        optional = {
-            "object": object,
-            "target": target,
-            "channel": channel,
-            "context_id": context_id,
-            "in_reply_to": in_reply_to,
-            "tags": tags,
-            "properties": properties,
-            "event_id": event_id,
-        }
-        event.update((k, v) for k, v in optional.items() if v is not None)
+        # None means absent: only what was given goes in (one test each, no dict of options).
+        if object is not None:
+            event["object"] = entity_as_dict("object", object)
+        if target is not None:
+            event["target"] = entity_as_dict("target", target)
+        if channel is not None:
+            event["channel"] = channel
+        if context_id is not None:
+            event["context_id"] = context_id
+        if in_reply_to is not None:
+            event["in_reply_to"] = in_reply_to
+        if tags is not None:
+            event["tags"] = tags
+        if properties is not None:
+            event["properties"] = properties
+        if event_id is not None:
+            event["event_id"] = event_id
         return self.send(event)
 
     def identify(
@@ -157,7 +168,9 @@ class Client:
             raise ClientClosedError("this client is closed")
         person = make_person(tenant, actor, traits, time.time_ns() // 1_000_000)
         payload = person.model_dump_json().encode()
-        producer = self._producer or self._open()
+        producer = self._producer
+        if producer is None:  # not `or`: a Producer's truth is its queue length
+            producer = self._open()
         self.stats.tracked += 1
         try:
             producer.produce(
@@ -182,10 +195,23 @@ class Client:
         """Validate, stamp and enqueue an event in the canonical JSON shape; return its id."""
         if self._closed:
             raise ClientClosedError("this client is closed")
-        record, key = prepare_event(event)
-        record["sent_at"] = time.time_ns() // 1_000_000
-        self._produce(record, key)
-        return str(record["event_id"])
+        payload, key, event_id = prepare_payload(event, time.time_ns() // 1_000_000)
+        producer = self._producer
+        if producer is None:  # not `or`: a Producer's truth is its queue length
+            producer = self._open()
+        self.stats.tracked += 1
+        try:
+            # One bound method for every message: a per-message closure would keep a dict per
+            # queued event alive, and the cyclic GC rescans all of them over and over. A
+            # failed event is rebuilt from its payload instead (failures are rare).
+            # Positional (partition -1 is librdkafka's "unassigned": the partitioner picks by
+            # key; the fifth is on_delivery): keywords cost produce() a dict parse per call.
+            producer.produce(self._topic, payload, key, _ANY_PARTITION, self._delivery_cb)
+        except BufferError:
+            self._when_full(producer, payload, key)
+        except KafkaException as exc:  # refused outright, e.g. a topic known not to exist
+            self._give_up(_record(payload), exc.args[0])
+        return event_id
 
     def flush(self, timeout: float = 10.0) -> int:
         """Wait up to `timeout` seconds for delivery; return how many events are still queued."""
@@ -234,37 +260,23 @@ class Client:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _produce(self, record: dict[str, Any], key: str) -> None:
-        payload = encode_event(record)
-        producer = self._producer or self._open()
-        # One bound method for every message: a per-message closure would keep a dict per
-        # queued event alive, and the cyclic GC rescans all of them over and over. A failed
-        # event is rebuilt from its payload instead (failures are rare).
-        report = self._delivery_cb
-        self.stats.tracked += 1
-        try:
-            producer.produce(self._topic, payload, key, on_delivery=report)
-            return
-        except BufferError:
-            pass
-        except KafkaException as exc:  # refused outright, e.g. a topic known not to exist
-            self._give_up(record, exc.args[0])
-            return
+    def _when_full(self, producer: Producer, payload: bytes, key: str) -> None:
+        """produce() found the queue full: the policy decides; a given-up event is reported."""
         if self.settings.full_queue_policy == "block":
             deadline = time.monotonic() + self.settings.block_timeout_s
             while time.monotonic() < deadline:
                 # Serving delivery reports here is what frees room in the queue.
                 producer.poll(0.005)
                 try:
-                    producer.produce(self._topic, payload, key, on_delivery=report)
+                    producer.produce(self._topic, payload, key, _ANY_PARTITION, self._delivery_cb)
                     return
                 except BufferError:
                     continue
                 except KafkaException as exc:
-                    self._give_up(record, exc.args[0])
+                    self._give_up(_record(payload), exc.args[0])
                     return
         self.stats.dropped["queue_full"] += 1
-        self._report(record, "queue_full")
+        self._report(_record(payload), "queue_full")
 
     def _open(self) -> Producer:
         with self._lock:
@@ -286,7 +298,7 @@ class Client:
             if latency is not None:
                 self.stats.observe_latency(latency)
             return
-        self._give_up(dict(decode_event(msg.value() or b"")), err)
+        self._give_up(_record(msg.value() or b""), err)
 
     def _on_identify_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
@@ -338,6 +350,11 @@ class Client:
         self._stop = threading.Event()
         # The parent's counts are the parent's: this process starts its own.
         self.stats = ClientStats()
+
+
+def _record(payload: bytes) -> dict[str, Any]:
+    """The wire record of an event the client encoded, for `on_error`."""
+    return dict(decode_event(payload))
 
 
 def _poll_loop(ref: weakref.ref[Client], producer: Producer, stop: threading.Event) -> None:

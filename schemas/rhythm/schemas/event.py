@@ -2,14 +2,16 @@
 
 Two ways in, one set of rules (`rules.py`):
 - `Event.model_validate(data)`: the model, for code that wants attributes and datetimes.
-- `validate_record(data)`: the client's hot path. It validates the same input against
-  `EventDict` (a TypedDict with the same field types: no model objects to build) and flattens
-  it straight into the wire record. tests/unit/test_model_avro_agree.py proves both agree.
+- `validate_record(data)`: the fast path. It validates the same input against `EventDict`
+  (a TypedDict with the same field types: no model objects to build) and flattens it straight
+  into the wire record. tests/unit/test_model_avro_agree.py proves both agree. The client
+  goes one step further: `validate_event_dict(data)`, then `wire.encode_validated` writes the
+  bytes of that record without building it.
 """
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, NotRequired, Self
+from typing import Annotated, Any, NotRequired, Self, cast
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic import with_config as _with_config
@@ -216,10 +218,20 @@ def validate_record(data: Mapping[str, Any]) -> dict[str, Any]:
     The record's event_id is None when the input has none: the caller assigns one before
     `encode_event`. Raises ContractError naming each field and rule broken.
     """
+    return record_of(validate_event_dict(data))
+
+
+def validate_event_dict(data: Mapping[str, Any]) -> EventDict:
+    """Validate canonical JSON input against EventDict; raises ContractError like
+    `validate_record`. What it returns is what `rhythm.schemas.wire.encode_validated` takes."""
     try:
-        event = _validate_event_dict(data)
+        return cast(EventDict, _validate_event_dict(data))
     except ValidationError as exc:
         raise ContractError.from_validation_error(exc) from exc
+
+
+def record_of(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The wire record of a validated EventDict (event_id None when it has none)."""
     get = event.get
     actor = event["actor"]
     obj, target, sent_at = get("object"), get("target"), get("sent_at")
