@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from rhythm.producers import Client, ClientSettings, KafkaSettings, prepare_event
 from rhythm.producers.prepare import prepare_payload
-from rhythm.schemas import ContractError, Event, decode_event, encode_event
+from rhythm.schemas import ContractError, Entity, Event, decode_event, encode_event
 
 from .test_validated_encoder import random_event
 
@@ -38,6 +38,17 @@ def test_entities_may_be_pairs() -> None:
     assert (record["object_type"], record["object_id"]) == ("doc", "d-1")
     with pytest.raises(ContractError, match="actor"):
         prepare_event({**BASE, "actor": ("user",)})
+
+
+def test_entities_may_be_entity_models() -> None:
+    """`EntityLike` allows an `Entity`: the client takes it as it takes a dict or a pair."""
+    given = {**BASE, "actor": Entity(type="user", id="u-1"), "target": Entity(type="a", id="1")}
+    record, _ = prepare_event(given)
+    assert (record["actor_type"], record["actor_id"]) == ("user", "u-1")
+    assert (record["target_type"], record["target_id"]) == ("a", "1")
+    payload, _, _ = prepare_payload(given, 1)
+    got = decode_event(payload)
+    assert (got["actor_type"], got["actor_id"], got["target_id"]) == ("user", "u-1", "1")
 
 
 def test_model_events_are_accepted_and_encode_to_the_same_record() -> None:

@@ -72,7 +72,7 @@ class CollectorServer:
         topic = self.settings.client.topic
         while True:
             try:
-                producer = client._producer or client._open()
+                producer = client._open()
                 meta = await asyncio.to_thread(producer.list_topics, topic, 5)
                 if topic in meta.topics and meta.topics[topic].error is None:
                     self.collector.kafka_ready = True

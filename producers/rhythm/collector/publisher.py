@@ -140,12 +140,13 @@ class _ConfirmingClient(Client):
 
     def produce_event(self, record: dict[str, Any], key: str, on_delivery: Any) -> None:
         payload = encode_event(record)
-        producer = self._producer or self._open()
+        # `is not None`, not `or`: a Producer is false while its queue is empty
+        producer = self._producer if self._producer is not None else self._open()
         self.stats.tracked += 1
         producer.produce(self._topic, payload, key, on_delivery=on_delivery)
 
     def produce_person(self, payload: bytes, key: str, on_delivery: Any) -> None:
-        producer = self._producer or self._open()
+        producer = self._producer if self._producer is not None else self._open()
         self.stats.tracked += 1
         producer.produce(self.settings.people_topic, payload, key, on_delivery=on_delivery)
 

@@ -63,9 +63,10 @@ def prepare_payload(event: Mapping[str, Any] | Event, sent_at: int) -> tuple[byt
     except ValidationError as exc:
         refused = exc
     if refused is not None:
-        # (type, id) pairs fail as entities: converted only then, so dicts pay nothing for
-        # them, and the errors are those of the converted event, as in prepare_event (a bad
-        # pair's error is raised out here, not chained to the first validation's).
+        # (type, id) pairs and Entity models fail as entities: converted only then, so dicts
+        # pay nothing for them, and the errors are those of the converted event, as in
+        # prepare_event (a bad pair's error is raised out here, not chained to the first
+        # validation's).
         paired = _entity_pairs_as_dicts(event)
         if paired is event:
             raise ContractError.from_validation_error(refused) from refused
@@ -77,10 +78,11 @@ def prepare_payload(event: Mapping[str, Any] | Event, sent_at: int) -> tuple[byt
 
 
 def _entity_pairs_as_dicts(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """(type, id) pairs and `Entity` models of the entity roles as dicts (`EntityLike`)."""
     for role in _ENTITY_ROLES:
         value = data.get(role)
-        if isinstance(value, tuple):
-            data = {**data, role: _entity_from_pair(role, value)}
+        if isinstance(value, tuple | Entity):
+            data = {**data, role: entity_as_dict(role, value)}
     return data
 
 
@@ -90,8 +92,13 @@ def partition_key(record: Mapping[str, Any]) -> str:
 
 
 def entity_as_dict(role: str, entity: Any) -> Any:
-    """A (type, id) pair as the entity dict; anything else as it is (validation judges it)."""
-    return _entity_from_pair(role, entity) if isinstance(entity, tuple) else entity
+    """A (type, id) pair or an `Entity` as the entity dict; anything else as it is
+    (validation judges it)."""
+    if isinstance(entity, tuple):
+        return _entity_from_pair(role, entity)
+    if isinstance(entity, Entity):
+        return {"type": entity.type, "id": entity.id}
+    return entity
 
 
 def _entity_from_pair(role: str, pair: tuple[Any, ...]) -> dict[str, Any]:
