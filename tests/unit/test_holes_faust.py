@@ -431,25 +431,32 @@ def test_before_the_first_commit_nothing_is_processed_while_the_log_start_is_unk
 # -- the fetch loop's delivery (faust_private.drain_messages) ------------------------------
 
 
+async def _waiting_at(run: _Run, offset: int) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    """A fetch loop draining one fetch whose delivery of `offset` waits (the stream's queue
+    full, the first time) until the returned event is set."""
+    room = asyncio.Event()
+    deliver = run._deliver
+
+    async def callback(message: Any) -> None:
+        if message.offset == offset and not room.is_set():
+            await room.wait()
+        await deliver(message)
+
+    run.consumer.callback = callback
+    await run.ready()
+    draining = asyncio.create_task(run.drain())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    return room, draining
+
+
 def test_the_fetch_loop_delivers_inline_and_waits_where_faust_waits(tmp_path: Path) -> None:
     """A callback that does not suspend is delivered without a task; one that waits (the
     stream's queue full) holds the loop until it is done, in order, as in Faust's loop."""
 
     async def go() -> None:
         run = _processors_run(tmp_path, committed=None)
-        room = asyncio.Event()
-        deliver = run._deliver
-
-        async def callback(message: Any) -> None:
-            if message.offset == 2:
-                await room.wait()  # the queue is full until the stream takes some
-            await deliver(message)
-
-        run.consumer.callback = callback
-        await run.ready()
-        draining = asyncio.create_task(run.drain())
-        for _ in range(20):
-            await asyncio.sleep(0)
+        room, draining = await _waiting_at(run, 2)
         assert [m.offset for m in run.delivered] == [0, 1]  # waiting at 2, nothing after it
         assert not draining.done()
         room.set()
@@ -468,19 +475,7 @@ def test_a_delivery_still_waiting_when_the_flow_stops_is_dropped_and_never_commi
 
     async def go() -> None:
         run = _processors_run(tmp_path, committed=None)
-        room = asyncio.Event()
-        deliver = run._deliver
-
-        async def callback(message: Any) -> None:
-            if message.offset == 2 and not room.is_set():
-                await room.wait()
-            await deliver(message)
-
-        run.consumer.callback = callback
-        await run.ready()
-        draining = asyncio.create_task(run.drain())
-        for _ in range(20):
-            await asyncio.sleep(0)
+        room, draining = await _waiting_at(run, 2)
         run.consumer.suspend_flow.set()  # a rebalance begins
         await draining
         run.consumer.suspend_flow.clear()
