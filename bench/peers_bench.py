@@ -208,13 +208,14 @@ def faust_changelogs(bootstrap: str, group: str) -> list[tuple[int, Any, Any]]:
 
 
 def read_result_line(log: Path, prefix: str) -> dict[str, Any] | None:
-    """The JSON after `prefix` on the last such line of a peer's log, if it printed one."""
+    """The JSON after `prefix` on the last such line of a peer's log, if it printed one
+    (anywhere in the line: a Faust worker sends what its agents print through its logger)."""
     if not log.exists():
         return None
     found = [
-        line[len(prefix) :].strip()
+        line.partition(prefix)[2].strip()
         for line in log.read_text(errors="replace").splitlines()
-        if line.startswith(prefix)
+        if prefix in line
     ]
     result: dict[str, Any] | None = json.loads(found[-1]) if found else None
     return result

@@ -49,7 +49,7 @@ def test_read_result_line_takes_the_last_json_after_the_prefix(tmp_path: Path) -
     log.write_text(
         "[warn] starting\n"
         f'{EMPTY_RESULT} {{"events": 10, "seconds": 2.0}}\n'
-        f'{EMPTY_RESULT} {{"events": 20, "seconds": 4.0}}\n'
+        f'[2026-12-06 21:00:00] [WARNING] {EMPTY_RESULT} {{"events": 20, "seconds": 4.0}}\n'
     )
     assert read_result_line(log, EMPTY_RESULT) == {"events": 20, "seconds": 4.0}
 
