@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from rhythm.schemas.keys import SEP, EntityKey
@@ -147,6 +148,7 @@ class Check:
     missing: int = 0  # in the reference, not emitted (still open on the peer's clock)
     reference: int = 0
     examples: list[str] = field(default_factory=list)
+    missing_starts: tuple[int, int] | None = None  # the oldest and newest not emitted (ms)
 
     @property
     def all_equal(self) -> bool:
@@ -154,11 +156,15 @@ class Check:
         return self.emitted > 0 and self.equal == self.emitted and self.extra == 0
 
     def summary(self) -> str:
-        return (
+        text = (
             f"{self.equal:,} of {self.emitted:,} windows emitted equal the reference "
             f"({', '.join(COMPARED)}); {self.extra:,} not in it; "
             f"{self.missing:,} of its {self.reference:,} not emitted"
         )
+        if self.missing_starts:
+            oldest, newest = (_utc(ms) for ms in self.missing_starts)
+            text += f" (starting {oldest} to {newest})"
+        return text
 
 
 def check(
@@ -182,5 +188,12 @@ def check(
                 f"{key[0].replace(SEP, '/')} {key[1]}s@{key[2]}: "
                 + ", ".join(f"{f} {theirs[f]} (reference {mine[f]})" for f in diffs)
             )
-    result.missing = sum(1 for key in reference if key not in peer)
+    starts = [key[2] for key in reference if key not in peer]
+    result.missing = len(starts)
+    if starts:
+        result.missing_starts = (min(starts), max(starts))
     return result
+
+
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")

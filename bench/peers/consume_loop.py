@@ -39,7 +39,8 @@ def main() -> None:
     first = seen = 0
     try:
         while seen < args.expect and time.monotonic() < deadline:
-            batch = consumer.consume(BATCH, 1.0)
+            # Never ask for more than is left: a short last batch would wait out the timeout.
+            batch = consumer.consume(min(BATCH, args.expect - seen), 1.0)
             if not batch:
                 continue
             if not started:

@@ -143,3 +143,6 @@ def test_check_against_the_reference() -> None:
 
     nothing = check(ref.windows, {})
     assert not nothing.all_equal and nothing.missing == 1
+    assert "1 of its 1 not emitted (starting 1970-01-01 00:00 UTC to 1970-01-01 00:00 UTC)" in (
+        nothing.summary()
+    )
