@@ -87,7 +87,9 @@ COMMIT_INTERVAL_S = {"defaults": 5.0, "tuned": 30.0}
 
 
 class Progress:
-    """What the app has processed and sent to its repartition topic, to stop once done."""
+    """What the app has processed and sent to its repartition topic, to stop once done.
+    Quix reports only input-topic messages to `on_message_processed`; the repartitioned
+    ones are counted where they arrive (`gap`, the first step after `group_by`)."""
 
     def __init__(self, expect: int) -> None:
         self.expect = expect
@@ -96,11 +98,16 @@ class Progress:
         self.repartitioned = 0
         self.app: Any = None
 
-    def on_processed(self, topic: str, _partition: int, _offset: int) -> None:
-        if topic.startswith("repartition__"):
-            self.repartitioned += 1
-        else:
-            self.source += 1
+    def on_processed(self, _topic: str, _partition: int, _offset: int) -> None:
+        self.source += 1
+        self.stop_when_done()
+
+    def on_repartitioned(self) -> None:
+        self.repartitioned += 1
+        self.stop_when_done()
+
+    def stop_when_done(self) -> None:
+        # Stopping lets the current message finish; the app then commits its checkpoint.
         if self.expect and self.source >= self.expect and self.repartitioned >= self.sent:
             self.app.stop()
 
@@ -134,6 +141,7 @@ def entity_updates(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 def gap(value: dict[str, Any], state: Any) -> dict[str, Any]:
     """The update with the gap (s) since the entity's previous event, in arrival order."""
+    PROGRESS.on_repartitioned()
     ts = value["ts"]
     last = state.get("last")
     gap_s = None
