@@ -176,13 +176,18 @@ def time_group(
     input_done: float | None = None
     last_print = 0.0
     samples: list[dict[str, float]] = []
+    exited_seen = False
     try:
         while True:
             now = time.monotonic()
             if now - started > timeout:
                 raise TimeoutError(f"{label or group}: not done after {timeout:.0f} s")
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"{label or group}: exited with {proc.returncode}")
+            # A peer may stop itself once done (the Quix app, after its last commit): read
+            # the commits once more after it exited cleanly before calling it a failure.
+            exited = proc is not None and proc.poll() is not None
+            if exited and (proc is None or proc.returncode != 0 or exited_seen):
+                raise RuntimeError(f"{label or group}: exited with {proc and proc.returncode}")
+            exited_seen = exited
             done, input_lag = watch.committed_and_lag(input_topic)
             if input_lag < 0:  # unknown just now: ask again
                 time.sleep(poll_s)

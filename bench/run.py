@@ -39,8 +39,8 @@ HOW = """## How these numbers are made
   `RHYTHM_BENCH_PEER_SCALE` (peers: `rhythm simulate --scale`, default 1.0 ≈ 169k messages),
   `RHYTHM_BENCH_PEER_PARTITIONS` / `RHYTHM_BENCH_QUIX_GRACE_S` (the peers' input topic, 1
   partition, and Quix's grace, 86,700 s: with these Quix's windows equal Rhythm's),
-  `RHYTHM_BENCH_ROUNDS` (peer rounds, default 2), `RHYTHM_BENCH_FAUST_EVENTS` (the plain
-  Faust agent's share, default 30,000), `RHYTHM_BENCH_PROFILE_S` (> 0: py-spy over one extra
+  `RHYTHM_BENCH_ROUNDS` (peer rounds, default 2), `RHYTHM_BENCH_PEERS` (which peers: all by
+  default), `RHYTHM_BENCH_PROFILE_S` (> 0: py-spy over one extra
   whole pass; 0: none),
   `RHYTHM_BENCH_LIVE_S` / `RHYTHM_BENCH_LIVE_ENTITIES` (latency tail, 90 s / 200),
   `RHYTHM_BENCH_LANES_S` / `_LANES_RATE` / `_LANES_ENTITIES` / `_LANES_BACKFILL` (live
