@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rhythm.runtime.process import stop_group
@@ -80,8 +80,9 @@ def messages_in(bootstrap: str, topic: str) -> int:
     return sum(end_offsets(bootstrap, topic).values())
 
 
-def read_all(bootstrap: str, topic: str, timeout: float = 120.0) -> list[bytes]:
-    """Every message value of `topic` from the beginning up to its end offsets now."""
+def read_messages(bootstrap: str, topic: str, timeout: float = 120.0) -> list[Message]:
+    """Every message of `topic` from the beginning up to its end offsets now, in each
+    partition's order."""
     ends = end_offsets(bootstrap, topic)
     consumer = Consumer(
         {
@@ -91,7 +92,7 @@ def read_all(bootstrap: str, topic: str, timeout: float = 120.0) -> list[bytes]:
             "auto.offset.reset": "earliest",
         }
     )
-    out: list[bytes] = []
+    out: list[Message] = []
     try:
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])
         seen = dict.fromkeys(ends, 0)
@@ -99,15 +100,18 @@ def read_all(bootstrap: str, topic: str, timeout: float = 120.0) -> list[bytes]:
         while any(seen[p] < ends[p] for p in ends) and time.monotonic() < deadline:
             for m in consumer.consume(10_000, 0.5):
                 if m.error() is None:
-                    value = m.value()
-                    if value is not None:
-                        out.append(value)
+                    out.append(m)
                     p, o = m.partition(), m.offset()
                     assert p is not None and o is not None
                     seen[p] = max(seen[p], o + 1)
         return out
     finally:
         consumer.close()
+
+
+def read_all(bootstrap: str, topic: str, timeout: float = 120.0) -> list[bytes]:
+    """Every message value of `topic` (tombstones left out), as `read_messages`."""
+    return [v for m in read_messages(bootstrap, topic, timeout) if (v := m.value()) is not None]
 
 
 class GroupProgress:

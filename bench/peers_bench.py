@@ -32,7 +32,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from confluent_kafka import Consumer, TopicPartition
 from fastavro import parse_schema, schemaless_reader
 
 from bench.compare import (
@@ -51,7 +50,6 @@ from bench.harness import (
     Timing,
     create_rhythm_outputs,
     create_topic,
-    end_offsets,
     env_float,
     env_int,
     goal,
@@ -60,6 +58,7 @@ from bench.harness import (
     processor_env,
     progress,
     read_all,
+    read_messages,
     rhythm_cli,
     scrape,
     simulate,
@@ -159,31 +158,11 @@ def decode_input(values: list[bytes]) -> list[dict[str, Any]]:
 
 
 def read_keyed(bootstrap: str, topic: str, timeout: float = 300.0) -> list[tuple[bytes, bytes]]:
-    """Every (key, value) of `topic` up to its end offsets now, in each partition's order."""
-    ends = end_offsets(bootstrap, topic)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"bench-read-{os.getpid()}-{time.monotonic_ns()}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    out: list[tuple[bytes, bytes]] = []
-    try:
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        seen = dict.fromkeys(ends, 0)
-        deadline = time.monotonic() + timeout
-        while any(seen[p] < ends[p] for p in ends) and time.monotonic() < deadline:
-            for m in consumer.consume(10_000, 0.5):
-                if m.error() is None:
-                    out.append((m.key() or b"", m.value() or b"null"))
-                    p, o = m.partition(), m.offset()
-                    assert p is not None and o is not None
-                    seen[p] = max(seen[p], o + 1)
-        return out
-    finally:
-        consumer.close()
+    """Every (key, value) of `topic` up to its end offsets now, in each partition's order (a
+    tombstone's value as JSON null)."""
+    return [
+        (m.key() or b"", m.value() or b"null") for m in read_messages(bootstrap, topic, timeout)
+    ]
 
 
 def rhythm_production_env(
