@@ -6,8 +6,9 @@ history lane. Every closed window of each tenant equals an independent sorted co
 live alerts fire, the history lane's are marked historical; the routed events are counted
 both ways. Then the same with live and history events of the same tenant and entities in the
 same windows (an import overlapping the live period, routed events among live ones), each
-event stored once in the raw `events` rows. Then the silence norms a backfill learned,
-handed to the live lane; and live windows and alerts while a backfill runs, as without it."""
+event stored once in the raw `events` rows. Then the silence norms and the reply norms a
+backfill learned, handed to the live lane; and live windows and alerts while a backfill
+runs, as without it."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from rhythm.processors.lanes import lane_of_version
 from rhythm.processors.settings import ProcessorSettings
+from rhythm.processors.signals.conversation import ContextMessage, Conversations
 from rhythm.processors.stage1 import Stage1Config, Stage1Partition
 from rhythm.processors.stage2 import Stage2Partition
 from rhythm.producers import Client, ClientSettings
@@ -550,6 +552,90 @@ def test_norms_learned_from_a_backfill_let_the_live_lane_alert_the_silence_once(
     assert sorted(got) == sorted((k, "a-1", at) for k, at in expected), everything
     assert len(got) == len(set(got))
     assert len(sent) == 1 and len(resent) == 2  # the restarted history lane sent nothing new
+
+
+def _message(
+    tenant: str, thread: str, ts: int, actor: tuple[str, str], verb: str
+) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant}/{thread}/{ts}/{verb}")),
+        "tenant": tenant, "occurred_at": iso(ts), "actor": {"type": actor[0], "id": actor[1]},
+        "verb": verb, "channel": "email", "context_id": thread,
+    }  # fmt: skip
+
+
+def _unanswered_in_one_sequence(lanes: Lanes, events: list[dict[str, Any]]) -> set[Any]:
+    """The `unanswered` alerts the rule's own code gives these messages as one sequence in
+    time order, with the live worker's settings (no lanes, no hand-off)."""
+    s = _live_settings(lanes)
+    conv = Conversations(s.reply_config(), s.alert_policy())
+    for i, e in enumerate(sorted(events, key=ms_of)):
+        a = e["actor"]
+        message = ContextMessage(ms_of(e), (a["type"], a["id"]), "email", e["verb"], "", 0, i)
+        conv.add(f"{e['tenant']}/{e['context_id']}", e["tenant"], e["context_id"], message)
+    last = max(ms_of(e) for e in events)
+    return {(a.kind, a.tenant, a.context_id, a.fired_at_ms) for a in conv.advance(last + DAY)}
+
+
+def test_reply_norms_learned_from_a_backfill_let_the_live_lane_alert_at_once(
+    lanes: Lanes, tmp_path: Path
+) -> None:
+    # Seconds, not hours: the history's replies come 2-6 s after the customer's message, so
+    # a live message with no reply is overdue within seconds; live lateness 10 s (and 10 s
+    # windows kept 10 s: `rhythm backfill` leaves out history the live lane may still change)
+    lanes.live.extra_env |= {
+        "RHYTHM_PROCESSOR_LATENESS_S": "10", "RHYTHM_PROCESSOR_WINDOW_SECONDS": "[10]",
+        "RHYTHM_PROCESSOR_LATE_RETENTION_S": "10",
+    }  # fmt: skip
+    now = int(time.time() * 1000)
+    rng = random.Random(43)
+    history = []
+    for i in range(30):  # a day of answered threads, up to ten minutes ago
+        t = now - DAY + i * (DAY - 10 * MIN) // 30
+        customer, reply = ("customer", f"c-{i}"), t + rng.randrange(2_000, 6_000)
+        history.append(_message("replies", f"h-{i}", t, customer, "wrote"))
+        history.append(_message("replies", f"h-{i}", reply, ("employee", "e-1"), "replied"))
+    procs = lanes.start()
+    try:
+        lanes.live.send(_events("warmup", "w", [now]))  # the live lane is up
+        _wait_metric(lanes, 0, "rhythm_processor_events_total", 1)
+        backfill(lanes, history, tmp_path)
+        _wait_metric(lanes, 1, 'rhythm_processor_reply_norms_total{outcome="handed"}', 30)
+        _wait_metric(lanes, 0, 'rhythm_processor_reply_norms_total{outcome="taken"}', 30)
+        sent = int(time.time() * 1000)  # on time: stamped as sent; nobody answers either
+        live = [_message(tenant, "live-1", sent, ("customer", "c-live"), "wrote")
+                for tenant in ("replies", "cold")]  # fmt: skip
+        lanes.live.send(live)
+        expected = _unanswered_in_one_sequence(lanes, history + live[:1])
+        assert {(k, t) for k, t, _, _ in expected} == {("unanswered", "replies")}  # it holds
+        assert _unanswered_in_one_sequence(lanes, live[1:]) == set()  # cold alone: no norms
+        deadline = time.monotonic() + 180
+        got: set[Any] = set()
+        while time.monotonic() < deadline and not got >= expected:
+            got = {
+                (a["kind"], a["tenant"], a["context_id"], a["fired_at"])
+                for a in lanes.alerts()
+                if not a.get("historical") and a["tenant"] in ("replies", "cold")
+            }
+        raw = [a for a in lanes.alerts() if a["tenant"] in ("replies", "cold")]
+        # a restarted live worker re-reads nothing it took; the hand-off sent again is left
+        stop_group(procs[0], 30.0)
+        updates = read_topic(lanes.live.bootstrap, lanes.live.topics["updates"], 0, timeout=5)
+        handoff: list[Any] = [m for m in updates if json.loads(payload(m)).get("r")]
+        procs[0] = lanes.live.start()
+        producer = Producer({"bootstrap.servers": lanes.live.bootstrap})
+        for m in handoff:
+            producer.produce(m.topic(), m.value(), partition=m.partition())
+        assert producer.flush(30) == 0
+        _wait_metric(lanes, 0, 'rhythm_processor_reply_norms_total{outcome="overlap"}', 30)
+    finally:
+        for proc in procs:
+            stop_group(proc, 30.0)
+    # the live lane alerted when one sequence of history and live messages says, once (raw
+    # messages counted), and nothing for the tenant without history
+    assert got == expected, sorted(raw, key=lambda a: a["fired_at"])
+    live_raw = [a for a in raw if not a.get("historical")]
+    assert len(live_raw) == 1, live_raw
 
 
 def _without_lanes(lanes: Lanes, events: list[dict[str, Any]], now: int) -> set[tuple[Any, ...]]:

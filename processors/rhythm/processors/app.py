@@ -34,7 +34,7 @@ from rhythm.processors.explode import partition_for
 from rhythm.processors.holes import OffsetGuard
 from rhythm.processors.lanes import signal_version
 from rhythm.processors.lean_monitor import LeanMonitor
-from rhythm.processors.messages import HANDOFF, NormsUpdate, UpdatesMessage
+from rhythm.processors.messages import HANDOFF, NormsUpdate, RepliesUpdate, UpdatesMessage
 from rhythm.processors.metrics import ProcessorMetrics
 from rhythm.processors.partitioner import partition_of
 from rhythm.processors.recovery import HoleRecovery
@@ -64,7 +64,6 @@ from rhythm.schemas.topics import (
 )
 
 log = logging.getLogger("rhythm.processors")
-NORMS_PER_MESSAGE = 1000  # a few hundred bytes each: well under the message limit
 
 
 class Processors:
@@ -456,6 +455,7 @@ class Processors:
         signals: list[SignalRecord] = []
         alerts: list[AlertRecord] = []
         norms: list[NormsUpdate] = []
+        replies: list[RepliesUpdate] = []
         pending: list[Awaitable[Any]] = []
         for event in group:
             value = event.message.value or b""
@@ -476,6 +476,7 @@ class Processors:
             signals.extend(out.signals)
             alerts.extend(out.alerts)
             norms.extend(out.norms)
+            replies.extend(out.replies)
             self.metrics.stage2(partition, out)
             for key in out.hot:
                 log.warning(
@@ -495,7 +496,7 @@ class Processors:
             pending.append(
                 await self._send(self.signals, dumps(signal), key=signal_key(signal).encode())
             )
-        pending.extend(await self._send_norms(norms))
+        pending.extend(await self._send_norms(norms, replies))
         for alert in alerts:
             alert["alert_id"] = alert_id(alert)
             if self.historical:  # computed on history: stored, never delivered as a heads-up
@@ -507,22 +508,29 @@ class Processors:
         await self._save(self.stage2_table, group[-1], proc.take_dirty())  # None: tombstone
         self.metrics.partition_state(partition, proc)
 
-    async def _send_norms(self, norms: list[NormsUpdate]) -> list[Awaitable[Any]]:
-        """The history lane's hand-off: each entity's norms to the live lane's stage-2
-        partition of that entity (the live lane's stage 1 places it the same way), in
-        messages of at most `NORMS_PER_MESSAGE`; acknowledged before the state that says
-        they were handed off is saved."""
-        if self.handoff is None or not norms:
+    async def _send_norms(
+        self, norms: list[NormsUpdate], replies: list[RepliesUpdate]
+    ) -> list[Awaitable[Any]]:
+        """The history lane's hand-off: each entity's norms and each thread's finished waits
+        to the live lane's stage-2 partition of that key (the live lane's stage 1 places it
+        the same way), split under the message size limit; acknowledged before the state
+        that says they were handed off is saved."""
+        if self.handoff is None or not (norms or replies):
             return []
-        per: dict[int, list[NormsUpdate]] = defaultdict(list)
+        per: dict[int, UpdatesMessage] = defaultdict(lambda: {"p": HANDOFF})
         for item in norms:
-            per[partition_for(item[0], self.settings.updates_partitions)].append(item)
+            per[partition_for(item[0], self.settings.updates_partitions)].setdefault(
+                "n", []
+            ).append(item)
+        for item in replies:
+            per[partition_for(item[0], self.settings.updates_partitions)].setdefault(
+                "r", []
+            ).append(item)
         pending = []
-        for k, items in sorted(per.items()):
-            for i in range(0, len(items), NORMS_PER_MESSAGE):
-                message: UpdatesMessage = {"p": HANDOFF, "n": items[i : i + NORMS_PER_MESSAGE]}
-                pending.append(await self._send(self.handoff, dumps(message), partition=k))
-        self.metrics.norms_handed(len(norms))
+        for k, message in sorted(per.items()):
+            for part in encode_batch(message):
+                pending.append(await self._send(self.handoff, part, partition=k))
+        self.metrics.norms_handed(len(norms), len(replies))
         return pending
 
     def _partition(self, partition: int) -> Stage2Partition:

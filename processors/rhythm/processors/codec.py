@@ -32,12 +32,13 @@ MAX_MESSAGE_BYTES = 512 * 1024
 
 
 def encode_batch(message: UpdatesMessage, max_bytes: int = MAX_MESSAGE_BYTES) -> list[bytes]:
-    """A stage 1 batch message for one updates partition, as one or more messages of at most
-    `max_bytes` each (sent in order). Updates are split in order; only the last part carries
-    the watermark, so stage 2 moves its watermark only after applying every update before
-    it. Entity and thread updates touch different state, so their relative order is free."""
+    """A message for one updates partition (stage 1's batch, the history lane's hand-off), as
+    one or more messages of at most `max_bytes` each (sent in order). Items are split in
+    order; only the last part carries the watermark, so stage 2 moves its watermark only
+    after applying every update before it. Entity and thread updates touch different state,
+    so their relative order is free."""
     data = orjson.dumps(message)
-    items = [("u", x) for x in message.get("u", ())] + [("c", x) for x in message.get("c", ())]
+    items = [(f, x) for f in _LISTS for x in message.get(f, ())]  # type: ignore[attr-defined]
     if len(data) <= max_bytes or len(items) <= 1:
         return [data]  # one update alone is bounded by the contract's field limits
     half = len(items) // 2
@@ -45,13 +46,15 @@ def encode_batch(message: UpdatesMessage, max_bytes: int = MAX_MESSAGE_BYTES) ->
     tail: UpdatesMessage = {"p": message["p"]}
     if "wm" in message:
         tail["wm"] = message["wm"]
+    if "f" in message:
+        tail["f"] = message["f"]
     for part, chunk in ((head, items[:half]), (tail, items[half:])):
         for field, update in chunk:
-            if field == "u":
-                part.setdefault("u", []).append(update)
-            else:
-                part.setdefault("c", []).append(update)
+            part.setdefault(field, []).append(update)  # type: ignore[misc]
     return encode_batch(head, max_bytes) + encode_batch(tail, max_bytes)
+
+
+_LISTS = ("u", "c", "n", "r")  # UpdatesMessage's lists of items
 
 
 def loads(data: bytes) -> Any:
@@ -155,14 +158,29 @@ def encode_context(ctx: ContextState) -> bytes:
             "w": None if wait is None else _encode_wait(wait),
             "y": [list(p) for p in ctx.parties],
             "b": ctx.about,
-            "f": [
-                [list(c.opened), list(c.closed), list(c.kind), c.delay_ms, c.work_delay_ms]
-                + ([True] if c.censored else [])  # closed by feedback (done), not a reply
-                for c in ctx.finished
-            ],
+            "f": [encode_contribution(c) for c in ctx.finished],
             "a": [[k, v] for k, v in ctx.applied.items()],
             "l": ctx.last_ms,
+            **({} if ctx.handed is None else {"h": list(ctx.handed)}),
         }
+    )
+
+
+def encode_contribution(c: Contribution) -> list[Any]:
+    """A finished wait, in a thread's saved state and in the history lane's hand-off."""
+    return [list(c.opened), list(c.closed), list(c.kind), c.delay_ms, c.work_delay_ms] + (
+        [True] if c.censored else []  # closed by feedback (done), not a reply
+    )
+
+
+def decode_contribution(c: list[Any]) -> Contribution:
+    return Contribution(
+        _position(c[0]),
+        _position(c[1]),
+        (c[2][0], c[2][1], c[2][2], bool(c[2][3])),
+        c[3],
+        c[4],
+        len(c) > 5 and bool(c[5]),
     )
 
 
@@ -186,17 +204,7 @@ def decode_context(data: bytes) -> ContextState:
             sender=(w[0][0], w[0][1]), side=w[1], channel=w[2], verb=w[3], since_ms=w[4],
             pos=_position(w[5]), check_ms=w[6], cold=w[7], alerted=w[8], opens=w[9],
         )  # fmt: skip
-    finished = [
-        Contribution(
-            _position(c[0]),
-            _position(c[1]),
-            (c[2][0], c[2][1], c[2][2], bool(c[2][3])),
-            c[3],
-            c[4],
-            len(c) > 5 and bool(c[5]),
-        )
-        for c in raw["f"]
-    ]
+    finished = [decode_contribution(c) for c in raw["f"]]
     last = raw.get("l")
     if last is None:  # saved before threads kept it: their newest message known here
         last = max([c.closed[0] for c in finished] + [wait.since_ms if wait else 0])
@@ -212,4 +220,5 @@ def decode_context(data: bytes) -> ContextState:
         finished=finished,
         applied={int(k): int(v) for k, v in raw["a"]},
         last_ms=last,
+        handed=_position(raw["h"]) if "h" in raw else None,
     )

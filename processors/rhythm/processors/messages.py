@@ -13,6 +13,7 @@ __all__ = [
     "ContextUpdate",
     "EntityUpdate",
     "NormsUpdate",
+    "RepliesUpdate",
     "UpdatesMessage",
     "extend_run",
     "new_run",
@@ -35,10 +36,15 @@ __all__ = [
 #   what the history lane learned of an entity's rhythm from its events up to last_ms
 #   (rhythm: codec.encode_rhythm's list),
 #   sent once its input is drained; live stage 2 takes it by entity.take_norms's rule
+# replies: [context key, last_ms, [finished wait, ...]]  (likewise, live updates topic only)
+#   a thread's finished waits the history lane had not handed off yet (codec's
+#   encode_contribution), for the reply norms; live stage 2 takes them by
+#   Conversations.take_handed
 EntityUpdate = list[Any]
 ROUTED = "routed"
 ContextUpdate = list[Any]
 NormsUpdate = list[Any]
+RepliesUpdate = list[Any]
 #: The "p" of a message of norms: no events partition (it carries no watermark).
 HANDOFF = -1
 
@@ -54,6 +60,7 @@ class UpdatesMessage(TypedDict, total=False):
     u: list[EntityUpdate]
     c: list[ContextUpdate]
     n: list[NormsUpdate]  # from the history lane (p = HANDOFF)
+    r: list[RepliesUpdate]  # from the history lane (p = HANDOFF)
 
 
 def new_run(key: str, ts: int, src_partition: int) -> EntityUpdate:

@@ -64,6 +64,15 @@ class ProcessorMetrics:
             ["outcome"],
             registry=r,
         )
+        self.reply_norms = Counter(
+            "rhythm_processor_reply_norms_total",
+            "Threads' finished waits (the unanswered rule's reply norms) handed from the "
+            "history lane to the live lane, in threads (outcome handed: sent by the history "
+            "lane; taken: joined the live lane's norms; overlap, expired: left, see "
+            "processors/README.md).",
+            ["outcome"],
+            registry=r,
+        )
         self.routed = Counter(
             "rhythm_processor_routed_events_total",
             "Events the live lane would have dropped as too late, sent to the history lane "
@@ -295,9 +304,14 @@ class ProcessorMetrics:
             self.alerts.labels(alert["kind"]).inc()
         for outcome, n in out.norms_taken.items():
             self.norms.labels(outcome).inc(n)
+        for outcome, n in out.replies_taken.items():
+            self.reply_norms.labels(outcome).inc(n)
 
-    def norms_handed(self, n: int) -> None:
-        self.norms.labels("handed").inc(n)
+    def norms_handed(self, entities: int, threads: int) -> None:
+        if entities:
+            self.norms.labels("handed").inc(entities)
+        if threads:
+            self.reply_norms.labels("handed").inc(threads)
 
     def partition_state(self, partition: int, proc: Stage2Partition) -> None:
         if proc.watermark > 0:

@@ -22,15 +22,17 @@ from typing import Any, cast
 
 from rhythm.processors.codec import (
     decode_context,
+    decode_contribution,
     decode_entity,
     decode_rhythm,
     dumps,
     encode_context,
+    encode_contribution,
     encode_entity,
     encode_rhythm,
     loads,
 )
-from rhythm.processors.messages import ROUTED, NormsUpdate, UpdatesMessage
+from rhythm.processors.messages import ROUTED, NormsUpdate, RepliesUpdate, UpdatesMessage
 from rhythm.processors.signals.conversation import (
     ContextMessage,
     ContextState,
@@ -81,6 +83,8 @@ class Stage2Output:
     hot_threads: list[str] = field(default_factory=list)  # likewise context keys
     norms: list[NormsUpdate] = field(default_factory=list)  # the history lane's hand-off
     norms_taken: dict[str, int] = field(default_factory=dict)  # live: take_norms's outcomes
+    replies: list[RepliesUpdate] = field(default_factory=list)  # ...of threads' finished waits
+    replies_taken: dict[str, int] = field(default_factory=dict)  # live: take_handed's outcomes
 
 
 @dataclass(slots=True)
@@ -117,7 +121,7 @@ class Stage2Partition:
         self.signal_cfg = signal_cfg
         self.policy = policy if policy is not None else AlertPolicy()
         self.entities: dict[str, _Entity] = {}
-        self.conversations = Conversations(reply_cfg, self.policy)
+        self.conversations = Conversations(reply_cfg, self.policy, hand_off=hand_off)
         self.source_watermarks: dict[int, int] = {}
         # Per source, the newest watermark that was evidence of time passing (its events', or
         # the clock's), as opposed to a history lane's flush (messages.py "f"), which closes
@@ -261,6 +265,8 @@ class Stage2Partition:
             self.conversations.hot.clear()
         for norms in message.get("n", ()):
             self._take_norms(norms, out)
+        for replies in message.get("r", ()):
+            self._take_replies(replies, out)
         watermark = message.get("wm")
         if watermark is not None:
             source = int(message["p"])
@@ -305,10 +311,23 @@ class Stage2Partition:
             self._dirty.add(key)
             self._schedule(key, entity)
 
+    def _take_replies(self, replies: RepliesUpdate, out: Stage2Output) -> None:
+        """The live lane: a thread's finished waits from the history lane (reply norms)."""
+        key, last, waits = replies
+        tenant, context_id = split_context_key(key)
+        outcome = self.conversations.take_handed(
+            key, tenant, context_id, int(last), [decode_contribution(c) for c in waits],
+            self.watermark,
+        )  # fmt: skip
+        out.replies_taken[outcome] = out.replies_taken.get(outcome, 0) + 1
+
     def _hand_off(self, out: Stage2Output) -> None:
         """The history lane, at a flush: the norms of the entities that learned since their
         last hand-off and have nothing left to finalize (an entity still overdue, see
-        MAX_ADVANCE, goes at a later flush; a flush comes every tick while idle)."""
+        MAX_ADVANCE, goes at a later flush; a flush comes every tick while idle), and the
+        threads' finished waits not handed off yet (their kinds' reply norms)."""
+        for key, newest, waits in self.conversations.take_hand_off():
+            out.replies.append([key, newest, [encode_contribution(c) for c in waits]])
         watermark = self.watermark
         waiting: set[str] = set()
         for key in sorted(self._learned):

@@ -24,6 +24,8 @@ Pure logic over plain data, for one partition of contexts (threads). The rule:
   censored at its age (Kaplan-Meier's "observed until then, not replied"), so the norms learn
   no reply delay that never happened, and no wait opens on the other side. When it names a
   target, only a wait of that sender is closed (the alert was about that wait).
+- The history lane hands each thread's finished waits to the live lane (`take_hand_off`,
+  `take_handed`), so norms learned from imported history judge live messages from the start.
 - Everything runs in event time, in time order across the partition's contexts, over final
   events only (W - L): replaying history at any speed gives the same alerts as living it,
   and a lagging pipeline (a watermark that has not moved) never alerts.
@@ -159,6 +161,8 @@ class ContextState:
     finished: list[Contribution] = field(default_factory=list)
     applied: dict[int, int] = field(default_factory=dict)  # source partition -> last offset
     last_ms: int = 0  # its newest message taken
+    # The history lane: where the newest finished wait handed to the live lane closed.
+    handed: Position | None = None
 
 
 @dataclass(slots=True)
@@ -178,6 +182,8 @@ class UnansweredAlert:
 
 
 MAX_PARTIES = 16
+# What the live lane did with a thread's waits handed from the history lane (take_handed).
+HANDED_TAKEN, HANDED_OVERLAP, HANDED_EXPIRED = "taken", "overlap", "expired"
 # At equal times: a message first (a reply in time prevents the alert), then a check, then
 # expiry; a deferred contribution (restore only) sits exactly where it was made.
 _EVENT, _DUE, _EXPIRE, _FORGET = 0, 1, 2, 3
@@ -188,9 +194,12 @@ AgendaEntry = tuple[int, int, str, int, int, int]
 class Conversations:
     """The contexts of one partition, their learned reply norms, and an event-time agenda."""
 
-    def __init__(self, cfg: ReplyConfig, sides: Sides) -> None:
+    def __init__(self, cfg: ReplyConfig, sides: Sides, hand_off: bool = False) -> None:
         self.cfg = cfg
         self.sides = sides
+        # The history lane: threads whose finished waits the live lane has not been given.
+        self.hand_off = hand_off
+        self._unhanded: set[str] = set()
         self.contexts: dict[str, ContextState] = {}
         self.stats: dict[Kind, KindStats] = {}
         self.pools: dict[Pool, KindStats] = {}
@@ -242,6 +251,8 @@ class Conversations:
                 self._defer(c.closed, _CLOSED, key, c)
             if ctx.waiting is not None:
                 self._defer(ctx.waiting.pos, _OPENED, key, ctx.waiting)
+            if self.hand_off and _unhanded(ctx):
+                self._unhanded.add(key)
 
     def advance(self, watermark_ms: int) -> list[UnansweredAlert]:
         final_before = watermark_ms - self.cfg.lateness_ms
@@ -291,7 +302,7 @@ class Conversations:
         if message.verb in self.cfg.closes_waits:
             wait = ctx.waiting
             if wait is not None and message.about in ("", f"{wait.sender[0]}:{wait.sender[1]}"):
-                self._finish(ctx, wait, pos, message.ts - wait.since_ms, censored=True)
+                self._finish(key, ctx, wait, pos, message.ts - wait.since_ms, censored=True)
             return  # no message either way: it answers no one, and no one waits on it
         if message.sender not in ctx.parties and len(ctx.parties) < MAX_PARTIES:
             ctx.parties.append(message.sender)
@@ -309,7 +320,7 @@ class Conversations:
             return  # not a message between the sides: no one waits on it, it answers no one
         wait = ctx.waiting
         if wait is not None and wait.side != side:
-            self._finish(ctx, wait, pos, message.ts - wait.since_ms)
+            self._finish(key, ctx, wait, pos, message.ts - wait.since_ms)
         if ctx.waiting is None:
             opens = not ctx.finished
             ctx.waiting = Wait(
@@ -361,11 +372,11 @@ class Conversations:
         wait = ctx.waiting
         if wait is None or wait.since_ms + self.cfg.horizon_ms != pos[0]:
             return
-        self._finish(ctx, wait, pos, None)
+        self._finish(key, ctx, wait, pos, None)
         self.dirty.add(key)
 
     def _finish(
-        self, ctx: ContextState, wait: Wait, pos: Position, delay: int | None,
+        self, key: str, ctx: ContextState, wait: Wait, pos: Position, delay: int | None,
         censored: bool = False,
     ) -> None:  # fmt: skip
         work_delay = None
@@ -378,6 +389,8 @@ class Conversations:
         ctx.finished.append(contribution)
         self._close(ctx.tenant, contribution)
         ctx.waiting = None
+        if self.hand_off:
+            self._unhanded.add(key)
         if len(ctx.finished) > self.cfg.max_finished:
             self._unlearn(ctx.tenant, ctx.finished.pop(0))
 
@@ -389,6 +402,56 @@ class Conversations:
         del self.contexts[key]
         self.dirty.discard(key)
         self.evicted.add(key)
+
+    # -- the hand-off between lanes (lanes.py) ---------------------------------------------
+
+    def take_hand_off(self) -> list[tuple[str, int, list[Contribution]]]:
+        """The history lane: each thread's finished waits the live lane has not been given,
+        as (key, its newest message, waits). Open waits stay: their end is the history's."""
+        out: list[tuple[str, int, list[Contribution]]] = []
+        for key in sorted(self._unhanded):
+            ctx = self.contexts.get(key)
+            if ctx is None:
+                continue  # forgotten here, so its waits were past the live lane's norms too
+            handed = ctx.handed
+            new = [c for c in ctx.finished if handed is None or c.closed > handed]
+            if new:
+                out.append((key, ctx.last_ms, new))
+                ctx.handed = max(c.closed for c in new)
+                self.dirty.add(key)
+        self._unhanded.clear()
+        return out
+
+    def take_handed(
+        self, key: str, tenant: str, context_id: str, last_ms: int, waits: list[Contribution],
+        watermark_ms: int,
+    ) -> str:  # fmt: skip
+        """The live lane: a thread's finished waits from the history lane join its kinds'
+        norms, as if the live lane had seen them finish. They are kept in the thread's state,
+        like its own, so a restart re-applies them at their places and the thread's time to
+        live forgets them with it. The same waits again (a re-sent hand-off) are left."""
+        final_before = watermark_ms - self.cfg.lateness_ms
+        if last_ms + self.cfg.ttl_ms <= final_before:
+            return HANDED_EXPIRED  # the live lane would have forgotten this thread already
+        ctx = self.contexts.get(key)
+        if ctx is None:
+            ctx = self.contexts[key] = ContextState(tenant, context_id)
+            self.evicted.discard(key)
+        known = {(c.opened, c.closed) for c in ctx.finished}
+        new = [c for c in waits if (c.opened, c.closed) not in known]
+        if not new:
+            return HANDED_OVERLAP
+        for c in new:
+            self._open(tenant, c.kind, c.opened[0])
+            self._close(tenant, c)
+        ctx.finished = sorted(ctx.finished + new, key=lambda c: c.closed)
+        while len(ctx.finished) > self.cfg.max_finished:
+            self._unlearn(tenant, ctx.finished.pop(0))
+        if last_ms > ctx.last_ms:
+            ctx.last_ms = last_ms
+            self._schedule_forget(key, ctx)
+        self.dirty.add(key)
+        return HANDED_TAKEN
 
     # -- the stats -------------------------------------------------------------------------
 
@@ -578,3 +641,8 @@ class Conversations:
                 self._open(ctx.tenant, item.kind, item.opened[0])
         elif isinstance(item, Contribution):
             self._close(ctx.tenant, item)
+
+
+def _unhanded(ctx: ContextState) -> bool:
+    """Whether the thread finished waits the live lane has not been given (history lane)."""
+    return any(ctx.handed is None or c.closed > ctx.handed for c in ctx.finished)
