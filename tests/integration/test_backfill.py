@@ -211,26 +211,33 @@ _LIVE_WINDOW_SETTINGS = (
 )
 
 
-def backfill(lanes: Lanes, events: list[dict[str, Any]], home: Path) -> str:
-    """`rhythm backfill FILE` against the test's history lane (its names as its worker
-    reads them); returns what it printed."""
+def backfill(
+    lanes: Lanes, events: list[dict[str, Any]] | None, home: Path, wait: bool = True
+) -> str:
+    """`rhythm backfill FILE` (None: `--later`) against the test's history lane (its names
+    as its worker reads them); returns what it printed."""
     path = home / "history.jsonl"
-    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    if events is not None:
+        path.write_text("".join(json.dumps(e) + "\n" for e in events))
     env = dict(
         os.environ,
         RHYTHM_PROCESSOR_LANE="history",
         RHYTHM_PROCESSOR_APP_ID=lanes.history.name,
         RHYTHM_PROCESSOR_EVENTS_TOPIC=lanes.input,
         RHYTHM_PROCESSOR_UPDATES_TOPIC=lanes.history.topics["updates"],
+        RHYTHM_PROCESSOR_LATER_TOPIC=f"{lanes.input}.later",
+        RHYTHM_PROCESSOR_LATER_GROUP=f"{lanes.history.name}-later",
         **lanes.store,
         # the live lane's windows, as the command reads them to leave out what it may change
         **{k: v for k, v in lanes.live.extra_env.items() if k in _LIVE_WINDOW_SETTINGS},
     )
     done = subprocess.run(
         [
-            sys.executable, "-m", "rhythm.stack.cli", "backfill", str(path),
+            sys.executable, "-m", "rhythm.stack.cli", "backfill",
+            *([str(path)] if events is not None else ["--later"]),
             "--bootstrap", lanes.live.bootstrap, "--metrics-port", str(lanes.ports[1]),
             "--live-metrics-port", str(lanes.ports[0]), "--timeout", "180",
+            *([] if wait else ["--no-wait"]),
         ],
         env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
@@ -301,6 +308,89 @@ def test_history_and_a_replayed_outage_beside_a_live_stream_are_exact(
     lanes.stored()
     assert lanes.raw_events("past") == {e["event_id"]: 1 for e in past.events}
     assert set(lanes.raw_events("offline")) == {e["event_id"] for e in offline.events}
+
+
+SMALL_WINDOWS_MS = (5_000, 30_000)
+
+
+def test_history_up_to_now_is_imported_in_full_once_the_live_lane_is_done_with_it(
+    lanes: Lanes, tmp_path: Path
+) -> None:
+    # Seconds, not days: 5 s and 30 s windows in both lanes, live lateness 3 s, windows kept
+    # 5 s after closing, so the live lane is done with a window about a minute after it.
+    small = {"RHYTHM_PROCESSOR_WINDOW_SECONDS": "[5,30]"}
+    lanes.live.extra_env |= small | {
+        "RHYTHM_PROCESSOR_LATENESS_S": "3", "RHYTHM_PROCESSOR_LATE_RETENTION_S": "5",
+    }  # fmt: skip
+    lanes.history.extra_env |= small
+    accounts = [f"a-{i}" for i in range(4)]
+    rng = random.Random(61)
+    now = int(time.time() * 1000)
+    history: list[dict[str, Any]] = []
+    for account in accounts:  # ten minutes of history, up to now
+        t = now - 10 * MIN + rng.randrange(3_000)
+        stamps = []
+        while t < now:
+            stamps.append(t)
+            t += rng.randrange(1_000, 7_000)
+        history += _events("full", account, stamps)
+    procs = lanes.start()
+    live: list[dict[str, Any]] = []
+    try:
+        lanes.live.send(_events("warmup", "w", [now]))  # the live lane is up
+        _wait_metric(lanes, 0, "rhythm_processor_events_total", 1)
+        out = backfill(lanes, history, tmp_path, wait=False)
+        assert "wait on" in out and "left out" not in out, out
+        waiting = int(out.split(" events at or after")[0].rsplit("\n", 1)[-1].replace(",", ""))
+        assert 0 < waiting < len(history)
+        # a live stream of the same accounts, on time, in the windows the import left
+        # waiting; then `--later` (as `rhythm up` runs it every minute) until none waits
+        later_out: list[str] = []  # what each `--later` said
+
+        def stream(seconds: float) -> None:
+            until = time.monotonic() + seconds
+            while time.monotonic() < until:
+                for account in rng.sample(accounts, 2):
+                    live.append(_events("full", account, [int(time.time() * 1000)])[0])
+                    lanes.live.send(live[-1:])
+                time.sleep(rng.uniform(0.5, 1.5))  # the stream's pace, not a wait for anything
+
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            stream(8)
+            later_out.append(backfill(lanes, None, tmp_path))  # follows the lane to the end
+            if ", 0 still waiting" in later_out[-1] and "until" not in later_out[-1]:
+                break
+        stream(20)  # more live windows after the import: the first gaps after the history
+        done = [o for o in later_out if "published" in o]
+        assert done and ", 0 still waiting" in done[-1], later_out
+        imported = sum(
+            int(o.split(" the live lane is done with")[0].rsplit(": ", 1)[-1].replace(",", ""))
+            for o in done
+        )
+        assert imported == waiting  # each waiting event imported once
+        end = ms_of(live[-1])
+        reference = {
+            ("full", *k): v for k, v in reference_signals(history + live, SMALL_WINDOWS_MS).items()
+        }
+        # Every window of the tenant the live lane closed (no event of it came late): history
+        # and live events together, exactly as one sorted computation, the windows where
+        # the live stream follows the history included (their first gap is from the
+        # history's last event).
+        closed = {k for k in reference if k[5] + k[4] * 1000 + 3_000 <= end - 5_000}
+        first_live = min(ms_of(e) for e in live)
+        assert any(k[5] <= first_live < k[5] + k[4] * 1000 for k in closed)
+        got = lanes.wait_for(closed)
+        lanes.stored()
+        raw = lanes.raw_events("full")
+    finally:
+        for proc in procs:
+            stop_group(proc, 30.0)
+    check_signals(
+        {k[1:]: s for k, s in got.items() if k in closed},
+        {k[1:]: v for k, v in reference.items() if k in closed},
+    )
+    assert raw == {e["event_id"]: 1 for e in history + live}  # each event one raw row
 
 
 def once(arrivals: list[dict[str, Any]]) -> list[dict[str, Any]]:

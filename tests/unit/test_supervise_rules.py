@@ -1,9 +1,15 @@
-"""The supervisor's pure rules: the restart backoff, the crash-loop rule, exit reasons."""
+"""The supervisor's rules: the restart backoff, the crash-loop rule, exit reasons, when it
+imports what waits on the later topic."""
 
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
+import pytest
+
+from rhythm.stack.supervisor import supervise
+from rhythm.stack.supervisor.control import Part, Stack, StackSettings
 from rhythm.stack.supervisor.supervise import (
     Record,
     RestartPolicy,
@@ -73,3 +79,50 @@ def test_status_shows_tenants_over_their_budget() -> None:
     assert "2 tenant(s) over budget" in noisy and "123,456 events aggregated" in noisy
     past = _processor_details({"tenants_over_budget": 0, "degraded_events": 7})
     assert past == "7 events aggregated over budget"
+
+
+# -- importing what waits on rhythm.history.later ---------------------------------------------
+
+
+class _Spawned:
+    def __init__(self, argv: list[str], **_kw: object) -> None:
+        self.argv = argv
+        self.done: int | None = None
+        SPAWNED.append(self)
+
+    def poll(self) -> int | None:
+        return self.done
+
+
+SPAWNED: list[_Spawned] = []
+
+
+def test_the_later_import_runs_every_interval_one_at_a_time_while_the_history_lane_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("rhythm.stack.supervisor.supervise.subprocess.Popen", _Spawned)
+    SPAWNED.clear()
+    stack = Stack(StackSettings(home=tmp_path, later_interval_s=60.0))
+    stack.logs.mkdir(parents=True)
+    sup = supervise.Supervisor(stack)
+    sup.parts["history"] = Part("history", ["x"], {"RHYTHM_PROCESSOR_LANE": "history"}, None)
+    sup._last_later = 0.0
+    sup._tick_later(100.0)
+    assert SPAWNED == []  # no broker yet
+    sup.bootstrap = "127.0.0.1:1"
+    sup._tick_later(100.0)
+    assert SPAWNED == []  # no history lane up
+    sup.records["history"] = Record("history", ready=True)
+    sup._tick_later(100.0)
+    assert [s.argv[3:5] for s in SPAWNED] == [["backfill", "--later"]]
+    assert "--no-wait" in SPAWNED[0].argv and "127.0.0.1:1" in SPAWNED[0].argv
+    sup._tick_later(130.0)  # within the interval
+    sup._tick_later(200.0)  # the last one still runs
+    assert len(SPAWNED) == 1
+    SPAWNED[0].done = 0
+    sup._tick_later(201.0)
+    assert len(SPAWNED) == 2
+    off = supervise.Supervisor(Stack(StackSettings(home=tmp_path, later_interval_s=0)))
+    off.bootstrap, off.records["history"] = "b", Record("history", ready=True)
+    off._tick_later(10_000.0)
+    assert len(SPAWNED) == 2  # 0: never

@@ -21,6 +21,8 @@ from rhythm.schemas.topics import (
     DEAD_LETTERS_TOPIC,
     EVENTS_TOPIC,
     HISTORY_LANE,
+    HISTORY_LATER_GROUP,
+    HISTORY_LATER_TOPIC,
     HISTORY_TOPIC,
     PROCESSORS_GROUP,
     SIGNALS_TOPIC,
@@ -65,6 +67,14 @@ class ProcessorSettings(BaseSettings):
         HISTORY_TOPIC,
         description="Where the live lane routes events it would drop as too late; empty: "
         "nowhere (counted too_late). Unused by the history lane.",
+    )
+    later_topic: str = Field(
+        HISTORY_LATER_TOPIC,
+        description="Where `rhythm backfill` puts history the live lane may still change, "
+        "to be imported once it is done with it (read by `rhythm backfill --later`).",
+    )
+    later_group: str = Field(
+        HISTORY_LATER_GROUP, description="The group that commits what `later_topic` imported."
     )
     nice: int | None = Field(
         None,

@@ -36,6 +36,13 @@ LANES = (LIVE_LANE, HISTORY_LANE)
 #: event time, in the order the history was published (sorted by `rhythm backfill`).
 HISTORY_TOPIC = "rhythm.history"
 HISTORY_UPDATES_TOPIC = "rhythm.history.updates"
+#: History `rhythm backfill` could not import yet, in windows the live lane may still change
+#: (about the last day): one partition, wire-format events in the order published; imported
+#: through the history lane, as `rhythm backfill` imports, once the live lane is done with
+#: those windows (`rhythm up` looks every minute; `rhythm backfill --later` once). Its group
+#: commits what was imported.
+HISTORY_LATER_TOPIC = "rhythm.history.later"
+HISTORY_LATER_GROUP = "rhythm-history-later"
 #: What a message on `rhythm.history` is besides history of its own (no header: an imported
 #: event, which the sink stores like a live one). The sink stores none of these.
 #: - `routed`: a live event the live lane routed as too late (stored from `rhythm.events`);

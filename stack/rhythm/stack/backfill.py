@@ -15,10 +15,12 @@ stored events of the windows the import touches as copies, each entity's previou
 event as a note (rhythm.processors.copies; the sink stores neither again), so the lane
 re-emits those windows from every event. The lane may re-emit only windows the live lane
 will never change again: history newer than that (`cut`: the live lane's watermark less its
-lateness and late retention, to its largest window) is left out and named.
+lateness and late retention, to its largest window) waits on the later topic
+(`rhythm.history.later`) and is imported the same way once the live lane is done with it
+(`take_later`, `commit_later`: `rhythm backfill --later`, which `rhythm up` runs every minute).
 
 Pure parts (`select`, `cut`, `split_recent`, `touched`, `Tracker`) apart from the I/O
-(`read_file`, `read_topic`, `with_copies`, `publish`, `follow`).
+(`read_file`, `read_topic`, `with_copies`, `publish`, `take_later`, `follow`).
 """
 
 from __future__ import annotations
@@ -147,6 +149,87 @@ def with_copies(
     stored = [r for sql in copies.stored_queries(database, spans) for r in rows(sql)]
     previous = [r for sql in copies.neighbour_queries(database, spans, True) for r in rows(sql)]
     return copies.merge(own.events, stored, previous, spans, stored_wins=True), kept
+
+
+@dataclass
+class Later:
+    """What waits on the later topic (`take_later`): the events the live lane is done with
+    (a prefix, in the order published), the offset to commit once they are imported, and
+    how many are left waiting behind them."""
+
+    events: list[Timed] = field(default_factory=list)
+    commit_offset: int | None = None
+    waiting: int = 0
+    next_ms: int | None = None  # the event time of the first one still waiting
+
+
+def ensure_topic(kafka: KafkaSettings, topic: str, timeout: float = 30.0) -> None:
+    """Create a one-partition topic if the broker lacks it (the later topic of a stack set
+    up before it existed; a test's own names)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    admin = AdminClient(kafka.to_librdkafka())
+    if topic in admin.list_topics(timeout=timeout).topics:
+        return
+    try:
+        admin.create_topics([NewTopic(topic, 1)])[topic].result(timeout)
+    except KafkaException as exc:
+        if "TOPIC_ALREADY_EXISTS" not in str(exc):
+            raise
+
+
+def take_later(
+    kafka: KafkaSettings, topic: str, group: str, before_ms: int, timeout: float = 30.0
+) -> Later:
+    """The later topic's events, from the group's committed offset on, as long as each is
+    older than `before_ms` (the live lane's `cut`): the first newer one and everything
+    behind it wait, so what is imported and what is committed are one prefix."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    conf = kafka.to_librdkafka()
+    conf.update({"group.id": group, "enable.auto.commit": False})
+    consumer = Consumer(conf)
+    later = Later()
+    try:
+        tp = TopicPartition(topic, 0)
+        low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+        committed = consumer.committed([tp], timeout=timeout)[0].offset
+        position = max(committed, low)  # none yet (< 0), or expired: the oldest kept
+        if position >= high:
+            return later
+        consumer.assign([TopicPartition(topic, 0, position)])
+        deadline = time.monotonic() + timeout
+        while position < high and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            value = msg.value() or b""
+            ts = int(decode_event(value)["occurred_at"])  # written by `defer`: valid
+            if ts >= before_ms:
+                later.next_ms = ts
+                break
+            later.events.append((ts, value))
+            position = (msg.offset() or 0) + 1
+        later.commit_offset = position if later.events else None
+        later.waiting = high - position
+        return later
+    finally:
+        consumer.close()
+
+
+def commit_later(kafka: KafkaSettings, topic: str, group: str, offset: int) -> None:
+    """Record that the later topic is imported up to `offset` (after the import was
+    delivered to the history lane's input)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    conf = kafka.to_librdkafka()
+    conf.update({"group.id": group, "enable.auto.commit": False})
+    consumer = Consumer(conf)
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+    finally:
+        consumer.close()
 
 
 def live_final(

@@ -44,15 +44,25 @@ def backfill(
     live_metrics_port: Annotated[
         int, typer.Option(help="The live lane's /metrics (its watermark: what it still keeps).")
     ] = 9465,
+    later: Annotated[
+        bool,
+        typer.Option(
+            "--later",
+            help="Instead of a FILE or --topic: import what earlier imports left waiting "
+            "(rhythm.history.later) that the live lane is done with (`rhythm up` does this "
+            "every minute).",
+        ),
+    ] = False,
 ) -> None:
     """Publish history, sorted by event time, to the history lane (rhythm.history): its
     signals land in the same tables with the same keys, exactly as if processed live in
     order, windows the live lane also saw included (the stored events of the windows it
     touches go with it); its alerts are stored marked historical and never delivered. Then
     follow the lane: events done, event time reached, ETA. History in windows the live lane
-    may still change (about the last day) is left out and named. Exit 1 if lines were
-    invalid or history was left out, 2 if events were not delivered, the store or the live
-    lane could not be asked, or the lane did not finish within --timeout."""
+    may still change (about the last day) waits on rhythm.history.later and is imported the
+    same way once the live lane is done with them (`--later`). Exit 1 if lines were invalid,
+    2 if events were not delivered, the store or the live lane could not be asked, or the
+    lane did not finish within --timeout."""
     import time
 
     from rhythm.processors.settings import ProcessorSettings
@@ -63,39 +73,29 @@ def backfill(
     from rhythm.stack import backfill as bf
     from rhythm.stack.supervisor.control import scrape, scrape_min
 
-    if (file is None) == (topic is None):
-        typer.echo("error: give a FILE or --topic, one of the two", err=True)
+    if later and (file is not None or topic is not None):
+        typer.echo("error: --later takes no FILE or --topic", err=True)
+        raise typer.Exit(2)
+    if not later and (file is None) == (topic is None):
+        typer.echo("error: give a FILE or --topic, one of the two (or --later)", err=True)
         raise typer.Exit(2)
     kafka = KafkaSettings() if bootstrap is None else KafkaSettings(bootstrap_servers=bootstrap)
     # The lane's names as its worker reads them (RHYTHM_PROCESSOR_*, lane history).
     lane = ProcessorSettings(lane=HISTORY_LANE)
     history_topic, updates_topic, group = lane.events_topic, lane.updates_topic, lane.app_id
-    selection = bf.Selection(tenant, _ms(from_), _ms(to))
-    rejects_path: Path | None = None
-    if file is not None:
-        rejects_path = (
-            Path("rejects.jsonl") if str(file) == "-" else file.with_suffix(".rejects.jsonl")
-        )
-        source = sys.stdin.buffer if str(file) == "-" else file.open("rb")
-        with source, rejects_path.open("w", encoding="utf-8") as rejects:
-            read = bf.read_file(source, selection, rejects)
-    else:
-        assert topic is not None
-        read = bf.read_topic(kafka, topic, selection)
-    events, repeated = bf.unique(bf.in_order(read.events))
-    typer.echo(
-        f"{read.lines:,} read: {len(events) + repeated:,} selected, {read.left_out:,} outside "
-        f"the selection, {read.invalid:,} invalid"
-        + (f" (in {rejects_path})" if read.invalid and rejects_path else "")
-        + (f", {repeated:,} repeated event ids left out" if repeated else "")
-    )
-    if rejects_path is not None and not read.invalid:
-        rejects_path.unlink(missing_ok=True)
-    code = 1 if read.invalid else 0
-    if events:
-        # The live lane's windows: what it may still change is left out; the rest goes with
-        # the stored events of its windows, once the sink has stored what live was given.
+    live = ProcessorSettings(lane="live")
+    sizes = tuple(w * 1000 for w in live.window_seconds)
+    lateness, retention = int(live.lateness_s * 1000), int(live.late_retention_s * 1000)
+
+    def live_watermark() -> int:
+        """The live lane's stage-2 watermark: what it may still change is at or after
+        `bf.cut` of it."""
+        # Just started, its stage 2 may not have heard from every partition yet: a minute.
+        deadline = time.monotonic() + min(60.0, timeout)
         mark = scrape_min(live_metrics_port, "rhythm_processor_stage2_watermark_seconds")
+        while (mark is None or mark <= 0) and time.monotonic() < deadline:
+            time.sleep(1.0)
+            mark = scrape_min(live_metrics_port, "rhythm_processor_stage2_watermark_seconds")
         if mark is None or mark <= 0:  # not running, or not yet heard from every partition
             typer.echo(
                 f"error: the live lane's watermark is unknown (no /metrics on "
@@ -103,22 +103,15 @@ def backfill(
                 err=True,
             )
             raise typer.Exit(2)
-        live = ProcessorSettings(lane="live")
-        sizes = tuple(w * 1000 for w in live.window_seconds)
-        lateness, retention = int(live.lateness_s * 1000), int(live.late_retention_s * 1000)
-        watermark = int(mark * 1000)
-        boundary = bf.cut(watermark, sizes, lateness, retention)
-        events, recent = bf.split_recent(events, boundary)
-        if recent:
-            code = 1
-            since = datetime.fromtimestamp(boundary / 1000, UTC).isoformat()
-            typer.echo(
-                f"{len(recent):,} events at or after {since} left out: the live lane may "
-                "still change their windows (it keeps them a day after they close); import "
-                f"them once it has moved on a day: `rhythm backfill ... --from {since}`",
-                err=True,
-            )
-        synced = wait_for_sink(kafka, [lane.live_events_topic], timeout, group_id=lane.sink_group)
+        return int(mark * 1000)
+
+    def with_stored(events: list[bf.Timed], watermark: int) -> tuple[list[Any], int]:
+        """The import merged with the stored events of its windows, once the sink has
+        stored what the live lane was given (and what the history lane was: an import
+        published before, e.g. by a `--later` that stopped before its commit, then goes
+        as copies of what is stored, not again)."""
+        topics = [lane.live_events_topic, history_topic]
+        synced = wait_for_sink(kafka, topics, timeout, group_id=lane.sink_group)
         if not synced:
             typer.echo(f"error: the sink has not stored the live events: {synced}", err=True)
             raise typer.Exit(2)
@@ -142,14 +135,84 @@ def backfill(
                 else ""
             )
         )
-        messages = merged.messages
+        return merged.messages, kept
+
+    code = 0
+    commit: int | None = None
+    if later:
+        watermark = live_watermark()
+        boundary = bf.cut(watermark, sizes, lateness, retention)
+        bf.ensure_topic(kafka, lane.later_topic)
+        waiting = bf.take_later(kafka, lane.later_topic, lane.later_group, boundary)
+        events, _ = bf.unique(waiting.events)
+        typer.echo(
+            f"{lane.later_topic}: {len(waiting.events):,} the live lane is done with, "
+            f"{waiting.waiting:,} still waiting"
+            + (
+                f" (from {_iso(waiting.next_ms)}, until it is done with them)"
+                if waiting.next_ms is not None
+                else ""
+            )
+        )
+        messages, kept = with_stored(events, watermark) if events else ([], 0)
+        if kept:
+            # Imported now, the first gap after them would stay the live lane's inexact one:
+            # they wait until the live lane is done with those next events' windows too.
+            typer.echo("waiting until the live lane is done with those windows too")
+            raise typer.Exit(0)
+        commit = waiting.commit_offset
     else:
+        selection = bf.Selection(tenant, _ms(from_), _ms(to))
+        rejects_path: Path | None = None
+        if file is not None:
+            rejects_path = (
+                Path("rejects.jsonl") if str(file) == "-" else file.with_suffix(".rejects.jsonl")
+            )
+            source = sys.stdin.buffer if str(file) == "-" else file.open("rb")
+            with source, rejects_path.open("w", encoding="utf-8") as rejects:
+                read = bf.read_file(source, selection, rejects)
+        else:
+            assert topic is not None
+            read = bf.read_topic(kafka, topic, selection)
+        events, repeated = bf.unique(bf.in_order(read.events))
+        typer.echo(
+            f"{read.lines:,} read: {len(events) + repeated:,} selected, {read.left_out:,} "
+            f"outside the selection, {read.invalid:,} invalid"
+            + (f" (in {rejects_path})" if read.invalid and rejects_path else "")
+            + (f", {repeated:,} repeated event ids left out" if repeated else "")
+        )
+        if rejects_path is not None and not read.invalid:
+            rejects_path.unlink(missing_ok=True)
+        code = 1 if read.invalid else 0
         messages = []
+        if events:
+            # The live lane's windows: what it may still change waits on the later topic;
+            # the rest goes with the stored events of its windows.
+            watermark = live_watermark()
+            boundary = bf.cut(watermark, sizes, lateness, retention)
+            events, recent = bf.split_recent(events, boundary)
+            if recent:
+                bf.ensure_topic(kafka, lane.later_topic)
+                failed = bf.publish(kafka, lane.later_topic, [(t, v, []) for t, v in recent])
+                if failed:
+                    typer.echo(f"error: {failed:,} events not delivered to {lane.later_topic}")
+                    raise typer.Exit(2)
+                typer.echo(
+                    f"{len(recent):,} events at or after {_iso(boundary)} wait on "
+                    f"{lane.later_topic}: the live lane may still change their windows (it "
+                    "keeps them a day after they close); they are imported the same way once "
+                    "it is done with them (`rhythm up` looks every minute; `rhythm backfill "
+                    "--later` once)"
+                )
+            if events:
+                messages, _ = with_stored(events, watermark)
     # What the lane already had to do: its progress counts from here.
     before = sum(group_lag(kafka, group, [history_topic]).values())
     failed = bf.publish(kafka, history_topic, messages)
     typer.echo(f"published {len(messages) - failed:,} to {history_topic}; {failed:,} not delivered")
     code = 2 if failed else code
+    if commit is not None and not failed:  # delivered: those on the later topic are done
+        bf.commit_later(kafka, lane.later_topic, lane.later_group, commit)
     if not wait or not messages:
         raise typer.Exit(code)
     tracker = bf.Tracker(total=before + len(messages) - failed, started=time.monotonic())
@@ -185,3 +248,7 @@ def _ms(when: datetime | None) -> int | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return int(when.timestamp() * 1000)
+
+
+def _iso(ms: int | None) -> str:
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()

@@ -91,6 +91,11 @@ def _processor_details(part: dict[str, Any]) -> str:
         details.append(f"{part['degraded_events']:,} events aggregated over budget")
     if part.get("routed_events"):
         details.append(f"{part['routed_events']:,} too-late events routed to history")
+    if part.get("later_waiting"):
+        details.append(
+            f"{part['later_waiting']:,} history events wait until the live lane is done with "
+            "their windows"
+        )
     return "; ".join(details)
 
 

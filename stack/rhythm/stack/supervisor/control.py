@@ -36,6 +36,8 @@ from rhythm.schemas.topics import (
     EVENTS_TOPIC,
     HISTORY_GROUP,
     HISTORY_LANE,
+    HISTORY_LATER_GROUP,
+    HISTORY_LATER_TOPIC,
     HISTORY_TOPIC,
     HISTORY_UPDATES_TOPIC,
     PROCESSORS_GROUP,
@@ -87,6 +89,13 @@ class StackSettings(BaseSettings):
     )
     health_interval_s: float = Field(5.0, gt=0, description="How often /healthz is asked.")
     tick_s: float = Field(0.5, gt=0, description="How often the supervisor looks at the parts.")
+    later_interval_s: float = Field(
+        60.0,
+        ge=0,
+        description="How often history that waits on rhythm.history.later (windows the live "
+        "lane could still change when it was imported) is imported once the live lane is done "
+        "with it (`rhythm backfill --later`, log `logs/later.log`); 0 = never.",
+    )
 
 
 @dataclass
@@ -194,6 +203,9 @@ class Stack:
             parts["history"]["lag"] = group_lag(
                 conn, HISTORY_GROUP, [HISTORY_TOPIC, HISTORY_UPDATES_TOPIC]
             )
+            # history an import left for when the live lane is done with its windows
+            later = group_lag(conn, HISTORY_LATER_GROUP, [HISTORY_LATER_TOPIC])
+            parts["history"]["later_waiting"] = later.get(HISTORY_LATER_TOPIC, 0)
             parts["sink"]["lag"] = group_lag(conn, SINK_GROUP, list(SINK_TOPICS))
         if self.notifier_wanted() or "notifier" in state:
             pid = state.get("notifier", {}).get("pid")

@@ -34,6 +34,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -221,6 +222,8 @@ class Supervisor:
         self.records: dict[str, Record] = {"kafka": Record("kafka", log=str(self.kafka.log_file))}
         self.stopping = False
         self._last_health: dict[str, float] = {}
+        self._later: subprocess.Popen[bytes] | None = None  # `rhythm backfill --later`
+        self._last_later = time.monotonic()
 
     # -- main loop --------------------------------------------------------------------------
 
@@ -239,11 +242,38 @@ class Supervisor:
                 if self.stopping:
                     break
                 self._tick_part(name, time.monotonic())
+            self._tick_later(time.monotonic())
             self._save()
             time.sleep(s.tick_s)
         self._save(stopped=True)
         log.info("supervisor %d stopping (the parts keep running until `rhythm down`)", os.getpid())
         return 0
+
+    def _tick_later(self, now: float) -> None:
+        """Every `later_interval_s` while the history lane runs: `rhythm backfill --later`
+        in the background (one at a time), which imports what earlier imports left waiting
+        once the live lane is done with its windows, and does nothing when none waits."""
+        s = self.stack.settings
+        if not s.later_interval_s or now - self._last_later < s.later_interval_s:
+            return
+        if self._later is not None and self._later.poll() is None:
+            return  # the last one still imports
+        history = self.records.get("history")
+        if self.bootstrap is None or history is None or not history.ready:
+            return  # no history lane to import into (yet)
+        self._last_later = now
+        argv = [
+            sys.executable, "-m", "rhythm.stack.cli", "backfill", "--later", "--no-wait",
+            "--bootstrap", self.bootstrap, "--metrics-port", str(s.history_metrics_port),
+            "--live-metrics-port", str(s.processor_metrics_port), "--timeout", "300",
+        ]  # fmt: skip
+        # In the supervisor's process group: stopped with it (an import stopped before its
+        # commit is imported again next time, as copies of what was stored).
+        with (self.stack.logs / "later.log").open("ab") as out:
+            self._later = subprocess.Popen(
+                argv, env=self.parts["history"].env, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
 
     def _on_signal(self, _signum: int, _frame: object) -> None:
         self.stopping = True
