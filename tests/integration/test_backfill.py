@@ -393,6 +393,73 @@ def test_history_up_to_now_is_imported_in_full_once_the_live_lane_is_done_with_i
     assert raw == {e["event_id"]: 1 for e in history + live}  # each event one raw row
 
 
+@pytest.mark.long  # a minute and more of wall-clock windows: `make test-faults` runs it
+def test_a_routed_event_changes_the_gap_of_its_entitys_next_stored_window_once_final(
+    lanes: Lanes, tmp_path: Path
+) -> None:
+    # Seconds: 5 s and 15 s windows in both lanes, live lateness 2 s, windows kept 3 s after
+    # closing. An account sends live in the first part of one 15 s window (W1), pauses,
+    # sends again in the next (W2); then an event of the pause in W1 arrives late, after
+    # the live lane is done with W2 too: routed, and the history lane must re-emit W2 with
+    # the first gap from that event (the live lane counted it from the account's last W1
+    # event).
+    small = {"RHYTHM_PROCESSOR_WINDOW_SECONDS": "[5,15]", "RHYTHM_PROCESSOR_LATENESS_S": "2",
+             "RHYTHM_PROCESSOR_LATE_RETENTION_S": "3"}  # fmt: skip
+    lanes.live.extra_env |= small
+    lanes.history.extra_env |= small | {"RHYTHM_PROCESSOR_LIVE_METRICS_PORT": str(lanes.ports[0])}
+    procs = lanes.start()
+    sent: list[dict[str, Any]] = []
+
+    def send(account: str, ts: int) -> None:
+        sent.extend(_events("routed-next", account, [ts]))
+        lanes.live.send(sent[-1:])
+
+    try:
+        lanes.live.send(_events("warmup", "w", [int(time.time() * 1000)]))
+        _wait_metric(lanes, 0, "rhythm_processor_events_total", 1)
+        now = int(time.time() * 1000)
+        w1 = now - now % 15_000 + 15_000  # the next 15 s window
+        w2 = w1 + 15_000
+        while (t := int(time.time() * 1000)) < w2 + 8_000:  # on time, as they happen
+            if w1 <= t < w1 + 6_000 or w2 <= t < w2 + 8_000:
+                send("x", t)
+            send("steady", t)  # keeps the partitions' event time going
+            time.sleep(0.7)  # the stream's pace
+        while int(time.time() * 1000) < w2 + 15_000 + 2_000 + 3_000 + 2_000:
+            send("steady", int(time.time() * 1000))  # until the live lane is done with W2
+            time.sleep(0.7)
+        _wait_metric(lanes, 0, "rhythm_processor_events_total", len(sent) + 1)
+        send("x", w1 + 10_000)  # late: in W1's pause, after the account's last W1 event
+        _wait_metric(lanes, 0, "rhythm_processor_routed_events_total", 1)
+        reference = {
+            ("routed-next", *k): v
+            for k, v in reference_signals(sent, (5_000, 15_000)).items()
+            if k[2] == "x"
+        }
+        w2_key = ("routed-next", "actor", "account", "x", 15, w2)
+        first_w2 = min(ms_of(e) for e in sent if e["actor"]["id"] == "x" and ms_of(e) >= w2)
+        assert first_w2 - (w1 + 10_000) in reference[w2_key]["gaps"]  # the scenario holds
+        deadline = time.monotonic() + 120
+        got = lanes.latest()
+        while time.monotonic() < deadline:
+            got = lanes.latest()
+            if w2_key in got and lane_of_version(got[w2_key]["version"]) == "history":
+                break
+        unextended = lanes.metric(1, "rhythm_processor_history_unextended_keys")
+    finally:
+        for proc in procs:
+            stop_group(proc, 30.0)
+    assert w2_key in got and lane_of_version(got[w2_key]["version"]) == "history", (
+        got.get(w2_key),
+        unextended,
+    )
+    # every window of the account, W2 included, as one sorted computation of its events
+    check_signals(
+        {k[1:]: s for k, s in got.items() if k in reference},
+        {k[1:]: v for k, v in reference.items()},
+    )
+
+
 def once(arrivals: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Arrival order, each event id once (a re-sent event is two messages, two raw rows)."""
     seen: set[str] = set()

@@ -262,7 +262,8 @@ class Processors:
                 for _ts, value, extra in expanded
             ]
             await asyncio.gather(*pending)
-            self.metrics.expanded(len(routed), len(expanded) - len(routed), self.expansion.missed)
+            x = self.expansion
+            self.metrics.expanded(len(routed), len(expanded) - len(routed), x.missed, x.unextended)
         return marks
 
     async def _emit_stage1(

@@ -17,17 +17,19 @@ Blocking calls run in a thread (`asyncio.to_thread`), off the worker's event loo
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Sequence
 
-from rhythm.processors import copies
+from rhythm.processors import copies, lanes
 from rhythm.processors.explode import entity_keys
 from rhythm.processors.settings import ProcessorSettings
+from rhythm.runtime.scrape import scrape_min
 from rhythm.runtime.sink_sync import wait_for_sink
 from rhythm.runtime.store_http import StoreUnavailableError, query_rows
 from rhythm.schemas import WireError, decode_event
-from rhythm.schemas.topics import KIND_ROUTED_EXPANDED
+from rhythm.schemas.topics import KIND_ROUTED_EXPANDED, LIVE_LANE
 from rhythm.schemas.wire_check import record_problem
 
 log = logging.getLogger("rhythm.processors")
@@ -38,6 +40,9 @@ class Expansion:
         self.settings = settings
         self.window_sizes_ms = tuple(w * 1000 for w in settings.window_seconds)
         self.missed = 0  # batches used without their copies (the store did not answer)
+        self.unextended = 0  # keys whose next stored event's windows the live lane keeps
+        # The live lane's windows and lateness (this worker's own lateness is the history's).
+        self.live = ProcessorSettings(lane=LIVE_LANE)
 
     async def expand(self, routed: Sequence[bytes]) -> list[tuple[int, bytes, copies.Headers]]:
         return await asyncio.to_thread(self._expand, list(routed))
@@ -68,6 +73,7 @@ class Expansion:
             )
             if not report:
                 raise TimeoutError(f"the sink ({s.sink_group}) is behind on {s.live_events_topic}")
+            spans = self._to_next_events(spans, deadline)
             for sql in copies.stored_queries(s.store_database, spans):
                 stored += self._rows(sql, deadline)
             for sql in copies.neighbour_queries(s.store_database, spans, before=True):
@@ -82,6 +88,36 @@ class Expansion:
             return [(ts, value, extra) for ts, _, value, extra in own]
         merged = copies.merge(own, stored, previous, spans, stored_wins=False)
         return merged.messages
+
+    def _to_next_events(
+        self, spans: dict[str, copies.Span], deadline: float
+    ) -> dict[str, copies.Span]:
+        """Each key's span up to the window of its next stored event when the live lane is
+        done with that window (as `rhythm backfill` extends an import's): a routed event
+        may be the previous event of an event the live lane already counted, whose gap it
+        changes. Unknown live watermark: not extended (counted)."""
+        mark = scrape_min(
+            self.settings.live_metrics_port, "rhythm_processor_stage2_watermark_seconds"
+        )
+        if mark is None or mark <= 0:
+            self.unextended += len(spans)
+            return spans
+        live = self.live
+        final = functools.partial(
+            lanes.too_late, watermark=int(mark * 1000),
+            window_sizes_ms=tuple(w * 1000 for w in live.window_seconds),
+            lateness_ms=int(live.lateness_s * 1000),
+            late_retention_ms=int(live.late_retention_s * 1000),
+        )  # fmt: skip
+        database = self.settings.store_database
+        following = [
+            row
+            for sql in copies.neighbour_queries(database, spans, before=False)
+            for row in self._rows(sql, deadline)
+        ]
+        extended, kept = copies.extend(spans, following, self.window_sizes_ms, final)
+        self.unextended += kept
+        return extended
 
     def _rows(self, sql: str, deadline: float) -> list[dict[str, object]]:
         s = self.settings

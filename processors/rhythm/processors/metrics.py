@@ -93,6 +93,13 @@ class ProcessorMetrics:
             "events since it started (the sink or the store did not answer in time).",
             registry=r,
         )
+        self.unextended = Gauge(
+            "rhythm_processor_history_unextended_keys",
+            "Entity keys of routed events whose next stored event was still in a window the "
+            "live lane keeps (or its watermark unknown), since the worker started: that next "
+            "window keeps the live lane's gap (ARCHITECTURE.md, the limits).",
+            registry=r,
+        )
         self.holes = Counter(
             "rhythm_processor_offset_holes_total",
             "Runs of input offsets the consumer skipped and the worker read again (see holes.py), "
@@ -264,10 +271,11 @@ class ProcessorMetrics:
             self.watermark.labels(label).set(watermark / 1000)
             self.event_time_lag.labels(label).set(now - watermark / 1000)
 
-    def expanded(self, routed: int, added: int, missed: int) -> None:
+    def expanded(self, routed: int, added: int, missed: int, unextended: int) -> None:
         self.copies.labels("expanded_routed").inc(routed)
         self.copies.labels("expansion_added").inc(added)
         self.copies_missed.set(missed)
+        self.unextended.set(unextended)
 
     def over_budget(self, partition: int, tenants: int) -> None:
         self.tenants_over_budget.labels(str(partition)).set(tenants)

@@ -113,6 +113,14 @@ class ProcessorSettings(BaseSettings):
     live_events_topic: str = Field(
         EVENTS_TOPIC, description="The live lane's input, which that sink stores."
     )
+    live_metrics_port: int = Field(
+        9465,
+        ge=0,
+        description="The history lane: the live lane's /metrics on 127.0.0.1, whose stage-2 "
+        "watermark says which windows it will never change again, so a routed event's "
+        "windows reach to its entity's next stored event (its gap changes) when that one's "
+        "windows are done; 0: not asked (those next windows keep the live lane's gap).",
+    )
     copies_wait_s: float = Field(
         300,
         gt=0,

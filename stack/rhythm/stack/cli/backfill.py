@@ -68,10 +68,10 @@ def backfill(
     from rhythm.processors.settings import ProcessorSettings
     from rhythm.runtime.kafka_settings import KafkaSettings
     from rhythm.runtime.offsets import group_lag
+    from rhythm.runtime.scrape import scrape, scrape_min
     from rhythm.runtime.sink_sync import wait_for_sink
     from rhythm.runtime.store_http import StoreUnavailableError, query_rows
     from rhythm.stack import backfill as bf
-    from rhythm.stack.supervisor.control import scrape, scrape_min
 
     if later and (file is not None or topic is not None):
         typer.echo("error: --later takes no FILE or --topic", err=True)

@@ -20,7 +20,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.runtime.offsets import group_lag
 from rhythm.runtime.process import alive, stop_group
+from rhythm.runtime.scrape import scrape, scrape_min
 from rhythm.schemas.topics import (
     EVENTS_TOPIC,
     HISTORY_GROUP,
@@ -439,29 +439,6 @@ class Stack:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.state_file)
-
-
-def scrape(port: int, metric: str) -> list[float] | None:
-    """Every value of `metric` (any labels) on a local /metrics endpoint (None if
-    unavailable)."""
-    if not port:
-        return None
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
-        return None
-    return [
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(metric + "{") or line.startswith(metric + " ")
-    ]
-
-
-def scrape_min(port: int, metric: str) -> float | None:
-    """The smallest value of `metric` on a local /metrics endpoint (None if unavailable)."""
-    values = scrape(port, metric)
-    return min(values) if values else None
 
 
 def _healthz(port: int) -> str | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 
 from rhythm.runtime.kafka_settings import KafkaSettings
+from rhythm.runtime.scrape import scrape_min
 from rhythm.runtime.sink_sync import SyncReport, wait_for_sink
 from rhythm.schemas.topics import (
     ALERTS_TOPIC,
@@ -33,7 +34,6 @@ from rhythm.schemas.topics import (
     SINK_TOPICS,
     UPDATES_TOPIC,
 )
-from rhythm.stack.supervisor.control import scrape_min
 
 
 def wait_for_pipeline(
