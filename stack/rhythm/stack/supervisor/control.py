@@ -284,6 +284,8 @@ class Stack:
                     RHYTHM_PROCESSOR_LANE=HISTORY_LANE,
                     RHYTHM_PROCESSOR_DATA_DIR=str(self.home / "history"),
                     RHYTHM_PROCESSOR_METRICS_PORT=str(s.history_metrics_port),
+                    # the live lane's watermark: which windows it is done with
+                    RHYTHM_PROCESSOR_LIVE_METRICS_PORT=str(s.processor_metrics_port),
                     # routed events are computed with the stored events of their windows
                     # (none without the sink's endpoint)
                     RHYTHM_PROCESSOR_STORE_URL=env.get(
