@@ -277,3 +277,55 @@ def test_a_part_failing_at_once_is_a_crash_loop_and_a_kafka_cluster_is_adopted(
     finally:
         stack.down()
         stack.rhythm("kafka", "down", "--home", kafka_home, timeout=120)
+
+
+@pytest.mark.long  # a minute and more of wall-clock windows: `make test-faults` runs it
+def test_history_up_to_now_that_waits_is_imported_by_the_running_stack(tmp_path: Path) -> None:
+    # Seconds, not days: 5 s and 30 s windows, live lateness 3 s, windows kept 5 s after
+    # closing; the supervisor looks for waiting history every 5 s.
+    stack = UpStack(
+        tmp_path / "stack",
+        RHYTHM_PROCESSOR_WINDOW_SECONDS="[5,30]",
+        RHYTHM_PROCESSOR_LATENESS_S="3",
+        RHYTHM_PROCESSOR_LATE_RETENTION_S="5",
+        RHYTHM_STACK_LATER_INTERVAL_S="5",
+    )
+    # `rhythm backfill` asks this stack's store (the supervisor tells its own `--later`)
+    stack.env["RHYTHM_PROCESSOR_STORE_URL"] = f"http://127.0.0.1:{stack.http_port}"
+    try:
+        up = stack.rhythm("up")
+        assert up.returncode == 0, up.stdout + up.stderr
+        now = int(time.time() * 1000)
+        history = [
+            {
+                "event_id": f"00000000-0000-7000-8000-{i:012d}",
+                "tenant": "acme",
+                "occurred_at": time.strftime(
+                    "%Y-%m-%dT%H:%M:%S", time.gmtime((now - 600_000 + i * 2_000) / 1000)
+                )
+                + "Z",
+                "actor": {"type": "user", "id": f"u-{i % 7}"},
+                "verb": "viewed",
+            }
+            for i in range(300)  # ten minutes up to now
+        ]
+        source = tmp_path / "history.jsonl"
+        source.write_text("".join(json.dumps(e) + "\n" for e in history))
+        bootstrap = stack.status()["kafka"]["bootstrap"]
+        env = stack.env  # this stack's own ports, not the defaults
+        done = stack.rhythm(
+            "backfill", str(source), "--bootstrap", bootstrap, "--timeout", "120",
+            "--metrics-port", env["RHYTHM_STACK_HISTORY_METRICS_PORT"],
+            "--live-metrics-port", env["RHYTHM_STACK_PROCESSOR_METRICS_PORT"],
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "wait on rhythm.history.later" in done.stdout, done.stdout
+        waiting = stack.status()["history"].get("later_waiting", 0)
+        assert waiting > 0
+        # nothing more to do by hand: the running stack imports it once the live lane is done
+        wait_until(lambda: stack.status()["history"].get("later_waiting") == 0, 180, "none waiting")
+        wait_until(lambda: stack.distinct_events() == len(history), 120, "every event stored")
+        log = (tmp_path / "stack" / "logs" / "later.log").read_text()
+        assert "published" in log and ", 0 still waiting" in log, log[-3000:]
+    finally:
+        stack.down()
