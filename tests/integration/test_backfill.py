@@ -212,10 +212,14 @@ _LIVE_WINDOW_SETTINGS = (
 
 
 def backfill(
-    lanes: Lanes, events: list[dict[str, Any]] | None, home: Path, wait: bool = True
+    lanes: Lanes,
+    events: list[dict[str, Any]] | None,
+    home: Path,
+    wait: bool = True,
+    expect: int = 0,
 ) -> str:
     """`rhythm backfill FILE` (None: `--later`) against the test's history lane (its names
-    as its worker reads them); returns what it printed."""
+    as its worker reads them); returns what it printed (its exit code must be `expect`)."""
     path = home / "history.jsonl"
     if events is not None:
         path.write_text("".join(json.dumps(e) + "\n" for e in events))
@@ -241,8 +245,8 @@ def backfill(
         ],
         env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    assert done.returncode == expect, done.stdout + done.stderr
+    return done.stdout + done.stderr
 
 
 def test_history_and_a_replayed_outage_beside_a_live_stream_are_exact(
@@ -381,8 +385,13 @@ def test_history_up_to_now_is_imported_in_full_once_the_live_lane_is_done_with_i
         first_live = min(ms_of(e) for e in live)
         assert any(k[5] <= first_live < k[5] + k[4] * 1000 for k in closed)
         got = lanes.wait_for(closed)
+        # History older than what the history lane has made final is refused, not lost
+        older = _events("older", "o-1", [now - 20 * MIN])
+        refused = backfill(lanes, older, tmp_path, wait=False, expect=2)
+        assert "older than" in refused and "Nothing was published" in refused, refused
         lanes.stored()
         raw = lanes.raw_events("full")
+        assert lanes.raw_events("older") == {}
     finally:
         for proc in procs:
             stop_group(proc, 30.0)

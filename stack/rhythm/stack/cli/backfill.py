@@ -206,6 +206,8 @@ def backfill(
                 )
             if events:
                 messages, _ = with_stored(events, watermark)
+    if messages:
+        refuse_if_behind_the_lane(events, metrics_port, int(lane.lateness_s * 1000))
     # What the lane already had to do: its progress counts from here.
     before = sum(group_lag(kafka, group, [history_topic]).values())
     failed = bf.publish(kafka, history_topic, messages)
@@ -252,3 +254,27 @@ def _ms(when: datetime | None) -> int | None:
 
 def _iso(ms: int | None) -> str:
     return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def refuse_if_behind_the_lane(events: list[tuple[int, bytes]], port: int, lateness_ms: int) -> None:
+    """Exit 2 if part of the import is older than what the history lane has already made
+    final (an earlier import of newer history, or routed events, moved its event time on):
+    there it would be late (counts exact, gaps not) or too late (lost to signals)."""
+    from rhythm.runtime.scrape import scrape_min
+
+    mark = scrape_min(port, "rhythm_processor_stage2_watermark_seconds")
+    if mark is None or mark <= 0 or not events:
+        return  # the lane has made nothing final yet
+    final_before = int(mark * 1000) - lateness_ms
+    older = sum(1 for ts, _ in events if ts < final_before)
+    if older:
+        typer.echo(
+            f"error: {older:,} events are older than {_iso(final_before)}, which the history "
+            "lane has already made final (an earlier import of newer history, or events "
+            "routed from the live lane, moved its event time on): there they would be late "
+            "(counts exact, gaps not) or lost to signals. Its event time only goes forward: "
+            "import the oldest history first (ARCHITECTURE.md, the history lane's limits). "
+            "Nothing was published.",
+            err=True,
+        )
+        raise typer.Exit(2)
