@@ -313,8 +313,7 @@ def _finalize_early(
         cut = len(pending) // 2
         if not state.hot:
             state.hot = out.became_hot = True
-    for ts in pending[:cut]:
-        _finalize(state, ts, cfg, rule, out)
+    _finalize_all(state, pending[:cut], cfg, rule, out)
     del pending[:cut]
     out.early += cut
 
@@ -327,10 +326,8 @@ def advance(
     final_before = watermark_ms - cfg.lateness_ms
     if state.pending:
         state.pending.sort()
-        cut = 0
-        while cut < len(state.pending) and state.pending[cut] < final_before:
-            _finalize(state, state.pending[cut], cfg, rule, out)
-            cut += 1
+        cut = bisect_left(state.pending, final_before)
+        _finalize_all(state, state.pending[:cut], cfg, rule, out)
         del state.pending[:cut]
         if not state.pending:
             state.pending = []  # an emptied list keeps its capacity: idle entities are many
@@ -407,37 +404,82 @@ def _finalize(
     rule: SilenceRule | None,
     out: AdvanceResult,
     gaps_in_windows: bool = True,
-) -> None:
+    stale_at: int | None = None,
+    judge: bool = True,
+) -> int | None:
+    """Make `ts` the entity's next final event: its gap goes to its windows and teaches the
+    rhythm of an entity a silence rule is given for.
+
+    Judging the quiet after each gap (rhythm.rejudge) cost more than learning from it, and
+    of a run of events finalized together only the last verdict is read, unless a gap
+    may be a silence. So with `judge=False` the model is left stale (rhythm.learn_gap) and
+    the time it must be judged at is returned; the next call takes it as `stale_at` and
+    judges first only if the gap may be a silence; the caller judges at the end of its run
+    (`_finalize_all`). Same alerts and state as judging after every gap."""
     last = state.last_ms
     if last is not None:
         gap = ts - last
         model = state.rhythm
         if model is not None and rule is not None:
             split = rule.calendar.split(last, ts)
-            # Λ >= c is necessary for ts > due: only then is the due time solved.
-            if (
-                model.armed
-                and state.silent_since_ms is None
-                and rhythm.gap_size(model, split) >= model.expected * (1 - 1e-9)
-            ):
-                when = rhythm.due(model, last, rule)
-                if when is not None and ts > when:
-                    # The quiet became a silence before this event ended it: the episode
-                    # happened, whether or not the watermark saw its deadline pass live.
-                    out.alerts.append(_silence(model, last, when))
-                    state.silent_since_ms = last
+            size = None
+            if state.silent_since_ms is None:
+                if stale_at is not None and rhythm.may_arm(model, stale_at, rule):
+                    size = rhythm.gap_size(model, split)
+                    # A verdict's `expected` is at least FAR (rhythm.judge): a smaller gap
+                    # is no silence whatever the verdict, which is then not needed here.
+                    if size >= rhythm.FAR * (1 - 1e-9):
+                        rhythm.rejudge(model, stale_at, rule)
+                        stale_at = None
+                # Λ >= c is necessary for ts > due: only then is the due time solved.
+                if stale_at is None and model.armed:
+                    if size is None:
+                        size = rhythm.gap_size(model, split)
+                    if size >= model.expected * (1 - 1e-9):
+                        when = rhythm.due(model, last, rule)
+                        if when is not None and ts > when:
+                            # The quiet became a silence before this event ended it: the
+                            # episode happened, whether or not the watermark saw its
+                            # deadline pass live.
+                            out.alerts.append(_silence(model, last, when))
+                            state.silent_since_ms = last
             if state.silent_since_ms is not None:
                 if state.silent_since_ms != ROUTED_QUIET:
+                    if stale_at is not None:  # its details are the verdict's
+                        rhythm.rejudge(model, stale_at, rule)
                     out.alerts.append(_resumed(model, last, ts))
                 state.silent_since_ms = None
-            rhythm.observe_gap(model, last, ts, rule, split)
-        for size in cfg.window_sizes_ms if gaps_in_windows else ():
-            window = state.windows.get((size, window_start(ts, size)))
-            if window is not None:
-                window.add_gap(ts, gap)
+            rhythm.learn_gap(model, last, ts, rule, split, size)
+            if judge:
+                rhythm.rejudge(model, ts, rule)
+                stale_at = None
+            else:
+                stale_at = ts
+        if gaps_in_windows:
+            windows = state.windows
+            for size_ms in cfg.window_sizes_ms:
+                window = windows.get((size_ms, ts - ts % size_ms))
+                if window is not None:
+                    window.add_gap(ts, gap)
     elif rule is not None:
         state.rhythm = rhythm.start(ts, rule)
     state.last_ms = ts if last is None else max(last, ts)
+    return stale_at
+
+
+def _finalize_all(
+    state: EntityState,
+    times: list[int],
+    cfg: SignalConfig,
+    rule: SilenceRule | None,
+    out: AdvanceResult,
+) -> None:
+    """`_finalize` each of `times` in order, the rhythm judged once at the end."""
+    stale_at = None
+    for ts in times:
+        stale_at = _finalize(state, ts, cfg, rule, out, stale_at=stale_at, judge=False)
+    if stale_at is not None and state.rhythm is not None and rule is not None:
+        rhythm.rejudge(state.rhythm, stale_at, rule)
 
 
 def _check_silence(
