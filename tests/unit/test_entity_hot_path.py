@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -61,3 +61,28 @@ def test_a_run_judged_once_gives_the_alerts_and_state_of_judging_every_gap(seed:
             eager.silent_since_ms = lazy.silent_since_ms = ROUTED_QUIET
     kinds = {a.kind for a in eager_out.alerts}
     assert kinds == {"silence", "resumed"}, kinds  # the checks above saw both kinds
+
+
+def test_a_calendar_answers_the_same_whatever_it_was_asked_before() -> None:
+    """The calendar remembers its last `_upto` (an entity's consecutive gaps share an end):
+    chained and scattered questions get the answers of a calendar asked nothing before."""
+
+    def calendar() -> BusinessCalendar:
+        return BusinessCalendar(
+            tz="America/New_York",
+            working_days=frozenset({0, 1, 2, 3, 5}),
+            start_hour=8.5,
+            end_hour=17.25,
+            holidays=frozenset({date(2026, 3, 4), date(2026, 3, 7), date(2026, 3, 9)}),
+        )
+
+    rng = random.Random(3)
+    cal = calendar()
+    t = MONDAY
+    for _ in range(3000):
+        step = rng.choice((0, 1, 60_000, HOUR_MS, 7 * HOUR_MS, DAY_MS, 3 * DAY_MS))
+        a = t if rng.random() < 0.7 else MONDAY + rng.randrange(30 * DAY_MS)  # chained or not
+        t = a + int(step * rng.random())
+        assert cal.split(a, t) == calendar().split(a, t), (a, t)
+        assert cal.category(t) == calendar().category(t), t
+        assert cal.work_clock(t) == calendar().work_clock(t), t

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -181,7 +181,13 @@ class Stage2Partition:
         cfg = self.signal_cfg
         final_after = cfg.lateness_ms + 1
         due_of = self._due_of
-        for key, ts, weight, src_partition, src_offset, *run in message.get("u", ()):
+        for update in message.get("u", ()):
+            # Most updates are one event's five fields: no starred unpacking (a list) for them.
+            if len(update) == 5:
+                key, ts, weight, src_partition, src_offset = update
+                run: Sequence[Any] = ()
+            else:
+                key, ts, weight, src_partition, src_offset, *run = update
             overdue = due_of.get(key)
             if overdue is not None and overdue <= self.watermark:
                 del due_of[key]  # not yet advanced to the watermark (_advance): first that

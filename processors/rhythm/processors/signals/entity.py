@@ -426,67 +426,10 @@ def _finalize(
     rule: SilenceRule | None,
     out: AdvanceResult,
     gaps_in_windows: bool = True,
-    stale_at: int | None = None,
-    judge: bool = True,
-) -> int | None:
+) -> None:
     """Make `ts` the entity's next final event: its gap goes to its windows and teaches the
-    rhythm of an entity a silence rule is given for.
-
-    Judging the quiet after each gap (rhythm.rejudge) cost more than learning from it, and
-    of a run of events finalized together only the last verdict is read, unless a gap
-    may be a silence. So with `judge=False` the model is left stale (rhythm.learn_gap) and
-    the time it must be judged at is returned; the next call takes it as `stale_at` and
-    judges first only if the gap may be a silence; the caller judges at the end of its run
-    (`_finalize_all`). Same alerts and state as judging after every gap."""
-    last = state.last_ms
-    if last is not None:
-        gap = ts - last
-        model = state.rhythm
-        if model is not None and rule is not None:
-            split = rule.calendar.split(last, ts)
-            size = None
-            if state.silent_since_ms is None:
-                if stale_at is not None and rhythm.may_arm(model, stale_at, rule):
-                    size = rhythm.gap_size(model, split)
-                    # A verdict's `expected` is at least FAR (rhythm.judge): a smaller gap
-                    # is no silence whatever the verdict, which is then not needed here.
-                    if size >= rhythm.FAR * (1 - 1e-9):
-                        rhythm.rejudge(model, stale_at, rule)
-                        stale_at = None
-                # Λ >= c is necessary for ts > due: only then is the due time solved.
-                if stale_at is None and model.armed:
-                    if size is None:
-                        size = rhythm.gap_size(model, split)
-                    if size >= model.expected * (1 - 1e-9):
-                        when = rhythm.due(model, last, rule)
-                        if when is not None and ts > when:
-                            # The quiet became a silence before this event ended it: the
-                            # episode happened, whether or not the watermark saw its
-                            # deadline pass live.
-                            out.alerts.append(_silence(model, last, when))
-                            state.silent_since_ms = last
-            if state.silent_since_ms is not None:
-                if state.silent_since_ms != ROUTED_QUIET:
-                    if stale_at is not None:  # its details are the verdict's
-                        rhythm.rejudge(model, stale_at, rule)
-                    out.alerts.append(_resumed(model, last, ts))
-                state.silent_since_ms = None
-            rhythm.learn_gap(model, last, ts, rule, split, size)
-            if judge:
-                rhythm.rejudge(model, ts, rule)
-                stale_at = None
-            else:
-                stale_at = ts
-        if gaps_in_windows:
-            windows = state.windows
-            for size_ms in cfg.window_sizes_ms:
-                window = windows.get((size_ms, ts - ts % size_ms))
-                if window is not None:
-                    window.add_gap(ts, gap)
-    elif rule is not None:
-        state.rhythm = rhythm.start(ts, rule)
-    state.last_ms = ts if last is None else max(last, ts)
-    return stale_at
+    rhythm of an entity a silence rule is given for."""
+    _finalize_all(state, [ts], cfg, rule, out, gaps_in_windows)
 
 
 def _finalize_all(
@@ -495,13 +438,86 @@ def _finalize_all(
     cfg: SignalConfig,
     rule: SilenceRule | None,
     out: AdvanceResult,
+    gaps_in_windows: bool = True,
 ) -> None:
-    """`_finalize` each of `times` in order, the rhythm judged once at the end."""
-    stale_at = None
+    """`_finalize` each of `times` in order, for less than one call each: the rhythm is
+    judged once at the end (`_learn`), and the gaps go to the windows window by window (an
+    event's windows are mostly its predecessor's)."""
+    last = state.last_ms
+    model = state.rhythm
+    stale_at = None  # the time the model must be judged at (`_learn`), if stale
+    gaps: list[tuple[int, int]] = []  # (event time, its gap)
     for ts in times:
-        stale_at = _finalize(state, ts, cfg, rule, out, stale_at=stale_at, judge=False)
-    if stale_at is not None and state.rhythm is not None and rule is not None:
-        rhythm.rejudge(state.rhythm, stale_at, rule)
+        if last is None:  # the entity's first event ever
+            if rule is not None:
+                state.rhythm = model = rhythm.start(ts, rule)
+            last = ts
+            continue
+        if model is not None and rule is not None:
+            stale_at = _learn(state, model, last, ts, rule, out, stale_at)
+        gaps.append((ts, ts - last))
+        last = max(last, ts)
+    state.last_ms = last
+    if stale_at is not None and model is not None and rule is not None:
+        rhythm.rejudge(model, stale_at, rule)
+    if gaps_in_windows:
+        windows = state.windows
+        for size in cfg.window_sizes_ms:
+            start, window = None, None
+            for ts, gap in gaps:
+                if ts - ts % size != start:
+                    start = ts - ts % size
+                    window = windows.get((size, start))
+                if window is not None:
+                    window.add_gap(ts, gap)
+
+
+def _learn(
+    state: EntityState,
+    model: Rhythm,
+    last: int,
+    ts: int,
+    rule: SilenceRule,
+    out: AdvanceResult,
+    stale_at: int | None,
+) -> int:
+    """The rhythm's part of finalizing `ts` after `last`: a silence the gap turned out to be,
+    the end of one, and what the gap teaches (rhythm.learn_gap). Returns the time the model
+    must be judged at (rhythm.rejudge): the caller judges it at the end of its run.
+
+    Judging the quiet after each gap cost more than learning from it, and of a run of events
+    finalized together only the last verdict is read, unless a gap may be a silence: so the
+    model is left stale between gaps (`stale_at`, from the previous call) and judged first
+    only then. Same alerts and state as judging after every gap."""
+    split = rule.calendar.split(last, ts)
+    size = None
+    if state.silent_since_ms is None:
+        if stale_at is not None and rhythm.may_arm(model, stale_at, rule):
+            size = rhythm.gap_size(model, split)
+            # A verdict's `expected` is at least FAR (rhythm.judge): a smaller gap is no
+            # silence whatever the verdict, which is then not needed here.
+            if size >= rhythm.FAR * (1 - 1e-9):
+                rhythm.rejudge(model, stale_at, rule)
+                stale_at = None
+        # Λ >= c is necessary for ts > due: only then is the due time solved.
+        if stale_at is None and model.armed:
+            if size is None:
+                size = rhythm.gap_size(model, split)
+            if size >= model.expected * (1 - 1e-9):
+                when = rhythm.due(model, last, rule)
+                if when is not None and ts > when:
+                    # The quiet became a silence before this event ended it: the episode
+                    # happened, whether or not the watermark saw its deadline pass live.
+                    out.alerts.append(_silence(model, last, when))
+                    state.silent_since_ms = last
+    if state.silent_since_ms is not None:
+        if state.silent_since_ms != ROUTED_QUIET:
+            if stale_at is not None:  # its details are the verdict's
+                rhythm.rejudge(model, stale_at, rule)
+            out.alerts.append(_resumed(model, last, ts))
+        state.silent_since_ms = None
+    rhythm.learn_gap(model, last, ts, rule, split, size)
+    return ts
 
 
 def _check_silence(
