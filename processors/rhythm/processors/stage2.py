@@ -439,8 +439,8 @@ class Stage2Partition:
                 data = encode_entity(entity.state, entity.applied)
                 self._freeze(entity, bytes(memoryview(data)))
         if result.signals or result.alerts:
-            ek = EntityKey.decode(key)
-            out.signals.extend(_signal(ek, s) for s in result.signals)
+            fields = EntityKey.decode(key).fields()  # once for the entity's signals
+            out.signals.extend(_signal(fields, s) for s in result.signals)
             out.alerts.extend(_entity_alert(key, a) for a in result.alerts)
 
     def entity_state(self, key: str) -> EntityState:
@@ -503,10 +503,11 @@ def decode_watermarks(data: bytes) -> tuple[dict[int, int], dict[int, int]]:
     return marks, {**marks, **evidence}
 
 
-def _signal(ek: EntityKey, measures: dict[str, Any]) -> SignalRecord:
-    # The window's measures are entity.py's; their keys are checked against the Signal model
-    # (tests/unit/test_stages.py validates real outputs).
-    return cast(SignalRecord, {**ek.fields(), **measures})
+def _signal(fields: dict[str, str], measures: dict[str, Any]) -> SignalRecord:
+    # `fields`: the entity's (EntityKey.fields). The window's measures are entity.py's; their
+    # keys are checked against the Signal model (tests/unit/test_stages.py validates real
+    # outputs).
+    return cast(SignalRecord, {**fields, **measures})
 
 
 def _entity_alert(key: str, alert: EntityAlert) -> AlertRecord:
