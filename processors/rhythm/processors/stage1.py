@@ -175,6 +175,7 @@ class Stage1Partition:
         contexts: dict[int, list[Any]] = defaultdict(list)
         budget = self.budget
         cfg = self.cfg
+        partitions = cfg.updates_partitions
         route_before = self.reported if cfg.route else NO_WATERMARK
         runs: dict[str, list[Any]] = {}  # entity key -> its open run (degraded mode)
         for offset, value in messages:
@@ -255,10 +256,9 @@ class Stage1Partition:
             for update in entity_updates:
                 if runs:
                     runs.pop(update[0], None)  # its next degraded event starts a new run
-                updates[partition_for(update[0], self.cfg.updates_partitions)].append(update)
+                updates[partition_for(update[0], partitions)].append(update)
             if context_update is not None:
-                k = partition_for(context_update[0], self.cfg.updates_partitions)
-                contexts[k].append(context_update)
+                contexts[partition_for(context_update[0], partitions)].append(context_update)
         if new_hashes:
             # Keyed by the first new id's offset: an offset's id is new only once, so a batch
             # re-read from an older offset never overwrites an earlier batch's record.
