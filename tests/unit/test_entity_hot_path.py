@@ -63,17 +63,28 @@ def test_a_run_judged_once_gives_the_alerts_and_state_of_judging_every_gap(seed:
     assert kinds == {"silence", "resumed"}, kinds  # the checks above saw both kinds
 
 
-def test_a_calendar_answers_the_same_whatever_it_was_asked_before() -> None:
-    """The calendar remembers its last `_upto` (an entity's consecutive gaps share an end):
-    chained and scattered questions get the answers of a calendar asked nothing before."""
+def by_upto(cal: BusinessCalendar, start: int, end: int) -> tuple[int, int, int]:
+    """split() the long way, for a calendar without holidays: the difference of _upto."""
+    if end <= start:
+        return (0, 0, 0)
+    a, b = cal._upto(cal.local(start)), cal._upto(cal.local(end))
+    return (b[0] - a[0], b[1] - a[1], b[2] - a[2])
+
+
+@pytest.mark.parametrize("holidays", [False, True])
+def test_a_calendar_answers_the_same_whatever_it_was_asked_before(holidays: bool) -> None:
+    """The calendar remembers its last `_upto` (an entity's consecutive gaps share an end)
+    and splits a span within one day without it: chained and scattered questions get the
+    answers of a calendar asked nothing before, and of the long way."""
 
     def calendar() -> BusinessCalendar:
+        days_off = {date(2026, 3, 4), date(2026, 3, 7), date(2026, 3, 9)} if holidays else set()
         return BusinessCalendar(
             tz="America/New_York",
             working_days=frozenset({0, 1, 2, 3, 5}),
             start_hour=8.5,
             end_hour=17.25,
-            holidays=frozenset({date(2026, 3, 4), date(2026, 3, 7), date(2026, 3, 9)}),
+            holidays=frozenset(days_off),
         )
 
     rng = random.Random(3)
@@ -84,5 +95,7 @@ def test_a_calendar_answers_the_same_whatever_it_was_asked_before() -> None:
         a = t if rng.random() < 0.7 else MONDAY + rng.randrange(30 * DAY_MS)  # chained or not
         t = a + int(step * rng.random())
         assert cal.split(a, t) == calendar().split(a, t), (a, t)
+        if not holidays:
+            assert cal.split(a, t) == by_upto(calendar(), a, t), (a, t)
         assert cal.category(t) == calendar().category(t), t
         assert cal.work_clock(t) == calendar().work_clock(t), t

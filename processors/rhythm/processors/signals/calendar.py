@@ -104,6 +104,16 @@ class BusinessCalendar:
         if end <= start:
             return (0, 0, 0)
         ls, le = self.local(start), self.local(end)
+        day = ls // DAY_MS
+        if day == le // DAY_MS and not self._days_off:
+            # Within one local day (most gaps of a busy entity): _upto's whole weeks and
+            # days cancel, what is left is the difference of the two parts of that day.
+            if not self._works[day % 7]:
+                return (0, 0, le - ls)
+            s_in, e_in = ls - day * DAY_MS, le - day * DAY_MS
+            s_work = max(0, min(s_in, self._end) - self._start)
+            e_work = max(0, min(e_in, self._end) - self._start)
+            return (e_work - s_work, (e_in - e_work) - (s_in - s_work), 0)
         a, b = self._upto(ls), self._upto(le)
         held_work, held_evening = self._holiday_time(ls, le)  # their working days were off
         return (
