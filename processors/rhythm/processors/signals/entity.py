@@ -261,7 +261,18 @@ def _add(
             window = windows.get((size, ts - ts % size))
             if window is None:
                 window = _window(state, size, ts)
-            window.add_events(ts, count, weight_sum, weight_max)
+            # Window.add_events, inline (the same steps): per event and window size
+            if window.event_count == 0:
+                window.first_ms = window.last_ms = ts
+            elif ts < window.first_ms:
+                window.first_ms = ts
+            elif ts > window.last_ms:
+                window.last_ms = ts
+            window.event_count += count
+            window.weight_sum += weight_sum
+            if weight_max > window.weight_max:  # noqa: PLR1730
+                window.weight_max = weight_max
+            window.dirty = True
         if len(state.pending) > cfg.max_pending:
             _finalize_early(state, cfg, rule, out)
         return ADDED
