@@ -122,7 +122,9 @@ class Stage1Partition:
         self.watermark = NO_WATERMARK
         self.next_offset = 0  # the offset after the last one processed
         self._seen: dict[int, int] = {}  # id hash -> offset of the first message with it
-        self._records: list[tuple[str, int, list[list[int]]]] = []  # (key, newest, [h, offset])
+        # (key, newest, [(h, offset), ...]): tuples, not lists (the same JSON when written),
+        # which the garbage collector stops tracking: a day of ids is millions of pairs.
+        self._records: list[tuple[str, int, list[tuple[int, int]]]] = []
         self.last_activity = 0.0  # wall clock seconds of the last message
         # The highest watermark this partition reported to stage 2 (its events' or an idle
         # tick's): the stage-2 watermark its next events meet is never ahead of it.
@@ -146,7 +148,7 @@ class Stage1Partition:
                 else:
                     newest, pairs = loads(value)
                     seen = [(int(h), int(o)) for h, o in pairs]
-                    self._records.append((key, int(newest), pairs))
+                    self._records.append((key, int(newest), seen))
                     self._seen.update(seen)
             except Exception as exc:
                 bad.append((key, value, f"{type(exc).__name__}: {exc}"[:500]))
@@ -169,7 +171,7 @@ class Stage1Partition:
         if any(messages[i][0] >= messages[i + 1][0] for i in range(len(messages) - 1)):
             messages = sorted(dict(messages).items())
         self.last_activity = wall_s
-        new_hashes: list[list[int]] = []
+        new_hashes: list[tuple[int, int]] = []
         newest = NO_WATERMARK
         updates: dict[int, list[Any]] = defaultdict(list)
         contexts: dict[int, list[Any]] = defaultdict(list)
@@ -231,7 +233,7 @@ class Stage1Partition:
                 continue
             if first is None:
                 self._seen[h] = offset
-                new_hashes.append([h, offset])
+                new_hashes.append((h, offset))
             out.events += 1
             if route_before != NO_WATERMARK and too_late(
                 ts, route_before, cfg.window_sizes_ms, cfg.lateness_ms, cfg.late_retention_ms
@@ -291,7 +293,7 @@ class Stage1Partition:
         ts: int,
         offset: int,
         keys: set[str],
-        new_hashes: list[list[int]],
+        new_hashes: list[tuple[int, int]],
     ) -> list[Any]:
         """A stored event's updates for the `keys` it was copied for, each (event, key) once:
         the same event may be copied again for other keys (another import, a routed event's
@@ -304,7 +306,7 @@ class Stage1Partition:
             h = _copy_hash(record["event_id"], update[0])
             if h not in self._seen:
                 self._seen[h] = offset
-                new_hashes.append([h, offset])
+                new_hashes.append((h, offset))
             kept.append(update)
         return kept
 
@@ -360,7 +362,7 @@ class Stage1Partition:
 
     def _expire(self, out: Stage1Output) -> None:
         horizon = self.watermark - self.cfg.dedup_horizon_ms
-        keep: list[tuple[str, int, list[list[int]]]] = []
+        keep: list[tuple[str, int, list[tuple[int, int]]]] = []
         for key, newest, pairs in self._records:
             if newest < horizon:
                 for h, _ in pairs:
