@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+from bisect import bisect_right
 from datetime import UTC, date, datetime
 
 import pytest
 
 from rhythm.processors.codec import encode_entity
+from rhythm.processors.signals import survival
 from rhythm.processors.signals.calendar import DAY_MS, HOUR_MS, BusinessCalendar
 from rhythm.processors.signals.entity import (
     ROUTED_QUIET,
@@ -17,7 +19,9 @@ from rhythm.processors.signals.entity import (
     _finalize,
     _finalize_all,
 )
+from rhythm.processors.signals.histogram import BUCKETS, bucket_upper_ms
 from rhythm.processors.signals.rhythm import SilenceConfig, SilenceRule
+from rhythm.processors.signals.survival import ClockStats
 
 MONDAY = int(datetime(2026, 3, 2, tzinfo=UTC).timestamp() * 1000)
 BERLIN = BusinessCalendar(tz="Europe/Berlin", working_days=frozenset(range(5)))
@@ -99,3 +103,42 @@ def test_a_calendar_answers_the_same_whatever_it_was_asked_before(holidays: bool
             assert cal.split(a, t) == by_upto(calendar(), a, t), (a, t)
         assert cal.category(t) == calendar().category(t), t
         assert cal.work_clock(t) == calendar().work_clock(t), t
+
+
+def curve_by_every_bucket(stats: ClockStats, now_ms: int) -> tuple[float, ...]:
+    """survival.curve's S(t) the long way: every bucket visited, no early stop."""
+    d, c, opened = stats.replied.counts, stats.censored.counts, stats.open
+    open_counts = [0] * BUCKETS
+    previous = 0
+    for i in range(BUCKETS):
+        younger = len(opened) - bisect_right(opened, now_ms - bucket_upper_ms(i))
+        open_counts[i] = younger - previous
+        previous = younger
+    at_risk = stats.replied.total + stats.censored.total + len(opened)
+    s, out = 1.0, []
+    for i in range(BUCKETS):
+        leaving = c[i] + open_counts[i]
+        effective = at_risk - leaving / 2.0
+        if d[i] and effective > 0:
+            s *= max(0.0, 1.0 - d[i] / effective)
+        out.append(s)
+        at_risk -= d[i] + leaving
+    return tuple(out)
+
+
+def test_a_curve_stops_early_only_where_nothing_is_left() -> None:
+    """survival.curve stops counting open waits past the oldest, and walking the buckets
+    once every wait is counted: the same curve as visiting every bucket."""
+    rng = random.Random(4)
+    now = MONDAY + 30 * DAY_MS
+    for _ in range(500):
+        stats = ClockStats()
+        for _ in range(rng.choice((0, 1, 5, 80))):
+            stats.replied.add(int(rng.expovariate(1 / rng.choice((60_000, DAY_MS)))))
+        for _ in range(rng.choice((0, 1, 10))):
+            stats.censored.add(rng.choice((14 * DAY_MS, rng.randrange(1, DAY_MS))))
+        for _ in range(rng.choice((0, 1, 3, 100))):
+            survival.open_wait(stats, now - rng.randrange(-1000, 20 * DAY_MS))
+        got = survival.curve(stats, now)
+        assert got.survival == curve_by_every_bucket(stats, now)
+        assert len(got.survival) == BUCKETS
