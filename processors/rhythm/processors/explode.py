@@ -15,7 +15,6 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-from rhythm.processors.messages import ContextUpdate, EntityUpdate
 from rhythm.schemas.keys import (
     CONTEXT_PREFIX,
     SEP,
@@ -27,6 +26,8 @@ from rhythm.schemas.keys import (
 ROLES = ("actor", "object", "target")
 TAG_ROLE = "tag"
 _CONTEXT_START = CONTEXT_PREFIX + SEP  # is_context_key's test
+#: An entity or context update as stage 1 builds it: a tuple (messages.py says why).
+Update = tuple[Any, ...]
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -62,19 +63,20 @@ def entity_keys(record: Mapping[str, Any]) -> list[str]:
 
 def explode(
     record: Mapping[str, Any], ts: int, src_partition: int, src_offset: int
-) -> tuple[list[EntityUpdate], ContextUpdate | None]:
+) -> tuple[list[Update], Update | None]:
+    """The event's entity updates and its thread's (messages.py's shapes, as tuples)."""
     weight = float(record.get("weight", 1.0))
-    updates = [[key, ts, weight, src_partition, src_offset] for key in entity_keys(record)]
+    updates = [(key, ts, weight, src_partition, src_offset) for key in entity_keys(record)]
     return updates, explode_context(record, ts, src_partition, src_offset)
 
 
 def explode_context(
     record: Mapping[str, Any], ts: int, src_partition: int, src_offset: int
-) -> ContextUpdate | None:
-    context: ContextUpdate | None = None
+) -> Update | None:
+    context: Update | None = None
     context_id = record.get("context_id")
     if context_id is not None:
-        context = [
+        context = (
             context_key(record["tenant"], context_id),
             ts,
             record["actor_type"],
@@ -84,7 +86,7 @@ def explode_context(
             _about(record),
             src_partition,
             src_offset,
-        ]
+        )
     return context
 
 

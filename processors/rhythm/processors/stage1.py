@@ -210,7 +210,7 @@ class Stage1Partition:
                 out.notes += 1
                 for key in mark[1]:  # stage 2 notes the time only
                     k = partition_for(key, cfg.updates_partitions)
-                    updates[k].append([key, ts, 0.0, self.partition, offset, ROUTED])
+                    updates[k].append((key, ts, 0.0, self.partition, offset, ROUTED))
                 continue
             h = _id_hash(record["event_id"])
             if mark is not None and mark[0] == KIND_COPY:
@@ -241,7 +241,7 @@ class Stage1Partition:
                 out.routed.append(value or b"")
                 for key in entity_keys(record):  # stage 2 notes the time only
                     k = partition_for(key, cfg.updates_partitions)
-                    updates[k].append([key, ts, 0.0, self.partition, offset, ROUTED])
+                    updates[k].append((key, ts, 0.0, self.partition, offset, ROUTED))
                 continue
             newest = max(newest, ts)
             if budget is not None and not budget.take(record["tenant"], ts, out.over_budget):
