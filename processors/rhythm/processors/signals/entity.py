@@ -505,9 +505,9 @@ def _learn(
     if state.silent_since_ms is None:
         if stale_at is not None and rhythm.may_arm(model, stale_at, rule):
             size = rhythm.gap_size(model, split)
-            # A verdict's `expected` is at least FAR (rhythm.judge): a smaller gap is no
-            # silence whatever the verdict, which is then not needed here.
-            if size >= rhythm.FAR * (1 - 1e-9):
+            # A verdict's `expected` is at least the rule's floor (FAR, rhythm.judge): a
+            # smaller gap is no silence whatever the verdict, which is then not needed here.
+            if size >= rhythm.expected_floor(rule) * (1 - 1e-9):
                 rhythm.rejudge(model, stale_at, rule)
                 stale_at = None
         # Λ >= c is necessary for ts > due: only then is the due time solved.

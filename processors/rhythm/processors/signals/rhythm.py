@@ -168,6 +168,14 @@ def may_arm(model: Rhythm, last: int, rule: SilenceRule) -> bool:
     return model.gaps >= cfg.min_gaps and last - model.first_ms >= cfg.min_span_ms
 
 
+def expected_floor(rule: SilenceRule) -> float:
+    """The least `expected` a verdict under this rule can give: FAR (each tail's threshold is
+    at least its level, see `judge`) when the prior weight and the false-alarm budget are
+    positive, as the settings make them; 0.0 otherwise (no floor assumed)."""
+    cfg = rule.cfg
+    return FAR if cfg.prior_weight > 0 and cfg.false_alarms_per_quarter > 0 else 0.0
+
+
 def due(model: Rhythm, last: int, rule: SilenceRule) -> int | None:
     """When the quiet after `last` (the entity's last event) becomes a silence, or None while
     its history is too short. Solved on the calendar once per last event, when first asked:
@@ -197,7 +205,7 @@ def judge(model: Rhythm, last: int, rule: SilenceRule) -> Verdict | None:
     for u, over, excess in ((1.0, model.over, model.excess), (FAR, model.far, model.far_excess)):
         p = (over + w * math.exp(-u)) / (model.scored + w)
         e = (excess + w * PRIOR_EXCESS) / (over + w)
-        # c >= u: a verdict's `expected` is never below FAR (entity._finalize relies on it)
+        # c >= u when w > 0 and k > 0: `expected` is then never below FAR (expected_floor)
         c = u + e * math.log(max(per_quarter * p / k, p / MAX_CHANCE_PER_GAP, 1.0))
         if c > expected:
             expected, chance = c, min(1.0, p * math.exp(-(c - u) / e))
