@@ -7,7 +7,8 @@ as the client would, spreads it over 4 source partitions by key, and runs it thr
 (`Stage1Partition.process`, batches of 500 per partition) and stage 2
 (`Stage2Partition.apply` + `take_dirty`, 4 partitions) the way the Faust agents call them,
 with the internal messages and outputs encoded as on the wire. Prints µs/event per step and a
-digest of every output and saved state byte, so an optimisation can show it changed nothing.
+digest of every output and saved state byte (stage 2's outputs and state; stage 1's messages
+to stage 2 and its state writes), so an optimisation can show it changed nothing.
 Not part of `make bench` (bench/run.py): a tool for working on the hot path. Run the old and
 new code interleaved in one sitting and compare ratios; absolute numbers move with load.
 """
@@ -61,6 +62,7 @@ def main() -> None:
     }
     spent: dict[str, float] = defaultdict(float)
     outputs, state = hashlib.sha256(), hashlib.sha256()
+    wire, writes = hashlib.sha256(), hashlib.sha256()  # stage 1's messages and state writes
     wall_s = NOW_MS / 1000 + 60
     offsets = dict.fromkeys(range(SOURCES), 0)
 
@@ -85,9 +87,13 @@ def main() -> None:
             offsets[p] = first + len(batch)
             t = time.process_time()
             out = sources[p].process(batch, int(wall_s * 1000), wall_s)
-            for k, message in out.messages.items():
-                inbox[k].append(dumps(message))
+            sent = [(k, dumps(message)) for k, message in out.messages.items()]
             timed("stage 1: decode, dedup, explode, encode", t)
+            for k, blob in sent:
+                inbox[k].append(blob)
+                wire.update(blob)
+            for key, written in out.writes:
+                writes.update(key.encode() + (written or b""))
         for k, blobs in inbox.items():
             t = time.process_time()
             signals: list[SignalRecord] = []
@@ -118,6 +124,7 @@ def main() -> None:
     total = sum(spent.values())
     print(f"{'total':40s} {total:7.2f} s {total / n * 1e6:8.2f} µs/event")
     print(f"digest: outputs {outputs.hexdigest()[:16]} state {state.hexdigest()[:16]}")
+    print(f"digest: stage 1 messages {wire.hexdigest()[:16]} writes {writes.hexdigest()[:16]}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,10 @@ __all__ = [
     "new_run",
 ]
 
-# An update as it travels to stage 2: plain lists, cheap to encode.
+# An update as it travels to stage 2: plain lists, cheap to encode (stage 1 builds the
+# entity, routed and context shapes as tuples, the same JSON arrays: thousands per batch,
+# and the garbage collector stops tracking a tuple of plain values at its first collection,
+# where it walks lists in every one; a run stays a list, extended while it is open).
 # entity:  [key, ts_ms, weight, src_partition, src_offset]
 # run:     [key, first_ms, [weight, ...], src_partition, last_offset, [offset, ...],
 #           [whole seconds after first_ms, ...]]

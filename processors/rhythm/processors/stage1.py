@@ -122,7 +122,9 @@ class Stage1Partition:
         self.watermark = NO_WATERMARK
         self.next_offset = 0  # the offset after the last one processed
         self._seen: dict[int, int] = {}  # id hash -> offset of the first message with it
-        self._records: list[tuple[str, int, list[list[int]]]] = []  # (key, newest, [h, offset])
+        # (key, newest, [(h, offset), ...]): tuples, not lists (the same JSON when written),
+        # which the garbage collector stops tracking: a day of ids is millions of pairs.
+        self._records: list[tuple[str, int, list[tuple[int, int]]]] = []
         self.last_activity = 0.0  # wall clock seconds of the last message
         # The highest watermark this partition reported to stage 2 (its events' or an idle
         # tick's): the stage-2 watermark its next events meet is never ahead of it.
@@ -146,7 +148,7 @@ class Stage1Partition:
                 else:
                     newest, pairs = loads(value)
                     seen = [(int(h), int(o)) for h, o in pairs]
-                    self._records.append((key, int(newest), pairs))
+                    self._records.append((key, int(newest), seen))
                     self._seen.update(seen)
             except Exception as exc:
                 bad.append((key, value, f"{type(exc).__name__}: {exc}"[:500]))
@@ -169,12 +171,13 @@ class Stage1Partition:
         if any(messages[i][0] >= messages[i + 1][0] for i in range(len(messages) - 1)):
             messages = sorted(dict(messages).items())
         self.last_activity = wall_s
-        new_hashes: list[list[int]] = []
+        new_hashes: list[tuple[int, int]] = []
         newest = NO_WATERMARK
         updates: dict[int, list[Any]] = defaultdict(list)
         contexts: dict[int, list[Any]] = defaultdict(list)
         budget = self.budget
         cfg = self.cfg
+        partitions = cfg.updates_partitions
         route_before = self.reported if cfg.route else NO_WATERMARK
         runs: dict[str, list[Any]] = {}  # entity key -> its open run (degraded mode)
         for offset, value in messages:
@@ -207,7 +210,7 @@ class Stage1Partition:
                 out.notes += 1
                 for key in mark[1]:  # stage 2 notes the time only
                     k = partition_for(key, cfg.updates_partitions)
-                    updates[k].append([key, ts, 0.0, self.partition, offset, ROUTED])
+                    updates[k].append((key, ts, 0.0, self.partition, offset, ROUTED))
                 continue
             h = _id_hash(record["event_id"])
             if mark is not None and mark[0] == KIND_COPY:
@@ -230,7 +233,7 @@ class Stage1Partition:
                 continue
             if first is None:
                 self._seen[h] = offset
-                new_hashes.append([h, offset])
+                new_hashes.append((h, offset))
             out.events += 1
             if route_before != NO_WATERMARK and too_late(
                 ts, route_before, cfg.window_sizes_ms, cfg.lateness_ms, cfg.late_retention_ms
@@ -238,7 +241,7 @@ class Stage1Partition:
                 out.routed.append(value or b"")
                 for key in entity_keys(record):  # stage 2 notes the time only
                     k = partition_for(key, cfg.updates_partitions)
-                    updates[k].append([key, ts, 0.0, self.partition, offset, ROUTED])
+                    updates[k].append((key, ts, 0.0, self.partition, offset, ROUTED))
                 continue
             newest = max(newest, ts)
             if budget is not None and not budget.take(record["tenant"], ts, out.over_budget):
@@ -255,10 +258,9 @@ class Stage1Partition:
             for update in entity_updates:
                 if runs:
                     runs.pop(update[0], None)  # its next degraded event starts a new run
-                updates[partition_for(update[0], self.cfg.updates_partitions)].append(update)
+                updates[partition_for(update[0], partitions)].append(update)
             if context_update is not None:
-                k = partition_for(context_update[0], self.cfg.updates_partitions)
-                contexts[k].append(context_update)
+                contexts[partition_for(context_update[0], partitions)].append(context_update)
         if new_hashes:
             # Keyed by the first new id's offset: an offset's id is new only once, so a batch
             # re-read from an older offset never overwrites an earlier batch's record.
@@ -291,7 +293,7 @@ class Stage1Partition:
         ts: int,
         offset: int,
         keys: set[str],
-        new_hashes: list[list[int]],
+        new_hashes: list[tuple[int, int]],
     ) -> list[Any]:
         """A stored event's updates for the `keys` it was copied for, each (event, key) once:
         the same event may be copied again for other keys (another import, a routed event's
@@ -304,7 +306,7 @@ class Stage1Partition:
             h = _copy_hash(record["event_id"], update[0])
             if h not in self._seen:
                 self._seen[h] = offset
-                new_hashes.append([h, offset])
+                new_hashes.append((h, offset))
             kept.append(update)
         return kept
 
@@ -360,7 +362,7 @@ class Stage1Partition:
 
     def _expire(self, out: Stage1Output) -> None:
         horizon = self.watermark - self.cfg.dedup_horizon_ms
-        keep: list[tuple[str, int, list[list[int]]]] = []
+        keep: list[tuple[str, int, list[tuple[int, int]]]] = []
         for key, newest, pairs in self._records:
             if newest < horizon:
                 for h, _ in pairs:

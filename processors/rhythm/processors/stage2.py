@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -185,7 +185,13 @@ class Stage2Partition:
         cfg = self.signal_cfg
         final_after = cfg.lateness_ms + 1
         due_of = self._due_of
-        for key, ts, weight, src_partition, src_offset, *run in message.get("u", ()):
+        for update in message.get("u", ()):
+            # Most updates are one event's five fields: no starred unpacking (a list) for them.
+            if len(update) == 5:
+                key, ts, weight, src_partition, src_offset = update
+                run: Sequence[Any] = ()
+            else:
+                key, ts, weight, src_partition, src_offset, *run = update
             overdue = due_of.get(key)
             if overdue is not None and overdue <= self.watermark:
                 del due_of[key]  # not yet advanced to the watermark (_advance): first that
@@ -452,8 +458,8 @@ class Stage2Partition:
                 data = encode_entity(entity.state, entity.applied)
                 self._freeze(entity, bytes(memoryview(data)))
         if result.signals or result.alerts:
-            ek = EntityKey.decode(key)
-            out.signals.extend(_signal(ek, s) for s in result.signals)
+            fields = EntityKey.decode(key).fields()  # once for the entity's signals
+            out.signals.extend(_signal(fields, s) for s in result.signals)
             out.alerts.extend(_entity_alert(key, a) for a in result.alerts)
 
     def entity_state(self, key: str) -> EntityState:
@@ -516,10 +522,11 @@ def decode_watermarks(data: bytes) -> tuple[dict[int, int], dict[int, int]]:
     return marks, {**marks, **evidence}
 
 
-def _signal(ek: EntityKey, measures: dict[str, Any]) -> SignalRecord:
-    # The window's measures are entity.py's; their keys are checked against the Signal model
-    # (tests/unit/test_stages.py validates real outputs).
-    return cast(SignalRecord, {**ek.fields(), **measures})
+def _signal(fields: dict[str, str], measures: dict[str, Any]) -> SignalRecord:
+    # `fields`: the entity's (EntityKey.fields). The window's measures are entity.py's; their
+    # keys are checked against the Signal model (tests/unit/test_stages.py validates real
+    # outputs).
+    return cast(SignalRecord, {**fields, **measures})
 
 
 def _entity_alert(key: str, alert: EntityAlert) -> AlertRecord:

@@ -44,6 +44,14 @@ class BusinessCalendar:
     _cum: tuple[Split, ...] = field(init=False, repr=False, compare=False)
     _offsets: dict[int, int] = field(init=False, repr=False, compare=False)
     _days_off: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    # Per question answered in the hot path (each final gap of an entity with a silence
+    # rule): the hours in ms, whether day k of the epoch's week (k = days since the epoch
+    # mod 7) is a working day, and the last `_upto` asked for, (local, split), as an entity's
+    # consecutive gaps ask for their shared end twice.
+    _start: int = field(init=False, repr=False, compare=False)
+    _end: int = field(init=False, repr=False, compare=False)
+    _works: tuple[bool, ...] = field(init=False, repr=False, compare=False)
+    _last_upto: list[tuple[int, Split]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.working_days:
@@ -61,6 +69,11 @@ class BusinessCalendar:
             raise CalendarError(f"unknown time zone {self.tz!r}") from exc
         object.__setattr__(self, "_zone", zone)
         object.__setattr__(self, "_offsets", {})
+        object.__setattr__(self, "_start", int(self.start_hour * HOUR_MS))
+        object.__setattr__(self, "_end", int(self.end_hour * HOUR_MS))
+        works = tuple((EPOCH_WEEKDAY + k) % 7 in self.working_days for k in range(7))
+        object.__setattr__(self, "_works", works)
+        object.__setattr__(self, "_last_upto", [(0, (0, 0, 0))])
         # _cum[k]: the split of local days 0..k-1 counted from the epoch's weekday.
         cum: list[Split] = [(0, 0, 0)]
         for k in range(7):
@@ -81,18 +94,26 @@ class BusinessCalendar:
         return self._cum[7]
 
     def category(self, ts: int) -> int:
-        local = self.local(ts)
-        weekday = (local // DAY_MS + EPOCH_WEEKDAY) % 7
-        if weekday not in self.working_days or self._is_day_off(local // DAY_MS):
+        days, in_day = divmod(self.local(ts), DAY_MS)
+        if not self._works[days % 7] or (self._days_off and self._is_day_off(days)):
             return OFF
-        in_day = local % DAY_MS
-        return WORK if self._start_ms <= in_day < self._end_ms else EVENING
+        return WORK if self._start <= in_day < self._end else EVENING
 
     def split(self, start: int, end: int) -> Split:
         """How much of [start, end) is working time, evening of a working day, day off."""
         if end <= start:
             return (0, 0, 0)
         ls, le = self.local(start), self.local(end)
+        day = ls // DAY_MS
+        if day == le // DAY_MS and not self._days_off:
+            # Within one local day (most gaps of a busy entity): _upto's whole weeks and
+            # days cancel, what is left is the difference of the two parts of that day.
+            if not self._works[day % 7]:
+                return (0, 0, le - ls)
+            s_in, e_in = ls - day * DAY_MS, le - day * DAY_MS
+            s_work = max(0, min(s_in, self._end) - self._start)
+            e_work = max(0, min(e_in, self._end) - self._start)
+            return (e_work - s_work, (e_in - e_work) - (s_in - s_work), 0)
         a, b = self._upto(ls), self._upto(le)
         held_work, held_evening = self._holiday_time(ls, le)  # their working days were off
         return (
@@ -152,11 +173,11 @@ class BusinessCalendar:
 
     @property
     def _start_ms(self) -> int:
-        return int(self.start_hour * HOUR_MS)
+        return self._start
 
     @property
     def _end_ms(self) -> int:
-        return int(self.end_hour * HOUR_MS)
+        return self._end
 
     def local(self, ts: int) -> int:
         hour = ts // HOUR_MS
@@ -202,15 +223,24 @@ class BusinessCalendar:
 
     def _upto(self, local: int) -> Split:
         """The split of local time from the epoch to `local` (may be negative: shifted)."""
+        memo = self._last_upto
+        if memo[0][0] == local:
+            return memo[0][1]
         days, in_day = divmod(local, DAY_MS)
         weeks, day = divmod(days, 7)
         week, cum = self._cum[7], self._cum[day]
-        part = self._day_split((EPOCH_WEEKDAY + day) % 7, in_day)
-        return (
-            weeks * week[0] + cum[0] + part[0],
-            weeks * week[1] + cum[1] + part[1],
-            weeks * week[2] + cum[2] + part[2],
+        if self._works[day]:  # _day_split, inline
+            work = max(0, min(in_day, self._end) - self._start)
+            evening, off = in_day - work, 0
+        else:
+            work, evening, off = 0, 0, in_day
+        split = (
+            weeks * week[0] + cum[0] + work,
+            weeks * week[1] + cum[1] + evening,
+            weeks * week[2] + cum[2] + off,
         )
+        memo[0] = (local, split)
+        return split
 
     def _segment(self, local: int) -> tuple[int, int]:
         """The end of the constant-category stretch that `local` is in, and its category."""

@@ -532,7 +532,8 @@ class Conversations:
         work_now = self.sides.calendar(tenant).work_clock(time)
         best: tuple[float, str, Curve] | None = None
         for clock, stats, now in ((WALL, source.wall, time), (WORK, source.work, work_now)):
-            curve = survival.curve(stats, now)
+            # the kind's own wall-clock curve is `own`, computed above (a pure function)
+            curve = own if stats is kind.wall else survival.curve(stats, now)
             if curve.replied < cfg.min_replies:
                 continue
             if clock == WORK and (curve.quantile_ms(0.5) or 0) <= MIN_WORK_MEDIAN_MS:

@@ -80,22 +80,28 @@ class Window:
     def add_event(self, ts: int, weight: float) -> None:
         self.add_events(ts, 1, weight, weight)
 
+    # Comparisons rather than min() and max(), called per event: the same results (a NaN
+    # weight included: max(a, b) is b only if b > a), for a fraction of the cost.
     def add_events(self, ts: int, count: int, weight_sum: float, weight_max: float) -> None:
-        if self.event_count == 0 or ts < self.first_ms:
+        if self.event_count == 0:
+            self.first_ms = self.last_ms = ts
+        elif ts < self.first_ms:
             self.first_ms = ts
-        if self.event_count == 0 or ts > self.last_ms:
+        elif ts > self.last_ms:
             self.last_ms = ts
         self.event_count += count
         self.weight_sum += weight_sum
-        self.weight_max = max(self.weight_max, weight_max)
+        if weight_max > self.weight_max:  # noqa: PLR1730 (see above)
+            self.weight_max = weight_max
         self.dirty = True
 
     def add_gap(self, ts: int, gap_ms: int) -> None:
         if self.gap_count == 0:
             self.gap_min_ms = self.gap_max_ms = gap_ms
-        else:
-            self.gap_min_ms = min(self.gap_min_ms, gap_ms)
-            self.gap_max_ms = max(self.gap_max_ms, gap_ms)
+        elif gap_ms < self.gap_min_ms:
+            self.gap_min_ms = gap_ms
+        elif gap_ms > self.gap_max_ms:
+            self.gap_max_ms = gap_ms
         self.gap_count += 1
         self.gap_sum_ms += gap_ms
         if ts == self.first_ms:
@@ -250,8 +256,23 @@ def _add(
     if ts >= final_before and (state.last_ms is None or ts >= state.last_ms):
         if not (point_once and (ts == state.last_ms or ts in state.pending)):
             state.pending.append(ts)
-        for size in cfg.window_sizes_ms:
-            _window(state, size, ts).add_events(ts, count, weight_sum, weight_max)
+        windows = state.windows
+        for size in cfg.window_sizes_ms:  # _window, inline: per event and window size
+            window = windows.get((size, ts - ts % size))
+            if window is None:
+                window = _window(state, size, ts)
+            # Window.add_events, inline (the same steps): per event and window size
+            if window.event_count == 0:
+                window.first_ms = window.last_ms = ts
+            elif ts < window.first_ms:
+                window.first_ms = ts
+            elif ts > window.last_ms:
+                window.last_ms = ts
+            window.event_count += count
+            window.weight_sum += weight_sum
+            if weight_max > window.weight_max:  # noqa: PLR1730
+                window.weight_max = weight_max
+            window.dirty = True
         if len(state.pending) > cfg.max_pending:
             _finalize_early(state, cfg, rule, out)
         return ADDED
@@ -313,8 +334,7 @@ def _finalize_early(
         cut = len(pending) // 2
         if not state.hot:
             state.hot = out.became_hot = True
-    for ts in pending[:cut]:
-        _finalize(state, ts, cfg, rule, out)
+    _finalize_all(state, pending[:cut], cfg, rule, out)
     del pending[:cut]
     out.early += cut
 
@@ -327,28 +347,35 @@ def advance(
     final_before = watermark_ms - cfg.lateness_ms
     if state.pending:
         state.pending.sort()
-        cut = 0
-        while cut < len(state.pending) and state.pending[cut] < final_before:
-            _finalize(state, state.pending[cut], cfg, rule, out)
-            cut += 1
+        cut = bisect_left(state.pending, final_before)
+        _finalize_all(state, state.pending[:cut], cfg, rule, out)
         del state.pending[:cut]
         if not state.pending:
             state.pending = []  # an emptied list keeps its capacity: idle entities are many
     if state.hot and len(state.pending) <= cfg.max_pending // 4:
         state.hot = False
     _check_silence(state, final_before, rule, out)
-    for key in sorted(state.windows):
-        window = state.windows[key]
-        if window.end_ms + cfg.lateness_ms > watermark_ms:
-            continue
+    # A window has something to do once closed (W >= end + L): be emitted if dirty, be
+    # dropped past its retention. An entity keeps a day of closed clean windows, so find
+    # the few with work in one pass first, and sort only those (the signals' order).
+    windows = state.windows
+    dropped_by = final_before - cfg.late_retention_ms
+    ready = [
+        key
+        for key, w in windows.items()
+        if w.start_ms + w.size_ms <= final_before
+        and (w.dirty or w.start_ms + w.size_ms <= dropped_by)
+    ]
+    for key in sorted(ready):
+        window = windows[key]
         if window.dirty:
             window.version += 1
             window.dirty = False
             out.signals.append(window.to_signal())
-        if window.end_ms + cfg.lateness_ms + cfg.late_retention_ms <= watermark_ms:
-            del state.windows[key]
-            if not state.windows:
-                state.windows = {}  # likewise
+        if window.start_ms + window.size_ms <= dropped_by:
+            del windows[key]
+    if ready and not windows:
+        state.windows = {}  # likewise
     return out
 
 
@@ -378,9 +405,12 @@ def next_due_ms(
     candidates: list[int] = []
     if state.pending:
         candidates.append(min(state.pending) + cfg.lateness_ms + 1)
-    for window in state.windows.values():
-        close = window.end_ms + cfg.lateness_ms
-        candidates.append(close if window.dirty else close + cfg.late_retention_ms)
+    if state.windows:  # a dirty window is due when it closes, a clean one when dropped
+        retention = cfg.late_retention_ms
+        ends = (
+            w.start_ms + w.size_ms + (0 if w.dirty else retention) for w in state.windows.values()
+        )
+        candidates.append(min(ends) + cfg.lateness_ms)
     model, last = state.rhythm, state.last_ms
     if model is not None and rule is not None and last is not None and model.armed:
         when = rhythm.due(model, last, rule) if state.silent_since_ms is None else None
@@ -408,36 +438,97 @@ def _finalize(
     out: AdvanceResult,
     gaps_in_windows: bool = True,
 ) -> None:
+    """Make `ts` the entity's next final event: its gap goes to its windows and teaches the
+    rhythm of an entity a silence rule is given for."""
+    _finalize_all(state, [ts], cfg, rule, out, gaps_in_windows)
+
+
+def _finalize_all(
+    state: EntityState,
+    times: list[int],
+    cfg: SignalConfig,
+    rule: SilenceRule | None,
+    out: AdvanceResult,
+    gaps_in_windows: bool = True,
+) -> None:
+    """`_finalize` each of `times` in order, for less than one call each: the rhythm is
+    judged once at the end (`_learn`), and the gaps go to the windows window by window (an
+    event's windows are mostly its predecessor's)."""
     last = state.last_ms
-    if last is not None:
-        gap = ts - last
-        model = state.rhythm
+    model = state.rhythm
+    stale_at = None  # the time the model must be judged at (`_learn`), if stale
+    gaps: list[tuple[int, int]] = []  # (event time, its gap)
+    for ts in times:
+        if last is None:  # the entity's first event ever
+            if rule is not None:
+                state.rhythm = model = rhythm.start(ts, rule)
+            last = ts
+            continue
         if model is not None and rule is not None:
-            split = rule.calendar.split(last, ts)
-            # Λ >= c is necessary for ts > due: only then is the due time solved.
-            if (
-                model.armed
-                and state.silent_since_ms is None
-                and rhythm.gap_size(model, split) >= model.expected * (1 - 1e-9)
-            ):
+            stale_at = _learn(state, model, last, ts, rule, out, stale_at)
+        gaps.append((ts, ts - last))
+        last = max(last, ts)
+    state.last_ms = last
+    if stale_at is not None and model is not None and rule is not None:
+        rhythm.rejudge(model, stale_at, rule)
+    if gaps_in_windows:
+        windows = state.windows
+        for size in cfg.window_sizes_ms:
+            start, window = None, None
+            for ts, gap in gaps:
+                if ts - ts % size != start:
+                    start = ts - ts % size
+                    window = windows.get((size, start))
+                if window is not None:
+                    window.add_gap(ts, gap)
+
+
+def _learn(
+    state: EntityState,
+    model: Rhythm,
+    last: int,
+    ts: int,
+    rule: SilenceRule,
+    out: AdvanceResult,
+    stale_at: int | None,
+) -> int:
+    """The rhythm's part of finalizing `ts` after `last`: a silence the gap turned out to be,
+    the end of one, and what the gap teaches (rhythm.learn_gap). Returns the time the model
+    must be judged at (rhythm.rejudge): the caller judges it at the end of its run.
+
+    Judging the quiet after each gap cost more than learning from it, and of a run of events
+    finalized together only the last verdict is read, unless a gap may be a silence: so the
+    model is left stale between gaps (`stale_at`, from the previous call) and judged first
+    only then. Same alerts and state as judging after every gap."""
+    split = rule.calendar.split(last, ts)
+    size = None
+    if state.silent_since_ms is None:
+        if stale_at is not None and rhythm.may_arm(model, stale_at, rule):
+            size = rhythm.gap_size(model, split)
+            # A verdict's `expected` is at least the rule's floor (FAR, rhythm.judge): a
+            # smaller gap is no silence whatever the verdict, which is then not needed here.
+            if size >= rhythm.expected_floor(rule) * (1 - 1e-9):
+                rhythm.rejudge(model, stale_at, rule)
+                stale_at = None
+        # Λ >= c is necessary for ts > due: only then is the due time solved.
+        if stale_at is None and model.armed:
+            if size is None:
+                size = rhythm.gap_size(model, split)
+            if size >= model.expected * (1 - 1e-9):
                 when = rhythm.due(model, last, rule)
                 if when is not None and ts > when:
                     # The quiet became a silence before this event ended it: the episode
                     # happened, whether or not the watermark saw its deadline pass live.
                     out.alerts.append(_silence(model, last, when))
                     state.silent_since_ms = last
-            if state.silent_since_ms is not None:
-                if state.silent_since_ms != ROUTED_QUIET:
-                    out.alerts.append(_resumed(model, last, ts))
-                state.silent_since_ms = None
-            rhythm.observe_gap(model, last, ts, rule, split)
-        for size in cfg.window_sizes_ms if gaps_in_windows else ():
-            window = state.windows.get((size, window_start(ts, size)))
-            if window is not None:
-                window.add_gap(ts, gap)
-    elif rule is not None:
-        state.rhythm = rhythm.start(ts, rule)
-    state.last_ms = ts if last is None else max(last, ts)
+    if state.silent_since_ms is not None:
+        if state.silent_since_ms != ROUTED_QUIET:
+            if stale_at is not None:  # its details are the verdict's
+                rhythm.rejudge(model, stale_at, rule)
+            out.alerts.append(_resumed(model, last, ts))
+        state.silent_since_ms = None
+    rhythm.learn_gap(model, last, ts, rule, split, size)
+    return ts
 
 
 def _check_silence(

@@ -119,10 +119,28 @@ def observe_gap(
     model: Rhythm, last: int, ts: int, rule: SilenceRule, split: tuple[int, int, int]
 ) -> None:
     """The next final event came at `ts` after `last` (the calendar's `split` of the span
-    between): learn from the gap."""
+    between): learn from the gap, and judge the quiet after `ts`."""
+    learn_gap(model, last, ts, rule, split)
+    rejudge(model, ts, rule)
+
+
+def learn_gap(
+    model: Rhythm,
+    last: int,
+    ts: int,
+    rule: SilenceRule,
+    split: tuple[int, int, int],
+    size: float | None = None,
+) -> None:
+    """`observe_gap` without the verdict: the model's `armed`, `due_ms`, `expected`,
+    `per_quarter` and `chance` are left stale until `rejudge(model, ts, rule)`. Judging costs
+    more than learning, and of a run of gaps finalized together only the verdict after the
+    last is read unless a gap may be a silence (entity._finalize), so the run judges once.
+    `size`: the gap's `gap_size(model, split)` if the caller has it already."""
     cal, cfg = rule.calendar, rule.cfg
     if model.gaps >= SCORE_AFTER_GAPS and last - model.first_ms >= SCORE_AFTER_MS:
-        size = gap_size(model, split)
+        if size is None:
+            size = gap_size(model, split)
         model.scored += 1.0
         if size > 1.0:
             model.over += 1.0
@@ -141,7 +159,21 @@ def observe_gap(
     model.far_excess *= decay
     model.counts[cal.category(ts)] += 1.0
     model.gaps += 1
-    rejudge(model, ts, rule)
+
+
+def may_arm(model: Rhythm, last: int, rule: SilenceRule) -> bool:
+    """False when `judge` would say no verdict for its history alone (too few gaps, too
+    short a span), without judging."""
+    cfg = rule.cfg
+    return model.gaps >= cfg.min_gaps and last - model.first_ms >= cfg.min_span_ms
+
+
+def expected_floor(rule: SilenceRule) -> float:
+    """The least `expected` a verdict under this rule can give: FAR (each tail's threshold is
+    at least its level, see `judge`) when the prior weight and the false-alarm budget are
+    positive, as the settings make them; 0.0 otherwise (no floor assumed)."""
+    cfg = rule.cfg
+    return FAR if cfg.prior_weight > 0 and cfg.false_alarms_per_quarter > 0 else 0.0
 
 
 def due(model: Rhythm, last: int, rule: SilenceRule) -> int | None:
@@ -158,9 +190,9 @@ def due(model: Rhythm, last: int, rule: SilenceRule) -> int | None:
 
 def judge(model: Rhythm, last: int, rule: SilenceRule) -> Verdict | None:
     """How quiet (in expected events) a silence is; None while history is too short."""
-    cfg = rule.cfg
-    if model.gaps < cfg.min_gaps or last - model.first_ms < cfg.min_span_ms:
+    if not may_arm(model, last, rule):
         return None
+    cfg = rule.cfg
     r = rates(model)
     week = rule.calendar.week
     per_quarter = QUARTER_WEEKS * (r[0] * week[0] + r[1] * week[1] + r[2] * week[2])
@@ -173,6 +205,7 @@ def judge(model: Rhythm, last: int, rule: SilenceRule) -> Verdict | None:
     for u, over, excess in ((1.0, model.over, model.excess), (FAR, model.far, model.far_excess)):
         p = (over + w * math.exp(-u)) / (model.scored + w)
         e = (excess + w * PRIOR_EXCESS) / (over + w)
+        # c >= u when w > 0 and k > 0: `expected` is then never below FAR (expected_floor)
         c = u + e * math.log(max(per_quarter * p / k, p / MAX_CHANCE_PER_GAP, 1.0))
         if c > expected:
             expected, chance = c, min(1.0, p * math.exp(-(c - u) / e))

@@ -98,16 +98,21 @@ def curve(stats: ClockStats, now_ms: int) -> Curve:
         younger = below - older
         open_counts[i] = younger - previous
         previous = younger
+        if not older:
+            break  # every wait is younger than this bound: the later buckets hold none
     at_risk = stats.replied.total + stats.censored.total + len(opened)
     s = 1.0
     survival: list[float] = []
-    for i in range(BUCKETS):
-        leaving = c[i] + open_counts[i]
+    for replied, censored, still_open in zip(d, c, open_counts, strict=True):
+        leaving = censored + still_open
         effective = at_risk - leaving / 2.0
-        if d[i] and effective > 0:
-            s *= max(0.0, 1.0 - d[i] / effective)
+        if replied and effective > 0:
+            s *= max(0.0, 1.0 - replied / effective)
         survival.append(s)
-        at_risk -= d[i] + leaving
+        at_risk -= replied + leaving
+        if not at_risk:  # every wait counted: S stays as it is in the later buckets
+            survival.extend([s] * (BUCKETS - len(survival)))
+            break
     return Curve(tuple(survival), stats.replied.total, stats.replied.total + len(opened)
                  + stats.censored.total)  # fmt: skip
 
