@@ -207,6 +207,10 @@ def throughput(kafka: LocalKafka, home: Path, events: int) -> dict[str, Any]:
         signals = query(stack.http_port, "SELECT count() FROM rhythm.signals FINAL")[0][0]
         alerts = query(stack.http_port, "SELECT count() FROM rhythm.alerts FINAL")[0][0]
         late = scrape(stack.metrics_port).get("rhythm_processor_late_events_total", 0.0)
+        labelled = labelled_metrics(
+            stack.metrics_port,
+            ("rhythm_processor_late_events_total", "rhythm_processor_offset_holes_total"),
+        )
         return {
             "scale": scale,
             "sent": sent,
@@ -215,6 +219,7 @@ def throughput(kafka: LocalKafka, home: Path, events: int) -> dict[str, Any]:
             "signal_rows": int(signals),
             "alert_rows": int(alerts),
             "late": int(late),
+            "late_and_holes": labelled,
             "published_s": published_s,
             "elapsed_s": elapsed,
             "synced": ok,
@@ -224,6 +229,21 @@ def throughput(kafka: LocalKafka, home: Path, events: int) -> dict[str, Any]:
         }
     finally:
         stack.down()
+
+
+def labelled_metrics(port: int, names: tuple[str, ...]) -> dict[str, float]:
+    """The samples of these metric families with their labels (late events by outcome,
+    holes by stage): what the run's `late` total was made of."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(names) and float(line.rsplit(" ", 1)[1]) > 0
+    }
 
 
 def live_event(entity: int, at: float, rng: random.Random) -> dict[str, Any]:
@@ -254,6 +274,11 @@ def latency(kafka: LocalKafka, home: Path, rate: float, tag: str) -> dict[str, A
             "RHYTHM_PROCESSOR_WINDOW_SECONDS": "[10]",
             "RHYTHM_PROCESSOR_LATENESS_S": str(lateness_s),
             "RHYTHM_PROCESSOR_SILENCE_MIN_S": "3",
+            # a silence after seconds of history, at any hour: the rule's defaults want a
+            # week of history and judge office hours only
+            "RHYTHM_PROCESSOR_SILENCE_MIN_SPAN_S": "30",
+            "RHYTHM_PROCESSOR_WORKING_DAYS": "[0,1,2,3,4,5,6]",
+            "RHYTHM_PROCESSOR_WORKING_HOURS": "[0,24]",
             "RHYTHM_PROCESSOR_TICK_S": "0.2",
         }
     )

@@ -190,6 +190,9 @@ class _Rest:
             return stop.value
 
 
+DRAIN_WAIT_S = 0.05  # the longest `_until_drained` holds the fetch loop
+
+
 async def _until_drained(consumer: Any, tp: TP) -> None:
     """After a delivery that had to wait (the stream's queue full), wait until the queues of
     `tp`'s streams are down to Faust's pressure-drop size (40 %) before delivering on.
@@ -207,7 +210,9 @@ async def _until_drained(consumer: Any, tp: TP) -> None:
                 drained.set_result(None)
 
         if queue.in_pressure_high_state(drop):  # registered: the queue is that full
-            await consumer.wait_first(drained, consumer.suspend_flow.wait())
+            # Bounded: while it waits, no other partition's records are delivered (the
+            # other stage's input starved for seconds behind a producer-bound stage).
+            await consumer.wait_first(drained, consumer.suspend_flow.wait(), timeout=DRAIN_WAIT_S)
 
 
 async def drain_messages(consumer: Any, fetcher: Any) -> None:
