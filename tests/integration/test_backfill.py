@@ -39,6 +39,7 @@ from rhythm.producers import Client, ClientSettings
 from rhythm.producers.prepare import prepare_event
 from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.runtime.process import stop_group
+from rhythm.runtime.scrape import scrape_min
 from rhythm.runtime.sink_sync import wait_for_sink
 from rhythm.schemas import encode_event
 from rhythm.schemas.keys import EntityKey
@@ -101,6 +102,7 @@ class Lanes:
             "RHYTHM_PROCESSOR_DEAD_LETTERS_TOPIC": t["dead"],
             "RHYTHM_PROCESSOR_METRICS_PORT": str(self.ports[1]),
             "RHYTHM_PROCESSOR_HANDOFF_TOPIC": t["updates"],
+            "RHYTHM_PROCESSOR_LATER_TOPIC": f"{self.input}.later",
             **self.store,
         }
 
@@ -363,7 +365,8 @@ def test_history_up_to_now_is_imported_in_full_once_the_live_lane_is_done_with_i
         while time.monotonic() < deadline:
             stream(8)
             later_out.append(backfill(lanes, None, tmp_path))  # follows the lane to the end
-            if ", 0 still waiting" in later_out[-1] and "until" not in later_out[-1]:
+            last = later_out[-1]
+            if ", 0 still waiting" in last and "until" not in last and "wait on" not in last:
                 break
         stream(20)  # more live windows after the import: the first gaps after the history
         done = [o for o in later_out if "published" in o]
@@ -384,14 +387,28 @@ def test_history_up_to_now_is_imported_in_full_once_the_live_lane_is_done_with_i
         closed = {k for k in reference if k[5] + k[4] * 1000 + 3_000 <= end - 5_000}
         first_live = min(ms_of(e) for e in live)
         assert any(k[5] <= first_live < k[5] + k[4] * 1000 for k in closed)
+        lanes.stored()  # the history lane's re-emitted windows too
         got = lanes.wait_for(closed)
-        # History older than what the history lane has made final is refused, not lost
-        older = _events("older", "o-1", [now - 20 * MIN])
-        refused = backfill(lanes, older, tmp_path, wait=False, expect=2)
-        assert "older than" in refused and "Nothing was published" in refused, refused
+        # Another tenant's history, older than what the lane has made final for "full": each
+        # tenant's event time is its own, so it is imported in full, exact.
+        older: list[dict[str, Any]] = []
+        for account in ("o-1", "o-2"):
+            stamps = sorted({now - 25 * MIN + rng.randrange(10 * MIN) for _ in range(12)})
+            older += _events("older", account, stamps)
+        assert "Nothing was published" not in backfill(lanes, older, tmp_path)
+        older_reference = {
+            ("older", *k): v for k, v in reference_signals(older, SMALL_WINDOWS_MS).items()
+        }
+        got_older = lanes.wait_for(set(older_reference))
+        # The same tenant's history older than what the lane made final for it is refused
+        refused = backfill(
+            lanes, _events("full", "a-0", [now - 20 * MIN]), tmp_path, wait=False, expect=2
+        )
+        assert "older than" in refused and "'full'" in refused, refused
+        assert "Nothing was published" in refused and "'older'" not in refused, refused
         lanes.stored()
         raw = lanes.raw_events("full")
-        assert lanes.raw_events("older") == {}
+        raw_older = lanes.raw_events("older")
     finally:
         for proc in procs:
             stop_group(proc, 30.0)
@@ -399,19 +416,27 @@ def test_history_up_to_now_is_imported_in_full_once_the_live_lane_is_done_with_i
         {k[1:]: s for k, s in got.items() if k in closed},
         {k[1:]: v for k, v in reference.items() if k in closed},
     )
+    check_signals(
+        {k[1:]: s for k, s in got_older.items() if k in older_reference},
+        {k[1:]: v for k, v in older_reference.items()},
+    )
     assert raw == {e["event_id"]: 1 for e in history + live}  # each event one raw row
+    assert raw_older == {e["event_id"]: 1 for e in older}
 
 
 @pytest.mark.long  # a minute and more of wall-clock windows: `make test-faults` runs it
+@pytest.mark.parametrize("w2_kept", [False, True], ids=["w2-final", "w2-kept"])
 def test_a_routed_event_changes_the_gap_of_its_entitys_next_stored_window_once_final(
-    lanes: Lanes, tmp_path: Path
+    lanes: Lanes, tmp_path: Path, w2_kept: bool
 ) -> None:
     # Seconds: 5 s and 15 s windows in both lanes, live lateness 2 s, windows kept 3 s after
     # closing. An account sends live in the first part of one 15 s window (W1), pauses,
-    # sends again in the next (W2); then an event of the pause in W1 arrives late, after
-    # the live lane is done with W2 too: routed, and the history lane must re-emit W2 with
-    # the first gap from that event (the live lane counted it from the account's last W1
-    # event).
+    # sends again in the next (W2); then an event of the pause in W1 arrives late: routed,
+    # and the history lane must re-emit W2 with the first gap from that event (the live
+    # lane counted it from the account's last W1 event). It arrives after the live lane is
+    # done with W2 too (the lane extends the routed event's span to W2), or while the live
+    # lane still keeps W2 (W2's first event waits on the later topic, and `rhythm backfill
+    # --later`, run by `rhythm up` every minute, imports it again once W2 is done).
     small = {"RHYTHM_PROCESSOR_WINDOW_SECONDS": "[5,15]", "RHYTHM_PROCESSOR_LATENESS_S": "2",
              "RHYTHM_PROCESSOR_LATE_RETENTION_S": "3"}  # fmt: skip
     lanes.live.extra_env |= small
@@ -434,12 +459,36 @@ def test_a_routed_event_changes_the_gap_of_its_entitys_next_stored_window_once_f
                 send("x", t)
             send("steady", t)  # keeps the partitions' event time going
             time.sleep(0.7)  # the stream's pace
-        while int(time.time() * 1000) < w2 + 15_000 + 2_000 + 3_000 + 2_000:
-            send("steady", int(time.time() * 1000))  # until the live lane is done with W2
-            time.sleep(0.7)
+
+        def steady(until: int) -> None:
+            while int(time.time() * 1000) < until:
+                send("steady", int(time.time() * 1000))
+                time.sleep(0.7)
+
+        def live_done_with_w2() -> bool:
+            """The live lane's stage-2 watermark (the lowest partition's: its idle ones
+            follow the clock 10 s behind) is past W2's end, lateness and retention."""
+            mark = scrape_min(lanes.ports[0], "rhythm_processor_stage2_watermark_seconds")
+            return mark is not None and mark * 1000 >= w2 + 15_000 + 2_000 + 3_000
+
+        if w2_kept:
+            steady(w2 + 9_000)  # W1 past its retention in x's partition, W2 still kept
+            assert not live_done_with_w2()
+        else:
+            while not live_done_with_w2():
+                steady(int(time.time() * 1000) + 1_000)
         _wait_metric(lanes, 0, "rhythm_processor_events_total", len(sent) + 1)
         send("x", w1 + 10_000)  # late: in W1's pause, after the account's last W1 event
         _wait_metric(lanes, 0, "rhythm_processor_routed_events_total", 1)
+        again: list[str] = []  # what `rhythm backfill --later` said
+        if w2_kept:  # W2's first event waits on the later topic: as `rhythm up` runs it
+            name = 'rhythm_processor_history_copies_total{kind="next_to_later"}'
+            _wait_metric(lanes, 1, name, 1)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not any("(and 1 " in o for o in again):
+                steady(int(time.time() * 1000) + 5_000)
+                again.append(backfill(lanes, None, tmp_path))
+            assert any("(and 1 stored events to import again)" in o for o in again), again
         reference = {
             ("routed-next", *k): v
             for k, v in reference_signals(sent, (5_000, 15_000)).items()
@@ -461,6 +510,7 @@ def test_a_routed_event_changes_the_gap_of_its_entitys_next_stored_window_once_f
     assert w2_key in got and lane_of_version(got[w2_key]["version"]) == "history", (
         got.get(w2_key),
         unextended,
+        again,
     )
     # every window of the account, W2 included, as one sorted computation of its events
     check_signals(

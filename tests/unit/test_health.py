@@ -121,6 +121,25 @@ def test_the_server_answers_200_and_503_and_exports_the_verdict() -> None:
         server.stop()
 
 
+def test_the_server_serves_a_parts_json_documents_beside_its_health() -> None:
+    """The history worker's `/tenants` (each tenant's watermark), read by `rhythm backfill`
+    through `read_json`."""
+    from rhythm.runtime.scrape import read_json
+
+    marks = {"partitions": [0], "watermarks": {"acme": 1}}
+    server = HealthServer(
+        "127.0.0.1", 0, CollectorRegistry(), progress(Clock()), {"/tenants": lambda: marks}
+    ).start()
+    try:
+        assert read_json(server.port, "/tenants") == marks
+        marks = {"partitions": [0, 1], "watermarks": {}}  # read at each request
+        assert read_json(server.port, "/tenants") == marks
+        assert read_json(server.port, "/other") is None and _get(server.url + "/other")[0] == 404
+    finally:
+        server.stop()
+    assert read_json(server.port, "/tenants") is None  # not running: unavailable, not an error
+
+
 def _get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=5) as r:

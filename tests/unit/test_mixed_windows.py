@@ -39,7 +39,7 @@ from rhythm.sinks.store import Store
 from rhythm.sinks.tables import EVENTS
 from rhythm.sinks.tables.events import process as process_event
 from rhythm.sinks.tables.rows import Message, Skipped
-from rhythm.stack.backfill import cut, split_recent
+from rhythm.stack.backfill import cut, split_recent, with_copies
 
 from .test_stages import wire
 
@@ -194,7 +194,7 @@ def test_a_window_holding_live_and_imported_events_is_the_sorted_computation_of_
     spans = copies.spans(touched, SIZES)
     assert spans[U1] == (D0, D0 + DAY) and spans[TAG] == (D0, D0 + DAY)
     spans, kept = copies.extend(spans, neighbours(stored, spans, False), SIZES, lambda ts: True)
-    assert kept == 0 and spans[U1] == (D0, D0 + 2 * DAY)  # to the next event's day
+    assert kept == [] and spans[U1] == (D0, D0 + 2 * DAY)  # to the next event's day
     merged = copies.merge(
         [(ts, decode_event(v)["event_id"], v, []) for ts, v in own],
         within(stored, spans),
@@ -250,9 +250,9 @@ def test_extend_stops_at_windows_the_live_lane_may_still_change() -> None:
     spans = {U1: (D0, D0 + DAY)}
     following = [{**EntityKey.decode(U1).fields(), "role": "actor", "ts": D0 + 3 * DAY + HOUR}]
     out, kept = copies.extend(spans, following, SIZES, lambda ts: ts < D0 + 3 * DAY)
-    assert (out, kept) == (spans, 1)
+    assert (out, [copies.row_key(r) for r in kept]) == (spans, [U1])
     out, kept = copies.extend(spans, following, SIZES, lambda ts: True)
-    assert (out[U1], kept) == ((D0, D0 + 4 * DAY), 0)
+    assert (out[U1], kept) == ((D0, D0 + 4 * DAY), [])
 
 
 def test_stage1_takes_a_copy_once_per_event_and_key_and_only_for_its_keys() -> None:
@@ -344,7 +344,7 @@ def test_the_store_queries_select_what_the_merge_expects(tmp_path: Path) -> None
         )
         # a copy rebuilt from a stored row is the stored event, for the stage's purposes
         row = got[0]
-        record = decode_event(encode_event(copies._record(row)))
+        record = decode_event(encode_event(copies.stored_record(row)))
         original = decode_event(
             next(v for v in live if decode_event(v)["event_id"] == str(row["event_id"]))
         )
@@ -353,5 +353,47 @@ def test_the_store_queries_select_what_the_merge_expects(tmp_path: Path) -> None
             original["occurred_at"],
             original["weight"],
         )
+    finally:
+        client.close()
+
+
+def test_a_stored_next_event_the_live_lane_still_keeps_is_imported_again_once_it_is_done(
+    tmp_path: Path,
+) -> None:
+    """An import ends two days before an entity's next stored (live) event, whose day the
+    live lane still keeps: the import goes at once, that next event is returned to wait
+    (`next_events`), and imported again later (already stored: as a copy) it makes the
+    history lane re-emit its day with the import's last event as the previous one: the
+    first gap after the history is the sorted computation's. Re-importing it asks for
+    nothing more to wait (no chain)."""
+    history = [wire(D0 + h * HOUR, actor="u-1") for h in (1, 5, 30)]
+    live = [wire(D0 + 3 * DAY + h * HOUR, actor="u-1") for h in (2, 4, 25)]
+    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'clickhouse'}")
+    try:
+        migrate(client, "rhythm")
+
+        def store(values: list[bytes]) -> None:
+            rows = [process_event(Message("ev", 0, i, D0, None, v)) for i, v in enumerate(values)]
+            Store(client, "rhythm").insert(EVENTS, [r for r in rows if isinstance(r, tuple)], "t")
+
+        def run(sql: str) -> list[dict[str, Any]]:
+            return [dict(r) for r in client.query(sql).named_results()]
+
+        store(live)
+        timed = [(decode_event(v)["occurred_at"], v) for v in history]
+        not_yet = lambda ts: ts < D0 + 3 * DAY  # noqa: E731  (the live lane keeps day 3)
+        first, following = with_copies(timed, run, "rhythm", SIZES, not_yet)
+        assert [ts for ts, _ in following] == [D0 + 3 * DAY + 2 * HOUR]  # u-1's next; once
+        store(history)  # the sink stores the import
+        # later, the live lane done with day 3 (not 4): the next event imported again, from
+        # the store; the one after it is no import's to change
+        again, more = with_copies(following, run, "rhythm", SIZES, lambda ts: ts < D0 + 4 * DAY)
+        assert again.already_stored == 1 and more == []
+        latest = run_history_lane(first.messages + again.messages)
+        day3 = (U1, DAY, D0 + 3 * DAY)
+        check({day3: latest[day3]}, reference(history + live))
+        assert latest[day3]["silence_before_s"] == (2 * DAY - 4 * HOUR) / 1000  # from hour 30
+        # without it, day 3 is the live lane's: no previous event, the history unknown to it
+        assert day3 not in run_history_lane(first.messages)
     finally:
         client.close()

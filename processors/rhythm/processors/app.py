@@ -25,7 +25,7 @@ from typing import Any
 import faust
 from faust.types import TP, EventT
 
-from rhythm.processors import faust_private
+from rhythm.processors import copies, faust_private
 from rhythm.processors.codec import dumps, encode_batch, loads
 from rhythm.processors.connection import broker_urls, credentials
 from rhythm.processors.ends import EndOffsets
@@ -48,14 +48,16 @@ from rhythm.processors.stage1 import (
     is_state_key,
 )
 from rhythm.processors.stage2 import WATERMARKS_PREFIX, Stage2Partition
+from rhythm.processors.tenants import TenantPartitions
 from rhythm.schemas import dead_letters
-from rhythm.schemas.keys import display, signal_key
+from rhythm.schemas.keys import SEP, display, signal_key
 from rhythm.schemas.outputs import AlertRecord, SignalRecord, alert_id
 from rhythm.schemas.topics import (
     HISTORY_KEYS_HEADER,
     HISTORY_KIND_HEADER,
     HISTORY_LANE,
     KIND_COPY,
+    KIND_NEXT,
     KIND_NOTE,
     KIND_ROUTED,
     STAGE1,
@@ -92,6 +94,7 @@ class Processors:
             route=settings.routes,
             follow_clock=settings.lane != HISTORY_LANE,
             takes_copies=settings.lane == HISTORY_LANE,
+            tenant_time=settings.lane == HISTORY_LANE,
         )
         self.historical = settings.lane == HISTORY_LANE
         # The history lane brings in the stored events of a routed event's windows first.
@@ -100,7 +103,10 @@ class Processors:
         # Dead letters of saved state left out at restore: (changelog topic, dead letter).
         self._unreadable: list[tuple[str, DeadLetter]] = []
         self.sources: dict[int, Stage1Partition] = {}
-        self.partitions: dict[int, Stage2Partition] = {}
+        self.partitions: dict[int, Stage2Partition | TenantPartitions] = {}
+        # The history lane: each stage-2 partition's tenants' watermarks, replaced whole
+        # after each batch (read by the /tenants page's thread: `tenant_watermarks`).
+        self._tenant_marks: dict[int, dict[str, int]] = {}
         app = self.app = faust.App(
             settings.app_id,
             broker=broker_urls(settings.kafka),
@@ -143,6 +149,10 @@ class Processors:
         self.dead_letters = app.topic(settings.dead_letters_topic, schema=_raw())
         # The live lane's too-late events, as they came, to the history lane (lanes.py).
         self.history = app.topic(settings.history_topic, schema=_raw()) if settings.routes else None
+        # The history lane's stored next events to import again later (expansion.py).
+        self.later = (
+            app.topic(settings.later_topic, schema=_raw()) if self.expansion is not None else None
+        )
         # The history lane's learned norms, to the live lane's stage 2 (messages.py "n").
         self.handoff = (
             app.topic(settings.handoff_topic, schema=_raw()) if settings.hands_off else None
@@ -259,11 +269,20 @@ class Processors:
             expanded = await self.expansion.expand([e.message.value or b"" for e in routed])
             pending = [
                 await self._send(self.events, value, partition=0, headers=list(extra))
-                for _ts, value, extra in expanded
+                for _ts, value, extra in expanded.messages
             ]
+            if expanded.following and self.later is not None:
+                nexts = copies.headers(KIND_NEXT)
+                pending += [
+                    await self._send(self.later, value, partition=0, headers=list(nexts))
+                    for _ts, value in expanded.following
+                ]
             await asyncio.gather(*pending)
             x = self.expansion
-            self.metrics.expanded(len(routed), len(expanded) - len(routed), x.missed, x.unextended)
+            self.metrics.expanded(
+                len(routed), len(expanded.messages) - len(routed), x.missed, x.unextended,
+                len(expanded.following),
+            )  # fmt: skip
         return marks
 
     async def _emit_stage1(
@@ -508,6 +527,19 @@ class Processors:
         await asyncio.gather(*pending)
         await self._save(self.stage2_table, group[-1], proc.take_dirty())  # None: tombstone
         self.metrics.partition_state(partition, proc)
+        if isinstance(proc, TenantPartitions):
+            self._tenant_marks = {**self._tenant_marks, partition: proc.watermarks()}
+
+    def tenant_watermarks(self) -> dict[str, Any]:
+        """The history lane's `/tenants` page: each tenant's watermark in ms (the lowest over
+        this worker's partitions; `rhythm backfill` refuses what is older, less the lateness)
+        and the partitions it is over."""
+        marks = self._tenant_marks
+        lowest: dict[str, int] = {}
+        for per in marks.values():
+            for tenant, mark in per.items():
+                lowest[tenant] = min(mark, lowest.get(tenant, mark))
+        return {"partitions": sorted(marks), "watermarks": lowest}
 
     async def _send_norms(
         self, norms: list[NormsUpdate], replies: list[RepliesUpdate]
@@ -534,11 +566,12 @@ class Processors:
         self.metrics.norms_handed(len(norms), len(replies))
         return pending
 
-    def _partition(self, partition: int) -> Stage2Partition:
+    def _partition(self, partition: int) -> Stage2Partition | TenantPartitions:
         proc = self.partitions.get(partition)
         if proc is None:
             s = self.settings
-            proc = self.partitions[partition] = Stage2Partition(
+            kind = TenantPartitions if self.historical else Stage2Partition
+            proc = self.partitions[partition] = kind(
                 partition,
                 self.events_partitions,
                 s.signal_config(),
@@ -562,6 +595,10 @@ class Processors:
                 self.sources.pop(tp.partition, None)
             elif tp.topic == self.settings.updates_topic:
                 self.partitions.pop(tp.partition, None)
+                if tp.partition in self._tenant_marks:
+                    self._tenant_marks = {
+                        k: v for k, v in self._tenant_marks.items() if k != tp.partition
+                    }
 
 
 def _history_headers(headers: Any) -> tuple[str | None, tuple[str, ...]]:
@@ -606,6 +643,6 @@ def _by_partition(events: Iterable[EventT[bytes]]) -> dict[int, list[EventT[byte
 
 
 def _state_partition(key: str, partitions: int) -> int:
-    if key.startswith(WATERMARKS_PREFIX):
-        return int(key[len(WATERMARKS_PREFIX) :])
+    if key.startswith(WATERMARKS_PREFIX):  # + partition, + SEP + tenant in the history lane
+        return int(key[len(WATERMARKS_PREFIX) :].split(SEP, 1)[0])
     return partition_for(key, partitions)

@@ -16,6 +16,7 @@ record stays small whatever the number of tenants.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 MINUTE_MS = 60_000
@@ -43,12 +44,18 @@ class Budget:
             crossed.append(tenant)
         return False
 
-    def expire(self, watermark_ms: int) -> None:
+    def expire(self, watermark_ms: int, tenant_marks: Mapping[str, int] | None = None) -> None:
         """A minute's count is dropped once the watermark is past it by the lateness: few
-        events of it can still come (late ones start a fresh count)."""
-        horizon = (watermark_ms - self.lateness_ms) // MINUTE_MS - 1
-        if any(minute < horizon for _, minute in self._counts):
-            self._counts = {k: n for k, n in self._counts.items() if k[1] >= horizon}
+        events of it can still come (late ones start a fresh count). `tenant_marks`: each
+        tenant's own watermark, where tenants have their own event time (the history lane)."""
+        marks = tenant_marks or {}
+
+        def kept(tenant: str, minute: int) -> bool:
+            mark = marks.get(tenant, watermark_ms)
+            return minute >= (mark - self.lateness_ms) // MINUTE_MS - 1
+
+        if not all(kept(*k) for k in self._counts):
+            self._counts = {k: n for k, n in self._counts.items() if kept(*k)}
 
     def over(self) -> set[str]:
         """Tenants over the budget in a minute still counted."""

@@ -48,6 +48,8 @@ def encode_batch(message: UpdatesMessage, max_bytes: int = MAX_MESSAGE_BYTES) ->
         tail["wm"] = message["wm"]
     if "f" in message:
         tail["f"] = message["f"]
+    if "tw" in message:
+        tail["tw"] = message["tw"]
     for part, chunk in ((head, items[:half]), (tail, items[half:])):
         for field, update in chunk:
             part.setdefault(field, []).append(update)  # type: ignore[misc]

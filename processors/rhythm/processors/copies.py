@@ -9,7 +9,8 @@ the first gap of what it is given, the entity's previous event. So, per entity k
 events the store already holds in it (re-sent as *copies*, counted only for that key), and
 its last stored event before the span (a *note*: only its time). `rhythm backfill` also
 extends a span to the window of the entity's next stored event, whose gap an import may
-change, when the live lane will never change that window again.
+change, when the live lane will never change that window again; when it still may, that
+next event is imported again later, from the store (`stored_record`), once it will not.
 
 Everything here is plain data: the SQL text for the store's `entity_events` (sorted by
 tenant, entity type, id and time), the rows it answers as dicts, and the messages to publish
@@ -144,14 +145,14 @@ def extend(
     next_rows: Iterable[Mapping[str, Any]],
     window_sizes_ms: Sequence[int],
     final: Any,
-) -> tuple[dict[str, Span], int]:
+) -> tuple[dict[str, Span], list[Mapping[str, Any]]]:
     """Each key's span up to the end of the largest window of its next stored event, when
     `final(ts)` says the live lane will never change that event's windows again (its gap
     may change: its previous event may be one of the span's history events). Returns the
-    spans and how many keys could not be extended (their next event's windows are still
-    the live lane's: ARCHITECTURE.md, the limits)."""
+    spans and the next rows of the keys that could not be extended (their next event's
+    windows are still the live lane's: imported again once they are not)."""
     out = dict(spans_of)
-    kept = 0
+    kept: list[Mapping[str, Any]] = []
     for row in next_rows:
         key = row_key(row)
         if key not in out:
@@ -160,8 +161,14 @@ def extend(
         if final(ts):
             out[key] = (out[key][0], max(out[key][1], span_of(ts, window_sizes_ms)[1]))
         else:
-            kept += 1
+            kept.append(row)
     return out, kept
+
+
+def at_queries(database: str, rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The stored (event, key) rows of each row's key at exactly its time (`neighbour_queries`
+    names an event by key and time): whole rows, for `stored_record`."""
+    return stored_queries(database, {row_key(r): (int(r["ts"]), int(r["ts"]) + 1) for r in rows})
 
 
 @dataclass
@@ -174,7 +181,7 @@ class Merged:
     already_stored: int = 0  # given events the store already held: sent as copies instead
 
 
-def _record(row: Mapping[str, Any]) -> dict[str, Any]:
+def stored_record(row: Mapping[str, Any]) -> dict[str, Any]:
     """A stored row as a wire record: what the lane needs (time, weight, entities, thread);
     the fields `entity_events` does not keep are left empty (the sink never stores a copy)."""
     return {
@@ -244,9 +251,8 @@ def merge(
         items.append((ts, 1, event_id, value, extra))
     for event_id, (row, keys) in by_event.items():
         out.copies += 1
-        items.append(
-            (int(row["ts"]), 1, event_id, encode_event(_record(row)), headers(KIND_COPY, keys))
-        )
+        value = encode_event(stored_record(row))
+        items.append((int(row["ts"]), 1, event_id, value, headers(KIND_COPY, keys)))
     notes: dict[str, tuple[int, set[str]]] = {}
     for row in previous:
         key = row_key(row)

@@ -9,7 +9,10 @@ live lane later are routed too, and come the same way); it asks the store for ea
 entity's stored events in the routed events' largest windows and its last one before; and
 returns, in time order, the notes, the copies and the routed events marked expanded, for
 the caller to publish to the lane's own input. The routed events themselves are then done
-(stage 1 `SKIP`): they come back expanded, behind the copies.
+(stage 1 `SKIP`): they come back expanded, behind their copies. An entity's next stored event
+after them, in a window the live lane still keeps, is returned too (`Expanded.following`),
+for the later topic: `rhythm backfill --later` imports it again once the live lane is done
+with it, so its first gap counts the routed event (as after an import).
 
 Blocking calls run in a thread (`asyncio.to_thread`), off the worker's event loop.
 """
@@ -20,7 +23,9 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from rhythm.processors import copies, lanes
 from rhythm.processors.explode import entity_keys
@@ -28,11 +33,17 @@ from rhythm.processors.settings import ProcessorSettings
 from rhythm.runtime.scrape import scrape_min
 from rhythm.runtime.sink_sync import wait_for_sink
 from rhythm.runtime.store_http import StoreUnavailableError, query_rows
-from rhythm.schemas import WireError, decode_event
+from rhythm.schemas import WireError, decode_event, encode_event
 from rhythm.schemas.topics import KIND_ROUTED_EXPANDED, LIVE_LANE
 from rhythm.schemas.wire_check import record_problem
 
 log = logging.getLogger("rhythm.processors")
+
+
+@dataclass
+class Expanded:
+    messages: list[tuple[int, bytes, copies.Headers]] = field(default_factory=list)
+    following: list[tuple[int, bytes]] = field(default_factory=list)  # for the later topic
 
 
 class Expansion:
@@ -40,14 +51,14 @@ class Expansion:
         self.settings = settings
         self.window_sizes_ms = tuple(w * 1000 for w in settings.window_seconds)
         self.missed = 0  # batches used without their copies (the store did not answer)
-        self.unextended = 0  # keys whose next stored event's windows the live lane keeps
+        self.unextended = 0  # keys whose next stored event was not looked up (no watermark)
         # The live lane's windows and lateness (this worker's own lateness is the history's).
         self.live = ProcessorSettings(lane=LIVE_LANE)
 
-    async def expand(self, routed: Sequence[bytes]) -> list[tuple[int, bytes, copies.Headers]]:
+    async def expand(self, routed: Sequence[bytes]) -> Expanded:
         return await asyncio.to_thread(self._expand, list(routed))
 
-    def _expand(self, routed: list[bytes]) -> list[tuple[int, bytes, copies.Headers]]:
+    def _expand(self, routed: list[bytes]) -> Expanded:
         own: list[tuple[int, str, bytes, copies.Headers]] = []
         touched: list[tuple[int, list[str]]] = []
         expanded = copies.headers(KIND_ROUTED_EXPANDED)
@@ -67,13 +78,14 @@ class Expansion:
         deadline = time.monotonic() + s.copies_wait_s
         stored: list[dict[str, object]] = []
         previous: list[dict[str, object]] = []
+        following: list[tuple[int, bytes]] = []
         try:
             report = wait_for_sink(
                 s.kafka, [s.live_events_topic], s.copies_wait_s, group_id=s.sink_group
             )
             if not report:
                 raise TimeoutError(f"the sink ({s.sink_group}) is behind on {s.live_events_topic}")
-            spans = self._to_next_events(spans, deadline)
+            spans, following = self._to_next_events(spans, deadline)
             for sql in copies.stored_queries(s.store_database, spans):
                 stored += self._rows(sql, deadline)
             for sql in copies.neighbour_queries(s.store_database, spans, before=True):
@@ -85,23 +97,24 @@ class Expansion:
                 "windows holding live events too are the history lane's own events only",
                 len(routed), exc,
             )  # fmt: skip
-            return [(ts, value, extra) for ts, _, value, extra in own]
+            return Expanded([(ts, value, extra) for ts, _, value, extra in own])
         merged = copies.merge(own, stored, previous, spans, stored_wins=False)
-        return merged.messages
+        return Expanded(merged.messages, following)
 
     def _to_next_events(
         self, spans: dict[str, copies.Span], deadline: float
-    ) -> dict[str, copies.Span]:
+    ) -> tuple[dict[str, copies.Span], list[tuple[int, bytes]]]:
         """Each key's span up to the window of its next stored event when the live lane is
         done with that window (as `rhythm backfill` extends an import's): a routed event
         may be the previous event of an event the live lane already counted, whose gap it
-        changes. Unknown live watermark: not extended (counted)."""
+        changes. When the live lane still keeps it, that next event is returned, from the
+        store, for the later topic. Unknown live watermark: neither (counted)."""
         mark = scrape_min(
             self.settings.live_metrics_port, "rhythm_processor_stage2_watermark_seconds"
         )
         if mark is None or mark <= 0:
             self.unextended += len(spans)
-            return spans
+            return spans, []
         live = self.live
         final = functools.partial(
             lanes.too_late, watermark=int(mark * 1000),
@@ -116,8 +129,15 @@ class Expansion:
             for row in self._rows(sql, deadline)
         ]
         extended, kept = copies.extend(spans, following, self.window_sizes_ms, final)
-        self.unextended += kept
-        return extended
+        by_id: dict[str, Mapping[str, Any]] = {}
+        for sql in copies.at_queries(database, kept) if kept else ():
+            for row in self._rows(sql, deadline):
+                by_id.setdefault(str(row["event_id"]), row)
+        nexts = sorted(
+            ((int(r["ts"]), encode_event(copies.stored_record(r))) for r in by_id.values()),
+            key=lambda e: e[0],
+        )
+        return extended, nexts
 
     def _rows(self, sql: str, deadline: float) -> list[dict[str, object]]:
         s = self.settings

@@ -60,6 +60,9 @@ class UpdatesMessage(TypedDict, total=False):
     p: Required[int]  # the source (events) partition
     wm: int | None  # its watermark, epoch ms (None: none yet); stage 2 closes windows up to it
     f: int  # 1: `wm` is a history lane's flush (lanes.py), not evidence that time passed
+    # The history lane: tenant -> that tenant's own watermark (stage 1's `tenant_time`), for
+    # the tenants of the batch (or, with "f", whose flush mark moved): tenants.py.
+    tw: dict[str, int]
     u: list[EntityUpdate]
     c: list[ContextUpdate]
     n: list[NormsUpdate]  # from the history lane (p = HANDOFF)

@@ -14,6 +14,7 @@ from rhythm.processors import faust_private
 from rhythm.processors.ends import EndOffsets
 from rhythm.processors.stage1 import Stage1Output
 from rhythm.processors.stage2 import Stage2Output, Stage2Partition
+from rhythm.processors.tenants import TenantPartitions
 from rhythm.runtime.health import Progress
 from rhythm.runtime.metrics import part_registry
 from rhythm.runtime.offsets import lag
@@ -83,7 +84,8 @@ class ProcessorMetrics:
             "rhythm_processor_history_copies_total",
             "The history lane's input that is not history of its own (processors/copies.py), "
             "by kind: copies of stored events and notes of an entity's previous event taken "
-            "in (stage 1), and messages re-published by the expansion of routed events.",
+            "in (stage 1), messages re-published by the expansion of routed events, and "
+            "stored next events put on the later topic to import again (next_to_later).",
             ["kind"],
             registry=r,
         )
@@ -95,9 +97,9 @@ class ProcessorMetrics:
         )
         self.unextended = Gauge(
             "rhythm_processor_history_unextended_keys",
-            "Entity keys of routed events whose next stored event was still in a window the "
-            "live lane keeps (or its watermark unknown), since the worker started: that next "
-            "window keeps the live lane's gap (ARCHITECTURE.md, the limits).",
+            "Entity keys of routed events whose next stored event could not be looked up (the "
+            "live lane's watermark unknown), since the worker started: that next window keeps "
+            "the live lane's gap (ARCHITECTURE.md, the limits).",
             registry=r,
         )
         self.holes = Counter(
@@ -271,9 +273,10 @@ class ProcessorMetrics:
             self.watermark.labels(label).set(watermark / 1000)
             self.event_time_lag.labels(label).set(now - watermark / 1000)
 
-    def expanded(self, routed: int, added: int, missed: int, unextended: int) -> None:
+    def expanded(self, routed: int, added: int, missed: int, unextended: int, later: int) -> None:
         self.copies.labels("expanded_routed").inc(routed)
         self.copies.labels("expansion_added").inc(added)
+        self.copies.labels("next_to_later").inc(later)
         self.copies_missed.set(missed)
         self.unextended.set(unextended)
 
@@ -321,7 +324,7 @@ class ProcessorMetrics:
         if threads:
             self.reply_norms.labels("handed").inc(threads)
 
-    def partition_state(self, partition: int, proc: Stage2Partition) -> None:
+    def partition_state(self, partition: int, proc: Stage2Partition | TenantPartitions) -> None:
         if proc.watermark > 0:
             self.stage2_watermark.labels(str(partition)).set(proc.watermark / 1000)
         self.open_windows.labels(str(partition)).set(proc.open_windows())

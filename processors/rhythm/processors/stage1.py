@@ -8,6 +8,8 @@ what comes back. State that must survive a restart is returned as table writes:
   (`seen/<partition>/<first offset>`), so a batch's ids are written once and never rewritten,
   and dropped once the watermark has moved past the time a duplicate could still change a
   signal (lateness + late retention).
+With `tenant_time` (the history lane) each tenant's newest event time is kept and reported
+too, and a batch's ids are dropped by their tenants' watermarks (stage 2: tenants.py).
 The caller writes these only after stage 2 has acknowledged the batch's messages. A message
 re-read after a crash (the same offset) is therefore forwarded again, never taken for a
 duplicate of itself; stage 2 skips what it already applied, by offset.
@@ -32,6 +34,8 @@ from rhythm.schemas.topics import KIND_COPY, KIND_NOTE
 from rhythm.schemas.wire_check import record_problem
 
 NO_WATERMARK = -(2**62)
+#: A batch's new ids: (key, newest, [(id hash, offset), ...], newest per tenant or None).
+Record = tuple[str, int, list[tuple[int, int]], dict[str, int] | None]
 #: A message the caller handled itself (the history lane re-published it with its windows'
 #: stored events, app.py): only its offset counts as done.
 SKIP = "skip"
@@ -60,6 +64,9 @@ class Stage1Config:
     # The history lane's input holds copies of stored events (rhythm.processors.copies):
     # an event that comes itself after a copy of it counts only for the other keys.
     takes_copies: bool = False
+    # The history lane: each tenant's event time is its own (a tenant's import older than
+    # another's is not late): batches also carry each tenant's watermark ("tw", tenants.py).
+    tenant_time: bool = False
 
 
 @dataclass
@@ -122,9 +129,13 @@ class Stage1Partition:
         self.watermark = NO_WATERMARK
         self.next_offset = 0  # the offset after the last one processed
         self._seen: dict[int, int] = {}  # id hash -> offset of the first message with it
-        # (key, newest, [(h, offset), ...]): tuples, not lists (the same JSON when written),
-        # which the garbage collector stops tracking: a day of ids is millions of pairs.
-        self._records: list[tuple[str, int, list[tuple[int, int]]]] = []
+        # (key, newest, [(h, offset), ...], newest per tenant or None): tuples, not lists (the
+        # same JSON when written), which the garbage collector stops tracking: a day of ids
+        # is millions of pairs.
+        self._records: list[Record] = []
+        # `tenant_time`: each tenant's newest event time, and the flush mark last reported.
+        self.tenant_marks: dict[str, int] = {}
+        self._flushed: dict[str, int] = {}
         self.last_activity = 0.0  # wall clock seconds of the last message
         # The highest watermark this partition reported to stage 2 (its events' or an idle
         # tick's): the stage-2 watermark its next events meet is never ahead of it.
@@ -145,10 +156,15 @@ class Stage1Partition:
                         self.budget.restore(rest[0])
                     if len(rest) > 1:
                         self.reported = max(self.reported, int(rest[1]))
+                    if len(rest) > 2:
+                        self.tenant_marks = {str(t): int(m) for t, m in rest[2].items()}
                 else:
-                    newest, pairs = loads(value)
+                    newest, pairs, *by_tenant = loads(value)
                     seen = [(int(h), int(o)) for h, o in pairs]
-                    self._records.append((key, int(newest), seen))
+                    tenants = (
+                        {str(t): int(m) for t, m in by_tenant[0].items()} if by_tenant else None
+                    )
+                    self._records.append((key, int(newest), seen, tenants))
                     self._seen.update(seen)
             except Exception as exc:
                 bad.append((key, value, f"{type(exc).__name__}: {exc}"[:500]))
@@ -180,6 +196,8 @@ class Stage1Partition:
         partitions = cfg.updates_partitions
         route_before = self.reported if cfg.route else NO_WATERMARK
         runs: dict[str, list[Any]] = {}  # entity key -> its open run (degraded mode)
+        tenant_time = cfg.tenant_time
+        newest_of: dict[str, int] = {}  # `tenant_time`: each tenant's newest in this batch
         for offset, value in messages:
             mark = marks.get(offset) if marks else None
             if mark is not None and mark[0] == SKIP:
@@ -224,6 +242,9 @@ class Stage1Partition:
                     continue
                 out.copies += 1
                 newest = max(newest, ts)
+                if tenant_time:
+                    tenant = record["tenant"]
+                    newest_of[tenant] = max(newest_of.get(tenant, ts), ts)
                 for update in copied:
                     updates[partition_for(update[0], cfg.updates_partitions)].append(update)
                 continue
@@ -244,6 +265,9 @@ class Stage1Partition:
                     updates[k].append((key, ts, 0.0, self.partition, offset, ROUTED))
                 continue
             newest = max(newest, ts)
+            if tenant_time:
+                tenant = record["tenant"]
+                newest_of[tenant] = max(newest_of.get(tenant, ts), ts)
             if budget is not None and not budget.take(record["tenant"], ts, out.over_budget):
                 out.degraded += 1
                 self._join_runs(record, ts, offset, runs, updates)
@@ -265,21 +289,35 @@ class Stage1Partition:
             # Keyed by the first new id's offset: an offset's id is new only once, so a batch
             # re-read from an older offset never overwrites an earlier batch's record.
             key = seen_key(self.partition, new_hashes[0][1])
-            self._records.append((key, newest, new_hashes))
-            out.writes.append((key, dumps([newest, new_hashes])))
+            by_tenant = dict(newest_of) if tenant_time else None
+            self._records.append((key, newest, new_hashes, by_tenant))
+            saved_ids: list[Any] = [newest, new_hashes]
+            if by_tenant is not None:
+                saved_ids.append(by_tenant)
+            out.writes.append((key, dumps(saved_ids)))
         self.watermark = max(self.watermark, newest)
+        tenant_marks = self.tenant_marks
+        for tenant, ts in newest_of.items():
+            if ts > tenant_marks.get(tenant, NO_WATERMARK):
+                tenant_marks[tenant] = ts
         if messages:
             self.next_offset = max(self.next_offset, messages[-1][0] + 1)
             self.reported = max(self.reported, self.watermark)
             saved: list[Any] = [self.watermark, self.next_offset, None, self.reported]
             if budget is not None:
-                budget.expire(self.watermark)
+                budget.expire(self.watermark, tenant_marks if tenant_time else None)
                 saved[2] = budget.saved()
+            if tenant_time:
+                saved.append(tenant_marks)
             out.writes.append((watermark_key(self.partition), dumps(saved)))
         self._expire(out)
-        # Every destination hears this partition's watermark, with or without updates for it.
+        # Every destination hears this partition's watermark, with or without updates for it
+        # (and, with `tenant_time`, the watermarks of this batch's tenants).
+        heard = {tenant: tenant_marks[tenant] for tenant in newest_of}
         for k in range(self.cfg.updates_partitions):
             message: UpdatesMessage = {"p": self.partition, "wm": self._reported()}
+            if heard:
+                message["tw"] = heard
             if updates.get(k):
                 message["u"] = updates[k]
             if contexts.get(k):
@@ -344,30 +382,49 @@ class Stage1Partition:
         if end_offset > self.next_offset or wall_s - self.last_activity < self.cfg.idle_after_s:
             return None
         out = Stage1Output()
-        if self.cfg.follow_clock:
-            mark = max(self.watermark, wall_ms - int(self.cfg.idle_after_s * 1000))
+        cfg = self.cfg
+        if cfg.follow_clock:
+            mark = max(self.watermark, wall_ms - int(cfg.idle_after_s * 1000))
         elif self.watermark == NO_WATERMARK:
             return None  # a history lane that has seen nothing has nothing to close
         else:  # the history lane: close every window holding what it was given
-            mark = flush_mark(self.watermark, self.cfg.window_sizes_ms, self.cfg.lateness_ms)
+            mark = flush_mark(self.watermark, cfg.window_sizes_ms, cfg.lateness_ms)
         self.reported = max(self.reported, mark)
-        for k in range(self.cfg.updates_partitions):
-            out.messages[k] = {"p": self.partition, "wm": mark}
-            if not self.cfg.follow_clock:
-                out.messages[k]["f"] = 1  # closes windows; says nothing stayed quiet
+        flushed: dict[str, int] = {}
+        if cfg.tenant_time:  # each tenant's own, once per change
+            for tenant, newest in self.tenant_marks.items():
+                tenant_mark = flush_mark(newest, cfg.window_sizes_ms, cfg.lateness_ms)
+                if tenant_mark > self._flushed.get(tenant, NO_WATERMARK):
+                    flushed[tenant] = self._flushed[tenant] = tenant_mark
+        for k in range(cfg.updates_partitions):
+            message: UpdatesMessage = {"p": self.partition, "wm": mark}
+            if flushed:
+                message["tw"] = flushed
+            if not cfg.follow_clock:
+                message["f"] = 1  # closes windows; says nothing stayed quiet
+            out.messages[k] = message
         return out
 
     def _reported(self) -> int | None:
         return None if self.watermark == NO_WATERMARK else self.watermark
 
     def _expire(self, out: Stage1Output) -> None:
-        horizon = self.watermark - self.cfg.dedup_horizon_ms
-        keep: list[tuple[str, int, list[tuple[int, int]]]] = []
-        for key, newest, pairs in self._records:
-            if newest < horizon:
+        """Forget the ids of batches no duplicate can change any more: past the watermark by
+        the dedup horizon (with `tenant_time`, past each of their tenants' watermarks)."""
+        span = self.cfg.dedup_horizon_ms
+        horizon = self.watermark - span
+        marks = self.tenant_marks
+        keep: list[Record] = []
+        for record in self._records:
+            key, newest, pairs, by_tenant = record
+            if by_tenant is None:
+                done = newest < horizon
+            else:
+                done = all(ts < marks.get(t, NO_WATERMARK) - span for t, ts in by_tenant.items())
+            if done:
                 for h, _ in pairs:
                     self._seen.pop(h, None)
                 out.writes.append((key, None))
             else:
-                keep.append((key, newest, pairs))
+                keep.append(record)
         self._records = keep

@@ -115,6 +115,7 @@ class Stage2Partition:
         reply_cfg: ReplyConfig,
         policy: AlertPolicy | None = None,
         hand_off: bool = False,
+        watermarks_key: str | None = None,
     ) -> None:
         self.partition = partition
         self.source_partitions = source_partitions
@@ -136,7 +137,9 @@ class Stage2Partition:
         # Kept up to date per change: summing over every entity per batch (for the gauge)
         # cost O(entities) each time, most of the batch with a million entities.
         self.window_count = 0
-        self._watermarks_key = f"{WATERMARKS_PREFIX}{partition}"
+        # Where the watermarks are saved: one record per partition (per tenant and partition
+        # in the history lane, tenants.py).
+        self._watermarks_key = watermarks_key or f"{WATERMARKS_PREFIX}{partition}"
         # The history lane: entities whose norms changed since they were last handed to the
         # live lane, handed off at the next flush (its input drained: `_hand_off`).
         self.hand_off = hand_off
@@ -285,12 +288,23 @@ class Stage2Partition:
             self._advance(self._min_watermark(), out)
             if message.get("f") and self.hand_off:
                 self._hand_off(out)
+        self._hold_back(out)
+        return out
+
+    def catch_up(self) -> Stage2Output:
+        """Advance entities still overdue at the watermark (`overdue`), with no message: the
+        history lane's tenants without news in a batch (tenants.py)."""
+        out = Stage2Output()
+        self._advance(self.watermark, out)
+        self._hold_back(out)
+        return out
+
+    def _hold_back(self, out: Stage2Output) -> None:
         if out.alerts:
             evidence = self._evidence()
             kept = [a for a in out.alerts if a["fired_at"] <= evidence]
             out.beyond_evidence += len(out.alerts) - len(kept)
             out.alerts = kept
-        return out
 
     def _take_norms(self, norms: NormsUpdate, out: Stage2Output) -> None:
         """The live lane: an entity's norms from the history lane (take_norms's rule)."""
@@ -395,6 +409,10 @@ class Stage2Partition:
         self._dirty.clear()
         self.conversations.dirty.clear()
         return items
+
+    def mark_watermarks_dirty(self) -> None:
+        """Save the watermarks at the next `take_dirty` (restored from another key)."""
+        self._dirty.add(self._watermarks_key)
 
     def overdue(self) -> bool:
         """Entities due by the watermark not yet advanced (`_advance` takes at most

@@ -7,7 +7,14 @@ import os
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rhythm.processors.settings import ProcessorSettings
-from rhythm.schemas.topics import DEFAULT_TOPICS, HISTORY_TOPIC, STAGE1, STAGE2, changelog_topic
+from rhythm.schemas.topics import (
+    DEFAULT_TOPICS,
+    HISTORY_LANE,
+    HISTORY_TOPIC,
+    STAGE1,
+    STAGE2,
+    changelog_topic,
+)
 
 
 def events_partitions(settings: ProcessorSettings, timeout: float = 30.0) -> int:
@@ -54,13 +61,17 @@ def ensure_updates_topic(
 
 
 def ensure_history_topic(settings: ProcessorSettings, timeout: float = 30.0) -> None:
-    """The live lane routes too-late events to the history lane's input: create it as
-    `rhythm kafka up` does (one partition, the events' retention) if a broker lacks it, or
-    the first routed event would stall the worker on a topic that does not exist."""
-    if not settings.routes:
+    """The live lane routes too-late events to the history lane's input, and the history
+    lane (expanding them) puts stored events on the later topic: create it as `rhythm kafka
+    up` does (one partition, the events' retention) if a broker lacks it, or the first such
+    event would stall the worker on a topic that does not exist."""
+    if settings.routes:
+        name = settings.history_topic
+    elif settings.lane == HISTORY_LANE and settings.store_url:
+        name = settings.later_topic
+    else:
         return
     admin = AdminClient(settings.kafka.to_librdkafka())
-    name = settings.history_topic
     if name in admin.list_topics(timeout=timeout).topics:
         return
     spec = next((t for t in DEFAULT_TOPICS if t.name == HISTORY_TOPIC), None)
@@ -125,9 +136,11 @@ def run(settings: ProcessorSettings | None = None) -> None:
         from rhythm.runtime.health import HealthServer
 
         metrics = processors.metrics
+        documents = {"/tenants": processors.tenant_watermarks} if processors.historical else {}
         HealthServer(
-            settings.metrics_host, settings.metrics_port, metrics.registry, metrics.progress
-        ).start()
+            settings.metrics_host, settings.metrics_port, metrics.registry, metrics.progress,
+            documents,
+        ).start()  # fmt: skip
     worker = faust.Worker(processors.app, loglevel=settings.log_level, quiet=True)
     # Faust's startup spinner sets the root logger to DEBUG (for good): every debug call in
     # aiokafka and Faust then builds a LogRecord, ~8% of the worker's CPU in a profile.

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -196,13 +196,21 @@ class HealthServer:
     """`/metrics`, `/healthz`, `/readyz` on one port, in a daemon thread.
 
     Port 0 binds a free port (see `.port`). Runs in its own thread so it answers while the
-    part's loop is busy or blocked: that is exactly when /healthz must say 503."""
+    part's loop is busy or blocked: that is exactly when /healthz must say 503. `documents`:
+    more JSON paths, each a function called in this thread (it must only read a value the
+    part's loop replaces whole, never one it changes in place)."""
 
     def __init__(
-        self, host: str, port: int, registry: CollectorRegistry, progress: Progress
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        progress: Progress,
+        documents: Mapping[str, Callable[[], Any]] | None = None,
     ) -> None:
         self.registry = registry
         self.progress = progress
+        self.documents = dict(documents or {})
         registry.register(ProgressCollector(progress))
         server = self
 
@@ -216,6 +224,9 @@ class HealthServer:
                     ok = v.live if path == "/healthz" else v.ready
                     body = json.dumps({"component": server.progress.component, **v.as_dict()})
                     self._send(200 if ok else 503, "application/json", body.encode())
+                elif path in server.documents:
+                    body = json.dumps(server.documents[path]())
+                    self._send(200, "application/json", body.encode())
                 else:
                     self._send(404, "text/plain", b"not found: try /metrics, /healthz, /readyz\n")
 

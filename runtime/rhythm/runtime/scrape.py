@@ -3,7 +3,9 @@ other's progress (a lane's watermark, its routed events) without a Prometheus se
 
 from __future__ import annotations
 
+import json
 import urllib.request
+from typing import Any
 
 
 def scrape(port: int, metric: str) -> list[float] | None:
@@ -21,6 +23,17 @@ def scrape(port: int, metric: str) -> list[float] | None:
         for line in text.splitlines()
         if line.startswith(metric + "{") or line.startswith(metric + " ")
     ]
+
+
+def read_json(port: int, path: str) -> Any:
+    """A JSON document a local part serves beside its /metrics (None if unavailable)."""
+    if not port:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return json.loads(r.read())
+    except (OSError, ValueError):
+        return None
 
 
 def scrape_min(port: int, metric: str) -> float | None:

@@ -40,7 +40,9 @@ HISTORY_UPDATES_TOPIC = "rhythm.history.updates"
 #: (about the last day): one partition, wire-format events in the order published; imported
 #: through the history lane, as `rhythm backfill` imports, once the live lane is done with
 #: those windows (`rhythm up` looks every minute; `rhythm backfill --later` once). Its group
-#: commits what was imported.
+#: commits what was imported. Besides history, it holds stored events an import changed the
+#: first gap of, in windows the live lane still kept (header `HISTORY_KIND_HEADER`:
+#: `KIND_NEXT`): imported again, from the store, once it is done with them.
 HISTORY_LATER_TOPIC = "rhythm.history.later"
 HISTORY_LATER_GROUP = "rhythm-history-later"
 #: What a message on `rhythm.history` is besides history of its own (no header: an imported
@@ -58,6 +60,7 @@ KIND_ROUTED = "routed"
 KIND_ROUTED_EXPANDED = "routed-expanded"
 KIND_COPY = "copy"
 KIND_NOTE = "note"
+KIND_NEXT = "next"  # on the later topic only (above)
 
 #: The processors' two stages, by one name each: the Faust agent, its table (whose
 #: changelog is `changelog_topic(app_id, stage)`) and the `stage` label of their metrics.

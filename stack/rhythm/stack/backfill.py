@@ -18,6 +18,10 @@ will never change again: history newer than that (`cut`: the live lane's waterma
 lateness and late retention, to its largest window) waits on the later topic
 (`rhythm.history.later`) and is imported the same way once the live lane is done with it
 (`take_later`, `commit_later`: `rhythm backfill --later`, which `rhythm up` runs every minute).
+An import changes the first gap of each entity's next stored event after it: when that event
+is in a window the live lane may still change, it waits on the later topic too (`next_events`,
+header `next`) and is imported again, from the store, once the live lane is done with it: the
+lane then re-emits its windows with every event and the history's last as its previous one.
 
 Pure parts (`select`, `cut`, `split_recent`, `touched`, `Tracker`) apart from the I/O
 (`read_file`, `read_topic`, `with_copies`, `publish`, `take_later`, `follow`).
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -38,6 +42,7 @@ from rhythm.processors.lanes import too_late
 from rhythm.producers.prepare import prepare_event
 from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.schemas import WireError, decode_event, encode_event
+from rhythm.schemas.topics import HISTORY_KIND_HEADER, KIND_NEXT
 from rhythm.stack.ingest import parse_line, reject_line
 
 #: (event time in epoch ms, the event in the wire format)
@@ -138,17 +143,43 @@ def with_copies(
     database: str,
     window_sizes_ms: tuple[int, ...],
     live_final: Callable[[int], bool],
-) -> tuple[copies.Merged, int]:
+) -> tuple[copies.Merged, list[Timed]]:
     """The import merged with the stored events of its windows (module doc): `rows(sql)`
-    asks the store. Returns the merge and how many entity keys could not be extended to
-    their next stored event's window (the live lane may still change it)."""
+    asks the store. Returns the merge and the stored next events whose first gap the import
+    changes in windows the live lane may still change (`next_events`)."""
     own = touched(events)
     spans = copies.spans(own.touched, window_sizes_ms)
     following = [r for sql in copies.neighbour_queries(database, spans, False) for r in rows(sql)]
     spans, kept = copies.extend(spans, following, window_sizes_ms, live_final)
     stored = [r for sql in copies.stored_queries(database, spans) for r in rows(sql)]
     previous = [r for sql in copies.neighbour_queries(database, spans, True) for r in rows(sql)]
-    return copies.merge(own.events, stored, previous, spans, stored_wins=True), kept
+    merged = copies.merge(own.events, stored, previous, spans, stored_wins=True)
+    # An event the store already held (imported again: a `next` one, a re-sent export)
+    # changes no gap after it: only the keys of new events.
+    held = {str(r["event_id"]) for r in stored}
+    new_keys = {
+        key
+        for (_, event_id, _, _), (_, keys) in zip(own.events, own.touched, strict=True)
+        if event_id not in held
+        for key in keys
+    }
+    kept = [r for r in kept if copies.row_key(r) in new_keys]
+    return merged, next_events(kept, rows, database)
+
+
+def next_events(kept: list[Mapping[str, Any]], rows: Rows, database: str) -> list[Timed]:
+    """The stored events named by `kept` (next rows: key and time), as wire events, each once,
+    in time order: to import again once the live lane is done with their windows."""
+    if not kept:
+        return []
+    by_id: dict[str, Mapping[str, Any]] = {}
+    for sql in copies.at_queries(database, kept):
+        for row in rows(sql):
+            by_id.setdefault(str(row["event_id"]), row)
+    return sorted(
+        ((int(r["ts"]), encode_event(copies.stored_record(r))) for r in by_id.values()),
+        key=lambda e: e[0],
+    )
 
 
 @dataclass
@@ -158,6 +189,7 @@ class Later:
     how many are left waiting behind them."""
 
     events: list[Timed] = field(default_factory=list)
+    next: int = 0  # of `events`, stored ones imported again (`next_events`)
     commit_offset: int | None = None
     waiting: int = 0
     next_ms: int | None = None  # the event time of the first one still waiting
@@ -210,6 +242,7 @@ def take_later(
                 later.next_ms = ts
                 break
             later.events.append((ts, value))
+            later.next += (HISTORY_KIND_HEADER, KIND_NEXT.encode()) in (msg.headers() or [])
             position = (msg.offset() or 0) + 1
         later.commit_offset = position if later.events else None
         later.waiting = high - position

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from rhythm.schemas.topics import HISTORY_LANE
+from rhythm.schemas import decode_event
+from rhythm.schemas.topics import HISTORY_LANE, KIND_NEXT
 
 
 def register(app: typer.Typer) -> None:
@@ -65,6 +67,7 @@ def backfill(
     lane did not finish within --timeout."""
     import time
 
+    from rhythm.processors import copies
     from rhythm.processors.settings import ProcessorSettings
     from rhythm.runtime.kafka_settings import KafkaSettings
     from rhythm.runtime.offsets import group_lag
@@ -105,7 +108,7 @@ def backfill(
             raise typer.Exit(2)
         return int(mark * 1000)
 
-    def with_stored(events: list[bf.Timed], watermark: int) -> tuple[list[Any], int]:
+    def with_stored(events: list[bf.Timed], watermark: int) -> list[Any]:
         """The import merged with the stored events of its windows, once the sink has
         stored what the live lane was given (and what the history lane was: an import
         published before, e.g. by a `--later` that stopped before its commit, then goes
@@ -122,20 +125,28 @@ def backfill(
 
         final = bf.live_final(watermark, sizes, lateness, retention)
         try:
-            merged, kept = bf.with_copies(events, rows, lane.store_database, sizes, final)
+            merged, following = bf.with_copies(events, rows, lane.store_database, sizes, final)
         except StoreUnavailableError as exc:
             typer.echo(f"error: the store ({lane.store_url}): {exc}", err=True)
             raise typer.Exit(2) from None
         typer.echo(
             f"with {merged.copies:,} stored events of the same windows and {merged.notes:,} "
             f"previous events; {merged.already_stored:,} of the import were stored already"
-            + (
-                f"; {kept:,} entities' next events are in windows the live lane still keeps"
-                if kept
-                else ""
-            )
         )
-        return merged.messages, kept
+        if following:
+            # Their first gap is the import's to change, but their windows are still the live
+            # lane's: imported again, from the store, once it is done with them.
+            bf.ensure_topic(kafka, lane.later_topic)
+            nexts = [(t, v, copies.headers(KIND_NEXT)) for t, v in following]
+            if bf.publish(kafka, lane.later_topic, nexts):
+                typer.echo(f"error: next events not delivered to {lane.later_topic}", err=True)
+                raise typer.Exit(2)
+            typer.echo(
+                f"{len(following):,} stored events after the import are in windows the live "
+                f"lane still keeps: they wait on {lane.later_topic} and are imported again "
+                "once it is done with them, so their first gaps count the import"
+            )
+        return merged.messages
 
     code = 0
     commit: int | None = None
@@ -146,7 +157,8 @@ def backfill(
         waiting = bf.take_later(kafka, lane.later_topic, lane.later_group, boundary)
         events, _ = bf.unique(waiting.events)
         typer.echo(
-            f"{lane.later_topic}: {len(waiting.events):,} the live lane is done with, "
+            f"{lane.later_topic}: {len(waiting.events) - waiting.next:,} the live lane is done "
+            f"with (and {waiting.next:,} stored events to import again), "
             f"{waiting.waiting:,} still waiting"
             + (
                 f" (from {_iso(waiting.next_ms)}, until it is done with them)"
@@ -154,12 +166,7 @@ def backfill(
                 else ""
             )
         )
-        messages, kept = with_stored(events, watermark) if events else ([], 0)
-        if kept:
-            # Imported now, the first gap after them would stay the live lane's inexact one:
-            # they wait until the live lane is done with those next events' windows too.
-            typer.echo("waiting until the live lane is done with those windows too")
-            raise typer.Exit(0)
+        messages = with_stored(events, watermark) if events else []
         commit = waiting.commit_offset
     else:
         selection = bf.Selection(tenant, _ms(from_), _ms(to))
@@ -205,7 +212,7 @@ def backfill(
                     "--later` once)"
                 )
             if events:
-                messages, _ = with_stored(events, watermark)
+                messages = with_stored(events, watermark)
     if messages:
         refuse_if_behind_the_lane(events, metrics_port, int(lane.lateness_s * 1000))
     # What the lane already had to do: its progress counts from here.
@@ -258,23 +265,34 @@ def _iso(ms: int | None) -> str:
 
 def refuse_if_behind_the_lane(events: list[tuple[int, bytes]], port: int, lateness_ms: int) -> None:
     """Exit 2 if part of the import is older than what the history lane has already made
-    final (an earlier import of newer history, or routed events, moved its event time on):
-    there it would be late (counts exact, gaps not) or too late (lost to signals)."""
-    from rhythm.runtime.scrape import scrape_min
+    final for its tenant (an earlier import of that tenant's newer history, or its events
+    routed from the live lane, moved the tenant's event time on): there it would be late
+    (counts exact, gaps not) or too late (lost to signals). Each tenant's time is its own
+    (processors/tenants.py): another tenant's import never stops this one."""
+    from rhythm.runtime.scrape import read_json
 
-    mark = scrape_min(port, "rhythm_processor_stage2_watermark_seconds")
-    if mark is None or mark <= 0 or not events:
-        return  # the lane has made nothing final yet
-    final_before = int(mark * 1000) - lateness_ms
-    older = sum(1 for ts, _ in events if ts < final_before)
+    page = read_json(port, "/tenants")
+    marks: dict[str, int] = (page or {}).get("watermarks") or {}
+    if not marks or not events:
+        return  # the lane has made nothing final yet (or is not running: nothing to check)
+    older: Counter[str] = Counter()
+    for ts, value in events:
+        tenant = str(decode_event(value)["tenant"])
+        mark = marks.get(tenant)
+        if mark is not None and ts < mark - lateness_ms:
+            older[tenant] += 1
     if older:
+        which = "; ".join(
+            f"{n:,} of tenant {tenant!r} older than {_iso(marks[tenant] - lateness_ms)}"
+            for tenant, n in sorted(older.items())[:5]
+        ) + (f"; and {len(older) - 5} more tenants" if len(older) > 5 else "")
         typer.echo(
-            f"error: {older:,} events are older than {_iso(final_before)}, which the history "
-            "lane has already made final (an earlier import of newer history, or events "
-            "routed from the live lane, moved its event time on): there they would be late "
-            "(counts exact, gaps not) or lost to signals. Its event time only goes forward: "
-            "import the oldest history first (ARCHITECTURE.md, the history lane's limits). "
-            "Nothing was published.",
+            f"error: {sum(older.values()):,} events are older than what the history lane has "
+            f"already made final for their tenant ({which}): an earlier import of that "
+            "tenant's newer history, or its events routed from the live lane, moved its "
+            "event time on; there they would be late (counts exact, gaps not) or lost to "
+            "signals. A tenant's event time only goes forward: import its oldest history "
+            "first (ARCHITECTURE.md, the history lane's limits). Nothing was published.",
             err=True,
         )
         raise typer.Exit(2)
