@@ -706,9 +706,15 @@ def _history_applied_new_flushes(lanes: Lanes, timeout: float = 120) -> None:
 
 
 @pytest.mark.long  # minutes of a wall-clock live stream: `make test-faults` runs it
+@pytest.mark.parametrize(
+    "imports", [1, pytest.param(2, marks=pytest.mark.long)], ids=["one-import", "two-imports"]
+)
 def test_norms_learned_from_a_backfill_let_the_live_lane_alert_the_silence_once(
-    lanes: Lanes, tmp_path: Path
+    lanes: Lanes, tmp_path: Path, imports: int
 ) -> None:
+    # Two imports: the history in two parts, oldest first, each handed off when it is done;
+    # the second's norms (the whole history) replace the first's in the live lane. They are
+    # cut at a midnight (UTC): the lane closes the whole day of an import's last event.
     # In seconds, so the quiet after the live events is a silence within minutes: a day of
     # ten-second history (the rule scores gaps once history spans a day), up to a minute
     # ago; the live lane's lateness 30 s
@@ -728,8 +734,17 @@ def test_norms_learned_from_a_backfill_let_the_live_lane_alert_the_silence_once(
     try:
         lanes.live.send(_events("warmup", "w", [now]))  # the live lane is up
         _wait_metric(lanes, 0, "rhythm_processor_events_total", 1)
-        backfill(lanes, _events("norms", "a-1", history), tmp_path)
-        _wait_metric(lanes, 0, 'rhythm_processor_norms_total{outcome="adopted"}', 1)
+        middle = history[len(history) // 2]
+        midnight = middle - middle % DAY  # the span is over a day: one is inside it
+        if midnight <= history[0]:
+            midnight += DAY
+        parts = [history] if imports == 1 else [
+            [t for t in history if t < midnight], [t for t in history if t >= midnight]
+        ]  # fmt: skip
+        for part, part_of in enumerate(parts):
+            assert part_of
+            backfill(lanes, _events("norms", "a-1", part_of), tmp_path)
+            _wait_metric(lanes, 0, 'rhythm_processor_norms_total{outcome="adopted"}', part + 1)
         live = []
         for _ in range(3):  # live, on time: stamped as sent, ten seconds apart
             live.append(int(time.time() * 1000))
@@ -767,7 +782,8 @@ def test_norms_learned_from_a_backfill_let_the_live_lane_alert_the_silence_once(
     everything = sorted((a["kind"], a["fired_at"], a.get("historical")) for a in mine)
     assert sorted(got) == sorted((k, "a-1", at) for k, at in expected), everything
     assert len(got) == len(set(got))
-    assert len(sent) == 1 and len(resent) == 2  # the restarted history lane sent nothing new
+    # the restarted history lane sent nothing new
+    assert len(sent) == imports and len(resent) == imports + 1
 
 
 def _message(

@@ -104,9 +104,14 @@ def test_the_same_norms_again_are_left_so_taking_is_idempotent() -> None:
     for _ in range(3):  # a restart re-reads the message; a re-sent one
         assert take_norms(state, learned, ts[-1], ts[-1], CFG, RULE) == OVERLAP
     assert encode_entity(state, {}) == saved
-    # a later hand-off of the history lane, with more of the same history: overlaps too
+    # a later hand-off of the history lane, with more of the same history (a second
+    # import): nothing finalized here since, so it is taken whole instead; and once only
     more = model_of([*ts, ts[-1] + HOUR_MS])
-    assert take_norms(state, more, ts[-1] + HOUR_MS, ts[-1], CFG, RULE) == OVERLAP
+    assert take_norms(state, more, ts[-1] + HOUR_MS, ts[-1], CFG, RULE) == ADOPTED
+    assert state.rhythm is not None and state.last_ms == ts[-1] + HOUR_MS
+    assert (state.rhythm.gaps, state.rhythm.counts) == (more.gaps, more.counts)
+    for again, last in ((more, ts[-1] + HOUR_MS), (learned, ts[-1])):
+        assert take_norms(state, again, last, ts[-1], CFG, RULE) == OVERLAP
 
 
 def test_norms_of_events_not_older_than_every_live_event_are_left() -> None:
@@ -235,3 +240,65 @@ def test_a_restarted_history_lane_hands_off_only_what_it_had_not() -> None:
     third.restore(saved + unsaved.take_dirty())
     handed = third.apply({"p": 0, "wm": ts[-1] + DAY_MS, "f": 1}).norms
     assert [(n[0], n[1]) for n in handed] == [(KEY, ts[-1])]
+
+
+def _same(got: Rhythm, want: Rhythm, tail: bool = True) -> None:
+    assert (got.first_ms, got.gaps) == (want.first_ms, want.gaps)
+    assert got.counts == pytest.approx(want.counts, rel=1e-9)
+    assert got.exposure == pytest.approx(want.exposure, rel=1e-9)
+    if tail:
+        assert (got.scored, got.over, got.excess, got.far, got.far_excess) == pytest.approx(
+            (want.scored, want.over, want.excess, want.far, want.far_excess), rel=1e-9, abs=1e-9
+        )
+
+
+def test_without_takes_the_earlier_part_and_its_gap_out_of_a_whole_model() -> None:
+    ts = times(150, seed=11)
+    whole = model_of(ts)
+    for k in (5, 40, 100, 149):
+        earlier = model_of(ts[:k])
+        later = rhythm.without(whole, ts[-1], earlier, ts[k - 1], ts[k], RULE)
+        # counts, exposure and gaps are the later part's own; its gaps are scored as the
+        # whole model scored them, so combining again gives the whole model back
+        _same(later, model_of(ts[k:]), tail=False)
+        _same(rhythm.combine(earlier, ts[k - 1], later, ts[-1], RULE), whole)
+
+
+def test_a_second_imports_norms_replace_the_first_ones_beside_the_live_lanes_own() -> None:
+    """The live lane took a first import's norms (history up to ts[49]) beside its own
+    events (from ts[90]); a second import brings the history up to ts[89]: the result is
+    what one hand-off of the whole history would have given."""
+    ts = times(150, seed=12)
+    for adopted_first in (False, True):
+        state = EntityState()
+        out = AdvanceResult()
+        if adopted_first:  # the first norms came before any live event
+            assert take_norms(state, model_of(ts[:50]), ts[49], ts[49], CFG, RULE) == ADOPTED
+        for t in ts[90:]:
+            add_event(state, t, 1.0, t, CFG, out, RULE)
+        advance(state, ts[-1] + L + 1, CFG, RULE)
+        if not adopted_first:
+            assert take_norms(state, model_of(ts[:50]), ts[49], ts[-1], CFG, RULE) == COMBINED
+        state, _ = decode_entity(encode_entity(state, {}))  # what a restart reads back
+        second = model_of(ts[:90])
+        assert take_norms(state, second, ts[89], ts[-1], CFG, RULE) == COMBINED
+        assert state.rhythm is not None and state.last_ms == ts[-1]
+        if adopted_first:  # the live gaps were scored on the adopted norms' rates
+            _same(state.rhythm, model_of(ts), tail=False)
+        else:
+            one = EntityState()
+            for t in ts[90:]:
+                add_event(one, t, 1.0, t, CFG, out, RULE)
+            advance(one, ts[-1] + L + 1, CFG, RULE)
+            assert take_norms(one, second, ts[89], ts[-1], CFG, RULE) == COMBINED
+            assert one.rhythm is not None
+            _same(state.rhythm, one.rhythm)
+        # once only: the same again, or the first again, is left
+        saved = encode_entity(state, {})
+        assert take_norms(state, second, ts[89], ts[-1], CFG, RULE) == OVERLAP
+        assert take_norms(state, model_of(ts[:50]), ts[49], ts[-1], CFG, RULE) == OVERLAP
+        assert encode_entity(state, {}) == saved
+        # history reaching the live lane's own events is left too
+        assert take_norms(state, model_of(ts[:95]), ts[94], ts[-1], CFG, RULE) == OVERLAP
+        # a history that does not start where the taken one did is another sequence: left
+        assert take_norms(state, model_of(ts[1:89]), ts[88], ts[-1], CFG, RULE) == OVERLAP

@@ -85,6 +85,11 @@ def encode_entity(state: EntityState, applied: dict[int, int]) -> bytes:
             "s": state.silent_since_ms,
             "a": [[k, v] for k, v in applied.items()],
             **({} if state.handed_ms is None else {"h": state.handed_ms}),
+            **(
+                {}
+                if state.taken is None
+                else {"t": [encode_rhythm(state.taken), state.taken_ms, state.taken_next_ms]}
+            ),
         }
     )
 
@@ -115,6 +120,10 @@ def decode_entity(data: bytes) -> tuple[EntityState, dict[int, int]]:
         silent_since_ms=raw["s"],
         handed_ms=raw.get("h"),  # saved before the hand-off: none yet
     )
+    taken = raw.get("t")  # saved before norms were replaced: none taken that way
+    if taken is not None:
+        state.taken = decode_rhythm(taken[0])
+        state.taken_ms, state.taken_next_ms = taken[1], taken[2]
     for f in raw["w"]:
         window = Window(
             size_ms=f[0], start_ms=f[1], event_count=f[2], weight_sum=f[3], weight_max=f[4],

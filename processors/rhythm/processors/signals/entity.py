@@ -142,6 +142,12 @@ class EntityState:
     # The history lane only: the last event time whose norms went to the live lane (None:
     # not yet), so a restart hands off what changed since, and nothing else (take_norms).
     handed_ms: int | None = None
+    # The live lane only: the history lane's norms it last took (take_norms), the time of
+    # their last event, and of the first event this lane finalized after it: what a later
+    # hand-off of more of that history replaces.
+    taken: Rhythm | None = None
+    taken_ms: int | None = None
+    taken_next_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -527,6 +533,8 @@ def _learn(
                 rhythm.rejudge(model, stale_at, rule)
             out.alerts.append(_resumed(model, last, ts))
         state.silent_since_ms = None
+    if last == state.taken_ms and state.taken_next_ms is None:
+        state.taken_next_ms = ts  # the gap from the history taken (take_norms)
     rhythm.learn_gap(model, last, ts, rule, split, size)
     return ts
 
@@ -591,19 +599,50 @@ def take_norms(
     gap is then the whole sequence's, as for a routed event), and the quiet after it is
     the history lane's to judge (as after a routed event: `note_routed`): this lane judges
     the entity's silence from its next event on, with no `resumed`. With a model of later events,
-    the two are combined (`rhythm.combine`)."""
+    the two are combined (`rhythm.combine`).
+
+    Norms of more of the history taken before (the same first event, a later last one: a
+    second import) replace it: with nothing finalized here since, they are taken whole
+    again; else the part learned here (`rhythm.without` the history taken and its gap to
+    this lane's next event) is combined with them, if they end before that event."""
     if learned_last + cfg.norms_ttl_ms <= watermark_ms:
         return EXPIRED
     own, last = state.rhythm, state.last_ms
+    taken, taken_ms = state.taken, state.taken_ms
     if own is None or last is None:  # (a model without a final event: never)
         if last is not None or (state.pending and learned_last >= min(state.pending)):
             return OVERLAP  # events here already, none older than the learned ones
-        state.rhythm = rhythm.copy(learned)
-        rhythm.rejudge(state.rhythm, learned_last, rule)  # by this lane's rule
-        state.last_ms = learned_last
-        state.silent_since_ms = ROUTED_QUIET
+        _adopt(state, learned, learned_last, rule)
         return ADOPTED
+    if (
+        taken is not None
+        and taken_ms is not None
+        and learned.first_ms == taken.first_ms
+        and learned_last > taken_ms
+    ):
+        after = state.taken_next_ms
+        if after is None:  # nothing finalized here since the history's last event
+            if last != taken_ms or (state.pending and learned_last >= min(state.pending)):
+                return OVERLAP
+            _adopt(state, learned, learned_last, rule)
+            return ADOPTED
+        if learned_last >= after:
+            return OVERLAP  # the longer history reaches this lane's own events
+        mine = rhythm.without(own, last, taken, taken_ms, after, rule)
+        state.rhythm = rhythm.combine(learned, learned_last, mine, last, rule)
+        state.taken, state.taken_ms = rhythm.copy(learned), learned_last
+        return COMBINED
     if learned_last >= own.first_ms:
         return OVERLAP
     state.rhythm = rhythm.combine(learned, learned_last, own, last, rule)
+    state.taken, state.taken_ms = rhythm.copy(learned), learned_last
+    state.taken_next_ms = own.first_ms
     return COMBINED
+
+
+def _adopt(state: EntityState, learned: Rhythm, learned_last: int, rule: SilenceRule) -> None:
+    state.rhythm = rhythm.copy(learned)
+    rhythm.rejudge(state.rhythm, learned_last, rule)  # by this lane's rule
+    state.last_ms = learned_last
+    state.silent_since_ms = ROUTED_QUIET
+    state.taken, state.taken_ms, state.taken_next_ms = rhythm.copy(learned), learned_last, None

@@ -250,6 +250,46 @@ def combine(
     return out
 
 
+def without(
+    whole: Rhythm, last: int, earlier: Rhythm, earlier_last: int, first: int, rule: SilenceRule
+) -> Rhythm:
+    """`combine`'s inverse: the model of an entity's events from `first` to `last` out of
+    `whole`, its model of the whole sequence, and `earlier`, the model of its events up to
+    `earlier_last` (the next one being at `first`). Decay is exponential in time, so each
+    part's share of the decayed sums at `last` is known: `earlier` decayed since its end,
+    and the gap between the parts as `learn_gap` learned it on `earlier` (its exposure from
+    `first`; its score, if scored, from `earlier_last`). What rounding leaves below zero is
+    zero."""
+    half_life = rule.cfg.half_life_ms
+    since_earlier = 0.5 ** ((last - earlier_last) / half_life)
+    since_first = 0.5 ** ((last - first) / half_life)
+    split = rule.calendar.split(earlier_last, first)
+    scored = earlier.gaps >= SCORE_AFTER_GAPS and earlier_last - earlier.first_ms >= SCORE_AFTER_MS
+    size = gap_size(earlier, split) if scored else 0.0
+
+    def rest(total: float, part: float) -> float:
+        return max(0.0, total - part)
+
+    return Rhythm(
+        first_ms=first,
+        counts=[
+            rest(w, e * since_earlier) for w, e in zip(whole.counts, earlier.counts, strict=True)
+        ],
+        exposure=[
+            rest(w, e * since_earlier + s * since_first)
+            for w, e, s in zip(whole.exposure, earlier.exposure, split, strict=True)
+        ],
+        gaps=max(0, whole.gaps - earlier.gaps - 1),
+        scored=rest(whole.scored, (earlier.scored + scored) * since_earlier),
+        over=rest(whole.over, (earlier.over + (scored and size > 1.0)) * since_earlier),
+        excess=rest(whole.excess, (earlier.excess + max(0.0, size - 1.0)) * since_earlier),
+        far=rest(whole.far, (earlier.far + (scored and size > FAR)) * since_earlier),
+        far_excess=rest(
+            whole.far_excess, (earlier.far_excess + max(0.0, size - FAR)) * since_earlier
+        ),
+    )
+
+
 def copy(model: Rhythm) -> Rhythm:
     return Rhythm(
         first_ms=model.first_ms, counts=list(model.counts), exposure=list(model.exposure),

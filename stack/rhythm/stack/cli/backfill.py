@@ -289,10 +289,11 @@ def refuse_if_behind_the_lane(events: list[tuple[int, bytes]], port: int, latene
         typer.echo(
             f"error: {sum(older.values()):,} events are older than what the history lane has "
             f"already made final for their tenant ({which}): an earlier import of that "
-            "tenant's newer history, or its events routed from the live lane, moved its "
-            "event time on; there they would be late (counts exact, gaps not) or lost to "
-            "signals. A tenant's event time only goes forward: import its oldest history "
-            "first (ARCHITECTURE.md, the history lane's limits). Nothing was published.",
+            "tenant (the lane closes the whole day of an import's last event), or its "
+            "events routed from the live lane, moved its event time on; there they would "
+            "be late (counts exact, gaps not) or lost to signals. A tenant's event time "
+            "only goes forward: import its oldest history first, in parts cut at midnight "
+            "UTC (ARCHITECTURE.md, the history lane's limits). Nothing was published.",
             err=True,
         )
         raise typer.Exit(2)
