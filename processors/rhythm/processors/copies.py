@@ -205,6 +205,18 @@ def stored_record(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def stored_events(rows: Iterable[Mapping[str, Any]]) -> list[tuple[int, bytes]]:
+    """Stored rows (one per event and key) as wire events (`stored_record`), each event
+    once, in time order."""
+    by_id: dict[str, Mapping[str, Any]] = {}
+    for row in rows:
+        by_id.setdefault(str(row["event_id"]), row)
+    return sorted(
+        ((int(r["ts"]), encode_event(stored_record(r))) for r in by_id.values()),
+        key=lambda e: e[0],
+    )
+
+
 def headers(kind: str, keys: Iterable[str] = ()) -> Headers:
     out: Headers = [(HISTORY_KIND_HEADER, kind.encode())]
     keys = sorted(keys)

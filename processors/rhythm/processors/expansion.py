@@ -23,9 +23,8 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from rhythm.processors import copies, lanes
 from rhythm.processors.explode import entity_keys
@@ -33,7 +32,7 @@ from rhythm.processors.settings import ProcessorSettings
 from rhythm.runtime.scrape import scrape_min
 from rhythm.runtime.sink_sync import wait_for_sink
 from rhythm.runtime.store_http import StoreUnavailableError, query_rows
-from rhythm.schemas import WireError, decode_event, encode_event
+from rhythm.schemas import WireError, decode_event
 from rhythm.schemas.topics import KIND_ROUTED_EXPANDED, LIVE_LANE
 from rhythm.schemas.wire_check import record_problem
 
@@ -129,15 +128,10 @@ class Expansion:
             for row in self._rows(sql, deadline)
         ]
         extended, kept = copies.extend(spans, following, self.window_sizes_ms, final)
-        by_id: dict[str, Mapping[str, Any]] = {}
-        for sql in copies.at_queries(database, kept) if kept else ():
-            for row in self._rows(sql, deadline):
-                by_id.setdefault(str(row["event_id"]), row)
-        nexts = sorted(
-            ((int(r["ts"]), encode_event(copies.stored_record(r))) for r in by_id.values()),
-            key=lambda e: e[0],
-        )
-        return extended, nexts
+        if not kept:
+            return extended, []
+        rows = [r for sql in copies.at_queries(database, kept) for r in self._rows(sql, deadline)]
+        return extended, copies.stored_events(rows)
 
     def _rows(self, sql: str, deadline: float) -> list[dict[str, object]]:
         s = self.settings

@@ -172,14 +172,7 @@ def next_events(kept: list[Mapping[str, Any]], rows: Rows, database: str) -> lis
     in time order: to import again once the live lane is done with their windows."""
     if not kept:
         return []
-    by_id: dict[str, Mapping[str, Any]] = {}
-    for sql in copies.at_queries(database, kept):
-        for row in rows(sql):
-            by_id.setdefault(str(row["event_id"]), row)
-    return sorted(
-        ((int(r["ts"]), encode_event(copies.stored_record(r))) for r in by_id.values()),
-        key=lambda e: e[0],
-    )
+    return copies.stored_events(r for sql in copies.at_queries(database, kept) for r in rows(sql))
 
 
 @dataclass
