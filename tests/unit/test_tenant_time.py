@@ -311,8 +311,8 @@ def test_a_shared_watermarks_record_saved_before_becomes_each_tenants_own() -> N
     assert restored.watermarks() == {"a": NOW - DAY}
     saved = dict(restored.take_dirty())
     assert saved[key] is None and watermarks_key(0, "a") in saved  # moved to the tenant's key
-    assert tenant_of(key) is None and tenant_of(watermarks_key(0, "a")) == "a"
-    assert tenant_of(f"ctx{SEP}b{SEP}thread-1") == "b" and tenant_of(user) == "a"
+    assert tenant_of(key, False) is None and tenant_of(watermarks_key(0, "a"), False) == "a"
+    assert tenant_of(f"ctx{SEP}b{SEP}thread-1", True) == "b" and tenant_of(user, False) == "a"
     # a foreign key is left out, not fatal
     assert restored.restore([("nonsense", b"[]")])[0][0] == "nonsense"
 
@@ -331,3 +331,28 @@ def test_every_flush_reaches_every_tenant_so_norms_held_back_by_overdue_entities
     for _ in range(10):  # idle ticks: flushes with no tenant's mark moved
         handed |= {n[0] for n in proc.apply({"p": 0, "wm": NOW, "f": 1}).norms}
     assert handed == set(keys)
+
+
+@pytest.mark.parametrize("per_tenant", [False, True], ids=["live", "history"])
+def test_the_tenant_ctx_keeps_its_entities_and_threads_through_a_restart(per_tenant: bool) -> None:
+    """An entity key of the tenant `ctx` starts as a thread key does (`ctx` SEP ...): what
+    was saved decides which it is, so its state is read back as itself, not dropped as
+    unreadable (and a thread of it stays a thread)."""
+
+    def make() -> Any:
+        cls = TenantPartitions if per_tenant else Stage2Partition
+        return cls(0, 1, SIGNALS, ReplyConfig(lateness_ms=L), _policy())
+
+    proc = make()
+    user = f"ctx{SEP}actor{SEP}user{SEP}u1"
+    thread = f"ctx{SEP}ctx{SEP}t-1"
+    updates = [[user, NOW - 2 * HOUR, 1.0, 0, 0]]
+    contexts = [[thread, NOW - 2 * HOUR, "contact", "c-1", "email", "sent", "", 0, 1]]
+    proc.apply({"p": 0, "u": updates, "c": contexts, "tw": {"ctx": NOW - 2 * HOUR}})
+    saved = proc.take_dirty()
+    assert {k for k, _ in saved} >= {user, thread}
+    restored = make()
+    assert restored.restore(saved) == []  # nothing unreadable
+    assert restored.entity_state(user).pending == [NOW - 2 * HOUR]
+    conversations = restored.tenants["ctx"].conversations if per_tenant else restored.conversations
+    assert set(conversations.contexts) == {thread}

@@ -177,6 +177,13 @@ def encode_context(ctx: ContextState) -> bytes:
     )
 
 
+def is_context(data: bytes) -> bool:
+    """Whether a saved stage-2 value is a thread's (else an entity's). A key cannot always
+    tell: an entity key of the tenant `ctx` starts as a thread key does (keys.py)."""
+    raw = orjson.loads(data)
+    return isinstance(raw, dict) and "y" in raw  # a thread's parties: no entity has them
+
+
 def encode_contribution(c: Contribution) -> list[Any]:
     """A finished wait, in a thread's saved state and in the history lane's hand-off."""
     return [list(c.opened), list(c.closed), list(c.kind), c.delay_ms, c.work_delay_ms] + (

@@ -30,6 +30,7 @@ from rhythm.processors.codec import (
     encode_contribution,
     encode_entity,
     encode_rhythm,
+    is_context,
     loads,
 )
 from rhythm.processors.messages import ROUTED, NormsUpdate, RepliesUpdate, UpdatesMessage
@@ -161,7 +162,7 @@ class Stage2Partition:
                     marks, evidence = decode_watermarks(value)
                     self.source_watermarks.update(marks)
                     self.source_evidence.update(evidence)
-                elif is_context_key(key):
+                elif is_context_key(key) and is_context(value):
                     split_context_key(key)
                     contexts[key] = decode_context(value)
                 else:

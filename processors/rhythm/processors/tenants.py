@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import fields
 
+from rhythm.processors.codec import is_context
 from rhythm.processors.messages import UpdatesMessage
 from rhythm.processors.signals.conversation import ReplyConfig
 from rhythm.processors.signals.entity import EntityState, SignalConfig
@@ -40,13 +41,14 @@ def watermarks_key(partition: int, tenant: str) -> str:
     return f"{WATERMARKS_PREFIX}{partition}{SEP}{tenant}"
 
 
-def tenant_of(key: str) -> str | None:
-    """The tenant of a saved stage-2 key; None for a partition's watermarks saved before
-    tenants had their own time (one record for all)."""
+def tenant_of(key: str, thread: bool) -> str | None:
+    """The tenant of a stage-2 key, a thread's (`thread`) or else an entity's (an entity key
+    of the tenant `ctx` starts as a thread key does: the caller knows which it has); None
+    for a partition's watermarks saved before tenants had their own time (one for all)."""
     if key.startswith(WATERMARKS_PREFIX):
         _partition, sep, tenant = key[len(WATERMARKS_PREFIX) :].partition(SEP)
         return tenant if sep else None
-    if is_context_key(key):
+    if thread:
         return split_context_key(key)[0]
     tenant, sep, _rest = key.partition(SEP)
     if not sep:
@@ -90,7 +92,8 @@ class TenantPartitions:
         shared: bytes | None = None
         for key, value in items:
             try:
-                tenant = tenant_of(key)
+                thread = is_context_key(key) and value is not None and is_context(value)
+                tenant = tenant_of(key, thread)
             except ValueError as exc:
                 if value is not None:
                     bad.append((key, value, f"{type(exc).__name__}: {exc}"))
@@ -115,7 +118,7 @@ class TenantPartitions:
         parts: dict[str, UpdatesMessage] = {}
         for field in ("u", "c", "n", "r"):
             for item in message.get(field, ()):  # type: ignore[attr-defined]
-                tenant = tenant_of(item[0]) or ""
+                tenant = tenant_of(item[0], thread=field in ("c", "r")) or ""
                 part = parts.get(tenant)
                 if part is None:
                     part = parts[tenant] = {"p": source}
@@ -177,7 +180,7 @@ class TenantPartitions:
         return {t: p.watermark for t, p in self.tenants.items() if p.watermark != NO_WATERMARK}
 
     def entity_state(self, key: str) -> EntityState:
-        return self._of(tenant_of(key) or "").entity_state(key)
+        return self._of(tenant_of(key, thread=False) or "").entity_state(key)
 
 
 def _add(total: Stage2Output, part: Stage2Output) -> None:
