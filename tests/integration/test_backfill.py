@@ -280,6 +280,7 @@ def test_history_and_a_replayed_outage_beside_a_live_stream_are_exact(
         routed = lanes.metric(0, "rhythm_processor_routed_events_total")
         noted = lanes.metric(0, 'rhythm_processor_late_events_total{outcome="routed"}')
         lost_live = lanes.metric(0, 'rhythm_processor_late_events_total{outcome="too_late"}')
+        reread = lanes.metric(0, "rhythm_processor_offset_holes_total")
         lost_history = lanes.metric(1, 'rhythm_processor_late_events_total{outcome="too_late"}')
         history_events = lanes.metric(1, "rhythm_processor_events_total")
     finally:
@@ -295,7 +296,12 @@ def test_history_and_a_replayed_outage_beside_a_live_stream_are_exact(
     # signals in either lane, and both lanes counted it
     counts = (noted > 0, lost_live, lost_history, history_events)
     assert counts == (True, 0, 0, len(past.events) + len(offline.events))
-    assert len(offline.events) <= routed <= len(offline.arrivals)
+    # Routed at least once each; more often only if the live worker read input again (beside
+    # a month's import on two cores a live partition can stall and be read again from its
+    # commit, holes.py, which routes those messages again; the history lane counts each
+    # event once: history_events above).
+    assert len(offline.events) <= routed
+    assert routed <= len(offline.arrivals) or reread > 0, (routed, reread)
     alerts = lanes.alerts()
     live_alerts = [a for a in alerts if a["tenant"] == "live"]
     assert not any(a.get("historical") for a in live_alerts)
