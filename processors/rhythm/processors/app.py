@@ -46,6 +46,8 @@ from rhythm.processors.stage1 import (
     Stage1Output,
     Stage1Partition,
     is_state_key,
+    rewind_mark,
+    split_at_rewinds,
 )
 from rhythm.processors.stage2 import WATERMARKS_PREFIX, Stage2Partition
 from rhythm.processors.tenants import TenantPartitions
@@ -59,6 +61,8 @@ from rhythm.schemas.topics import (
     KIND_COPY,
     KIND_NEXT,
     KIND_NOTE,
+    KIND_REPLAY,
+    KIND_REWIND,
     KIND_ROUTED,
     STAGE1,
     STAGE2,
@@ -107,6 +111,7 @@ class Processors:
         # The history lane: each stage-2 partition's tenants' watermarks, replaced whole
         # after each batch (read by the /tenants page's thread: `tenant_watermarks`).
         self._tenant_marks: dict[int, dict[str, int]] = {}
+        self._tenant_epochs: dict[int, dict[str, int]] = {}  # likewise, stage 1's rewinds
         app = self.app = faust.App(
             settings.app_id,
             broker=broker_urls(settings.kafka),
@@ -238,10 +243,14 @@ class Processors:
             await self._send_unreadable()
         batch = [(e.message.offset, e.message.value) for e in group]
         marks = await self._marks(group) if self.historical else None
-        now = time.time()
-        out = source.process(batch, int(now * 1000), now, marks)
-        await self._emit_stage1(partition, out, group[-1])
-        self.metrics.stage1(partition, out, source.watermark, now)
+        starts = split_at_rewinds([offset for offset, _ in batch], marks)
+        for start, end in zip(starts, [*starts[1:], len(batch)], strict=True):
+            now = time.time()
+            out = source.process(batch[start:end], int(now * 1000), now, marks)
+            await self._emit_stage1(partition, out, group[end - 1])
+            self.metrics.stage1(partition, out, source.watermark, now)
+        if source.tenant_epochs != self._tenant_epochs.get(partition, {}):
+            self._tenant_epochs = {**self._tenant_epochs, partition: dict(source.tenant_epochs)}
         if source.budget is not None:
             self.metrics.over_budget(partition, len(source.budget.over()))
         for tenant in out.over_budget:
@@ -264,6 +273,10 @@ class Processors:
                 marks[event.message.offset] = (SKIP, ())
             elif kind in (KIND_COPY, KIND_NOTE):
                 marks[event.message.offset] = (kind, keys)
+            elif kind == KIND_REPLAY:
+                marks[event.message.offset] = (kind, ())
+            elif kind == KIND_REWIND:
+                marks[event.message.offset] = rewind_mark(event.message.value or b"")
         if routed:
             assert self.expansion is not None
             expanded = await self.expansion.expand([e.message.value or b"" for e in routed])
@@ -532,14 +545,19 @@ class Processors:
 
     def tenant_watermarks(self) -> dict[str, Any]:
         """The history lane's `/tenants` page: each tenant's watermark in ms (the lowest over
-        this worker's partitions; `rhythm backfill` refuses what is older, less the lateness)
-        and the partitions it is over."""
+        this worker's partitions; `rhythm backfill` rewinds a tenant for what is older, less
+        the lateness), the partitions it is over, and each rewound tenant's epoch (stage 1's:
+        the next rewind takes the one after)."""
         marks = self._tenant_marks
         lowest: dict[str, int] = {}
         for per in marks.values():
             for tenant, mark in per.items():
                 lowest[tenant] = min(mark, lowest.get(tenant, mark))
-        return {"partitions": sorted(marks), "watermarks": lowest}
+        epochs: dict[str, int] = {}
+        for rewound in self._tenant_epochs.values():
+            for tenant, epoch in rewound.items():
+                epochs[tenant] = max(epoch, epochs.get(tenant, 0))
+        return {"partitions": sorted(marks), "watermarks": lowest, "epochs": epochs}
 
     async def _send_norms(
         self, norms: list[NormsUpdate], replies: list[RepliesUpdate]

@@ -35,8 +35,8 @@ def encode_batch(message: UpdatesMessage, max_bytes: int = MAX_MESSAGE_BYTES) ->
     """A message for one updates partition (stage 1's batch, the history lane's hand-off), as
     one or more messages of at most `max_bytes` each (sent in order). Items are split in
     order; only the last part carries the watermark, so stage 2 moves its watermark only
-    after applying every update before it. Entity and thread updates touch different state,
-    so their relative order is free."""
+    after applying every update before it; every part carries the tenants' epochs. Entity
+    and thread updates touch different state, so their relative order is free."""
     data = orjson.dumps(message)
     items = [(f, x) for f in _LISTS for x in message.get(f, ())]  # type: ignore[attr-defined]
     if len(data) <= max_bytes or len(items) <= 1:
@@ -50,6 +50,8 @@ def encode_batch(message: UpdatesMessage, max_bytes: int = MAX_MESSAGE_BYTES) ->
         tail["f"] = message["f"]
     if "tw" in message:
         tail["tw"] = message["tw"]
+    if "te" in message:  # every part: its updates belong to those epochs
+        head["te"] = tail["te"] = message["te"]
     for part, chunk in ((head, items[:half]), (tail, items[half:])):
         for field, update in chunk:
             part.setdefault(field, []).append(update)  # type: ignore[misc]
@@ -88,7 +90,14 @@ def encode_entity(state: EntityState, applied: dict[int, int]) -> bytes:
             **(
                 {}
                 if state.taken is None
-                else {"t": [encode_rhythm(state.taken), state.taken_ms, state.taken_next_ms]}
+                else {
+                    "t": [
+                        encode_rhythm(state.taken),
+                        state.taken_ms,
+                        state.taken_next_ms,
+                        *([state.taken_epoch] if state.taken_epoch else []),
+                    ]
+                }
             ),
         }
     )
@@ -124,6 +133,7 @@ def decode_entity(data: bytes) -> tuple[EntityState, dict[int, int]]:
     if taken is not None:
         state.taken = decode_rhythm(taken[0])
         state.taken_ms, state.taken_next_ms = taken[1], taken[2]
+        state.taken_epoch = taken[3] if len(taken) > 3 else 0
     for f in raw["w"]:
         window = Window(
             size_ms=f[0], start_ms=f[1], event_count=f[2], weight_sum=f[3], weight_max=f[4],

@@ -32,6 +32,7 @@ from rhythm.schemas.topics import (
     HISTORY_KIND_HEADER,
     KIND_COPY,
     KIND_NOTE,
+    KIND_REWIND,
 )
 
 #: (start, end) in epoch ms: [start, end), whole windows of the largest size
@@ -115,6 +116,16 @@ def stored_queries(database: str, spans_of: Mapping[str, Span]) -> list[str]:
         for where in _wheres(
             spans_of, lambda span: f"occurred_at >= {_at(span[0])} AND occurred_at < {_at(span[1])}"
         )
+    ]
+
+
+def tenant_queries(database: str, tenant: str, end_ms: int) -> list[str]:
+    """Every stored (event, key) row of `tenant` before `end_ms`, in time order: what a
+    rewound tenant's history is computed again from (`rhythm backfill`)."""
+    return [
+        f"SELECT DISTINCT {_ROW} FROM {database}.entity_events "
+        f"WHERE tenant = {_quote(tenant)} AND occurred_at < {_at(end_ms)} "
+        "ORDER BY ts, event_id, role"
     ]
 
 
@@ -290,3 +301,21 @@ _NOTE: dict[str, Any] = {
     "channel": None, "context_id": None, "in_reply_to": None, "tags": [], "weight": 1.0,
     "properties": {},
 }  # fmt: skip
+
+
+def rewind_message(tenant: str, epoch: int) -> tuple[bytes, Headers]:
+    """The message that starts a tenant's next epoch in the history lane (value, headers:
+    rhythm.schemas.topics, `rewind`)."""
+    return json.dumps({"tenant": tenant, "epoch": epoch}).encode(), headers(KIND_REWIND)
+
+
+def read_rewind(value: bytes) -> tuple[str, int] | None:
+    """(tenant, epoch) of a `rewind_message`; None if it is not one."""
+    try:
+        body = json.loads(value)
+        tenant, epoch = body["tenant"], body["epoch"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(tenant, str) or not isinstance(epoch, int) or epoch < 1:
+        return None
+    return tenant, epoch

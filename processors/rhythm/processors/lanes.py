@@ -25,7 +25,9 @@ the two lanes' versions of one window merge in the store.
   own, and the stored ones it was given as copies: copies.py), wins whatever the live
   lane's correction count; within a lane the later correction wins, as before. It only
   re-emits windows the live lane will never change again (closed and past its late
-  retention: `rhythm backfill` leaves out newer history).
+  retention: `rhythm backfill` leaves out newer history). A tenant the history lane
+  computes again from the start (a *rewind*: tenants.py) adds its epoch above the
+  corrections (`epoch_version`), so the new computation's rows win over the old one's.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from rhythm.schemas.topics import HISTORY_LANE
 
 #: Added to the history lane's signal versions (the store's version column is UInt64).
 HISTORY_VERSION_BASE = 1 << 32
+#: A rewound tenant's epoch n adds n << EPOCH_SHIFT (tenants.py): each computation's own
+#: corrections stay below 2^EPOCH_SHIFT, so the latest epoch's row wins.
+EPOCH_SHIFT = 40
 
 
 def too_late(
@@ -59,6 +64,11 @@ def flush_mark(newest: int, window_sizes_ms: tuple[int, ...], lateness_ms: int) 
 def signal_version(lane: str, version: int) -> int:
     """A window's version as published by `lane` (see the module's "Versions")."""
     return version + HISTORY_VERSION_BASE if lane == HISTORY_LANE else version
+
+
+def epoch_version(version: int, epoch: int) -> int:
+    """A rewound tenant's window version in its `epoch` (module doc, "Versions")."""
+    return version + (epoch << EPOCH_SHIFT)
 
 
 def lane_of_version(version: int) -> str:

@@ -35,9 +35,9 @@ __all__ = [
 #   time in the entity's sequence of final events, so the next event's gap is exact
 # context: [key, ts_ms, actor_type, actor_id, channel, verb, about, src_partition, src_offset]
 #   (about: the event's target as "type:id", or "")
-# norms:   [key, last_ms, rhythm]  (on the live lane's updates topic only)
+# norms:   [key, last_ms, rhythm(, epoch)]  (on the live lane's updates topic only)
 #   what the history lane learned of an entity's rhythm from its events up to last_ms
-#   (rhythm: codec.encode_rhythm's list),
+#   (rhythm: codec.encode_rhythm's list; epoch: its tenant's, when rewound),
 #   sent once its input is drained; live stage 2 takes it by entity.take_norms's rule
 # replies: [context key, last_ms, [finished wait, ...]]  (likewise, live updates topic only)
 #   a thread's finished waits the history lane had not handed off yet (codec's
@@ -63,6 +63,9 @@ class UpdatesMessage(TypedDict, total=False):
     # The history lane: tenant -> that tenant's own watermark (stage 1's `tenant_time`), for
     # the tenants of the batch (or, with "f", whose flush mark moved): tenants.py.
     tw: dict[str, int]
+    # The history lane: each rewound tenant's epoch (stage1.py's `rewind`): stage 2 forgets a
+    # tenant's state when its epoch grows and ignores its updates of an older one.
+    te: dict[str, int]
     u: list[EntityUpdate]
     c: list[ContextUpdate]
     n: list[NormsUpdate]  # from the history lane (p = HANDOFF)

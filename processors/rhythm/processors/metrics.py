@@ -85,7 +85,8 @@ class ProcessorMetrics:
             "The history lane's input that is not history of its own (processors/copies.py), "
             "by kind: copies of stored events and notes of an entity's previous event taken "
             "in (stage 1), messages re-published by the expansion of routed events, and "
-            "stored next events put on the later topic to import again (next_to_later).",
+            "stored next events put on the later topic to import again (next_to_later); "
+            "tenants rewound and their stored events re-sent whole (rewind, replay).",
             ["kind"],
             registry=r,
         )
@@ -267,6 +268,10 @@ class ProcessorMetrics:
             self.copies.labels("copy").inc(out.copies)
         if out.notes:
             self.copies.labels("note").inc(out.notes)
+        if out.replays:
+            self.copies.labels("replay").inc(out.replays)
+        if out.rewinds:
+            self.copies.labels("rewind").inc(out.rewinds)
         for dead in out.dead_letters:
             self.dead_letters.labels(dead.reason).inc()
         if watermark > 0:

@@ -9,7 +9,11 @@ what comes back. State that must survive a restart is returned as table writes:
   and dropped once the watermark has moved past the time a duplicate could still change a
   signal (lateness + late retention).
 With `tenant_time` (the history lane) each tenant's newest event time is kept and reported
-too, and a batch's ids are dropped by their tenants' watermarks (stage 2: tenants.py).
+too, and a batch's ids are dropped by their tenants' watermarks (stage 2: tenants.py). A
+`rewind` message (rhythm.schemas.topics) starts a tenant's next *epoch*: its time starts
+again from what follows, its events are new to it again (the ids are salted with the
+epoch), and every message to stage 2 names the tenants' epochs ("te"), so stage 2 forgets
+the tenant's state once and ignores updates of an older epoch sent again after a restart.
 The caller writes these only after stage 2 has acknowledged the batch's messages. A message
 re-read after a crash (the same offset) is therefore forwarded again, never taken for a
 duplicate of itself; stage 2 skips what it already applied, by offset.
@@ -25,12 +29,13 @@ from typing import Any
 
 from rhythm.processors.budget import Budget
 from rhythm.processors.codec import dumps, loads
+from rhythm.processors.copies import read_rewind
 from rhythm.processors.explode import entity_keys, explode, explode_context, partition_for
 from rhythm.processors.lanes import flush_mark, too_late
 from rhythm.processors.messages import ROUTED, UpdatesMessage, extend_run, new_run
 from rhythm.schemas import WireError, decode_event
 from rhythm.schemas.keys import SEP
-from rhythm.schemas.topics import KIND_COPY, KIND_NOTE
+from rhythm.schemas.topics import KIND_COPY, KIND_NOTE, KIND_REPLAY, KIND_REWIND
 from rhythm.schemas.wire_check import record_problem
 
 NO_WATERMARK = -(2**62)
@@ -40,7 +45,9 @@ Record = tuple[str, int, list[tuple[int, int]], dict[str, int] | None]
 #: stored events, app.py): only its offset counts as done.
 SKIP = "skip"
 #: offset -> (kind, entity keys): how the history lane's input marks a message that is not
-#: history of its own (rhythm.schemas.topics, HISTORY_KIND_HEADER), or SKIP.
+#: history of its own (rhythm.schemas.topics, HISTORY_KIND_HEADER), or SKIP; for a
+#: `rewind`, (KIND_REWIND, (tenant, epoch as text)): it must start its batch
+#: (`split_at_rewinds`).
 Marks = Mapping[int, tuple[str, tuple[str, ...]]]
 
 
@@ -98,6 +105,26 @@ class Stage1Output:
     # (rhythm.schemas.topics): not events of its own, so not in `events`.
     copies: int = 0
     notes: int = 0
+    replays: int = 0  # stored events re-sent whole after a rewind
+    rewinds: int = 0
+
+
+def split_at_rewinds(offsets: list[int], marks: Marks | None) -> list[int]:
+    """Where a batch is cut so that each `rewind` starts its part: the indexes at which
+    parts start (0 first). A part's updates then belong to one epoch per tenant."""
+    starts = [0]
+    if marks:
+        for i, offset in enumerate(offsets):
+            mark = marks.get(offset)
+            if i > 0 and mark is not None and mark[0] == KIND_REWIND:
+                starts.append(i)
+    return starts
+
+
+def rewind_mark(value: bytes) -> tuple[str, tuple[str, ...]]:
+    """The mark of a `rewind` message (copies.rewind_message); SKIP if unreadable."""
+    read = read_rewind(value)
+    return (SKIP, ()) if read is None else (KIND_REWIND, (read[0], str(read[1])))
 
 
 def watermark_key(partition: int) -> str:
@@ -136,6 +163,8 @@ class Stage1Partition:
         # `tenant_time`: each tenant's newest event time, and the flush mark last reported.
         self.tenant_marks: dict[str, int] = {}
         self._flushed: dict[str, int] = {}
+        # `tenant_time`: each rewound tenant's epoch (0, absent: never rewound).
+        self.tenant_epochs: dict[str, int] = {}
         self.last_activity = 0.0  # wall clock seconds of the last message
         # The highest watermark this partition reported to stage 2 (its events' or an idle
         # tick's): the stage-2 watermark its next events meet is never ahead of it.
@@ -158,6 +187,8 @@ class Stage1Partition:
                         self.reported = max(self.reported, int(rest[1]))
                     if len(rest) > 2:
                         self.tenant_marks = {str(t): int(m) for t, m in rest[2].items()}
+                    if len(rest) > 3:
+                        self.tenant_epochs = {str(t): int(e) for t, e in rest[3].items()}
                 else:
                     newest, pairs, *by_tenant = loads(value)
                     seen = [(int(h), int(o)) for h, o in pairs]
@@ -198,9 +229,15 @@ class Stage1Partition:
         runs: dict[str, list[Any]] = {}  # entity key -> its open run (degraded mode)
         tenant_time = cfg.tenant_time
         newest_of: dict[str, int] = {}  # `tenant_time`: each tenant's newest in this batch
-        for offset, value in messages:
+        epochs = self.tenant_epochs
+        for i, (offset, value) in enumerate(messages):
             mark = marks.get(offset) if marks else None
             if mark is not None and mark[0] == SKIP:
+                continue
+            if mark is not None and mark[0] == KIND_REWIND:
+                if i > 0:
+                    raise ValueError("a rewind must start its batch (split_at_rewinds)")
+                self._rewind(mark[1][0], int(mark[1][1]), out)
                 continue
             try:
                 record = decode_event(value or b"")
@@ -230,13 +267,18 @@ class Stage1Partition:
                     k = partition_for(key, cfg.updates_partitions)
                     updates[k].append((key, ts, 0.0, self.partition, offset, ROUTED))
                 continue
-            h = _id_hash(record["event_id"])
+            ident = record["event_id"]
+            if epochs:  # a rewound tenant's events are new to its next epoch
+                epoch = epochs.get(record["tenant"])
+                if epoch:
+                    ident = f"{ident}{SEP}#{epoch}"
+            h = _id_hash(ident)
             if mark is not None and mark[0] == KIND_COPY:
                 first = self._seen.get(h)
                 if first is not None and first != offset:
                     out.duplicates += 1  # the lane has the event itself
                     continue
-                copied = self._copy(record, ts, offset, set(mark[1]), new_hashes)
+                copied = self._copy(record, ident, ts, offset, set(mark[1]), new_hashes)
                 if not copied:
                     out.duplicates += 1
                     continue
@@ -255,7 +297,10 @@ class Stage1Partition:
             if first is None:
                 self._seen[h] = offset
                 new_hashes.append((h, offset))
-            out.events += 1
+            if mark is not None and mark[0] == KIND_REPLAY:
+                out.replays += 1
+            else:
+                out.events += 1
             if route_before != NO_WATERMARK and too_late(
                 ts, route_before, cfg.window_sizes_ms, cfg.lateness_ms, cfg.late_retention_ms
             ):
@@ -277,7 +322,7 @@ class Stage1Partition:
                 entity_updates, context_update = explode(record, ts, self.partition, offset)
                 if cfg.takes_copies:  # keys a copy of it already counted it for
                     entity_updates = [
-                        u for u in entity_updates if not self._copied(record, u[0], offset)
+                        u for u in entity_updates if not self._copied(ident, u[0], offset)
                     ]
             for update in entity_updates:
                 if runs:
@@ -308,7 +353,7 @@ class Stage1Partition:
                 budget.expire(self.watermark, tenant_marks if tenant_time else None)
                 saved[2] = budget.saved()
             if tenant_time:
-                saved.append(tenant_marks)
+                saved += [tenant_marks, epochs]
             out.writes.append((watermark_key(self.partition), dumps(saved)))
         self._expire(out)
         # Every destination hears this partition's watermark, with or without updates for it
@@ -318,6 +363,8 @@ class Stage1Partition:
             message: UpdatesMessage = {"p": self.partition, "wm": self._reported()}
             if heard:
                 message["tw"] = heard
+            if epochs:
+                message["te"] = dict(epochs)
             if updates.get(k):
                 message["u"] = updates[k]
             if contexts.get(k):
@@ -325,9 +372,20 @@ class Stage1Partition:
             out.messages[k] = message
         return out
 
+    def _rewind(self, tenant: str, epoch: int, out: Stage1Output) -> None:
+        """The tenant's next epoch: its time starts again from what follows (a re-delivered
+        rewind, an epoch it has, changes nothing)."""
+        if not self.cfg.tenant_time or epoch <= self.tenant_epochs.get(tenant, 0):
+            return
+        self.tenant_epochs[tenant] = epoch
+        self.tenant_marks.pop(tenant, None)
+        self._flushed.pop(tenant, None)
+        out.rewinds += 1
+
     def _copy(
         self,
         record: Mapping[str, Any],
+        ident: str,
         ts: int,
         offset: int,
         keys: set[str],
@@ -339,18 +397,19 @@ class Stage1Partition:
         updates, _context = explode(record, ts, self.partition, offset)
         kept: list[Any] = []
         for update in updates:
-            if update[0] not in keys or self._copied(record, update[0], offset):
+            if update[0] not in keys or self._copied(ident, update[0], offset):
                 continue
-            h = _copy_hash(record["event_id"], update[0])
+            h = _copy_hash(ident, update[0])
             if h not in self._seen:
                 self._seen[h] = offset
                 new_hashes.append((h, offset))
             kept.append(update)
         return kept
 
-    def _copied(self, record: Mapping[str, Any], key: str, offset: int) -> bool:
-        """Whether a message before `offset` already counted this event for `key`."""
-        first = self._seen.get(_copy_hash(record["event_id"], key))
+    def _copied(self, ident: str, key: str, offset: int) -> bool:
+        """Whether a message before `offset` already counted this event (`ident`: its id,
+        salted with a rewound tenant's epoch) for `key`."""
+        first = self._seen.get(_copy_hash(ident, key))
         return first is not None and first != offset
 
     def _join_runs(
@@ -400,6 +459,8 @@ class Stage1Partition:
             message: UpdatesMessage = {"p": self.partition, "wm": mark}
             if flushed:
                 message["tw"] = flushed
+            if self.tenant_epochs:
+                message["te"] = dict(self.tenant_epochs)
             if not cfg.follow_clock:
                 message["f"] = 1  # closes windows; says nothing stayed quiet
             out.messages[k] = message

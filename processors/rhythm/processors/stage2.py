@@ -309,7 +309,8 @@ class Stage2Partition:
 
     def _take_norms(self, norms: NormsUpdate, out: Stage2Output) -> None:
         """The live lane: an entity's norms from the history lane (take_norms's rule)."""
-        key, learned_last, model = norms
+        key, learned_last, model = norms[:3]
+        epoch = int(norms[3]) if len(norms) > 3 else 0  # a rewound tenant's (tenants.py)
         entity = self.entities.get(key)
         if entity is None:
             entity = _Entity(EntityState(), {}, self._rule(key))
@@ -322,7 +323,7 @@ class Stage2Partition:
             assert learned is not None
             outcome = take_norms(
                 entity.state, learned, int(learned_last), self.watermark,
-                self.signal_cfg, entity.rule,
+                self.signal_cfg, entity.rule, epoch,
             )  # fmt: skip
         out.norms_taken[outcome] = out.norms_taken.get(outcome, 0) + 1
         if outcome in (ADOPTED, COMBINED):
@@ -410,6 +411,14 @@ class Stage2Partition:
         self._dirty.clear()
         self.conversations.dirty.clear()
         return items
+
+    def saved_keys(self) -> set[str]:
+        """Every key of this partition's state in the table, or about to be (to forget it
+        all: tenants.py's rewind)."""
+        return {
+            *self.entities, *self.conversations.contexts, *self._evicted,
+            *self.conversations.evicted, self._watermarks_key,
+        }  # fmt: skip
 
     def mark_watermarks_dirty(self) -> None:
         """Save the watermarks at the next `take_dirty` (restored from another key)."""

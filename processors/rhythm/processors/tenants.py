@@ -12,6 +12,14 @@ with the tenant), so the split changes no computation, only whose time closes wh
 A batch goes to the tenants it names. A tenant without news in it advances only what is
 still overdue at its own watermark (`catch_up`: no evidence that time passed for it); a
 flush reaches every tenant (each hands its norms off once its input is drained).
+
+A rewound tenant (stage1.py: an import older than what the lane made final for it, sent
+with the tenant's stored events) has an *epoch*, named on every message ("te"): when it
+grows, the tenant's `Stage2Partition` is forgotten (its keys deleted) and started afresh;
+updates of an older epoch (sent again after a restart of stage 1) are ignored. The epoch
+is saved beside the tenant's watermarks and goes into the versions of its signals
+(`lanes.epoch_version`: a recomputed window wins over the one it replaces) and into its
+norms hand-off (the live lane replaces what it took of an older epoch).
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import fields
 
-from rhythm.processors.codec import is_context
+from rhythm.processors.codec import dumps, is_context, loads
+from rhythm.processors.lanes import epoch_version
 from rhythm.processors.messages import UpdatesMessage
 from rhythm.processors.signals.conversation import ReplyConfig
 from rhythm.processors.signals.entity import EntityState, SignalConfig
@@ -33,12 +42,20 @@ from rhythm.processors.stage2 import (
 )
 from rhythm.schemas.keys import SEP, is_context_key, split_context_key
 
-__all__ = ["TenantPartitions", "tenant_of", "watermarks_key"]
+__all__ = ["TenantPartitions", "epoch_key", "tenant_of", "watermarks_key"]
+
+_EPOCH = f"{SEP}epoch"
 
 
 def watermarks_key(partition: int, tenant: str) -> str:
     """Where one tenant's watermarks of one stage-2 partition are saved."""
     return f"{WATERMARKS_PREFIX}{partition}{SEP}{tenant}"
+
+
+def epoch_key(partition: int, tenant: str) -> str:
+    """Where a rewound tenant's epoch in one stage-2 partition is saved (beside its
+    watermarks: the same partition of the table)."""
+    return watermarks_key(partition, tenant) + _EPOCH
 
 
 def tenant_of(key: str, thread: bool) -> str | None:
@@ -73,6 +90,9 @@ class TenantPartitions:
         self.tenants: dict[str, Stage2Partition] = {}
         self._legacy: str | None = None  # a shared watermarks record to delete once
         self._behind: set[str] = set()  # tenants with entities still overdue (MAX_ADVANCE)
+        self.epochs: dict[str, int] = {}  # rewound tenants' epochs (absent: 0)
+        self._dropped: set[str] = set()  # keys of forgotten epochs, deleted at take_dirty
+        self._epochs_dirty: set[str] = set()
 
     def _of(self, tenant: str) -> Stage2Partition:
         proc = self.tenants.get(tenant)
@@ -91,6 +111,11 @@ class TenantPartitions:
         bad: list[tuple[str, bytes, str]] = []
         shared: bytes | None = None
         for key, value in items:
+            if key.startswith(WATERMARKS_PREFIX) and key.endswith(_EPOCH):
+                if value is not None:
+                    rewound = key[: -len(_EPOCH)].split(SEP, 2)[2]
+                    self.epochs[rewound] = int(loads(value))
+                continue
             try:
                 thread = is_context_key(key) and value is not None and is_context(value)
                 tenant = tenant_of(key, thread)
@@ -125,9 +150,15 @@ class TenantPartitions:
                 part.setdefault(field, []).append(item)  # type: ignore[misc]
         marks = message.get("tw") or {}
         flush = bool(message.get("f"))
+        epochs = message.get("te") or {}
         out = Stage2Output()
         advanced: set[str] = set()
         for tenant in sorted(set(parts) | set(marks) | (set(self.tenants) if flush else set())):
+            epoch, mine = epochs.get(tenant, 0), self.epochs.get(tenant, 0)
+            if epoch < mine:
+                continue  # sent again after a restart, from before the tenant's rewind
+            if epoch > mine:
+                self._rewind(tenant, epoch)
             proc = self._of(tenant)
             part = parts.get(tenant) or {"p": source}
             mark = marks.get(tenant)
@@ -138,13 +169,32 @@ class TenantPartitions:
                 advanced.add(tenant)
                 if flush:
                     part["f"] = 1
-            _add(out, proc.apply(part))
+            _add(out, self._stamped(tenant, proc.apply(part)))
             self._note_behind(tenant, proc)
         # The others take only what is still overdue at their own watermark.
         for tenant in sorted(self._behind - advanced):
             proc = self.tenants[tenant]
-            _add(out, proc.catch_up())
+            _add(out, self._stamped(tenant, proc.catch_up()))
             self._note_behind(tenant, proc)
+        return out
+
+    def _rewind(self, tenant: str, epoch: int) -> None:
+        """Forget the tenant's state: its next epoch is computed from what follows."""
+        proc = self.tenants.pop(tenant, None)
+        if proc is not None:
+            self._dropped.update(proc.saved_keys())
+        self._behind.discard(tenant)
+        self.epochs[tenant] = epoch
+        self._epochs_dirty.add(tenant)
+
+    def _stamped(self, tenant: str, out: Stage2Output) -> Stage2Output:
+        """A rewound tenant's signals and norms carry its epoch."""
+        epoch = self.epochs.get(tenant, 0)
+        if epoch:
+            for signal in out.signals:
+                signal["version"] = epoch_version(signal["version"], epoch)
+            for item in out.norms:
+                item.append(epoch)
         return out
 
     def _note_behind(self, tenant: str, proc: Stage2Partition) -> None:
@@ -155,7 +205,12 @@ class TenantPartitions:
 
     def take_dirty(self) -> list[tuple[str, bytes | None]]:
         """Each tenant's keys, its watermarks after them (Stage2Partition.take_dirty)."""
-        items: list[tuple[str, bytes | None]] = []
+        # A forgotten epoch's keys first: the next epoch's own writes of them come after.
+        items: list[tuple[str, bytes | None]] = [(key, None) for key in sorted(self._dropped)]
+        self._dropped.clear()
+        for tenant in sorted(self._epochs_dirty):
+            items.append((epoch_key(self.partition, tenant), dumps(self.epochs[tenant])))
+        self._epochs_dirty.clear()
         for tenant in sorted(self.tenants):
             items.extend(self.tenants[tenant].take_dirty())
         if self._legacy is not None:

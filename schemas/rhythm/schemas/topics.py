@@ -52,7 +52,12 @@ HISTORY_LATER_GROUP = "rhythm-history-later"
 #: - `copy`: an event already stored, re-sent so that the history lane sees every event of
 #:   the windows it re-emits; it counts only for the entity keys in `HISTORY_KEYS_HEADER`;
 #: - `note`: an entity's previous stored event: only its time is noted, for those keys
-#:   (the first gap of what follows).
+#:   (the first gap of what follows);
+#: - `rewind`: the value is JSON {"tenant": ..., "epoch": n}: the lane forgets that tenant's
+#:   state and computes it again from what follows (an import older than what the lane made
+#:   final for the tenant: `rhythm backfill` re-sends the tenant's stored events with it);
+#: - `replay`: an event already stored, re-sent whole after a `rewind`: it counts for every
+#:   key, as the event did when it came.
 HISTORY_KIND_HEADER = "rhythm-history-kind"
 #: The entity keys (`rhythm.schemas.keys`) a `copy` or a `note` is for, newline-separated.
 HISTORY_KEYS_HEADER = "rhythm-history-keys"
@@ -61,6 +66,8 @@ KIND_ROUTED_EXPANDED = "routed-expanded"
 KIND_COPY = "copy"
 KIND_NOTE = "note"
 KIND_NEXT = "next"  # on the later topic only (above)
+KIND_REWIND = "rewind"
+KIND_REPLAY = "replay"
 
 #: The processors' two stages, by one name each: the Faust agent, its table (whose
 #: changelog is `changelog_topic(app_id, stage)`) and the `stage` label of their metrics.

@@ -23,6 +23,13 @@ is in a window the live lane may still change, it waits on the later topic too (
 header `next`) and is imported again, from the store, once the live lane is done with it: the
 lane then re-emits its windows with every event and the history's last as its previous one.
 
+History older than what the lane has already made final for its tenant (a second source for
+the same period, a part of an export not cut at midnight UTC) *rewinds* the tenant
+(`rewinds`, `with_replay`): the lane forgets the tenant's state and computes it again, from
+its start, from every event of the tenant the store holds up to the end of what it computes
+(sent whole, header `replay`) merged with the import; its new rows win in the store
+(processors/tenants.py). The cost is the tenant's whole stored history up to there.
+
 Pure parts (`select`, `cut`, `split_recent`, `touched`, `Tracker`) apart from the I/O
 (`read_file`, `read_topic`, `with_copies`, `publish`, `take_later`, `follow`).
 """
@@ -42,7 +49,13 @@ from rhythm.processors.lanes import too_late
 from rhythm.producers.prepare import prepare_event
 from rhythm.runtime.kafka_settings import KafkaSettings
 from rhythm.schemas import WireError, decode_event, encode_event
-from rhythm.schemas.topics import HISTORY_KIND_HEADER, KIND_NEXT
+from rhythm.schemas.topics import (
+    HISTORY_KIND_HEADER,
+    KIND_COPY,
+    KIND_NEXT,
+    KIND_NOTE,
+    KIND_REPLAY,
+)
 from rhythm.stack.ingest import parse_line, reject_line
 
 #: (event time in epoch ms, the event in the wire format)
@@ -173,6 +186,86 @@ def next_events(kept: list[Mapping[str, Any]], rows: Rows, database: str) -> lis
     if not kept:
         return []
     return copies.stored_events(r for sql in copies.at_queries(database, kept) for r in rows(sql))
+
+
+@dataclass(frozen=True)
+class Rewind:
+    """A tenant the import rewinds: its next epoch, and the end (epoch ms, a day's end) of
+    what the lane had made final for it."""
+
+    tenant: str
+    epoch: int
+    final_ms: int
+
+
+def rewinds(
+    events: Iterable[Timed], page: Mapping[str, Any] | None, lateness_ms: int
+) -> dict[str, Rewind]:
+    """The tenants with an event older than what the history lane made final for them
+    (its `/tenants` page: watermarks, epochs; None or empty: nothing final yet)."""
+    marks: Mapping[str, int] = (page or {}).get("watermarks") or {}
+    epochs: Mapping[str, int] = (page or {}).get("epochs") or {}
+    out: dict[str, Rewind] = {}
+    if not marks:
+        return out
+    for ts, value in events:
+        tenant = str(decode_event(value)["tenant"])
+        mark = marks.get(tenant)
+        if tenant not in out and mark is not None and ts < mark - lateness_ms:
+            out[tenant] = Rewind(tenant, int(epochs.get(tenant, 0)) + 1, mark - lateness_ms)
+    return out
+
+
+@dataclass
+class Replayed:
+    messages: list[tuple[int, bytes, copies.Headers]]
+    replayed: int = 0  # stored events re-sent whole
+    dropped: int = 0  # copies and notes the replay holds already
+
+
+def with_replay(
+    messages: list[tuple[int, bytes, copies.Headers]],
+    plan: Mapping[str, Rewind],
+    rows: Rows,
+    database: str,
+    window_sizes_ms: tuple[int, ...],
+    before_ms: int,
+) -> Replayed:
+    """The merged import (`with_copies`'s messages) for rewound tenants (module doc): per
+    tenant, a `rewind` first, then, in time order, every stored event of it before `end`
+    (the end of the last whole window of what the lane computes for it: its final before,
+    or the import's last message, never at or after `before_ms`, what the live lane may
+    still change) sent whole instead of the copies and notes before `end`."""
+    if not plan:
+        return Replayed(list(messages))
+    tenant_of = [str(decode_event(value)["tenant"]) for _, value, _ in messages]
+    ends: dict[str, int] = {t: r.final_ms for t, r in plan.items()}
+    for (ts, _, _), tenant in zip(messages, tenant_of, strict=True):
+        if tenant in ends:
+            ends[tenant] = max(ends[tenant], copies.span_of(ts, window_sizes_ms)[1])
+    ends = {t: min(end, before_ms) for t, end in ends.items()}
+    out = Replayed([])
+    by_copy = {KIND_COPY.encode(), KIND_NOTE.encode()}
+    kept: list[tuple[int, bytes, copies.Headers]] = []
+    for (ts, value, headers), tenant in zip(messages, tenant_of, strict=True):
+        end = ends.get(tenant)
+        kind = dict(headers).get(HISTORY_KIND_HEADER)
+        if end is not None and ts < end and kind in by_copy:
+            out.dropped += 1
+            continue
+        kept.append((ts, value, headers))
+    replay = copies.headers(KIND_REPLAY)
+    for tenant in sorted(plan):
+        stored = copies.stored_events(
+            r for sql in copies.tenant_queries(database, tenant, ends[tenant]) for r in rows(sql)
+        )
+        out.replayed += len(stored)
+        kept.extend((ts, value, replay) for ts, value in stored)
+    kept.sort(key=lambda m: m[0])
+    out.messages = [
+        (-1, *copies.rewind_message(r.tenant, r.epoch)) for _, r in sorted(plan.items())
+    ] + kept
+    return out
 
 
 @dataclass

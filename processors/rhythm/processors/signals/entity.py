@@ -148,6 +148,7 @@ class EntityState:
     taken: Rhythm | None = None
     taken_ms: int | None = None
     taken_next_ms: int | None = None
+    taken_epoch: int = 0  # the epoch of the tenant's history it came from (tenants.py)
 
 
 @dataclass(slots=True)
@@ -585,6 +586,7 @@ def take_norms(
     watermark_ms: int,
     cfg: SignalConfig,
     rule: SilenceRule,
+    epoch: int = 0,
 ) -> str:
     """The live lane takes an entity's norms the history lane `learned` from its events up
     to `learned_last`. The rule:
@@ -604,7 +606,10 @@ def take_norms(
     Norms of more of the history taken before (the same first event, a later last one: a
     second import) replace it: with nothing finalized here since, they are taken whole
     again; else the part learned here (`rhythm.without` the history taken and its gap to
-    this lane's next event) is combined with them, if they end before that event."""
+    this lane's next event) is combined with them, if they end before that event. Norms of
+    a later `epoch` of the tenant's history (it was computed again from the start, with
+    more history: tenants.py) replace what was taken of an earlier one the same way,
+    whatever their first and last events; those of an earlier epoch are left."""
     if learned_last + cfg.norms_ttl_ms <= watermark_ms:
         return EXPIRED
     own, last = state.rhythm, state.last_ms
@@ -612,37 +617,45 @@ def take_norms(
     if own is None or last is None:  # (a model without a final event: never)
         if last is not None or (state.pending and learned_last >= min(state.pending)):
             return OVERLAP  # events here already, none older than the learned ones
-        _adopt(state, learned, learned_last, rule)
+        _adopt(state, learned, learned_last, rule, epoch)
         return ADOPTED
+    if epoch < state.taken_epoch:
+        return OVERLAP
     if (
         taken is not None
         and taken_ms is not None
-        and learned.first_ms == taken.first_ms
-        and learned_last > taken_ms
+        and (
+            epoch > state.taken_epoch
+            or (learned.first_ms == taken.first_ms and learned_last > taken_ms)
+        )
     ):
         after = state.taken_next_ms
         if after is None:  # nothing finalized here since the history's last event
             if last != taken_ms or (state.pending and learned_last >= min(state.pending)):
                 return OVERLAP
-            _adopt(state, learned, learned_last, rule)
+            _adopt(state, learned, learned_last, rule, epoch)
             return ADOPTED
         if learned_last >= after:
             return OVERLAP  # the longer history reaches this lane's own events
         mine = rhythm.without(own, last, taken, taken_ms, after, rule)
         state.rhythm = rhythm.combine(learned, learned_last, mine, last, rule)
         state.taken, state.taken_ms = rhythm.copy(learned), learned_last
+        state.taken_epoch = epoch
         return COMBINED
     if learned_last >= own.first_ms:
         return OVERLAP
     state.rhythm = rhythm.combine(learned, learned_last, own, last, rule)
     state.taken, state.taken_ms = rhythm.copy(learned), learned_last
-    state.taken_next_ms = own.first_ms
+    state.taken_next_ms, state.taken_epoch = own.first_ms, epoch
     return COMBINED
 
 
-def _adopt(state: EntityState, learned: Rhythm, learned_last: int, rule: SilenceRule) -> None:
+def _adopt(
+    state: EntityState, learned: Rhythm, learned_last: int, rule: SilenceRule, epoch: int
+) -> None:
     state.rhythm = rhythm.copy(learned)
     rhythm.rejudge(state.rhythm, learned_last, rule)  # by this lane's rule
     state.last_ms = learned_last
     state.silent_since_ms = ROUTED_QUIET
     state.taken, state.taken_ms, state.taken_next_ms = rhythm.copy(learned), learned_last, None
+    state.taken_epoch = epoch

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from rhythm.schemas import decode_event
 from rhythm.schemas.topics import HISTORY_LANE, KIND_NEXT
 
 
@@ -89,6 +87,7 @@ def backfill(
     live = ProcessorSettings(lane="live")
     sizes = tuple(w * 1000 for w in live.window_seconds)
     lateness, retention = int(live.lateness_s * 1000), int(live.late_retention_s * 1000)
+    lane_lateness = int(lane.lateness_s * 1000)
 
     def live_watermark() -> int:
         """The live lane's stage-2 watermark: what it may still change is at or after
@@ -112,7 +111,11 @@ def backfill(
         """The import merged with the stored events of its windows, once the sink has
         stored what the live lane was given (and what the history lane was: an import
         published before, e.g. by a `--later` that stopped before its commit, then goes
-        as copies of what is stored, not again)."""
+        as copies of what is stored, not again). A tenant the import is older than the
+        lane's time of rewinds (bf.with_replay)."""
+        from rhythm.runtime.scrape import read_json
+
+        plan = bf.rewinds(events, read_json(metrics_port, "/tenants"), lane_lateness)
         topics = [lane.live_events_topic, history_topic]
         synced = wait_for_sink(kafka, topics, timeout, group_id=lane.sink_group)
         if not synced:
@@ -124,8 +127,12 @@ def backfill(
             return query_rows(lane.store_url, sql, user=lane.store_user, password=secret)
 
         final = bf.live_final(watermark, sizes, lateness, retention)
+        boundary = bf.cut(watermark, sizes, lateness, retention)
         try:
             merged, following = bf.with_copies(events, rows, lane.store_database, sizes, final)
+            replayed = bf.with_replay(
+                merged.messages, plan, rows, lane.store_database, sizes, boundary
+            )
         except StoreUnavailableError as exc:
             typer.echo(f"error: the store ({lane.store_url}): {exc}", err=True)
             raise typer.Exit(2) from None
@@ -133,6 +140,17 @@ def backfill(
             f"with {merged.copies:,} stored events of the same windows and {merged.notes:,} "
             f"previous events; {merged.already_stored:,} of the import were stored already"
         )
+        for r in plan.values():
+            typer.echo(
+                f"tenant {r.tenant!r}: the import is older than what the history lane made "
+                f"final for it ({_iso(r.final_ms)}): the lane computes the tenant again from "
+                f"its start (epoch {r.epoch})"
+            )
+        if plan:
+            typer.echo(
+                f"{replayed.replayed:,} stored events of those tenants are sent again whole "
+                f"(in place of {replayed.dropped:,} copies and notes)"
+            )
         if following:
             # Their first gap is the import's to change, but their windows are still the live
             # lane's: imported again, from the store, once it is done with them.
@@ -146,7 +164,7 @@ def backfill(
                 f"lane still keeps: they wait on {lane.later_topic} and are imported again "
                 "once it is done with them, so their first gaps count the import"
             )
-        return merged.messages
+        return replayed.messages
 
     code = 0
     commit: int | None = None
@@ -213,8 +231,6 @@ def backfill(
                 )
             if events:
                 messages = with_stored(events, watermark)
-    if messages:
-        refuse_if_behind_the_lane(events, metrics_port, int(lane.lateness_s * 1000))
     # What the lane already had to do: its progress counts from here.
     before = sum(group_lag(kafka, group, [history_topic]).values())
     failed = bf.publish(kafka, history_topic, messages)
@@ -261,39 +277,3 @@ def _ms(when: datetime | None) -> int | None:
 
 def _iso(ms: int | None) -> str:
     return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()
-
-
-def refuse_if_behind_the_lane(events: list[tuple[int, bytes]], port: int, lateness_ms: int) -> None:
-    """Exit 2 if part of the import is older than what the history lane has already made
-    final for its tenant (an earlier import of that tenant's newer history, or its events
-    routed from the live lane, moved the tenant's event time on): there it would be late
-    (counts exact, gaps not) or too late (lost to signals). Each tenant's time is its own
-    (processors/tenants.py): another tenant's import never stops this one."""
-    from rhythm.runtime.scrape import read_json
-
-    page = read_json(port, "/tenants")
-    marks: dict[str, int] = (page or {}).get("watermarks") or {}
-    if not marks or not events:
-        return  # the lane has made nothing final yet (or is not running: nothing to check)
-    older: Counter[str] = Counter()
-    for ts, value in events:
-        tenant = str(decode_event(value)["tenant"])
-        mark = marks.get(tenant)
-        if mark is not None and ts < mark - lateness_ms:
-            older[tenant] += 1
-    if older:
-        which = "; ".join(
-            f"{n:,} of tenant {tenant!r} older than {_iso(marks[tenant] - lateness_ms)}"
-            for tenant, n in sorted(older.items())[:5]
-        ) + (f"; and {len(older) - 5} more tenants" if len(older) > 5 else "")
-        typer.echo(
-            f"error: {sum(older.values()):,} events are older than what the history lane has "
-            f"already made final for their tenant ({which}): an earlier import of that "
-            "tenant (the lane closes the whole day of an import's last event), or its "
-            "events routed from the live lane, moved its event time on; there they would "
-            "be late (counts exact, gaps not) or lost to signals. A tenant's event time "
-            "only goes forward: import its oldest history first, in parts cut at midnight "
-            "UTC (ARCHITECTURE.md, the history lane's limits). Nothing was published.",
-            err=True,
-        )
-        raise typer.Exit(2)
