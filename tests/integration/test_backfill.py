@@ -30,7 +30,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from rhythm.processors.lanes import lane_of_version
+from rhythm.processors.lanes import EPOCH_SHIFT, lane_of_version
 from rhythm.processors.settings import ProcessorSettings
 from rhythm.processors.signals.conversation import ContextMessage, Conversations
 from rhythm.processors.stage1 import Stage1Config, Stage1Partition
@@ -162,6 +162,21 @@ class Lanes:
             f"{len(keys - set(seen))} windows never emitted, e.g. {missing}\nlive: "
             f"{self.live.diagnosis()}\nhistory: {self.history.diagnosis()}"
         )
+
+    def wait_until(
+        self, check: Callable[[dict[Key, dict[str, Any]]], None], timeout: float = 180
+    ) -> dict[Key, dict[str, Any]]:
+        """The latest windows once `check` of them passes (it raises until then: the last
+        failure is raised at `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = self.latest()
+            try:
+                check(seen)
+                return seen
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
 
     def alerts(self) -> list[dict[str, Any]]:
         messages = read_topic(self.live.bootstrap, self.live.topics["alerts"], 0, timeout=5)
@@ -405,13 +420,31 @@ def test_history_up_to_now_is_imported_in_full_once_the_live_lane_is_done_with_i
             ("older", *k): v for k, v in reference_signals(older, SMALL_WINDOWS_MS).items()
         }
         got_older = lanes.wait_for(set(older_reference))
-        # The same tenant's history older than what the lane made final for it is refused
-        refused = backfill(
-            lanes, _events("full", "a-0", [now - 20 * MIN]), tmp_path, wait=False, expect=2
-        )
-        assert "older than" in refused and "'full'" in refused, refused
-        assert "Nothing was published" in refused and "'older'" not in refused, refused
+        # A second source of the same tenant and period (older than what the lane made final
+        # for it): the tenant is rewound, computed again from its stored events and the new
+        # ones; every closed window is again one sorted computation's, the new rows win.
+        second: list[dict[str, Any]] = []
+        for account in ("a-0", "a-9"):
+            stamps = sorted({now - 9 * MIN + rng.randrange(5 * MIN) for _ in range(15)})
+            second += _events("full", account, stamps)
+        rewound = backfill(lanes, second, tmp_path)
+        assert "computes the tenant again from its start (epoch 1)" in rewound, rewound
+        assert "'older'" not in rewound, rewound
         lanes.stored()
+        again = {
+            ("full", *k): v
+            for k, v in reference_signals(history + live + second, SMALL_WINDOWS_MS).items()
+        }
+        again_closed = {k for k in again if k in closed or k[3] == "a-9"}
+
+        def rewound_exactly(seen: dict[Key, dict[str, Any]]) -> None:
+            assert again_closed <= set(seen), sorted(again_closed - set(seen))[:5]
+            check_signals(
+                {k[1:]: seen[k] for k in again_closed}, {k[1:]: again[k] for k in again_closed}
+            )
+
+        got_again = lanes.wait_until(rewound_exactly)
+        rewound_rows = [k for k in again_closed if got_again[k]["version"] >= 1 << EPOCH_SHIFT]
         raw = lanes.raw_events("full")
         raw_older = lanes.raw_events("older")
     finally:
@@ -425,7 +458,10 @@ def test_history_up_to_now_is_imported_in_full_once_the_live_lane_is_done_with_i
         {k[1:]: s for k, s in got_older.items() if k in older_reference},
         {k[1:]: v for k, v in older_reference.items()},
     )
-    assert raw == {e["event_id"]: 1 for e in history + live}  # each event one raw row
+    # the windows of the second source's period are the rewound epoch's
+    assert any(k[3] == "a-9" for k in rewound_rows)
+    assert all(k in rewound_rows for k in again_closed if k[5] < min(map(ms_of, second)))
+    assert raw == {e["event_id"]: 1 for e in history + live + second}  # each event one raw row
     assert raw_older == {e["event_id"]: 1 for e in older}
 
 
