@@ -40,7 +40,17 @@ from rhythm.stack import backfill as bf
 
 from .test_norms_handoff import CFG, RULE, model_of, times
 from .test_stages import wire
-from .test_tenant_time import DAY, HISTORY, HOUR, NOW, Lane, _history, _id, _reference
+from .test_tenant_time import (
+    DAY,
+    HISTORY,
+    HOUR,
+    NOW,
+    Lane,
+    _history,
+    _id,
+    _reference,
+    _tenants,
+)
 
 Sent = tuple[int, bytes, str | None]  # (ts, value, kind: None for history of its own)
 
@@ -99,6 +109,19 @@ def test_a_part_not_cut_at_midnight_is_exact_once_the_tenant_is_rewound() -> Non
     assert lane.final() == _reference(history)
     for signal in lane.signals[-10:]:  # the new epoch's rows win whatever the corrections
         assert signal["version"] >= 1 << EPOCH_SHIFT
+
+
+def test_a_rewound_tenants_alerts_and_norms_name_their_epoch() -> None:
+    proc = _tenants()[0]
+    proc._args = (*proc._args[:4], True)  # hands its norms off, as the history worker does
+    user = f"a{SEP}actor{SEP}user{SEP}u1"
+    stamps = [NOW - 20 * DAY + i * HOUR for i in range(0, 24 * 8, 5)]
+    proc.apply({"p": 0, "te": {"a": 2}, "tw": {"a": stamps[-1]},
+                "u": [[user, t, 1.0, 0, i] for i, t in enumerate(stamps)]})  # fmt: skip
+    out = proc.apply({"p": 0, "te": {"a": 2}, "tw": {"a": NOW}})  # the quiet since is news
+    assert out.alerts and all(a["details"]["epoch"] == 2 for a in out.alerts)
+    out = proc.apply({"p": 0, "te": {"a": 2}, "tw": {"a": NOW + DAY}, "f": 1})
+    assert out.norms and all(item[0] == user and item[3] == 2 for item in out.norms)
 
 
 def test_a_second_source_of_the_same_period_and_restarts_stay_exact() -> None:

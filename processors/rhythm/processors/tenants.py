@@ -18,8 +18,8 @@ with the tenant's stored events) has an *epoch*, named on every message ("te"): 
 grows, the tenant's `Stage2Partition` is forgotten (its keys deleted) and started afresh;
 updates of an older epoch (sent again after a restart of stage 1) are ignored. The epoch
 is saved beside the tenant's watermarks and goes into the versions of its signals
-(`lanes.epoch_version`: a recomputed window wins over the one it replaces) and into its
-norms hand-off (the live lane replaces what it took of an older epoch).
+(`lanes.epoch_version`: a recomputed window wins over the one it replaces), its alerts'
+details and its norms hand-off (the live lane replaces what it took of an older epoch).
 """
 
 from __future__ import annotations
@@ -188,11 +188,13 @@ class TenantPartitions:
         self._epochs_dirty.add(tenant)
 
     def _stamped(self, tenant: str, out: Stage2Output) -> Stage2Output:
-        """A rewound tenant's signals and norms carry its epoch."""
+        """A rewound tenant's signals, alerts and norms carry its epoch."""
         epoch = self.epochs.get(tenant, 0)
         if epoch:
             for signal in out.signals:
                 signal["version"] = epoch_version(signal["version"], epoch)
+            for alert in out.alerts:  # which computation fired it (its id stays the same)
+                alert["details"] = {**alert["details"], "epoch": epoch}
             for item in out.norms:
                 item.append(epoch)
         return out
