@@ -60,7 +60,9 @@ def backfill(
     touches go with it); its alerts are stored marked historical and never delivered. Then
     follow the lane: events done, event time reached, ETA. History in windows the live lane
     may still change (about the last day) waits on rhythm.history.later and is imported the
-    same way once the live lane is done with them (`--later`). Exit 1 if lines were invalid,
+    same way once the live lane is done with them (`--later`). History older than what the
+    lane made final for its tenant (a second source, a part not cut at midnight UTC) rewinds
+    the tenant: the lane computes it again with its stored events. Exit 1 if lines were invalid,
     2 if events were not delivered, the store or the live lane could not be asked, or the
     lane did not finish within --timeout."""
     import time
