@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ from rhythm.processors.signals.conversation import ReplyConfig
 from rhythm.processors.signals.entity import SignalConfig
 from rhythm.processors.stage1 import SKIP, Stage1Config, Stage1Partition
 from rhythm.processors.stage2 import Stage2Partition
+from rhythm.producers.prepare import prepare_event
 from rhythm.schemas import decode_event, encode_event
-from rhythm.schemas.keys import EntityKey, entity_key
+from rhythm.schemas.keys import EntityKey, context_key, entity_key
 from rhythm.schemas.topics import (
     HISTORY_KEYS_HEADER,
     HISTORY_KIND_HEADER,
@@ -397,3 +399,70 @@ def test_a_stored_next_event_the_live_lane_still_keeps_is_imported_again_once_it
         assert day3 not in run_history_lane(first.messages)
     finally:
         client.close()
+
+
+def test_a_threads_live_reply_to_an_imported_message_is_a_copy_for_the_thread(
+    tmp_path: Path,
+) -> None:
+    """An imported customer email whose reply was live (stored): `rhythm backfill` gives the
+    history lane the reply as a copy for the thread's key too (from the tenant's time in the
+    lane on), stage 1 sends its thread update marked a copy, once, and stage 2 learns the
+    wait with its real delay and hands it off; the wait the live reply opened is not."""
+
+    def iso_ms(ts: int) -> str:
+        return datetime.fromtimestamp(ts / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+    def message(ts: int, sender: tuple[str, str], verb: str) -> bytes:
+        record, _ = prepare_event({
+            "tenant": "acme", "occurred_at": iso_ms(ts), "actor": sender, "verb": verb,
+            "context_id": "t-1", "channel": "email",
+        })  # fmt: skip
+        return encode_event(record)
+
+    asked = message(D0 + HOUR, ("contact", "c-1"), "wrote")
+    reply = message(D0 + HOUR + 25 * MIN, ("employee", "e-1"), "replied")
+    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'clickhouse'}")
+    try:
+        migrate(client, "rhythm")
+        row = process_event(Message("ev", 0, 0, D0, None, reply))
+        assert isinstance(row, tuple)
+        Store(client, "rhythm").insert(EVENTS, [row], "t")
+
+        def run(sql: str) -> list[dict[str, Any]]:
+            return [dict(r) for r in client.query(sql).named_results()]
+
+        timed = [(D0 + HOUR, asked)]
+        merged, _ = with_copies(timed, run, "rhythm", SIZES, lambda ts: True)
+        ctx = context_key("acme", "t-1")
+        (copy,) = [h for _, _, h in merged.messages if h]
+        assert ctx in json.loads(dict(copy)[HISTORY_KEYS_HEADER])
+        # the lane's time for the tenant past the reply: the lane has the thread already
+        later, _ = with_copies(timed, run, "rhythm", SIZES, lambda ts: True, {"acme": D0 + DAY})
+        assert not any(ctx in dict(h).get(HISTORY_KEYS_HEADER, b"").decode()
+                       for _, _, h in later.messages)  # fmt: skip
+    finally:
+        client.close()
+    source = Stage1Partition(0, HISTORY)
+    batch: list[tuple[int, bytes | None]] = [(i, v) for i, (_, v, _) in enumerate(merged.messages)]
+    marks = {
+        i: (KIND_COPY, tuple(json.loads(dict(h)[HISTORY_KEYS_HEADER])))
+        for i, (_, _, h) in enumerate(merged.messages)
+        if h
+    }
+    out = source.process(batch, NOW, 0.0, marks)
+    contexts = out.messages[0]["c"]
+    assert [(c[0], c[1], len(c)) for c in contexts] == [
+        (ctx, D0 + HOUR, 9), (ctx, D0 + HOUR + 25 * MIN, 10),
+    ]  # fmt: skip
+    again = source.process([(len(batch), batch[-1][1])], NOW, 1.0, {len(batch): marks[1]})
+    assert "c" not in again.messages[0]  # once per (event, thread)
+    policy = ProcessorSettings().alert_policy()
+    proc = Stage2Partition(
+        0, 1, SignalConfig(window_sizes_ms=SIZES, lateness_ms=L, late_retention_ms=DAY),
+        ReplyConfig(lateness_ms=L), policy, hand_off=True,
+    )  # fmt: skip
+    proc.apply(out.messages[0])
+    flush = source.tick(len(batch) + 1, NOW, 100.0)
+    assert flush is not None
+    handed = proc.apply(flush.messages[0]).replies
+    assert [(r[0], [w[3] for w in r[2]]) for r in handed] == [(ctx, [25 * MIN])]

@@ -203,3 +203,42 @@ def test_a_split_batch_keeps_its_watermark_and_flush_mark_on_the_last_part() -> 
     assert [("wm" in p, "f" in p) for p in parts] == [(False, False)] * (len(parts) - 1) + [
         (True, True)
     ]
+
+
+def copied(m: ContextMessage) -> ContextMessage:
+    """The same message as the history lane gets it from the store (copies.py)."""
+    return ContextMessage(m.ts, m.sender, m.channel, m.verb, m.about, 2, m.src_offset, True)
+
+
+def test_a_thread_with_live_replies_to_imported_messages_learns_them_once() -> None:
+    """Imported customer messages whose replies were live (stored, given as copies): the
+    history lane learns each wait with its real delay and hands it off, and fires no
+    alert; a wait a copy opened (a live customer message, answered live or by an import)
+    never alerts there and is not handed off: the live lane judged and learned it."""
+    imported = [(k, m) for k, m in HISTORY if m.sender[0] == "customer"]
+    live_replies = [(k, copied(m)) for k, m in HISTORY if m.sender[0] == "employee"]
+    key = context_key("acme", "live-opened")
+    opened_live = [(key, copied(ContextMessage(END + HOUR, ("customer", "c-9"), "email",
+                                               "wrote", "", 2, 99)))]  # fmt: skip
+    lane = Conversations(CFG, POLICY, hand_off=True)
+    feed(lane, sorted(imported + live_replies + opened_live, key=lambda km: km[1].ts))
+    # a restart in between keeps which waits copies opened
+    lane.advance(END + 2 * HOUR)
+    saved = {k: encode_context(c) for k, c in lane.contexts.items()}
+    lane = Conversations(CFG, POLICY, hand_off=True)
+    lane.restore({k: decode_context(v) for k, v in saved.items()})
+    waiting = lane.contexts[key].waiting
+    assert waiting is not None and waiting.copied
+    assert alerts_at(lane, END + 10 * DAY) == []  # past every norm and the horizon
+    handed = lane.take_hand_off()
+    assert key not in {k for k, _, _ in handed}
+    # the imported waits and their delays: as the whole history's
+    whole = handed_from_history()
+    assert [(k, [(c.kind, c.delay_ms) for c in w]) for k, _, w in handed] == [
+        (k, [(c.kind, c.delay_ms) for c in w if c.kind[1] == "customer"]) for k, _, w in whole
+    ]
+    # without the copies, each imported wait stays open: censored at the horizon
+    alone = Conversations(CFG, POLICY, hand_off=True)
+    feed(alone, imported)
+    alone.advance(END + 10 * DAY)
+    assert all(c.delay_ms is None for _, _, w in alone.take_hand_off() for c in w)

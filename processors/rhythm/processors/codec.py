@@ -174,6 +174,7 @@ def encode_context(ctx: ContextState) -> bytes:
             "c": ctx.context_id,
             "p": [
                 [m.ts, list(m.sender), m.channel, m.verb, m.about, m.src_partition, m.src_offset]
+                + ([True] if m.copy else [])
                 for m in ctx.pending
             ],
             "w": None if wait is None else _encode_wait(wait),
@@ -197,7 +198,8 @@ def is_context(data: bytes) -> bool:
 def encode_contribution(c: Contribution) -> list[Any]:
     """A finished wait, in a thread's saved state and in the history lane's hand-off."""
     return [list(c.opened), list(c.closed), list(c.kind), c.delay_ms, c.work_delay_ms] + (
-        [True] if c.censored else []  # closed by feedback (done), not a reply
+        # closed by feedback (done), not a reply; opened by a copy (never handed off)
+        [c.censored, True] if c.copied else [True] if c.censored else []
     )
 
 
@@ -209,13 +211,14 @@ def decode_contribution(c: list[Any]) -> Contribution:
         c[3],
         c[4],
         len(c) > 5 and bool(c[5]),
+        len(c) > 6 and bool(c[6]),
     )
 
 
 def _encode_wait(w: Wait) -> list[Any]:
     return [
         list(w.sender), w.side, w.channel, w.verb, w.since_ms, list(w.pos), w.check_ms,
-        w.cold, w.alerted, w.opens,
+        w.cold, w.alerted, w.opens, *([True] if w.copied else []),
     ]  # fmt: skip
 
 
@@ -231,6 +234,7 @@ def decode_context(data: bytes) -> ContextState:
         wait = Wait(
             sender=(w[0][0], w[0][1]), side=w[1], channel=w[2], verb=w[3], since_ms=w[4],
             pos=_position(w[5]), check_ms=w[6], cold=w[7], alerted=w[8], opens=w[9],
+            copied=len(w) > 10 and bool(w[10]),
         )  # fmt: skip
     finished = [decode_contribution(c) for c in raw["f"]]
     last = raw.get("l")
@@ -240,7 +244,10 @@ def decode_context(data: bytes) -> ContextState:
         tenant=raw["t"],
         context_id=raw["c"],
         pending=[
-            ContextMessage(m[0], (m[1][0], m[1][1]), m[2], m[3], m[4], m[5], m[6]) for m in raw["p"]
+            ContextMessage(
+                m[0], (m[1][0], m[1][1]), m[2], m[3], m[4], m[5], m[6], len(m) > 7 and bool(m[7])
+            )
+            for m in raw["p"]
         ],
         waiting=wait,
         parties=[(p[0], p[1]) for p in raw["y"]],

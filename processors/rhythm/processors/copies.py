@@ -7,7 +7,11 @@ event it is given. For a window that also holds live events, it must see those t
 the first gap of what it is given, the entity's previous event. So, per entity key touched
 (`spans`): the whole largest windows holding its history events (a contiguous *span*), the
 events the store already holds in it (re-sent as *copies*, counted only for that key), and
-its last stored event before the span (a *note*: only its time). `rhythm backfill` also
+its last stored event before the span (a *note*: only its time). Per thread touched
+(`threads`), its stored messages from where the lane's time for the tenant is to the end of
+the import's windows, as copies for the thread's key (its `unanswered` rule sees the live
+replies to imported messages; conversation.py neither alerts on nor hands off a wait a
+copy opened). `rhythm backfill` also
 extends a span to the window of the entity's next stored event, whose gap an import may
 change, when the live lane will never change that window again; when it still may, that
 next event is imported again later, from the store (`stored_record`), once it will not.
@@ -26,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rhythm.schemas import encode_event
-from rhythm.schemas.keys import EntityKey
+from rhythm.schemas.keys import EntityKey, context_key
 from rhythm.schemas.topics import (
     HISTORY_KEYS_HEADER,
     HISTORY_KIND_HEADER,
@@ -147,6 +151,49 @@ def neighbour_queries(database: str, spans_of: Mapping[str, Span], before: bool)
     ]
 
 
+#: (tenant, context id) -> [from, to) in epoch ms
+Threads = dict[tuple[str, str], Span]
+
+
+def threads(
+    events: Iterable[Mapping[str, Any]],
+    spans_of: Mapping[str, Span],
+    finals: Mapping[str, int],
+) -> Threads:
+    """The threads of the records given (wire records), each from its tenant's final time
+    in the lane (`finals`; none: from the start: older messages the lane has already, or
+    would take late) to the end of its tenant's spans (never later: the tenant's time in the
+    lane moves with its copies)."""
+    ends: dict[str, int] = {}
+    for key, (_, end) in spans_of.items():
+        tenant = EntityKey.decode(key).tenant
+        ends[tenant] = max(end, ends.get(tenant, end))
+    out: Threads = {}
+    for record in events:
+        context_id, tenant = record.get("context_id"), record["tenant"]
+        if context_id is not None and tenant in ends:
+            start = finals.get(tenant, -(2**62))
+            if start < ends[tenant]:
+                out[(tenant, context_id)] = (start, ends[tenant])
+    return out
+
+
+def thread_queries(database: str, threads_of: Threads) -> list[str]:
+    """The stored (event, key) rows of each thread's messages within its span."""
+    items = sorted(threads_of.items())
+    chunks = [items[i : i + KEYS_PER_QUERY] for i in range(0, len(items), KEYS_PER_QUERY)]
+    return [
+        f"SELECT DISTINCT {_ROW} FROM {database}.entity_events WHERE "
+        + " OR ".join(
+            f"(tenant = {_quote(t)} AND context_id = {_quote(c)} "
+            f"AND occurred_at >= {_at(max(start, 0))} AND occurred_at < {_at(end)})"
+            for (t, c), (start, end) in chunk
+        )
+        + " ORDER BY ts, event_id, role"
+        for chunk in chunks
+    ]
+
+
 def row_key(row: Mapping[str, Any]) -> str:
     return EntityKey.of(row).encode()
 
@@ -243,11 +290,13 @@ def merge(
     spans_of: Mapping[str, Span],
     *,
     stored_wins: bool,
+    thread_rows: Iterable[Mapping[str, Any]] = (),
 ) -> Merged:
     """The lane's input for these spans: its own events (`own`: event time, event id, wire
     value, headers), each stored event of a span as a copy for the keys whose span holds
-    it, and each key's previous stored event as a note, in time order (notes first, then
-    by event time; equal times in a stable order).
+    it (and for its thread's key, when it is one of `thread_rows`: `thread_queries`), and
+    each key's previous stored event as a note, in time order (notes first, then by event
+    time; equal times in a stable order).
 
     An event both given and stored: with `stored_wins` (an import) it is sent as a copy
     only (the sink holds it already; `already_stored`); else (a routed event, stored from
@@ -265,6 +314,12 @@ def merge(
             continue
         entry = by_event.setdefault(event_id, (row, set()))
         entry[1].add(key)
+    for row in thread_rows:
+        event_id = str(row["event_id"])
+        if event_id in own_ids and not stored_wins:
+            continue
+        entry = by_event.setdefault(event_id, (row, set()))
+        entry[1].add(context_key(row["tenant"], row["context_id"]))
     out = Merged()
     items: list[tuple[int, int, str, bytes, Headers]] = []
     for ts, event_id, value, extra in own:

@@ -34,7 +34,9 @@ __all__ = [
 #   an event the live lane routed to the history lane (lanes.py): stage 2 only notes its
 #   time in the entity's sequence of final events, so the next event's gap is exact
 # context: [key, ts_ms, actor_type, actor_id, channel, verb, about, src_partition, src_offset]
-#   (about: the event's target as "type:id", or "")
+#   (about: the event's target as "type:id", or ""), and a 10th item, 1, for a copy of a
+#   stored message in the history lane (copies.py; conversation.py never alerts on or hands
+#   off a wait a copy opened)
 # norms:   [key, last_ms, rhythm(, epoch)]  (on the live lane's updates topic only)
 #   what the history lane learned of an entity's rhythm from its events up to last_ms
 #   (rhythm: codec.encode_rhythm's list; epoch: its tenant's, when rewound),

@@ -278,8 +278,10 @@ class Stage1Partition:
                 if first is not None and first != offset:
                     out.duplicates += 1  # the lane has the event itself
                     continue
-                copied = self._copy(record, ident, ts, offset, set(mark[1]), new_hashes)
-                if not copied:
+                copied, copied_context = self._copy(
+                    record, ident, ts, offset, set(mark[1]), new_hashes
+                )
+                if not copied and copied_context is None:
                     out.duplicates += 1
                     continue
                 out.copies += 1
@@ -289,6 +291,9 @@ class Stage1Partition:
                     newest_of[tenant] = max(newest_of.get(tenant, ts), ts)
                 for update in copied:
                     updates[partition_for(update[0], cfg.updates_partitions)].append(update)
+                if copied_context is not None:
+                    k = partition_for(copied_context[0], partitions)
+                    contexts[k].append(copied_context)
                 continue
             first = self._seen.get(h)
             if first is not None and first != offset:
@@ -320,10 +325,14 @@ class Stage1Partition:
                 context_update = explode_context(record, ts, self.partition, offset)
             else:
                 entity_updates, context_update = explode(record, ts, self.partition, offset)
-                if cfg.takes_copies:  # keys a copy of it already counted it for
+                if cfg.takes_copies:  # keys (and its thread) a copy of it already counted it for
                     entity_updates = [
                         u for u in entity_updates if not self._copied(ident, u[0], offset)
                     ]
+                    if context_update is not None and self._copied(
+                        ident, context_update[0], offset
+                    ):
+                        context_update = None
             for update in entity_updates:
                 if runs:
                     runs.pop(update[0], None)  # its next degraded event starts a new run
@@ -390,21 +399,30 @@ class Stage1Partition:
         offset: int,
         keys: set[str],
         new_hashes: list[tuple[int, int]],
-    ) -> list[Any]:
-        """A stored event's updates for the `keys` it was copied for, each (event, key) once:
-        the same event may be copied again for other keys (another import, a routed event's
+    ) -> tuple[list[Any], Any | None]:
+        """A stored event's updates for the `keys` it was copied for (entity keys, and its
+        thread's key: then its context update, marked a copy), each (event, key) once: the
+        same event may be copied again for other keys (another import, a routed event's
         windows), never counted twice for one."""
-        updates, _context = explode(record, ts, self.partition, offset)
+        updates, context = explode(record, ts, self.partition, offset)
         kept: list[Any] = []
         for update in updates:
             if update[0] not in keys or self._copied(ident, update[0], offset):
                 continue
-            h = _copy_hash(ident, update[0])
-            if h not in self._seen:
-                self._seen[h] = offset
-                new_hashes.append((h, offset))
+            self._take_copy(ident, update[0], offset, new_hashes)
             kept.append(update)
-        return kept
+        if context is None or context[0] not in keys or self._copied(ident, context[0], offset):
+            return kept, None
+        self._take_copy(ident, context[0], offset, new_hashes)
+        return kept, (*context, 1)
+
+    def _take_copy(
+        self, ident: str, key: str, offset: int, new_hashes: list[tuple[int, int]]
+    ) -> None:
+        h = _copy_hash(ident, key)
+        if h not in self._seen:
+            self._seen[h] = offset
+            new_hashes.append((h, offset))
 
     def _copied(self, ident: str, key: str, offset: int) -> bool:
         """Whether a message before `offset` already counted this event (`ident`: its id,

@@ -263,11 +263,12 @@ class Stage2Partition:
                 out.too_late += 1
             self._schedule(key, entity)
         for update in message.get("c", ()):
-            key, ts, actor_type, actor_id, channel, verb, about, src_partition, src_offset = update
+            key, ts, actor_type, actor_id, channel, verb, about, partition, offset = update[:9]
             tenant, context_id = split_context_key(key)
             context_message = ContextMessage(
-                ts, (actor_type, actor_id), channel, verb, about, src_partition, src_offset
-            )
+                ts, (actor_type, actor_id), channel, verb, about, partition, offset,
+                len(update) > 9,  # a copy of a stored message (messages.py)
+            )  # fmt: skip
             if not self.conversations.add(key, tenant, context_id, context_message):
                 out.duplicates += 1
         if self.conversations.hot:

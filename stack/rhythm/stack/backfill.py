@@ -131,11 +131,12 @@ def split_recent(events: list[Timed], before_ms: int) -> tuple[list[Timed], list
 
 @dataclass
 class Own:
-    """The import, decoded for the planning: (event time, event id, value, headers) and each
-    event's (time, entity keys)."""
+    """The import, decoded for the planning: (event time, event id, value, headers), each
+    event's (time, entity keys), and its threads' messages ((tenant, context id))."""
 
     events: list[tuple[int, str, bytes, copies.Headers]] = field(default_factory=list)
     touched: list[tuple[int, list[str]]] = field(default_factory=list)
+    contexts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def touched(events: list[Timed]) -> Own:
@@ -144,6 +145,8 @@ def touched(events: list[Timed]) -> Own:
         record = decode_event(value)
         own.events.append((ts, str(record["event_id"]), value, []))
         own.touched.append((ts, entity_keys(record)))
+        if record.get("context_id") is not None:
+            own.contexts.append({"tenant": record["tenant"], "context_id": record["context_id"]})
     return own
 
 
@@ -156,17 +159,23 @@ def with_copies(
     database: str,
     window_sizes_ms: tuple[int, ...],
     live_final: Callable[[int], bool],
+    finals: Mapping[str, int] | None = None,
 ) -> tuple[copies.Merged, list[Timed]]:
-    """The import merged with the stored events of its windows (module doc): `rows(sql)`
-    asks the store. Returns the merge and the stored next events whose first gap the import
-    changes in windows the live lane may still change (`next_events`)."""
+    """The import merged with the stored events of its windows and of its threads from
+    each tenant's final time in the lane (`finals`; module doc): `rows(sql)` asks the
+    store. Returns the merge and the stored next events whose first gap the import changes
+    in windows the live lane may still change (`next_events`)."""
     own = touched(events)
     spans = copies.spans(own.touched, window_sizes_ms)
     following = [r for sql in copies.neighbour_queries(database, spans, False) for r in rows(sql)]
     spans, kept = copies.extend(spans, following, window_sizes_ms, live_final)
     stored = [r for sql in copies.stored_queries(database, spans) for r in rows(sql)]
     previous = [r for sql in copies.neighbour_queries(database, spans, True) for r in rows(sql)]
-    merged = copies.merge(own.events, stored, previous, spans, stored_wins=True)
+    threads_of = copies.threads(own.contexts, spans, finals or {})
+    in_threads = [r for sql in copies.thread_queries(database, threads_of) for r in rows(sql)]
+    merged = copies.merge(
+        own.events, stored, previous, spans, stored_wins=True, thread_rows=in_threads
+    )
     # An event the store already held (imported again: a `next` one, a re-sent export)
     # changes no gap after it: only the keys of new events.
     held = {str(r["event_id"]) for r in stored}

@@ -26,6 +26,9 @@ Pure logic over plain data, for one partition of contexts (threads). The rule:
   target, only a wait of that sender is closed (the alert was about that wait).
 - The history lane hands each thread's finished waits to the live lane (`take_hand_off`,
   `take_handed`), so norms learned from imported history judge live messages from the start.
+  A thread the history lane is given stored messages of as copies (a thread both imported
+  and live: copies.py) sees them as messages, but a wait a copy opened was the live lane's
+  to judge and to learn from: it never alerts here and is not handed off.
 - Everything runs in event time, in time order across the partition's contexts, over final
   events only (W - L): replaying history at any speed gives the same alerts as living it,
   and a lagging pipeline (a watermark that has not moved) never alerts.
@@ -121,6 +124,7 @@ class ContextMessage:
     about: str  # the event's target as "type:id", or ""
     src_partition: int
     src_offset: int
+    copy: bool = False  # the history lane: a stored message re-sent (copies.py)
 
 
 @dataclass(slots=True)
@@ -135,6 +139,7 @@ class Wait:
     cold: bool = False  # a check found its kind not known yet
     alerted: bool = False
     opens: bool = False  # the thread's first wait: nobody had written to the sender before
+    copied: bool = False  # opened by a copy: the live lane's to judge (module doc)
 
 
 @dataclass(slots=True)
@@ -148,6 +153,7 @@ class Contribution:
     work_delay_ms: int | None  # the same in the tenant's working time
     # True: closed without a reply (done): censored at delay_ms (work_delay_ms on that clock)
     censored: bool = False
+    copied: bool = False  # its wait was opened by a copy: never handed off
 
 
 @dataclass(slots=True)
@@ -325,7 +331,7 @@ class Conversations:
             opens = not ctx.finished
             ctx.waiting = Wait(
                 message.sender, side, message.channel, message.verb, message.ts, pos,
-                check_ms=message.ts, opens=opens,
+                check_ms=message.ts, opens=opens, copied=message.copy,
             )  # fmt: skip
             self._open(ctx.tenant, self._kind3(ctx.waiting), ctx.waiting.since_ms)
             self._schedule(key, ctx, expiry=True)
@@ -343,7 +349,7 @@ class Conversations:
         wait = ctx.waiting
         if wait is None or wait.alerted or wait.check_ms != time:
             return None  # an entry of an earlier wait or check
-        if wait.side == OURS and not self.cfg.follow_up:
+        if (wait.side == OURS and not self.cfg.follow_up) or wait.copied:
             return None
         self.dirty.add(key)
         cfg = self.cfg
@@ -384,7 +390,13 @@ class Conversations:
             calendar = self.sides.calendar(ctx.tenant)
             work_delay = calendar.work_clock(pos[0]) - calendar.work_clock(wait.since_ms)
         contribution = Contribution(
-            wait.pos, pos, self._kind3(wait), delay, work_delay, censored and delay is not None
+            wait.pos,
+            pos,
+            self._kind3(wait),
+            delay,
+            work_delay,
+            censored and delay is not None,
+            copied=wait.copied,
         )
         ctx.finished.append(contribution)
         self._close(ctx.tenant, contribution)
@@ -407,7 +419,8 @@ class Conversations:
 
     def take_hand_off(self) -> list[tuple[str, int, list[Contribution]]]:
         """The history lane: each thread's finished waits the live lane has not been given,
-        as (key, its newest message, waits). Open waits stay: their end is the history's."""
+        as (key, its newest message, waits). Open waits stay: their end is the history's; a
+        wait a copy opened stays too (the live lane learned it)."""
         out: list[tuple[str, int, list[Contribution]]] = []
         for key in sorted(self._unhanded):
             ctx = self.contexts.get(key)
@@ -416,7 +429,9 @@ class Conversations:
             handed = ctx.handed
             new = [c for c in ctx.finished if handed is None or c.closed > handed]
             if new:
-                out.append((key, ctx.last_ms, new))
+                ours = [c for c in new if not c.copied]
+                if ours:
+                    out.append((key, ctx.last_ms, ours))
                 ctx.handed = max(c.closed for c in new)
                 self.dirty.add(key)
         self._unhanded.clear()

@@ -117,7 +117,9 @@ def backfill(
         lane's time of rewinds (bf.with_replay)."""
         from rhythm.runtime.scrape import read_json
 
-        plan = bf.rewinds(events, read_json(metrics_port, "/tenants"), lane_lateness)
+        page = read_json(metrics_port, "/tenants")
+        plan = bf.rewinds(events, page, lane_lateness)
+        finals = {t: m - lane_lateness for t, m in ((page or {}).get("watermarks") or {}).items()}
         topics = [lane.live_events_topic, history_topic]
         synced = wait_for_sink(kafka, topics, timeout, group_id=lane.sink_group)
         if not synced:
@@ -131,7 +133,9 @@ def backfill(
         final = bf.live_final(watermark, sizes, lateness, retention)
         boundary = bf.cut(watermark, sizes, lateness, retention)
         try:
-            merged, following = bf.with_copies(events, rows, lane.store_database, sizes, final)
+            merged, following = bf.with_copies(
+                events, rows, lane.store_database, sizes, final, finals
+            )
             replayed = bf.with_replay(
                 merged.messages, plan, rows, lane.store_database, sizes, boundary
             )
