@@ -102,7 +102,11 @@ class Processors:
         )
         self.historical = settings.lane == HISTORY_LANE
         # The history lane brings in the stored events of a routed event's windows first.
-        self.expansion = Expansion(settings) if self.historical and settings.store_url else None
+        self.expansion = (
+            Expansion(settings, self._tenant_finals)
+            if self.historical and settings.store_url
+            else None
+        )
         self.guard: OffsetGuard[TP] = OffsetGuard()
         # Dead letters of saved state left out at restore: (changelog topic, dead letter).
         self._unreadable: list[tuple[str, DeadLetter]] = []
@@ -558,6 +562,12 @@ class Processors:
             for tenant, epoch in rewound.items():
                 epochs[tenant] = max(epoch, epochs.get(tenant, 0))
         return {"partitions": sorted(marks), "watermarks": lowest, "epochs": epochs}
+
+    def _tenant_finals(self) -> dict[str, int]:
+        """Each tenant's final time in this lane (its watermark less the lateness)."""
+        lateness = int(self.settings.lateness_s * 1000)
+        marks: dict[str, int] = self.tenant_watermarks()["watermarks"]
+        return {tenant: mark - lateness for tenant, mark in marks.items()}
 
     async def _send_norms(
         self, norms: list[NormsUpdate], replies: list[RepliesUpdate]

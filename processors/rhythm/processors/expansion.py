@@ -12,7 +12,9 @@ the caller to publish to the lane's own input. The routed events themselves are 
 (stage 1 `SKIP`): they come back expanded, behind their copies. An entity's next stored event
 after them, in a window the live lane still keeps, is returned too (`Expanded.following`),
 for the later topic: `rhythm backfill --later` imports it again once the live lane is done
-with it, so its first gap counts the routed event (as after an import).
+with it, so its first gap counts the routed event (as after an import). A routed thread
+message's thread gets its stored messages from the tenant's time in the lane on, as copies
+for the thread (as an import's: copies.threads).
 
 Blocking calls run in a thread (`asyncio.to_thread`), off the worker's event loop.
 """
@@ -23,7 +25,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from rhythm.processors import copies, lanes
@@ -46,8 +48,12 @@ class Expanded:
 
 
 class Expansion:
-    def __init__(self, settings: ProcessorSettings) -> None:
+    def __init__(
+        self, settings: ProcessorSettings, finals: Callable[[], Mapping[str, int]] = dict
+    ) -> None:
+        """`finals()`: each tenant's final time in the lane (its threads' copies start there)."""
         self.settings = settings
+        self.finals = finals
         self.window_sizes_ms = tuple(w * 1000 for w in settings.window_seconds)
         self.missed = 0  # batches used without their copies (the store did not answer)
         self.unextended = 0  # keys whose next stored event was not looked up (no watermark)
@@ -60,6 +66,7 @@ class Expansion:
     def _expand(self, routed: list[bytes]) -> Expanded:
         own: list[tuple[int, str, bytes, copies.Headers]] = []
         touched: list[tuple[int, list[str]]] = []
+        contexts: list[dict[str, object]] = []
         expanded = copies.headers(KIND_ROUTED_EXPANDED)
         for value in routed:
             try:
@@ -72,11 +79,14 @@ class Expansion:
             ts = int(record["occurred_at"])
             own.append((ts, str(record["event_id"]), value, expanded))
             touched.append((ts, entity_keys(record)))
+            if record.get("context_id") is not None:
+                contexts.append({"tenant": record["tenant"], "context_id": record["context_id"]})
         spans = copies.spans(touched, self.window_sizes_ms)
         s = self.settings
         deadline = time.monotonic() + s.copies_wait_s
         stored: list[dict[str, object]] = []
         previous: list[dict[str, object]] = []
+        in_threads: list[dict[str, object]] = []
         following: list[tuple[int, bytes]] = []
         try:
             report = wait_for_sink(
@@ -89,6 +99,9 @@ class Expansion:
                 stored += self._rows(sql, deadline)
             for sql in copies.neighbour_queries(s.store_database, spans, before=True):
                 previous += self._rows(sql, deadline)
+            threads_of = copies.threads(contexts, spans, self.finals())
+            for sql in copies.thread_queries(s.store_database, threads_of):
+                in_threads += self._rows(sql, deadline)
         except (StoreUnavailableError, TimeoutError) as exc:
             self.missed += 1
             log.warning(
@@ -97,7 +110,9 @@ class Expansion:
                 len(routed), exc,
             )  # fmt: skip
             return Expanded([(ts, value, extra) for ts, _, value, extra in own])
-        merged = copies.merge(own, stored, previous, spans, stored_wins=False)
+        merged = copies.merge(
+            own, stored, previous, spans, stored_wins=False, thread_rows=in_threads
+        )
         return Expanded(merged.messages, following)
 
     def _to_next_events(
