@@ -72,13 +72,7 @@ def feed(lane: Lane, messages: list[Sent], batch: int = 40) -> None:
         lane.offset += len(chunk)
         starts = split_at_rewinds([o for o, _ in values], marks)
         for start, end in zip(starts, [*starts[1:], len(values)], strict=True):
-            out = lane.source.process(values[start:end], NOW, 0.0, marks)
-            lane._deliver(out.messages)
-            for key, data in out.writes:
-                if data is None:
-                    lane.saved1.pop(key, None)
-                else:
-                    lane.saved1[key] = data
+            lane.process(values[start:end], marks)
 
 
 def rewind(tenant: str, epoch: int) -> Sent:

@@ -18,7 +18,7 @@ from rhythm.processors.lanes import flush_mark
 from rhythm.processors.messages import UpdatesMessage
 from rhythm.processors.signals.conversation import ReplyConfig
 from rhythm.processors.signals.entity import SignalConfig
-from rhythm.processors.stage1 import Stage1Config, Stage1Partition, is_state_key
+from rhythm.processors.stage1 import Marks, Stage1Config, Stage1Partition, is_state_key
 from rhythm.processors.stage2 import (
     WATERMARKS_PREFIX,
     Stage2Output,
@@ -122,13 +122,17 @@ class Lane:
                 (self.offset + j, v) for j, (_, v) in enumerate(events[i : i + batch])
             ]
             self.offset += len(chunk)
-            out = self.source.process(chunk, NOW, 0.0)
-            self._deliver(out.messages)
-            for key, value in out.writes:
-                if value is None:
-                    self.saved1.pop(key, None)
-                else:
-                    self.saved1[key] = value
+            self.process(chunk)
+
+    def process(self, chunk: list[tuple[int, bytes | None]], marks: Marks | None = None) -> None:
+        """One batch through stage 1, its messages to stage 2, its writes kept."""
+        out = self.source.process(chunk, NOW, 0.0, marks)
+        self._deliver(out.messages)
+        for key, value in out.writes:
+            if value is None:
+                self.saved1.pop(key, None)
+            else:
+                self.saved1[key] = value
 
     def flush(self) -> None:
         out = self.source.tick(self.offset, NOW, 1e9)
