@@ -911,6 +911,50 @@ def test_reply_norms_learned_from_a_backfill_let_the_live_lane_alert_at_once(
     assert len(live_raw) == 1, live_raw
 
 
+def test_live_replies_to_imported_messages_teach_the_reply_norms_their_delays(
+    lanes: Lanes, tmp_path: Path
+) -> None:
+    """Customer emails imported after their replies went live: `rhythm backfill` gives the
+    history lane each thread's stored (live) reply as a copy for the thread, so each
+    imported wait ends with its real delay and is handed to the live lane; the waits the
+    live replies opened are the live lane's and are not handed off."""
+    lanes.live.extra_env |= {
+        "RHYTHM_PROCESSOR_LATENESS_S": "3", "RHYTHM_PROCESSOR_WINDOW_SECONDS": "[10]",
+        "RHYTHM_PROCESSOR_LATE_RETENTION_S": "5",
+    }  # fmt: skip
+    rng = random.Random(47)
+    procs = lanes.start()
+    try:
+        lanes.live.send(_events("warmup", "w", [int(time.time() * 1000)]))
+        _wait_metric(lanes, 0, "rhythm_processor_events_total", 1)
+        asked: list[dict[str, Any]] = []
+        delays: dict[str, int] = {}
+        for i in range(5):  # our replies, live and on time
+            sent = int(time.time() * 1000)
+            delays[f"t-{i}"] = rng.randrange(2_000, 6_000)
+            asked.append(_message("thr", f"t-{i}", sent - delays[f"t-{i}"], ("customer", f"c-{i}"),
+                                  "wrote"))  # fmt: skip
+            lanes.live.send([_message("thr", f"t-{i}", sent, ("employee", "e-1"), "replied")])
+            time.sleep(rng.uniform(0.5, 1.0))  # the stream's pace, not a wait for anything
+        # the tenant's import reaches past the replies (its last event, in a later window)
+        last = _events("thr", "a-1", [int(time.time() * 1000) + 1_000])
+        # ...and is imported once the live lane is done with those windows (not routed)
+        until = (ms_of(last[0]) + 30_000) / 1000
+        _wait_metric(lanes, 0, "rhythm_processor_stage2_watermark_seconds", until, timeout=120)
+        out = backfill(lanes, asked + last, tmp_path)
+        assert "wait on" not in out, out  # nothing left for later
+        _wait_metric(lanes, 0, 'rhythm_processor_reply_norms_total{outcome="taken"}', 5)
+        updates = read_topic(lanes.live.bootstrap, lanes.live.topics["updates"], 0, timeout=5)
+    finally:
+        for proc in procs:
+            stop_group(proc, 30.0)
+    handed: dict[str, list[int | None]] = {}
+    for m in updates:
+        for key, _last, waits in json.loads(payload(m)).get("r") or []:
+            handed.setdefault(key.rsplit("\x1f", 1)[-1], []).extend(w[3] for w in waits)
+    assert handed == {t: [d] for t, d in delays.items()}  # each imported wait once, exact
+
+
 def _without_lanes(lanes: Lanes, events: list[dict[str, Any]], now: int) -> set[tuple[Any, ...]]:
     """The alerts a live lane gives these events with no backfill beside it: the stages'
     pure steps in process, one partition each, the workers' settings, the clock at `now`."""
