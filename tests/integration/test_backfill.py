@@ -919,8 +919,8 @@ def test_live_replies_to_imported_messages_teach_the_reply_norms_their_delays(
     imported wait ends with its real delay and is handed to the live lane; the waits the
     live replies opened are the live lane's and are not handed off."""
     lanes.live.extra_env |= {
-        "RHYTHM_PROCESSOR_LATENESS_S": "3", "RHYTHM_PROCESSOR_WINDOW_SECONDS": "[10]",
-        "RHYTHM_PROCESSOR_LATE_RETENTION_S": "5",
+        "RHYTHM_PROCESSOR_LATENESS_S": "2", "RHYTHM_PROCESSOR_WINDOW_SECONDS": "[5]",
+        "RHYTHM_PROCESSOR_LATE_RETENTION_S": "2", "RHYTHM_PROCESSOR_IDLE_AFTER_S": "2",
     }  # fmt: skip
     rng = random.Random(47)
     procs = lanes.start()
@@ -939,8 +939,11 @@ def test_live_replies_to_imported_messages_teach_the_reply_norms_their_delays(
         # the tenant's import reaches past the replies (its last event, in a later window)
         last = _events("thr", "a-1", [int(time.time() * 1000) + 1_000])
         # ...and is imported once the live lane is done with those windows (not routed)
-        until = (ms_of(last[0]) + 30_000) / 1000
-        _wait_metric(lanes, 0, "rhythm_processor_stage2_watermark_seconds", until, timeout=120)
+        until, deadline = (ms_of(last[0]) + 10_000) / 1000, time.monotonic() + 120
+        port = lanes.ports[0]
+        while (scrape_min(port, "rhythm_processor_stage2_watermark_seconds") or 0) < until:
+            assert time.monotonic() < deadline, lanes.live.diagnosis()
+            time.sleep(0.5)
         out = backfill(lanes, asked + last, tmp_path)
         assert "wait on" not in out, out  # nothing left for later
         _wait_metric(lanes, 0, 'rhythm_processor_reply_norms_total{outcome="taken"}', 5)
