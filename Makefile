@@ -37,14 +37,17 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 test-unit: $(STAMP)
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest tests/unit -n 2
 
 test-integration: kafka-fetch
 	$(PY) -m pytest tests/integration
 
 # pytest exits 5 when it collected no test: that is a failure here, as any non-zero code.
+# The unit tests run in two processes (pytest-xdist: half the time on the two cores), the
+# rest one at a time (they share the session's broker and measure wall-clock behaviour).
 test: lint kafka-fetch
-	$(PY) -m pytest tests -m "not long" --durations=15
+	$(PY) -m pytest tests/unit -m "not long" -n 2 --durations=5
+	$(PY) -m pytest tests -m "not long" --ignore=tests/unit --durations=15
 
 # The whole fault suite, the `long` tests included (200k events through kills, a broker
 # restart and a ClickHouse outage; the client through a broker outage; the processors killed
