@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from rhythm.processors.lanes import (
     lane_of_version,
     signal_version,
     too_late,
+    too_late_before,
 )
 from rhythm.processors.messages import ROUTED, UpdatesMessage
 from rhythm.processors.settings import ProcessorSettings
@@ -256,3 +258,15 @@ def test_sync_waits_for_the_live_lane_then_the_history_lane_then_the_sink(
     hops.clear()
     assert sync.wait_for_pipeline(KafkaSettings(), 1.0, history_group=None)
     assert HISTORY_GROUP not in [group for _, group in hops]
+
+
+def test_too_late_before_is_the_boundary_of_too_late_for_any_window_sizes() -> None:
+    rng = random.Random(5)
+    for _ in range(2_000):
+        sizes = tuple(rng.choice((1_000, 5_000, 7_000, 60_000, 3_600_000, 86_400_000))
+                      for _ in range(rng.randint(1, 3)))  # fmt: skip
+        watermark = rng.randrange(-(10**9), 10**13)
+        lateness, retention = rng.randrange(0, 10**6), rng.randrange(0, 10**8)
+        before = too_late_before(watermark, sizes, lateness, retention)
+        for ts in (before - 1, before, rng.randrange(-(10**9), 10**13)):
+            assert too_late(ts, watermark, sizes, lateness, retention) == (ts < before)

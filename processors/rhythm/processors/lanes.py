@@ -56,6 +56,17 @@ def too_late(
     )
 
 
+def too_late_before(
+    watermark: int, window_sizes_ms: tuple[int, ...], lateness_ms: int, late_retention_ms: int
+) -> int:
+    """The time every event before which, and none at or after, is `too_late` at
+    `watermark`: one comparison per event instead of one per window size (a window ends by
+    `watermark - lateness - retention` exactly when it starts before that time rounded down
+    to its size)."""
+    mark = watermark - lateness_ms - late_retention_ms
+    return min(mark - mark % size for size in window_sizes_ms)
+
+
 def flush_mark(newest: int, window_sizes_ms: tuple[int, ...], lateness_ms: int) -> int:
     """The watermark that closes every window holding an event at `newest` or before."""
     return max(newest - newest % size + size for size in window_sizes_ms) + lateness_ms

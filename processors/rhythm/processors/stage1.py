@@ -31,7 +31,7 @@ from rhythm.processors.budget import Budget
 from rhythm.processors.codec import dumps, loads
 from rhythm.processors.copies import read_rewind
 from rhythm.processors.explode import entity_keys, explode, explode_context, partition_for
-from rhythm.processors.lanes import flush_mark, too_late
+from rhythm.processors.lanes import flush_mark, too_late_before
 from rhythm.processors.messages import ROUTED, UpdatesMessage, extend_run, new_run
 from rhythm.schemas import WireError, decode_event
 from rhythm.schemas.keys import SEP
@@ -225,7 +225,13 @@ class Stage1Partition:
         budget = self.budget
         cfg = self.cfg
         partitions = cfg.updates_partitions
-        route_before = self.reported if cfg.route else NO_WATERMARK
+        route_below = (  # events older than this are too late for this lane: routed
+            too_late_before(
+                self.reported, cfg.window_sizes_ms, cfg.lateness_ms, cfg.late_retention_ms
+            )
+            if cfg.route and self.reported != NO_WATERMARK
+            else NO_WATERMARK
+        )
         runs: dict[str, list[Any]] = {}  # entity key -> its open run (degraded mode)
         tenant_time = cfg.tenant_time
         newest_of: dict[str, int] = {}  # `tenant_time`: each tenant's newest in this batch
@@ -306,9 +312,7 @@ class Stage1Partition:
                 out.replays += 1
             else:
                 out.events += 1
-            if route_before != NO_WATERMARK and too_late(
-                ts, route_before, cfg.window_sizes_ms, cfg.lateness_ms, cfg.late_retention_ms
-            ):
+            if ts < route_below:
                 out.routed.append(value or b"")
                 for key in entity_keys(record):  # stage 2 notes the time only
                     k = partition_for(key, cfg.updates_partitions)
