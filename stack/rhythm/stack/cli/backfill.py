@@ -65,6 +65,9 @@ def backfill(
     the tenant: the lane computes it again with its stored events. Exit 1 if lines were invalid,
     2 if events were not delivered, the store or the live lane could not be asked, or the
     lane did not finish within --timeout."""
+    import contextlib
+    import hashlib
+    import tempfile
     import time
 
     from rhythm.processors import copies
@@ -75,6 +78,7 @@ def backfill(
     from rhythm.runtime.sink_sync import wait_for_sink
     from rhythm.runtime.store_http import StoreUnavailableError, query_rows
     from rhythm.stack import backfill as bf
+    from rhythm.stack.kafka.lock import file_lock
 
     if later and (file is not None or topic is not None):
         typer.echo("error: --later takes no FILE or --topic", err=True)
@@ -174,7 +178,19 @@ def backfill(
 
     code = 0
     commit: int | None = None
+    # One import at a time into this lane from this machine, from its plan to its publish
+    # (and commit): a rewind's store query and its rewind message must have no other import
+    # of the tenant between them (`rhythm up` runs `--later` every minute).
+    importing = contextlib.ExitStack()
+    lock = Path(tempfile.gettempdir()) / (
+        "rhythm-backfill-"
+        + hashlib.blake2b(
+            f"{kafka.bootstrap_servers}/{history_topic}".encode(), digest_size=8
+        ).hexdigest()
+        + ".lock"
+    )
     if later:
+        importing.enter_context(file_lock(lock))
         watermark = live_watermark()
         boundary = bf.cut(watermark, sizes, lateness, retention)
         bf.ensure_topic(kafka, lane.later_topic)
@@ -217,6 +233,7 @@ def backfill(
         code = 1 if read.invalid else 0
         messages = []
         if events:
+            importing.enter_context(file_lock(lock))
             # The live lane's windows: what it may still change waits on the later topic;
             # the rest goes with the stored events of its windows.
             watermark = live_watermark()
@@ -244,6 +261,7 @@ def backfill(
     code = 2 if failed else code
     if commit is not None and not failed:  # delivered: those on the later topic are done
         bf.commit_later(kafka, lane.later_topic, lane.later_group, commit)
+    importing.close()
     if not wait or not messages:
         raise typer.Exit(code)
     tracker = bf.Tracker(total=before + len(messages) - failed, started=time.monotonic())
