@@ -417,6 +417,8 @@ class ConsumerLoop:
             "paused_partitions": len(self.paused),
             "open_batches": self.batcher.open_batches(),
             "unwritten_batches": sum(len(b) for b in self._unwritten.values()),
+            # of those, how many a committed intent names (a restart rebuilds exactly them)
+            "intended_batches": sum(self._intended.values()),
             "batches_written": self.batches_written,
             "retrying": self.writer.retrying,
             "last_error": self.writer.last_error,
