@@ -207,21 +207,28 @@ class Rewind:
     final_ms: int
 
 
+def finals(page: Mapping[str, Any] | None, lateness_ms: int) -> dict[str, int]:
+    """Each tenant's final time in the history lane, from its `/tenants` page (its
+    watermark less the lateness; None or empty: nothing final yet)."""
+    marks: Mapping[str, int] = (page or {}).get("watermarks") or {}
+    return {tenant: int(mark) - lateness_ms for tenant, mark in marks.items()}
+
+
 def rewinds(
     events: Iterable[Timed], page: Mapping[str, Any] | None, lateness_ms: int
 ) -> dict[str, Rewind]:
     """The tenants with an event older than what the history lane made final for them
-    (its `/tenants` page: watermarks, epochs; None or empty: nothing final yet)."""
-    marks: Mapping[str, int] = (page or {}).get("watermarks") or {}
+    (its `/tenants` page: watermarks, epochs)."""
+    final = finals(page, lateness_ms)
     epochs: Mapping[str, int] = (page or {}).get("epochs") or {}
     out: dict[str, Rewind] = {}
-    if not marks:
+    if not final:
         return out
     for ts, value in events:
         tenant = str(decode_event(value)["tenant"])
-        mark = marks.get(tenant)
-        if tenant not in out and mark is not None and ts < mark - lateness_ms:
-            out[tenant] = Rewind(tenant, int(epochs.get(tenant, 0)) + 1, mark - lateness_ms)
+        end = final.get(tenant)
+        if tenant not in out and end is not None and ts < end:
+            out[tenant] = Rewind(tenant, int(epochs.get(tenant, 0)) + 1, end)
     return out
 
 

@@ -123,7 +123,7 @@ def backfill(
 
         page = read_json(metrics_port, "/tenants")
         plan = bf.rewinds(events, page, lane_lateness)
-        finals = {t: m - lane_lateness for t, m in ((page or {}).get("watermarks") or {}).items()}
+        finals = bf.finals(page, lane_lateness)
         topics = [lane.live_events_topic, history_topic]
         synced = wait_for_sink(kafka, topics, timeout, group_id=lane.sink_group)
         if not synced:
