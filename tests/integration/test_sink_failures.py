@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
+from rhythm.sinks.batcher import intent_metadata, parse_intent
 from rhythm.stack.kafka import LocalKafka
 
 from .conftest import read_topic
@@ -33,15 +34,27 @@ def publish_events(bootstrap: str, topic: str, numbers: range) -> None:
         assert client.flush(60) == 0
 
 
+def committed_intents(bootstrap: str, group: str, topic: str) -> list[list[int]]:
+    """The batch ends each partition's committed offset names (the sink's intents), read
+    from outside the sink as an operator's tool would."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        committed = consumer.committed([TopicPartition(topic, p) for p in range(4)], timeout=10)
+    finally:
+        consumer.close()
+    return [parse_intent(tp.metadata) for tp in committed]
+
+
 def test_a_sink_killed_mid_batch_and_restarted_writes_each_event_once(
     kafka_broker: LocalKafka, tmp_path: Path
 ) -> None:
     topics = make_topics(kafka_broker, "sigkill")
     total = 60_000
     publish_events(kafka_broker.bootstrap, topics.events, range(total))
+    group = "sink-sigkill"
     sink = SinkProcess(
-        kafka_broker.bootstrap, topics, tmp_path, "sink-sigkill",
-        batch_max_rows=3000, buffer_max_rows=12_000,
+        kafka_broker.bootstrap, topics, tmp_path, group, batch_max_rows=3000,
+        buffer_max_rows=12_000,
     )  # fmt: skip
     try:
         sink.start()
@@ -49,29 +62,42 @@ def test_a_sink_killed_mid_batch_and_restarted_writes_each_event_once(
         # before the sink made its tables; a merge can only hide a duplicate, never make one).
         sink.keep_raw_rows()
 
-        def writing() -> dict[str, Any] | None:
-            # Batches under a committed intent, two (the writer cannot finish both between
-            # this look and the kill): sealed batches whose intent is not committed yet (the
-            # group's coordinator still loading) are no evidence, a restart has nothing to
-            # rebuild then.
-            status = sink.status()
-            busy = status["batches_written"] >= 2 and status["intended_batches"] >= 2
-            return status if busy else None
-
-        status = poll(writing, 60, "the sink to be writing its backlog", interval=0.02)
-        sink.kill()  # SIGKILL: no shutdown, no final commit, maybe half an insert
-        assert status["batches_written"] * 3000 < total
-
+        # 1. SIGKILL at whatever point of the backlog the sink has reached once two batches
+        # are written: maybe in the middle of an insert, maybe between one and its commit.
+        poll(lambda: sink.status()["batches_written"] >= 2, 60, "the sink writing its backlog")
+        sink.kill()
         sink.start()
         assert sink.sync(120), sink.log()[-3000:]
-        assert "rebuilding" in sink.log()  # the second run found the first one's intents
         assert sink.scalar("SELECT count() FROM rhythm.events FINAL") == total
         # The retried batches were dropped by their tokens, not merely folded by FINAL: raw
         # rows, one per message.
         assert sink.raw_counts() == (total, total, total)
 
-        # SIGTERM in the middle of more work: what is in hand is written and committed, so
-        # the next run has nothing to rebuild.
+        # 2. SIGKILL with batches certainly under intent and unwritten: the store refuses
+        # inserts (the table detached; a restart of the store attaches it again).
+        admin = sink.admin()
+        try:
+            admin.command("DETACH TABLE rhythm.events")
+        finally:
+            admin.close()
+        publish_events(kafka_broker.bootstrap, topics.events, range(total, total + 10_000))
+
+        def stuck() -> list[list[int]] | None:
+            intents = committed_intents(kafka_broker.bootstrap, group, topics.events)
+            return intents if sink.status()["retrying"] and any(intents) else None
+
+        intents = poll(stuck, 60, "intents committed for batches the store refuses")
+        sink.kill()
+        before = len(sink.log())
+        sink.start()
+        assert sink.sync(120), sink.log()[-3000:]
+        rebuilt = sink.log()[before:].count("the last run was writing")
+        assert rebuilt == sum(1 for ends in intents if ends)  # every such partition
+        total += 10_000
+        assert sink.raw_counts() == (total, total, total)
+
+        # 3. SIGTERM in the middle of more work: what is in hand is written and committed,
+        # so the next run has nothing to rebuild.
         publish_events(kafka_broker.bootstrap, topics.events, range(total, total + 20_000))
         before = sink.status()["batches_written"]
         poll(lambda: sink.status()["batches_written"] > before, 60, "more batches")
@@ -84,6 +110,61 @@ def test_a_sink_killed_mid_batch_and_restarted_writes_each_event_once(
         assert sink.stop() == 0
     finally:
         sink.close()
+
+
+def test_batches_rebuilt_from_an_intent_are_never_cut_short_by_a_full_buffer(
+    kafka_broker: LocalKafka, tmp_path: Path
+) -> None:
+    """The first run wrote one batch per partition and died before committing past them (its
+    intent names them). The second run's buffer is smaller than any of those batches: each is
+    still rebuilt whole, so its token is the first attempt's and ClickHouse drops it. (Cut
+    short at the buffer's size, as the sink once did, its rows would be stored twice: seen in
+    CI as 62,932 raw rows for 60,000 events after a kill.)"""
+    topics = make_topics(kafka_broker, "rebuild")
+    total = 8000
+    publish_events(kafka_broker.bootstrap, topics.events, range(total))
+    group = "sink-rebuild"
+    # Not a static member: a stopped sink leaves the group, so its offsets can be set after.
+    first = SinkProcess(
+        kafka_broker.bootstrap, topics, tmp_path, group, group_instance_id="",
+        batch_max_rows=total, buffer_max_rows=total, batch_max_seconds=600,
+    )  # fmt: skip
+    second = SinkProcess(
+        kafka_broker.bootstrap, topics, tmp_path, group, group_instance_id="",
+        batch_max_rows=500, buffer_max_rows=1000,
+    )  # fmt: skip
+    try:
+        first.start()
+        first.keep_raw_rows()
+        poll(lambda: first.status()["held_messages"] == total, 60, "every event read")
+        assert first.stop() == 0  # seals one batch per partition, writes it, commits
+
+        consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": group})
+        try:
+            partitions = [TopicPartition(topics.events, p) for p in range(4)]
+            committed = consumer.committed(partitions, timeout=10)
+            intents, ends = [], []
+            for tp, done in zip(partitions, committed, strict=True):
+                _low, high = consumer.get_watermark_offsets(tp, timeout=10)
+                assert done.offset == high  # written (the sink commits only what is stored)
+                assert high > 1000  # each batch is bigger than the second run's buffer
+                partition = tp.partition
+                intents.append(TopicPartition(tp.topic, partition, 0, intent_metadata([high - 1])))
+                ends.append(high)
+            consumer.commit(offsets=intents, asynchronous=False)
+        finally:
+            consumer.close()
+
+        second.start()
+        assert second.sync(120), second.log()[-3000:]
+        assert second.log().count("rebuilding 1 batch(es) from 0") == 4
+        assert second.raw_counts() == (total, total, total)
+        held = second.status()["held_messages_max"]
+        assert 1000 < held < 1000 + max(ends)  # over the buffer, by less than a batch
+        assert second.stop() == 0
+    finally:
+        first.close()
+        second.close()
 
 
 def test_clickhouse_away_pauses_consumption_and_nothing_is_lost_or_doubled(

@@ -135,6 +135,37 @@ def test_seal_largest_and_drop() -> None:
     assert b.drop("ev", 0) == (0, 0)
 
 
+def test_a_full_buffer_never_cuts_a_batch_being_rebuilt() -> None:
+    # The first run wrote [0..2999] of each partition and died before its commit. Cut short,
+    # the rebuilt batch would get another token, and ClickHouse would keep both copies.
+    b = Batcher(max_rows=100, max_bytes=10**9, max_seconds=60, topic_ids=IDS)
+    b.expect("ev", 0, 0, [2999])
+    b.expect("ev", 1, 0, [2999])
+    feed(b, range(0, 1000), partition=0)
+    feed(b, range(0, 1500), partition=1)
+    feed(b, range(0, 40), partition=2)  # not rebuilt: may be cut
+    largest = b.seal_largest()
+    assert largest is not None and ranges([largest]) == [(2, 0, 39)]
+    assert b.seal_largest() is None
+    # The caller reads on from the one closest to its end, which then closes exactly.
+    assert b.nearest_rebuilt() == (("ev", 1), 1500)
+    (rebuilt,) = feed(b, range(1500, 3000), partition=1)
+    assert rebuilt.token() == "rhythm:ev:topic-uuid-1:1:0-2999"
+    assert b.nearest_rebuilt() == (("ev", 0), 2000)
+
+
+def test_a_rebuilt_batch_the_log_ends_before_is_closed_short_on_request() -> None:
+    b = Batcher(max_rows=100, max_bytes=10**9, max_seconds=60, topic_ids=IDS)
+    b.expect("ev", 0, 0, [9, 19])
+    feed(b, range(0, 5))
+    assert b.open_end(("ev", 0)) == 4 and b.open_end(("ev", 1)) == -1
+    short = b.seal_short("ev", 0)
+    assert short is not None and ranges([short]) == [(0, 0, 4)]
+    assert b.seal_short("ev", 0) is None
+    # The rest of the first batch, if it comes, is a batch of its own; then the second.
+    assert ranges(feed(b, range(5, 20))) == [(0, 5, 9), (0, 10, 19)]
+
+
 def test_freshness_histogram_takes_a_whole_batch() -> None:
     metrics = SinkMetrics()
     metrics.freshness.observe_many([0.05, 0.3, 0.3, 7200.0, 10**6], "events")

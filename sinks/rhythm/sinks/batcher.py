@@ -168,15 +168,37 @@ class Batcher:
         ]
 
     def seal_largest(self) -> Batch | None:
-        """For a full buffer: the biggest open batch, even a rebuilt one (whose token will
-        then differ from the first attempt's; ReplacingMergeTree still folds the copies)."""
-        if not self._open:
+        """For a full buffer: the biggest open batch that is not being rebuilt. A rebuilt
+        batch is never cut here: cut short, its token would differ from the first attempt's
+        and ClickHouse would keep both copies (see `nearest_rebuilt`)."""
+        free = [tp for tp, batch in self._open.items() if not batch.forced]
+        if not free:
             return None
-        tp = max(self._open, key=lambda k: self._open[k].messages)
+        return self._seal(max(free, key=lambda k: self._open[k].messages))
+
+    def nearest_rebuilt(self) -> tuple[TopicPartition, int] | None:
+        """The open rebuilt batch closest to its end, and how many offsets it still lacks:
+        with the buffer full of rebuilt batches, the caller reads on from that partition
+        alone until it is complete (overshooting the buffer by less than one batch)."""
+        lacking = {
+            tp: self._pending[tp][1][0] - batch.end
+            for tp, batch in self._open.items()
+            if batch.forced and tp in self._pending
+        }
+        if not lacking:
+            return None
+        tp = min(lacking, key=lambda k: lacking[k])
+        return tp, lacking[tp]
+
+    def seal_short(self, topic: str, partition: int) -> Batch | None:
+        """Close a rebuilt batch before its end, whose remaining offsets the log no longer
+        has (a topic truncated): the rest of it, if it ever comes, starts a batch of its own."""
+        tp = (topic, partition)
+        if tp not in self._open:
+            return None
         batch = self._seal(tp)
         pending = self._pending.get(tp)
         if pending is not None:
-            # Cut short: the rest of this rebuilt batch starts a batch of its own.
             self._pending[tp] = (batch.end + 1, pending[1])
         return batch
 
@@ -193,6 +215,11 @@ class Batcher:
         self.messages -= batch.messages
         self.nbytes -= batch.nbytes
         return batch.messages, batch.nbytes
+
+    def open_end(self, tp: TopicPartition) -> int:
+        """The last offset read into the partition's open batch (-1 if none)."""
+        batch = self._open.get(tp)
+        return batch.end if batch is not None else -1
 
     def open_batches(self) -> int:
         return len(self._open)

@@ -12,6 +12,9 @@ messages as large as `max_message_bytes` - so what is held never exceeds `buffer
 / `buffer_max_bytes`. With no room, every partition is paused (librdkafka drops what it
 prefetched for them and stops fetching) and the loop keeps polling, which keeps the group
 membership alive while the writer retries; it resumes once a quarter of the buffer is free.
+One exception: a batch rebuilt from an intent is never cut short (its token would change and
+ClickHouse would keep both copies), so with the buffer full of those, the one closest to its
+end is read on to its end from its partition alone: less than one batch over the limit.
 
 Rebalances: a revoked partition's open and unsubmitted batches are dropped, its queued
 batches taken back from the writer, and the batch being written gets a few seconds to
@@ -94,9 +97,13 @@ class ConsumerLoop:
         self.written_offsets: dict[TP, int] = {}  # the committed offset, per partition
         self._intent_retry_at = 0.0
         self._intent_failures = 0
+        #: partitions whose written offset moved since the last commit
+        self._moved: set[TP] = set()
         self._lag: dict[TP, int] = {}
         self._next_lag_check = 0.0
         self._full = False
+        #: with the buffer full of rebuilt batches: the partition read alone to finish one
+        self._finishing: TP | None = None
         self._logged: dict[str, float] = {}
         self.batches_written = 0
         self.status_snapshot: dict[str, Any] = {}
@@ -133,14 +140,7 @@ class ConsumerLoop:
             self._full = room_bytes < s.buffer_max_bytes // 4
         if wanted <= 0 or self._full:
             self._full = True
-            # Nothing on its way to the writer: write out the biggest open batch, or no
-            # room would ever free up.
-            if not any(self._unwritten.values()):
-                batch = self.batcher.seal_largest()
-                if batch is not None:
-                    self._sealed(batch)
-            self._set_paused(set(self.assigned))
-            messages = self.consumer.consume(1, self.poll_timeout_s)
+            messages = self._consume_full()
         else:
             self._set_paused(set())
             messages = self.consumer.consume(wanted, self.poll_timeout_s)
@@ -155,6 +155,47 @@ class ConsumerLoop:
             self._next_lag_check = now + 2.0
             self._update_lag()
         self._publish_status()
+
+    def _consume_full(self) -> list[KafkaMessage]:
+        """A poll with the buffer full. With nothing on its way to the writer, room must be
+        made: the biggest open batch is written out, or, when every open batch is being
+        rebuilt from an intent (which must not be cut), the one closest to its end is read
+        to its end, from its partition alone."""
+        if not any(self._unwritten.values()) and self._finishing is None:
+            batch = self.batcher.seal_largest()
+            if batch is not None:
+                self._sealed(batch)
+            else:
+                nearest = self.batcher.nearest_rebuilt()
+                self._finishing = nearest[0] if nearest is not None else None
+        if self._finishing is None:
+            self._set_paused(set(self.assigned))
+            result: list[KafkaMessage] = self.consumer.consume(1, self.poll_timeout_s)
+            return result
+        tp = self._finishing
+        nearest = self.batcher.nearest_rebuilt()
+        lacking = nearest[1] if nearest is not None and nearest[0] == tp else 1
+        self._set_paused(set(self.assigned) - {tp})
+        result = self.consumer.consume(max(1, lacking), self.poll_timeout_s)
+        if not result and self._log_ends_before_rebuilt(tp):
+            batch = self.batcher.seal_short(*tp)
+            if batch is not None:
+                self._sealed(batch)
+        return result
+
+    def _log_ends_before_rebuilt(self, tp: TP) -> bool:
+        """The partition holds nothing past what the open rebuilt batch has read, although
+        the intent says it ended later (the topic was truncated or emptied by retention)."""
+        try:
+            _low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(*tp), timeout=1, cached=False
+            )
+        except KafkaException:
+            return False
+        nearest = self.batcher.nearest_rebuilt()
+        if nearest is None or nearest[0] != tp:
+            return False
+        return high is not None and high >= 0 and high <= self.batcher.open_end(tp) + 1
 
     def _handle(self, km: KafkaMessage, now: float, skip: set[TP]) -> None:
         error = km.error()
@@ -175,9 +216,13 @@ class ConsumerLoop:
             return
         value, key = km.value(), km.key()
         size = len(value or b"") + len(key or b"")
-        if self.held_messages > 0 and (
-            self.held_messages + 1 > self.settings.buffer_max_rows
-            or self.held_bytes + size > self.settings.buffer_max_bytes
+        if (
+            tp != self._finishing
+            and self.held_messages > 0
+            and (
+                self.held_messages + 1 > self.settings.buffer_max_rows
+                or self.held_bytes + size > self.settings.buffer_max_bytes
+            )
         ):
             # No room after all (a message larger than max_message_bytes, or one that came
             # in as the partitions were paused): read it again later, from here.
@@ -211,21 +256,31 @@ class ConsumerLoop:
 
     def _sealed(self, batch: Batch) -> None:
         self._unwritten.setdefault(batch.tp, collections.deque()).append(batch)
+        if batch.tp == self._finishing:
+            self._finishing = None  # complete: room comes back as the writer takes it
 
     def _commit_intents(self, now: float) -> None:
-        """One synchronous commit naming every partition's new batches; then they go to
-        the writer. (The intent must be durable before anything of a batch is written.)"""
+        """One synchronous commit of every changed partition's state: past its written
+        batches, naming its unwritten ones (new ones included); then the new ones go to the
+        writer, whose batches must be under a durable intent before anything of them is
+        written. Every commit is synchronous and carries the whole state of its partitions:
+        an asynchronous one retried by the client could land after a later commit and put
+        back an older state, taking an intent away from a batch being written (which a
+        restart then reads again with other cuts, and ClickHouse keeps twice)."""
         if now < self._intent_retry_at:
             return
         offsets, ready = [], []
         for tp, batches in self._unwritten.items():
             intended = self._intended.get(tp, 0)
             covered = min(len(batches), MAX_INTENTS)
-            if covered <= intended:
+            if covered <= intended and tp not in self._moved:
                 continue
-            ends = [b.end for b in list(batches)[:covered]]
-            offsets.append(TopicPartition(tp[0], tp[1], batches[0].start, intent_metadata(ends)))
+            written = self.written_offsets.get(tp, 0)  # used only with nothing under intent
+            offsets.append(self._position(tp, written, max(covered, intended)))
             ready.append((tp, intended, covered))
+        for tp in self._moved - set(self._unwritten):
+            if tp in self.written_offsets:
+                offsets.append(self._position(tp, self.written_offsets[tp]))
         if not offsets:
             return
         try:
@@ -241,7 +296,10 @@ class ConsumerLoop:
             log.warning("committing intents failed (retrying in %.1f s): %s", delay, exc)
             return
         self._intent_failures = 0
+        self._moved.clear()
         for tp, intended, covered in ready:
+            if covered <= intended:
+                continue
             self._intended[tp] = covered
             for batch in list(self._unwritten[tp])[intended:covered]:
                 self.writer.submit(batch)
@@ -253,7 +311,9 @@ class ConsumerLoop:
                 raise KafkaException(item.error)
 
     def _collect_done(self) -> None:
-        done_offsets: list[TopicPartition] = []
+        """Take the writer's reports; a written batch moves its partition's offset past it
+        (committed with the next `_commit_intents`; until then, a restart rebuilds it under
+        the same token, which ClickHouse drops)."""
         while True:
             try:
                 done = self._done.get_nowait()
@@ -269,16 +329,7 @@ class ConsumerLoop:
             self._intended[batch.tp] = max(0, self._intended.get(batch.tp, 0) - 1)
             self.batches_written += 1
             self.written_offsets[batch.tp] = batch.end + 1
-            # Past it; the intent still names the batches behind it.
-            done_offsets = [o for o in done_offsets if (o.topic, o.partition) != batch.tp]
-            done_offsets.append(self._position(batch.tp, batch.end + 1))
-        if done_offsets:
-            try:
-                # Asynchronous: if it is lost, the intent makes the batch's retry a
-                # duplicate that ClickHouse drops.
-                self.consumer.commit(offsets=done_offsets, asynchronous=True)
-            except KafkaException as exc:
-                log.warning("commit failed (the next one covers it): %s", exc)
+            self._moved.add(batch.tp)
 
     def _set_paused(self, wanted: set[TP]) -> None:
         wanted &= self.assigned
@@ -325,6 +376,13 @@ class ConsumerLoop:
         # Written batches get their commit (the generation is still ours in this callback).
         self.writer.abandon(tps, wait_s=min(10.0, self.settings.shutdown_timeout_s))
         self._collect_done()
+        moved = [self._position(tp, self.written_offsets[tp]) for tp in self._moved & tps]
+        if moved:
+            try:
+                self._commit(moved)
+            except KafkaException as exc:
+                log.warning("commit on revoke failed (the batches are rebuilt): %s", exc)
+        self._moved -= tps
         for tp in tps:
             for batch in self._unwritten.pop(tp, ()):
                 if self._intended.get(tp, 0) <= 0:  # never reached the writer
@@ -337,6 +395,8 @@ class ConsumerLoop:
                 self.metrics.lag.remove(tp[0], str(tp[1]))
         self.assigned -= tps
         self.paused -= tps
+        if self._finishing in tps:
+            self._finishing = None
         log.info("revoked %s", sorted(f"{t}[{p}]" for t, p in tps))
 
     # -- shutdown, lag, status ----------------------------------------------------------
@@ -374,11 +434,13 @@ class ConsumerLoop:
         self._publish_status()
         self.consumer.close()
 
-    def _position(self, tp: TP, written: int) -> TopicPartition:
-        """What to commit for a partition: with batches under intent, the first one's start
-        (not `written`: offsets may have gaps, and a rebuilt batch must start where the
-        original did) and their ends; else the offset after what was written."""
-        intended = list(self._unwritten.get(tp, ()))[: self._intended.get(tp, 0)]
+    def _position(self, tp: TP, written: int, covered: int | None = None) -> TopicPartition:
+        """What to commit for a partition: with batches under intent (the first `covered`
+        unwritten ones, by default those already intended), the first one's start (not
+        `written`: offsets may have gaps, and a rebuilt batch must start where the original
+        did) and their ends; else the offset after what was written."""
+        count = self._intended.get(tp, 0) if covered is None else covered
+        intended = list(self._unwritten.get(tp, ()))[:count]
         offset = intended[0].start if intended else written
         return TopicPartition(tp[0], tp[1], offset, intent_metadata([b.end for b in intended]))
 
