@@ -125,13 +125,19 @@ def test_batches_rebuilt_from_an_intent_are_never_cut_short_by_a_full_buffer(
     publish_events(kafka_broker.bootstrap, topics.events, range(total))
     group = "sink-rebuild"
     # Not a static member: a stopped sink leaves the group, so its offsets can be set after.
+    # Its own (empty) people/notifications/feedback/history topics: what other tests left in
+    # the shared ones would take room in the buffers and cut other batches.
+    alone = {
+        f"{name}_topic": f"{name}.{topics.events}"
+        for name in ("people", "notifications", "feedback", "history")
+    }
     first = SinkProcess(
         kafka_broker.bootstrap, topics, tmp_path, group, group_instance_id="",
-        batch_max_rows=total, buffer_max_rows=total, batch_max_seconds=600,
+        batch_max_rows=total, buffer_max_rows=total, batch_max_seconds=600, **alone,
     )  # fmt: skip
     second = SinkProcess(
         kafka_broker.bootstrap, topics, tmp_path, group, group_instance_id="",
-        batch_max_rows=500, buffer_max_rows=1000,
+        batch_max_rows=500, buffer_max_rows=1000, **alone,
     )  # fmt: skip
     try:
         first.start()

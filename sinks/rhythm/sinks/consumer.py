@@ -276,11 +276,8 @@ class ConsumerLoop:
             if covered <= intended and tp not in self._moved:
                 continue
             written = self.written_offsets.get(tp, 0)  # used only with nothing under intent
-            offsets.append(self._position(tp, written, max(covered, intended)))
+            offsets.append(self._position(tp, written, covered))
             ready.append((tp, intended, covered))
-        for tp in self._moved - set(self._unwritten):
-            if tp in self.written_offsets:
-                offsets.append(self._position(tp, self.written_offsets[tp]))
         if not offsets:
             return
         try:
