@@ -289,6 +289,24 @@ def stable_members(bootstrap: str, group: str) -> int:
 def test_workers_joining_and_leaving_mid_run_give_the_single_worker_results(
     kafka_cluster: LocalKafkaCluster, tmp_path: Path
 ) -> None:
+    """Whether worker 0 leaves while windows are still to come depends on the machine's speed
+    (all input in first, then a rebalance that may take a minute): a fast run can have every
+    window out before it leaves, and then did not test leaving. Such a run is checked all the
+    same and the scenario runs again on fresh topics, up to three times in all."""
+    tested = []
+    for attempt in range(3):
+        left_at, closed = join_and_leave(kafka_cluster, tmp_path / f"attempt-{attempt}")
+        tested.append((left_at, closed))
+        if left_at < closed:
+            break
+    assert any(left < total for left, total in tested), (
+        f"every window was out before worker 0 left, in each attempt: not tested {tested}"
+    )
+
+
+def join_and_leave(kafka_cluster: LocalKafkaCluster, home: Path) -> tuple[int, int]:
+    """One run of the scenario, its results checked; returns how many of the closed windows
+    the workers had emitted when worker 0 left, and how many there are."""
     bootstrap = kafka_cluster.bootstrap
     assert kafka_cluster.is_running(), "a node is down before the test"
     now = int(time.time() * 1000)
@@ -300,9 +318,9 @@ def test_workers_joining_and_leaving_mid_run_give_the_single_worker_results(
     closed = expected_closed(reference, now - 60_000)
 
     # One events topic, read by two apps: a single worker, and workers that come and go.
-    calm = Scaled(bootstrap, f"one-{uuid.uuid4().hex[:8]}", tmp_path / "one")
+    calm = Scaled(bootstrap, f"one-{uuid.uuid4().hex[:8]}", home / "one")
     calm.create_topics()
-    many = Scaled(bootstrap, f"many-{uuid.uuid4().hex[:8]}", tmp_path / "many", calm.events_topic)
+    many = Scaled(bootstrap, f"many-{uuid.uuid4().hex[:8]}", home / "many", calm.events_topic)
     many.create_topics()
     calm.send(w.arrivals)  # all in first: input is always waiting (see test_processors)
 
@@ -340,10 +358,7 @@ def test_workers_joining_and_leaving_mid_run_give_the_single_worker_results(
         many_s, calm_s = dict(many_signals[key]), dict(calm_signals[key])
         assert many_s.pop("weight_sum") == pytest.approx(calm_s.pop("weight_sum"), rel=1e-12)
         assert many_s == calm_s, key
-    # Checked after the results, so a run that missed it still shows they are right; it
-    # depends on the machine's speed (all in first, then the rebalance waits): a fast run
-    # can have every window out before worker 0 leaves, and then did not test leaving.
-    assert left_at < len(closed), "every window was out before worker 0 left: not tested"
     calm_alerts = calm.alerts()
     check_alerts(calm_alerts, w)
     assert many.alerts() == calm_alerts
+    return left_at, len(closed)
