@@ -173,6 +173,46 @@ def test_batches_rebuilt_from_an_intent_are_never_cut_short_by_a_full_buffer(
         second.close()
 
 
+def test_an_intent_past_the_end_of_the_log_does_not_stall_a_full_buffer(
+    kafka_broker: LocalKafka, tmp_path: Path
+) -> None:
+    """An intent naming offsets the log no longer reaches (a topic emptied and refilled, a
+    truncation): the rebuilt batch, which the full buffer may not cut, is closed where the log
+    ends instead of being waited for, and everything is written once."""
+    topics = make_topics(kafka_broker, "pastend")
+    total = 4000
+    publish_events(kafka_broker.bootstrap, topics.events, range(total))
+    group = "sink-pastend"
+    consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": group})
+    try:
+        intents = []
+        for partition in range(4):
+            tp = TopicPartition(topics.events, partition)
+            _low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            assert high > 500
+            intents.append(TopicPartition(tp.topic, partition, 0, intent_metadata([high + 500])))
+        consumer.commit(offsets=intents, asynchronous=False)
+    finally:
+        consumer.close()
+    alone = {
+        f"{name}_topic": f"{name}.{topics.events}"
+        for name in ("people", "notifications", "feedback", "history")
+    }
+    sink = SinkProcess(
+        kafka_broker.bootstrap, topics, tmp_path, group, group_instance_id="",
+        batch_max_rows=200, buffer_max_rows=500, **alone,
+    )  # fmt: skip
+    try:
+        sink.start()
+        sink.keep_raw_rows()
+        assert sink.sync(120), sink.log()[-3000:]
+        assert sink.log().count("rebuilding 1 batch(es) from 0") == 4
+        assert sink.raw_counts() == (total, total, total)
+        assert sink.stop() == 0
+    finally:
+        sink.close()
+
+
 def test_clickhouse_away_pauses_consumption_and_nothing_is_lost_or_doubled(
     kafka_broker: LocalKafka, tmp_path: Path
 ) -> None:

@@ -159,6 +159,8 @@ def test_a_rebuilt_batch_the_log_ends_before_is_closed_short_on_request() -> Non
     b.expect("ev", 0, 0, [9, 19])
     feed(b, range(0, 5))
     assert b.open_end(("ev", 0)) == 4 and b.open_end(("ev", 1)) == -1
+    feed(b, range(0, 3), partition=1)  # not rebuilt
+    assert b.rebuilding() == [("ev", 0)]
     short = b.seal_short("ev", 0)
     assert short is not None and ranges([short]) == [(0, 0, 4)]
     assert b.seal_short("ev", 0) is None

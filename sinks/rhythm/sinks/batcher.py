@@ -190,9 +190,13 @@ class Batcher:
         tp = min(lacking, key=lambda k: lacking[k])
         return tp, lacking[tp]
 
+    def rebuilding(self) -> list[TopicPartition]:
+        """The partitions whose open batch is being rebuilt from an intent."""
+        return [tp for tp, batch in self._open.items() if batch.forced and tp in self._pending]
+
     def seal_short(self, topic: str, partition: int) -> Batch | None:
         """Close a rebuilt batch before its end, whose remaining offsets the log no longer
-        has (a topic truncated): the rest of it, if it ever comes, starts a batch of its own."""
+        has (a topic emptied): the rest of it, if it ever comes, starts a batch of its own."""
         tp = (topic, partition)
         if tp not in self._open:
             return None

@@ -154,6 +154,7 @@ class ConsumerLoop:
         if now >= self._next_lag_check:
             self._next_lag_check = now + 2.0
             self._update_lag()
+            self._close_rebuilt_past_the_log()
         self._publish_status()
 
     def _consume_full(self) -> list[KafkaMessage]:
@@ -170,32 +171,31 @@ class ConsumerLoop:
                 self._finishing = nearest[0] if nearest is not None else None
         if self._finishing is None:
             self._set_paused(set(self.assigned))
-            result: list[KafkaMessage] = self.consumer.consume(1, self.poll_timeout_s)
-            return result
+            return list(self.consumer.consume(1, self.poll_timeout_s))
         tp = self._finishing
         nearest = self.batcher.nearest_rebuilt()
         lacking = nearest[1] if nearest is not None and nearest[0] == tp else 1
         self._set_paused(set(self.assigned) - {tp})
-        result = self.consumer.consume(max(1, lacking), self.poll_timeout_s)
-        if not result and self._log_ends_before_rebuilt(tp):
-            batch = self.batcher.seal_short(*tp)
-            if batch is not None:
-                self._sealed(batch)
+        result: list[KafkaMessage] = self.consumer.consume(max(1, lacking), self.poll_timeout_s)
         return result
 
-    def _log_ends_before_rebuilt(self, tp: TP) -> bool:
-        """The partition holds nothing past what the open rebuilt batch has read, although
-        the intent says it ended later (the topic was truncated or emptied by retention)."""
-        try:
-            _low, high = self.consumer.get_watermark_offsets(
-                TopicPartition(*tp), timeout=1, cached=False
-            )
-        except KafkaException:
-            return False
-        nearest = self.batcher.nearest_rebuilt()
-        if nearest is None or nearest[0] != tp:
-            return False
-        return high is not None and high >= 0 and high <= self.batcher.open_end(tp) + 1
+    def _close_rebuilt_past_the_log(self) -> None:
+        """A rebuilt batch that has read everything its partition holds, although its intent
+        ends later, is closed where the log ends: the last run read those offsets, so the
+        topic was emptied or created again since, and waiting would stall the partition."""
+        for tp in self.batcher.rebuilding():
+            try:
+                _low, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(*tp), timeout=1, cached=False
+                )
+            except KafkaException:
+                continue
+            if high is not None and 0 <= high <= self.batcher.open_end(tp) + 1:
+                batch = self.batcher.seal_short(*tp)
+                if batch is not None:
+                    log.warning("%s[%d]: the log ends at %d, before the batch the last run "
+                                "was writing: closed there", tp[0], tp[1], high)  # fmt: skip
+                    self._sealed(batch)
 
     def _handle(self, km: KafkaMessage, now: float, skip: set[TP]) -> None:
         error = km.error()
