@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from rhythm.stack.kafka import LocalKafka
 from .conftest import read_topic
 from .test_sink_support import (
     SinkProcess,
+    Topics,
     event,
     make_topics,
     poll,
@@ -43,6 +45,35 @@ def committed_intents(bootstrap: str, group: str, topic: str) -> list[list[int]]
     finally:
         consumer.close()
     return [parse_intent(tp.metadata) for tp in committed]
+
+
+def own_side_topics(topics: Topics) -> dict[str, str]:
+    """Sink settings giving it empty people/notifications/feedback/history topics of its
+    own: what other tests left in the shared ones would take room in its buffer and cut
+    batches a test needs whole."""
+    names = ("people", "notifications", "feedback", "history")
+    return {f"{name}_topic": f"{name}.{topics.events}" for name in names}
+
+
+def commit_intents(
+    bootstrap: str, group: str, topic: str, end: Callable[[int], int]
+) -> list[tuple[int, int]]:
+    """As a crashed sink would leave them: each of the topic's 4 partitions committed at
+    offset 0 with an intent naming one batch ending at `end(log end)`. Returns each
+    partition's (committed offset before, log end)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(4)]
+        before = consumer.committed(partitions, timeout=10)
+        ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions]
+        intents = [
+            TopicPartition(topic, tp.partition, 0, intent_metadata([end(high)]))
+            for tp, high in zip(partitions, ends, strict=True)
+        ]
+        consumer.commit(offsets=intents, asynchronous=False)
+    finally:
+        consumer.close()
+    return [(done.offset, high) for done, high in zip(before, ends, strict=True)]
 
 
 def test_a_sink_killed_mid_batch_and_restarted_writes_each_event_once(
@@ -125,12 +156,7 @@ def test_batches_rebuilt_from_an_intent_are_never_cut_short_by_a_full_buffer(
     publish_events(kafka_broker.bootstrap, topics.events, range(total))
     group = "sink-rebuild"
     # Not a static member: a stopped sink leaves the group, so its offsets can be set after.
-    # Its own (empty) people/notifications/feedback/history topics: what other tests left in
-    # the shared ones would take room in the buffers and cut other batches.
-    alone = {
-        f"{name}_topic": f"{name}.{topics.events}"
-        for name in ("people", "notifications", "feedback", "history")
-    }
+    alone = own_side_topics(topics)
     first = SinkProcess(
         kafka_broker.bootstrap, topics, tmp_path, group, group_instance_id="",
         batch_max_rows=total, buffer_max_rows=total, batch_max_seconds=600, **alone,
@@ -145,21 +171,11 @@ def test_batches_rebuilt_from_an_intent_are_never_cut_short_by_a_full_buffer(
         poll(lambda: first.status()["held_messages"] == total, 60, "every event read")
         assert first.stop() == 0  # seals one batch per partition, writes it, commits
 
-        consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": group})
-        try:
-            partitions = [TopicPartition(topics.events, p) for p in range(4)]
-            committed = consumer.committed(partitions, timeout=10)
-            intents, ends = [], []
-            for tp, done in zip(partitions, committed, strict=True):
-                _low, high = consumer.get_watermark_offsets(tp, timeout=10)
-                assert done.offset == high  # written (the sink commits only what is stored)
-                assert high > 1000  # each batch is bigger than the second run's buffer
-                partition = tp.partition
-                intents.append(TopicPartition(tp.topic, partition, 0, intent_metadata([high - 1])))
-                ends.append(high)
-            consumer.commit(offsets=intents, asynchronous=False)
-        finally:
-            consumer.close()
+        logs = commit_intents(kafka_broker.bootstrap, group, topics.events, lambda high: high - 1)
+        for done, high in logs:
+            assert done == high  # written (the sink commits only what is stored)
+            assert high > 1000  # each batch is bigger than the second run's buffer
+        ends = [high for _done, high in logs]
 
         second.start()
         assert second.sync(120), second.log()[-3000:]
@@ -183,24 +199,11 @@ def test_an_intent_past_the_end_of_the_log_does_not_stall_a_full_buffer(
     total = 4000
     publish_events(kafka_broker.bootstrap, topics.events, range(total))
     group = "sink-pastend"
-    consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": group})
-    try:
-        intents = []
-        for partition in range(4):
-            tp = TopicPartition(topics.events, partition)
-            _low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            assert high > 500
-            intents.append(TopicPartition(tp.topic, partition, 0, intent_metadata([high + 500])))
-        consumer.commit(offsets=intents, asynchronous=False)
-    finally:
-        consumer.close()
-    alone = {
-        f"{name}_topic": f"{name}.{topics.events}"
-        for name in ("people", "notifications", "feedback", "history")
-    }
+    logs = commit_intents(kafka_broker.bootstrap, group, topics.events, lambda high: high + 500)
+    assert all(high > 500 for _done, high in logs)
     sink = SinkProcess(
         kafka_broker.bootstrap, topics, tmp_path, group, group_instance_id="",
-        batch_max_rows=200, buffer_max_rows=500, **alone,
+        batch_max_rows=200, buffer_max_rows=500, **own_side_topics(topics),
     )  # fmt: skip
     try:
         sink.start()
