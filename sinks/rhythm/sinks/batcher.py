@@ -180,11 +180,7 @@ class Batcher:
         """The open rebuilt batch closest to its end, and how many offsets it still lacks:
         with the buffer full of rebuilt batches, the caller reads on from that partition
         alone until it is complete (overshooting the buffer by less than one batch)."""
-        lacking = {
-            tp: self._pending[tp][1][0] - batch.end
-            for tp, batch in self._open.items()
-            if batch.forced and tp in self._pending
-        }
+        lacking = {tp: self._pending[tp][1][0] - self._open[tp].end for tp in self.rebuilding()}
         if not lacking:
             return None
         tp = min(lacking, key=lambda k: lacking[k])
