@@ -153,6 +153,11 @@ class Timing:
     load: str
     samples: list[dict[str, float]] = field(default_factory=list)
     input_s: float = 0.0  # first commit -> every input message committed (internal not drained)
+    cpu_s: float = float("nan")  # the process's CPU (all threads) over `seconds`, if known
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        return self.cpu_s * 1e6 / self.events if self.events > 0 else float("nan")
 
     @property
     def rate(self) -> float:
@@ -181,6 +186,7 @@ def time_group(
     last_print = 0.0
     samples: list[dict[str, float]] = []
     exited_seen = False
+    cpu0 = float("nan")
     try:
         while True:
             now = time.monotonic()
@@ -198,6 +204,7 @@ def time_group(
                 continue
             if first is None and done > 0:
                 first = (now, done)
+                cpu0 = cpu_seconds(proc.pid) if proc is not None else float("nan")
             names = internal() if callable(internal) else list(internal)
             lags = [watch.committed_and_lag(t)[1] for t in names]
             internal_lag = -1 if any(lag < 0 for lag in lags) else sum(lags)
@@ -215,7 +222,10 @@ def time_group(
                 if d0 >= total:  # all input in the first commit seen: count from the start
                     t0, d0 = started, 0
                 input_s = (input_done or now) - t0
-                return Timing(total - d0, now - t0, t0 - started, loadavg(), samples, input_s)
+                cpu = float("nan")
+                if proc is not None and d0 < total:
+                    cpu = cpu_seconds(proc.pid) - cpu0
+                return Timing(total - d0, now - t0, t0 - started, loadavg(), samples, input_s, cpu)
             time.sleep(poll_s)
     finally:
         watch.close()
@@ -242,16 +252,32 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0, sig: int = signal
     stop_group(proc, timeout, sig=sig)
 
 
+def _family(pid: int) -> list[int]:
+    """A process and its live children."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return [pid]
+    return [pid, *(int(c) for c in children)]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) of a process and its live children."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in _family(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of a process and its children (bytes)."""
     total = 0
-    pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-    except OSError:
-        pass
-    for p in pids:
+    for p in _family(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

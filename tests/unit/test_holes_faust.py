@@ -487,6 +487,47 @@ def test_a_delivery_still_waiting_when_the_flow_stops_is_dropped_and_never_commi
     asyncio.run(go())
 
 
+def test_waits_for_a_queue_to_drain_never_bury_fausts_resume_of_the_partition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a delivery that had to wait, the loop waits (bounded) for the stream's queue to
+    drop to 40 %. Waits that time out must not each leave a callback in the queue's pending
+    set: mode calls one per `get` once the queue is down, in no set order, so Faust's own
+    (the conductor's, which lets the fetcher read the partition again) could come after
+    every stale one. A wait under way still ends as the queue drops."""
+
+    async def go() -> None:
+        run = _processors_run(tmp_path, committed=None)
+        assert run.processors is not None
+        consumer, topic = run.consumer, run.processors.events
+        consumer.app.topics._tp_index[TPX] = {topic}  # as the conductor's assignment sets it
+        queue = topic.queue
+        resumed: list[int] = []
+
+        def resume() -> None:  # one per partition, as the conductor's `on_pressure_drop`
+            resumed.append(1)
+
+        for n in range(queue.maxsize):  # full, Faust's pressure-drop callback registered
+            queue.put_nowait_enhanced(n, on_pressure_high=lambda: None, on_pressure_drop=resume)
+        monkeypatch.setattr(faust_private, "DRAIN_WAIT_S", 0.001)
+        for _ in range(5):  # the stream is busy: every wait times out
+            await faust_private._until_drained(consumer, TPX)
+        assert len(queue._pending_pressure_drop_callbacks) == 2  # Faust's and one of ours
+        monkeypatch.setattr(faust_private, "DRAIN_WAIT_S", 60.0)
+        waiting = asyncio.create_task(faust_private._until_drained(consumer, TPX))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        while queue.qsize() > queue.pressure_drop_size:
+            queue.get_nowait()
+        assert not resumed and not waiting.done()
+        queue.get_nowait()  # at the drop size mode calls one pending callback per get:
+        queue.get_nowait()  # with one of ours pending, two gets reach Faust's
+        assert resumed == [1]
+        await asyncio.wait_for(waiting, 5)  # ended by the drop, not the 60 s bound
+
+    asyncio.run(go())
+
+
 def test_the_rest_of_a_coroutine_gets_its_values_and_exceptions() -> None:
     async def inner(a: asyncio.Future[int], b: asyncio.Future[int]) -> int:
         x = await a

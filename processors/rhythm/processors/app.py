@@ -36,6 +36,7 @@ from rhythm.processors.lanes import signal_version
 from rhythm.processors.lean_monitor import LeanMonitor
 from rhythm.processors.messages import HANDOFF, NormsUpdate, RepliesUpdate, UpdatesMessage
 from rhythm.processors.metrics import ProcessorMetrics
+from rhythm.processors.outbox import Outbox
 from rhythm.processors.partitioner import partition_of
 from rhythm.processors.recovery import HoleRecovery
 from rhythm.processors.settings import ProcessorSettings
@@ -527,20 +528,21 @@ class Processors:
                     "once, out of time order",
                     display(key), s.reply_config().max_pending,
                 )  # fmt: skip
+        producer = faust_private.kafka_producer(self.app)
+        outbox = Outbox(producer, self.signals.get_topic_name())
         for signal in signals:
             if self.historical:
                 signal["version"] = signal_version(HISTORY_LANE, signal["version"])
-            pending.append(
-                await self._send(self.signals, dumps(signal), key=signal_key(signal).encode())
-            )
+            outbox.add(signal_key(signal).encode(), dumps(signal))
+        pending.extend(await outbox.send())
         pending.extend(await self._send_norms(norms, replies))
+        outbox = Outbox(producer, self.alerts.get_topic_name())
         for alert in alerts:
             alert["alert_id"] = alert_id(alert)
             if self.historical:  # computed on history: stored, never delivered as a heads-up
                 alert["historical"] = True
-            pending.append(
-                await self._send(self.alerts, dumps(alert), key=alert["alert_id"].encode())
-            )
+            outbox.add(alert["alert_id"].encode(), dumps(alert))
+        pending.extend(await outbox.send())
         await asyncio.gather(*pending)
         await self._save(self.stage2_table, group[-1], proc.take_dirty())  # None: tombstone
         self.metrics.partition_state(partition, proc)

@@ -46,6 +46,7 @@ __all__ = [
     "committed_offsets",
     "drain_messages",
     "guard_commits",
+    "kafka_producer",
     "partition_items",
     "set_current_event",
     "table_items",
@@ -71,6 +72,13 @@ def committed_offsets(consumer: Any) -> Mapping[TP, int | None]:
     committed offset is 0 (Faust's `perform_seek` stores 0 as None)."""
     offsets: Mapping[TP, int | None] = getattr(consumer, "_committed_offset", {})
     return dict(offsets)
+
+
+def kafka_producer(app: faust.App) -> Any:
+    """The started aiokafka producer under Faust's (`Producer._ensure_producer`), for
+    aiokafka's public batch API (outbox.py), which Faust's producer does not pass on."""
+    producer: Any = app.producer
+    return producer._ensure_producer()
 
 
 def set_current_event(event: EventT[Any]) -> None:
@@ -193,6 +201,28 @@ class _Rest:
 DRAIN_WAIT_S = 0.05  # the longest `_until_drained` holds the fetch loop
 
 
+class _Drop:
+    """The fetch loop's pressure-drop callback for one stream queue: registered at most once
+    at a time, so waits that time out do not pile callbacks up. mode's queue calls one
+    pending callback per `get` once it is down to its drop size, in no set order: with a new
+    callback left behind by every timed-out wait, Faust's own (`on_pressure_drop`, which lets
+    the fetcher read the partition again) could come after dozens of stale ones."""
+
+    __slots__ = ("future", "pending")
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[None] | None = None
+        self.pending = False  # in the queue's pending callbacks
+
+    def __call__(self) -> None:
+        self.pending = False  # mode took it out of the set before calling it
+        if self.future is not None and not self.future.done():
+            self.future.set_result(None)
+
+
+_drops: weakref.WeakKeyDictionary[Any, _Drop] = weakref.WeakKeyDictionary()
+
+
 async def _until_drained(consumer: Any, tp: TP) -> None:
     """After a delivery that had to wait (the stream's queue full), wait until the queues of
     `tp`'s streams are down to Faust's pressure-drop size (40 %) before delivering on.
@@ -203,13 +233,12 @@ async def _until_drained(consumer: Any, tp: TP) -> None:
     loop = asyncio.get_running_loop()
     for channel in list(consumer.app.topics._tp_index.get(tp, ())):
         queue = channel.queue
-        drained: asyncio.Future[None] = loop.create_future()
-
-        def drop(drained: asyncio.Future[None] = drained) -> None:
-            if not drained.done():
-                drained.set_result(None)
-
-        if queue.in_pressure_high_state(drop):  # registered: the queue is that full
+        drop = _drops.get(queue)
+        if drop is None:
+            drop = _drops[queue] = _Drop()
+        if drop.pending or queue.in_pressure_high_state(drop):  # the queue is that full
+            drop.pending = True
+            drained = drop.future = loop.create_future()
             # Bounded: while it waits, no other partition's records are delivered (the
             # other stage's input starved for seconds behind a producer-bound stage).
             await consumer.wait_first(drained, consumer.suspend_flow.wait(), timeout=DRAIN_WAIT_S)
