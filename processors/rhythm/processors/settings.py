@@ -248,6 +248,12 @@ class ProcessorSettings(BaseSettings):
         "the message limit).",
     )
     batch_within_s: float = Field(0.2, gt=0, description="...or what arrived within this long.")
+    commit_interval_s: float = Field(
+        2.8,
+        gt=0,
+        description="Finished input is committed this often (Faust's default), and at once when "
+        "an agent has read everything that came (at most once a second).",
+    )
     tick_s: float = Field(1.0, gt=0, description="Idle-watermark tick interval.")
     session_timeout_s: float = Field(
         30, gt=0, description="A worker silent this long loses its partitions to the others."
