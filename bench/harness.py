@@ -176,9 +176,13 @@ def time_group(
     label: str = "",
     poll_s: float = 0.25,
     on_poll: Any = None,
+    start_share: float = 0.0,
 ) -> Timing:
     """Wait until `group` has committed `total` messages of `input_topic` and has no lag on
-    its internal topics (a callable returning names, as they may appear late); time it."""
+    its internal topics (a callable returning names, as they may appear late); time it from
+    the first commit seen at or past `start_share` of the input (the events before it are
+    not counted): with a share above 0 where the clock starts does not depend on how often
+    the process commits (at start-up, every batch or on an interval)."""
     watch = GroupProgress(bootstrap, group)
     started = time.monotonic()
     first: tuple[float, int] | None = None
@@ -202,7 +206,7 @@ def time_group(
             if input_lag < 0:  # unknown just now: ask again
                 time.sleep(poll_s)
                 continue
-            if first is None and done > 0:
+            if first is None and done > 0 and done >= start_share * total:
                 first = (now, done)
                 cpu0 = cpu_seconds(proc.pid) if proc is not None else float("nan")
             names = internal() if callable(internal) else list(internal)
