@@ -28,7 +28,7 @@ class Outbox:
     __slots__ = ("_producer", "_records", "_topic")
 
     def __init__(self, producer: Any, topic: str) -> None:
-        self._producer = producer  # an started aiokafka.AIOKafkaProducer
+        self._producer = producer  # a started aiokafka.AIOKafkaProducer
         self._topic = topic
         self._records: list[tuple[bytes, bytes]] = []
 
