@@ -541,7 +541,7 @@ def peers_section(kafka: LocalKafka, home: Path) -> str:
                 progress(f"  {peer} failed: {exc}")
                 failures.append(f"{peer} round {r + 1}: {exc}")
                 continue
-            cpu = f", {t.cpu_us_per_event:,.0f} µs CPU/event" if t.cpu_s == t.cpu_s else ""
+            cpu = f", {t.cpu_us_per_event:,.0f} µs CPU/event" if not math.isnan(t.cpu_s) else ""
             progress(f"  {peer}: {t.rate:,.0f} events/s over {t.seconds:.1f} s{cpu}, load {t.load}")
             runs[peer].append(t)
             if r == 0 and peer in COMPUTING:
