@@ -251,8 +251,8 @@ class ProcessorSettings(BaseSettings):
     commit_interval_s: float = Field(
         2.8,
         gt=0,
-        description="Finished input is committed this often (Faust's default), and at once when "
-        "an agent has read everything that came (at most once a second).",
+        description="Finished input is committed this often (Faust's default), and within a "
+        "second once an agent has read everything that came.",
     )
     tick_s: float = Field(1.0, gt=0, description="Idle-watermark tick interval.")
     session_timeout_s: float = Field(
