@@ -53,7 +53,9 @@ HOW = """## How these numbers are made
   events/s per tenant in the flood),
   `RHYTHM_BENCH_RECOVERY_ENTITIES` (1,000,000; 0 skips), `RHYTHM_BENCH_RECOVERY_QUIET_S`
   (30: how long a worker's memory must be settled), `RHYTHM_BENCH_RECOVERY_RESEEK_S`
-  (3600: the recovery workers' `RHYTHM_PROCESSOR_RESEEK_AFTER_S`).
+  (3600: the recovery workers' `RHYTHM_PROCESSOR_RESEEK_AFTER_S`),
+  `RHYTHM_BENCH_RECOVERY_INSTANCE_ID` (`w-0`: their `RHYTHM_PROCESSOR_INSTANCE_ID`; empty:
+  dynamic membership).
 - The Quix Streams peer and py-spy live in bench/.venv-peers (created by the bench on first
   use, git-ignored): quixstreams pins its own confluent-kafka range.
 - The machine is shared (2 cores; other brokers and test suites may run at the same time),

@@ -261,9 +261,14 @@ def recovery(kafka: LocalKafka, home: Path) -> str:
     # and the seek crashed aiokafka's fetcher (KeyError in fetched_records) twice at 1M. That
     # crash is fixed (faust_private seeks in the consumer's thread; re-reads back off); the
     # knob stays so the numbers in BENCHMARKS.md are comparable.
+    # One worker restarted under the same instance id (static membership), as a StatefulSet
+    # pod is (deploy/k8s): its partitions come back at once. A dynamic member's come back
+    # when the broker gives up on the killed one, after the 30 s session timeout.
     steady = {
-        "RHYTHM_PROCESSOR_RESEEK_AFTER_S": os.environ.get("RHYTHM_BENCH_RECOVERY_RESEEK_S", "3600")
+        "RHYTHM_PROCESSOR_RESEEK_AFTER_S": os.environ.get("RHYTHM_BENCH_RECOVERY_RESEEK_S", "3600"),
+        "RHYTHM_PROCESSOR_INSTANCE_ID": os.environ.get("RHYTHM_BENCH_RECOVERY_INSTANCE_ID", "w-0"),
     }
+    steady = {k: v for k, v in steady.items() if v}  # an empty instance id: dynamic
     hold = {**steady, "RHYTHM_PROCESSOR_IDLE_AFTER_S": str(10 * DAY_MS // 1000)}
     run = Run(kafka, home, "recovery", 4)
     progress(f"scale: recovery: publishing {entities:,} events of distinct actors")
@@ -355,7 +360,14 @@ def recovery(kafka: LocalKafka, home: Path) -> str:
         f"`user` with its silence rule, one worker, 4 partitions; state on disk "
         f"{state_bytes / MiB:,.0f} MiB): from the restart of the worker to {probes} new events "
         f"processed (committed, internal topic drained) **{recovered_s:.1f} s**, its "
-        "watermark held at the input's event time as a live input would keep it (load "
+        + (
+            f"instance id `{steady['RHYTHM_PROCESSOR_INSTANCE_ID']}` (static membership: its "
+            "partitions back at once), "
+            if "RHYTHM_PROCESSOR_INSTANCE_ID" in steady
+            else "no instance id (dynamic membership: its partitions back after the 30 s "
+            "session timeout), "
+        )
+        + "its watermark held at the input's event time as a live input would keep it (load "
         f"{recovery_t.load}). Restarted again with its input quiet, so that the watermark "
         "follows the clock and every window of the two-day-old state closes at once: "
         + (

@@ -353,6 +353,47 @@ def test_a_worker_killed_twice_gives_the_same_results(kafka_broker: Any, tmp_pat
     assert hurt.alerts() == calm_alerts
 
 
+def test_a_static_member_killed_mid_stream_takes_its_partitions_back_at_once(
+    kafka_broker: Any, tmp_path: Path
+) -> None:
+    """With an instance id (Kafka static membership) a worker SIGKILLed mid-stream and started
+    again is given its partitions back at once: its session (90 s here, the most Faust allows)
+    never has to expire, which is what holds a restarted dynamic member for the session
+    timeout. The results stay exact."""
+    now = int(time.time() * 1000)
+    w = generate(now, seed=31, users=40)
+    reference = reference_signals(w.events, WINDOWS_MS)
+    closed = expected_closed(reference, now - 60_000)
+    name = f"static-{uuid.uuid4().hex[:8]}"
+    p = Pipeline(
+        kafka_broker.bootstrap,
+        name,
+        tmp_path,
+        extra_env={
+            "RHYTHM_PROCESSOR_SESSION_TIMEOUT_S": "90",
+            "RHYTHM_PROCESSOR_INSTANCE_ID": f"{name}-0",
+        },
+    )
+    p.create_topics()
+    p.send(w.arrivals)
+    proc = p.start()
+    try:
+        deadline = time.monotonic() + 120
+        while p.emitted() < 0.2 * len(closed):
+            assert proc.poll() is None, f"the worker exited ({proc.returncode})\n" + p.diagnosis()
+            assert time.monotonic() < deadline, "the worker made no progress\n" + p.diagnosis()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        killed_at = p.emitted()
+        proc = p.start()
+        # Less than the session timeout: a dynamic member would still be waiting.
+        got = wait_for_windows(p, closed, timeout=60)
+    finally:
+        _stop(proc)
+    assert killed_at < len(closed)  # the kill came mid-stream
+    check_signals(got, reference)
+
+
 def _wait_for_log(path: Path, start: int, text: str, proc: subprocess.Popen[bytes]) -> str:
     """The worker's log from byte `start` once it contains `text`."""
     deadline = time.monotonic() + 120

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from rhythm.processors.settings import ProcessorSettings
 from rhythm.runtime.kafka_settings import KafkaSettings
@@ -128,6 +129,16 @@ def test_each_worker_gets_its_own_state_and_ports(tmp_path: Path) -> None:
     assert [e["RHYTHM_PROCESSOR_METRICS_PORT"] for e in envs] == ["9465", "9466", "9467"]
     assert {e["RHYTHM_PROCESSOR_WEB_PORT"] for e in envs} == {"0"}
     assert {e["RHYTHM_KAFKA_BOOTSTRAP_SERVERS"] for e in envs} == {"a:1,b:2,c:3"}
+    assert all("RHYTHM_PROCESSOR_INSTANCE_ID" not in e for e in envs)  # dynamic membership
+
+
+def test_each_worker_of_a_static_group_gets_its_own_instance_id(tmp_path: Path) -> None:
+    settings = ProcessorSettings(data_dir=tmp_path, instance_id="rhythm-processors-0")
+    envs = [worker_env(settings, i) for i in range(2)]
+    ids = [e["RHYTHM_PROCESSOR_INSTANCE_ID"] for e in envs]
+    assert ids == ["rhythm-processors-0-0", "rhythm-processors-0-1"]
+    with pytest.raises(ValidationError, match="instance_id"):
+        ProcessorSettings(instance_id="two words")
 
 
 def test_cli_status_of_a_stopped_cluster_lists_its_nodes(tmp_path: Path) -> None:

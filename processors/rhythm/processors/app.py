@@ -138,6 +138,7 @@ class Processors:
             producer_linger=0.005,
             producer_max_batch_size=512 * 1024,
             broker_session_timeout=settings.session_timeout_s,
+            consumer_group_instance_id=settings.instance_id,
             broker_commit_interval=settings.commit_interval_s,
             consumer_metadata_max_age_ms=int(settings.metadata_max_age_s * 1000),
             broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),

@@ -256,7 +256,19 @@ class ProcessorSettings(BaseSettings):
     )
     tick_s: float = Field(1.0, gt=0, description="Idle-watermark tick interval.")
     session_timeout_s: float = Field(
-        30, gt=0, description="A worker silent this long loses its partitions to the others."
+        30,
+        gt=0,
+        le=90,
+        description="A worker silent this long loses its partitions to the others (at most "
+        "Faust's request timeout, 90 s).",
+    )
+    instance_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="Kafka static membership (group.instance.id): a worker restarted under "
+        "the same id takes its partitions back at once, not after the session timeout. Each "
+        "worker of the group needs its own stable id (a StatefulSet pod's name); one that "
+        "stops for good keeps its partitions from the others until the session timeout.",
     )
     web_port: int = Field(0, ge=0, description="Faust's own web server; 0 = off.")
     metrics_host: str = Field("127.0.0.1", description="Where /metrics binds.")

@@ -5,7 +5,8 @@ workers in threads) and a member of the consumer group named by the app id, so K
 the partitions among them and moves them when one joins or leaves. What each needs of its own:
 
 - a state directory (rocksdict cannot be opened by two processes): ``<data_dir>/worker-<i>``;
-- its ports: metrics ``metrics_port + i`` and Faust's web server ``web_port + i`` (0 stays 0).
+- its ports: metrics ``metrics_port + i`` and Faust's web server ``web_port + i`` (0 stays 0);
+- with ``instance_id`` set (static membership), its own id: ``<instance_id>-<i>``.
 
 On SIGTERM/SIGINT every worker is asked to stop and waited for; when one worker exits on its
 own the others are stopped too and its exit code is returned, so a supervisor (``rhythm up``,
@@ -43,6 +44,8 @@ def worker_env(settings: ProcessorSettings, index: int) -> dict[str, str]:
         ),
         "RHYTHM_PROCESSOR_WEB_PORT": str(settings.web_port + index if settings.web_port else 0),
     }
+    if settings.instance_id:
+        env["RHYTHM_PROCESSOR_INSTANCE_ID"] = f"{settings.instance_id}-{index}"
     return env
 
 
