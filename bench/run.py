@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from bench.harness import GOALS, goal, loadavg
+from bench.harness import GOALS, env_float, env_int, goal, loadavg
 from rhythm.stack.kafka import LocalKafka, LocalKafkaSettings
 from rhythm.stack.ports import free_port
 
@@ -55,7 +55,9 @@ HOW = """## How these numbers are made
   (30: how long a worker's memory must be settled), `RHYTHM_BENCH_RECOVERY_RESEEK_S`
   (3600: the recovery workers' `RHYTHM_PROCESSOR_RESEEK_AFTER_S`),
   `RHYTHM_BENCH_RECOVERY_INSTANCE_ID` (`w-0`: their `RHYTHM_PROCESSOR_INSTANCE_ID`; empty:
-  dynamic membership).
+  dynamic membership),
+  `RHYTHM_BENCH_WORKERS_SCALE` / `_WORKERS_DAYS` / `_WORKERS_ROUNDS` (1 and 2 workers over
+  the simulator's company: scale 1.0, 30 days, 2 rounds).
 - The Quix Streams peer and py-spy live in bench/.venv-peers (created by the bench on first
   use, git-ignored): quixstreams pins its own confluent-kafka range.
 - The machine is shared (2 cores; other brokers and test suites may run at the same time),
@@ -220,7 +222,7 @@ def run_sections(sections: list[str], args: argparse.Namespace, results: Path) -
 
                 text = collector_section(bootstrap, Path(home))
             else:
-                text = workers_section(bootstrap)
+                text = workers_section(bootstrap, Path(home))
             text += f"\n_Section run at load {loadavg()} (1-minute average, 2 shared cores)._\n"
             (results / f"{section}.md").write_text(text)
             (results / f"{section}.goals.json").write_text(json.dumps(GOALS))
@@ -229,19 +231,30 @@ def run_sections(sections: list[str], args: argparse.Namespace, results: Path) -
         kafka.down()
 
 
-def workers_section(bootstrap: str) -> str:
-    """1, 2 and 4 processor workers over the same events (bench/scale_workers.py, which
-    docs/scaling.md quotes), on this run's broker; RHYTHM_BENCH_WORKERS_SCALE sizes it."""
-    scale = os.environ.get("RHYTHM_BENCH_WORKERS_SCALE", "0.3")
-    argv = [sys.executable, "-m", "bench.scale_workers", "--bootstrap", bootstrap]
-    argv += ["--scale", scale, "--workers", "1,2,4"]
-    table = subprocess.run(argv, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+def workers_section(bootstrap: str, home: Path) -> str:
+    """1 and 2 processor workers over the same events, interleaved (bench/scale_workers.py,
+    which docs/scaling.md quotes); RHYTHM_BENCH_WORKERS_SCALE / _DAYS / _ROUNDS size it."""
+    from bench.scale_workers import measure
+
+    scale = env_float("RHYTHM_BENCH_WORKERS_SCALE", 1.0)
+    days = env_int("RHYTHM_BENCH_WORKERS_DAYS", 30)
+    rounds = env_int("RHYTHM_BENCH_WORKERS_ROUNDS", 2)
+    work = home / "workers"
+    work.mkdir(parents=True, exist_ok=True)
+    table, medians = measure(bootstrap, [1, 2], rounds, scale, days, 4, 1800, work)
+    ratio = medians[2] / medians[1] if medians[1] else 0.0
+    goal(
+        "two workers on two cores ≥ 1.7× one worker",
+        ratio >= 1.7,
+        f"{ratio:.2f}×",
+        f"{medians[1]:,.0f} against {medians[2]:,.0f} events/s; the broker, the bench and "
+        "both workers share the two cores",
+    )
     return (
         "## Workers\n\n"
-        f"`python -m bench.run --only workers` (`python -m bench.scale_workers --scale {scale} "
-        "--workers 1,2,4`): the same events through 1, 2 and 4 `rhythm processors` workers of "
-        "one fresh app each; on 2 cores more workers compete for the same CPU "
-        "(docs/scaling.md).\n\n" + table
+        "`python -m bench.run --only workers` (`python -m bench.scale_workers --scale "
+        f"{scale} --days {days} --workers 1,2 --rounds {rounds}`): the same events through 1 "
+        "and 2 `rhythm processors` workers of one fresh app each (docs/scaling.md).\n\n" + table
     )
 
 

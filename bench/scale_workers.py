@@ -1,21 +1,20 @@
-"""Processor throughput with 1, 2 and 4 workers, and the state they keep per entity.
+"""Processor throughput with 1 and 2 workers (or any counts), and the state they keep per entity.
 
-    python -m bench.scale_workers [--scale 0.3] [--workers 1,2,4] [--partitions 4]
+    python -m bench.scale_workers [--scale 1] [--days 30] [--workers 1,2] [--rounds 2]
 
 Standalone: starts its own single-node Kafka on free ports (or uses --bootstrap), publishes a
 simulated enterprise (`rhythm simulate`'s generator) once to an events topic with
-`--partitions` partitions, then for each worker count runs that many `rhythm processors`
-processes as one fresh app (own consumer group and output topics) over the same events and
-measures:
+`--partitions` partitions, then runs each worker count `--rounds` times, interleaved
+(1, 2, 2, 1), each run `rhythm processors --workers N` as one fresh app (own consumer group
+and output topics) over the same events, timed as the peers bench times Rhythm: from the
+group's first commit at or past 5 % of the input to the input's end committed and the
+updates topic drained. Per run: events/s, CPU per event of all its processes, and the load.
+After the first 1-worker run: the rocksdict state (keys, bytes of keys+values, bytes on disk)
+per distinct entity.
 
-- seconds from launching the workers until the group has committed the end of the events
-  topic and of its updates topic (startup and the first rebalance included), and events/s;
-- events/s of processing alone (from the first committed offset to the end);
-- after the 1-worker run: the rocksdict state (keys, bytes of keys+values, bytes on disk) and
-  the distinct entities, hence bytes of state per entity.
-
-Prints a markdown table (docs/scaling.md quotes it). The machine's load is printed too: on a
-shared machine numbers move with it, so compare rows of one run, not runs.
+The `workers` section of `make bench` (bench/run.py) runs `measure()` on the bench's broker
+and checks the goal of two workers at least 1.7x one. On a shared machine the numbers move
+with the load, so compare the rows of one run, not runs.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,9 +31,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from bench.harness import Timing, loadavg, progress, time_group
+from bench.peers_bench import START_SHARE
 from rhythm.producers import ClientSettings, KafkaSettings
 from rhythm.runtime.process import stop_groups
 from rhythm.stack.kafka import LocalKafka, LocalKafkaSettings
@@ -44,17 +46,8 @@ from rhythm.stack.simulate.send import send
 @dataclass
 class Run:
     workers: int
-    seconds: float
-    processing_seconds: float
-    events: int
-
-    @property
-    def events_per_s(self) -> float:
-        return self.events / self.seconds
-
-    @property
-    def processing_events_per_s(self) -> float:
-        return self.events / max(self.processing_seconds, 1e-9)
+    timing: Timing
+    load: str  # 1-minute load average at the end of the run
 
 
 def create_topics(bootstrap: str, names: dict[str, int]) -> None:
@@ -64,21 +57,28 @@ def create_topics(bootstrap: str, names: dict[str, int]) -> None:
         future.result(60)
 
 
-def offsets(bootstrap: str, group: str, topic: str, partitions: int) -> tuple[int, int]:
-    """(committed by `group`, end) summed over the topic's partitions."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+def end_of(bootstrap: str, topic: str, partitions: int) -> int:
+    """Messages in the topic: the sum of its partitions' end offsets."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ends-{uuid.uuid4()}"})
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
-        committed = sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
-        end = sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
-        return committed, end
+        return sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
     finally:
         consumer.close()
 
 
 def run_workers(
-    bootstrap: str, events_topic: str, partitions: int, workers: int, work: Path, timeout: float
+    bootstrap: str,
+    events_topic: str,
+    partitions: int,
+    total: int,
+    workers: int,
+    work: Path,
+    timeout: float,
 ) -> Run:
+    """`rhythm processors --workers N` as one fresh app over the whole events topic, timed
+    as the peers bench times Rhythm (harness.time_group): from the group's first commit at or
+    past 5 % of the input to its end committed and the updates topic drained."""
     app = f"bench-scale-{workers}-{uuid.uuid4().hex[:6]}"
     topics = {f"{app}.{t}": n for t, n in (("signals", 4), ("alerts", 2), ("dead", 1))}
     create_topics(bootstrap, topics)
@@ -97,45 +97,28 @@ def run_workers(
         RHYTHM_PROCESSOR_WEB_PORT="0",
         RHYTHM_PROCESSOR_SESSION_TIMEOUT_S="10",
     )
-    total = 0
-    started = time.monotonic()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "rhythm.stack.cli", "processors", "--workers", str(workers)],
-            env=env,
-            stdout=(work / f"{app}.log").open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    ]
-    first_progress: float | None = None
-    updates_end = 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rhythm.stack.cli", "processors", "--workers", str(workers)],
+        env=env,
+        stdout=(work / f"{app}.log").open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
-        deadline = started + timeout
-        while True:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{workers} worker(s) did not finish within {timeout:.0f} s")
-            if procs[0].poll() is not None:
-                raise SystemExit(f"the workers exited ({procs[0].returncode}); see {work}")
-            try:
-                done, total = offsets(bootstrap, app, events_topic, partitions)
-                if done > 0 and first_progress is None:
-                    first_progress = time.monotonic()
-                if done >= total:
-                    # Stage 2 is done with what stage 1 sent for the events once it has
-                    # committed the updates' end as of then (idle ticks keep adding to it).
-                    committed, end = offsets(bootstrap, app, f"{app}.updates", partitions)
-                    updates_end = updates_end or end
-                    if committed >= updates_end:
-                        break
-            except KafkaException:  # the group's coordinator is loading or moving: ask again
-                pass
-            time.sleep(0.5)
-        finished = time.monotonic()
+        timing = time_group(
+            bootstrap,
+            app,
+            events_topic,
+            total,
+            [f"{app}.updates"],
+            proc=proc,  # CPU: the supervisor and its worker processes
+            timeout=timeout,
+            label=f"{workers} worker(s)",
+            start_share=START_SHARE,
+        )
     finally:
-        stop_groups(procs, 120.0)
-    assert first_progress is not None
-    return Run(workers, finished - started, finished - first_progress, total)
+        stop_groups([proc], 120.0)
+    return Run(workers, timing, loadavg())
 
 
 def state_size(data_dir: Path) -> tuple[int, int, int]:
@@ -159,24 +142,89 @@ def state_size(data_dir: Path) -> tuple[int, int, int]:
     return keys, logical, disk
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", type=float, default=0.3, help="Simulation scale.")
-    parser.add_argument("--days", type=int, default=14)
-    parser.add_argument("--workers", default="1,2,4")
-    parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--bootstrap", default=None, help="Use this Kafka (default: own one).")
-    parser.add_argument("--timeout", type=float, default=1800)
-    args = parser.parse_args()
-    counts = [int(w) for w in args.workers.split(",")]
-
-    sim = generate(SimConfig(now_ms=int(time.time() * 1000), days=args.days, scale=args.scale))
+def measure(
+    bootstrap: str,
+    counts: list[int],
+    rounds: int,
+    scale: float,
+    days: int,
+    partitions: int,
+    timeout: float,
+    work: Path,
+) -> tuple[str, dict[int, float]]:
+    """Publish the simulated company once, then run each worker count `rounds` times,
+    interleaved (1, 2, 2, 1, ...): the markdown of the runs and each count's median rate."""
+    sim = generate(SimConfig(now_ms=int(time.time() * 1000), days=days, scale=scale))
     entities = {
         entity
         for e in sim.events
         for entity in (e.actor, e.object, e.target, *(("tag", t) for t in e.tags))
         if entity is not None
     }
+    events_topic = f"bench-scale-events-{uuid.uuid4().hex[:6]}"
+    create_topics(bootstrap, {events_topic: partitions})
+    settings = ClientSettings(kafka=KafkaSettings(bootstrap_servers=bootstrap), topic=events_topic)
+    delivery = send(sim, settings, show_progress=False)
+    total = end_of(bootstrap, events_topic, partitions)  # not `sent`: people records go apart
+    if total != delivery.delivered - (delivery.sent - len(sim.arrivals)):
+        progress(f"workers: {total:,} events in the topic, {delivery.delivered:,} delivered")
+    runs: list[Run] = []
+    state: tuple[int, int, int] | None = None
+    for r in range(rounds):
+        for workers in counts if r % 2 == 0 else counts[::-1]:
+            progress(f"workers: round {r + 1}, {workers} worker(s), load {loadavg()}")
+            run = run_workers(bootstrap, events_topic, partitions, total, workers, work, timeout)
+            progress(
+                f"  {workers} worker(s): {run.timing.rate:,.0f} events/s, "
+                f"{run.timing.cpu_us_per_event:,.0f} µs CPU/event, load {run.load}"
+            )
+            runs.append(run)
+            if workers == 1 and state is None:
+                (app_dir,) = [p for p in work.glob("bench-scale-1-*") if p.is_dir()]
+                state = state_size(app_dir)
+    medians = {n: statistics.median(r.timing.rate for r in runs if r.workers == n) for n in counts}
+    base = medians[min(counts)]
+    lines = [
+        f"{total:,} events ({len(sim.events):,} unique, {len(entities):,} entities, "
+        f"{days} days, scale {scale}), {partitions} partitions, {os.cpu_count()} cores "
+        "shared with the broker; each count run "
+        f"{rounds} times interleaved, medians compared.\n",
+        "| workers | events/s (median) | each run | ratio | µs CPU per event (all processes) "
+        "| load at each run's end |",
+        "|---:|---:|---|---:|---|---|",
+    ]
+    for n in counts:
+        mine = [r for r in runs if r.workers == n]
+        lines.append(
+            f"| {n} | {medians[n]:,.0f} | "
+            + " / ".join(f"{r.timing.rate:,.0f}" for r in mine)
+            + f" | {medians[n] / base:.2f} | "
+            + " / ".join(f"{r.timing.cpu_us_per_event:,.0f}" for r in mine)
+            + " | "
+            + " / ".join(r.load for r in mine)
+            + " |"
+        )
+    if state is not None:
+        keys, logical, disk = state
+        lines.append(
+            f"\nState after the first 1-worker run: {keys:,} keys, {logical / 2**20:.1f} MiB of "
+            f"keys and values, {disk / 2**20:.1f} MiB on disk; {logical / len(entities):,.0f} B "
+            f"(logical) and {disk / len(entities):,.0f} B (disk) per entity."
+        )
+    return "\n".join(lines) + "\n", medians
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="Simulation scale.")
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--bootstrap", default=None, help="Use this Kafka (default: own one).")
+    parser.add_argument("--timeout", type=float, default=1800)
+    args = parser.parse_args()
+    counts = [int(w) for w in args.workers.split(",")]
     work = Path(tempfile.mkdtemp(prefix="rhythm-bench-scale-"))
     kafka: LocalKafka | None = None
     try:
@@ -186,50 +234,21 @@ def main() -> None:
                 LocalKafkaSettings(home=work / "kafka", port=0, controller_port=0, heap="1g")
             )
             bootstrap = kafka.up(())
-        events_topic = f"bench-scale-events-{uuid.uuid4().hex[:6]}"
-        create_topics(bootstrap, {events_topic: args.partitions})
-        settings = ClientSettings(
-            kafka=KafkaSettings(bootstrap_servers=bootstrap), topic=events_topic
+        text, _ = measure(
+            bootstrap,
+            counts,
+            args.rounds,
+            args.scale,
+            args.days,
+            args.partitions,
+            args.timeout,
+            work,
         )
-        delivery = send(sim, settings, show_progress=False)
-        runs: list[Run] = []
-        state: tuple[int, int, int] | None = None
-        for workers in counts:
-            runs.append(
-                run_workers(bootstrap, events_topic, args.partitions, workers, work, args.timeout)
-            )
-            if workers == 1 and state is None:
-                (app_dir,) = [p for p in work.glob("bench-scale-1-*") if p.is_dir()]
-                state = state_size(app_dir)
-        load = os.getloadavg()
     finally:
         if kafka is not None:
             kafka.down()
         shutil.rmtree(work, ignore_errors=True)
-
-    print(
-        f"{delivery.sent:,} events ({len(sim.events):,} unique, {len(entities):,} entities, "
-        f"{args.days} days, scale {args.scale}), {args.partitions} partitions, "
-        f"{os.cpu_count()} cores; load average at the end {load[0]:.1f} / {load[1]:.1f} / "
-        f"{load[2]:.1f}\n"
-    )
-    base = min(runs, key=lambda r: r.workers)
-    print("| workers | seconds (incl. start) | events/s | ratio | processing events/s | ratio |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for run in runs:
-        print(
-            f"| {run.workers} | {run.seconds:.1f} | {run.events_per_s:,.0f} | "
-            f"{run.events_per_s / base.events_per_s:.2f} | "
-            f"{run.processing_events_per_s:,.0f} | "
-            f"{run.processing_events_per_s / base.processing_events_per_s:.2f} |"
-        )
-    if state is not None:
-        keys, logical, disk = state
-        print(
-            f"\nState after the 1-worker run: {keys:,} keys, {logical / 2**20:.1f} MiB of keys "
-            f"and values, {disk / 2**20:.1f} MiB on disk; {logical / len(entities):,.0f} B "
-            f"(logical) and {disk / len(entities):,.0f} B (disk) per entity."
-        )
+    print(text)
 
 
 if __name__ == "__main__":
