@@ -61,12 +61,13 @@ from rhythm.processors.signals.entity import (
 )
 from rhythm.processors.signals.policy import AlertPolicy
 from rhythm.processors.signals.rhythm import SilenceRule
-from rhythm.schemas.keys import EntityKey, is_context_key, split_context_key
+from rhythm.schemas.keys import SEP, EntityKey, is_context_key, split_context_key
 from rhythm.schemas.outputs import AlertRecord, SignalRecord
 
 NO_WATERMARK = -(2**62)
 RUN = "run"  # the outcome of a run of a degraded tenant's events: counted by add_runs
 MAX_ADVANCE = 20_000  # entities advanced per call (see _advance)
+MAX_RULE_KINDS = 10_000  # (tenant, role, type) silence rules remembered (see _rule)
 
 
 @dataclass
@@ -138,6 +139,7 @@ class Stage2Partition:
         # Kept up to date per change: summing over every entity per batch (for the gauge)
         # cost O(entities) each time, most of the batch with a million entities.
         self.window_count = 0
+        self._rules: dict[str, SilenceRule | None] = {}  # _rule's, by tenant, role and type
         # Where the watermarks are saved: one record per partition (per tenant and partition
         # in the history lane, tenants.py).
         self._watermarks_key = watermarks_key or f"{WATERMARKS_PREFIX}{partition}"
@@ -511,8 +513,17 @@ class Stage2Partition:
         entity.frozen = None
 
     def _rule(self, key: str) -> SilenceRule | None:
+        # By (tenant, role, type): the policy's answer for them never changes, and a restore
+        # asks for every entity (a tenant's types are few; the cap bounds a flood of them).
+        kind = key[: key.find(SEP, key.find(SEP, key.find(SEP) + 1) + 1)]
+        rules = self._rules
+        if kind in rules:
+            return rules[kind]
+        if len(rules) >= MAX_RULE_KINDS:
+            rules.clear()
         ek = EntityKey.decode(key)
-        return self.policy.silence_rule(ek.tenant, ek.role, ek.entity_type)
+        rule = rules[kind] = self.policy.silence_rule(ek.tenant, ek.role, ek.entity_type)
+        return rule
 
     def _schedule(self, key: str, entity: _Entity) -> None:
         due = next_due_ms(entity.state, self.signal_cfg, entity.rule)
