@@ -6,6 +6,7 @@ key per batch, and JSON keeps the changelog topics readable with `rhythm tail`.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -68,7 +69,26 @@ def loads(data: bytes) -> Any:
 # -- entities --------------------------------------------------------------------------------
 
 
-def encode_entity(state: EntityState, applied: dict[int, int]) -> bytes:
+# The head of a saved entity written by stage 2 (`encode_entity` with a hint): its due time,
+# its open windows and the fingerprint of the settings the due time was computed with. A
+# restore reads them without decoding the rest (`entity_hint`).
+_HINT = re.compile(rb'\{"d":(null|-?[0-9]+),"n":([0-9]+),"f":"([0-9a-f]{8})"')
+
+
+def entity_hint(data: bytes) -> tuple[int | None, int, str] | None:
+    """(due time, open windows, settings fingerprint) from a saved entity's head, or None
+    for a value saved without them."""
+    m = _HINT.match(data)
+    if m is None:
+        return None
+    due = m.group(1)
+    return (None if due == b"null" else int(due)), int(m.group(2)), m.group(3).decode()
+
+
+def encode_entity(
+    state: EntityState, applied: dict[int, int], hint: tuple[int | None, str] | None = None
+) -> bytes:
+    """`hint`: (due time, settings fingerprint), written first (see `entity_hint`)."""
     windows = [
         [
             w.size_ms, w.start_ms, w.event_count, w.weight_sum, w.weight_max, w.gap_count,
@@ -77,8 +97,10 @@ def encode_entity(state: EntityState, applied: dict[int, int]) -> bytes:
         ]
         for w in state.windows.values()
     ]  # fmt: skip
+    head = {} if hint is None else {"d": hint[0], "n": len(state.windows), "f": hint[1]}
     return orjson.dumps(
         {
+            **head,
             "p": _deltas(state.pending),
             "l": state.last_ms,
             "w": windows,

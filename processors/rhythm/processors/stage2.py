@@ -14,7 +14,9 @@ event time each has reported (stage 1 stamps it on every batch, and on idle tick
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
+import zlib
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from rhythm.processors.codec import (
     encode_contribution,
     encode_entity,
     encode_rhythm,
+    entity_hint,
     is_context,
     loads,
 )
@@ -93,7 +96,8 @@ class Stage2Output:
 class _Entity:
     """`state` and `applied` are valid only while `frozen` is None: an entity holding
     nothing (no window, no pending event) is kept as its saved bytes, a third of its objects'
-    memory, and decoded again when something touches it (most idle entities never are)."""
+    memory, and decoded again when something touches it (most idle entities never are); so
+    is every restored entity whose saved head gives its due time, until touched or due."""
 
     state: EntityState
     applied: dict[int, int]
@@ -140,6 +144,8 @@ class Stage2Partition:
         # cost O(entities) each time, most of the batch with a million entities.
         self.window_count = 0
         self._rules: dict[str, SilenceRule | None] = {}  # _rule's, by tenant, role and type
+        # Saved due times are trusted at a restore only under the settings they came from.
+        self._fingerprint = fingerprint(signal_cfg, self.policy)
         # Where the watermarks are saved: one record per partition (per tenant and partition
         # in the history lane, tenants.py).
         self._watermarks_key = watermarks_key or f"{WATERMARKS_PREFIX}{partition}"
@@ -169,6 +175,17 @@ class Stage2Partition:
                     contexts[key] = decode_context(value)
                 else:
                     rule = self._rule(key)
+                    hint = None if self.hand_off else entity_hint(value)
+                    if hint is not None and hint[2] == self._fingerprint:
+                        # Kept as its bytes until touched or due: decoding a million
+                        # entities' windows was most of a restart (bench/NOTES.md).
+                        self.entities[key] = _Entity(_FROZEN, {}, rule, value)
+                        due, windows, _ = hint
+                        self.window_count += windows
+                        if due is not None:
+                            self._due_of[key] = due
+                            heapq.heappush(self._due, (due, key))
+                        continue
                     state, applied = decode_entity(value)
                     entity = self.entities[key] = _Entity(state, applied, rule)
                     self.window_count += len(state.windows)
@@ -373,7 +390,7 @@ class Stage2Partition:
             out.norms.append([key, last, encode_rhythm(model)])
             state.handed_ms = last
             if frozen is not None:
-                entity.frozen = bytes(memoryview(encode_entity(state, applied)))
+                entity.frozen = bytes(memoryview(self._encode(key, state, applied)))
             self._dirty.add(key)
         self._learned = waiting
 
@@ -400,7 +417,7 @@ class Stage2Partition:
                 entity = self.entities[key]
                 data = entity.frozen
                 if data is None:
-                    data = encode_entity(entity.state, entity.applied)
+                    data = self._encode(key, entity.state, entity.applied)
                 items.append((key, data))
         for key in self.conversations.dirty:
             items.append((key, encode_context(self.conversations.contexts[key])))
@@ -486,7 +503,7 @@ class Stage2Partition:
             if _idle(entity.state):
                 # A copy: orjson's result keeps its whole output buffer (4 KiB at least)
                 # allocated, whatever its length; this one is kept for long.
-                data = encode_entity(entity.state, entity.applied)
+                data = self._encode(key, entity.state, entity.applied)
                 self._freeze(entity, bytes(memoryview(data)))
         if result.signals or result.alerts:
             fields = EntityKey.decode(key).fields()  # once for the entity's signals
@@ -499,6 +516,14 @@ class Stage2Partition:
         if entity.frozen is not None:
             self._thaw(entity)
         return entity.state
+
+    def _encode(self, key: str, state: EntityState, applied: dict[int, int]) -> bytes:
+        """An entity's saved bytes, headed by its scheduled due time (never later than
+        `next_due_ms`, see `apply`) and its open windows, for a restore to keep it frozen."""
+        due = self._due_of.get(key)
+        if due is None:  # nothing scheduled: "nothing due" is written only if it is so
+            due = next_due_ms(state, self.signal_cfg, self.entities[key].rule)
+        return encode_entity(state, applied, (due, self._fingerprint))
 
     @staticmethod
     def _freeze(entity: _Entity, data: bytes) -> None:
@@ -532,6 +557,31 @@ class Stage2Partition:
         elif self._due_of.get(key) != due:
             self._due_of[key] = due
             heapq.heappush(self._due, (due, key))
+
+
+def fingerprint(*settings: Any) -> str:
+    """Eight hex digits that change with any of the settings (dataclasses, sets and maps
+    taken in a canonical order: a set's repr changes with the process's hash seed)."""
+
+    def canonical(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return (
+                type(value).__name__,
+                [
+                    (f.name, canonical(getattr(value, f.name)))
+                    for f in dataclasses.fields(value)
+                    if not f.name.startswith("_")
+                ],
+            )
+        if isinstance(value, dict):
+            return sorted((repr(k), canonical(v)) for k, v in value.items())
+        if isinstance(value, (set, frozenset)):
+            return sorted(repr(canonical(v)) for v in value)
+        if isinstance(value, (list, tuple)):
+            return [canonical(v) for v in value]
+        return repr(value)
+
+    return f"{zlib.crc32(repr(canonical(settings)).encode()):08x}"
 
 
 def hand_off_due(state: EntityState) -> bool:
