@@ -642,6 +642,13 @@ def render_section(
             over("kafka") >= 0.25,
             f"{100 * over('kafka'):.1f}%",
         ),
+        (
+            # Issue #21: 12,000 events/s per worker, or 90 % of Faust's own ceiling if the
+            # framework cannot deliver that.
+            "signal stage ≥ 12,000 events/s per worker, or ≥ 90 % of an empty Faust agent",
+            rhythm >= 12_000 or ratio(rhythm, empty) >= 0.9,
+            f"{rhythm:,.0f} events/s, {ratio(rhythm, empty):.2f}× the empty agent",
+        ),
     ]
     stage1 = [
         (t.events / t.input_s if t.input_s > 0 else float("nan"), t.seconds - t.input_s)
