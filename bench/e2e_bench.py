@@ -389,6 +389,12 @@ def e2e_section(kafka: LocalKafka, home: Path) -> str:
         "the processor worker and the sink share the two cores with the broker; one worker "
         "alone does about 6,000 events/s (peers and workers sections)",
     )
+    goal(
+        "no event counted late in the end-to-end replay (every window computed whole)",
+        t["late"] == 0,
+        f"{t['late']:,.0f} late",
+        f"{t['late_and_holes']}",
+    )
     half = runs[0][1]
     met = half["signal_p99"] <= 2.0
     goal(

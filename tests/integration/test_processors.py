@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from rhythm.processors.explode import partition_for
@@ -253,54 +253,6 @@ def test_signals_and_alerts_equal_an_independent_computation(pipeline: Pipeline)
         _stop(proc)
     check_signals(got, reference)
     check_alerts(pipeline.alerts(), w)
-
-
-def test_a_worker_that_caught_up_commits_its_input_at_once(
-    kafka_broker: Any, tmp_path: Path
-) -> None:
-    """With Faust's commit interval out of reach (an hour) and fewer events than its
-    count-based commit, a worker that has read all its input still commits it: each agent
-    commits once its queue is empty, so lag reads 0 within a batch of catching up."""
-    now = int(time.time() * 1000)
-    w = generate(now, seed=5)
-    assert len(w.arrivals) < 10_000  # under Faust's commit-every count: no commit from it
-    p = Pipeline(
-        kafka_broker.bootstrap,
-        f"caught-{uuid.uuid4().hex[:8]}",
-        tmp_path,
-        extra_env={
-            "RHYTHM_PROCESSOR_COMMIT_INTERVAL_S": "3600",
-            "RHYTHM_PROCESSOR_TICK_S": "3600",  # no idle ticks: the updates' end stays put
-        },
-    )
-    p.create_topics()
-    p.send(w.arrivals)
-    proc = p.start()
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            behind = []
-            # A fresh consumer each time (never joining the group): one kept open did not
-            # learn the worker's topics' partitions.
-            consumer = Consumer({"bootstrap.servers": p.bootstrap, "group.id": p.name})
-            try:
-                for topic in (p.topics["events"], p.topics["updates"]):
-                    tps = [TopicPartition(topic, n) for n in range(4)]
-                    for tp in consumer.committed(tps, timeout=10):
-                        end = consumer.get_watermark_offsets(tp, 5)[1]
-                        if end > 0 and tp.offset != end:
-                            behind.append(f"{topic}[{tp.partition}] {tp.offset} of {end}")
-            except KafkaException as exc:  # coordinator or metadata not there yet
-                behind.append(repr(exc))
-            finally:
-                consumer.close()
-            if not behind:
-                break
-            assert proc.poll() is None, f"the worker exited ({proc.returncode})"
-            assert time.monotonic() < deadline, f"not committed: {behind}\n" + p.diagnosis()
-            time.sleep(0.2)  # polling the group's commits
-    finally:
-        _stop(proc)
 
 
 def test_a_worker_killed_twice_gives_the_same_results(kafka_broker: Any, tmp_path: Path) -> None:

@@ -74,7 +74,6 @@ from rhythm.schemas.topics import (
 
 log = logging.getLogger("rhythm.processors")
 
-CAUGHT_UP_COMMIT_S = 1.0  # how soon what an agent that caught up finished is committed
 
 
 class Processors:
@@ -205,8 +204,6 @@ class Processors:
             self._agent(settings.updates_topic, self._stage2_group)
         )
         app.timer(settings.tick_s)(self._tick)
-        self._caught_up = False  # an agent emptied its queue since the last such commit
-        app.timer(CAUGHT_UP_COMMIT_S)(self._commit_caught_up)
         if settings.metrics_port:  # /healthz, /readyz, lag, recovery (served by worker.py)
             app.timer(settings.health_tick_s)(self._watch)
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
@@ -243,15 +240,9 @@ class Processors:
         s = self.settings
 
         async def agent(stream: Any) -> None:  # faust's stubs lack take_events
-            queue = stream.channel.queue
             async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
                 await self._wait_ready()
                 await self._batch(topic, events, process)
-                # Read everything that came: `_commit_caught_up` commits it within a second
-                # rather than at the next interval, so a worker that caught up shows it
-                # (lag 0) at once. Never under a backlog (the queue is not empty then).
-                if queue.empty():
-                    self._caught_up = True
 
         return agent
 
@@ -461,13 +452,6 @@ class Processors:
 
     def _owns(self, topic: str, partition: int) -> bool:
         return TP(topic, partition) in self.app.consumer.assignment()
-
-    async def _commit_caught_up(self) -> None:
-        """Commit what the agents finished once one of them has read everything that came
-        (Faust's public `Consumer.commit`: the guard's offsets, as its interval commits)."""
-        if self._caught_up:
-            self._caught_up = False
-            await self.app.consumer.commit()
 
     async def _tick(self) -> None:
         if not self._restored():

@@ -251,8 +251,7 @@ class ProcessorSettings(BaseSettings):
     commit_interval_s: float = Field(
         2.8,
         gt=0,
-        description="Finished input is committed this often (Faust's default), and within a "
-        "second once an agent has read everything that came.",
+        description="Finished input is committed this often (Faust's default).",
     )
     tick_s: float = Field(1.0, gt=0, description="Idle-watermark tick interval.")
     session_timeout_s: float = Field(
