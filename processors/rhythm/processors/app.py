@@ -75,7 +75,6 @@ from rhythm.schemas.topics import (
 log = logging.getLogger("rhythm.processors")
 
 
-
 class Processors:
     """Builds the Faust app for one worker and holds the per-partition state objects."""
 
