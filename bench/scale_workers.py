@@ -31,10 +31,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from bench.harness import Timing, loadavg, progress, time_group
+from bench.harness import Timing, loadavg, messages_in, progress, time_group
 from bench.peers_bench import START_SHARE
 from rhythm.producers import ClientSettings, KafkaSettings
 from rhythm.runtime.process import stop_groups
@@ -55,16 +54,6 @@ def create_topics(bootstrap: str, names: dict[str, int]) -> None:
     futures = admin.create_topics([NewTopic(n, p, 1) for n, p in names.items()])
     for future in futures.values():
         future.result(60)
-
-
-def end_of(bootstrap: str, topic: str, partitions: int) -> int:
-    """Messages in the topic: the sum of its partitions' end offsets."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ends-{uuid.uuid4()}"})
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        return sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
-    finally:
-        consumer.close()
 
 
 def run_workers(
@@ -165,7 +154,7 @@ def measure(
     create_topics(bootstrap, {events_topic: partitions})
     settings = ClientSettings(kafka=KafkaSettings(bootstrap_servers=bootstrap), topic=events_topic)
     delivery = send(sim, settings, show_progress=False)
-    total = end_of(bootstrap, events_topic, partitions)  # not `sent`: people records go apart
+    total = messages_in(bootstrap, events_topic)  # not `sent`: people records go apart
     if total != delivery.delivered - (delivery.sent - len(sim.arrivals)):
         progress(f"workers: {total:,} events in the topic, {delivery.delivered:,} delivered")
     runs: list[Run] = []
